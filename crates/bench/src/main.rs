@@ -1,0 +1,403 @@
+//! `rivulet-bench`: drives any Kinesis-compatible endpoint with the workloads of
+//! docs/benchmarks.md and prints one JSON line per result (plus a human summary on stderr).
+//!
+//! The generator is deliberately cheap: request bodies are encoded once and reused, each
+//! connection is one hyper HTTP/1.1 connection driven by its own task, and responses are only
+//! parsed where the workload needs a value from them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// A fake but well-formed SigV4 header: emulators check its presence, not its value.
+const AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/kinesis/aws4_request, \
+                    SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00";
+
+#[derive(Parser)]
+#[command(name = "rivulet-bench", about = "Load generator for Kinesis-compatible endpoints")]
+struct Cli {
+    /// host:port of the endpoint (plain HTTP)
+    #[arg(long, default_value = "127.0.0.1:4567")]
+    endpoint: String,
+    /// Stream to use; created with --shards if it does not exist
+    #[arg(long, default_value = "bench")]
+    stream: String,
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// Label written into every result line (e.g. the server's name)
+    #[arg(long, default_value = "rivulet")]
+    label: String,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Workload {
+    /// PutRecords batches for a fixed time.
+    PutRecords {
+        #[arg(long, default_value_t = 100)]
+        record_bytes: usize,
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// One record per PutRecord request, many connections; reports latency percentiles.
+    PutRecord {
+        #[arg(long, default_value_t = 100)]
+        record_bytes: usize,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Reads every shard from TRIM_HORIZON to the end with GetRecords (Limit 10000).
+    GetRecords {
+        /// Load at least this many records first (100-byte, in 500-record batches)
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
+    /// Puts at a fixed rate while a reader polls; reports put→visible latency.
+    Visible {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+struct Endpoint {
+    addr: String,
+}
+
+impl Endpoint {
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .with_context(|| format!("connecting to {}", self.addr))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+async fn call(
+    sender: &mut SendRequest<Full<Bytes>>,
+    host: &str,
+    operation: &str,
+    body: Bytes,
+) -> anyhow::Result<(u16, Bytes)> {
+    sender.ready().await?;
+    let request = http::Request::post("/")
+        .header("host", host)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", format!("Kinesis_20131202.{operation}"))
+        .header("x-amz-date", "20260101T000000Z")
+        .header("authorization", AUTH)
+        .body(Full::new(body))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+async fn call_json(
+    sender: &mut SendRequest<Full<Bytes>>,
+    host: &str,
+    operation: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let (status, bytes) = call(sender, host, operation, Bytes::from(body.to_string())).await?;
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status != 200 {
+        bail!("{operation} answered {status}: {value}");
+    }
+    Ok(value)
+}
+
+async fn ensure_stream(endpoint: &Endpoint, cli: &Cli) -> anyhow::Result<Vec<String>> {
+    let mut s = endpoint.connect().await?;
+    let host = &endpoint.addr;
+    let _ = call(
+        &mut s,
+        host,
+        "CreateStream",
+        Bytes::from(json!({"StreamName": cli.stream, "ShardCount": cli.shards}).to_string()),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = call_json(&mut s, host, "DescribeStream", json!({"StreamName": cli.stream})).await;
+        if let Ok(d) = d
+            && d["StreamDescription"]["StreamStatus"] == "ACTIVE"
+        {
+            let shards = d["StreamDescription"]["Shards"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s["ShardId"].as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            return Ok(shards);
+        }
+        if Instant::now() > deadline {
+            bail!("stream {} did not become ACTIVE", cli.stream);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn put_records_body(stream: &str, batch: usize, record_bytes: usize, salt: usize) -> Bytes {
+    let data = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; record_bytes]);
+    let records: Vec<Value> = (0..batch)
+        .map(|i| json!({"Data": data, "PartitionKey": format!("pk-{salt}-{i}")}))
+        .collect();
+    Bytes::from(json!({"StreamName": stream, "Records": records}).to_string())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
+}
+
+fn report(label: &str, workload: &str, fields: Value) {
+    let mut line = json!({"server": label, "workload": workload});
+    if let (Some(line), Some(fields)) = (line.as_object_mut(), fields.as_object()) {
+        for (k, v) in fields {
+            line.insert(k.clone(), v.clone());
+        }
+    }
+    println!("{line}");
+    eprintln!("{label:>14} {workload:<24} {fields}");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let endpoint = Arc::new(Endpoint { addr: cli.endpoint.clone() });
+    let shards = ensure_stream(&endpoint, &cli).await?;
+    match cli.workload {
+        Workload::PutRecords { record_bytes, batch, connections, seconds } => {
+            let records = Arc::new(AtomicU64::new(0));
+            let failed = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for c in 0..connections {
+                let (endpoint, records, failed, stop) =
+                    (endpoint.clone(), records.clone(), failed.clone(), stop.clone());
+                let body = put_records_body(&cli.stream, batch, record_bytes, c);
+                tasks.push(tokio::spawn(async move {
+                    let mut s = endpoint.connect().await?;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (status, reply) = call(&mut s, &endpoint.addr, "PutRecords", body.clone()).await?;
+                        // Count only acknowledged records: a 200 minus its FailedRecordCount.
+                        let failed_here = if status == 200 {
+                            memchr_failed(&reply)
+                        } else {
+                            batch as u64
+                        };
+                        records.fetch_add(batch as u64 - failed_here, Ordering::Relaxed);
+                        failed.fetch_add(failed_here, Ordering::Relaxed);
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                t.await??;
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let n = records.load(Ordering::Relaxed) as f64;
+            report(
+                &cli.label,
+                &format!("put-records-{record_bytes}B"),
+                json!({"records_per_s": (n / elapsed).round(), "failed": failed.load(Ordering::Relaxed),
+                       "connections": connections, "batch": batch, "seconds": elapsed}),
+            );
+        }
+        Workload::PutRecord { record_bytes, connections, seconds } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for c in 0..connections {
+                let (endpoint, stop) = (endpoint.clone(), stop.clone());
+                let data = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; record_bytes]);
+                let stream = cli.stream.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut s = endpoint.connect().await?;
+                    let mut latencies = Vec::new();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let body = Bytes::from(
+                            json!({"StreamName": stream, "Data": data, "PartitionKey": format!("{c}-{i}")}).to_string(),
+                        );
+                        let t = Instant::now();
+                        let (status, _) = call(&mut s, &endpoint.addr, "PutRecord", body).await?;
+                        if status == 200 {
+                            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        i += 1;
+                    }
+                    anyhow::Ok(latencies)
+                }));
+            }
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            stop.store(true, Ordering::Relaxed);
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await??);
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            all.sort_by(f64::total_cmp);
+            report(
+                &cli.label,
+                &format!("put-record-{record_bytes}B"),
+                json!({"requests_per_s": (all.len() as f64 / elapsed).round(),
+                       "p50_ms": percentile(&all, 0.5), "p99_ms": percentile(&all, 0.99),
+                       "connections": connections}),
+            );
+        }
+        Workload::GetRecords { records } => {
+            // Load.
+            let mut loaded = 0u64;
+            let mut loaders = Vec::new();
+            let per_task = records.div_ceil(4 * 500) * 500;
+            for c in 0..4 {
+                let endpoint = endpoint.clone();
+                let body = put_records_body(&cli.stream, 500, 100, 1000 + c);
+                loaders.push(tokio::spawn(async move {
+                    let mut s = endpoint.connect().await?;
+                    let mut done = 0;
+                    while done < per_task {
+                        let (status, _) = call(&mut s, &endpoint.addr, "PutRecords", body.clone()).await?;
+                        if status == 200 {
+                            done += 500;
+                        }
+                    }
+                    anyhow::Ok(done)
+                }));
+            }
+            for l in loaders {
+                loaded += l.await??;
+            }
+            // Read back, one task per shard.
+            let started = Instant::now();
+            let mut readers = Vec::new();
+            for shard in shards {
+                let endpoint = endpoint.clone();
+                let stream = cli.stream.clone();
+                readers.push(tokio::spawn(async move {
+                    let mut s = endpoint.connect().await?;
+                    let it = call_json(&mut s, &endpoint.addr, "GetShardIterator",
+                        json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"})).await?;
+                    let mut iterator = it["ShardIterator"].as_str().unwrap_or_default().to_string();
+                    let mut count = 0u64;
+                    loop {
+                        let page = call_json(&mut s, &endpoint.addr, "GetRecords",
+                            json!({"ShardIterator": iterator, "Limit": 10000})).await?;
+                        let n = page["Records"].as_array().map_or(0, Vec::len) as u64;
+                        count += n;
+                        match page["NextShardIterator"].as_str() {
+                            Some(next) if n > 0 => iterator = next.to_string(),
+                            _ => break,
+                        }
+                    }
+                    anyhow::Ok(count)
+                }));
+            }
+            let mut read = 0;
+            for r in readers {
+                read += r.await??;
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            report(
+                &cli.label,
+                "get-records",
+                json!({"records_per_s": (read as f64 / elapsed).round(), "records_read": read,
+                       "records_loaded_now": loaded}),
+            );
+        }
+        Workload::Visible { rate, seconds } => {
+            let shard = shards.first().cloned().unwrap_or_default();
+            let mut s = endpoint.connect().await?;
+            let it = call_json(&mut s, &endpoint.addr, "GetShardIterator",
+                json!({"StreamName": cli.stream, "ShardId": shard, "ShardIteratorType": "LATEST"})).await?;
+            let mut iterator = it["ShardIterator"].as_str().unwrap_or_default().to_string();
+            let origin = Instant::now();
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = {
+                let (endpoint, stop, stream) = (endpoint.clone(), stop.clone(), cli.stream.clone());
+                tokio::spawn(async move {
+                    let mut s = endpoint.connect().await?;
+                    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        // The payload carries the send time; ExplicitHashKey 0 pins shard 0.
+                        let sent_us = origin.elapsed().as_micros() as u64;
+                        let data = base64::engine::general_purpose::STANDARD.encode(sent_us.to_le_bytes());
+                        let body = json!({"StreamName": stream, "Data": data, "PartitionKey": "v",
+                                          "ExplicitHashKey": "0"});
+                        call(&mut s, &endpoint.addr, "PutRecord", Bytes::from(body.to_string())).await?;
+                    }
+                    anyhow::Ok(())
+                })
+            };
+            let mut latencies = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            while Instant::now() < deadline {
+                let page = call_json(&mut s, &endpoint.addr, "GetRecords",
+                    json!({"ShardIterator": iterator, "Limit": 10000})).await?;
+                let seen_us = origin.elapsed().as_micros() as u64;
+                for r in page["Records"].as_array().into_iter().flatten() {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(r["Data"].as_str().unwrap_or_default())
+                        .unwrap_or_default();
+                    if let Ok(sent) = <[u8; 8]>::try_from(bytes.as_slice()) {
+                        latencies.push((seen_us.saturating_sub(u64::from_le_bytes(sent))) as f64 / 1000.0);
+                    }
+                }
+                if let Some(next) = page["NextShardIterator"].as_str() {
+                    iterator = next.to_string();
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            writer.await??;
+            latencies.sort_by(f64::total_cmp);
+            report(
+                &cli.label,
+                "put-to-visible",
+                json!({"rate": rate, "samples": latencies.len(), "p50_ms": percentile(&latencies, 0.5),
+                       "p99_ms": percentile(&latencies, 0.99)}),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads `"FailedRecordCount":N` out of a PutRecords reply without parsing all of it.
+fn memchr_failed(reply: &[u8]) -> u64 {
+    let key = b"\"FailedRecordCount\":";
+    let Some(at) = reply.windows(key.len()).position(|w| w == key) else { return 0 };
+    reply[at + key.len()..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'))
+}

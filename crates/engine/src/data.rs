@@ -1,0 +1,472 @@
+//! Data-plane operations: PutRecord(s), GetShardIterator, GetRecords.
+
+use bytes::Bytes;
+use rivulet_log::{Durable, NewRecord};
+
+use crate::meta::{StreamMeta, StreamStatus, parse_shard_id, shard_id};
+use crate::seq::{self, Decoded, SeqParts};
+use crate::token::{Kind, Reader, Writer};
+use crate::{ApiError, Engine, ErrorKind, Result, StreamTarget, TOKEN_TTL_MS, hash, time};
+
+/// Records one GetRecords call returns at most.
+pub const GET_RECORDS_LIMIT_MAX: u32 = 10_000;
+/// Bytes one GetRecords call returns at most.
+pub const GET_RECORDS_BYTES_MAX: usize = 10 * 1024 * 1024;
+
+/// One record to put.
+#[derive(Debug, Clone, Copy)]
+pub struct PutEntry<'a> {
+    /// `None` only when the client left it out; the engine answers AWS's error.
+    pub partition_key: Option<&'a str>,
+    pub explicit_hash_key: Option<&'a str>,
+    pub data: &'a [u8],
+}
+
+/// Where one put record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    pub shard_id: String,
+    pub sequence_number: String,
+}
+
+/// The result of a put: per-record placements, and the syncs to await before answering.
+pub struct PutOutcome {
+    pub results: Vec<PutResult>,
+    pub durable: Vec<Durable>,
+}
+
+/// GetShardIterator's iterator types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IteratorType {
+    AtSequenceNumber,
+    AfterSequenceNumber,
+    TrimHorizon,
+    Latest,
+    AtTimestamp,
+}
+
+impl IteratorType {
+    /// Parses AWS's name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "AT_SEQUENCE_NUMBER" => IteratorType::AtSequenceNumber,
+            "AFTER_SEQUENCE_NUMBER" => IteratorType::AfterSequenceNumber,
+            "TRIM_HORIZON" => IteratorType::TrimHorizon,
+            "LATEST" => IteratorType::Latest,
+            "AT_TIMESTAMP" => IteratorType::AtTimestamp,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            IteratorType::AtSequenceNumber => "AT_SEQUENCE_NUMBER",
+            IteratorType::AfterSequenceNumber => "AFTER_SEQUENCE_NUMBER",
+            IteratorType::TrimHorizon => "TRIM_HORIZON",
+            IteratorType::Latest => "LATEST",
+            IteratorType::AtTimestamp => "AT_TIMESTAMP",
+        }
+    }
+}
+
+/// GetShardIterator arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct GetShardIterator<'a> {
+    pub target: StreamTarget<'a>,
+    pub shard_id: &'a str,
+    pub iterator_type: IteratorType,
+    pub starting_sequence_number: Option<&'a str>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A record as GetRecords returns it.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    pub sequence_number: String,
+    pub arrival_ms: i64,
+    pub data: Bytes,
+    pub partition_key: Bytes,
+}
+
+/// A child shard, reported at the end of a closed shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildShard {
+    pub shard_id: String,
+    pub parent_shards: Vec<String>,
+    pub starting_hash_key: String,
+    pub ending_hash_key: String,
+}
+
+/// GetRecords output.
+#[derive(Debug, Clone)]
+pub struct RecordsBatch {
+    pub records: Vec<OutRecord>,
+    pub next_shard_iterator: Option<String>,
+    pub millis_behind_latest: i64,
+    pub child_shards: Option<Vec<ChildShard>>,
+}
+
+/// What a shard iterator points at.
+struct IteratorPosition {
+    stream: String,
+    stream_created_ms: i64,
+    shard: u32,
+    offset: u64,
+    issued_ms: i64,
+}
+
+fn record_too_large(path: &str, data_len: usize, limit_bytes: usize) -> ApiError {
+    ApiError::new(
+        ErrorKind::Validation,
+        format!(
+            "1 validation error detected: Value 'java.nio.HeapByteBuffer[pos=0 lim={data_len} \
+             cap={data_len}]' at '{path}' failed to satisfy constraint: Member must have length \
+             less than or equal to {limit_bytes}"
+        ),
+    )
+}
+
+fn missing_partition_key(path: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Validation,
+        format!(
+            "1 validation error detected: Value null at '{path}' failed to satisfy constraint: \
+             Member must not be null"
+        ),
+    )
+}
+
+pub(crate) fn child_shards(meta: &StreamMeta, parent: u32) -> Vec<ChildShard> {
+    let mut children: Vec<ChildShard> = meta
+        .shards
+        .iter()
+        .filter(|s| s.parent == Some(parent) || s.adjacent_parent == Some(parent))
+        .map(|s| ChildShard {
+            shard_id: shard_id(s.index),
+            parent_shards: s.parent.into_iter().chain(s.adjacent_parent).map(shard_id).collect(),
+            starting_hash_key: s.start_hash.clone(),
+            ending_hash_key: s.end_hash.clone(),
+        })
+        .collect();
+    children.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    children
+}
+
+impl Engine {
+    /// PutRecords (and PutRecord, with one entry and maybe `SequenceNumberForOrdering`).
+    ///
+    /// `batch` says how validation messages name an entry: `data` for PutRecord,
+    /// `records.N.member.data` for PutRecords.
+    pub fn put_records(
+        &self,
+        target: &StreamTarget<'_>,
+        entries: &[PutEntry<'_>],
+        sequence_number_for_ordering: Option<&str>,
+        batch: bool,
+        now_ms: i64,
+    ) -> Result<PutOutcome> {
+        let (name, stream) = self.stream_by_target(target, now_ms)?;
+        let state = stream.state.read();
+        if !matches!(state.meta.status, StreamStatus::Active | StreamStatus::Updating) {
+            return Err(self.not_found(&name));
+        }
+        let limit_bytes = state.meta.max_record_size_kib as usize * 1024;
+        let mut routed: Vec<(usize, usize)> = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let path = |field: &str| {
+                if batch { format!("records.{}.member.{field}", i + 1) } else { field.to_string() }
+            };
+            let Some(key) = entry.partition_key else {
+                return Err(missing_partition_key(&path("partitionKey")));
+            };
+            if entry.data.len() + key.len() > limit_bytes {
+                return Err(record_too_large(&path("data"), entry.data.len(), limit_bytes));
+            }
+            let hash = match entry.explicit_hash_key {
+                Some(text) => hash::parse_hash_key(text).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: \
+                         [0, 2^128-1]. Specified value was {text}"
+                    ))
+                })?,
+                None => hash::partition_hash(key),
+            };
+            let route = state
+                .route(hash)
+                .ok_or_else(|| ApiError::internal("no open shard owns the hash key"))?;
+            let at = state.routes.iter().position(|r| r.index == route.index).unwrap_or(0);
+            routed.push((i, at));
+        }
+        let tag = state.meta.stream_tag();
+        let mut min_offset = 0u64;
+        if let Some(text) = sequence_number_for_ordering {
+            let invalid = || {
+                ApiError::invalid(format!(
+                    "ExclusiveMinimumSequenceNumber {text} used in PutRecord on stream {name} \
+                     under account {} is invalid.",
+                    self.config.account_id
+                ))
+            };
+            match seq::decode(text) {
+                Decoded::Full(parts) => {
+                    if let Some(&(_, at)) = routed.first()
+                        && state.routes[at].index == parts.shard_index
+                        && parts.stream_tag == tag
+                    {
+                        min_offset = parts.counter.saturating_add(1);
+                    }
+                }
+                Decoded::Short { .. } => {}
+                Decoded::Zero | Decoded::Invalid => return Err(invalid()),
+            }
+        }
+        // One append (one batch on disk) per shard, records in request order.
+        let mut results = vec![None; entries.len()];
+        let mut durable = Vec::new();
+        let mut shard_batch: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
+        let mut shard_members: Vec<usize> = Vec::with_capacity(entries.len());
+        for (at, route) in state.routes.iter().enumerate() {
+            shard_batch.clear();
+            shard_members.clear();
+            for &(i, r) in &routed {
+                if r == at {
+                    let entry = &entries[i];
+                    let key = entry.partition_key.unwrap_or_default();
+                    shard_batch.push(NewRecord { key: key.as_bytes(), value: entry.data });
+                    shard_members.push(i);
+                }
+            }
+            if shard_batch.is_empty() {
+                continue;
+            }
+            let appended = route.log.append(&shard_batch, now_ms, min_offset)?;
+            let arrival_s = (appended.timestamp_ms / 1000) as u32;
+            for (k, &i) in shard_members.iter().enumerate() {
+                let sequence_number = seq::encode(SeqParts {
+                    shard_created_s: route.created_s,
+                    shard_index: route.index,
+                    counter: appended.first_offset + k as u64,
+                    arrival_s,
+                    stream_tag: tag,
+                });
+                results[i] = Some(PutResult { shard_id: shard_id(route.index), sequence_number });
+            }
+            durable.push(appended.durable);
+        }
+        let results = results.into_iter().map(|r| r.ok_or_else(|| ApiError::internal("unrouted record"))).collect::<Result<Vec<_>>>()?;
+        Ok(PutOutcome { results, durable })
+    }
+
+    /// GetShardIterator.
+    pub fn get_shard_iterator(&self, request: &GetShardIterator<'_>, now_ms: i64) -> Result<String> {
+        let kind = request.iterator_type;
+        let needs_sequence =
+            matches!(kind, IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber);
+        let has_sequence = request.starting_sequence_number.is_some();
+        if needs_sequence != has_sequence {
+            let also = if has_sequence {
+                "and also a StartingSequenceNumber"
+            } else {
+                "and no StartingSequenceNumber"
+            };
+            return Err(ApiError::invalid(format!(
+                "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and \
+                 StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no \
+                 StartingSequenceNumber. Request specified {} {also}.",
+                kind.name()
+            )));
+        }
+        if kind == IteratorType::AtTimestamp {
+            let Some(ts) = request.timestamp_ms else {
+                return Err(ApiError::invalid(
+                    "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. \
+                     Current request has no timestamp parameter.",
+                ));
+            };
+            if ts > now_ms {
+                return Err(ApiError::invalid(format!(
+                    "The timestampInMillis parameter cannot be greater than the \
+                     currentTimestampInMillis. timestampInMillis: {ts}, \
+                     currentTimestampInMillis: {now_ms}"
+                )));
+            }
+        }
+        let (name, stream) = self.stream_by_target(&request.target, now_ms)?;
+        let state = stream.state.read();
+        if !matches!(state.meta.status, StreamStatus::Active | StreamStatus::Updating) {
+            return Err(self.not_found(&name));
+        }
+        let account = &self.config.account_id;
+        let shard_missing = || {
+            ApiError::not_found(format!(
+                "Shard {} in stream {name} under account {account} does not exist",
+                request.shard_id
+            ))
+        };
+        let index = parse_shard_id(request.shard_id).ok_or_else(shard_missing)?;
+        let shard = state.meta.shard(index).ok_or_else(shard_missing)?;
+        let log = state.logs.get(&index).ok_or_else(shard_missing)?;
+        let offset = match kind {
+            IteratorType::TrimHorizon => log.start_offset(),
+            IteratorType::Latest => shard.end_offset.unwrap_or_else(|| log.end_offset()),
+            IteratorType::AtTimestamp => log.offset_at_timestamp(request.timestamp_ms.unwrap_or(now_ms))?,
+            IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber => {
+                let text = request.starting_sequence_number.unwrap_or_default();
+                let invalid = |suffix: &str| {
+                    ApiError::invalid(format!(
+                        "StartingSequenceNumber {text} used in GetShardIterator on shard {} in \
+                         stream {name} under account {account} is invalid{suffix}.",
+                        shard_id(index)
+                    ))
+                };
+                let wrong_shard = |encoded: u64| {
+                    ApiError::invalid(format!(
+                        "Invalid StartingSequenceNumber. It encodes shardId-{encoded:012}, while \
+                         it was used in a call to a shard with {}",
+                        shard_id(index)
+                    ))
+                };
+                let counter = match seq::decode(text) {
+                    Decoded::Zero => return Err(ApiError::internal("Internal Service Failure")),
+                    Decoded::Invalid => return Err(invalid("")),
+                    Decoded::Short { shard_index } if shard_index != u64::from(index) => {
+                        return Err(wrong_shard(shard_index));
+                    }
+                    Decoded::Short { .. } => return Err(invalid("")),
+                    Decoded::Full(parts) => {
+                        if parts.shard_index != index {
+                            return Err(wrong_shard(u64::from(parts.shard_index)));
+                        }
+                        if parts.stream_tag != state.meta.stream_tag()
+                            || i64::from(parts.shard_created_s) != shard.created_ms / 1000
+                        {
+                            return Err(invalid(" because it did not come from this stream"));
+                        }
+                        parts.counter
+                    }
+                };
+                if kind == IteratorType::AfterSequenceNumber {
+                    counter.saturating_add(1)
+                } else {
+                    counter
+                }
+            }
+        };
+        Ok(self.seal_iterator(&state.meta, index, offset, now_ms))
+    }
+
+    fn seal_iterator(&self, meta: &StreamMeta, shard: u32, offset: u64, now_ms: i64) -> String {
+        let payload = Writer::default()
+            .str(&meta.name)
+            .i64(meta.created_ms)
+            .u32(shard)
+            .u64(offset)
+            .i64(now_ms)
+            .u64(self.next_nonce())
+            .0;
+        self.tokens.seal(Kind::ShardIterator, &payload)
+    }
+
+    fn open_iterator(&self, text: &str) -> Result<IteratorPosition> {
+        let invalid = || ApiError::invalid("Invalid ShardIterator.");
+        let payload = self.tokens.open(Kind::ShardIterator, text).ok_or_else(invalid)?;
+        let mut r = Reader(&payload);
+        Ok(IteratorPosition {
+            stream: r.str().ok_or_else(invalid)?,
+            stream_created_ms: r.i64().ok_or_else(invalid)?,
+            shard: r.u32().ok_or_else(invalid)?,
+            offset: r.u64().ok_or_else(invalid)?,
+            issued_ms: r.i64().ok_or_else(invalid)?,
+        })
+    }
+
+    /// GetRecords.
+    pub fn get_records(&self, iterator: &str, limit: Option<u32>, now_ms: i64) -> Result<RecordsBatch> {
+        let position = self.open_iterator(iterator)?;
+        if now_ms - position.issued_ms > TOKEN_TTL_MS {
+            return Err(ApiError::new(
+                ErrorKind::ExpiredIterator,
+                format!(
+                    "Iterator expired. The iterator was created at time {} while right now it is \
+                     {} which is further in the future than the tolerated delay of \
+                     {TOKEN_TTL_MS} milliseconds.",
+                    time::java_date(position.issued_ms),
+                    time::java_date(now_ms)
+                ),
+            ));
+        }
+        let name = position.stream.as_str();
+        let stream = self.stream(name, now_ms)?;
+        let state = stream.state.read();
+        if state.meta.created_ms != position.stream_created_ms {
+            return Err(self.not_found(name));
+        }
+        let shard_missing = || {
+            ApiError::not_found(format!(
+                "Shard {} in stream {name} under account {} does not exist",
+                shard_id(position.shard),
+                self.config.account_id
+            ))
+        };
+        let shard = state.meta.shard(position.shard).ok_or_else(shard_missing)?;
+        let log = state.logs.get(&position.shard).ok_or_else(shard_missing)?;
+        let limit = limit.unwrap_or(GET_RECORDS_LIMIT_MAX).min(GET_RECORDS_LIMIT_MAX) as usize;
+        // A closed shard never reads past the end it had when it closed.
+        let end_exclusive = shard.end_offset;
+        let batch = log.read(position.offset, limit, GET_RECORDS_BYTES_MAX)?;
+        let tag = state.meta.stream_tag();
+        let created_s = (shard.created_ms / 1000) as u32;
+        let mut next_offset = batch.next_offset.max(position.offset);
+        let mut records = Vec::with_capacity(batch.records.len());
+        for record in batch.records {
+            if end_exclusive.is_some_and(|end| record.offset >= end) {
+                break;
+            }
+            next_offset = record.offset + 1;
+            records.push(OutRecord {
+                sequence_number: seq::encode(SeqParts {
+                    shard_created_s: created_s,
+                    shard_index: position.shard,
+                    counter: record.offset,
+                    arrival_s: (record.timestamp_ms / 1000) as u32,
+                    stream_tag: tag,
+                }),
+                arrival_ms: record.timestamp_ms,
+                data: record.value,
+                partition_key: record.key,
+            });
+        }
+        let tip = log.end_offset();
+        let millis_behind_latest = match records.last() {
+            Some(last) if next_offset < tip => (now_ms - last.arrival_ms).max(0),
+            _ => 0,
+        };
+        let drained = end_exclusive.is_some_and(|end| next_offset >= end && tip >= end);
+        if drained {
+            return Ok(RecordsBatch {
+                records,
+                next_shard_iterator: None,
+                millis_behind_latest,
+                child_shards: Some(child_shards(&state.meta, position.shard)),
+            });
+        }
+        Ok(RecordsBatch {
+            records,
+            next_shard_iterator: Some(self.seal_iterator(&state.meta, position.shard, next_offset, now_ms)),
+            millis_behind_latest,
+            child_shards: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterator_type_names_round_trip() {
+        for name in ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] {
+            assert_eq!(IteratorType::parse(name).map(IteratorType::name), Some(name));
+        }
+    }
+}

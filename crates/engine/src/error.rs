@@ -1,0 +1,68 @@
+//! The errors the engine answers with, each named after the AWS exception it becomes.
+
+/// An AWS exception type the engine can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    ResourceNotFound,
+    ResourceInUse,
+    InvalidArgument,
+    LimitExceeded,
+    ExpiredIterator,
+    ExpiredNextToken,
+    Validation,
+    DryRunOperation,
+    InternalFailure,
+}
+
+impl ErrorKind {
+    /// The exception name as AWS writes it in `__type`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::ResourceNotFound => "ResourceNotFoundException",
+            ErrorKind::ResourceInUse => "ResourceInUseException",
+            ErrorKind::InvalidArgument => "InvalidArgumentException",
+            ErrorKind::LimitExceeded => "LimitExceededException",
+            ErrorKind::ExpiredIterator => "ExpiredIteratorException",
+            ErrorKind::ExpiredNextToken => "ExpiredNextTokenException",
+            ErrorKind::Validation => "ValidationException",
+            ErrorKind::DryRunOperation => "DryRunOperationException",
+            ErrorKind::InternalFailure => "InternalFailure",
+        }
+    }
+}
+
+/// An error with the exact message a client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", kind.code())]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError { kind, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ResourceNotFound, message)
+    }
+    pub fn in_use(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ResourceInUse, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InternalFailure, message)
+    }
+}
+
+impl From<rivulet_log::LogError> for ApiError {
+    fn from(error: rivulet_log::LogError) -> Self {
+        tracing::error!(%error, "storage error");
+        ApiError::internal("Internal Service Failure")
+    }
+}
+
+/// Engine results.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;

@@ -1,0 +1,90 @@
+//! Partition-key hashing and the 128-bit hash-key space.
+
+use md5::{Digest, Md5};
+
+/// The hash key a partition key routes to: MD5 of its UTF-8 bytes, read big-endian.
+pub fn partition_hash(partition_key: &str) -> u128 {
+    let digest = Md5::digest(partition_key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest);
+    u128::from_be_bytes(bytes)
+}
+
+/// Parses an `ExplicitHashKey`: a decimal in `0..=2^128-1`, or `None` when out of range.
+pub fn parse_hash_key(text: &str) -> Option<u128> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u128>().ok()
+}
+
+/// The hash ranges AWS gives `count` new shards: equal widths, the last one ending at 2^128-1.
+pub fn initial_ranges(count: u32) -> Vec<(u128, u128)> {
+    assert!(count > 0);
+    let n = u128::from(count);
+    // floor(2^128 / n), computed without a 129-bit type.
+    let width = if u128::MAX % n == n - 1 { u128::MAX / n + 1 } else { u128::MAX / n };
+    (0..n)
+        .map(|i| {
+            let start = i * width;
+            let end = if i == n - 1 { u128::MAX } else { (i + 1) * width - 1 };
+            (start, end)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_md5_routes() {
+        // MD5("a") = 0cc175b9c0f1b6a831c399e269772661
+        assert_eq!(partition_hash("a"), 0x0cc175b9c0f1b6a831c399e269772661);
+    }
+
+    #[test]
+    fn initial_ranges_match_aws() {
+        let one = initial_ranges(1);
+        assert_eq!(one, vec![(0, u128::MAX)]);
+        let two = initial_ranges(2);
+        assert_eq!(two[0], (0, (1u128 << 127) - 1));
+        assert_eq!(two[1], (1u128 << 127, u128::MAX));
+        // Three shards: AWS shows 113427455640312821154458202477256070484 as the first end.
+        let three = initial_ranges(3);
+        assert_eq!(three[0].1, 113427455640312821154458202477256070484);
+        assert_eq!(three[2].1, u128::MAX);
+    }
+
+    #[test]
+    fn hash_key_parsing() {
+        assert_eq!(parse_hash_key("0"), Some(0));
+        assert_eq!(parse_hash_key("340282366920938463463374607431768211455"), Some(u128::MAX));
+        assert_eq!(parse_hash_key("340282366920938463463374607431768211456"), None);
+        assert_eq!(parse_hash_key("-1"), None);
+        assert_eq!(parse_hash_key(""), None);
+    }
+
+    proptest! {
+        #[test]
+        fn ranges_tile_the_space(count in 1u32..2000) {
+            let ranges = initial_ranges(count);
+            prop_assert_eq!(ranges.len(), count as usize);
+            prop_assert_eq!(ranges[0].0, 0);
+            prop_assert_eq!(ranges[ranges.len() - 1].1, u128::MAX);
+            for pair in ranges.windows(2) {
+                prop_assert!(pair[0].0 <= pair[0].1);
+                prop_assert_eq!(pair[0].1 + 1, pair[1].0);
+            }
+        }
+
+        #[test]
+        fn every_key_hashes_into_exactly_one_range(key in ".{1,64}", count in 1u32..64) {
+            let hash = partition_hash(&key);
+            let ranges = initial_ranges(count);
+            let owners = ranges.iter().filter(|(s, e)| *s <= hash && hash <= *e).count();
+            prop_assert_eq!(owners, 1);
+        }
+    }
+}

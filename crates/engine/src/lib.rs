@@ -1,0 +1,423 @@
+//! The Kinesis engine: streams, shards, hash ranges, sequence numbers, iterators, resharding and
+//! lifecycle, over `rivulet-log` storage.
+//!
+//! Architecture invariant: no HTTP, no wire formats and no clock reads here. Every operation is
+//! given `now_ms`; the server passes the wall clock, tests pass whatever time they like.
+
+mod control;
+mod data;
+mod error;
+pub mod hash;
+pub mod meta;
+mod reshard;
+pub mod seq;
+pub mod time;
+pub mod token;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+use rivulet_log::{Log, MetaOp, Store};
+
+pub use control::*;
+pub use data::*;
+pub use error::{ApiError, ErrorKind, Result};
+pub use meta::{StreamMode, StreamStatus};
+
+use meta::{StreamMeta, shard_id};
+use token::{SECRET_BYTES, TokenCodec};
+
+/// Metadata key prefix of stream documents.
+const STREAM_KEY_PREFIX: &str = "stream/";
+/// Metadata key of the token secret.
+const SECRET_KEY: &str = "engine/token-secret";
+/// How long shard iterators and pagination tokens stay valid.
+pub const TOKEN_TTL_MS: i64 = 300_000;
+
+/// Settings the engine takes from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub account_id: String,
+    pub region: String,
+    /// How long a new stream stays CREATING.
+    pub create_stream_ms: i64,
+    /// How long a deleted stream stays DELETING.
+    pub delete_stream_ms: i64,
+    /// How long resharding keeps a stream UPDATING.
+    pub update_stream_ms: i64,
+    /// The account's open-shard quota.
+    pub shard_limit: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            account_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            create_stream_ms: 500,
+            delete_stream_ms: 500,
+            update_stream_ms: 500,
+            shard_limit: 20_000,
+        }
+    }
+}
+
+/// One open shard as the write path sees it.
+#[derive(Clone)]
+struct Route {
+    start: u128,
+    end: u128,
+    index: u32,
+    created_s: u32,
+    log: Arc<Log>,
+}
+
+/// In-memory state of one stream: its metadata plus handles derived from it.
+struct StreamState {
+    meta: StreamMeta,
+    logs: HashMap<u32, Arc<Log>>,
+    /// Open shards sorted by starting hash key.
+    routes: Vec<Route>,
+}
+
+impl StreamState {
+    fn rebuild_routes(&mut self) {
+        let mut routes = Vec::new();
+        for shard in self.meta.shards.iter().filter(|s| s.is_open()) {
+            if let Some(log) = self.logs.get(&shard.index) {
+                routes.push(Route {
+                    start: shard.start(),
+                    end: shard.end(),
+                    index: shard.index,
+                    created_s: (shard.created_ms / 1000) as u32,
+                    log: log.clone(),
+                });
+            }
+        }
+        routes.sort_by_key(|r| r.start);
+        self.routes = routes;
+    }
+
+    fn route(&self, hash: u128) -> Option<&Route> {
+        let at = self.routes.partition_point(|r| r.start <= hash);
+        let route = self.routes.get(at.checked_sub(1)?)?;
+        (route.start <= hash && hash <= route.end).then_some(route)
+    }
+}
+
+/// A stream: metadata behind a lock that writers share and resharding takes exclusively.
+struct Stream {
+    state: RwLock<StreamState>,
+}
+
+/// The engine: every stream of one account and region.
+pub struct Engine {
+    config: EngineConfig,
+    store: Arc<Store>,
+    tokens: TokenCodec,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Makes every issued iterator distinct, even two for the same position in the same ms.
+    nonce: AtomicU64,
+}
+
+fn log_id(meta: &StreamMeta, index: u32) -> String {
+    format!("{}/{}", meta.key, shard_id(index))
+}
+
+impl Engine {
+    /// Opens the engine over a store, loading every stream it holds.
+    pub fn open(store: Arc<Store>, config: EngineConfig) -> Result<Engine> {
+        let secret = match store.meta().get(SECRET_KEY)? {
+            Some(bytes) if bytes.len() == SECRET_BYTES => {
+                let mut secret = [0u8; SECRET_BYTES];
+                secret.copy_from_slice(&bytes);
+                secret
+            }
+            _ => {
+                let mut secret = [0u8; SECRET_BYTES];
+                getrandom::fill(&mut secret)
+                    .map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+                store.meta().commit(&[MetaOp::Put {
+                    key: SECRET_KEY.into(),
+                    value: secret.to_vec(),
+                }])?;
+                secret
+            }
+        };
+        let mut streams = BTreeMap::new();
+        let mut live_logs = std::collections::HashSet::new();
+        for (key, value) in store.meta().scan_prefix(STREAM_KEY_PREFIX)? {
+            let meta: StreamMeta = match serde_json::from_slice(&value) {
+                Ok(meta) => meta,
+                Err(error) => {
+                    tracing::error!(%key, %error, "unreadable stream metadata; skipped");
+                    continue;
+                }
+            };
+            let mut logs = HashMap::new();
+            for shard in &meta.shards {
+                let id = log_id(&meta, shard.index);
+                logs.insert(shard.index, store.log(&id)?);
+                live_logs.insert(id);
+            }
+            let mut state = StreamState { meta, logs, routes: Vec::new() };
+            state.rebuild_routes();
+            streams.insert(state.meta.name.clone(), Arc::new(Stream { state: RwLock::new(state) }));
+        }
+        // Logs no stream owns are left over from a deletion a crash interrupted.
+        for id in store.log_ids()? {
+            if !live_logs.contains(&id) {
+                tracing::info!(log = %id, "removing orphaned log");
+                store.remove_log(&id)?;
+            }
+        }
+        Ok(Engine {
+            config,
+            store,
+            tokens: TokenCodec::new(secret),
+            streams: RwLock::new(streams),
+            nonce: AtomicU64::new(0),
+        })
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The storage the engine writes to.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The ARN of a stream of this account.
+    pub fn stream_arn(&self, name: &str) -> String {
+        format!("arn:aws:kinesis:{}:{}:stream/{}", self.config.region, self.config.account_id, name)
+    }
+
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(format!(
+            "Stream {name} under account {} not found.",
+            self.config.account_id
+        ))
+    }
+
+    fn persist(&self, meta: &StreamMeta) -> Result<()> {
+        let value = serde_json::to_vec(meta)
+            .map_err(|e| ApiError::internal(format!("metadata encoding: {e}")))?;
+        self.store.meta().commit(&[MetaOp::Put {
+            key: format!("{STREAM_KEY_PREFIX}{}", meta.name),
+            value,
+        }])?;
+        Ok(())
+    }
+
+    /// Resolves `StreamName` / `StreamARN` arguments to a stream name.
+    pub fn resolve(&self, target: &StreamTarget<'_>) -> Result<String> {
+        match (target.name, target.arn) {
+            (name, Some(arn)) => {
+                let parsed = parse_stream_arn(arn).ok_or_else(|| {
+                    ApiError::invalid(format!("Invalid StreamARN {arn}."))
+                })?;
+                if parsed.account != self.config.account_id || parsed.region != self.config.region {
+                    return Err(ApiError::not_found(format!(
+                        "Stream {} under account {} not found.",
+                        parsed.name, parsed.account
+                    )));
+                }
+                if let Some(name) = name
+                    && name != parsed.name
+                {
+                    return Err(ApiError::invalid(format!(
+                        "StreamARN {arn} and StreamName {name} do not identify the same stream."
+                    )));
+                }
+                Ok(parsed.name.to_string())
+            }
+            (Some(name), None) => Ok(name.to_string()),
+            (None, None) => {
+                Err(ApiError::invalid("Either StreamName or StreamARN should be provided."))
+            }
+        }
+    }
+
+    /// Looks a stream up by name, first applying any lifecycle step that is due.
+    fn stream(&self, name: &str, now_ms: i64) -> Result<Arc<Stream>> {
+        let stream = self.streams.read().get(name).cloned().ok_or_else(|| self.not_found(name))?;
+        let due = {
+            let state = stream.state.read();
+            state.meta.status_until_ms.is_some_and(|until| until <= now_ms)
+        };
+        if due {
+            self.settle(name, &stream, now_ms)?;
+            return self.streams.read().get(name).cloned().ok_or_else(|| self.not_found(name));
+        }
+        Ok(stream)
+    }
+
+    fn stream_by_target(&self, target: &StreamTarget<'_>, now_ms: i64) -> Result<(String, Arc<Stream>)> {
+        let name = self.resolve(target)?;
+        let stream = self.stream(&name, now_ms)?;
+        Ok((name, stream))
+    }
+
+    /// Finishes a CREATING, UPDATING or DELETING state whose delay has passed.
+    fn settle(&self, name: &str, stream: &Arc<Stream>, now_ms: i64) -> Result<()> {
+        let mut state = stream.state.write();
+        let Some(until) = state.meta.status_until_ms else { return Ok(()) };
+        if until > now_ms {
+            return Ok(());
+        }
+        match state.meta.status {
+            StreamStatus::Creating | StreamStatus::Active => {
+                state.meta.status = StreamStatus::Active;
+                state.meta.status_until_ms = None;
+                self.persist(&state.meta)
+            }
+            StreamStatus::Updating => {
+                let pending = std::mem::take(&mut state.meta.pending);
+                for change in pending {
+                    reshard::apply(self, &mut state, &change, until)?;
+                }
+                state.meta.status = StreamStatus::Active;
+                state.meta.status_until_ms = None;
+                state.rebuild_routes();
+                self.persist(&state.meta)
+            }
+            StreamStatus::Deleting => {
+                let meta = state.meta.clone();
+                drop(state);
+                self.remove_stream(name, &meta)
+            }
+        }
+    }
+
+    fn remove_stream(&self, name: &str, meta: &StreamMeta) -> Result<()> {
+        // Metadata first: a crash after this leaves orphaned logs, which `open` removes.
+        self.store.meta().commit(&[MetaOp::Delete { key: format!("{STREAM_KEY_PREFIX}{name}") }])?;
+        {
+            let mut streams = self.streams.write();
+            if streams.get(name).is_some_and(|s| s.state.read().meta.key == meta.key) {
+                streams.remove(name);
+            }
+        }
+        for shard in &meta.shards {
+            self.store.remove_log(&log_id(meta, shard.index))?;
+        }
+        Ok(())
+    }
+
+    /// Applies due lifecycle steps and retention; the server calls it periodically.
+    pub fn tick(&self, now_ms: i64) -> Result<()> {
+        let streams: Vec<(String, Arc<Stream>)> =
+            self.streams.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (name, stream) in streams {
+            let due = stream.state.read().meta.status_until_ms.is_some_and(|u| u <= now_ms);
+            if due {
+                self.settle(&name, &stream, now_ms)?;
+            }
+            self.enforce_retention(&stream, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Drops data older than the retention period, and closed shards whose data is all gone.
+    fn enforce_retention(&self, stream: &Arc<Stream>, now_ms: i64) -> Result<()> {
+        let (retention_ms, logs, expired) = {
+            let state = stream.state.read();
+            if state.meta.status == StreamStatus::Deleting {
+                return Ok(());
+            }
+            let retention_ms = i64::from(state.meta.retention_hours) * 3_600_000;
+            let expired: Vec<u32> = state
+                .meta
+                .shards
+                .iter()
+                .filter(|s| s.closed_ms.is_some_and(|c| c + retention_ms < now_ms))
+                .map(|s| s.index)
+                .collect();
+            (retention_ms, state.logs.values().cloned().collect::<Vec<_>>(), expired)
+        };
+        for log in logs {
+            log.trim_older_than(now_ms - retention_ms)?;
+        }
+        if !expired.is_empty() {
+            let mut state = stream.state.write();
+            for index in &expired {
+                let id = log_id(&state.meta, *index);
+                state.meta.shards.retain(|s| s.index != *index);
+                state.logs.remove(index);
+                self.store.remove_log(&id)?;
+            }
+            self.persist(&state.meta)?;
+        }
+        Ok(())
+    }
+
+    /// Open shards across every stream of the account.
+    fn open_shard_count(&self) -> u32 {
+        self.streams
+            .read()
+            .values()
+            .map(|s| s.state.read().meta.shards.iter().filter(|s| s.is_open()).count() as u32)
+            .sum()
+    }
+
+    fn shard_limit_error(&self, open: u32, additional: u32) -> ApiError {
+        ApiError::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "This request would exceed the shard limit for the account {} in {}. Current \
+                 shard count for the account: {open}. Limit: {}. Number of additional shards \
+                 that would have resulted from this request: {additional}. Refer to the AWS \
+                 Service Limits page (http://docs.aws.amazon.com/general/latest/gr/\
+                 aws_service_limits.html) for current limits and how to request higher limits.",
+                self.config.account_id, self.config.region, self.config.shard_limit
+            ),
+        )
+    }
+
+    fn next_nonce(&self) -> u64 {
+        self.nonce.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The `StreamName` / `StreamARN` pair most operations take.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamTarget<'a> {
+    pub name: Option<&'a str>,
+    pub arn: Option<&'a str>,
+}
+
+impl<'a> StreamTarget<'a> {
+    /// A target by name.
+    pub fn name(name: &'a str) -> Self {
+        StreamTarget { name: Some(name), arn: None }
+    }
+}
+
+/// The parts of a stream ARN.
+pub struct StreamArn<'a> {
+    pub region: &'a str,
+    pub account: &'a str,
+    pub name: &'a str,
+}
+
+/// Parses `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME` (any `aws*` partition).
+pub fn parse_stream_arn(arn: &str) -> Option<StreamArn<'_>> {
+    let mut parts = arn.splitn(6, ':');
+    let (prefix, partition, service) = (parts.next()?, parts.next()?, parts.next()?);
+    let (region, account, resource) = (parts.next()?, parts.next()?, parts.next()?);
+    if prefix != "arn" || !partition.starts_with("aws") || service != "kinesis" {
+        return None;
+    }
+    let name = resource.strip_prefix("stream/")?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    Some(StreamArn { region, account, name })
+}

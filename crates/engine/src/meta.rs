@@ -1,0 +1,157 @@
+//! Stream and shard metadata as persisted in the metadata store (one document per stream).
+
+use serde::{Deserialize, Serialize};
+
+/// A stream's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamStatus {
+    Creating,
+    Active,
+    Updating,
+    Deleting,
+}
+
+impl StreamStatus {
+    /// The name AWS uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamStatus::Creating => "CREATING",
+            StreamStatus::Active => "ACTIVE",
+            StreamStatus::Updating => "UPDATING",
+            StreamStatus::Deleting => "DELETING",
+        }
+    }
+}
+
+/// Capacity mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamMode {
+    Provisioned,
+    OnDemand,
+}
+
+impl StreamMode {
+    /// The name AWS uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamMode::Provisioned => "PROVISIONED",
+            StreamMode::OnDemand => "ON_DEMAND",
+        }
+    }
+}
+
+/// One shard, open or closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub index: u32,
+    pub parent: Option<u32>,
+    pub adjacent_parent: Option<u32>,
+    /// Hash keys as decimal strings: serde_json cannot carry u128 in every reader.
+    pub start_hash: String,
+    pub end_hash: String,
+    pub created_ms: i64,
+    /// Set when a split or merge closed the shard.
+    pub closed_ms: Option<i64>,
+    /// One past the last offset the shard holds, set when it closes.
+    pub end_offset: Option<u64>,
+}
+
+impl ShardMeta {
+    /// The starting hash key.
+    pub fn start(&self) -> u128 {
+        self.start_hash.parse().unwrap_or(0)
+    }
+    /// The ending hash key.
+    pub fn end(&self) -> u128 {
+        self.end_hash.parse().unwrap_or(u128::MAX)
+    }
+    /// Whether the shard still accepts writes.
+    pub fn is_open(&self) -> bool {
+        self.closed_ms.is_none()
+    }
+}
+
+/// A change that takes effect when the UPDATING delay has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Pending {
+    Split { shard: u32, new_start: String },
+    Merge { shard: u32, adjacent: u32 },
+    UniformScaling { target: u32 },
+}
+
+/// Everything the server keeps about one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub name: String,
+    /// Unique per incarnation: the logs of a deleted stream never mix with a new one's.
+    pub key: String,
+    pub stream_id: String,
+    pub created_ms: i64,
+    pub status: StreamStatus,
+    /// When the current CREATING / UPDATING / DELETING state ends.
+    pub status_until_ms: Option<i64>,
+    pub pending: Vec<Pending>,
+    pub mode: StreamMode,
+    pub retention_hours: u32,
+    pub max_record_size_kib: u32,
+    pub shards: Vec<ShardMeta>,
+    pub next_shard_index: u32,
+    pub tags: Vec<(String, String)>,
+    /// Times of recent UpdateShardCount calls, for AWS's rolling 24 h allowance.
+    pub scaling_history_ms: Vec<i64>,
+}
+
+impl StreamMeta {
+    /// The 16-bit tag sequence numbers carry to tell this stream apart.
+    pub fn stream_tag(&self) -> u16 {
+        // FNV-1a over the incarnation key: stable across restarts and versions.
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in self.key.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        (hash ^ (hash >> 16)) as u16
+    }
+
+    /// The shard with this index.
+    pub fn shard(&self, index: u32) -> Option<&ShardMeta> {
+        self.shards.iter().find(|s| s.index == index)
+    }
+
+    /// Open shards, sorted by starting hash key.
+    pub fn open_shards(&self) -> Vec<&ShardMeta> {
+        let mut open: Vec<&ShardMeta> = self.shards.iter().filter(|s| s.is_open()).collect();
+        open.sort_by_key(|s| s.start());
+        open
+    }
+}
+
+/// The name AWS gives shard `index`.
+pub fn shard_id(index: u32) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// Reads a `ShardId` argument as AWS does: the number after its last hyphen.
+pub fn parse_shard_id(text: &str) -> Option<u32> {
+    let digits = text.rsplit('-').next()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok().and_then(|n| u32::try_from(n).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_ids_parse_like_aws() {
+        assert_eq!(parse_shard_id("shardId-000000000000"), Some(0));
+        assert_eq!(parse_shard_id("shardId-0"), Some(0));
+        assert_eq!(parse_shard_id("anything-12"), Some(12));
+        assert_eq!(parse_shard_id("7"), Some(7));
+        assert_eq!(parse_shard_id("shardId-"), None);
+        assert_eq!(parse_shard_id("shardId-x1"), None);
+        assert_eq!(shard_id(5), "shardId-000000000005");
+    }
+}

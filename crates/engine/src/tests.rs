@@ -1,0 +1,248 @@
+//! Engine tests with a controlled clock, over in-memory storage.
+
+use std::sync::Arc;
+
+use rivulet_log::{MemBackend, Store, StoreConfig};
+
+use crate::*;
+
+const T0: i64 = 1_700_000_000_000;
+const HOUR_MS: i64 = 3_600_000;
+
+fn engine_with(config: EngineConfig) -> Engine {
+    let store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    Engine::open(store, config).unwrap()
+}
+
+fn engine() -> Engine {
+    engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        ..EngineConfig::default()
+    })
+}
+
+fn create(engine: &Engine, name: &str, shards: u32, now: i64) {
+    engine
+        .create_stream(
+            CreateStream { name: name.into(), shard_count: Some(shards), ..CreateStream::default() },
+            now,
+        )
+        .unwrap();
+}
+
+fn put(engine: &Engine, stream: &str, key: &str, data: &[u8], now: i64) -> PutResult {
+    let entry = PutEntry { partition_key: Some(key), explicit_hash_key: None, data };
+    let outcome = engine.put_records(&StreamTarget::name(stream), &[entry], None, false, now).unwrap();
+    for durable in outcome.durable {
+        durable.wait_blocking().unwrap();
+    }
+    outcome.results.into_iter().next().unwrap()
+}
+
+fn iterator(engine: &Engine, stream: &str, shard: &str, kind: IteratorType, now: i64) -> String {
+    engine
+        .get_shard_iterator(
+            &GetShardIterator {
+                target: StreamTarget::name(stream),
+                shard_id: shard,
+                iterator_type: kind,
+                starting_sequence_number: None,
+                timestamp_ms: None,
+            },
+            now,
+        )
+        .unwrap()
+}
+
+/// Checks an error's kind and exact message.
+fn check<T: std::fmt::Debug>(result: Result<T>, kind: ErrorKind, message: &str) {
+    let error = result.unwrap_err();
+    assert_eq!((error.kind, error.message.as_str()), (kind, message));
+}
+
+#[test]
+fn expired_iterator_message_names_both_times() {
+    let e = engine();
+    create(&e, "s", 1, T0);
+    let it = iterator(&e, "s", "shardId-000000000000", IteratorType::TrimHorizon, T0);
+    assert!(e.get_records(&it, None, T0 + TOKEN_TTL_MS).is_ok());
+    check(
+        e.get_records(&it, None, T0 + TOKEN_TTL_MS + 1),
+        ErrorKind::ExpiredIterator,
+        "Iterator expired. The iterator was created at time Tue Nov 14 22:13:20 UTC 2023 while \
+         right now it is Tue Nov 14 22:18:20 UTC 2023 which is further in the future than the \
+         tolerated delay of 300000 milliseconds.",
+    );
+}
+
+#[test]
+fn data_past_retention_leaves_the_log() {
+    let e = engine();
+    create(&e, "s", 1, T0);
+    put(&e, "s", "k", b"old", T0);
+    e.tick(T0 + 23 * HOUR_MS).unwrap();
+    let it = iterator(&e, "s", "shardId-000000000000", IteratorType::TrimHorizon, T0 + 23 * HOUR_MS);
+    assert_eq!(e.get_records(&it, None, T0 + 23 * HOUR_MS).unwrap().records.len(), 1);
+    let later = T0 + 25 * HOUR_MS;
+    e.tick(later).unwrap();
+    put(&e, "s", "k", b"new", later);
+    let it = iterator(&e, "s", "shardId-000000000000", IteratorType::TrimHorizon, later);
+    let records = e.get_records(&it, None, later).unwrap().records;
+    assert_eq!(records.iter().map(|r| r.data.as_ref()).collect::<Vec<_>>(), [b"new"]);
+}
+
+#[test]
+fn updating_state_blocks_resharding_and_keeps_writes_flowing() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 1000,
+        ..EngineConfig::default()
+    });
+    create(&e, "u", 1, T0);
+    let half = "170141183460469231731687303715884105728";
+    e.split_shard(&StreamTarget::name("u"), "shardId-000000000000", half, T0).unwrap();
+    check(
+        e.split_shard(&StreamTarget::name("u"), "shardId-000000000000", half, T0 + 1),
+        ErrorKind::ResourceInUse,
+        "Stream u under account 000000000000 not ACTIVE, instead in state UPDATING",
+    );
+    assert_eq!(put(&e, "u", "a", b"during", T0 + 2).shard_id, "shardId-000000000000");
+    let view = e.describe_stream_summary(&StreamTarget::name("u"), T0 + 999).unwrap();
+    assert_eq!(view.status, StreamStatus::Updating);
+    let view = e.describe_stream_summary(&StreamTarget::name("u"), T0 + 1000).unwrap();
+    assert_eq!(view.status, StreamStatus::Active);
+    assert_eq!(view.open_shard_count, 2);
+    let placed = put(&e, "u", "a", b"after", T0 + 1001);
+    assert_ne!(placed.shard_id, "shardId-000000000000");
+}
+
+#[test]
+fn shard_limit_is_enforced_with_aws_message() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        shard_limit: 3,
+        ..EngineConfig::default()
+    });
+    create(&e, "a", 2, T0);
+    check(
+        e.create_stream(
+            CreateStream { name: "b".into(), shard_count: Some(2), ..CreateStream::default() },
+            T0,
+        ),
+        ErrorKind::LimitExceeded,
+        "This request would exceed the shard limit for the account 000000000000 in us-east-1. \
+         Current shard count for the account: 2. Limit: 3. Number of additional shards that \
+         would have resulted from this request: 2. Refer to the AWS Service Limits page \
+         (http://docs.aws.amazon.com/general/latest/gr/aws_service_limits.html) for current \
+         limits and how to request higher limits.",
+    );
+}
+
+#[test]
+fn sequence_numbers_from_another_stream_are_rejected() {
+    let e = engine();
+    create(&e, "one", 1, T0);
+    create(&e, "two", 1, T0 + 5000);
+    let seq = put(&e, "one", "k", b"x", T0 + 6000).sequence_number;
+    let request = GetShardIterator {
+        target: StreamTarget::name("two"),
+        shard_id: "shardId-000000000000",
+        iterator_type: IteratorType::AtSequenceNumber,
+        starting_sequence_number: Some(&seq),
+        timestamp_ms: None,
+    };
+    check(
+        e.get_shard_iterator(&request, T0 + 7000),
+        ErrorKind::InvalidArgument,
+        &format!(
+            "StartingSequenceNumber {seq} used in GetShardIterator on shard shardId-000000000000 \
+             in stream two under account 000000000000 is invalid because it did not come from \
+             this stream."
+        ),
+    );
+    let small = GetShardIterator { starting_sequence_number: Some("5"), ..request };
+    check(
+        e.get_shard_iterator(&small, T0 + 7000),
+        ErrorKind::InvalidArgument,
+        "Invalid StartingSequenceNumber. It encodes shardId-000000000005, while it was used in a \
+         call to a shard with shardId-000000000000",
+    );
+    let zero = GetShardIterator { starting_sequence_number: Some("0"), ..request };
+    assert_eq!(e.get_shard_iterator(&zero, T0).unwrap_err().kind, ErrorKind::InternalFailure);
+}
+
+#[test]
+fn list_shards_tokens_expire_after_300_seconds() {
+    let e = engine();
+    create(&e, "l", 3, T0);
+    let page = e
+        .list_shards(
+            &ListShards { target: StreamTarget::name("l"), max_results: Some(1), ..ListShards::default() },
+            T0,
+        )
+        .unwrap();
+    let token = page.next_token.unwrap();
+    let next = ListShards { next_token: Some(&token), ..ListShards::default() };
+    assert_eq!(e.list_shards(&next, T0 + TOKEN_TTL_MS).unwrap().shards.len(), 2);
+    assert_eq!(
+        e.list_shards(&next, T0 + TOKEN_TTL_MS + 1).unwrap_err().kind,
+        ErrorKind::ExpiredNextToken
+    );
+    check(
+        e.list_shards(&ListShards::default(), T0),
+        ErrorKind::InvalidArgument,
+        "Either NextToken or StreamName should be provided.",
+    );
+}
+
+#[test]
+fn retention_messages_match_aws() {
+    let e = engine();
+    create(&e, "r", 1, T0);
+    let target = StreamTarget::name("r");
+    check(
+        e.change_retention(&target, 48, false, T0),
+        ErrorKind::InvalidArgument,
+        "Requested retention period (48 hours) for stream r can not be longer than existing \
+         retention period (24 hours). Use IncreaseRetentionPeriod API.",
+    );
+    check(
+        e.change_retention(&target, 8761, true, T0),
+        ErrorKind::InvalidArgument,
+        "Maximum allowed retention period is 8760 hours. Requested retention period (8761 hours) \
+         is too long.",
+    );
+    check(
+        e.add_tags(&target, &[("a*".into(), "b".into())], T0),
+        ErrorKind::InvalidArgument,
+        "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white \
+         space, _ . / = + - % @.",
+    );
+    check(
+        e.split_shard(&target, "shardId-000000000007", "12345", T0),
+        ErrorKind::ResourceNotFound,
+        "Could not find shard shardId-000000000007 in stream r under account 000000000000.",
+    );
+}
+
+#[test]
+fn streams_and_records_survive_reopening_the_store() {
+    let backend = Arc::new(MemBackend::new());
+    let config = EngineConfig { create_stream_ms: 0, ..EngineConfig::default() };
+    let store = Store::open(backend.clone(), StoreConfig::default()).unwrap();
+    let e = Engine::open(store.clone(), config.clone()).unwrap();
+    create(&e, "keep", 2, T0);
+    let placed = put(&e, "keep", "k", b"v", T0);
+    let it = iterator(&e, "keep", &placed.shard_id, IteratorType::TrimHorizon, T0);
+    store.shutdown();
+    drop(e);
+    let store = Store::open(backend, StoreConfig::default()).unwrap();
+    let e = Engine::open(store, config).unwrap();
+    // Iterators are sealed with a persisted secret, so they outlive a restart.
+    let batch = e.get_records(&it, None, T0 + 1).unwrap();
+    assert_eq!(batch.records.len(), 1);
+    assert_eq!(batch.records[0].sequence_number, placed.sequence_number);
+}

@@ -1,0 +1,575 @@
+//! One function per operation: arguments out of a decoded request `Value`, the engine call,
+//! and the response `Value`. Requests reach here already validated against the model.
+
+use rivulet_engine::{
+    ApiError, CreateStream, Engine, ErrorKind, GetShardIterator, IteratorType, ListShards,
+    PutEntry, ShardFilter, ShardView, StreamMode, StreamTarget, StreamView, parse_stream_arn,
+};
+use rivulet_protocol::{AwsError, Value};
+
+/// What an operation answers: a response document or an AWS error.
+pub type Reply = Result<Value, AwsError>;
+
+/// Converts an engine error into the error the client sees.
+pub fn aws_error(error: ApiError) -> AwsError {
+    let mut out = AwsError::new(error.kind.code(), error.message);
+    if error.kind == ErrorKind::InternalFailure {
+        out.status = 500;
+    }
+    out
+}
+
+fn field<'v>(input: &'v Value, name: &str) -> Option<&'v Value> {
+    match input {
+        Value::Map(members) => members.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+        _ => None,
+    }
+    .filter(|v| !matches!(v, Value::Null))
+}
+
+fn text<'v>(input: &'v Value, name: &str) -> Option<&'v str> {
+    match field(input, name) {
+        Some(Value::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn int(input: &Value, name: &str) -> Option<i64> {
+    match field(input, name) {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn u32_arg(input: &Value, name: &str) -> Option<u32> {
+    int(input, name).map(|n| n.clamp(0, i64::from(u32::MAX)) as u32)
+}
+
+fn flag(input: &Value, name: &str) -> bool {
+    matches!(field(input, name), Some(Value::Bool(true)))
+}
+
+fn blob<'v>(input: &'v Value, name: &str) -> Option<&'v [u8]> {
+    match field(input, name) {
+        Some(Value::Blob(b)) => Some(b),
+        _ => None,
+    }
+}
+
+fn timestamp_ms(input: &Value, name: &str) -> Option<i64> {
+    match field(input, name) {
+        Some(Value::Timestamp(secs)) => Some((secs * 1000.0).round() as i64),
+        _ => None,
+    }
+}
+
+fn list<'v>(input: &'v Value, name: &str) -> &'v [Value] {
+    match field(input, name) {
+        Some(Value::List(items)) => items,
+        _ => &[],
+    }
+}
+
+fn string_map(input: &Value, name: &str) -> Vec<(String, String)> {
+    match field(input, name) {
+        Some(Value::Map(members)) => members
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Value::Str(s) => s.clone(),
+                    _ => String::new(),
+                };
+                (k.clone(), value)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn target(input: &Value) -> StreamTarget<'_> {
+    StreamTarget { name: text(input, "StreamName"), arn: text(input, "StreamARN") }
+}
+
+/// Builds a structure from members, leaving out `None`s.
+fn obj<const N: usize>(members: [(&str, Option<Value>); N]) -> Value {
+    Value::Map(
+        members.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect(),
+    )
+}
+
+fn s(text: impl Into<String>) -> Option<Value> {
+    Some(Value::Str(text.into()))
+}
+
+fn n(number: impl Into<i64>) -> Option<Value> {
+    Some(Value::Int(number.into()))
+}
+
+fn ts(ms: i64) -> Option<Value> {
+    Some(Value::Timestamp(ms as f64 / 1000.0))
+}
+
+fn empty() -> Reply {
+    Ok(Value::Map(Vec::new()))
+}
+
+fn mode_details(mode: StreamMode) -> Option<Value> {
+    Some(obj([("StreamMode", s(mode.as_str()))]))
+}
+
+fn enhanced_monitoring() -> Option<Value> {
+    Some(Value::List(vec![obj([("ShardLevelMetrics", Some(Value::List(Vec::new())))])]))
+}
+
+fn shard_value(shard: ShardView) -> Value {
+    obj([
+        ("ShardId", s(shard.shard_id)),
+        ("ParentShardId", shard.parent_shard_id.map(Value::Str)),
+        ("AdjacentParentShardId", shard.adjacent_parent_shard_id.map(Value::Str)),
+        (
+            "HashKeyRange",
+            Some(obj([
+                ("StartingHashKey", s(shard.starting_hash_key)),
+                ("EndingHashKey", s(shard.ending_hash_key)),
+            ])),
+        ),
+        (
+            "SequenceNumberRange",
+            Some(obj([
+                ("StartingSequenceNumber", s(shard.starting_sequence_number)),
+                ("EndingSequenceNumber", shard.ending_sequence_number.map(Value::Str)),
+            ])),
+        ),
+    ])
+}
+
+fn summary_value(view: StreamView) -> Value {
+    obj([
+        ("StreamName", s(view.name)),
+        ("StreamARN", s(view.arn)),
+        ("StreamId", s(view.stream_id)),
+        ("StreamStatus", s(view.status.as_str())),
+        ("StreamModeDetails", mode_details(view.mode)),
+        ("RetentionPeriodHours", n(view.retention_hours)),
+        ("StreamCreationTimestamp", ts(view.created_ms)),
+        ("EnhancedMonitoring", enhanced_monitoring()),
+        ("EncryptionType", s("NONE")),
+        ("OpenShardCount", n(view.open_shard_count)),
+        ("ConsumerCount", n(0)),
+        ("MaxRecordSizeInKiB", n(view.max_record_size_kib)),
+    ])
+}
+
+fn dry_run_error() -> AwsError {
+    AwsError::new("DryRunOperationException", "Request would have succeeded, but DryRun flag is set.")
+}
+
+/// Answers one operation. `now_ms` is the wall clock, read once per request by the caller.
+pub async fn dispatch(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply {
+    let result = match operation {
+        "PutRecord" => return put_record(engine, input, now_ms).await,
+        "PutRecords" => return put_records(engine, input, now_ms).await,
+        "GetRecords" => get_records(engine, input, now_ms),
+        "GetShardIterator" => get_shard_iterator(engine, input, now_ms),
+        "CreateStream" => create_stream(engine, input, now_ms),
+        "DeleteStream" => engine.delete_stream(&target(input), now_ms).map(|()| Value::Map(vec![])),
+        "DescribeStream" => describe_stream(engine, input, now_ms),
+        "DescribeStreamSummary" => engine
+            .describe_stream_summary(&target(input), now_ms)
+            .map(|v| obj([("StreamDescriptionSummary", Some(summary_value(v)))])),
+        "ListStreams" => list_streams(engine, input, now_ms),
+        "ListShards" => list_shards(engine, input, now_ms),
+        "IncreaseStreamRetentionPeriod" | "DecreaseStreamRetentionPeriod" => engine
+            .change_retention(
+                &target(input),
+                u32_arg(input, "RetentionPeriodHours").unwrap_or(0),
+                operation == "IncreaseStreamRetentionPeriod",
+                now_ms,
+            )
+            .map(|()| Value::Map(vec![])),
+        "AddTagsToStream" => engine
+            .add_tags(&target(input), &string_map(input, "Tags"), now_ms)
+            .map(|()| Value::Map(vec![])),
+        "RemoveTagsFromStream" => remove_tags(engine, &target(input), input, now_ms),
+        "ListTagsForStream" => list_tags_for_stream(engine, input, now_ms),
+        "TagResource" | "UntagResource" | "ListTagsForResource" => {
+            resource_tags(engine, operation, input, now_ms)
+        }
+        "SplitShard" => engine
+            .split_shard(
+                &target(input),
+                text(input, "ShardToSplit").unwrap_or_default(),
+                text(input, "NewStartingHashKey").unwrap_or_default(),
+                now_ms,
+            )
+            .map(|()| Value::Map(vec![])),
+        "MergeShards" => engine
+            .merge_shards(
+                &target(input),
+                text(input, "ShardToMerge").unwrap_or_default(),
+                text(input, "AdjacentShardToMerge").unwrap_or_default(),
+                now_ms,
+            )
+            .map(|()| Value::Map(vec![])),
+        "UpdateShardCount" => update_shard_count(engine, input, now_ms),
+        "UpdateMaxRecordSize" => engine
+            .update_max_record_size(
+                &target(input),
+                u32_arg(input, "MaxRecordSizeInKiB").unwrap_or(0),
+                now_ms,
+            )
+            .map(|()| Value::Map(vec![])),
+        "DescribeLimits" => {
+            let limits = engine.describe_limits();
+            Ok(obj([
+                ("ShardLimit", n(limits.shard_limit)),
+                ("OpenShardCount", n(limits.open_shard_count)),
+                ("OnDemandStreamCount", n(limits.on_demand_stream_count)),
+                ("OnDemandStreamCountLimit", n(limits.on_demand_stream_count_limit)),
+            ]))
+        }
+        // Every other operation of the model is one this server does not serve yet: answer as
+        // AWS answers an operation it does not know, never with a fake success.
+        _ => return Err(unknown_operation()),
+    };
+    result.map_err(aws_error)
+}
+
+/// The answer to an operation the server does not serve.
+pub fn unknown_operation() -> AwsError {
+    AwsError { code: "UnknownOperationException".into(), message: None, status: 400, capital_message: false }
+}
+
+fn create_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let mode = field(input, "StreamModeDetails").and_then(|d| text(d, "StreamMode")).map(|m| {
+        if m == "ON_DEMAND" { StreamMode::OnDemand } else { StreamMode::Provisioned }
+    });
+    engine.create_stream(
+        CreateStream {
+            name: text(input, "StreamName").unwrap_or_default().to_string(),
+            shard_count: u32_arg(input, "ShardCount"),
+            mode,
+            tags: string_map(input, "Tags"),
+            max_record_size_kib: u32_arg(input, "MaxRecordSizeInKiB"),
+        },
+        now_ms,
+    )?;
+    Ok(Value::Map(vec![]))
+}
+
+fn describe_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let d = engine.describe_stream(
+        &target(input),
+        u32_arg(input, "Limit"),
+        text(input, "ExclusiveStartShardId"),
+        now_ms,
+    )?;
+    let view = d.stream;
+    Ok(obj([(
+        "StreamDescription",
+        Some(obj([
+            ("StreamName", s(view.name)),
+            ("StreamARN", s(view.arn)),
+            ("StreamStatus", s(view.status.as_str())),
+            ("StreamModeDetails", mode_details(view.mode)),
+            ("Shards", Some(Value::List(d.shards.into_iter().map(shard_value).collect()))),
+            ("HasMoreShards", Some(Value::Bool(d.has_more_shards))),
+            ("RetentionPeriodHours", n(view.retention_hours)),
+            ("StreamCreationTimestamp", ts(view.created_ms)),
+            ("EnhancedMonitoring", enhanced_monitoring()),
+            ("EncryptionType", s("NONE")),
+        ])),
+    )]))
+}
+
+fn list_streams(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let list = engine.list_streams(
+        u32_arg(input, "Limit"),
+        text(input, "ExclusiveStartStreamName"),
+        text(input, "NextToken"),
+        now_ms,
+    )?;
+    let names = list.streams.iter().map(|v| Value::Str(v.name.clone())).collect();
+    let summaries = list
+        .streams
+        .into_iter()
+        .map(|v| {
+            obj([
+                ("StreamName", s(v.name)),
+                ("StreamARN", s(v.arn)),
+                ("StreamStatus", s(v.status.as_str())),
+                ("StreamModeDetails", mode_details(v.mode)),
+                ("StreamCreationTimestamp", ts(v.created_ms)),
+            ])
+        })
+        .collect();
+    Ok(obj([
+        ("StreamNames", Some(Value::List(names))),
+        ("HasMoreStreams", Some(Value::Bool(list.has_more))),
+        ("NextToken", list.next_token.map(Value::Str)),
+        ("StreamSummaries", Some(Value::List(summaries))),
+    ]))
+}
+
+fn list_shards(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let filter = match field(input, "ShardFilter") {
+        None => None,
+        Some(f) => {
+            let kind = text(f, "Type").unwrap_or_default();
+            let shard = text(f, "ShardId");
+            let time = timestamp_ms(f, "Timestamp");
+            Some(match kind {
+                "AFTER_SHARD_ID" => {
+                    let id = shard.ok_or_else(|| {
+                        ApiError::invalid("Must specify ShardId in ShardFilter when Type is AFTER_SHARD_ID.")
+                    })?;
+                    ShardFilter::AfterShardId(rivulet_engine::meta::parse_shard_id(id).unwrap_or(0))
+                }
+                "AT_TRIM_HORIZON" => ShardFilter::AtTrimHorizon,
+                "FROM_TRIM_HORIZON" => ShardFilter::FromTrimHorizon,
+                "AT_LATEST" => ShardFilter::AtLatest,
+                "AT_TIMESTAMP" | "FROM_TIMESTAMP" => {
+                    let time = time.ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "Must specify Timestamp in ShardFilter when Type is {kind}."
+                        ))
+                    })?;
+                    if kind == "AT_TIMESTAMP" {
+                        ShardFilter::AtTimestamp(time)
+                    } else {
+                        ShardFilter::FromTimestamp(time)
+                    }
+                }
+                _ => return Err(ApiError::invalid(format!("Invalid ShardFilter Type {kind}."))),
+            })
+        }
+    };
+    if text(input, "NextToken").is_some()
+        && (filter.is_some() || text(input, "ExclusiveStartShardId").is_some())
+    {
+        return Err(ApiError::invalid(
+            "NextToken cannot be provided together with ExclusiveStartShardId or ShardFilter.",
+        ));
+    }
+    let list = engine.list_shards(
+        &ListShards {
+            target: target(input),
+            next_token: text(input, "NextToken"),
+            exclusive_start_shard_id: text(input, "ExclusiveStartShardId"),
+            max_results: u32_arg(input, "MaxResults"),
+            stream_creation_timestamp_ms: timestamp_ms(input, "StreamCreationTimestamp"),
+            filter,
+        },
+        now_ms,
+    )?;
+    Ok(obj([
+        ("Shards", Some(Value::List(list.shards.into_iter().map(shard_value).collect()))),
+        ("NextToken", list.next_token.map(Value::Str)),
+    ]))
+}
+
+fn remove_tags(
+    engine: &Engine,
+    stream: &StreamTarget<'_>,
+    input: &Value,
+    now_ms: i64,
+) -> Result<Value, ApiError> {
+    let keys: Vec<String> = list(input, "TagKeys")
+        .iter()
+        .filter_map(|k| match k {
+            Value::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    engine.remove_tags(stream, &keys, now_ms)?;
+    Ok(Value::Map(vec![]))
+}
+
+fn tag_list(tags: Vec<(String, String)>) -> Value {
+    Value::List(tags.into_iter().map(|(k, v)| obj([("Key", s(k)), ("Value", s(v))])).collect())
+}
+
+fn list_tags_for_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let tags = engine.list_tags(
+        &target(input),
+        text(input, "ExclusiveStartTagKey"),
+        u32_arg(input, "Limit"),
+        now_ms,
+    )?;
+    Ok(obj([("Tags", Some(tag_list(tags.tags))), ("HasMoreTags", Some(Value::Bool(tags.has_more)))]))
+}
+
+fn resource_tags(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let arn = text(input, "ResourceARN").unwrap_or_default();
+    if arn.contains("/consumer/") {
+        // No consumer can exist until enhanced fan-out lands.
+        return Err(ApiError::not_found(format!("Consumer {arn} not found.")));
+    }
+    if parse_stream_arn(arn).is_none() {
+        return Err(ApiError::invalid(format!("Invalid ResourceARN {arn}.")));
+    }
+    let stream = StreamTarget { name: None, arn: Some(arn) };
+    match operation {
+        "TagResource" => {
+            engine.add_tags(&stream, &string_map(input, "Tags"), now_ms)?;
+            Ok(Value::Map(vec![]))
+        }
+        "UntagResource" => remove_tags(engine, &stream, input, now_ms),
+        _ => {
+            let tags = engine.list_tags(&stream, None, None, now_ms)?;
+            Ok(obj([("Tags", Some(tag_list(tags.tags)))]))
+        }
+    }
+}
+
+fn update_shard_count(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let stream = target(input);
+    let name = engine.resolve(&stream)?;
+    let target_count = u32_arg(input, "TargetShardCount").unwrap_or(0);
+    let current = engine.update_shard_count(&stream, target_count, now_ms)?;
+    Ok(obj([
+        ("StreamName", s(name.clone())),
+        ("CurrentShardCount", n(current)),
+        ("TargetShardCount", n(target_count)),
+        ("StreamARN", s(engine.stream_arn(&name))),
+    ]))
+}
+
+fn get_shard_iterator(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let kind = text(input, "ShardIteratorType").and_then(IteratorType::parse).ok_or_else(|| {
+        ApiError::invalid("Invalid ShardIteratorType.")
+    })?;
+    let iterator = engine.get_shard_iterator(
+        &GetShardIterator {
+            target: target(input),
+            shard_id: text(input, "ShardId").unwrap_or_default(),
+            iterator_type: kind,
+            starting_sequence_number: text(input, "StartingSequenceNumber"),
+            timestamp_ms: timestamp_ms(input, "Timestamp"),
+        },
+        now_ms,
+    )?;
+    if flag(input, "DryRun") {
+        return Err(ApiError::new(ErrorKind::DryRunOperation, dry_run_error().message.unwrap_or_default()));
+    }
+    Ok(obj([("ShardIterator", s(iterator))]))
+}
+
+fn get_records(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+    let batch = engine.get_records(
+        text(input, "ShardIterator").unwrap_or_default(),
+        u32_arg(input, "Limit"),
+        now_ms,
+    )?;
+    if flag(input, "DryRun") {
+        return Err(ApiError::new(ErrorKind::DryRunOperation, dry_run_error().message.unwrap_or_default()));
+    }
+    let records = batch
+        .records
+        .into_iter()
+        .map(|r| {
+            obj([
+                ("SequenceNumber", s(r.sequence_number)),
+                ("ApproximateArrivalTimestamp", ts(r.arrival_ms)),
+                ("Data", Some(Value::Blob(r.data.to_vec()))),
+                ("PartitionKey", s(String::from_utf8_lossy(&r.partition_key).into_owned())),
+            ])
+        })
+        .collect();
+    let children = batch.child_shards.map(|children| {
+        Value::List(
+            children
+                .into_iter()
+                .map(|c| {
+                    obj([
+                        ("ShardId", s(c.shard_id)),
+                        ("ParentShards", Some(Value::List(c.parent_shards.into_iter().map(Value::Str).collect()))),
+                        (
+                            "HashKeyRange",
+                            Some(obj([
+                                ("StartingHashKey", s(c.starting_hash_key)),
+                                ("EndingHashKey", s(c.ending_hash_key)),
+                            ])),
+                        ),
+                    ])
+                })
+                .collect(),
+        )
+    });
+    Ok(obj([
+        ("Records", Some(Value::List(records))),
+        ("NextShardIterator", batch.next_shard_iterator.map(Value::Str)),
+        ("MillisBehindLatest", n(batch.millis_behind_latest)),
+        ("ChildShards", children),
+    ]))
+}
+
+/// Waits until every append of a put is durable; a failed sync fails the request.
+async fn await_durable(durable: Vec<rivulet_log::Durable>) -> Result<(), AwsError> {
+    for d in durable {
+        if let Err(error) = d.wait().await {
+            tracing::error!(%error, "sync failed; write not acknowledged");
+            return Err(AwsError::internal("Internal Service Failure"));
+        }
+    }
+    Ok(())
+}
+
+fn dry_run_put(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
+    // Every check a put makes, without writing: the stream must exist and accept writes.
+    let view = engine.describe_stream_summary(&target(input), now_ms).map_err(aws_error)?;
+    if !matches!(view.status, rivulet_engine::StreamStatus::Active | rivulet_engine::StreamStatus::Updating) {
+        return Err(aws_error(ApiError::not_found(format!(
+            "Stream {} under account {} not found.",
+            view.name,
+            engine.config().account_id
+        ))));
+    }
+    Err(dry_run_error())
+}
+
+async fn put_record(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
+    if flag(input, "DryRun") {
+        return dry_run_put(engine, input, now_ms);
+    }
+    let entry = PutEntry {
+        partition_key: text(input, "PartitionKey"),
+        explicit_hash_key: text(input, "ExplicitHashKey"),
+        data: blob(input, "Data").unwrap_or_default(),
+    };
+    let outcome = engine
+        .put_records(
+            &target(input),
+            &[entry],
+            text(input, "SequenceNumberForOrdering"),
+            false,
+            now_ms,
+        )
+        .map_err(aws_error)?;
+    await_durable(outcome.durable).await?;
+    let result = outcome.results.into_iter().next().ok_or_else(|| AwsError::internal("no result"))?;
+    Ok(obj([("ShardId", s(result.shard_id)), ("SequenceNumber", s(result.sequence_number))]))
+}
+
+async fn put_records(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
+    if flag(input, "DryRun") {
+        return dry_run_put(engine, input, now_ms);
+    }
+    let entries: Vec<PutEntry<'_>> = list(input, "Records")
+        .iter()
+        .map(|r| PutEntry {
+            partition_key: text(r, "PartitionKey"),
+            explicit_hash_key: text(r, "ExplicitHashKey"),
+            data: blob(r, "Data").unwrap_or_default(),
+        })
+        .collect();
+    let outcome =
+        engine.put_records(&target(input), &entries, None, true, now_ms).map_err(aws_error)?;
+    await_durable(outcome.durable).await?;
+    let records = outcome
+        .results
+        .into_iter()
+        .map(|r| obj([("SequenceNumber", s(r.sequence_number)), ("ShardId", s(r.shard_id))]))
+        .collect();
+    Ok(obj([("FailedRecordCount", n(0)), ("Records", Some(Value::List(records)))]))
+}

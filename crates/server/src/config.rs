@@ -1,0 +1,187 @@
+//! Configuration: flags, `RIVULET_*` environment variables and a TOML file, in that order of
+//! precedence, over built-in defaults. One declarative list (the `ServeArgs` struct) drives
+//! `--help`, the environment names and the file's keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use rivulet_engine::EngineConfig;
+use serde::Deserialize;
+
+/// Largest request body accepted: a 10 MiB PutRecords in base64 plus its JSON framing.
+pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The `rivulet` command line.
+#[derive(Debug, Parser)]
+#[command(name = "rivulet", version, about = "A durable server for the Amazon Kinesis Data Streams API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Kinesis API.
+    Serve(ServeArgs),
+}
+
+/// `rivulet serve` settings. Each is also `RIVULET_<NAME>` in the environment and `<name>` in
+/// the `--config` TOML file.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// Address to serve HTTP/1.1 and h2c on [default: 127.0.0.1:4567]
+    #[arg(long, env = "RIVULET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory that holds the durable log and metadata [default: ./rivulet-data]
+    #[arg(long, env = "RIVULET_DATA_DIR", conflicts_with = "in_memory")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep everything in memory (same semantics, nothing survives a restart)
+    #[arg(long, env = "RIVULET_IN_MEMORY", num_args = 0..=1, default_missing_value = "true")]
+    pub in_memory: Option<bool>,
+    /// Account id in ARNs and messages [default: 000000000000]
+    #[arg(long, env = "RIVULET_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// Region in ARNs and messages [default: us-east-1]
+    #[arg(long, env = "RIVULET_REGION")]
+    pub region: Option<String>,
+    /// How long a new stream stays CREATING, in ms [default: 500]
+    #[arg(long, env = "RIVULET_CREATE_STREAM_MS")]
+    pub create_stream_ms: Option<u64>,
+    /// How long a deleted stream stays DELETING, in ms [default: 500]
+    #[arg(long, env = "RIVULET_DELETE_STREAM_MS")]
+    pub delete_stream_ms: Option<u64>,
+    /// How long resharding keeps a stream UPDATING, in ms [default: 500]
+    #[arg(long, env = "RIVULET_UPDATE_STREAM_MS")]
+    pub update_stream_ms: Option<u64>,
+    /// Open shards the account may have [default: 20000]
+    #[arg(long, env = "RIVULET_SHARD_LIMIT")]
+    pub shard_limit: Option<u32>,
+    /// Log filter, in tracing's env-filter syntax [default: info]
+    #[arg(long, env = "RIVULET_LOG")]
+    pub log: Option<String>,
+    /// TOML file with any of these settings (keys in snake_case)
+    #[arg(long, env = "RIVULET_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// Where data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Dir(PathBuf),
+    Memory,
+}
+
+/// The settings a server runs with, every default applied.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub storage: Storage,
+    pub engine: EngineConfig,
+    pub log: String,
+}
+
+impl ServerConfig {
+    /// An in-memory server on an ephemeral port with no lifecycle delays: what tests want.
+    pub fn for_tests() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage: Storage::Memory,
+            engine: EngineConfig {
+                create_stream_ms: 0,
+                delete_stream_ms: 0,
+                update_stream_ms: 0,
+                ..EngineConfig::default()
+            },
+            log: "warn".into(),
+        }
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<ServeArgs> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+impl ServeArgs {
+    /// Resolves flags and environment (already in `self`) over the file over the defaults.
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => ServeArgs::default(),
+        };
+        let defaults = EngineConfig::default();
+        let in_memory = self.in_memory.or(file.in_memory).unwrap_or(false);
+        let data_dir = self.data_dir.or(file.data_dir);
+        if in_memory && data_dir.is_some() {
+            anyhow::bail!("--in-memory and --data-dir exclude each other");
+        }
+        let storage = if in_memory {
+            Storage::Memory
+        } else {
+            Storage::Dir(data_dir.unwrap_or_else(|| PathBuf::from("./rivulet-data")))
+        };
+        let ms = |flag: Option<u64>, file: Option<u64>, default: i64| -> anyhow::Result<i64> {
+            match flag.or(file) {
+                Some(v) => i64::try_from(v).context("delay too large"),
+                None => Ok(default),
+            }
+        };
+        let account_id = self.account_id.or(file.account_id).unwrap_or(defaults.account_id);
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            anyhow::bail!("--account-id must be 12 digits, got {account_id:?}");
+        }
+        Ok(ServerConfig {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4567))),
+            storage,
+            engine: EngineConfig {
+                account_id,
+                region: self.region.or(file.region).unwrap_or(defaults.region),
+                create_stream_ms: ms(self.create_stream_ms, file.create_stream_ms, defaults.create_stream_ms)?,
+                delete_stream_ms: ms(self.delete_stream_ms, file.delete_stream_ms, defaults.delete_stream_ms)?,
+                update_stream_ms: ms(self.update_stream_ms, file.update_stream_ms, defaults.update_stream_ms)?,
+                shard_limit: self.shard_limit.or(file.shard_limit).unwrap_or(defaults.shard_limit),
+            },
+            log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = std::env::temp_dir().join(format!("rivulet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rivulet.toml");
+        std::fs::write(&path, "region = \"eu-west-1\"\nshard_limit = 7\nin_memory = true\n").unwrap();
+        let args = ServeArgs { shard_limit: Some(9), config: Some(path), ..ServeArgs::default() };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.engine.region, "eu-west-1");
+        assert_eq!(config.engine.shard_limit, 9);
+        assert_eq!(config.storage, Storage::Memory);
+        assert_eq!(config.listen.port(), 4567);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("rivulet-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "regoin = \"x\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
+        assert!(args.resolve().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,233 @@
+//! The HTTP front: envelope checks, routing by `X-Amz-Target`, body limits, response headers.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use rivulet_engine::Engine;
+use rivulet_protocol::{AwsError, Format};
+
+use crate::api;
+use crate::config::BODY_BYTES_MAX;
+
+/// The `X-Amz-Target` prefix of every Kinesis operation.
+const TARGET_PREFIX: &str = "Kinesis_20131202.";
+/// Headers a browser may read from our responses.
+const EXPOSE_HEADERS: &str = "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,\
+                              x-amzn-ErrorMessage,Date";
+
+/// Epoch milliseconds: the one place the server reads the clock for a request.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn request_id_headers(builder: http::response::Builder) -> http::response::Builder {
+    let mut id2 = [0u8; 54];
+    let _ = getrandom::fill(&mut id2);
+    builder
+        .header("x-amzn-RequestId", uuid::Uuid::new_v4().to_string())
+        .header("x-amz-id-2", base64::engine::general_purpose::STANDARD.encode(id2))
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Response<Full<Bytes>> {
+    let mut builder = request_id_headers(Response::builder())
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, content_type);
+    if cors {
+        builder = builder
+            .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+            .header(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn error_response(format: Format, error: &AwsError, cors: bool) -> Response<Full<Bytes>> {
+    let body = rivulet_protocol::encode_error(format, error);
+    respond(error.status, format.content_type(), body, cors)
+}
+
+fn access_denied(cors: bool) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = rivulet_protocol::envelope_access_denied();
+    respond(status, content_type, body, cors)
+}
+
+fn preflight(headers: &HeaderMap) -> Response<Full<Bytes>> {
+    let mut builder = request_id_headers(Response::builder())
+        .status(StatusCode::OK)
+        .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+        .header(header::ACCESS_CONTROL_MAX_AGE, "172800")
+        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET,POST,PUT,DELETE,HEAD,OPTIONS,PATCH");
+    if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        builder = builder.header(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    builder
+        .header(header::CONTENT_LENGTH, "0")
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Checks that the request carries some SigV4 authentication, as AWS does before anything else.
+/// Signatures themselves are not verified here (that is `--auth sigv4`'s job, a later issue).
+fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> {
+    let query_has = |name: &str| {
+        query.is_some_and(|q| q.split('&').any(|pair| pair.split('=').next() == Some(name)))
+    };
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let query_auth = query_has("X-Amz-Algorithm");
+    match (auth, query_auth) {
+        (Some(_), true) => Err(AwsError::new(
+            "InvalidSignatureException",
+            "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP \
+             header.",
+        )),
+        (None, false) => {
+            Err(AwsError::new("MissingAuthenticationTokenException", "Missing Authentication Token"))
+        }
+        (Some(auth), false) => {
+            let mut problems = Vec::new();
+            for param in ["Credential", "Signature", "SignedHeaders"] {
+                if !auth.contains(&format!("{param}=")) {
+                    problems.push(format!("Authorization header requires '{param}' parameter."));
+                }
+            }
+            if !headers.contains_key("x-amz-date") && !headers.contains_key(header::DATE) {
+                problems.push(
+                    "Authorization header requires existence of either a 'X-Amz-Date' or a \
+                     'Date' header."
+                        .into(),
+                );
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(AwsError::new(
+                    "IncompleteSignatureException",
+                    format!("{} Authorization={auth}", problems.join(" ")),
+                ))
+            }
+        }
+        (None, true) => {
+            let mut problems = Vec::new();
+            for param in ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Date"] {
+                if !query_has(param) {
+                    problems.push(format!("AWS query-string parameters must include '{param}'."));
+                }
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(AwsError::new(
+                    "IncompleteSignatureException",
+                    format!("{} Re-examine the query-string parameters.", problems.join(" ")),
+                ))
+            }
+        }
+    }
+}
+
+/// Serves one HTTP request.
+pub async fn handle(
+    engine: Arc<Engine>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let headers = request.headers();
+    let cors = headers.contains_key(header::ORIGIN);
+    if request.method() == Method::OPTIONS {
+        return Ok(preflight(headers));
+    }
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+    let format = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Format::from_content_type);
+    let (Some(target), Some(format)) = (target, format) else {
+        return Ok(access_denied(cors));
+    };
+    if request.method() != Method::POST {
+        return Ok(access_denied(cors));
+    }
+    let operation = match target.strip_prefix(TARGET_PREFIX) {
+        Some(op) if rivulet_protocol::is_operation(op) => op.to_string(),
+        _ => return Ok(error_response(format, &api::unknown_operation(), cors)),
+    };
+    if let Err(error) = check_auth(headers, request.uri().query()) {
+        return Ok(error_response(format, &error, cors));
+    }
+    let body = match Limited::new(request.into_body(), BODY_BYTES_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let too_large = error.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            if too_large {
+                let error = AwsError {
+                    code: "SerializationException".into(),
+                    message: Some(format!("Request body is larger than {BODY_BYTES_MAX} bytes.")),
+                    status: 413,
+                    capital_message: false,
+                };
+                return Ok(error_response(format, &error, cors));
+            }
+            // The client went away mid-body; nobody reads this answer.
+            return Ok(error_response(format, &AwsError::new("SerializationException", "Truncated request body."), cors));
+        }
+    };
+    let input = match rivulet_protocol::decode_request(&operation, format, &body) {
+        Ok(input) => input,
+        Err(error) => return Ok(error_response(format, &error, cors)),
+    };
+    let reply = api::dispatch(&engine, &operation, &input, now_ms()).await;
+    Ok(match reply {
+        Ok(value) => {
+            let body = rivulet_protocol::encode_response(format, &value);
+            respond(200, format.content_type(), body, cors)
+        }
+        Err(error) => {
+            if error.status >= 500 {
+                tracing::error!(operation = %operation, code = %error.code, "request failed");
+            }
+            error_response(format, &error, cors)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn auth_envelope_errors() {
+        let none = check_auth(&headers(&[]), None).unwrap_err();
+        assert_eq!(none.code, "MissingAuthenticationTokenException");
+        let partial = check_auth(&headers(&[("authorization", "AWS4-HMAC-SHA256 Credential=a")]), None)
+            .unwrap_err();
+        assert_eq!(partial.code, "IncompleteSignatureException");
+        assert!(partial.message.unwrap().starts_with(
+            "Authorization header requires 'Signature' parameter. Authorization header requires \
+             'SignedHeaders' parameter."
+        ));
+        let both = check_auth(&headers(&[("authorization", "x")]), Some("X-Amz-Algorithm=y"))
+            .unwrap_err();
+        assert_eq!(both.code, "InvalidSignatureException");
+        let good = headers(&[
+            ("authorization", "AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=host, Signature=c"),
+            ("x-amz-date", "20260101T000000Z"),
+        ]);
+        assert!(check_auth(&good, None).is_ok());
+    }
+}

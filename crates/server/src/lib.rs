@@ -1,0 +1,136 @@
+//! The Rivulet server: configuration, the HTTP/1.1 + h2c front, and the engine's clock.
+//!
+//! Architecture invariant: this is the only crate that does network I/O or reads the clock;
+//! it turns requests into engine calls (`api`) and never interprets Kinesis semantics itself.
+
+pub mod api;
+pub mod config;
+pub mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rivulet_engine::Engine;
+use rivulet_log::{Backend, FileBackend, MemBackend, Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{ServeArgs, ServerConfig, Storage};
+
+/// How often lifecycle delays and retention are applied.
+const TICK_INTERVAL: Duration = Duration::from_millis(50);
+/// How long in-flight requests get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+    engine: Arc<Engine>,
+}
+
+impl Server {
+    /// Opens storage, recovers, binds the listener and starts serving.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        let backend: Arc<dyn Backend> = match &config.storage {
+            Storage::Dir(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating data dir {}", dir.display()))?;
+                Arc::new(FileBackend::new(dir.clone()).context("opening data dir")?)
+            }
+            Storage::Memory => Arc::new(MemBackend::new()),
+        };
+        let store = Store::open(backend, StoreConfig::default()).context("opening the log store")?;
+        let engine = Arc::new(
+            Engine::open(store, config.engine.clone())
+                .map_err(|e| anyhow::anyhow!("opening the engine: {e}"))?,
+        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(listener, engine.clone(), stopped));
+        Ok(Server { local_addr, stop, task, engine })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The engine behind the server.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and syncs the log.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("server task")??;
+        let store = self.engine.store().clone();
+        tokio::task::spawn_blocking(move || store.shutdown()).await.context("final sync")?;
+        Ok(())
+    }
+}
+
+async fn run(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let builder = {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http2().max_concurrent_streams(1000);
+        builder
+    };
+    let mut tick = tokio::time::interval(TICK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tick.tick() => {
+                let engine = engine.clone();
+                let now = http::now_ms();
+                let outcome = tokio::task::spawn_blocking(move || engine.tick(now)).await;
+                if let Ok(Err(error)) = outcome {
+                    tracing::error!(%error, "background maintenance failed");
+                }
+            }
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let engine = engine.clone();
+                let service = hyper::service::service_fn(move |request| {
+                    http::handle(engine.clone(), request)
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    Ok(())
+}

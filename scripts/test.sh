@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: what README.md calls the test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace --locked
+
+# Short, bounded fuzz runs of the decoders (needs cargo-fuzz and a nightly toolchain).
+if [ -d fuzz ] && cargo +nightly fuzz --version >/dev/null 2>&1; then
+  for target in $(cargo +nightly fuzz list); do
+    echo "fuzzing $target for ${FUZZ_SECONDS:-20}s"
+    cargo +nightly fuzz run "$target" -- -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048
+  done
+else
+  echo "cargo-fuzz not installed: skipping the fuzz runs (.ci/run installs it)"
+fi

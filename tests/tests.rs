@@ -1,0 +1,6 @@
+//! Integration tests, compiled into one binary: real servers on real sockets, real clients.
+
+mod durability;
+mod sdk;
+mod util;
+mod wire;

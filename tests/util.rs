@@ -1,0 +1,174 @@
+//! Shared test helpers: start a server on port 0, build SDK clients, send raw requests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use rivulet_server::{Server, ServerConfig, Storage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A running server and a client pointed at it.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    pub client: Client,
+}
+
+impl TestServer {
+    /// An in-memory server with no lifecycle delays.
+    pub async fn start() -> TestServer {
+        Self::with_config(ServerConfig::for_tests()).await
+    }
+
+    /// A server with the given configuration (its listen address should use port 0).
+    pub async fn with_config(config: ServerConfig) -> TestServer {
+        let server = Server::start(config).await.expect("server starts");
+        let addr = server.local_addr();
+        TestServer { server: Some(server), addr, client: client(addr) }
+    }
+
+    /// A durable server over `dir`.
+    pub async fn on_disk(dir: &std::path::Path) -> TestServer {
+        let mut config = ServerConfig::for_tests();
+        config.storage = Storage::Dir(dir.to_path_buf());
+        Self::with_config(config).await
+    }
+
+    /// Stops the server cleanly.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// An SDK client for a server at `addr`.
+pub fn client(addr: SocketAddr) -> Client {
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .endpoint_url(format!("http://{addr}"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// The (code, message) of an SDK error.
+pub fn error_of<E: ProvideErrorMetadata>(error: E) -> (String, String) {
+    (
+        error.code().unwrap_or_default().to_string(),
+        error.message().unwrap_or_default().to_string(),
+    )
+}
+
+/// A raw HTTP/1.1 response.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Signed-looking headers: the server checks SigV4 is present and well-formed, not its value.
+pub const AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/kinesis/aws4_request, \
+                        SignedHeaders=host;x-amz-date, Signature=0000";
+
+/// Sends one request over a fresh connection and reads the whole answer.
+pub async fn raw(addr: SocketAddr, method: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResponse {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!("{method} / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut bytes))
+        .await
+        .expect("response in time")
+        .expect("read");
+    parse_response(&bytes)
+}
+
+fn parse_response(bytes: &[u8]) -> RawResponse {
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = bytes[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                .expect("hex size");
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = &rest[line_end + 2 + size + 2..];
+        }
+        body = out;
+    }
+    RawResponse { status, headers, body }
+}
+
+/// A JSON 1.1 request for `operation`, with auth headers.
+pub async fn call(addr: SocketAddr, operation: &str, body: &str) -> RawResponse {
+    let target = format!("Kinesis_20131202.{operation}");
+    raw(
+        addr,
+        "POST",
+        &[
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", &target),
+            ("Authorization", AUTH),
+            ("X-Amz-Date", "20260101T000000Z"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+}
+
+/// A CBOR request for `operation`, with auth headers.
+pub async fn call_cbor(addr: SocketAddr, operation: &str, body: &[u8]) -> RawResponse {
+    let target = format!("Kinesis_20131202.{operation}");
+    raw(
+        addr,
+        "POST",
+        &[
+            ("Content-Type", "application/x-amz-cbor-1.1"),
+            ("X-Amz-Target", &target),
+            ("Authorization", AUTH),
+            ("X-Amz-Date", "20260101T000000Z"),
+        ],
+        body,
+    )
+    .await
+}
