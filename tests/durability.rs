@@ -15,7 +15,12 @@ use crate::util::{TestServer, client};
 
 /// Every record of a stream, per shard in shard order: (shard, partition key, data, sequence).
 async fn read_all(c: &Client, stream: &str) -> Vec<(String, String, Vec<u8>, String)> {
-    let shards = c.list_shards().stream_name(stream).send().await.expect("list shards");
+    let shards = c
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards");
     let mut out = Vec::new();
     for shard in shards.shards() {
         let mut it = c
@@ -29,7 +34,12 @@ async fn read_all(c: &Client, stream: &str) -> Vec<(String, String, Vec<u8>, Str
             .shard_iterator()
             .map(str::to_string);
         while let Some(iterator) = it {
-            let page = c.get_records().shard_iterator(&iterator).send().await.expect("get records");
+            let page = c
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await
+                .expect("get records");
             for r in page.records() {
                 out.push((
                     shard.shard_id().to_string(),
@@ -38,7 +48,11 @@ async fn read_all(c: &Client, stream: &str) -> Vec<(String, String, Vec<u8>, Str
                     r.sequence_number().to_string(),
                 ));
             }
-            it = if page.records().is_empty() { None } else { page.next_shard_iterator().map(str::to_string) };
+            it = if page.records().is_empty() {
+                None
+            } else {
+                page.next_shard_iterator().map(str::to_string)
+            };
         }
     }
     out
@@ -48,7 +62,13 @@ async fn read_all(c: &Client, stream: &str) -> Vec<(String, String, Vec<u8>, Str
 async fn records_survive_a_clean_restart() {
     let dir = tempfile::tempdir().unwrap();
     let t = TestServer::on_disk(dir.path()).await;
-    t.client.create_stream().stream_name("d").shard_count(2).send().await.unwrap();
+    t.client
+        .create_stream()
+        .stream_name("d")
+        .shard_count(2)
+        .send()
+        .await
+        .unwrap();
     for batch in 0..4 {
         let entries = (0..250).map(|i| {
             PutRecordsRequestEntry::builder()
@@ -57,7 +77,13 @@ async fn records_survive_a_clean_restart() {
                 .build()
                 .unwrap()
         });
-        t.client.put_records().stream_name("d").set_records(Some(entries.collect())).send().await.unwrap();
+        t.client
+            .put_records()
+            .stream_name("d")
+            .set_records(Some(entries.collect()))
+            .send()
+            .await
+            .unwrap();
     }
     let before = read_all(&t.client, "d").await;
     assert_eq!(before.len(), 1000);
@@ -65,11 +91,25 @@ async fn records_survive_a_clean_restart() {
 
     let t = TestServer::on_disk(dir.path()).await;
     let after = read_all(&t.client, "d").await;
-    assert_eq!(before, after, "every record back, in order, with the same sequence numbers");
-    let more = t.client.put_record().stream_name("d").partition_key("0-0").data(Blob::new("new")).send().await.unwrap();
-    let last_same_shard = after.iter().filter(|r| r.0 == more.shard_id()).next_back().unwrap();
+    assert_eq!(
+        before, after,
+        "every record back, in order, with the same sequence numbers"
+    );
+    let more = t
+        .client
+        .put_record()
+        .stream_name("d")
+        .partition_key("0-0")
+        .data(Blob::new("new"))
+        .send()
+        .await
+        .unwrap();
+    let last_same_shard = after.iter().rfind(|r| r.0 == more.shard_id()).unwrap();
     let (a, b) = (&last_same_shard.3, more.sequence_number());
-    assert!((b.len(), b) > (a.len(), a.as_str()), "numbering continues after a restart");
+    assert!(
+        (b.len(), b) > (a.len(), a.as_str()),
+        "numbering continues after a restart"
+    );
     t.stop().await;
 }
 
@@ -80,7 +120,16 @@ struct Process {
 
 fn spawn_server(dir: &std::path::Path) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--create-stream-ms", "0", "--log", "warn", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--create-stream-ms",
+            "0",
+            "--log",
+            "warn",
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -88,7 +137,9 @@ fn spawn_server(dir: &std::path::Path) -> Process {
         .expect("spawn rivulet");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("ready line");
     let addr = line
         .trim()
         .rsplit(' ')
@@ -111,7 +162,12 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_record() {
         let mut server = spawn_server(dir.path());
         let c = client(server.addr);
         if first {
-            c.create_stream().stream_name("crash").shard_count(2).send().await.unwrap();
+            c.create_stream()
+                .stream_name("crash")
+                .shard_count(2)
+                .send()
+                .await
+                .unwrap();
             first = false;
         }
         let mut tasks = Vec::new();
@@ -123,10 +179,24 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_record() {
                     let key = format!("w{w}");
                     let data = format!("r{round}-w{w}-n{n}");
                     let entries = vec![
-                        PutRecordsRequestEntry::builder().partition_key(&key).data(Blob::new(format!("{data}-a"))).build().unwrap(),
-                        PutRecordsRequestEntry::builder().partition_key(&key).data(Blob::new(format!("{data}-b"))).build().unwrap(),
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(&key)
+                            .data(Blob::new(format!("{data}-a")))
+                            .build()
+                            .unwrap(),
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(&key)
+                            .data(Blob::new(format!("{data}-b")))
+                            .build()
+                            .unwrap(),
                     ];
-                    match c.put_records().stream_name("crash").set_records(Some(entries)).send().await {
+                    match c
+                        .put_records()
+                        .stream_name("crash")
+                        .set_records(Some(entries))
+                        .send()
+                        .await
+                    {
                         Ok(_) => {
                             let mut acked = acked.lock().unwrap();
                             acked.push((key.clone(), format!("{data}-a")));
@@ -152,8 +222,15 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_record() {
     let _ = child.wait();
 
     let acked = acked.lock().unwrap();
-    assert!(acked.len() > 100, "the load generator made progress: {}", acked.len());
-    let stored_data: Vec<String> = stored.iter().map(|r| String::from_utf8(r.2.clone()).unwrap()).collect();
+    assert!(
+        acked.len() > 100,
+        "the load generator made progress: {}",
+        acked.len()
+    );
+    let stored_data: Vec<String> = stored
+        .iter()
+        .map(|r| String::from_utf8(r.2.clone()).unwrap())
+        .collect();
     let unique: HashSet<&String> = stored_data.iter().collect();
     assert_eq!(unique.len(), stored_data.len(), "no record is stored twice");
     // Within each writer (one partition key, so one shard) stored order follows ack order.
@@ -163,7 +240,9 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_record() {
     }
     let mut last_per_writer: BTreeMap<&str, usize> = BTreeMap::new();
     for (key, data) in acked.iter() {
-        let at = *position.get(data.as_str()).unwrap_or_else(|| panic!("acknowledged record {data} lost"));
+        let at = *position
+            .get(data.as_str())
+            .unwrap_or_else(|| panic!("acknowledged record {data} lost"));
         if let Some(previous) = last_per_writer.insert(key.as_str(), at) {
             assert!(previous < at, "{data} stored out of acknowledgement order");
         }

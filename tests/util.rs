@@ -26,7 +26,11 @@ impl TestServer {
     pub async fn with_config(config: ServerConfig) -> TestServer {
         let server = Server::start(config).await.expect("server starts");
         let addr = server.local_addr();
-        TestServer { server: Some(server), addr, client: client(addr) }
+        TestServer {
+            server: Some(server),
+            addr,
+            client: client(addr),
+        }
     }
 
     /// A durable server over `dir`.
@@ -74,14 +78,16 @@ pub struct RawResponse {
 impl RawResponse {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// A header's value (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -90,7 +96,12 @@ pub const AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/
                         SignedHeaders=host;x-amz-date, Signature=0000";
 
 /// Sends one request over a fresh connection and reads the whole answer.
-pub async fn raw(addr: SocketAddr, method: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResponse {
+pub async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawResponse {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut head = format!("{method} / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -108,11 +119,18 @@ pub async fn raw(addr: SocketAddr, method: &str, headers: &[(&str, &str)], body:
 }
 
 fn parse_response(bytes: &[u8]) -> RawResponse {
-    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
     let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("status line");
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -125,9 +143,13 @@ fn parse_response(bytes: &[u8]) -> RawResponse {
         let mut out = Vec::new();
         let mut rest = &body[..];
         loop {
-            let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size");
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
-                .expect("hex size");
+            let line_end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size");
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                    .expect("hex size");
             if size == 0 {
                 break;
             }
@@ -136,7 +158,11 @@ fn parse_response(bytes: &[u8]) -> RawResponse {
         }
         body = out;
     }
-    RawResponse { status, headers, body }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// A JSON 1.1 request for `operation`, with auth headers.

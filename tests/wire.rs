@@ -11,7 +11,13 @@ async fn envelope_errors_match_aws() {
         String::from_utf8_lossy(&denied.body),
         "<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n</AccessDeniedException>\n"
     );
-    let no_target = raw(t.addr, "POST", &[("Content-Type", "application/x-amz-json-1.1")], b"{}").await;
+    let no_target = raw(
+        t.addr,
+        "POST",
+        &[("Content-Type", "application/x-amz-json-1.1")],
+        b"{}",
+    )
+    .await;
     assert_eq!(no_target.status, 403);
     let unknown = call(t.addr, "Frobnicate", "{}").await;
     assert_eq!(unknown.status, 400);
@@ -19,34 +25,60 @@ async fn envelope_errors_match_aws() {
     let no_auth = raw(
         t.addr,
         "POST",
-        &[("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "Kinesis_20131202.ListStreams")],
+        &[
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
+        ],
         b"{}",
     )
     .await;
     assert_eq!(no_auth.status, 400);
-    assert_eq!(no_auth.json()["__type"], "MissingAuthenticationTokenException");
+    assert_eq!(
+        no_auth.json()["__type"],
+        "MissingAuthenticationTokenException"
+    );
     assert_eq!(no_auth.json()["message"], "Missing Authentication Token");
     let garbage = call(t.addr, "ListStreams", "{not json").await;
     assert_eq!(garbage.status, 400);
     assert_eq!(garbage.json()["__type"], "SerializationException");
     let ok = call(t.addr, "ListStreams", "").await;
     assert_eq!(ok.status, 200);
-    assert!(ok.header("x-amzn-RequestId").is_some_and(|id| id.len() == 36));
+    assert!(
+        ok.header("x-amzn-RequestId")
+            .is_some_and(|id| id.len() == 36)
+    );
     let id2 = ok.header("x-amz-id-2").unwrap();
     assert!((64..=80).contains(&id2.len()));
-    assert_eq!(ok.header("content-type"), Some("application/x-amz-json-1.1"));
+    assert_eq!(
+        ok.header("content-type"),
+        Some("application/x-amz-json-1.1")
+    );
     let preflight = raw(
         t.addr,
         "OPTIONS",
-        &[("Origin", "http://example.com"), ("Access-Control-Request-Headers", "x-amz-target,content-type")],
+        &[
+            ("Origin", "http://example.com"),
+            (
+                "Access-Control-Request-Headers",
+                "x-amz-target,content-type",
+            ),
+        ],
         b"",
     )
     .await;
     assert_eq!(preflight.status, 200);
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(preflight.header("access-control-allow-headers"), Some("x-amz-target,content-type"));
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("x-amz-target,content-type")
+    );
     // An operation of the model this server does not serve yet is not faked.
-    let consumers = call(t.addr, "RegisterStreamConsumer", r#"{"StreamARN":"arn:aws:kinesis:us-east-1:000000000000:stream/x","ConsumerName":"c"}"#).await;
+    let consumers = call(
+        t.addr,
+        "RegisterStreamConsumer",
+        r#"{"StreamARN":"arn:aws:kinesis:us-east-1:000000000000:stream/x","ConsumerName":"c"}"#,
+    )
+    .await;
     assert_eq!(consumers.status, 400);
     assert_eq!(consumers.json()["__type"], "UnknownOperationException");
     t.stop().await;
@@ -56,27 +88,51 @@ async fn envelope_errors_match_aws() {
 async fn validation_messages_match_aws() {
     let t = TestServer::start().await;
     let long = "a".repeat(129);
-    let r = call(t.addr, "CreateStream", &format!(r#"{{"StreamName":"{long}","ShardCount":1}}"#)).await;
+    let r = call(
+        t.addr,
+        "CreateStream",
+        &format!(r#"{{"StreamName":"{long}","ShardCount":1}}"#),
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["__type"], "ValidationException");
     assert_eq!(
         r.json()["message"],
-        format!("1 validation error detected: Value '{long}' at 'streamName' failed to satisfy constraint: Member must have length less than or equal to 128")
+        format!(
+            "1 validation error detected: Value '{long}' at 'streamName' failed to satisfy constraint: Member must have length less than or equal to 128"
+        )
     );
     let r = call(t.addr, "CreateStream", r#"{"ShardCount":0}"#).await;
     assert_eq!(
         r.json()["message"],
         "2 validation errors detected: Value null at 'streamName' failed to satisfy constraint: Member must not be null; Value '0' at 'shardCount' failed to satisfy constraint: Member must have value greater than or equal to 1"
     );
-    let r = call(t.addr, "CreateStream", r#"{"StreamName":"a b","ShardCount":1}"#).await;
+    let r = call(
+        t.addr,
+        "CreateStream",
+        r#"{"StreamName":"a b","ShardCount":1}"#,
+    )
+    .await;
     assert_eq!(
         r.json()["message"],
         "1 validation error detected: Value 'a b' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
     );
-    let r = call(t.addr, "CreateStream", r#"{"StreamName":"x","ShardCount":"1"}"#).await;
+    let r = call(
+        t.addr,
+        "CreateStream",
+        r#"{"StreamName":"x","ShardCount":"1"}"#,
+    )
+    .await;
     assert_eq!(r.json()["__type"], "SerializationException");
-    let records: Vec<String> = (0..501).map(|_| r#"{"Data":"AAAA","PartitionKey":"k"}"#.to_string()).collect();
-    let r = call(t.addr, "PutRecords", &format!(r#"{{"StreamName":"x","Records":[{}]}}"#, records.join(","))).await;
+    let records: Vec<String> = (0..501)
+        .map(|_| r#"{"Data":"AAAA","PartitionKey":"k"}"#.to_string())
+        .collect();
+    let r = call(
+        t.addr,
+        "PutRecords",
+        &format!(r#"{{"StreamName":"x","Records":[{}]}}"#, records.join(",")),
+    )
+    .await;
     assert!(
         r.json()["message"].as_str().unwrap().contains(
             "at 'records' failed to satisfy constraint: Member must have length less than or equal to 500"
@@ -84,21 +140,53 @@ async fn validation_messages_match_aws() {
         "{}",
         r.json()
     );
-    let r = call(t.addr, "PutRecord", r#"{"StreamName":"nope","Data":"AAAA","PartitionKey":"k"}"#).await;
+    let r = call(
+        t.addr,
+        "PutRecord",
+        r#"{"StreamName":"nope","Data":"AAAA","PartitionKey":"k"}"#,
+    )
+    .await;
     assert_eq!(r.json()["__type"], "ResourceNotFoundException");
-    assert_eq!(r.json()["message"], "Stream nope under account 000000000000 not found.");
+    assert_eq!(
+        r.json()["message"],
+        "Stream nope under account 000000000000 not found."
+    );
     t.stop().await;
 }
 
 #[tokio::test]
 async fn json_put_get_and_dry_run() {
     let t = TestServer::start().await;
-    assert_eq!(call(t.addr, "CreateStream", r#"{"StreamName":"j","ShardCount":1}"#).await.status, 200);
-    let dry = call(t.addr, "PutRecord", r#"{"StreamName":"j","Data":"aGk=","PartitionKey":"k","DryRun":true}"#).await;
+    assert_eq!(
+        call(
+            t.addr,
+            "CreateStream",
+            r#"{"StreamName":"j","ShardCount":1}"#
+        )
+        .await
+        .status,
+        200
+    );
+    let dry = call(
+        t.addr,
+        "PutRecord",
+        r#"{"StreamName":"j","Data":"aGk=","PartitionKey":"k","DryRun":true}"#,
+    )
+    .await;
     assert_eq!(dry.json()["__type"], "DryRunOperationException");
-    let put = call(t.addr, "PutRecord", r#"{"StreamName":"j","Data":"aGk=","PartitionKey":"k"}"#).await;
+    let put = call(
+        t.addr,
+        "PutRecord",
+        r#"{"StreamName":"j","Data":"aGk=","PartitionKey":"k"}"#,
+    )
+    .await;
     assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
-    let it = call(t.addr, "GetShardIterator", r#"{"StreamName":"j","ShardId":"shardId-000000000000","ShardIteratorType":"TRIM_HORIZON"}"#).await;
+    let it = call(
+        t.addr,
+        "GetShardIterator",
+        r#"{"StreamName":"j","ShardId":"shardId-000000000000","ShardIteratorType":"TRIM_HORIZON"}"#,
+    )
+    .await;
     let iterator = it.json()["ShardIterator"].as_str().unwrap().to_string();
     // The live service accepts an iterator wrapped in double quotes.
     let quoted = serde_json::json!({"ShardIterator": format!("\"{iterator}\"")}).to_string();
@@ -107,11 +195,30 @@ async fn json_put_get_and_dry_run() {
     let body = got.json();
     assert_eq!(body["Records"][0]["Data"], "aGk=");
     assert_eq!(body["Records"][0]["PartitionKey"], "k");
-    assert_eq!(body["Records"][0]["SequenceNumber"], put.json()["SequenceNumber"]);
-    let ts = body["Records"][0]["ApproximateArrivalTimestamp"].as_f64().unwrap();
-    let raw_ts = std::str::from_utf8(&got.body).unwrap();
-    assert!(!raw_ts.contains("E9") && !raw_ts.contains("e9"), "plain decimal timestamps");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert_eq!(
+        body["Records"][0]["SequenceNumber"],
+        put.json()["SequenceNumber"]
+    );
+    let ts = body["Records"][0]["ApproximateArrivalTimestamp"]
+        .as_f64()
+        .unwrap();
+    let raw = std::str::from_utf8(&got.body).unwrap();
+    let field = raw
+        .split("\"ApproximateArrivalTimestamp\":")
+        .nth(1)
+        .unwrap();
+    let number: String = field
+        .chars()
+        .take_while(|c| !matches!(c, ',' | '}'))
+        .collect();
+    assert!(
+        number.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "plain decimal timestamp: {number}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     assert!((now - ts).abs() < 60.0, "timestamps are epoch seconds");
     t.stop().await;
 }
@@ -130,7 +237,16 @@ fn text(out: &mut Vec<u8>, s: &str) {
 #[tokio::test]
 async fn cbor_as_the_java_sdk_sends_it() {
     let t = TestServer::start().await;
-    assert_eq!(call(t.addr, "CreateStream", r#"{"StreamName":"c","ShardCount":1}"#).await.status, 200);
+    assert_eq!(
+        call(
+            t.addr,
+            "CreateStream",
+            r#"{"StreamName":"c","ShardCount":1}"#
+        )
+        .await
+        .status,
+        200
+    );
     // PutRecord: an indefinite-length map, as the Java SDK writes it.
     let mut body = vec![0xbf];
     text(&mut body, "StreamName");
@@ -142,7 +258,10 @@ async fn cbor_as_the_java_sdk_sends_it() {
     body.push(0xff);
     let put = call_cbor(t.addr, "PutRecord", &body).await;
     assert_eq!(put.status, 200, "{:?}", put.body);
-    assert_eq!(put.header("content-type"), Some("application/x-amz-cbor-1.1"));
+    assert_eq!(
+        put.header("content-type"),
+        Some("application/x-amz-cbor-1.1")
+    );
     // DescribeStreamSummary: the creation timestamp comes back as tag 1 around epoch ms.
     let mut body = vec![0xbf];
     text(&mut body, "StreamName");
@@ -151,12 +270,23 @@ async fn cbor_as_the_java_sdk_sends_it() {
     let summary = call_cbor(t.addr, "DescribeStreamSummary", &body).await;
     assert_eq!(summary.status, 200);
     let key = b"StreamCreationTimestamp";
-    let at = summary.body.windows(key.len()).position(|w| w == key).expect("timestamp key") + key.len();
+    let at = summary
+        .body
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("timestamp key")
+        + key.len();
     assert_eq!(summary.body[at], 0xc1, "tag 1");
     assert_eq!(summary.body[at + 1], 0x1b, "a 64-bit integer");
     let ms = u64::from_be_bytes(summary.body[at + 2..at + 10].try_into().unwrap());
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    assert!(now_ms.abs_diff(ms) < 60_000, "milliseconds, not seconds: {ms}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        now_ms.abs_diff(ms) < 60_000,
+        "milliseconds, not seconds: {ms}"
+    );
     // AT_TIMESTAMP with a tag-1 millisecond timestamp in an indefinite map.
     let mut body = vec![0xbf];
     text(&mut body, "StreamName");

@@ -23,7 +23,10 @@ const AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/kin
                     SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00";
 
 #[derive(Parser)]
-#[command(name = "rivulet-bench", about = "Load generator for Kinesis-compatible endpoints")]
+#[command(
+    name = "rivulet-bench",
+    about = "Load generator for Kinesis-compatible endpoints"
+)]
 struct Cli {
     /// host:port of the endpoint (plain HTTP)
     #[arg(long, default_value = "127.0.0.1:4567")]
@@ -87,7 +90,8 @@ impl Endpoint {
             .await
             .with_context(|| format!("connecting to {}", self.addr))?;
         stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -141,13 +145,23 @@ async fn ensure_stream(endpoint: &Endpoint, cli: &Cli) -> anyhow::Result<Vec<Str
     .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let d = call_json(&mut s, host, "DescribeStream", json!({"StreamName": cli.stream})).await;
+        let d = call_json(
+            &mut s,
+            host,
+            "DescribeStream",
+            json!({"StreamName": cli.stream}),
+        )
+        .await;
         if let Ok(d) = d
             && d["StreamDescription"]["StreamStatus"] == "ACTIVE"
         {
             let shards = d["StreamDescription"]["Shards"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|s| s["ShardId"].as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s["ShardId"].as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             return Ok(shards);
         }
@@ -188,23 +202,35 @@ fn report(label: &str, workload: &str, fields: Value) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let endpoint = Arc::new(Endpoint { addr: cli.endpoint.clone() });
+    let endpoint = Arc::new(Endpoint {
+        addr: cli.endpoint.clone(),
+    });
     let shards = ensure_stream(&endpoint, &cli).await?;
     match cli.workload {
-        Workload::PutRecords { record_bytes, batch, connections, seconds } => {
+        Workload::PutRecords {
+            record_bytes,
+            batch,
+            connections,
+            seconds,
+        } => {
             let records = Arc::new(AtomicU64::new(0));
             let failed = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(AtomicBool::new(false));
             let started = Instant::now();
             let mut tasks = Vec::new();
             for c in 0..connections {
-                let (endpoint, records, failed, stop) =
-                    (endpoint.clone(), records.clone(), failed.clone(), stop.clone());
+                let (endpoint, records, failed, stop) = (
+                    endpoint.clone(),
+                    records.clone(),
+                    failed.clone(),
+                    stop.clone(),
+                );
                 let body = put_records_body(&cli.stream, batch, record_bytes, c);
                 tasks.push(tokio::spawn(async move {
                     let mut s = endpoint.connect().await?;
                     while !stop.load(Ordering::Relaxed) {
-                        let (status, reply) = call(&mut s, &endpoint.addr, "PutRecords", body.clone()).await?;
+                        let (status, reply) =
+                            call(&mut s, &endpoint.addr, "PutRecords", body.clone()).await?;
                         // Count only acknowledged records: a 200 minus its FailedRecordCount.
                         let failed_here = if status == 200 {
                             memchr_failed(&reply)
@@ -231,13 +257,18 @@ async fn main() -> anyhow::Result<()> {
                        "connections": connections, "batch": batch, "seconds": elapsed}),
             );
         }
-        Workload::PutRecord { record_bytes, connections, seconds } => {
+        Workload::PutRecord {
+            record_bytes,
+            connections,
+            seconds,
+        } => {
             let stop = Arc::new(AtomicBool::new(false));
             let started = Instant::now();
             let mut tasks = Vec::new();
             for c in 0..connections {
                 let (endpoint, stop) = (endpoint.clone(), stop.clone());
-                let data = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; record_bytes]);
+                let data =
+                    base64::engine::general_purpose::STANDARD.encode(vec![b'x'; record_bytes]);
                 let stream = cli.stream.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut s = endpoint.connect().await?;
@@ -285,7 +316,8 @@ async fn main() -> anyhow::Result<()> {
                     let mut s = endpoint.connect().await?;
                     let mut done = 0;
                     while done < per_task {
-                        let (status, _) = call(&mut s, &endpoint.addr, "PutRecords", body.clone()).await?;
+                        let (status, _) =
+                            call(&mut s, &endpoint.addr, "PutRecords", body.clone()).await?;
                         if status == 200 {
                             done += 500;
                         }
@@ -336,8 +368,13 @@ async fn main() -> anyhow::Result<()> {
         Workload::Visible { rate, seconds } => {
             let shard = shards.first().cloned().unwrap_or_default();
             let mut s = endpoint.connect().await?;
-            let it = call_json(&mut s, &endpoint.addr, "GetShardIterator",
-                json!({"StreamName": cli.stream, "ShardId": shard, "ShardIteratorType": "LATEST"})).await?;
+            let it = call_json(
+                &mut s,
+                &endpoint.addr,
+                "GetShardIterator",
+                json!({"StreamName": cli.stream, "ShardId": shard, "ShardIteratorType": "LATEST"}),
+            )
+            .await?;
             let mut iterator = it["ShardIterator"].as_str().unwrap_or_default().to_string();
             let origin = Instant::now();
             let stop = Arc::new(AtomicBool::new(false));
@@ -345,16 +382,24 @@ async fn main() -> anyhow::Result<()> {
                 let (endpoint, stop, stream) = (endpoint.clone(), stop.clone(), cli.stream.clone());
                 tokio::spawn(async move {
                     let mut s = endpoint.connect().await?;
-                    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+                    let mut tick =
+                        tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                     while !stop.load(Ordering::Relaxed) {
                         tick.tick().await;
                         // The payload carries the send time; ExplicitHashKey 0 pins shard 0.
                         let sent_us = origin.elapsed().as_micros() as u64;
-                        let data = base64::engine::general_purpose::STANDARD.encode(sent_us.to_le_bytes());
+                        let data =
+                            base64::engine::general_purpose::STANDARD.encode(sent_us.to_le_bytes());
                         let body = json!({"StreamName": stream, "Data": data, "PartitionKey": "v",
                                           "ExplicitHashKey": "0"});
-                        call(&mut s, &endpoint.addr, "PutRecord", Bytes::from(body.to_string())).await?;
+                        call(
+                            &mut s,
+                            &endpoint.addr,
+                            "PutRecord",
+                            Bytes::from(body.to_string()),
+                        )
+                        .await?;
                     }
                     anyhow::Ok(())
                 })
@@ -362,15 +407,22 @@ async fn main() -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(seconds);
             while Instant::now() < deadline {
-                let page = call_json(&mut s, &endpoint.addr, "GetRecords",
-                    json!({"ShardIterator": iterator, "Limit": 10000})).await?;
+                let page = call_json(
+                    &mut s,
+                    &endpoint.addr,
+                    "GetRecords",
+                    json!({"ShardIterator": iterator, "Limit": 10000}),
+                )
+                .await?;
                 let seen_us = origin.elapsed().as_micros() as u64;
                 for r in page["Records"].as_array().into_iter().flatten() {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(r["Data"].as_str().unwrap_or_default())
                         .unwrap_or_default();
                     if let Ok(sent) = <[u8; 8]>::try_from(bytes.as_slice()) {
-                        latencies.push((seen_us.saturating_sub(u64::from_le_bytes(sent))) as f64 / 1000.0);
+                        latencies.push(
+                            (seen_us.saturating_sub(u64::from_le_bytes(sent))) as f64 / 1000.0,
+                        );
                     }
                 }
                 if let Some(next) = page["NextShardIterator"].as_str() {
@@ -394,7 +446,9 @@ async fn main() -> anyhow::Result<()> {
 /// Reads `"FailedRecordCount":N` out of a PutRecords reply without parsing all of it.
 fn memchr_failed(reply: &[u8]) -> u64 {
     let key = b"\"FailedRecordCount\":";
-    let Some(at) = reply.windows(key.len()).position(|w| w == key) else { return 0 };
+    let Some(at) = reply.windows(key.len()).position(|w| w == key) else {
+        return 0;
+    };
     reply[at + key.len()..]
         .iter()
         .skip_while(|b| b.is_ascii_whitespace())

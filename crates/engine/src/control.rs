@@ -146,8 +146,10 @@ fn random_stream_id() -> Result<String> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 23];
     getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
-    let mut id: String =
-        bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
+    let mut id: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
     id.insert(20, '-');
     Ok(id)
 }
@@ -244,7 +246,10 @@ impl Engine {
             })
             .collect();
         let (status, until) = if self.config.create_stream_ms > 0 {
-            (StreamStatus::Creating, Some(now_ms + self.config.create_stream_ms))
+            (
+                StreamStatus::Creating,
+                Some(now_ms + self.config.create_stream_ms),
+            )
         } else {
             (StreamStatus::Active, None)
         };
@@ -261,7 +266,9 @@ impl Engine {
             pending: Vec::new(),
             mode,
             retention_hours: RETENTION_HOURS_DEFAULT,
-            max_record_size_kib: request.max_record_size_kib.unwrap_or(MAX_RECORD_SIZE_KIB_DEFAULT),
+            max_record_size_kib: request
+                .max_record_size_kib
+                .unwrap_or(MAX_RECORD_SIZE_KIB_DEFAULT),
             next_shard_index: count,
             shards,
             tags,
@@ -279,9 +286,18 @@ impl Engine {
             )));
         }
         self.persist(&meta)?;
-        let mut state = StreamState { meta, logs, routes: Vec::new() };
+        let mut state = StreamState {
+            meta,
+            logs,
+            routes: Vec::new(),
+        };
         state.rebuild_routes();
-        streams.insert(request.name, Arc::new(Stream { state: RwLock::new(state) }));
+        streams.insert(
+            request.name,
+            Arc::new(Stream {
+                state: RwLock::new(state),
+            }),
+        );
         Ok(())
     }
 
@@ -325,12 +341,24 @@ impl Engine {
             .collect();
         shards.sort_by_key(|s| s.index);
         let has_more = shards.len() > limit;
-        let shards = shards.into_iter().take(limit).map(|s| self.shard_view(&state.meta, s)).collect();
-        Ok(StreamDescription { stream: self.view(&state.meta), shards, has_more_shards: has_more })
+        let shards = shards
+            .into_iter()
+            .take(limit)
+            .map(|s| self.shard_view(&state.meta, s))
+            .collect();
+        Ok(StreamDescription {
+            stream: self.view(&state.meta),
+            shards,
+            has_more_shards: has_more,
+        })
     }
 
     /// DescribeStreamSummary.
-    pub fn describe_stream_summary(&self, target: &StreamTarget<'_>, now_ms: i64) -> Result<StreamView> {
+    pub fn describe_stream_summary(
+        &self,
+        target: &StreamTarget<'_>,
+        now_ms: i64,
+    ) -> Result<StreamView> {
         let (_, stream) = self.stream_by_target(target, now_ms)?;
         let state = stream.state.read();
         Ok(self.view(&state.meta))
@@ -383,13 +411,17 @@ impl Engine {
             views.push(self.view(&stream.state.read().meta));
         }
         let next_token = match (has_more, views.last()) {
-            (true, Some(last)) => Some(
-                self.tokens
-                    .seal(Kind::ListStreams, &Writer::default().str(&last.name).i64(now_ms).0),
-            ),
+            (true, Some(last)) => Some(self.tokens.seal(
+                Kind::ListStreams,
+                &Writer::default().str(&last.name).i64(now_ms).0,
+            )),
             _ => None,
         };
-        Ok(StreamList { streams: views, has_more, next_token })
+        Ok(StreamList {
+            streams: views,
+            has_more,
+            next_token,
+        })
     }
 
     /// ListShards.
@@ -414,7 +446,12 @@ impl Engine {
                 let after = request
                     .exclusive_start_shard_id
                     .map(|id| parse_shard_id(id).map_or(-1, i64::from));
-                (name, request.stream_creation_timestamp_ms, after, request.filter)
+                (
+                    name,
+                    request.stream_creation_timestamp_ms,
+                    after,
+                    request.filter,
+                )
             }
         };
         let stream = self.stream(&name, now_ms)?;
@@ -430,7 +467,8 @@ impl Engine {
         if let Some(ShardFilter::AfterShardId(index)) = filter {
             after = Some(after.map_or(i64::from(index), |a| a.max(i64::from(index))));
         }
-        let open_at = |s: &ShardMeta, t: i64| s.created_ms <= t && s.closed_ms.is_none_or(|c| c > t);
+        let open_at =
+            |s: &ShardMeta, t: i64| s.created_ms <= t && s.closed_ms.is_none_or(|c| c > t);
         let mut shards: Vec<&ShardMeta> = state
             .meta
             .shards
@@ -455,10 +493,15 @@ impl Engine {
         let more = shards.len() > limit;
         shards.truncate(limit);
         let next_token = match (more, shards.last()) {
-            (true, Some(last)) => Some(self.list_shards_token(&state.meta, last.index, filter, now_ms)),
+            (true, Some(last)) => {
+                Some(self.list_shards_token(&state.meta, last.index, filter, now_ms))
+            }
             _ => None,
         };
-        let shards = shards.into_iter().map(|s| self.shard_view(&state.meta, s)).collect();
+        let shards = shards
+            .into_iter()
+            .map(|s| self.shard_view(&state.meta, s))
+            .collect();
         Ok(ShardList { shards, next_token })
     }
 
@@ -496,7 +539,10 @@ impl Engine {
         now_ms: i64,
     ) -> Result<(String, Option<i64>, Option<i64>, Option<ShardFilter>)> {
         let invalid = || ApiError::invalid(format!("Invalid ListShards NextToken: {token}"));
-        let payload = self.tokens.open(Kind::ListShards, token).ok_or_else(invalid)?;
+        let payload = self
+            .tokens
+            .open(Kind::ListShards, token)
+            .ok_or_else(invalid)?;
         let mut r = Reader(&payload);
         let name = r.str().ok_or_else(invalid)?;
         let created = r.i64().ok_or_else(invalid)?;
@@ -512,7 +558,9 @@ impl Engine {
         }
         let filter = match code {
             0 => None,
-            1 => Some(ShardFilter::AfterShardId(u32::try_from(arg).map_err(|_| invalid())?)),
+            1 => Some(ShardFilter::AfterShardId(
+                u32::try_from(arg).map_err(|_| invalid())?,
+            )),
             2 => Some(ShardFilter::AtTrimHorizon),
             3 => Some(ShardFilter::FromTrimHorizon),
             4 => Some(ShardFilter::AtLatest),
@@ -605,7 +653,12 @@ impl Engine {
     }
 
     /// RemoveTagsFromStream and UntagResource.
-    pub fn remove_tags(&self, target: &StreamTarget<'_>, keys: &[String], now_ms: i64) -> Result<()> {
+    pub fn remove_tags(
+        &self,
+        target: &StreamTarget<'_>,
+        keys: &[String],
+        now_ms: i64,
+    ) -> Result<()> {
         let (_, stream) = self.stream_by_target(target, now_ms)?;
         check_tags(keys.iter().map(|k| (k.as_str(), "")))?;
         let mut state = stream.state.write();

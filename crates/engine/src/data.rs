@@ -143,7 +143,12 @@ pub(crate) fn child_shards(meta: &StreamMeta, parent: u32) -> Vec<ChildShard> {
         .filter(|s| s.parent == Some(parent) || s.adjacent_parent == Some(parent))
         .map(|s| ChildShard {
             shard_id: shard_id(s.index),
-            parent_shards: s.parent.into_iter().chain(s.adjacent_parent).map(shard_id).collect(),
+            parent_shards: s
+                .parent
+                .into_iter()
+                .chain(s.adjacent_parent)
+                .map(shard_id)
+                .collect(),
             starting_hash_key: s.start_hash.clone(),
             ending_hash_key: s.end_hash.clone(),
         })
@@ -167,20 +172,31 @@ impl Engine {
     ) -> Result<PutOutcome> {
         let (name, stream) = self.stream_by_target(target, now_ms)?;
         let state = stream.state.read();
-        if !matches!(state.meta.status, StreamStatus::Active | StreamStatus::Updating) {
+        if !matches!(
+            state.meta.status,
+            StreamStatus::Active | StreamStatus::Updating
+        ) {
             return Err(self.not_found(&name));
         }
         let limit_bytes = state.meta.max_record_size_kib as usize * 1024;
         let mut routed: Vec<(usize, usize)> = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let path = |field: &str| {
-                if batch { format!("records.{}.member.{field}", i + 1) } else { field.to_string() }
+                if batch {
+                    format!("records.{}.member.{field}", i + 1)
+                } else {
+                    field.to_string()
+                }
             };
             let Some(key) = entry.partition_key else {
                 return Err(missing_partition_key(&path("partitionKey")));
             };
             if entry.data.len() + key.len() > limit_bytes {
-                return Err(record_too_large(&path("data"), entry.data.len(), limit_bytes));
+                return Err(record_too_large(
+                    &path("data"),
+                    entry.data.len(),
+                    limit_bytes,
+                ));
             }
             let hash = match entry.explicit_hash_key {
                 Some(text) => hash::parse_hash_key(text).ok_or_else(|| {
@@ -194,7 +210,11 @@ impl Engine {
             let route = state
                 .route(hash)
                 .ok_or_else(|| ApiError::internal("no open shard owns the hash key"))?;
-            let at = state.routes.iter().position(|r| r.index == route.index).unwrap_or(0);
+            let at = state
+                .routes
+                .iter()
+                .position(|r| r.index == route.index)
+                .unwrap_or(0);
             routed.push((i, at));
         }
         let tag = state.meta.stream_tag();
@@ -232,7 +252,10 @@ impl Engine {
                 if r == at {
                     let entry = &entries[i];
                     let key = entry.partition_key.unwrap_or_default();
-                    shard_batch.push(NewRecord { key: key.as_bytes(), value: entry.data });
+                    shard_batch.push(NewRecord {
+                        key: key.as_bytes(),
+                        value: entry.data,
+                    });
                     shard_members.push(i);
                 }
             }
@@ -249,19 +272,31 @@ impl Engine {
                     arrival_s,
                     stream_tag: tag,
                 });
-                results[i] = Some(PutResult { shard_id: shard_id(route.index), sequence_number });
+                results[i] = Some(PutResult {
+                    shard_id: shard_id(route.index),
+                    sequence_number,
+                });
             }
             durable.push(appended.durable);
         }
-        let results = results.into_iter().map(|r| r.ok_or_else(|| ApiError::internal("unrouted record"))).collect::<Result<Vec<_>>>()?;
+        let results = results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| ApiError::internal("unrouted record")))
+            .collect::<Result<Vec<_>>>()?;
         Ok(PutOutcome { results, durable })
     }
 
     /// GetShardIterator.
-    pub fn get_shard_iterator(&self, request: &GetShardIterator<'_>, now_ms: i64) -> Result<String> {
+    pub fn get_shard_iterator(
+        &self,
+        request: &GetShardIterator<'_>,
+        now_ms: i64,
+    ) -> Result<String> {
         let kind = request.iterator_type;
-        let needs_sequence =
-            matches!(kind, IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber);
+        let needs_sequence = matches!(
+            kind,
+            IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber
+        );
         let has_sequence = request.starting_sequence_number.is_some();
         if needs_sequence != has_sequence {
             let also = if has_sequence {
@@ -293,7 +328,10 @@ impl Engine {
         }
         let (name, stream) = self.stream_by_target(&request.target, now_ms)?;
         let state = stream.state.read();
-        if !matches!(state.meta.status, StreamStatus::Active | StreamStatus::Updating) {
+        if !matches!(
+            state.meta.status,
+            StreamStatus::Active | StreamStatus::Updating
+        ) {
             return Err(self.not_found(&name));
         }
         let account = &self.config.account_id;
@@ -309,7 +347,9 @@ impl Engine {
         let offset = match kind {
             IteratorType::TrimHorizon => log.start_offset(),
             IteratorType::Latest => shard.end_offset.unwrap_or_else(|| log.end_offset()),
-            IteratorType::AtTimestamp => log.offset_at_timestamp(request.timestamp_ms.unwrap_or(now_ms))?,
+            IteratorType::AtTimestamp => {
+                log.offset_at_timestamp(request.timestamp_ms.unwrap_or(now_ms))?
+            }
             IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber => {
                 let text = request.starting_sequence_number.unwrap_or_default();
                 let invalid = |suffix: &str| {
@@ -369,7 +409,10 @@ impl Engine {
 
     fn open_iterator(&self, text: &str) -> Result<IteratorPosition> {
         let invalid = || ApiError::invalid("Invalid ShardIterator.");
-        let payload = self.tokens.open(Kind::ShardIterator, text).ok_or_else(invalid)?;
+        let payload = self
+            .tokens
+            .open(Kind::ShardIterator, text)
+            .ok_or_else(invalid)?;
         let mut r = Reader(&payload);
         Ok(IteratorPosition {
             stream: r.str().ok_or_else(invalid)?,
@@ -381,7 +424,12 @@ impl Engine {
     }
 
     /// GetRecords.
-    pub fn get_records(&self, iterator: &str, limit: Option<u32>, now_ms: i64) -> Result<RecordsBatch> {
+    pub fn get_records(
+        &self,
+        iterator: &str,
+        limit: Option<u32>,
+        now_ms: i64,
+    ) -> Result<RecordsBatch> {
         let position = self.open_iterator(iterator)?;
         if now_ms - position.issued_ms > TOKEN_TTL_MS {
             return Err(ApiError::new(
@@ -410,7 +458,9 @@ impl Engine {
         };
         let shard = state.meta.shard(position.shard).ok_or_else(shard_missing)?;
         let log = state.logs.get(&position.shard).ok_or_else(shard_missing)?;
-        let limit = limit.unwrap_or(GET_RECORDS_LIMIT_MAX).min(GET_RECORDS_LIMIT_MAX) as usize;
+        let limit = limit
+            .unwrap_or(GET_RECORDS_LIMIT_MAX)
+            .min(GET_RECORDS_LIMIT_MAX) as usize;
         // A closed shard never reads past the end it had when it closed.
         let end_exclusive = shard.end_offset;
         let batch = log.read(position.offset, limit, GET_RECORDS_BYTES_MAX)?;
@@ -452,7 +502,12 @@ impl Engine {
         }
         Ok(RecordsBatch {
             records,
-            next_shard_iterator: Some(self.seal_iterator(&state.meta, position.shard, next_offset, now_ms)),
+            next_shard_iterator: Some(self.seal_iterator(
+                &state.meta,
+                position.shard,
+                next_offset,
+                now_ms,
+            )),
             millis_behind_latest,
             child_shards: None,
         })
@@ -465,8 +520,17 @@ mod tests {
 
     #[test]
     fn iterator_type_names_round_trip() {
-        for name in ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] {
-            assert_eq!(IteratorType::parse(name).map(IteratorType::name), Some(name));
+        for name in [
+            "AT_SEQUENCE_NUMBER",
+            "AFTER_SEQUENCE_NUMBER",
+            "TRIM_HORIZON",
+            "LATEST",
+            "AT_TIMESTAMP",
+        ] {
+            assert_eq!(
+                IteratorType::parse(name).map(IteratorType::name),
+                Some(name)
+            );
         }
     }
 }

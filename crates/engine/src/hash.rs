@@ -21,13 +21,24 @@ pub fn parse_hash_key(text: &str) -> Option<u128> {
 /// The hash ranges AWS gives `count` new shards: equal widths, the last one ending at 2^128-1.
 pub fn initial_ranges(count: u32) -> Vec<(u128, u128)> {
     assert!(count > 0);
+    if count == 1 {
+        return vec![(0, u128::MAX)];
+    }
     let n = u128::from(count);
     // floor(2^128 / n), computed without a 129-bit type.
-    let width = if u128::MAX % n == n - 1 { u128::MAX / n + 1 } else { u128::MAX / n };
+    let width = if u128::MAX % n == n - 1 {
+        u128::MAX / n + 1
+    } else {
+        u128::MAX / n
+    };
     (0..n)
         .map(|i| {
             let start = i * width;
-            let end = if i == n - 1 { u128::MAX } else { (i + 1) * width - 1 };
+            let end = if i == n - 1 {
+                u128::MAX
+            } else {
+                (i + 1) * width - 1
+            };
             (start, end)
         })
         .collect()
@@ -60,8 +71,14 @@ mod tests {
     #[test]
     fn hash_key_parsing() {
         assert_eq!(parse_hash_key("0"), Some(0));
-        assert_eq!(parse_hash_key("340282366920938463463374607431768211455"), Some(u128::MAX));
-        assert_eq!(parse_hash_key("340282366920938463463374607431768211456"), None);
+        assert_eq!(
+            parse_hash_key("340282366920938463463374607431768211455"),
+            Some(u128::MAX)
+        );
+        assert_eq!(
+            parse_hash_key("340282366920938463463374607431768211456"),
+            None
+        );
         assert_eq!(parse_hash_key("-1"), None);
         assert_eq!(parse_hash_key(""), None);
     }

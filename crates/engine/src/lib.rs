@@ -11,10 +11,10 @@ pub mod hash;
 pub mod meta;
 mod reshard;
 pub mod seq;
-pub mod time;
-pub mod token;
 #[cfg(test)]
 mod tests;
+pub mod time;
+pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -164,9 +164,18 @@ impl Engine {
                 logs.insert(shard.index, store.log(&id)?);
                 live_logs.insert(id);
             }
-            let mut state = StreamState { meta, logs, routes: Vec::new() };
+            let mut state = StreamState {
+                meta,
+                logs,
+                routes: Vec::new(),
+            };
             state.rebuild_routes();
-            streams.insert(state.meta.name.clone(), Arc::new(Stream { state: RwLock::new(state) }));
+            streams.insert(
+                state.meta.name.clone(),
+                Arc::new(Stream {
+                    state: RwLock::new(state),
+                }),
+            );
         }
         // Logs no stream owns are left over from a deletion a crash interrupted.
         for id in store.log_ids()? {
@@ -196,7 +205,10 @@ impl Engine {
 
     /// The ARN of a stream of this account.
     pub fn stream_arn(&self, name: &str) -> String {
-        format!("arn:aws:kinesis:{}:{}:stream/{}", self.config.region, self.config.account_id, name)
+        format!(
+            "arn:aws:kinesis:{}:{}:stream/{}",
+            self.config.region, self.config.account_id, name
+        )
     }
 
     fn not_found(&self, name: &str) -> ApiError {
@@ -220,9 +232,8 @@ impl Engine {
     pub fn resolve(&self, target: &StreamTarget<'_>) -> Result<String> {
         match (target.name, target.arn) {
             (name, Some(arn)) => {
-                let parsed = parse_stream_arn(arn).ok_or_else(|| {
-                    ApiError::invalid(format!("Invalid StreamARN {arn}."))
-                })?;
+                let parsed = parse_stream_arn(arn)
+                    .ok_or_else(|| ApiError::invalid(format!("Invalid StreamARN {arn}.")))?;
                 if parsed.account != self.config.account_id || parsed.region != self.config.region {
                     return Err(ApiError::not_found(format!(
                         "Stream {} under account {} not found.",
@@ -239,27 +250,44 @@ impl Engine {
                 Ok(parsed.name.to_string())
             }
             (Some(name), None) => Ok(name.to_string()),
-            (None, None) => {
-                Err(ApiError::invalid("Either StreamName or StreamARN should be provided."))
-            }
+            (None, None) => Err(ApiError::invalid(
+                "Either StreamName or StreamARN should be provided.",
+            )),
         }
     }
 
     /// Looks a stream up by name, first applying any lifecycle step that is due.
     fn stream(&self, name: &str, now_ms: i64) -> Result<Arc<Stream>> {
-        let stream = self.streams.read().get(name).cloned().ok_or_else(|| self.not_found(name))?;
+        let stream = self
+            .streams
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.not_found(name))?;
         let due = {
             let state = stream.state.read();
-            state.meta.status_until_ms.is_some_and(|until| until <= now_ms)
+            state
+                .meta
+                .status_until_ms
+                .is_some_and(|until| until <= now_ms)
         };
         if due {
             self.settle(name, &stream, now_ms)?;
-            return self.streams.read().get(name).cloned().ok_or_else(|| self.not_found(name));
+            return self
+                .streams
+                .read()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| self.not_found(name));
         }
         Ok(stream)
     }
 
-    fn stream_by_target(&self, target: &StreamTarget<'_>, now_ms: i64) -> Result<(String, Arc<Stream>)> {
+    fn stream_by_target(
+        &self,
+        target: &StreamTarget<'_>,
+        now_ms: i64,
+    ) -> Result<(String, Arc<Stream>)> {
         let name = self.resolve(target)?;
         let stream = self.stream(&name, now_ms)?;
         Ok((name, stream))
@@ -268,7 +296,9 @@ impl Engine {
     /// Finishes a CREATING, UPDATING or DELETING state whose delay has passed.
     fn settle(&self, name: &str, stream: &Arc<Stream>, now_ms: i64) -> Result<()> {
         let mut state = stream.state.write();
-        let Some(until) = state.meta.status_until_ms else { return Ok(()) };
+        let Some(until) = state.meta.status_until_ms else {
+            return Ok(());
+        };
         if until > now_ms {
             return Ok(());
         }
@@ -298,10 +328,15 @@ impl Engine {
 
     fn remove_stream(&self, name: &str, meta: &StreamMeta) -> Result<()> {
         // Metadata first: a crash after this leaves orphaned logs, which `open` removes.
-        self.store.meta().commit(&[MetaOp::Delete { key: format!("{STREAM_KEY_PREFIX}{name}") }])?;
+        self.store.meta().commit(&[MetaOp::Delete {
+            key: format!("{STREAM_KEY_PREFIX}{name}"),
+        }])?;
         {
             let mut streams = self.streams.write();
-            if streams.get(name).is_some_and(|s| s.state.read().meta.key == meta.key) {
+            if streams
+                .get(name)
+                .is_some_and(|s| s.state.read().meta.key == meta.key)
+            {
                 streams.remove(name);
             }
         }
@@ -313,10 +348,19 @@ impl Engine {
 
     /// Applies due lifecycle steps and retention; the server calls it periodically.
     pub fn tick(&self, now_ms: i64) -> Result<()> {
-        let streams: Vec<(String, Arc<Stream>)> =
-            self.streams.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let streams: Vec<(String, Arc<Stream>)> = self
+            .streams
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (name, stream) in streams {
-            let due = stream.state.read().meta.status_until_ms.is_some_and(|u| u <= now_ms);
+            let due = stream
+                .state
+                .read()
+                .meta
+                .status_until_ms
+                .is_some_and(|u| u <= now_ms);
             if due {
                 self.settle(&name, &stream, now_ms)?;
             }
@@ -340,7 +384,11 @@ impl Engine {
                 .filter(|s| s.closed_ms.is_some_and(|c| c + retention_ms < now_ms))
                 .map(|s| s.index)
                 .collect();
-            (retention_ms, state.logs.values().cloned().collect::<Vec<_>>(), expired)
+            (
+                retention_ms,
+                state.logs.values().cloned().collect::<Vec<_>>(),
+                expired,
+            )
         };
         for log in logs {
             log.trim_older_than(now_ms - retention_ms)?;
@@ -363,7 +411,15 @@ impl Engine {
         self.streams
             .read()
             .values()
-            .map(|s| s.state.read().meta.shards.iter().filter(|s| s.is_open()).count() as u32)
+            .map(|s| {
+                s.state
+                    .read()
+                    .meta
+                    .shards
+                    .iter()
+                    .filter(|s| s.is_open())
+                    .count() as u32
+            })
             .sum()
     }
 
@@ -396,7 +452,10 @@ pub struct StreamTarget<'a> {
 impl<'a> StreamTarget<'a> {
     /// A target by name.
     pub fn name(name: &'a str) -> Self {
-        StreamTarget { name: Some(name), arn: None }
+        StreamTarget {
+            name: Some(name),
+            arn: None,
+        }
     }
 }
 
@@ -419,5 +478,9 @@ pub fn parse_stream_arn(arn: &str) -> Option<StreamArn<'_>> {
     if name.is_empty() || name.contains('/') {
         return None;
     }
-    Some(StreamArn { region, account, name })
+    Some(StreamArn {
+        region,
+        account,
+        name,
+    })
 }

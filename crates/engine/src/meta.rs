@@ -137,7 +137,10 @@ pub fn parse_shard_id(text: &str) -> Option<u32> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse::<u64>().ok().and_then(|n| u32::try_from(n).ok())
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! to the parent shards until the children exist. UpdateShardCount is carried out as a series
 //! of two-way splits and merges (so every shard keeps at most two parents, as readers expect).
 
-use crate::meta::{Pending, ShardMeta, StreamMeta, StreamMode, StreamStatus, parse_shard_id, shard_id};
+use crate::meta::{
+    Pending, ShardMeta, StreamMeta, StreamMode, StreamStatus, parse_shard_id, shard_id,
+};
 use crate::{ApiError, Engine, ErrorKind, Result, StreamState, StreamTarget, hash, log_id};
 
 /// Open shards one stream may have.
@@ -40,7 +42,9 @@ impl Engine {
                 meta.name, self.config.account_id
             ))
         };
-        let shard = parse_shard_id(text).and_then(|i| meta.shard(i)).ok_or_else(missing)?;
+        let shard = parse_shard_id(text)
+            .and_then(|i| meta.shard(i))
+            .ok_or_else(missing)?;
         if !shard.is_open() {
             return Err(ApiError::invalid(format!(
                 "Shard {} in stream {} under account {} has already been merged or split, and \
@@ -81,7 +85,10 @@ impl Engine {
         if open + 1 > self.config.shard_limit {
             return Err(self.shard_limit_error(open, 1));
         }
-        let change = Pending::Split { shard: shard.index, new_start: new_starting_hash_key.into() };
+        let change = Pending::Split {
+            shard: shard.index,
+            new_start: new_starting_hash_key.into(),
+        };
         self.begin_update(&mut state, change, now_ms)
     }
 
@@ -99,7 +106,8 @@ impl Engine {
         let a = self.open_shard(&state.meta, shard_to_merge)?;
         let b = self.open_shard(&state.meta, adjacent_shard_to_merge)?;
         let adjacent = a.index != b.index
-            && (a.end().checked_add(1) == Some(b.start()) || b.end().checked_add(1) == Some(a.start()));
+            && (a.end().checked_add(1) == Some(b.start())
+                || b.end().checked_add(1) == Some(a.start()));
         if !adjacent {
             return Err(ApiError::invalid(format!(
                 "Shards {} and {} in stream {name} under account {} are not an adjacent pair of \
@@ -109,7 +117,10 @@ impl Engine {
                 self.config.account_id
             )));
         }
-        let change = Pending::Merge { shard: a.index, adjacent: b.index };
+        let change = Pending::Merge {
+            shard: a.index,
+            adjacent: b.index,
+        };
         self.begin_update(&mut state, change, now_ms)
     }
 
@@ -157,7 +168,10 @@ impl Engine {
         if target > current && account_open + (target - current) > self.config.shard_limit {
             return Err(self.shard_limit_error(account_open, target - current));
         }
-        state.meta.scaling_history_ms.retain(|t| now_ms - t < DAY_MS);
+        state
+            .meta
+            .scaling_history_ms
+            .retain(|t| now_ms - t < DAY_MS);
         if state.meta.scaling_history_ms.len() >= SCALINGS_PER_DAY_MAX {
             return Err(ApiError::new(
                 ErrorKind::LimitExceeded,
@@ -178,14 +192,25 @@ impl Engine {
 }
 
 /// Applies a pending change at `at_ms`: closes parents, creates children, opens their logs.
-pub(crate) fn apply(engine: &Engine, state: &mut StreamState, change: &Pending, at_ms: i64) -> Result<()> {
+pub(crate) fn apply(
+    engine: &Engine,
+    state: &mut StreamState,
+    change: &Pending,
+    at_ms: i64,
+) -> Result<()> {
     let steps = match change {
         Pending::Split { shard, new_start } => {
             let key = hash::parse_hash_key(new_start)
                 .ok_or_else(|| ApiError::internal("pending split has a bad hash key"))?;
-            vec![Step::Split { shard: *shard, new_start: key }]
+            vec![Step::Split {
+                shard: *shard,
+                new_start: key,
+            }]
         }
-        Pending::Merge { shard, adjacent } => vec![Step::Merge { shard: *shard, adjacent: *adjacent }],
+        Pending::Merge { shard, adjacent } => vec![Step::Merge {
+            shard: *shard,
+            adjacent: *adjacent,
+        }],
         Pending::UniformScaling { target } => plan_uniform(state, *target),
     };
     for step in steps {
@@ -199,16 +224,27 @@ fn plan_uniform(state: &mut StreamState, target: u32) -> Vec<Step> {
     // Work on a scratch copy of the open ranges, giving planned children the indexes that
     // `apply_step` will assign (it takes `next_shard_index` in the same order).
     let mut next = state.meta.next_shard_index;
-    let mut open: Vec<(u128, u128, u32)> =
-        state.meta.open_shards().iter().map(|s| (s.start(), s.end(), s.index)).collect();
-    let boundaries: Vec<u128> = hash::initial_ranges(target).iter().skip(1).map(|r| r.0).collect();
+    let mut open: Vec<(u128, u128, u32)> = state
+        .meta
+        .open_shards()
+        .iter()
+        .map(|s| (s.start(), s.end(), s.index))
+        .collect();
+    let boundaries: Vec<u128> = hash::initial_ranges(target)
+        .iter()
+        .skip(1)
+        .map(|r| r.0)
+        .collect();
     let mut steps = Vec::new();
     // Split every open shard at each target boundary strictly inside it.
     let mut pieces = Vec::new();
     for (start, end, index) in open.drain(..) {
         let (mut current_start, mut current_index) = (start, index);
         for &b in boundaries.iter().filter(|&&b| b > start && b <= end) {
-            steps.push(Step::Split { shard: current_index, new_start: b });
+            steps.push(Step::Split {
+                shard: current_index,
+                new_start: b,
+            });
             pieces.push((current_start, b - 1, next));
             current_start = b;
             current_index = next + 1;
@@ -219,14 +255,20 @@ fn plan_uniform(state: &mut StreamState, target: u32) -> Vec<Step> {
     // Merge consecutive pieces that fall in the same target range.
     let ranges = hash::initial_ranges(target);
     for (lo, hi) in ranges {
-        let members: Vec<(u128, u128, u32)> =
-            pieces.iter().copied().filter(|p| p.0 >= lo && p.1 <= hi).collect();
+        let members: Vec<(u128, u128, u32)> = pieces
+            .iter()
+            .copied()
+            .filter(|p| p.0 >= lo && p.1 <= hi)
+            .collect();
         let mut acc = match members.first() {
             Some(first) => first.2,
             None => continue,
         };
         for member in members.iter().skip(1) {
-            steps.push(Step::Merge { shard: acc, adjacent: member.2 });
+            steps.push(Step::Merge {
+                shard: acc,
+                adjacent: member.2,
+            });
             acc = next;
             next += 1;
         }
@@ -235,8 +277,12 @@ fn plan_uniform(state: &mut StreamState, target: u32) -> Vec<Step> {
 }
 
 fn apply_step(engine: &Engine, state: &mut StreamState, step: Step, at_ms: i64) -> Result<()> {
-    let mut close = |state: &mut StreamState, index: u32| -> Result<ShardMeta> {
-        let end = state.logs.get(&index).map(|log| log.next_offset()).unwrap_or(0);
+    let close = |state: &mut StreamState, index: u32| -> Result<ShardMeta> {
+        let end = state
+            .logs
+            .get(&index)
+            .map(|log| log.next_offset())
+            .unwrap_or(0);
         let shard = state
             .meta
             .shards
@@ -253,8 +299,22 @@ fn apply_step(engine: &Engine, state: &mut StreamState, step: Step, at_ms: i64) 
             let parent = close(state, shard)?;
             let first = state.meta.next_shard_index;
             state.meta.next_shard_index += 2;
-            children.push(child(first, Some(shard), None, parent.start(), new_start - 1, at_ms));
-            children.push(child(first + 1, Some(shard), None, new_start, parent.end(), at_ms));
+            children.push(child(
+                first,
+                Some(shard),
+                None,
+                parent.start(),
+                new_start - 1,
+                at_ms,
+            ));
+            children.push(child(
+                first + 1,
+                Some(shard),
+                None,
+                new_start,
+                parent.end(),
+                at_ms,
+            ));
         }
         Step::Merge { shard, adjacent } => {
             let a = close(state, shard)?;
@@ -273,7 +333,14 @@ fn apply_step(engine: &Engine, state: &mut StreamState, step: Step, at_ms: i64) 
     Ok(())
 }
 
-fn child(index: u32, parent: Option<u32>, adjacent: Option<u32>, start: u128, end: u128, at_ms: i64) -> ShardMeta {
+fn child(
+    index: u32,
+    parent: Option<u32>,
+    adjacent: Option<u32>,
+    start: u128,
+    end: u128,
+    at_ms: i64,
+) -> ShardMeta {
     ShardMeta {
         index,
         parent,

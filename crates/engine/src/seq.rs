@@ -102,7 +102,11 @@ impl U192 {
         } else {
             (value >> low) | (high << (128 - low))
         };
-        let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
+        let mask = if width == 64 {
+            u64::MAX
+        } else {
+            (1u64 << width) - 1
+        };
         (field as u64) & mask
     }
 
@@ -161,7 +165,9 @@ pub fn decode(text: &str) -> Decoded {
         // Fewer hex digits than our layout: the live service reads a shard index out of such
         // numbers (`5` names shardId-000000000005); so do we, from the low 64 bits.
         return if n.0[1] == 0 && n.0[2] == 0 {
-            Decoded::Short { shard_index: n.0[0] }
+            Decoded::Short {
+                shard_index: n.0[0],
+            }
         } else {
             Decoded::Invalid
         };

@@ -26,15 +26,25 @@ fn engine() -> Engine {
 fn create(engine: &Engine, name: &str, shards: u32, now: i64) {
     engine
         .create_stream(
-            CreateStream { name: name.into(), shard_count: Some(shards), ..CreateStream::default() },
+            CreateStream {
+                name: name.into(),
+                shard_count: Some(shards),
+                ..CreateStream::default()
+            },
             now,
         )
         .unwrap();
 }
 
 fn put(engine: &Engine, stream: &str, key: &str, data: &[u8], now: i64) -> PutResult {
-    let entry = PutEntry { partition_key: Some(key), explicit_hash_key: None, data };
-    let outcome = engine.put_records(&StreamTarget::name(stream), &[entry], None, false, now).unwrap();
+    let entry = PutEntry {
+        partition_key: Some(key),
+        explicit_hash_key: None,
+        data,
+    };
+    let outcome = engine
+        .put_records(&StreamTarget::name(stream), &[entry], None, false, now)
+        .unwrap();
     for durable in outcome.durable {
         durable.wait_blocking().unwrap();
     }
@@ -66,7 +76,13 @@ fn check<T: std::fmt::Debug>(result: Result<T>, kind: ErrorKind, message: &str) 
 fn expired_iterator_message_names_both_times() {
     let e = engine();
     create(&e, "s", 1, T0);
-    let it = iterator(&e, "s", "shardId-000000000000", IteratorType::TrimHorizon, T0);
+    let it = iterator(
+        &e,
+        "s",
+        "shardId-000000000000",
+        IteratorType::TrimHorizon,
+        T0,
+    );
     assert!(e.get_records(&it, None, T0 + TOKEN_TTL_MS).is_ok());
     check(
         e.get_records(&it, None, T0 + TOKEN_TTL_MS + 1),
@@ -83,14 +99,35 @@ fn data_past_retention_leaves_the_log() {
     create(&e, "s", 1, T0);
     put(&e, "s", "k", b"old", T0);
     e.tick(T0 + 23 * HOUR_MS).unwrap();
-    let it = iterator(&e, "s", "shardId-000000000000", IteratorType::TrimHorizon, T0 + 23 * HOUR_MS);
-    assert_eq!(e.get_records(&it, None, T0 + 23 * HOUR_MS).unwrap().records.len(), 1);
+    let it = iterator(
+        &e,
+        "s",
+        "shardId-000000000000",
+        IteratorType::TrimHorizon,
+        T0 + 23 * HOUR_MS,
+    );
+    assert_eq!(
+        e.get_records(&it, None, T0 + 23 * HOUR_MS)
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
     let later = T0 + 25 * HOUR_MS;
     e.tick(later).unwrap();
     put(&e, "s", "k", b"new", later);
-    let it = iterator(&e, "s", "shardId-000000000000", IteratorType::TrimHorizon, later);
+    let it = iterator(
+        &e,
+        "s",
+        "shardId-000000000000",
+        IteratorType::TrimHorizon,
+        later,
+    );
     let records = e.get_records(&it, None, later).unwrap().records;
-    assert_eq!(records.iter().map(|r| r.data.as_ref()).collect::<Vec<_>>(), [b"new"]);
+    assert_eq!(
+        records.iter().map(|r| r.data.as_ref()).collect::<Vec<_>>(),
+        [b"new"]
+    );
 }
 
 #[test]
@@ -103,16 +140,29 @@ fn updating_state_blocks_resharding_and_keeps_writes_flowing() {
     });
     create(&e, "u", 1, T0);
     let half = "170141183460469231731687303715884105728";
-    e.split_shard(&StreamTarget::name("u"), "shardId-000000000000", half, T0).unwrap();
+    e.split_shard(&StreamTarget::name("u"), "shardId-000000000000", half, T0)
+        .unwrap();
     check(
-        e.split_shard(&StreamTarget::name("u"), "shardId-000000000000", half, T0 + 1),
+        e.split_shard(
+            &StreamTarget::name("u"),
+            "shardId-000000000000",
+            half,
+            T0 + 1,
+        ),
         ErrorKind::ResourceInUse,
         "Stream u under account 000000000000 not ACTIVE, instead in state UPDATING",
     );
-    assert_eq!(put(&e, "u", "a", b"during", T0 + 2).shard_id, "shardId-000000000000");
-    let view = e.describe_stream_summary(&StreamTarget::name("u"), T0 + 999).unwrap();
+    assert_eq!(
+        put(&e, "u", "a", b"during", T0 + 2).shard_id,
+        "shardId-000000000000"
+    );
+    let view = e
+        .describe_stream_summary(&StreamTarget::name("u"), T0 + 999)
+        .unwrap();
     assert_eq!(view.status, StreamStatus::Updating);
-    let view = e.describe_stream_summary(&StreamTarget::name("u"), T0 + 1000).unwrap();
+    let view = e
+        .describe_stream_summary(&StreamTarget::name("u"), T0 + 1000)
+        .unwrap();
     assert_eq!(view.status, StreamStatus::Active);
     assert_eq!(view.open_shard_count, 2);
     let placed = put(&e, "u", "a", b"after", T0 + 1001);
@@ -129,7 +179,11 @@ fn shard_limit_is_enforced_with_aws_message() {
     create(&e, "a", 2, T0);
     check(
         e.create_stream(
-            CreateStream { name: "b".into(), shard_count: Some(2), ..CreateStream::default() },
+            CreateStream {
+                name: "b".into(),
+                shard_count: Some(2),
+                ..CreateStream::default()
+            },
             T0,
         ),
         ErrorKind::LimitExceeded,
@@ -163,15 +217,24 @@ fn sequence_numbers_from_another_stream_are_rejected() {
              this stream."
         ),
     );
-    let small = GetShardIterator { starting_sequence_number: Some("5"), ..request };
+    let small = GetShardIterator {
+        starting_sequence_number: Some("5"),
+        ..request
+    };
     check(
         e.get_shard_iterator(&small, T0 + 7000),
         ErrorKind::InvalidArgument,
         "Invalid StartingSequenceNumber. It encodes shardId-000000000005, while it was used in a \
          call to a shard with shardId-000000000000",
     );
-    let zero = GetShardIterator { starting_sequence_number: Some("0"), ..request };
-    assert_eq!(e.get_shard_iterator(&zero, T0).unwrap_err().kind, ErrorKind::InternalFailure);
+    let zero = GetShardIterator {
+        starting_sequence_number: Some("0"),
+        ..request
+    };
+    assert_eq!(
+        e.get_shard_iterator(&zero, T0).unwrap_err().kind,
+        ErrorKind::InternalFailure
+    );
 }
 
 #[test]
@@ -180,15 +243,30 @@ fn list_shards_tokens_expire_after_300_seconds() {
     create(&e, "l", 3, T0);
     let page = e
         .list_shards(
-            &ListShards { target: StreamTarget::name("l"), max_results: Some(1), ..ListShards::default() },
+            &ListShards {
+                target: StreamTarget::name("l"),
+                max_results: Some(1),
+                ..ListShards::default()
+            },
             T0,
         )
         .unwrap();
     let token = page.next_token.unwrap();
-    let next = ListShards { next_token: Some(&token), ..ListShards::default() };
-    assert_eq!(e.list_shards(&next, T0 + TOKEN_TTL_MS).unwrap().shards.len(), 2);
+    let next = ListShards {
+        next_token: Some(&token),
+        ..ListShards::default()
+    };
     assert_eq!(
-        e.list_shards(&next, T0 + TOKEN_TTL_MS + 1).unwrap_err().kind,
+        e.list_shards(&next, T0 + TOKEN_TTL_MS)
+            .unwrap()
+            .shards
+            .len(),
+        2
+    );
+    assert_eq!(
+        e.list_shards(&next, T0 + TOKEN_TTL_MS + 1)
+            .unwrap_err()
+            .kind,
         ErrorKind::ExpiredNextToken
     );
     check(
@@ -231,7 +309,10 @@ fn retention_messages_match_aws() {
 #[test]
 fn streams_and_records_survive_reopening_the_store() {
     let backend = Arc::new(MemBackend::new());
-    let config = EngineConfig { create_stream_ms: 0, ..EngineConfig::default() };
+    let config = EngineConfig {
+        create_stream_ms: 0,
+        ..EngineConfig::default()
+    };
     let store = Store::open(backend.clone(), StoreConfig::default()).unwrap();
     let e = Engine::open(store.clone(), config.clone()).unwrap();
     create(&e, "keep", 2, T0);

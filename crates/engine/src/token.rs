@@ -63,7 +63,10 @@ impl TokenCodec {
     /// Opens a token of `kind`, returning its payload, or `None` if it is not one of ours.
     /// Surrounding double quotes are accepted, as the live service accepts quoted iterators.
     pub fn open(&self, kind: Kind, text: &str) -> Option<Vec<u8>> {
-        let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+        let text = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(text);
         let bytes = STANDARD.decode(text).ok()?;
         if bytes.len() < MAGIC.len() + 1 + MAC_BYTES || bytes[..MAGIC.len()] != MAGIC {
             return None;
@@ -74,7 +77,10 @@ impl TokenCodec {
         let (body, mac) = bytes.split_at(bytes.len() - MAC_BYTES);
         let expected = self.mac(body);
         // Constant-time enough for a MAC check: compare every byte.
-        let diff = expected.iter().zip(mac).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = expected
+            .iter()
+            .zip(mac)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if diff != 0 {
             return None;
         }
@@ -142,12 +148,21 @@ mod tests {
         let codec = TokenCodec::new([7; SECRET_BYTES]);
         let payload = Writer::default().str("stream").u64(42).0;
         let token = codec.seal(Kind::ShardIterator, &payload);
-        assert_eq!(codec.open(Kind::ShardIterator, &token), Some(payload.clone()));
-        assert_eq!(codec.open(Kind::ShardIterator, &format!("\"{token}\"")), Some(payload));
+        assert_eq!(
+            codec.open(Kind::ShardIterator, &token),
+            Some(payload.clone())
+        );
+        assert_eq!(
+            codec.open(Kind::ShardIterator, &format!("\"{token}\"")),
+            Some(payload)
+        );
         assert_eq!(codec.open(Kind::ListShards, &token), None);
         let mut bytes = STANDARD.decode(&token).unwrap();
         bytes[10] ^= 1;
-        assert_eq!(codec.open(Kind::ShardIterator, &STANDARD.encode(&bytes)), None);
+        assert_eq!(
+            codec.open(Kind::ShardIterator, &STANDARD.encode(&bytes)),
+            None
+        );
         assert_eq!(codec.open(Kind::ShardIterator, "garbage"), None);
         let other = TokenCodec::new([8; SECRET_BYTES]);
         assert_eq!(other.open(Kind::ShardIterator, &token), None);

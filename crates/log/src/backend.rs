@@ -41,6 +41,7 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// An open file of a [`Backend`], used only through positioned reads and writes.
+#[allow(clippy::len_without_is_empty)] // Files are measured, never asked if empty.
 pub trait BackendFile: Send + Sync + fmt::Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
@@ -77,7 +78,9 @@ pub struct FileBackend {
 
 impl fmt::Debug for FileBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileBackend").field("root", &self.root).finish()
+        f.debug_struct("FileBackend")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -116,7 +119,11 @@ impl FileBackend {
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        if relative.is_empty() { self.root.clone() } else { self.root.join(relative) }
+        if relative.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(relative)
+        }
     }
 }
 
@@ -152,8 +159,13 @@ impl Backend for FileBackend {
         for entry in std::fs::read_dir(&full).map_err(|e| with_path(e, &full))? {
             let entry = entry?;
             // Names that are not UTF-8 are not ours; skipping them is the safe choice.
-            let Ok(name) = entry.file_name().into_string() else { continue };
-            entries.push(DirEntry { name, is_dir: entry.file_type()?.is_dir() });
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            entries.push(DirEntry {
+                name,
+                is_dir: entry.file_type()?.is_dir(),
+            });
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
@@ -179,7 +191,9 @@ impl Backend for FileBackend {
 
     fn sync_dir(&self, path: &str) -> io::Result<()> {
         let full = self.path(path);
-        File::open(&full).and_then(|dir| dir.sync_all()).map_err(|e| with_path(e, &full))
+        File::open(&full)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| with_path(e, &full))
     }
 }
 
@@ -191,7 +205,9 @@ struct RealFile {
 
 impl fmt::Debug for RealFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RealFile").field("path", &self.path).finish()
+        f.debug_struct("RealFile")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -201,11 +217,15 @@ impl BackendFile for RealFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, pos).map_err(|e| with_path(e, &self.path))
+        self.file
+            .read_exact_at(buf, pos)
+            .map_err(|e| with_path(e, &self.path))
     }
 
     fn write_all_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
-        self.file.write_all_at(data, pos).map_err(|e| with_path(e, &self.path))
+        self.file
+            .write_all_at(data, pos)
+            .map_err(|e| with_path(e, &self.path))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

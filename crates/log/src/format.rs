@@ -137,7 +137,11 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<BatchHeader, &'static str> {
     if u64::from(header.batch_len) < BATCH_HEADER_BYTES as u64 + records_min_bytes {
         return Err("batch length too small for its record count");
     }
-    if header.first_offset.checked_add(u64::from(header.record_count)).is_none() {
+    if header
+        .first_offset
+        .checked_add(u64::from(header.record_count))
+        .is_none()
+    {
         return Err("batch offsets overflow");
     }
     Ok(header)
@@ -185,7 +189,11 @@ pub(crate) fn decode_body(
         }
         let value = at..at + value_len;
         at += value_len;
-        spans.push(RecordSpan { offset: header.first_offset + u64::from(delta), key, value });
+        spans.push(RecordSpan {
+            offset: header.first_offset + u64::from(delta),
+            key,
+            value,
+        });
     }
     if at != body.len() {
         return Err("bytes left over after the last record");
@@ -201,15 +209,20 @@ pub(crate) trait ReadAt {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
 }
 
-impl ReadAt for [u8] {
+/// Lets the scanner read a byte slice.
+struct SliceSource<'a>(&'a [u8]);
+
+impl ReadAt for SliceSource<'_> {
     fn len(&self) -> io::Result<u64> {
-        Ok(<[u8]>::len(self) as u64)
+        Ok(self.0.len() as u64)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         let start = usize::try_from(pos).map_err(|_| io::ErrorKind::UnexpectedEof)?;
-        let end = start.checked_add(buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
-        let Some(source) = self.get(start..end) else {
+        let end = start
+            .checked_add(buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let Some(source) = self.0.get(start..end) else {
             return Err(io::ErrorKind::UnexpectedEof.into());
         };
         buf.copy_from_slice(source);
@@ -225,7 +238,7 @@ pub(crate) enum HeaderAt {
     /// The header fails its checks.
     Invalid(&'static str),
     /// The header is valid but the batch extends past the limit.
-    Overrun(BatchHeader),
+    Overrun,
     /// The header is valid and the batch lies within the limit.
     Valid(BatchHeader),
 }
@@ -239,17 +252,20 @@ pub(crate) fn read_header(src: &dyn ReadAt, pos: u64, limit: u64) -> io::Result<
     src.read_exact_at(&mut bytes, pos)?;
     Ok(match parse_header(&bytes) {
         Err(reason) => HeaderAt::Invalid(reason),
-        Ok(header) if pos + u64::from(header.batch_len) > limit => HeaderAt::Overrun(header),
+        Ok(header) if pos + u64::from(header.batch_len) > limit => HeaderAt::Overrun,
         Ok(header) => HeaderAt::Valid(header),
     })
 }
+
+/// A decoded body's record spans, or why the body is invalid.
+pub(crate) type BodyCheck = Result<Vec<RecordSpan>, &'static str>;
 
 /// Reads the body of the batch at `pos` (whose header is valid) and checks it.
 pub(crate) fn read_body(
     src: &dyn ReadAt,
     pos: u64,
     header: &BatchHeader,
-) -> io::Result<(Vec<u8>, Result<Vec<RecordSpan>, &'static str>)> {
+) -> io::Result<(Vec<u8>, BodyCheck)> {
     let mut body = vec![0u8; header.batch_len as usize - BATCH_HEADER_BYTES];
     src.read_exact_at(&mut body, pos + BATCH_HEADER_BYTES as u64)?;
     let spans = decode_body(header, &body);
@@ -306,7 +322,11 @@ pub(crate) struct IndexBuilder {
 
 impl IndexBuilder {
     pub fn new(interval_bytes: u64) -> Self {
-        Self { interval_bytes: interval_bytes.max(1), bytes_since_entry: 0, entries: Vec::new() }
+        Self {
+            interval_bytes: interval_bytes.max(1),
+            bytes_since_entry: 0,
+            entries: Vec::new(),
+        }
     }
 
     /// Records a batch about to be written (or just scanned) at `position`.
@@ -419,7 +439,11 @@ pub(crate) fn decode_index_header(bytes: &[u8]) -> Result<IndexHeader, &'static 
     if summary.end_offset < summary.first_offset || summary.first_offset < summary.base {
         return Err("index offsets out of order");
     }
-    Ok(IndexHeader { summary, entry_count: u32_at(bytes, 12), entries_crc: u32_at(bytes, 8) })
+    Ok(IndexHeader {
+        summary,
+        entry_count: u32_at(bytes, 12),
+        entries_crc: u32_at(bytes, 8),
+    })
 }
 
 /// Parses and checks the entries that follow a sparse-index header.
@@ -441,10 +465,12 @@ pub(crate) fn decode_index_entries(
             position: u64_at(chunk, 16),
         })
         .collect();
-    let ordered = entries.windows(2).all(|pair| {
-        pair[0].offset < pair[1].offset && pair[0].position < pair[1].position
-    });
-    let inside = entries.iter().all(|entry| entry.position < header.summary.size_bytes);
+    let ordered = entries
+        .windows(2)
+        .all(|pair| pair[0].offset < pair[1].offset && pair[0].position < pair[1].position);
+    let inside = entries
+        .iter()
+        .all(|entry| entry.position < header.summary.size_bytes);
     if !ordered || !inside {
         return Err("index entries out of order");
     }
@@ -499,7 +525,7 @@ pub(crate) fn scan_segment(
             }
             // T2: the header made it to disk, the end of the batch did not. The length is
             // covered by the header checksum, so nothing valid can follow inside the file.
-            HeaderAt::Overrun(_) => {
+            HeaderAt::Overrun => {
                 report.torn_tail = Some((pos, "batch extends past the end of the segment"));
                 break;
             }
@@ -592,24 +618,29 @@ pub struct DecodedSegment {
 pub fn decode_segment(bytes: &[u8]) -> DecodedSegment {
     let mut decoded = DecodedSegment::default();
     let shared = Bytes::copy_from_slice(bytes);
-    let scanned = scan_segment(bytes, 0, u64::MAX, |position, header, _body, spans| {
-        let body_start = position as usize + BATCH_HEADER_BYTES;
-        let records = spans
-            .iter()
-            .map(|span| StoredRecord {
-                offset: span.offset,
+    let scanned = scan_segment(
+        &SliceSource(bytes),
+        0,
+        u64::MAX,
+        |position, header, _body, spans| {
+            let body_start = position as usize + BATCH_HEADER_BYTES;
+            let records = spans
+                .iter()
+                .map(|span| StoredRecord {
+                    offset: span.offset,
+                    timestamp_ms: header.timestamp_ms,
+                    key: shared.slice(body_start + span.key.start..body_start + span.key.end),
+                    value: shared.slice(body_start + span.value.start..body_start + span.value.end),
+                })
+                .collect();
+            decoded.batches.push(DecodedBatch {
+                position,
+                first_offset: header.first_offset,
                 timestamp_ms: header.timestamp_ms,
-                key: shared.slice(body_start + span.key.start..body_start + span.key.end),
-                value: shared.slice(body_start + span.value.start..body_start + span.value.end),
-            })
-            .collect();
-        decoded.batches.push(DecodedBatch {
-            position,
-            first_offset: header.first_offset,
-            timestamp_ms: header.timestamp_ms,
-            records,
-        });
-    });
+                records,
+            });
+        },
+    );
     // A slice never fails a read inside its own length, so the scan cannot fail; still, report
     // rather than panic if it ever did.
     let report = match scanned {
@@ -631,7 +662,11 @@ pub fn decode_segment(bytes: &[u8]) -> DecodedSegment {
         });
     }
     if let Some((position, reason)) = report.torn_tail {
-        decoded.problems.push(SegmentProblem { position, kind: ProblemKind::TornTail, reason });
+        decoded.problems.push(SegmentProblem {
+            position,
+            kind: ProblemKind::TornTail,
+            reason,
+        });
     }
     decoded
 }
@@ -641,8 +676,10 @@ mod tests {
     use super::*;
 
     fn batch(first_offset: u64, timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
-        let records: Vec<NewRecord<'_>> =
-            values.iter().map(|value| NewRecord { key: b"k", value }).collect();
+        let records: Vec<NewRecord<'_>> = values
+            .iter()
+            .map(|value| NewRecord { key: b"k", value })
+            .collect();
         let mut buf = Vec::new();
         encode_batch(&mut buf, first_offset, timestamp_ms, &records);
         buf
@@ -655,7 +692,10 @@ mod tests {
         assert!(decoded.problems.is_empty());
         assert_eq!(decoded.batches.len(), 1);
         let records = &decoded.batches[0].records;
-        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![7, 8, 9]);
+        assert_eq!(
+            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![7, 8, 9]
+        );
         assert_eq!(&records[2].value[..], b"ccc");
         assert_eq!(&records[1].key[..], b"k");
         assert!(records.iter().all(|r| r.timestamp_ms == 42));
@@ -698,8 +738,16 @@ mod tests {
         let mut summary = SegmentSummary::empty(10);
         summary.size_bytes = 1000;
         let entries = vec![
-            IndexEntry { offset: 12, timestamp_ms: 5, position: 100 },
-            IndexEntry { offset: 20, timestamp_ms: 6, position: 500 },
+            IndexEntry {
+                offset: 12,
+                timestamp_ms: 5,
+                position: 100,
+            },
+            IndexEntry {
+                offset: 20,
+                timestamp_ms: 6,
+                position: 500,
+            },
         ];
         let bytes = encode_index(&summary, &entries);
         let header = decode_index_header(&bytes).ok();
@@ -719,7 +767,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+        fn random_bytes_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+        ) {
             let _ = decode_segment(&bytes);
         }
 

@@ -1,1 +1,69 @@
-//! rivulet-log
+//! Durable log storage for Rivulet: per-shard segmented append-only logs on disk, with group
+//! commit, plus an atomic metadata store.
+//!
+//! Architecture invariant: this crate knows nothing of Kinesis, HTTP or JSON. It stores records
+//! (offset, timestamp, key bytes, value bytes) in named logs, and never reads the clock.
+//! The on-disk format, the commit protocol and recovery are described in
+//! `docs/storage-format.md`.
+//!
+//! Code map:
+//! - `format`: batch and index layouts, checksums, and the segment scanner ([`decode_segment`]).
+//! - `backend` / `mem`: the file-system abstraction ([`Backend`]), real files ([`FileBackend`]),
+//!   memory ([`MemBackend`]) and the crash model for tests ([`CrashBackend`]).
+//! - `log`: one log ([`Log`]): append, read, seek by timestamp, trim.
+//! - `recovery`: opening a log's directory after a clean stop or a crash.
+//! - `sync`: the group-commit thread and [`Durable`].
+//! - `meta`: the redb metadata store ([`MetaStore`]).
+//! - `store`: [`Store`], which owns all of the above.
+
+#![warn(missing_docs)]
+
+mod backend;
+mod error;
+mod format;
+mod log;
+mod mem;
+mod meta;
+mod recovery;
+mod store;
+mod sync;
+
+pub use backend::{Backend, BackendFile, DirEntry, FileBackend};
+pub use error::LogError;
+pub use format::{
+    BATCH_BYTES_MAX, DecodedBatch, DecodedSegment, ProblemKind, SegmentProblem, decode_segment,
+};
+pub use log::{Log, ReadBatch, StoredRecord};
+pub use mem::{CrashBackend, MemBackend};
+pub use meta::{MetaOp, MetaStore};
+pub use store::Store;
+pub use sync::{Appended, Durable};
+
+/// Tunables of a [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Roll to a new segment once the active one reaches this size (it may exceed it by one
+    /// batch). Also the unit in which `trim_older_than` frees space.
+    pub segment_bytes_max: u64,
+    /// One sparse-index entry per this many bytes of batches: the most a read scans to find
+    /// its first record.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes_max: 64 << 20,
+            index_interval_bytes: 16 << 10,
+        }
+    }
+}
+
+/// A record to append: borrowed, so the caller's buffers are copied once, into the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewRecord<'a> {
+    /// The record's key (for Kinesis, the partition key and friends; opaque here).
+    pub key: &'a [u8],
+    /// The record's value.
+    pub value: &'a [u8],
+}

@@ -59,7 +59,10 @@ impl Namespace {
     fn new() -> Self {
         let mut dirs = HashMap::new();
         dirs.insert(ROOT_DIR, DirData::default());
-        Self { dirs, dir_id_next: ROOT_DIR + 1 }
+        Self {
+            dirs,
+            dir_id_next: ROOT_DIR + 1,
+        }
     }
 
     /// Splits `path` into its parent directory's id and its last component.
@@ -97,7 +100,9 @@ impl Namespace {
     /// Copies the durable state of directory `old_id` (and everything durable under it) into
     /// `into`, as the disk would show it after a crash.
     fn rebuild_durable(&self, old_id: u64, into: &mut Namespace, new_id: u64) {
-        let Some(old) = self.dirs.get(&old_id) else { return };
+        let Some(old) = self.dirs.get(&old_id) else {
+            return;
+        };
         let mut live = BTreeMap::new();
         for (name, node) in &old.durable {
             let copied = match node {
@@ -131,7 +136,10 @@ fn not_found(what: &str) -> io::Error {
 }
 
 fn not_a_directory(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::NotADirectory, format!("{what}: not a directory"))
+    io::Error::new(
+        io::ErrorKind::NotADirectory,
+        format!("{what}: not a directory"),
+    )
 }
 
 fn crashed() -> io::Error {
@@ -162,7 +170,10 @@ impl MemFs {
 
     fn durable_image(&self) -> Namespace {
         let namespace = self.namespace.lock();
-        let mut image = Namespace { dirs: HashMap::new(), dir_id_next: ROOT_DIR + 1 };
+        let mut image = Namespace {
+            dirs: HashMap::new(),
+            dir_id_next: ROOT_DIR + 1,
+        };
         namespace.rebuild_durable(ROOT_DIR, &mut image, ROOT_DIR);
         image
     }
@@ -172,7 +183,10 @@ impl MemFs {
         let (parent, name) = namespace.parent_of(path)?;
         match namespace.dir(parent)?.live.get(name) {
             Some(Node::File(file)) => Ok(Arc::clone(file)),
-            Some(Node::Dir(_)) => Err(io::Error::new(io::ErrorKind::IsADirectory, path.to_string())),
+            Some(Node::Dir(_)) => Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                path.to_string(),
+            )),
             None => Err(not_found(path)),
         }
     }
@@ -185,11 +199,15 @@ fn open_file(fs: &Arc<MemFs>, path: &str, create: bool) -> io::Result<Arc<dyn Ba
     let node = match dir.live.get(name) {
         Some(Node::File(file)) => Arc::clone(file),
         Some(Node::Dir(_)) => {
-            return Err(io::Error::new(io::ErrorKind::IsADirectory, path.to_string()));
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                path.to_string(),
+            ));
         }
         None if create => {
             let file = Arc::new(FileNode::default());
-            dir.live.insert(name.to_string(), Node::File(Arc::clone(&file)));
+            dir.live
+                .insert(name.to_string(), Node::File(Arc::clone(&file)));
             file
         }
         None => return Err(not_found(path)),
@@ -212,7 +230,10 @@ fn create_dir(fs: &MemFs, path: &str) -> io::Result<()> {
     let id = namespace.dir_id_next;
     namespace.dir_id_next += 1;
     namespace.dirs.insert(id, DirData::default());
-    namespace.dir_mut(parent)?.live.insert(name.to_string(), Node::Dir(id));
+    namespace
+        .dir_mut(parent)?
+        .live
+        .insert(name.to_string(), Node::Dir(id));
     Ok(())
 }
 
@@ -223,19 +244,30 @@ fn list_dir(fs: &MemFs, path: &str) -> io::Result<Vec<DirEntry>> {
         .dir(id)?
         .live
         .iter()
-        .map(|(name, node)| DirEntry { name: name.clone(), is_dir: matches!(node, Node::Dir(_)) })
+        .map(|(name, node)| DirEntry {
+            name: name.clone(),
+            is_dir: matches!(node, Node::Dir(_)),
+        })
         .collect())
 }
 
 fn remove(fs: &MemFs, path: &str, want_dir: bool) -> io::Result<()> {
     let mut namespace = fs.namespace.lock();
     let (parent, name) = namespace.parent_of(path)?;
-    let node = namespace.dir(parent)?.live.get(name).cloned().ok_or_else(|| not_found(path))?;
+    let node = namespace
+        .dir(parent)?
+        .live
+        .get(name)
+        .cloned()
+        .ok_or_else(|| not_found(path))?;
     match (&node, want_dir) {
         (Node::File(_), false) => {}
         (Node::Dir(id), true) => {
             if !namespace.dir(*id)?.live.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::DirectoryNotEmpty, path.to_string()));
+                return Err(io::Error::new(
+                    io::ErrorKind::DirectoryNotEmpty,
+                    path.to_string(),
+                ));
             }
             // A crash before the parent is synced brings the directory back, so its data must
             // stay around when durability is tracked.
@@ -245,7 +277,10 @@ fn remove(fs: &MemFs, path: &str, want_dir: bool) -> io::Result<()> {
         }
         (Node::File(_), true) => return Err(not_a_directory(path)),
         (Node::Dir(_), false) => {
-            return Err(io::Error::new(io::ErrorKind::IsADirectory, path.to_string()));
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                path.to_string(),
+            ));
         }
     }
     namespace.dir_mut(parent)?.live.remove(name);
@@ -259,9 +294,15 @@ fn rename(fs: &MemFs, from: &str, to: &str) -> io::Result<()> {
     if namespace.dir(to_parent)?.live.contains_key(to_name) {
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, to.to_string()));
     }
-    let node =
-        namespace.dir_mut(from_parent)?.live.remove(from_name).ok_or_else(|| not_found(from))?;
-    namespace.dir_mut(to_parent)?.live.insert(to_name.to_string(), node);
+    let node = namespace
+        .dir_mut(from_parent)?
+        .live
+        .remove(from_name)
+        .ok_or_else(|| not_found(from))?;
+    namespace
+        .dir_mut(to_parent)?
+        .live
+        .insert(to_name.to_string(), node);
     Ok(())
 }
 
@@ -284,7 +325,9 @@ struct MemFile {
 
 impl fmt::Debug for MemFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemFile").field("len", &self.node.data.lock().live.len()).finish()
+        f.debug_struct("MemFile")
+            .field("len", &self.node.data.lock().live.len())
+            .finish()
     }
 }
 
@@ -311,9 +354,14 @@ impl BackendFile for MemFile {
         self.check_alive()?;
         let data = self.node.data.lock();
         let start = to_usize(pos)?;
-        let Some(source) = start.checked_add(buf.len()).and_then(|end| data.live.get(start..end))
+        let Some(source) = start
+            .checked_add(buf.len())
+            .and_then(|end| data.live.get(start..end))
         else {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end of file",
+            ));
         };
         buf.copy_from_slice(source);
         Ok(())
@@ -323,7 +371,9 @@ impl BackendFile for MemFile {
         self.check_alive()?;
         let mut data = self.node.data.lock();
         let start = to_usize(pos)?;
-        let end = start.checked_add(bytes.len()).ok_or(io::ErrorKind::InvalidInput)?;
+        let end = start
+            .checked_add(bytes.len())
+            .ok_or(io::ErrorKind::InvalidInput)?;
         if data.live.len() < end {
             data.live.resize(end, 0);
         }
@@ -391,7 +441,9 @@ pub struct MemBackend {
 impl MemBackend {
     /// An empty in-memory file system.
     pub fn new() -> Self {
-        Self { fs: MemFs::new(false, Namespace::new()) }
+        Self {
+            fs: MemFs::new(false, Namespace::new()),
+        }
     }
 }
 
@@ -446,12 +498,16 @@ pub struct CrashBackend {
 impl CrashBackend {
     /// An empty file system.
     pub fn new() -> Self {
-        Self { fs: MemFs::new(true, Namespace::new()) }
+        Self {
+            fs: MemFs::new(true, Namespace::new()),
+        }
     }
 
     /// What a crash now would leave on disk, as an independent backend.
     pub fn snapshot(&self) -> CrashBackend {
-        Self { fs: MemFs::new(true, self.fs.durable_image()) }
+        Self {
+            fs: MemFs::new(true, self.fs.durable_image()),
+        }
     }
 
     /// Crashes in place: unsynced writes and directory changes are forgotten, and every handle
@@ -527,14 +583,26 @@ mod tests {
         backend.sync_dir("")?;
         backend.sync_dir("d")?;
         file.write_all_at(b" world", 5)?;
-        assert_eq!(contents(&backend.snapshot(), "d/f"), Some(b"hello".to_vec()));
+        assert_eq!(
+            contents(&backend.snapshot(), "d/f"),
+            Some(b"hello".to_vec())
+        );
         file.sync_data()?;
-        assert_eq!(contents(&backend.snapshot(), "d/f"), Some(b"hello world".to_vec()));
+        assert_eq!(
+            contents(&backend.snapshot(), "d/f"),
+            Some(b"hello world".to_vec())
+        );
         file.set_len(2)?;
-        assert_eq!(contents(&backend.snapshot(), "d/f"), Some(b"hello world".to_vec()));
+        assert_eq!(
+            contents(&backend.snapshot(), "d/f"),
+            Some(b"hello world".to_vec())
+        );
         backend.remove_file("d/f")?;
         // An unsynced removal is undone by a crash.
-        assert_eq!(contents(&backend.snapshot(), "d/f"), Some(b"hello world".to_vec()));
+        assert_eq!(
+            contents(&backend.snapshot(), "d/f"),
+            Some(b"hello world".to_vec())
+        );
         backend.sync_dir("d")?;
         assert_eq!(contents(&backend.snapshot(), "d/f"), None);
         Ok(())

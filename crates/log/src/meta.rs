@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
 use crate::LogError;
 use crate::backend::{Backend, BackendFile};
@@ -52,7 +52,9 @@ struct RedbStorage {
 
 impl fmt::Debug for RedbStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedbStorage").field("file", &self.file).finish()
+        f.debug_struct("RedbStorage")
+            .field("file", &self.file)
+            .finish()
     }
 }
 
@@ -120,13 +122,16 @@ impl MetaStore {
     /// Applies all `ops`, in order, in one durable transaction: after a crash, all or none.
     pub fn commit(&self, ops: &[MetaOp]) -> Result<(), LogError> {
         let mut txn = self.db.begin_write().map_err(LogError::meta)?;
-        txn.set_durability(Durability::Immediate).map_err(LogError::meta)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(LogError::meta)?;
         {
             let mut table = txn.open_table(META_TABLE).map_err(LogError::meta)?;
             for op in ops {
                 match op {
                     MetaOp::Put { key, value } => {
-                        table.insert(key.as_str(), value.as_slice()).map_err(LogError::meta)?;
+                        table
+                            .insert(key.as_str(), value.as_slice())
+                            .map_err(LogError::meta)?;
                     }
                     MetaOp::Delete { key } => {
                         table.remove(key.as_str()).map_err(LogError::meta)?;

@@ -87,13 +87,19 @@ fn string_map(input: &Value, name: &str) -> Vec<(String, String)> {
 }
 
 fn target(input: &Value) -> StreamTarget<'_> {
-    StreamTarget { name: text(input, "StreamName"), arn: text(input, "StreamARN") }
+    StreamTarget {
+        name: text(input, "StreamName"),
+        arn: text(input, "StreamARN"),
+    }
 }
 
 /// Builds a structure from members, leaving out `None`s.
 fn obj<const N: usize>(members: [(&str, Option<Value>); N]) -> Value {
     Value::Map(
-        members.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect(),
+        members
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect(),
     )
 }
 
@@ -109,23 +115,25 @@ fn ts(ms: i64) -> Option<Value> {
     Some(Value::Timestamp(ms as f64 / 1000.0))
 }
 
-fn empty() -> Reply {
-    Ok(Value::Map(Vec::new()))
-}
-
 fn mode_details(mode: StreamMode) -> Option<Value> {
     Some(obj([("StreamMode", s(mode.as_str()))]))
 }
 
 fn enhanced_monitoring() -> Option<Value> {
-    Some(Value::List(vec![obj([("ShardLevelMetrics", Some(Value::List(Vec::new())))])]))
+    Some(Value::List(vec![obj([(
+        "ShardLevelMetrics",
+        Some(Value::List(Vec::new())),
+    )])]))
 }
 
 fn shard_value(shard: ShardView) -> Value {
     obj([
         ("ShardId", s(shard.shard_id)),
         ("ParentShardId", shard.parent_shard_id.map(Value::Str)),
-        ("AdjacentParentShardId", shard.adjacent_parent_shard_id.map(Value::Str)),
+        (
+            "AdjacentParentShardId",
+            shard.adjacent_parent_shard_id.map(Value::Str),
+        ),
         (
             "HashKeyRange",
             Some(obj([
@@ -137,7 +145,10 @@ fn shard_value(shard: ShardView) -> Value {
             "SequenceNumberRange",
             Some(obj([
                 ("StartingSequenceNumber", s(shard.starting_sequence_number)),
-                ("EndingSequenceNumber", shard.ending_sequence_number.map(Value::Str)),
+                (
+                    "EndingSequenceNumber",
+                    shard.ending_sequence_number.map(Value::Str),
+                ),
             ])),
         ),
     ])
@@ -161,7 +172,10 @@ fn summary_value(view: StreamView) -> Value {
 }
 
 fn dry_run_error() -> AwsError {
-    AwsError::new("DryRunOperationException", "Request would have succeeded, but DryRun flag is set.")
+    AwsError::new(
+        "DryRunOperationException",
+        "Request would have succeeded, but DryRun flag is set.",
+    )
 }
 
 /// Answers one operation. `now_ms` is the wall clock, read once per request by the caller.
@@ -172,7 +186,9 @@ pub async fn dispatch(engine: &Engine, operation: &str, input: &Value, now_ms: i
         "GetRecords" => get_records(engine, input, now_ms),
         "GetShardIterator" => get_shard_iterator(engine, input, now_ms),
         "CreateStream" => create_stream(engine, input, now_ms),
-        "DeleteStream" => engine.delete_stream(&target(input), now_ms).map(|()| Value::Map(vec![])),
+        "DeleteStream" => engine
+            .delete_stream(&target(input), now_ms)
+            .map(|()| Value::Map(vec![])),
         "DescribeStream" => describe_stream(engine, input, now_ms),
         "DescribeStreamSummary" => engine
             .describe_stream_summary(&target(input), now_ms)
@@ -225,7 +241,10 @@ pub async fn dispatch(engine: &Engine, operation: &str, input: &Value, now_ms: i
                 ("ShardLimit", n(limits.shard_limit)),
                 ("OpenShardCount", n(limits.open_shard_count)),
                 ("OnDemandStreamCount", n(limits.on_demand_stream_count)),
-                ("OnDemandStreamCountLimit", n(limits.on_demand_stream_count_limit)),
+                (
+                    "OnDemandStreamCountLimit",
+                    n(limits.on_demand_stream_count_limit),
+                ),
             ]))
         }
         // Every other operation of the model is one this server does not serve yet: answer as
@@ -237,13 +256,24 @@ pub async fn dispatch(engine: &Engine, operation: &str, input: &Value, now_ms: i
 
 /// The answer to an operation the server does not serve.
 pub fn unknown_operation() -> AwsError {
-    AwsError { code: "UnknownOperationException".into(), message: None, status: 400, capital_message: false }
+    AwsError {
+        code: "UnknownOperationException".into(),
+        message: None,
+        status: 400,
+        capital_message: false,
+    }
 }
 
 fn create_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
-    let mode = field(input, "StreamModeDetails").and_then(|d| text(d, "StreamMode")).map(|m| {
-        if m == "ON_DEMAND" { StreamMode::OnDemand } else { StreamMode::Provisioned }
-    });
+    let mode = field(input, "StreamModeDetails")
+        .and_then(|d| text(d, "StreamMode"))
+        .map(|m| {
+            if m == "ON_DEMAND" {
+                StreamMode::OnDemand
+            } else {
+                StreamMode::Provisioned
+            }
+        });
     engine.create_stream(
         CreateStream {
             name: text(input, "StreamName").unwrap_or_default().to_string(),
@@ -272,7 +302,10 @@ fn describe_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value,
             ("StreamARN", s(view.arn)),
             ("StreamStatus", s(view.status.as_str())),
             ("StreamModeDetails", mode_details(view.mode)),
-            ("Shards", Some(Value::List(d.shards.into_iter().map(shard_value).collect()))),
+            (
+                "Shards",
+                Some(Value::List(d.shards.into_iter().map(shard_value).collect())),
+            ),
             ("HasMoreShards", Some(Value::Bool(d.has_more_shards))),
             ("RetentionPeriodHours", n(view.retention_hours)),
             ("StreamCreationTimestamp", ts(view.created_ms)),
@@ -289,7 +322,11 @@ fn list_streams(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Ap
         text(input, "NextToken"),
         now_ms,
     )?;
-    let names = list.streams.iter().map(|v| Value::Str(v.name.clone())).collect();
+    let names = list
+        .streams
+        .iter()
+        .map(|v| Value::Str(v.name.clone()))
+        .collect();
     let summaries = list
         .streams
         .into_iter()
@@ -321,7 +358,9 @@ fn list_shards(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Api
             Some(match kind {
                 "AFTER_SHARD_ID" => {
                     let id = shard.ok_or_else(|| {
-                        ApiError::invalid("Must specify ShardId in ShardFilter when Type is AFTER_SHARD_ID.")
+                        ApiError::invalid(
+                            "Must specify ShardId in ShardFilter when Type is AFTER_SHARD_ID.",
+                        )
                     })?;
                     ShardFilter::AfterShardId(rivulet_engine::meta::parse_shard_id(id).unwrap_or(0))
                 }
@@ -340,7 +379,11 @@ fn list_shards(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Api
                         ShardFilter::FromTimestamp(time)
                     }
                 }
-                _ => return Err(ApiError::invalid(format!("Invalid ShardFilter Type {kind}."))),
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid ShardFilter Type {kind}."
+                    )));
+                }
             })
         }
     };
@@ -363,7 +406,12 @@ fn list_shards(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Api
         now_ms,
     )?;
     Ok(obj([
-        ("Shards", Some(Value::List(list.shards.into_iter().map(shard_value).collect()))),
+        (
+            "Shards",
+            Some(Value::List(
+                list.shards.into_iter().map(shard_value).collect(),
+            )),
+        ),
         ("NextToken", list.next_token.map(Value::Str)),
     ]))
 }
@@ -386,7 +434,11 @@ fn remove_tags(
 }
 
 fn tag_list(tags: Vec<(String, String)>) -> Value {
-    Value::List(tags.into_iter().map(|(k, v)| obj([("Key", s(k)), ("Value", s(v))])).collect())
+    Value::List(
+        tags.into_iter()
+            .map(|(k, v)| obj([("Key", s(k)), ("Value", s(v))]))
+            .collect(),
+    )
 }
 
 fn list_tags_for_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
@@ -396,10 +448,18 @@ fn list_tags_for_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<V
         u32_arg(input, "Limit"),
         now_ms,
     )?;
-    Ok(obj([("Tags", Some(tag_list(tags.tags))), ("HasMoreTags", Some(Value::Bool(tags.has_more)))]))
+    Ok(obj([
+        ("Tags", Some(tag_list(tags.tags))),
+        ("HasMoreTags", Some(Value::Bool(tags.has_more))),
+    ]))
 }
 
-fn resource_tags(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+fn resource_tags(
+    engine: &Engine,
+    operation: &str,
+    input: &Value,
+    now_ms: i64,
+) -> Result<Value, ApiError> {
     let arn = text(input, "ResourceARN").unwrap_or_default();
     if arn.contains("/consumer/") {
         // No consumer can exist until enhanced fan-out lands.
@@ -408,7 +468,10 @@ fn resource_tags(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -
     if parse_stream_arn(arn).is_none() {
         return Err(ApiError::invalid(format!("Invalid ResourceARN {arn}.")));
     }
-    let stream = StreamTarget { name: None, arn: Some(arn) };
+    let stream = StreamTarget {
+        name: None,
+        arn: Some(arn),
+    };
     match operation {
         "TagResource" => {
             engine.add_tags(&stream, &string_map(input, "Tags"), now_ms)?;
@@ -436,9 +499,9 @@ fn update_shard_count(engine: &Engine, input: &Value, now_ms: i64) -> Result<Val
 }
 
 fn get_shard_iterator(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
-    let kind = text(input, "ShardIteratorType").and_then(IteratorType::parse).ok_or_else(|| {
-        ApiError::invalid("Invalid ShardIteratorType.")
-    })?;
+    let kind = text(input, "ShardIteratorType")
+        .and_then(IteratorType::parse)
+        .ok_or_else(|| ApiError::invalid("Invalid ShardIteratorType."))?;
     let iterator = engine.get_shard_iterator(
         &GetShardIterator {
             target: target(input),
@@ -450,7 +513,10 @@ fn get_shard_iterator(engine: &Engine, input: &Value, now_ms: i64) -> Result<Val
         now_ms,
     )?;
     if flag(input, "DryRun") {
-        return Err(ApiError::new(ErrorKind::DryRunOperation, dry_run_error().message.unwrap_or_default()));
+        return Err(ApiError::new(
+            ErrorKind::DryRunOperation,
+            dry_run_error().message.unwrap_or_default(),
+        ));
     }
     Ok(obj([("ShardIterator", s(iterator))]))
 }
@@ -462,7 +528,10 @@ fn get_records(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Api
         now_ms,
     )?;
     if flag(input, "DryRun") {
-        return Err(ApiError::new(ErrorKind::DryRunOperation, dry_run_error().message.unwrap_or_default()));
+        return Err(ApiError::new(
+            ErrorKind::DryRunOperation,
+            dry_run_error().message.unwrap_or_default(),
+        ));
     }
     let records = batch
         .records
@@ -472,7 +541,10 @@ fn get_records(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Api
                 ("SequenceNumber", s(r.sequence_number)),
                 ("ApproximateArrivalTimestamp", ts(r.arrival_ms)),
                 ("Data", Some(Value::Blob(r.data.to_vec()))),
-                ("PartitionKey", s(String::from_utf8_lossy(&r.partition_key).into_owned())),
+                (
+                    "PartitionKey",
+                    s(String::from_utf8_lossy(&r.partition_key).into_owned()),
+                ),
             ])
         })
         .collect();
@@ -483,7 +555,12 @@ fn get_records(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Api
                 .map(|c| {
                     obj([
                         ("ShardId", s(c.shard_id)),
-                        ("ParentShards", Some(Value::List(c.parent_shards.into_iter().map(Value::Str).collect()))),
+                        (
+                            "ParentShards",
+                            Some(Value::List(
+                                c.parent_shards.into_iter().map(Value::Str).collect(),
+                            )),
+                        ),
                         (
                             "HashKeyRange",
                             Some(obj([
@@ -498,7 +575,10 @@ fn get_records(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Api
     });
     Ok(obj([
         ("Records", Some(Value::List(records))),
-        ("NextShardIterator", batch.next_shard_iterator.map(Value::Str)),
+        (
+            "NextShardIterator",
+            batch.next_shard_iterator.map(Value::Str),
+        ),
         ("MillisBehindLatest", n(batch.millis_behind_latest)),
         ("ChildShards", children),
     ]))
@@ -517,8 +597,13 @@ async fn await_durable(durable: Vec<rivulet_log::Durable>) -> Result<(), AwsErro
 
 fn dry_run_put(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
     // Every check a put makes, without writing: the stream must exist and accept writes.
-    let view = engine.describe_stream_summary(&target(input), now_ms).map_err(aws_error)?;
-    if !matches!(view.status, rivulet_engine::StreamStatus::Active | rivulet_engine::StreamStatus::Updating) {
+    let view = engine
+        .describe_stream_summary(&target(input), now_ms)
+        .map_err(aws_error)?;
+    if !matches!(
+        view.status,
+        rivulet_engine::StreamStatus::Active | rivulet_engine::StreamStatus::Updating
+    ) {
         return Err(aws_error(ApiError::not_found(format!(
             "Stream {} under account {} not found.",
             view.name,
@@ -547,8 +632,15 @@ async fn put_record(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
         )
         .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
-    let result = outcome.results.into_iter().next().ok_or_else(|| AwsError::internal("no result"))?;
-    Ok(obj([("ShardId", s(result.shard_id)), ("SequenceNumber", s(result.sequence_number))]))
+    let result = outcome
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| AwsError::internal("no result"))?;
+    Ok(obj([
+        ("ShardId", s(result.shard_id)),
+        ("SequenceNumber", s(result.sequence_number)),
+    ]))
 }
 
 async fn put_records(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
@@ -563,13 +655,22 @@ async fn put_records(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
             data: blob(r, "Data").unwrap_or_default(),
         })
         .collect();
-    let outcome =
-        engine.put_records(&target(input), &entries, None, true, now_ms).map_err(aws_error)?;
+    let outcome = engine
+        .put_records(&target(input), &entries, None, true, now_ms)
+        .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
     let records = outcome
         .results
         .into_iter()
-        .map(|r| obj([("SequenceNumber", s(r.sequence_number)), ("ShardId", s(r.shard_id))]))
+        .map(|r| {
+            obj([
+                ("SequenceNumber", s(r.sequence_number)),
+                ("ShardId", s(r.shard_id)),
+            ])
+        })
         .collect();
-    Ok(obj([("FailedRecordCount", n(0)), ("Records", Some(Value::List(records)))]))
+    Ok(obj([
+        ("FailedRecordCount", n(0)),
+        ("Records", Some(Value::List(records))),
+    ]))
 }

@@ -15,7 +15,11 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// The `rivulet` command line.
 #[derive(Debug, Parser)]
-#[command(name = "rivulet", version, about = "A durable server for the Amazon Kinesis Data Streams API")]
+#[command(
+    name = "rivulet",
+    version,
+    about = "A durable server for the Amazon Kinesis Data Streams API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -132,7 +136,10 @@ impl ServeArgs {
                 None => Ok(default),
             }
         };
-        let account_id = self.account_id.or(file.account_id).unwrap_or(defaults.account_id);
+        let account_id = self
+            .account_id
+            .or(file.account_id)
+            .unwrap_or(defaults.account_id);
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("--account-id must be 12 digits, got {account_id:?}");
         }
@@ -145,10 +152,25 @@ impl ServeArgs {
             engine: EngineConfig {
                 account_id,
                 region: self.region.or(file.region).unwrap_or(defaults.region),
-                create_stream_ms: ms(self.create_stream_ms, file.create_stream_ms, defaults.create_stream_ms)?,
-                delete_stream_ms: ms(self.delete_stream_ms, file.delete_stream_ms, defaults.delete_stream_ms)?,
-                update_stream_ms: ms(self.update_stream_ms, file.update_stream_ms, defaults.update_stream_ms)?,
-                shard_limit: self.shard_limit.or(file.shard_limit).unwrap_or(defaults.shard_limit),
+                create_stream_ms: ms(
+                    self.create_stream_ms,
+                    file.create_stream_ms,
+                    defaults.create_stream_ms,
+                )?,
+                delete_stream_ms: ms(
+                    self.delete_stream_ms,
+                    file.delete_stream_ms,
+                    defaults.delete_stream_ms,
+                )?,
+                update_stream_ms: ms(
+                    self.update_stream_ms,
+                    file.update_stream_ms,
+                    defaults.update_stream_ms,
+                )?,
+                shard_limit: self
+                    .shard_limit
+                    .or(file.shard_limit)
+                    .unwrap_or(defaults.shard_limit),
             },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })
@@ -164,8 +186,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rivulet-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("rivulet.toml");
-        std::fs::write(&path, "region = \"eu-west-1\"\nshard_limit = 7\nin_memory = true\n").unwrap();
-        let args = ServeArgs { shard_limit: Some(9), config: Some(path), ..ServeArgs::default() };
+        std::fs::write(
+            &path,
+            "region = \"eu-west-1\"\nshard_limit = 7\nin_memory = true\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            shard_limit: Some(9),
+            config: Some(path),
+            ..ServeArgs::default()
+        };
         let config = args.resolve().unwrap();
         assert_eq!(config.engine.region, "eu-west-1");
         assert_eq!(config.engine.shard_limit, 9);
@@ -180,7 +210,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.toml");
         std::fs::write(&path, "regoin = \"x\"\n").unwrap();
-        let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
         assert!(args.resolve().is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }

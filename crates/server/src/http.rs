@@ -32,7 +32,10 @@ fn request_id_headers(builder: http::response::Builder) -> http::response::Build
     let _ = getrandom::fill(&mut id2);
     builder
         .header("x-amzn-RequestId", uuid::Uuid::new_v4().to_string())
-        .header("x-amz-id-2", base64::engine::general_purpose::STANDARD.encode(id2))
+        .header(
+            "x-amz-id-2",
+            base64::engine::general_purpose::STANDARD.encode(id2),
+        )
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Response<Full<Bytes>> {
@@ -64,7 +67,10 @@ fn preflight(headers: &HeaderMap) -> Response<Full<Bytes>> {
         .status(StatusCode::OK)
         .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
         .header(header::ACCESS_CONTROL_MAX_AGE, "172800")
-        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET,POST,PUT,DELETE,HEAD,OPTIONS,PATCH");
+        .header(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            "GET,POST,PUT,DELETE,HEAD,OPTIONS,PATCH",
+        );
     if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
         builder = builder.header(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
     }
@@ -78,9 +84,14 @@ fn preflight(headers: &HeaderMap) -> Response<Full<Bytes>> {
 /// Signatures themselves are not verified here (that is `--auth sigv4`'s job, a later issue).
 fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> {
     let query_has = |name: &str| {
-        query.is_some_and(|q| q.split('&').any(|pair| pair.split('=').next() == Some(name)))
+        query.is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.split('=').next() == Some(name))
+        })
     };
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let query_auth = query_has("X-Amz-Algorithm");
     match (auth, query_auth) {
         (Some(_), true) => Err(AwsError::new(
@@ -88,14 +99,17 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
             "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP \
              header.",
         )),
-        (None, false) => {
-            Err(AwsError::new("MissingAuthenticationTokenException", "Missing Authentication Token"))
-        }
+        (None, false) => Err(AwsError::new(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        )),
         (Some(auth), false) => {
             let mut problems = Vec::new();
             for param in ["Credential", "Signature", "SignedHeaders"] {
                 if !auth.contains(&format!("{param}=")) {
-                    problems.push(format!("Authorization header requires '{param}' parameter."));
+                    problems.push(format!(
+                        "Authorization header requires '{param}' parameter."
+                    ));
                 }
             }
             if !headers.contains_key("x-amz-date") && !headers.contains_key(header::DATE) {
@@ -116,9 +130,17 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
         }
         (None, true) => {
             let mut problems = Vec::new();
-            for param in ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Date"] {
+            for param in [
+                "X-Amz-Algorithm",
+                "X-Amz-Credential",
+                "X-Amz-Signature",
+                "X-Amz-SignedHeaders",
+                "X-Amz-Date",
+            ] {
                 if !query_has(param) {
-                    problems.push(format!("AWS query-string parameters must include '{param}'."));
+                    problems.push(format!(
+                        "AWS query-string parameters must include '{param}'."
+                    ));
                 }
             }
             if problems.is_empty() {
@@ -126,7 +148,10 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
             } else {
                 Err(AwsError::new(
                     "IncompleteSignatureException",
-                    format!("{} Re-examine the query-string parameters.", problems.join(" ")),
+                    format!(
+                        "{} Re-examine the query-string parameters.",
+                        problems.join(" ")
+                    ),
                 ))
             }
         }
@@ -161,21 +186,32 @@ pub async fn handle(
     if let Err(error) = check_auth(headers, request.uri().query()) {
         return Ok(error_response(format, &error, cors));
     }
-    let body = match Limited::new(request.into_body(), BODY_BYTES_MAX).collect().await {
+    let body = match Limited::new(request.into_body(), BODY_BYTES_MAX)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
-            let too_large = error.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let too_large = error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
             if too_large {
                 let error = AwsError {
                     code: "SerializationException".into(),
-                    message: Some(format!("Request body is larger than {BODY_BYTES_MAX} bytes.")),
+                    message: Some(format!(
+                        "Request body is larger than {BODY_BYTES_MAX} bytes."
+                    )),
                     status: 413,
                     capital_message: false,
                 };
                 return Ok(error_response(format, &error, cors));
             }
             // The client went away mid-body; nobody reads this answer.
-            return Ok(error_response(format, &AwsError::new("SerializationException", "Truncated request body."), cors));
+            return Ok(error_response(
+                format,
+                &AwsError::new("SerializationException", "Truncated request body."),
+                cors,
+            ));
         }
     };
     let input = match rivulet_protocol::decode_request(&operation, format, &body) {
@@ -214,18 +250,27 @@ mod tests {
     fn auth_envelope_errors() {
         let none = check_auth(&headers(&[]), None).unwrap_err();
         assert_eq!(none.code, "MissingAuthenticationTokenException");
-        let partial = check_auth(&headers(&[("authorization", "AWS4-HMAC-SHA256 Credential=a")]), None)
-            .unwrap_err();
+        let partial = check_auth(
+            &headers(&[("authorization", "AWS4-HMAC-SHA256 Credential=a")]),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(partial.code, "IncompleteSignatureException");
         assert!(partial.message.unwrap().starts_with(
             "Authorization header requires 'Signature' parameter. Authorization header requires \
              'SignedHeaders' parameter."
         ));
-        let both = check_auth(&headers(&[("authorization", "x")]), Some("X-Amz-Algorithm=y"))
-            .unwrap_err();
+        let both = check_auth(
+            &headers(&[("authorization", "x")]),
+            Some("X-Amz-Algorithm=y"),
+        )
+        .unwrap_err();
         assert_eq!(both.code, "InvalidSignatureException");
         let good = headers(&[
-            ("authorization", "AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=host, Signature=c"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=host, Signature=c",
+            ),
             ("x-amz-date", "20260101T000000Z"),
         ]);
         assert!(check_auth(&good, None).is_ok());

@@ -47,7 +47,8 @@ impl Server {
             }
             Storage::Memory => Arc::new(MemBackend::new()),
         };
-        let store = Store::open(backend, StoreConfig::default()).context("opening the log store")?;
+        let store =
+            Store::open(backend, StoreConfig::default()).context("opening the log store")?;
         let engine = Arc::new(
             Engine::open(store, config.engine.clone())
                 .map_err(|e| anyhow::anyhow!("opening the engine: {e}"))?,
@@ -58,7 +59,12 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(listener, engine.clone(), stopped));
-        Ok(Server { local_addr, stop, task, engine })
+        Ok(Server {
+            local_addr,
+            stop,
+            task,
+            engine,
+        })
     }
 
     /// The address the server listens on (useful with port 0).
@@ -76,7 +82,9 @@ impl Server {
         let _ = self.stop.send(true);
         self.task.await.context("server task")??;
         let store = self.engine.store().clone();
-        tokio::task::spawn_blocking(move || store.shutdown()).await.context("final sync")?;
+        tokio::task::spawn_blocking(move || store.shutdown())
+            .await
+            .context("final sync")?;
         Ok(())
     }
 }
@@ -129,7 +137,10 @@ async fn run(
         }
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     Ok(())

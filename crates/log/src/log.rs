@@ -1,0 +1,816 @@
+//! One log: a directory of segments, appended to under a lock, read with positioned reads.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::backend::{Backend, BackendFile, FileSource};
+use crate::format::{
+    self, BATCH_BYTES_MAX, BatchHeader, HeaderAt, INDEX_HEADER_BYTES, IndexBuilder, IndexEntry,
+    SegmentSummary,
+};
+use crate::sync::{Appended, Durable, DurableState, Failure, SyncShared};
+use crate::{LogError, NewRecord, StoreConfig};
+
+/// Sealed segments whose index and file handle stay cached, store-wide. Bounds both memory
+/// (index entries) and open file handles, whatever the amount of data.
+const SEALED_SEGMENTS_CACHED_MAX: usize = 16;
+/// The append buffer is dropped after a batch larger than this, so one huge batch does not pin
+/// its size in memory for the life of the log.
+const APPEND_BUFFER_RETAINED_BYTES_MAX: usize = 1 << 20;
+
+/// What a store shares with its logs.
+pub(crate) struct Ctx {
+    pub backend: Arc<dyn Backend>,
+    pub config: StoreConfig,
+    pub sync: SyncShared,
+    pub cache: SealedCache,
+    pub closed: AtomicBool,
+}
+
+/// A record as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The record's offset in its log.
+    pub offset: u64,
+    /// The timestamp of the append that stored it.
+    pub timestamp_ms: i64,
+    /// The key bytes.
+    pub key: Bytes,
+    /// The value bytes.
+    pub value: Bytes,
+}
+
+/// The result of [`Log::read`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadBatch {
+    /// Durable records in offset order.
+    pub records: Vec<StoredRecord>,
+    /// Where the next read should start.
+    pub next_offset: u64,
+}
+
+/// A named append-only log of records.
+pub struct Log {
+    pub(crate) inner: Arc<LogInner>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct LogInner {
+    pub id: String,
+    /// Unique within the store (ids can be reused after a removal): keys the sealed cache.
+    pub uid: u64,
+    /// The log's directory, relative to the store root.
+    pub dir: String,
+    pub ctx: Arc<Ctx>,
+    pub state: Mutex<LogState>,
+    pub durable: Arc<DurableState>,
+}
+
+pub(crate) struct LogState {
+    pub sealed: BTreeMap<u64, SegmentSummary>,
+    pub active: Active,
+    pub next_offset: u64,
+    pub last_timestamp_ms: i64,
+    /// One past the last durable record, as published; kept here too so a reader sees it
+    /// consistently with `active.durable_bytes`.
+    pub durable_end: u64,
+    /// Whether the log is in the sync thread's queue.
+    pub queued_for_sync: bool,
+    /// Reused to encode batches.
+    pub buf: Vec<u8>,
+}
+
+pub(crate) struct Active {
+    pub summary: SegmentSummary,
+    pub file: Arc<dyn BackendFile>,
+    pub index: IndexBuilder,
+    /// Bytes of this segment known to be on disk; readers never look past it.
+    pub durable_bytes: u64,
+}
+
+/// A cached sealed segment: its open file and sparse index.
+pub(crate) struct SealedHandle {
+    file: Arc<dyn BackendFile>,
+    entries: Vec<IndexEntry>,
+}
+
+/// A small LRU of sealed segments, store-wide.
+#[derive(Default)]
+pub(crate) struct SealedCache {
+    entries: Mutex<VecDeque<(u64, u64, Arc<SealedHandle>)>>,
+}
+
+impl SealedCache {
+    fn get_or_load(
+        &self,
+        uid: u64,
+        base: u64,
+        load: impl FnOnce() -> Result<SealedHandle, LogError>,
+    ) -> Result<Arc<SealedHandle>, LogError> {
+        {
+            let mut entries = self.entries.lock();
+            if let Some(at) = entries.iter().position(|(u, b, _)| *u == uid && *b == base) {
+                let entry = entries.remove(at);
+                if let Some(entry) = entry {
+                    let handle = Arc::clone(&entry.2);
+                    entries.push_back(entry);
+                    return Ok(handle);
+                }
+            }
+        }
+        let handle = Arc::new(load()?);
+        let mut entries = self.entries.lock();
+        entries.push_back((uid, base, Arc::clone(&handle)));
+        while entries.len() > SEALED_SEGMENTS_CACHED_MAX {
+            entries.pop_front();
+        }
+        Ok(handle)
+    }
+
+    /// Drops cached segments of log `uid` (all of them when `base` is `None`).
+    pub fn forget(&self, uid: u64, base: Option<u64>) {
+        self.entries
+            .lock()
+            .retain(|(u, b, _)| *u != uid || base.is_some_and(|base| *b != base));
+    }
+}
+
+pub(crate) fn segment_path(dir: &str, base: u64) -> String {
+    format!("{dir}/{base:020}.seg")
+}
+
+pub(crate) fn index_path(dir: &str, base: u64) -> String {
+    format!("{dir}/{base:020}.idx")
+}
+
+/// A segment as one read step sees it, taken under the lock and used without it.
+struct SegmentView {
+    base: u64,
+    file: Arc<dyn BackendFile>,
+    /// Read no further than this byte (the durable length for the active segment).
+    limit_bytes: u64,
+    /// Where to start scanning, and the offset the batch there starts at or after.
+    start_position: u64,
+    start_offset_min: u64,
+    /// Offsets of a corrupt tail run at most to here (the next segment's base).
+    offset_bound: u64,
+    /// Records at or past this offset are not durable (or not in this segment).
+    durable_end: u64,
+}
+
+/// How one segment's part of a read ended.
+enum SegmentRead {
+    /// Nothing more in this segment: go on with the next.
+    Exhausted,
+    /// The read is complete (limits reached, or stopped before a corrupt range).
+    Done,
+}
+
+impl LogState {
+    fn start_offset(&self) -> u64 {
+        let first = self
+            .sealed
+            .values()
+            .chain(std::iter::once(&self.active.summary))
+            .find(|summary| summary.record_count > 0)
+            .map(|summary| summary.first_offset);
+        first.unwrap_or(self.durable_end).min(self.durable_end)
+    }
+
+    /// The next segment holding offsets at or past `cursor`, if any, and its successor's base.
+    fn segment_after(&self, cursor: u64) -> Option<(SegmentSummary, bool, u64)> {
+        let active = (self.active.summary, true, u64::MAX);
+        let before = self.sealed.range(..=cursor).next_back();
+        let candidate = match before {
+            Some((_, summary)) if summary.end_offset > cursor => Some(*summary),
+            _ => self
+                .sealed
+                .range(cursor.saturating_add(1)..)
+                .next()
+                .map(|(_, s)| *s),
+        };
+        match candidate {
+            Some(summary) => {
+                let next_base = self
+                    .sealed
+                    .range(summary.base.saturating_add(1)..)
+                    .next()
+                    .map_or(self.active.summary.base, |(base, _)| *base);
+                Some((summary, false, next_base))
+            }
+            None if self.active.summary.end_offset > cursor => Some(active),
+            None => None,
+        }
+    }
+}
+
+impl LogInner {
+    fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// Refuses appends once failed or removed.
+    fn check_writable(&self) -> Result<(), LogError> {
+        match self.durable.failure_error() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the log failed after an I/O error that leaves the unsynced data in doubt.
+    fn fail(&self, what: &str, error: &io::Error) {
+        tracing::error!(log = %self.id, %error, operation = what, "log failed; appends refused");
+        self.durable.fail(Failure::Io(format!("{what}: {error}")));
+    }
+
+    /// One round of the sync thread for this log: sync what was written so far, publish it.
+    pub fn sync_once(&self) {
+        let (file, base, size_bytes, end) = {
+            let mut state = self.state.lock();
+            state.queued_for_sync = false;
+            if self.durable.failure().is_some() {
+                return;
+            }
+            (
+                Arc::clone(&state.active.file),
+                state.active.summary.base,
+                state.active.summary.size_bytes,
+                state.next_offset,
+            )
+        };
+        // Without the lock: appends continue into the page cache while the disk works.
+        match file.sync_data() {
+            Ok(()) => {
+                self.ctx().sync.count_sync();
+                self.mark_durable(base, size_bytes, end);
+            }
+            Err(error) => self.fail("sync", &error),
+        }
+    }
+
+    fn mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
+        let mut state = self.state.lock();
+        // A roll since the capture already made all of the old segment durable.
+        if state.active.summary.base == base {
+            state.active.durable_bytes = state.active.durable_bytes.max(size_bytes);
+        }
+        state.durable_end = state.durable_end.max(end);
+        let published = state.durable_end;
+        drop(state);
+        self.durable.publish(published);
+    }
+
+    /// Seals the active segment and starts a new, empty one at `new_base` (see "Roll" in
+    /// `docs/storage-format.md`). Any error fails the log: the directory's state is in doubt.
+    pub fn roll(&self, state: &mut LogState, new_base: u64) -> Result<(), LogError> {
+        let result = self.roll_steps(state, new_base);
+        if let Err(error) = &result {
+            self.fail("roll", error);
+        }
+        result.map_err(LogError::Io)
+    }
+
+    fn roll_steps(&self, state: &mut LogState, new_base: u64) -> io::Result<()> {
+        let backend = &self.ctx().backend;
+        let old = &state.active;
+        debug_assert!(new_base >= old.summary.end_offset);
+        // 1. Everything written to the old segment becomes durable: recovery trusts sealed
+        //    segments whole.
+        old.file.sync_data()?;
+        self.ctx().sync.count_sync();
+        // 2. Its sparse index, with its own checksum.
+        let index = format::encode_index(&old.summary, &old.index.entries);
+        let index_file = backend.open_file(&index_path(&self.dir, old.summary.base), true)?;
+        index_file.set_len(0)?;
+        index_file.write_all_at(&index, 0)?;
+        index_file.sync_data()?;
+        // 3. The new segment. Bases only grow, so a non-empty file here means a bug or damage.
+        let file = backend.open_file(&segment_path(&self.dir, new_base), true)?;
+        if file.len()? != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("segment {new_base} of log {} already has data", self.id),
+            ));
+        }
+        // 4. Makes 2 and 3 durable.
+        backend.sync_dir(&self.dir)?;
+        let sealed = std::mem::replace(
+            &mut state.active,
+            Active {
+                summary: SegmentSummary::empty(new_base),
+                file,
+                index: IndexBuilder::new(self.ctx().config.index_interval_bytes),
+                durable_bytes: 0,
+            },
+        );
+        state.sealed.insert(sealed.summary.base, sealed.summary);
+        state.durable_end = state.durable_end.max(state.next_offset);
+        self.durable.publish(state.durable_end);
+        Ok(())
+    }
+
+    fn load_sealed(&self, summary: &SegmentSummary) -> Result<SealedHandle, LogError> {
+        let backend = &self.ctx().backend;
+        let file = backend.open_file(&segment_path(&self.dir, summary.base), false)?;
+        if let Some(entries) = self.read_index_entries(summary)? {
+            return Ok(SealedHandle { file, entries });
+        }
+        // Missing or damaged index: rebuild it in memory. The segment itself is checked as
+        // reads cover it.
+        let interval = self.ctx().config.index_interval_bytes;
+        let report =
+            format::scan_segment(&FileSource(&*file), summary.base, interval, |_, _, _, _| {})?;
+        Ok(SealedHandle {
+            file,
+            entries: report.index.entries,
+        })
+    }
+
+    fn read_index_entries(
+        &self,
+        summary: &SegmentSummary,
+    ) -> Result<Option<Vec<IndexEntry>>, LogError> {
+        let path = index_path(&self.dir, summary.base);
+        let file = match self.ctx().backend.open_file(&path, false) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let len = file.len()?;
+        if len < INDEX_HEADER_BYTES as u64 || len > summary.size_bytes.saturating_add(1 << 20) {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        let Ok(header) = format::decode_index_header(&bytes) else {
+            return Ok(None);
+        };
+        if header.summary != *summary {
+            return Ok(None);
+        }
+        Ok(format::decode_index_entries(&header, &bytes[INDEX_HEADER_BYTES..]).ok())
+    }
+
+    /// The view of the segment holding offsets at or past `cursor`, positioned by the sparse
+    /// index. `None` when nothing durable lies at or past `cursor`.
+    fn view_for(
+        &self,
+        state: &LogState,
+        cursor: u64,
+        seek: impl Fn(&[IndexEntry]) -> Option<IndexEntry>,
+    ) -> Result<Option<SegmentView>, LogError> {
+        if cursor >= state.durable_end {
+            return Ok(None);
+        }
+        let Some((summary, is_active, next_base)) = state.segment_after(cursor) else {
+            return Ok(None);
+        };
+        let (file, limit_bytes, entry) = if is_active {
+            let entry = seek(&state.active.index.entries);
+            (
+                Arc::clone(&state.active.file),
+                state.active.durable_bytes,
+                entry,
+            )
+        } else {
+            let handle = self
+                .ctx()
+                .cache
+                .get_or_load(self.uid, summary.base, || self.load_sealed(&summary))?;
+            let entry = seek(&handle.entries);
+            (Arc::clone(&handle.file), summary.size_bytes, entry)
+        };
+        let (start_position, start_offset_min) =
+            entry.map_or((0, summary.base), |entry| (entry.position, entry.offset));
+        Ok(Some(SegmentView {
+            base: summary.base,
+            file,
+            limit_bytes,
+            start_position,
+            start_offset_min,
+            offset_bound: next_base,
+            durable_end: state.durable_end,
+        }))
+    }
+
+    fn corrupt(&self, segment: u64, position: u64, reason: &str) -> LogError {
+        tracing::error!(log = %self.id, segment, position, reason, "corrupt batch in log");
+        LogError::Corrupt {
+            log: self.id.clone(),
+            segment,
+            position,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Finds the batch after a bad one at `position` (see "Corruption found by reads").
+    /// Returns the corrupt offset range's end and where valid data resumes, if it does.
+    fn skip_corrupt(
+        &self,
+        view: &SegmentView,
+        position: u64,
+        found: &HeaderAt,
+        offset_min: u64,
+    ) -> Result<(u64, Option<(u64, BatchHeader)>), LogError> {
+        let src = FileSource(&*view.file);
+        let resync_from = match found {
+            // A trustworthy length whose body is bad: the next batch starts right after it.
+            HeaderAt::Valid(header) if header.first_offset >= offset_min => {
+                position + u64::from(header.batch_len)
+            }
+            HeaderAt::Short | HeaderAt::Overrun => view.limit_bytes,
+            HeaderAt::Invalid(_) | HeaderAt::Valid(_) => position + 1,
+        };
+        let next = format::find_next_valid(&src, resync_from, view.limit_bytes, offset_min)?;
+        let range_end = match (found, next) {
+            (HeaderAt::Valid(header), _) if header.first_offset >= offset_min => {
+                header.end_offset()
+            }
+            (_, Some((_, header))) => header.first_offset,
+            (_, None) => view.offset_bound.min(view.durable_end),
+        };
+        Ok((range_end, next))
+    }
+
+    /// Reads one segment's records at or past `cursor` into `out`, within the limits.
+    fn read_segment(
+        &self,
+        view: &SegmentView,
+        cursor: u64,
+        out: &mut Vec<StoredRecord>,
+        bytes_out: &mut usize,
+        limits: (usize, usize),
+    ) -> Result<SegmentRead, LogError> {
+        let (max_records, max_bytes) = limits;
+        let src = FileSource(&*view.file);
+        let mut position = view.start_position;
+        let mut offset_min = view.start_offset_min;
+        while position < view.limit_bytes {
+            let found = format::read_header(&src, position, view.limit_bytes)?;
+            let (header, spans, body) = match &found {
+                HeaderAt::Valid(header) if header.first_offset >= offset_min => {
+                    if header.end_offset() <= cursor {
+                        // Entirely before the cursor: skip it unread.
+                        position += u64::from(header.batch_len);
+                        offset_min = header.end_offset();
+                        continue;
+                    }
+                    match format::read_body(&src, position, header)? {
+                        (body, Ok(spans)) => (*header, spans, body),
+                        (_, Err(reason)) => {
+                            let (range_end, next) =
+                                self.skip_corrupt(view, position, &found, offset_min)?;
+                            let error = self.corrupt(view.base, position, reason);
+                            if cursor < range_end {
+                                return if out.is_empty() {
+                                    Err(error)
+                                } else {
+                                    Ok(SegmentRead::Done)
+                                };
+                            }
+                            let Some((next_position, _)) = next else {
+                                return Ok(SegmentRead::Exhausted);
+                            };
+                            position = next_position;
+                            offset_min = range_end;
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    let reason = match &found {
+                        HeaderAt::Invalid(reason) => *reason,
+                        HeaderAt::Short => "partial batch header",
+                        HeaderAt::Overrun => "batch extends past the end of the segment",
+                        HeaderAt::Valid(_) => "batch offsets go backwards",
+                    };
+                    let (range_end, next) =
+                        self.skip_corrupt(view, position, &found, offset_min)?;
+                    let error = self.corrupt(view.base, position, reason);
+                    if cursor < range_end {
+                        return if out.is_empty() {
+                            Err(error)
+                        } else {
+                            Ok(SegmentRead::Done)
+                        };
+                    }
+                    let Some((next_position, next_header)) = next else {
+                        return Ok(SegmentRead::Exhausted);
+                    };
+                    position = next_position;
+                    offset_min = next_header.first_offset;
+                    continue;
+                }
+            };
+            let body = Bytes::from(body);
+            for span in spans {
+                if span.offset < cursor {
+                    continue;
+                }
+                if span.offset >= view.durable_end {
+                    return Ok(SegmentRead::Done);
+                }
+                let size = span.key.len() + span.value.len();
+                if !out.is_empty() && (out.len() >= max_records || *bytes_out + size > max_bytes) {
+                    return Ok(SegmentRead::Done);
+                }
+                out.push(StoredRecord {
+                    offset: span.offset,
+                    timestamp_ms: header.timestamp_ms,
+                    key: body.slice(span.key),
+                    value: body.slice(span.value),
+                });
+                *bytes_out += size;
+            }
+            if out.len() >= max_records {
+                return Ok(SegmentRead::Done);
+            }
+            position += u64::from(header.batch_len);
+            offset_min = header.end_offset();
+        }
+        Ok(SegmentRead::Exhausted)
+    }
+}
+
+impl Log {
+    /// The log's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Appends one batch atomically (all or nothing after a crash). Offsets are assigned
+    /// consecutively from `max(next_offset, min_first_offset)`; the timestamp is clamped to be
+    /// at least the previous append's, and the stored value is returned. Returns at once; the
+    /// returned [`Durable`] completes when a sync covers the batch.
+    pub fn append(
+        &self,
+        records: &[NewRecord<'_>],
+        timestamp_ms: i64,
+        min_first_offset: u64,
+    ) -> Result<Appended, LogError> {
+        let inner = &self.inner;
+        if inner.ctx.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        if records.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        let too_large = || LogError::BatchTooLarge {
+            record_count: records.len(),
+            size_bytes_max: BATCH_BYTES_MAX,
+        };
+        let batch_len = format::batch_len(records).ok_or_else(too_large)?;
+        let record_count = u32::try_from(records.len()).map_err(|_| too_large())?;
+        let (appended, enqueue) = {
+            let mut guard = inner.state.lock();
+            let state = &mut *guard;
+            inner.check_writable()?;
+            let first_offset = state.next_offset.max(min_first_offset);
+            let end_offset = first_offset
+                .checked_add(u64::from(record_count))
+                .ok_or_else(|| LogError::OffsetOverflow {
+                    log: inner.id.clone(),
+                })?;
+            let timestamp_ms = timestamp_ms.max(state.last_timestamp_ms);
+            let active = &state.active.summary;
+            if active.size_bytes >= inner.ctx.config.segment_bytes_max && active.record_count > 0 {
+                inner.roll(state, first_offset)?;
+            }
+            format::encode_batch(&mut state.buf, first_offset, timestamp_ms, records);
+            debug_assert_eq!(state.buf.len(), batch_len as usize);
+            let header = BatchHeader {
+                batch_len,
+                body_crc: 0,
+                first_offset,
+                timestamp_ms,
+                record_count,
+            };
+            let position = state.active.summary.size_bytes;
+            if let Err(error) = state.active.file.write_all_at(&state.buf, position) {
+                // The file may now hold part of the batch; appending after it would bury a
+                // torn batch in the middle of the segment.
+                inner.fail("write", &error);
+                return Err(error.into());
+            }
+            state.active.index.on_batch(position, &header);
+            state.active.summary.on_batch(&header);
+            state.next_offset = end_offset;
+            state.last_timestamp_ms = timestamp_ms;
+            if state.buf.capacity() > APPEND_BUFFER_RETAINED_BYTES_MAX {
+                state.buf = Vec::new();
+            }
+            let enqueue = !state.queued_for_sync;
+            state.queued_for_sync = true;
+            let durable = Durable::new(Arc::clone(&inner.durable), end_offset);
+            (
+                Appended {
+                    first_offset,
+                    timestamp_ms,
+                    durable,
+                },
+                enqueue,
+            )
+        };
+        if enqueue && !inner.ctx.sync.enqueue(Arc::clone(inner)) {
+            // The store is shutting down and its sync thread is gone: sync here.
+            inner.sync_once();
+        }
+        Ok(appended)
+    }
+
+    /// Durable records with offset >= `from_offset` (skipping gaps and trimmed records), at
+    /// most `max_records` and about `max_bytes` of keys and values (at least one record if any
+    /// is available, however big).
+    pub fn read(
+        &self,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<ReadBatch, LogError> {
+        let inner = &self.inner;
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let start = {
+            let state = inner.state.lock();
+            if matches!(inner.durable.failure(), Some(Failure::Removed)) {
+                return Err(LogError::Removed {
+                    log: inner.id.clone(),
+                });
+            }
+            state.start_offset()
+        };
+        let mut cursor = from_offset.max(start);
+        let resume_at = cursor;
+        while max_records > 0 && cursor < u64::MAX {
+            let view = {
+                let state = inner.state.lock();
+                inner.view_for(&state, cursor, |entries| {
+                    let at = entries.partition_point(|entry| entry.offset <= cursor);
+                    at.checked_sub(1).map(|at| entries[at])
+                })?
+            };
+            let Some(view) = view else { break };
+            let read = inner.read_segment(
+                &view,
+                cursor,
+                &mut records,
+                &mut bytes,
+                (max_records, max_bytes),
+            )?;
+            match read {
+                SegmentRead::Done => break,
+                // Next segment: its base is past everything in this one.
+                SegmentRead::Exhausted => cursor = cursor.max(view.offset_bound),
+            }
+        }
+        let next_offset = records.last().map_or(resume_at, |record| record.offset + 1);
+        Ok(ReadBatch {
+            records,
+            next_offset,
+        })
+    }
+
+    /// The first durable offset whose timestamp is >= `timestamp_ms`; `end_offset()` if none.
+    pub fn offset_at_timestamp(&self, timestamp_ms: i64) -> Result<u64, LogError> {
+        let inner = &self.inner;
+        let (view, end) = {
+            let state = inner.state.lock();
+            let end = state.durable_end;
+            let summary = state
+                .sealed
+                .values()
+                .chain(std::iter::once(&state.active.summary))
+                .find(|s| s.record_count > 0 && s.max_timestamp_ms >= timestamp_ms)
+                .copied();
+            let Some(summary) = summary else {
+                return Ok(end);
+            };
+            let cursor = summary.first_offset.max(summary.base);
+            let view = inner.view_for(&state, cursor, |entries| {
+                let at = entries.partition_point(|entry| entry.timestamp_ms < timestamp_ms);
+                at.checked_sub(1).map(|at| entries[at])
+            })?;
+            let Some(view) = view else { return Ok(end) };
+            (view, end)
+        };
+        let src = FileSource(&*view.file);
+        let mut position = view.start_position;
+        let mut offset_min = view.start_offset_min;
+        while position < view.limit_bytes {
+            let found = format::read_header(&src, position, view.limit_bytes)?;
+            match &found {
+                HeaderAt::Valid(header) if header.first_offset >= offset_min => {
+                    if header.timestamp_ms >= timestamp_ms {
+                        return Ok(header.first_offset.min(end));
+                    }
+                    position += u64::from(header.batch_len);
+                    offset_min = header.end_offset();
+                }
+                _ => {
+                    let _ = inner.corrupt(view.base, position, "invalid batch header");
+                    let (_, next) = inner.skip_corrupt(&view, position, &found, offset_min)?;
+                    match next {
+                        // The answer may lie in the corrupt range: point there, so a read
+                        // reports the corruption instead of silently skipping records.
+                        Some((_, header)) if header.timestamp_ms >= timestamp_ms => {
+                            return Ok(offset_min.min(end));
+                        }
+                        Some((next_position, header)) => {
+                            position = next_position;
+                            offset_min = header.first_offset;
+                        }
+                        None => return Ok(offset_min.min(end)),
+                    }
+                }
+            }
+        }
+        // The matching batch is not durable yet.
+        Ok(end)
+    }
+
+    /// Offset of the oldest retained durable record (`end_offset()` when there is none).
+    pub fn start_offset(&self) -> u64 {
+        self.inner.state.lock().start_offset()
+    }
+
+    /// One past the last durable record's offset (0 for a new log).
+    pub fn end_offset(&self) -> u64 {
+        self.inner.state.lock().durable_end
+    }
+
+    /// The offset the next append would get, absent `min_first_offset` (>= `end_offset()`).
+    pub fn next_offset(&self) -> u64 {
+        self.inner.state.lock().next_offset
+    }
+
+    /// Drops whole segments, oldest first, whose newest record is older than `cutoff_ms`
+    /// (sealing the active segment if it qualifies too); returns how many records were dropped.
+    /// The files are removed and the directory synced before it returns.
+    pub fn trim_older_than(&self, cutoff_ms: i64) -> Result<u64, LogError> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock();
+        if matches!(inner.durable.failure(), Some(Failure::Removed)) {
+            return Err(LogError::Removed {
+                log: inner.id.clone(),
+            });
+        }
+        let old = |summary: &SegmentSummary| {
+            summary.record_count == 0 || summary.max_timestamp_ms < cutoff_ms
+        };
+        let mut dropped: Vec<u64> = state
+            .sealed
+            .values()
+            .take_while(|summary| old(summary))
+            .map(|s| s.base)
+            .collect();
+        let active = &state.active.summary;
+        if dropped.len() == state.sealed.len()
+            && active.record_count > 0
+            && active.max_timestamp_ms < cutoff_ms
+            && inner.durable.failure().is_none()
+        {
+            let base = active.base;
+            let next_offset = state.next_offset;
+            inner.roll(&mut state, next_offset)?;
+            dropped.push(base);
+        }
+        if dropped.is_empty() {
+            return Ok(0);
+        }
+        let mut records_dropped = 0;
+        let backend = &inner.ctx.backend;
+        for base in &dropped {
+            if let Some(summary) = state.sealed.remove(base) {
+                records_dropped += summary.record_count;
+            }
+            inner.ctx.cache.forget(inner.uid, Some(*base));
+        }
+        for base in dropped {
+            backend.remove_file(&segment_path(&inner.dir, base))?;
+            match backend.remove_file(&index_path(&inner.dir, base)) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error.into()),
+                _ => {}
+            }
+        }
+        backend.sync_dir(&inner.dir)?;
+        Ok(records_dropped)
+    }
+
+    /// A receiver of `end_offset()`, changed whenever it advances (for push consumers).
+    pub fn watch_end(&self) -> watch::Receiver<u64> {
+        self.inner.durable.subscribe()
+    }
+}

@@ -1,0 +1,260 @@
+//! The store: every log under one root, the metadata store, and the sync thread.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+use crate::backend::Backend;
+use crate::log::{Ctx, Log, SealedCache};
+use crate::meta::MetaStore;
+use crate::recovery;
+use crate::sync::{Durable, Failure, SyncShared};
+use crate::{LogError, StoreConfig};
+
+/// Directory holding one directory per log.
+const LOGS_DIR: &str = "logs";
+/// Directory where removed logs wait to be deleted (emptied at open).
+const TRASH_DIR: &str = "trash";
+/// Longest log id: keeps directory names well under the usual 255-byte limit.
+const LOG_ID_BYTES_MAX: usize = 200;
+/// Attempts to find a free name in the trash before giving up.
+const TRASH_NAME_ATTEMPTS_MAX: u64 = 1000;
+
+/// Per-shard logs and metadata under one root, with one sync thread for group commit.
+pub struct Store {
+    ctx: Arc<Ctx>,
+    logs: Mutex<BTreeMap<String, Arc<Log>>>,
+    meta: MetaStore,
+    sync_thread: Mutex<Option<JoinHandle<()>>>,
+    log_uid_next: AtomicU64,
+    trash_name_next: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("config", &self.ctx.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a log id: 1–200 bytes of `[A-Za-z0-9._-]` and `/`, not `.` or `..`.
+fn validate_log_id(id: &str) -> Result<(), LogError> {
+    let invalid = |reason| {
+        Err(LogError::InvalidLogId {
+            id: id.to_string(),
+            reason,
+        })
+    };
+    if id.is_empty() || id.len() > LOG_ID_BYTES_MAX {
+        return invalid("must be 1 to 200 bytes long");
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/');
+    if !id.bytes().all(allowed) {
+        return invalid("only A-Z, a-z, 0-9, '.', '_', '-' and '/' are allowed");
+    }
+    if id == "." || id == ".." {
+        return invalid("'.' and '..' are reserved");
+    }
+    Ok(())
+}
+
+/// A log's directory: `~` cannot occur in ids, so replacing `/` by it is reversible and keeps
+/// every log in a flat directory of its own.
+fn log_dir(id: &str) -> String {
+    format!("{LOGS_DIR}/{}", id.replace('/', "~"))
+}
+
+fn remove_tree(backend: &dyn Backend, path: &str) -> io::Result<()> {
+    for entry in backend.list_dir(path)? {
+        let child = format!("{path}/{}", entry.name);
+        if entry.is_dir {
+            remove_tree(backend, &child)?;
+        } else {
+            backend.remove_file(&child)?;
+        }
+    }
+    backend.remove_dir(path)
+}
+
+impl Store {
+    /// Opens the store on `backend`, recovering every log and the metadata.
+    pub fn open(backend: Arc<dyn Backend>, config: StoreConfig) -> Result<Arc<Store>, LogError> {
+        if config.segment_bytes_max == 0 {
+            return Err(LogError::Config("segment_bytes_max must be at least 1"));
+        }
+        if config.index_interval_bytes == 0 {
+            return Err(LogError::Config("index_interval_bytes must be at least 1"));
+        }
+        backend.create_dir(LOGS_DIR)?;
+        backend.create_dir(TRASH_DIR)?;
+        backend.sync_dir("")?;
+        for entry in backend.list_dir(TRASH_DIR)? {
+            let path = format!("{TRASH_DIR}/{}", entry.name);
+            if entry.is_dir {
+                remove_tree(&*backend, &path)?
+            } else {
+                backend.remove_file(&path)?
+            }
+        }
+        backend.sync_dir(TRASH_DIR)?;
+        let meta = MetaStore::open(&*backend)?;
+        let ctx = Arc::new(Ctx {
+            backend: Arc::clone(&backend),
+            config,
+            sync: SyncShared::default(),
+            cache: SealedCache::default(),
+            closed: AtomicBool::new(false),
+        });
+        let store = Store {
+            ctx: Arc::clone(&ctx),
+            logs: Mutex::new(BTreeMap::new()),
+            meta,
+            sync_thread: Mutex::new(None),
+            log_uid_next: AtomicU64::new(0),
+            trash_name_next: AtomicU64::new(0),
+        };
+        {
+            let mut logs = store.logs.lock();
+            for entry in backend.list_dir(LOGS_DIR)? {
+                let id = entry.name.replace('~', "/");
+                if !entry.is_dir || validate_log_id(&id).is_err() {
+                    tracing::warn!(name = %entry.name, "ignoring unknown entry in logs directory");
+                    continue;
+                }
+                let uid = store.log_uid_next.fetch_add(1, Ordering::Relaxed);
+                let inner = recovery::open_log(&ctx, id.clone(), log_dir(&id), uid)?;
+                logs.insert(id, Arc::new(Log { inner }));
+            }
+        }
+        let thread_ctx = Arc::clone(&ctx);
+        let thread = std::thread::Builder::new()
+            .name("rivulet-log-sync".to_string())
+            .spawn(move || thread_ctx.sync.run())?;
+        *store.sync_thread.lock() = Some(thread);
+        Ok(Arc::new(store))
+    }
+
+    /// The log named `id`, created (durably, empty) if it does not exist. The same `Arc` is
+    /// returned for the same id until the log is removed.
+    pub fn log(&self, id: &str) -> Result<Arc<Log>, LogError> {
+        validate_log_id(id)?;
+        let mut logs = self.logs.lock();
+        if let Some(log) = logs.get(id) {
+            return Ok(Arc::clone(log));
+        }
+        if self.ctx.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        let uid = self.log_uid_next.fetch_add(1, Ordering::Relaxed);
+        let inner = recovery::create_log(&self.ctx, id.to_string(), log_dir(id), LOGS_DIR, uid)?;
+        let log = Arc::new(Log { inner });
+        logs.insert(id.to_string(), Arc::clone(&log));
+        Ok(log)
+    }
+
+    /// The ids of every existing log, sorted.
+    pub fn log_ids(&self) -> Result<Vec<String>, LogError> {
+        Ok(self.logs.lock().keys().cloned().collect())
+    }
+
+    /// Removes the log and its files, durably (no-op if it does not exist). Pending appends
+    /// and later uses of the log fail with [`LogError::Removed`].
+    pub fn remove_log(&self, id: &str) -> Result<(), LogError> {
+        validate_log_id(id)?;
+        let mut logs = self.logs.lock();
+        let Some(log) = logs.remove(id) else {
+            return Ok(());
+        };
+        let inner = &log.inner;
+        {
+            // Under the log's lock, so no append slips in between.
+            let _state = inner.state.lock();
+            inner.durable.fail(Failure::Removed);
+        }
+        self.ctx.cache.forget(inner.uid, None);
+        let backend = &self.ctx.backend;
+        let mut attempts = 0;
+        let trash = loop {
+            let n = self.trash_name_next.fetch_add(1, Ordering::Relaxed);
+            let trash = format!("{TRASH_DIR}/{n}");
+            match backend.rename(&inner.dir, &trash) {
+                Ok(()) => break trash,
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    attempts += 1;
+                    if attempts >= TRASH_NAME_ATTEMPTS_MAX {
+                        return Err(error.into());
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        // The rename is the commit point: once both directories are synced the log is gone,
+        // and an interrupted deletion below is finished by the next open.
+        backend.sync_dir(LOGS_DIR)?;
+        backend.sync_dir(TRASH_DIR)?;
+        drop(logs);
+        remove_tree(&**backend, &trash)?;
+        backend.sync_dir(TRASH_DIR)?;
+        Ok(())
+    }
+
+    /// The metadata store.
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    /// Blocks until every append made so far is durable (or fails if a log failed).
+    pub fn sync_all(&self) -> Result<(), LogError> {
+        let logs: Vec<Arc<Log>> = self.logs.lock().values().cloned().collect();
+        for log in logs {
+            let end = log.inner.state.lock().next_offset;
+            Durable::new(Arc::clone(&log.inner.durable), end).wait_blocking()?;
+        }
+        Ok(())
+    }
+
+    /// Segment `fdatasync`s performed so far: far fewer than appends, thanks to group commit.
+    pub fn sync_count(&self) -> u64 {
+        self.ctx.sync.sync_count.load(Ordering::Relaxed)
+    }
+
+    /// Makes everything durable and stops the sync thread; later appends fail with
+    /// [`LogError::Closed`]. Idempotent; also done on drop.
+    pub fn shutdown(&self) {
+        self.ctx.closed.store(true, Ordering::Release);
+        // The thread drains its queue before it stops; appends racing with this sync inline.
+        self.ctx.sync.close();
+        if let Some(thread) = self.sync_thread.lock().take()
+            && thread.join().is_err()
+        {
+            tracing::error!("log sync thread panicked");
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ids_are_checked() {
+        for id in ["a", "stream/shard-000001", "A.b_c-d", &"x".repeat(200)] {
+            assert!(validate_log_id(id).is_ok(), "{id}");
+        }
+        for id in ["", ".", "..", "a~b", "a b", "é", &"x".repeat(201)] {
+            assert!(validate_log_id(id).is_err(), "{id}");
+        }
+        assert_eq!(log_dir("s/shard-1"), "logs/s~shard-1");
+    }
+}

@@ -1,0 +1,227 @@
+//! Group commit: one background thread syncs every log dirtied since its previous round, then
+//! publishes the new durable ends, which completes the [`Durable`]s waiting on them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use crate::LogError;
+use crate::log::LogInner;
+
+/// Why a log stopped accepting appends.
+#[derive(Clone, Debug)]
+pub(crate) enum Failure {
+    /// A write or sync failed; the text is the first error.
+    Io(String),
+    /// The log was removed.
+    Removed,
+}
+
+/// A log's durability state, shared with its [`Durable`]s.
+#[derive(Debug)]
+pub(crate) struct DurableState {
+    log_id: String,
+    /// One past the last durable record; also what `Log::watch_end` hands out.
+    end: watch::Sender<u64>,
+    failure: Mutex<Option<Failure>>,
+    /// Wakes blocking waiters; async waiters wake through `end`.
+    blocking_lock: Mutex<()>,
+    blocking_wake: Condvar,
+}
+
+impl DurableState {
+    pub fn new(log_id: String, end: u64) -> Self {
+        Self {
+            log_id,
+            end: watch::Sender::new(end),
+            failure: Mutex::new(None),
+            blocking_lock: Mutex::new(()),
+            blocking_wake: Condvar::new(),
+        }
+    }
+
+    pub fn end(&self) -> u64 {
+        *self.end.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.end.subscribe()
+    }
+
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure.lock().clone()
+    }
+
+    pub fn failure_error(&self) -> Option<LogError> {
+        self.failure().map(|failure| self.error_for(failure))
+    }
+
+    fn error_for(&self, failure: Failure) -> LogError {
+        match failure {
+            Failure::Io(reason) => LogError::Failed {
+                log: self.log_id.clone(),
+                reason,
+            },
+            Failure::Removed => LogError::Removed {
+                log: self.log_id.clone(),
+            },
+        }
+    }
+
+    /// Moves the durable end forward (never back) and wakes the waiters it satisfies.
+    pub fn publish(&self, end: u64) {
+        let advanced = self.end.send_if_modified(|current| {
+            if end > *current {
+                *current = end;
+                true
+            } else {
+                false
+            }
+        });
+        if advanced {
+            self.wake_blocking();
+        }
+    }
+
+    /// Puts the log in a failed state (the first failure wins) and wakes every waiter.
+    pub fn fail(&self, failure: Failure) {
+        self.failure.lock().get_or_insert(failure);
+        // Wakes async waiters without changing the value; they recheck the failure.
+        self.end.send_modify(|_| {});
+        self.wake_blocking();
+    }
+
+    fn wake_blocking(&self) {
+        // Taking the lock orders this wake after a waiter's check, so no wake-up is lost.
+        let _guard = self.blocking_lock.lock();
+        self.blocking_wake.notify_all();
+    }
+
+    /// `Some` once the wait for `end` is over: reached, or failed first.
+    fn check(&self, end: u64) -> Option<Result<(), LogError>> {
+        if self.end() >= end {
+            return Some(Ok(()));
+        }
+        self.failure_error().map(Err)
+    }
+}
+
+/// The result of an append.
+#[derive(Debug)]
+#[must_use = "an append is not durable until its Durable completes"]
+pub struct Appended {
+    /// Offset of the batch's first record; the others follow consecutively.
+    pub first_offset: u64,
+    /// The timestamp stored with the batch (the requested one, clamped to be non-decreasing).
+    pub timestamp_ms: i64,
+    /// Completes when the batch is on disk.
+    pub durable: Durable,
+}
+
+/// Completes when an append is on disk (after the `fdatasync` that covers it), or fails if
+/// the sync failed or the log was removed first.
+#[derive(Debug)]
+pub struct Durable {
+    state: Arc<DurableState>,
+    /// The log's durable end that means "done": one past the append's last offset.
+    end: u64,
+}
+
+impl Durable {
+    pub(crate) fn new(state: Arc<DurableState>, end: u64) -> Self {
+        Self { state, end }
+    }
+
+    /// Waits without blocking a tokio worker thread.
+    pub async fn wait(self) -> Result<(), LogError> {
+        let mut receiver = self.state.subscribe();
+        let state = &self.state;
+        let end = self.end;
+        // The sender lives in `state`, which we hold, so the channel cannot close; the result
+        // only says the condition held, and `check` below says which way.
+        let waited = receiver
+            .wait_for(|durable_end| *durable_end >= end || state.failure().is_some())
+            .await;
+        drop(waited);
+        self.state.check(self.end).unwrap_or(Err(LogError::Closed))
+    }
+
+    /// Blocks the calling thread until done.
+    pub fn wait_blocking(self) -> Result<(), LogError> {
+        let mut guard = self.state.blocking_lock.lock();
+        loop {
+            if let Some(result) = self.state.check(self.end) {
+                return result;
+            }
+            self.state.blocking_wake.wait(&mut guard);
+        }
+    }
+
+    /// Whether the append is already durable (without waiting).
+    pub fn is_durable(&self) -> bool {
+        self.state.end() >= self.end
+    }
+}
+
+#[derive(Default)]
+struct SyncQueue {
+    logs: Vec<Arc<LogInner>>,
+    closed: bool,
+}
+
+/// The sync thread's inbox, shared by every log of a store.
+#[derive(Default)]
+pub(crate) struct SyncShared {
+    queue: Mutex<SyncQueue>,
+    wake: Condvar,
+    /// Segment `fdatasync`s done so far (by the thread, rolls and shutdown).
+    pub sync_count: AtomicU64,
+}
+
+impl SyncShared {
+    /// Hands a dirty log to the sync thread. Returns false if the thread has stopped, in which
+    /// case the caller must sync the log itself.
+    pub fn enqueue(&self, log: Arc<LogInner>) -> bool {
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return false;
+        }
+        queue.logs.push(log);
+        drop(queue);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Tells the thread to finish the queued work and stop.
+    pub fn close(&self) {
+        self.queue.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    pub fn count_sync(&self) {
+        self.sync_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The sync thread's body: until closed and drained, sync whatever was dirtied meanwhile.
+    pub fn run(&self) {
+        loop {
+            let logs = {
+                let mut queue = self.queue.lock();
+                while queue.logs.is_empty() && !queue.closed {
+                    self.wake.wait(&mut queue);
+                }
+                if queue.logs.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut queue.logs)
+            };
+            // Appends arriving while these syncs run queue up for the next round: that is the
+            // group commit.
+            for log in logs {
+                log.sync_once();
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use rivulet_log::{Appended, Log, NewRecord, StoreConfig, StoredRecord};
+
+/// Small segments and a dense index, so a few appends exercise rolls and index seeks.
+pub fn small_config() -> StoreConfig {
+    StoreConfig {
+        segment_bytes_max: 1024,
+        index_interval_bytes: 128,
+    }
+}
+
+/// Appends `values` (keys are `k<i>`) as one batch, waits until it is durable, and returns
+/// the first offset and the stored timestamp.
+pub fn append_durable(log: &Log, values: &[&[u8]], timestamp_ms: i64, min: u64) -> (u64, i64) {
+    let keys: Vec<Vec<u8>> = (0..values.len())
+        .map(|i| format!("k{i}").into_bytes())
+        .collect();
+    let records: Vec<NewRecord<'_>> = values
+        .iter()
+        .zip(&keys)
+        .map(|(value, key)| NewRecord { key, value })
+        .collect();
+    let Appended {
+        first_offset,
+        timestamp_ms,
+        durable,
+    } = log.append(&records, timestamp_ms, min).expect("append");
+    durable.wait_blocking().expect("durable");
+    (first_offset, timestamp_ms)
+}
+
+/// Reads every durable record from `from` on, in small pages to exercise continuation.
+pub fn read_all(log: &Log, from: u64) -> Vec<StoredRecord> {
+    let mut records = Vec::new();
+    let mut next = from;
+    loop {
+        let batch = log.read(next, 7, 1 << 20).expect("read");
+        if batch.records.is_empty() {
+            return records;
+        }
+        next = batch.next_offset;
+        records.extend(batch.records);
+    }
+}
+
+/// A writer for tracing output that keeps it for assertions.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::ErrorKind::Other)?
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `f` with tracing output captured, and returns its result and the output.
+pub fn with_captured_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    (result, captured.text())
+}
