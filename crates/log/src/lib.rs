@@ -48,6 +48,11 @@ pub struct StoreConfig {
     /// One sparse-index entry per this many bytes of batches: the most a read scans to find
     /// its first record.
     pub index_interval_bytes: u64,
+    /// Roll to a new segment before appending a batch whose timestamp is this many
+    /// milliseconds or more past the active segment's oldest record, so that a quiet log's old
+    /// records become a whole segment `trim_older_than` can drop: nothing outlives a cutoff by
+    /// more than this.
+    pub segment_age_max_ms: i64,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +60,7 @@ impl Default for StoreConfig {
         Self {
             segment_bytes_max: 64 << 20,
             index_interval_bytes: 16 << 10,
+            segment_age_max_ms: 3_600_000,
         }
     }
 }

@@ -586,7 +586,11 @@ impl Log {
                 })?;
             let timestamp_ms = timestamp_ms.max(state.last_timestamp_ms);
             let active = &state.active.summary;
-            if active.size_bytes >= inner.ctx.config.segment_bytes_max && active.record_count > 0 {
+            let config = &inner.ctx.config;
+            let full = active.size_bytes >= config.segment_bytes_max;
+            let aged =
+                timestamp_ms.saturating_sub(active.min_timestamp_ms) >= config.segment_age_max_ms;
+            if active.record_count > 0 && (full || aged) {
                 inner.roll(state, first_offset)?;
             }
             format::encode_batch(&mut state.buf, first_offset, timestamp_ms, records);

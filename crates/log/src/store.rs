@@ -90,6 +90,9 @@ impl Store {
         if config.index_interval_bytes == 0 {
             return Err(LogError::Config("index_interval_bytes must be at least 1"));
         }
+        if config.segment_age_max_ms <= 0 {
+            return Err(LogError::Config("segment_age_max_ms must be at least 1"));
+        }
         backend.create_dir(LOGS_DIR)?;
         backend.create_dir(TRASH_DIR)?;
         backend.sync_dir("")?;

@@ -252,6 +252,7 @@ fn trim_drops_old_segments_from_disk() {
     let config = StoreConfig {
         segment_bytes_max: 300,
         index_interval_bytes: 64,
+        ..StoreConfig::default()
     };
     let store = Store::open(backend.clone(), config).expect("open");
     let log = store.log("t").expect("log");
@@ -372,6 +373,7 @@ fn invalid_input_is_refused() {
     let zero = StoreConfig {
         segment_bytes_max: 0,
         index_interval_bytes: 1,
+        ..StoreConfig::default()
     };
     assert!(matches!(
         Store::open(Arc::new(MemBackend::new()), zero),
@@ -554,4 +556,32 @@ fn handles_cross_threads_and_tasks() {
     send(&waiting);
     drop(waiting);
     store.sync_all().expect("sync_all");
+}
+
+#[test]
+fn a_quiet_log_rolls_by_age_so_retention_frees_old_records() {
+    let backend = Arc::new(CrashBackend::new());
+    let config = StoreConfig {
+        segment_age_max_ms: 1_000,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(backend.clone(), config).expect("open");
+    let log = store.log("quiet").expect("log");
+    // One small record every 400 ms: far below the size limit, so only age rolls segments.
+    for i in 0..10 {
+        append_durable(&log, &[b"tick"], i * 400, 0);
+    }
+    let segments = segment_files(&backend, "logs/quiet");
+    assert!(segments.len() >= 3, "{segments:?}");
+    // A cutoff at 2,500 ms keeps nothing older than 2,500 - 1,000 ms.
+    log.trim_older_than(2_500).expect("trim");
+    let kept = read_all(&log, 0);
+    assert!(kept.iter().all(|r| r.timestamp_ms >= 1_500), "{kept:?}");
+    assert!(kept.iter().any(|r| r.timestamp_ms < 2_500));
+    assert_eq!(kept.last().map(|r| r.offset), Some(9));
+    let zero = StoreConfig {
+        segment_age_max_ms: 0,
+        ..StoreConfig::default()
+    };
+    assert!(Store::open(Arc::new(MemBackend::new()), zero).is_err());
 }

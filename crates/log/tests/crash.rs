@@ -212,6 +212,7 @@ fn acknowledged_writes_survive_crashes_at_random_points() {
     let config = StoreConfig {
         segment_bytes_max: 1500,
         index_interval_bytes: 200,
+        ..StoreConfig::default()
     };
     // Images taken while writes were in flight: the interesting ones.
     let mut images_mid_run = 0;

@@ -62,6 +62,7 @@ fn check(ops: Vec<Op>, segment_bytes_max: u64) -> Result<(), TestCaseError> {
     let config = StoreConfig {
         segment_bytes_max,
         index_interval_bytes: 100,
+        ..StoreConfig::default()
     };
     let mut store = Store::open(backend.clone(), config).map_err(fail)?;
     let mut log: Arc<Log> = store.log("m/0").map_err(fail)?;

@@ -10,6 +10,7 @@ pub fn small_config() -> StoreConfig {
     StoreConfig {
         segment_bytes_max: 1024,
         index_interval_bytes: 128,
+        ..StoreConfig::default()
     }
 }
 
