@@ -248,3 +248,167 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_record() {
         }
     }
 }
+
+/// A flipped bit in a stored batch: the server starts, reports the damage on the read that meets
+/// it, and keeps serving every other record.
+#[tokio::test]
+async fn corrupted_batch_is_reported_and_the_rest_is_served() {
+    use crate::util::call;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let markers = [
+        "first-record-aaaa",
+        "second-record-bbbb",
+        "third-record-cccc",
+    ];
+    let mut sequences = Vec::new();
+    {
+        let t = TestServer::on_disk(dir.path()).await;
+        let c = &t.client;
+        c.create_stream()
+            .stream_name("hurt")
+            .shard_count(1)
+            .send()
+            .await
+            .expect("create");
+        c.create_stream()
+            .stream_name("fine")
+            .shard_count(1)
+            .send()
+            .await
+            .expect("create");
+        for (stream, marker) in markers
+            .iter()
+            .map(|m| ("hurt", *m))
+            .chain([("fine", "untouched")])
+        {
+            let put = c
+                .put_record()
+                .stream_name(stream)
+                .partition_key("k")
+                .data(Blob::new(marker.as_bytes()))
+                .send()
+                .await
+                .expect("put");
+            sequences.push(put.sequence_number().to_string());
+        }
+        t.stop().await;
+    }
+    // Flip one bit inside the second record's data, wherever the segment holds it.
+    let mut flipped = 0;
+    for entry in walk(dir.path()) {
+        if entry.extension().is_some_and(|e| e == "seg") {
+            let mut bytes = std::fs::read(&entry).expect("read segment");
+            if let Some(at) = bytes
+                .windows(markers[1].len())
+                .position(|w| w == markers[1].as_bytes())
+            {
+                bytes[at + 3] ^= 0x10;
+                std::fs::write(&entry, &bytes).expect("write segment");
+                flipped += 1;
+            }
+        }
+    }
+    assert_eq!(flipped, 1, "the record's bytes are in one segment");
+
+    let t = TestServer::on_disk(dir.path()).await;
+    let iterator = |kind: &str, extra: String| {
+        format!(
+            r#"{{"StreamName":"hurt","ShardId":"shardId-000000000000","ShardIteratorType":"{kind}"{extra}}}"#
+        )
+    };
+    let first = call(
+        t.addr,
+        "GetShardIterator",
+        &iterator("TRIM_HORIZON", String::new()),
+    )
+    .await;
+    let it = first.json()["ShardIterator"]
+        .as_str()
+        .expect("iterator")
+        .to_string();
+    let page = call(
+        t.addr,
+        "GetRecords",
+        &format!(r#"{{"ShardIterator":"{it}"}}"#),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    let records = page.json()["Records"].as_array().expect("records").clone();
+    assert_eq!(records.len(), 1, "the read stops before the damage");
+    assert_eq!(
+        records[0]["SequenceNumber"].as_str(),
+        Some(sequences[0].as_str())
+    );
+    let next = page.json()["NextShardIterator"]
+        .as_str()
+        .expect("next")
+        .to_string();
+    let damaged = call(
+        t.addr,
+        "GetRecords",
+        &format!(r#"{{"ShardIterator":"{next}"}}"#),
+    )
+    .await;
+    assert_eq!(damaged.status, 500);
+    assert_eq!(damaged.json()["__type"], "InternalFailure");
+    let message = damaged.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("corrupt data"), "{message}");
+    // Past the damage, and in other streams, everything is served.
+    let after = call(
+        t.addr,
+        "GetShardIterator",
+        &iterator(
+            "AT_SEQUENCE_NUMBER",
+            format!(r#","StartingSequenceNumber":"{}""#, sequences[2]),
+        ),
+    )
+    .await;
+    let it = after.json()["ShardIterator"]
+        .as_str()
+        .expect("iterator")
+        .to_string();
+    let page = call(
+        t.addr,
+        "GetRecords",
+        &format!(r#"{{"ShardIterator":"{it}"}}"#),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.json()["Records"][0]["SequenceNumber"].as_str(),
+        Some(sequences[2].as_str())
+    );
+    let fine = read_all(&t.client, "fine").await;
+    assert_eq!(fine.len(), 1);
+    assert_eq!(fine[0].2, b"untouched");
+    // Writes go on.
+    t.client
+        .put_record()
+        .stream_name("hurt")
+        .partition_key("k")
+        .data(Blob::new("fourth"))
+        .send()
+        .await
+        .expect("put after damage");
+    t.stop().await;
+}
+
+/// Every file under `root`.
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

@@ -171,7 +171,10 @@ async fn sequence_number_and_iterator_messages() {
     )
     .await;
     assert_eq!(ordered.status, 200);
-    let next = ordered.json()["SequenceNumber"].as_str().unwrap().to_string();
+    let next = ordered.json()["SequenceNumber"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(next.len() > ours.len() || (next.len() == ours.len() && next > ours));
     t.stop().await;
 }
@@ -180,9 +183,13 @@ async fn sequence_number_and_iterator_messages() {
 async fn control_plane_messages() {
     let t = TestServer::start().await;
     assert_eq!(
-        call(t.addr, "CreateStream", r#"{"StreamName":"c","ShardCount":1}"#)
-            .await
-            .status,
+        call(
+            t.addr,
+            "CreateStream",
+            r#"{"StreamName":"c","ShardCount":1}"#
+        )
+        .await
+        .status,
         200
     );
     let both = call(t.addr, "ListShards", r#"{}"#).await;
@@ -248,13 +255,19 @@ async fn control_plane_messages() {
         &[
             ("Content-Type", "application/x-amz-json-1.1"),
             ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
-            ("Authorization", "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00"),
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00",
+            ),
         ],
         b"{}",
     )
     .await;
     let (status, code, message) = error(&incomplete);
-    assert_eq!((status, code.as_str()), (400, "IncompleteSignatureException"));
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "IncompleteSignatureException")
+    );
     assert!(
         message.starts_with("Authorization header requires 'Credential' parameter."),
         "{message}"

@@ -63,7 +63,14 @@ impl ApiError {
 impl From<rivulet_log::LogError> for ApiError {
     fn from(error: rivulet_log::LogError) -> Self {
         tracing::error!(%error, "storage error");
-        ApiError::internal("Internal Service Failure")
+        match error {
+            // The read that meets damaged data says so (and where), so the operator can act;
+            // the records before and after it stay readable.
+            rivulet_log::LogError::Corrupt { .. } => {
+                ApiError::internal(format!("Internal Service Failure: {error}"))
+            }
+            _ => ApiError::internal("Internal Service Failure"),
+        }
     }
 }
 
