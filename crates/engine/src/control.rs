@@ -194,8 +194,8 @@ impl Engine {
             adjacent_parent_shard_id: shard.adjacent_parent.map(shard_id),
             starting_hash_key: shard.start_hash.clone(),
             ending_hash_key: shard.end_hash.clone(),
-            starting_sequence_number: starting,
-            ending_sequence_number: ending,
+            starting_sequence_number: starting.to_string(),
+            ending_sequence_number: ending.map(|e| e.to_string()),
         }
     }
 

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use rivulet_log::{Durable, NewRecord};
 
 use crate::meta::{StreamMeta, StreamStatus, parse_shard_id, shard_id};
-use crate::seq::{self, Decoded, SeqParts};
+use crate::seq::{self, Decoded, SeqParts, SequenceNumber};
 use crate::token::{Kind, Reader, Writer};
 use crate::{ApiError, Engine, ErrorKind, Result, StreamTarget, TOKEN_TTL_MS, hash, time};
 
@@ -25,8 +25,15 @@ pub struct PutEntry<'a> {
 /// Where one put record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutResult {
-    pub shard_id: String,
-    pub sequence_number: String,
+    pub shard_index: u32,
+    pub sequence_number: SequenceNumber,
+}
+
+impl PutResult {
+    /// The shard's id (`shardId-000000000000`).
+    pub fn shard_id(&self) -> String {
+        shard_id(self.shard_index)
+    }
 }
 
 /// The result of a put: per-record placements, and the syncs to await before answering.
@@ -82,7 +89,7 @@ pub struct GetShardIterator<'a> {
 /// A record as GetRecords returns it.
 #[derive(Debug, Clone)]
 pub struct OutRecord {
-    pub sequence_number: String,
+    pub sequence_number: SequenceNumber,
     pub arrival_ms: i64,
     pub data: Bytes,
     pub partition_key: Bytes,
@@ -273,7 +280,7 @@ impl Engine {
                     stream_tag: tag,
                 });
                 results[i] = Some(PutResult {
-                    shard_id: shard_id(route.index),
+                    shard_index: route.index,
                     sequence_number,
                 });
             }

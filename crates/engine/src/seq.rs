@@ -13,6 +13,49 @@ const HEX_DIGITS: usize = 47;
 /// Decimal digits the largest 47-hex-digit number can have.
 const DECIMAL_DIGITS_MAX: usize = 57;
 
+/// Decimal digits a 192-bit number can have.
+const SEQUENCE_DIGITS_MAX: usize = 63;
+
+/// A sequence number's decimal text, kept inline (no allocation per record).
+#[derive(Clone, Copy)]
+pub struct SequenceNumber {
+    len: u8,
+    digits: [u8; SEQUENCE_DIGITS_MAX],
+}
+
+impl SequenceNumber {
+    /// The decimal text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.digits[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for SequenceNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl PartialEq for SequenceNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SequenceNumber {}
+
+impl PartialEq<str> for SequenceNumber {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// The fields a sequence number carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqParts {
@@ -63,29 +106,51 @@ impl U192 {
         Some(U192(limbs))
     }
 
-    fn to_decimal(self) -> String {
-        const CHUNK: u64 = 10_000_000_000_000_000_000; // 10^19
-        let mut limbs = self.0;
-        let mut chunks = Vec::with_capacity(4);
+    fn to_decimal(self) -> SequenceNumber {
+        // Base-10^9 chunks by long division over 32-bit limbs: every step is a u64 division by
+        // a constant, which compiles to multiplications (u128 division would be a libcall).
+        const CHUNK: u64 = 1_000_000_000;
+        let mut limbs = [0u32; 6]; // most significant first
+        for (i, limb) in self.0.iter().rev().enumerate() {
+            limbs[2 * i] = (limb >> 32) as u32;
+            limbs[2 * i + 1] = *limb as u32;
+        }
+        let mut chunks = [0u32; 7];
+        let mut count = 0;
         loop {
-            let mut remainder = 0u128;
-            for limb in limbs.iter_mut().rev() {
-                let value = (remainder << 64) | u128::from(*limb);
-                *limb = (value / u128::from(CHUNK)) as u64;
-                remainder = value % u128::from(CHUNK);
+            let mut remainder = 0u64;
+            for limb in &mut limbs {
+                let value = (remainder << 32) | u64::from(*limb);
+                *limb = (value / CHUNK) as u32;
+                remainder = value % CHUNK;
             }
-            chunks.push(remainder as u64);
-            if limbs == [0, 0, 0] {
+            chunks[count] = remainder as u32;
+            count += 1;
+            if limbs == [0; 6] || count == chunks.len() {
                 break;
             }
         }
-        let mut out = String::with_capacity(DECIMAL_DIGITS_MAX);
-        let mut iter = chunks.iter().rev();
-        if let Some(first) = iter.next() {
-            out.push_str(&first.to_string());
-        }
-        for chunk in iter {
-            out.push_str(&format!("{chunk:019}"));
+        let mut out = SequenceNumber {
+            len: 0,
+            digits: [0; SEQUENCE_DIGITS_MAX],
+        };
+        for (i, chunk) in chunks[..count].iter().rev().enumerate() {
+            let mut digits = [0u8; 9];
+            let mut n = *chunk;
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            // The leading chunk has no leading zeros (but zero itself is one digit).
+            let skip = if i == 0 {
+                digits.iter().take(8).take_while(|&&d| d == b'0').count()
+            } else {
+                0
+            };
+            let len = usize::from(out.len);
+            let part = &digits[skip..];
+            out.digits[len..len + part.len()].copy_from_slice(part);
+            out.len += part.len() as u8;
         }
         out
     }
@@ -140,7 +205,7 @@ const ZERO_LOW: u32 = 180;
 const HEAD_LOW: u32 = 184; // the leading `2`
 
 /// Encodes a sequence number as its decimal string.
-pub fn encode(parts: SeqParts) -> String {
+pub fn encode(parts: SeqParts) -> SequenceNumber {
     let mut n = U192::default();
     n.set_bits(TAIL_LOW, 4, 2);
     n.set_bits(TAG_LOW, 16, u64::from(parts.stream_tag));
@@ -187,6 +252,10 @@ pub fn decode(text: &str) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn enc(parts: SeqParts) -> String {
+        encode(parts).to_string()
+    }
     use proptest::prelude::*;
 
     fn parts(counter: u64) -> SeqParts {
@@ -201,7 +270,7 @@ mod tests {
 
     #[test]
     fn has_aws_length() {
-        let text = encode(parts(0));
+        let text = enc(parts(0));
         assert!((55..=57).contains(&text.len()), "{text}");
         assert!(text.bytes().all(|b| b.is_ascii_digit()));
     }
@@ -220,7 +289,7 @@ mod tests {
                        arrival in any::<u32>(), tag in any::<u16>()) {
             let p = SeqParts { shard_created_s: created, shard_index: shard, counter,
                                arrival_s: arrival, stream_tag: tag };
-            prop_assert_eq!(decode(&encode(p)), Decoded::Full(p));
+            prop_assert_eq!(decode(&enc(p)), Decoded::Full(p));
         }
 
         #[test]
@@ -230,7 +299,7 @@ mod tests {
             first.arrival_s = arrival_a;
             let mut second = parts(a + 1);
             second.arrival_s = arrival_b;
-            let (x, y) = (encode(first), encode(second));
+            let (x, y) = (enc(first), enc(second));
             // Same-length decimals compare like numbers; longer means larger.
             prop_assert!((x.len(), &x) < (y.len(), &y));
         }

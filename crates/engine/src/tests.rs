@@ -153,7 +153,7 @@ fn updating_state_blocks_resharding_and_keeps_writes_flowing() {
         "Stream u under account 000000000000 not ACTIVE, instead in state UPDATING",
     );
     assert_eq!(
-        put(&e, "u", "a", b"during", T0 + 2).shard_id,
+        put(&e, "u", "a", b"during", T0 + 2).shard_id(),
         "shardId-000000000000"
     );
     let view = e
@@ -166,7 +166,7 @@ fn updating_state_blocks_resharding_and_keeps_writes_flowing() {
     assert_eq!(view.status, StreamStatus::Active);
     assert_eq!(view.open_shard_count, 2);
     let placed = put(&e, "u", "a", b"after", T0 + 1001);
-    assert_ne!(placed.shard_id, "shardId-000000000000");
+    assert_ne!(placed.shard_id(), "shardId-000000000000");
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn sequence_numbers_from_another_stream_are_rejected() {
         target: StreamTarget::name("two"),
         shard_id: "shardId-000000000000",
         iterator_type: IteratorType::AtSequenceNumber,
-        starting_sequence_number: Some(&seq),
+        starting_sequence_number: Some(seq.as_str()),
         timestamp_ms: None,
     };
     check(
@@ -317,7 +317,13 @@ fn streams_and_records_survive_reopening_the_store() {
     let e = Engine::open(store.clone(), config.clone()).unwrap();
     create(&e, "keep", 2, T0);
     let placed = put(&e, "keep", "k", b"v", T0);
-    let it = iterator(&e, "keep", &placed.shard_id, IteratorType::TrimHorizon, T0);
+    let it = iterator(
+        &e,
+        "keep",
+        &placed.shard_id(),
+        IteratorType::TrimHorizon,
+        T0,
+    );
     store.shutdown();
     drop(e);
     let store = Store::open(backend, StoreConfig::default()).unwrap();

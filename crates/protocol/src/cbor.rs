@@ -8,18 +8,18 @@
 
 use std::borrow::Cow;
 
+use minicbor::Decoder;
 use minicbor::data::{Tag, Type};
-use minicbor::{Decoder, Encoder};
 
+use crate::Format;
 use crate::decode::{
     DEPTH_MAX, StructBuilder, finish_map, from_float, from_integer, from_text, member_index,
 };
 use crate::error::{DecodeError, Found, mismatch};
 use crate::model::{Kind, NO_SHAPE, Shape, shape};
-use crate::value::{Value, seconds_to_ms};
+use crate::value::Value;
+use crate::writer::Writer;
 
-/// CBOR's epoch-based date/time tag.
-const TAG_EPOCH: u64 = 1;
 /// The break byte that ends an indefinite-length item.
 const BREAK: u8 = 0xff;
 /// Preallocation cap for definite lengths, which a hostile body can set to anything.
@@ -215,53 +215,7 @@ fn bytes<'b>(d: &mut Decoder<'b>, datatype: Type) -> Result<Cow<'b, [u8]>, Decod
 
 /// Encodes `value` as CBOR with definite lengths. `Null` members of maps are left out.
 pub(crate) fn encode(value: &Value) -> Vec<u8> {
-    let mut encoder = Encoder::new(Vec::with_capacity(256));
-    // Writing to a Vec cannot fail; the error type is only there for other writers.
-    match write_value(&mut encoder, value) {
-        Ok(()) => encoder.into_writer(),
-        Err(_) => Vec::new(),
-    }
-}
-
-type EncodeResult = Result<(), minicbor::encode::Error<std::convert::Infallible>>;
-
-fn write_value(e: &mut Encoder<Vec<u8>>, value: &Value) -> EncodeResult {
-    match value {
-        Value::Null => {
-            e.null()?;
-        }
-        Value::Bool(b) => {
-            e.bool(*b)?;
-        }
-        Value::Int(n) => {
-            e.i64(*n)?;
-        }
-        Value::Float(f) => {
-            e.f64(*f)?;
-        }
-        Value::Str(text) => {
-            e.str(text)?;
-        }
-        Value::Blob(bytes) => {
-            e.bytes(bytes)?;
-        }
-        Value::Timestamp(secs) => {
-            e.tag(Tag::new(TAG_EPOCH))?.i64(seconds_to_ms(*secs))?;
-        }
-        Value::List(items) => {
-            e.array(items.len() as u64)?;
-            for item in items {
-                write_value(e, item)?;
-            }
-        }
-        Value::Map(members) => {
-            let present = members.iter().filter(|(_, v)| !v.is_null());
-            e.map(present.clone().count() as u64)?;
-            for (name, member) in present {
-                e.str(name)?;
-                write_value(e, member)?;
-            }
-        }
-    }
-    Ok(())
+    let mut writer = Writer::new(Format::Cbor, 256);
+    writer.value(value);
+    writer.finish()
 }

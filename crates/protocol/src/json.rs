@@ -4,16 +4,15 @@
 //! are skipped without building values, and blobs decode straight from the body's bytes.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
-use base64::Engine as _;
-
+use crate::Format;
 use crate::decode::{
-    BASE64, DEPTH_MAX, StructBuilder, finish_map, from_float, from_integer, from_text, member_index,
+    DEPTH_MAX, StructBuilder, finish_map, from_float, from_integer, from_text, member_index,
 };
 use crate::error::{DecodeError, Found, mismatch};
 use crate::model::{Kind, NO_SHAPE, Shape, shape};
-use crate::value::{Value, seconds_to_ms};
+use crate::value::Value;
+use crate::writer::Writer;
 
 /// Decodes `body` as the structure `input` (`NO_SHAPE`: any object, nothing kept).
 pub(crate) fn decode(input: u16, body: &[u8]) -> Result<Value, DecodeError> {
@@ -459,100 +458,9 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Result<u32, DecodeError> {
 
 /// Encodes `value` as JSON. `Null` members of maps are left out.
 pub(crate) fn encode(value: &Value) -> Vec<u8> {
-    let mut out = String::with_capacity(256);
-    write_value(&mut out, value);
-    out.into_bytes()
-}
-
-fn write_value(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::Float(f) if f.is_finite() => {
-            // Display never uses exponent notation, so this is always a valid JSON number.
-            let _ = write!(out, "{f}");
-        }
-        Value::Float(_) => out.push_str("null"),
-        Value::Str(text) => write_string(out, text),
-        Value::Blob(bytes) => {
-            out.push('"');
-            BASE64.encode_string(bytes, out);
-            out.push('"');
-        }
-        Value::Timestamp(secs) => write_timestamp(out, *secs),
-        Value::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
-        Value::Map(members) => {
-            out.push('{');
-            let mut first = true;
-            for (name, member) in members.iter().filter(|(_, v)| !v.is_null()) {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                write_string(out, name);
-                out.push(':');
-                write_value(out, member);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Epoch seconds as a plain decimal with at most millisecond precision: `1506440188.749`,
-/// `1506440188.5`, `1506440188` — never exponent notation, which some clients misread.
-pub(crate) fn write_timestamp(out: &mut String, secs: f64) {
-    if !secs.is_finite() {
-        out.push_str("null");
-        return;
-    }
-    let ms = seconds_to_ms(secs);
-    let sign = if ms < 0 { "-" } else { "" };
-    let abs = ms.unsigned_abs();
-    let (whole, frac) = (abs / 1000, abs % 1000);
-    let _ = if frac == 0 {
-        write!(out, "{sign}{whole}")
-    } else {
-        let digits = format!("{frac:03}");
-        write!(out, "{sign}{whole}.{}", digits.trim_end_matches('0'))
-    };
-}
-
-/// A JSON string literal with the escapes RFC 8259 requires.
-fn write_string(out: &mut String, text: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in text.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&text[start..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
+    let mut writer = Writer::new(Format::Json, 256);
+    writer.value(value);
+    writer.finish()
 }
 
 #[cfg(test)]
@@ -589,17 +497,18 @@ mod tests {
             (1e11, "100000000000"),
         ];
         for (secs, expected) in cases {
-            let mut out = String::new();
-            write_timestamp(&mut out, *secs);
-            assert_eq!(out, *expected);
+            let out = encode(&Value::Timestamp(*secs));
+            assert_eq!(String::from_utf8(out).unwrap(), *expected);
         }
     }
 
     #[test]
     fn strings_are_escaped() {
-        let mut out = String::new();
-        write_string(&mut out, "a\"b\\c\nd\u{1}é\u{2028}");
-        assert_eq!(out, "\"a\\\"b\\\\c\\nd\\u0001é\u{2028}\"");
+        let out = encode(&Value::Str("a\"b\\c\nd\u{1}é\u{2028}".into()));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\nd\\u0001é\u{2028}\""
+        );
     }
 
     #[test]

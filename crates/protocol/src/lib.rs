@@ -20,12 +20,14 @@ mod model;
 mod model_gen;
 mod validate;
 mod value;
+mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::AwsError;
 pub use value::{MapBuilder, Value};
+pub use writer::Writer;
 
 /// A wire format, chosen by the request's `Content-Type`; the response uses the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,7 +5,7 @@ use rivulet_engine::{
     ApiError, CreateStream, Engine, ErrorKind, GetShardIterator, IteratorType, ListShards,
     PutEntry, ShardFilter, ShardView, StreamMode, StreamTarget, StreamView, parse_stream_arn,
 };
-use rivulet_protocol::{AwsError, Value};
+use rivulet_protocol::{AwsError, Format, Value, Writer};
 
 /// What an operation answers: a response document or an AWS error.
 pub type Reply = Result<Value, AwsError>;
@@ -178,12 +178,28 @@ fn dry_run_error() -> AwsError {
     )
 }
 
-/// Answers one operation. `now_ms` is the wall clock, read once per request by the caller.
-pub async fn dispatch(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply {
+/// Answers one operation with its encoded response body. `now_ms` is the wall clock, read
+/// once per request by the caller. The data-plane operations write their responses straight
+/// into the body; the rest build a `Value` first.
+pub async fn dispatch(
+    engine: &Engine,
+    operation: &str,
+    input: &Value,
+    now_ms: i64,
+    format: Format,
+) -> Result<Vec<u8>, AwsError> {
+    match operation {
+        "PutRecord" => put_record(engine, input, now_ms, format).await,
+        "PutRecords" => put_records(engine, input, now_ms, format).await,
+        "GetRecords" => get_records(engine, input, now_ms, format).map_err(aws_error),
+        _ => answer(engine, operation, input, now_ms)
+            .map(|value| rivulet_protocol::encode_response(format, &value)),
+    }
+}
+
+/// Answers a control-plane operation (or GetShardIterator) as a response document.
+fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply {
     let result = match operation {
-        "PutRecord" => return put_record(engine, input, now_ms).await,
-        "PutRecords" => return put_records(engine, input, now_ms).await,
-        "GetRecords" => get_records(engine, input, now_ms),
         "GetShardIterator" => get_shard_iterator(engine, input, now_ms),
         "CreateStream" => create_stream(engine, input, now_ms),
         "DeleteStream" => engine
@@ -521,7 +537,12 @@ fn get_shard_iterator(engine: &Engine, input: &Value, now_ms: i64) -> Result<Val
     Ok(obj([("ShardIterator", s(iterator))]))
 }
 
-fn get_records(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+fn get_records(
+    engine: &Engine,
+    input: &Value,
+    now_ms: i64,
+    format: Format,
+) -> Result<Vec<u8>, ApiError> {
     let batch = engine.get_records(
         text(input, "ShardIterator").unwrap_or_default(),
         u32_arg(input, "Limit"),
@@ -533,55 +554,52 @@ fn get_records(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, Api
             dry_run_error().message.unwrap_or_default(),
         ));
     }
-    let records = batch
+    let payload: usize = batch
         .records
-        .into_iter()
-        .map(|r| {
-            obj([
-                ("SequenceNumber", s(r.sequence_number)),
-                ("ApproximateArrivalTimestamp", ts(r.arrival_ms)),
-                ("Data", Some(Value::Blob(r.data.to_vec()))),
-                (
-                    "PartitionKey",
-                    s(String::from_utf8_lossy(&r.partition_key).into_owned()),
-                ),
-            ])
-        })
-        .collect();
-    let children = batch.child_shards.map(|children| {
-        Value::List(
-            children
-                .into_iter()
-                .map(|c| {
-                    obj([
-                        ("ShardId", s(c.shard_id)),
-                        (
-                            "ParentShards",
-                            Some(Value::List(
-                                c.parent_shards.into_iter().map(Value::Str).collect(),
-                            )),
-                        ),
-                        (
-                            "HashKeyRange",
-                            Some(obj([
-                                ("StartingHashKey", s(c.starting_hash_key)),
-                                ("EndingHashKey", s(c.ending_hash_key)),
-                            ])),
-                        ),
-                    ])
-                })
-                .collect(),
-        )
-    });
-    Ok(obj([
-        ("Records", Some(Value::List(records))),
-        (
-            "NextShardIterator",
-            batch.next_shard_iterator.map(Value::Str),
-        ),
-        ("MillisBehindLatest", n(batch.millis_behind_latest)),
-        ("ChildShards", children),
-    ]))
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len())
+        .sum();
+    let mut w = Writer::new(format, 256 + payload * 4 / 3 + batch.records.len() * 160);
+    let members = 2
+        + usize::from(batch.next_shard_iterator.is_some())
+        + usize::from(batch.child_shards.is_some());
+    w.begin_map(members);
+    w.key("Records").begin_list(batch.records.len());
+    for r in &batch.records {
+        w.begin_map(4);
+        w.key("SequenceNumber").str(r.sequence_number.as_str());
+        w.key("ApproximateArrivalTimestamp")
+            .timestamp_ms(r.arrival_ms);
+        w.key("Data").blob(&r.data);
+        let key = String::from_utf8_lossy(&r.partition_key);
+        w.key("PartitionKey").str(&key);
+        w.end_map();
+    }
+    w.end_list();
+    if let Some(next) = &batch.next_shard_iterator {
+        w.key("NextShardIterator").str(next);
+    }
+    w.key("MillisBehindLatest").int(batch.millis_behind_latest);
+    if let Some(children) = &batch.child_shards {
+        w.key("ChildShards").begin_list(children.len());
+        for c in children {
+            w.begin_map(3);
+            w.key("ShardId").str(&c.shard_id);
+            w.key("ParentShards").begin_list(c.parent_shards.len());
+            for parent in &c.parent_shards {
+                w.str(parent);
+            }
+            w.end_list();
+            w.key("HashKeyRange").begin_map(2);
+            w.key("StartingHashKey").str(&c.starting_hash_key);
+            w.key("EndingHashKey").str(&c.ending_hash_key);
+            w.end_map();
+            w.end_map();
+        }
+        w.end_list();
+    }
+    w.end_map();
+    Ok(w.finish())
 }
 
 /// Waits until every append of a put is durable; a failed sync fails the request.
@@ -595,7 +613,7 @@ async fn await_durable(durable: Vec<rivulet_log::Durable>) -> Result<(), AwsErro
     Ok(())
 }
 
-fn dry_run_put(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
+fn dry_run_put<T>(engine: &Engine, input: &Value, now_ms: i64) -> Result<T, AwsError> {
     // Every check a put makes, without writing: the stream must exist and accept writes.
     let view = engine
         .describe_stream_summary(&target(input), now_ms)
@@ -613,7 +631,12 @@ fn dry_run_put(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
     Err(dry_run_error())
 }
 
-async fn put_record(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
+async fn put_record(
+    engine: &Engine,
+    input: &Value,
+    now_ms: i64,
+    format: Format,
+) -> Result<Vec<u8>, AwsError> {
     if flag(input, "DryRun") {
         return dry_run_put(engine, input, now_ms);
     }
@@ -634,16 +657,22 @@ async fn put_record(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
     await_durable(outcome.durable).await?;
     let result = outcome
         .results
-        .into_iter()
-        .next()
+        .first()
         .ok_or_else(|| AwsError::internal("no result"))?;
-    Ok(obj([
-        ("ShardId", s(result.shard_id)),
-        ("SequenceNumber", s(result.sequence_number)),
-    ]))
+    let mut w = Writer::new(format, 128);
+    w.begin_map(2);
+    w.key("ShardId").str(&result.shard_id());
+    w.key("SequenceNumber").str(result.sequence_number.as_str());
+    w.end_map();
+    Ok(w.finish())
 }
 
-async fn put_records(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
+async fn put_records(
+    engine: &Engine,
+    input: &Value,
+    now_ms: i64,
+    format: Format,
+) -> Result<Vec<u8>, AwsError> {
     if flag(input, "DryRun") {
         return dry_run_put(engine, input, now_ms);
     }
@@ -659,18 +688,21 @@ async fn put_records(engine: &Engine, input: &Value, now_ms: i64) -> Reply {
         .put_records(&target(input), &entries, None, true, now_ms)
         .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
-    let records = outcome
-        .results
-        .into_iter()
-        .map(|r| {
-            obj([
-                ("SequenceNumber", s(r.sequence_number)),
-                ("ShardId", s(r.shard_id)),
-            ])
-        })
-        .collect();
-    Ok(obj([
-        ("FailedRecordCount", n(0)),
-        ("Records", Some(Value::List(records))),
-    ]))
+    let mut w = Writer::new(format, 64 + outcome.results.len() * 110);
+    w.begin_map(2);
+    w.key("FailedRecordCount").int(0);
+    w.key("Records").begin_list(outcome.results.len());
+    let mut shard = (u32::MAX, String::new());
+    for r in &outcome.results {
+        if shard.0 != r.shard_index {
+            shard = (r.shard_index, r.shard_id());
+        }
+        w.begin_map(2);
+        w.key("SequenceNumber").str(r.sequence_number.as_str());
+        w.key("ShardId").str(&shard.1);
+        w.end_map();
+    }
+    w.end_list();
+    w.end_map();
+    Ok(w.finish())
 }

@@ -218,12 +218,9 @@ pub async fn handle(
         Ok(input) => input,
         Err(error) => return Ok(error_response(format, &error, cors)),
     };
-    let reply = api::dispatch(&engine, &operation, &input, now_ms()).await;
+    let reply = api::dispatch(&engine, &operation, &input, now_ms(), format).await;
     Ok(match reply {
-        Ok(value) => {
-            let body = rivulet_protocol::encode_response(format, &value);
-            respond(200, format.content_type(), body, cors)
-        }
+        Ok(body) => respond(200, format.content_type(), body, cors),
         Err(error) => {
             if error.status >= 500 {
                 tracing::error!(operation = %operation, code = %error.code, "request failed");
