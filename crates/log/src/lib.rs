@@ -53,6 +53,9 @@ pub struct StoreConfig {
     /// records become a whole segment `trim_older_than` can drop: nothing outlives a cutoff by
     /// more than this.
     pub segment_age_max_ms: i64,
+    /// Threads that sync dirty logs. Each sync covers one log's file, so several in flight
+    /// let the file system share one journal commit and device flush among them.
+    pub sync_threads: usize,
 }
 
 impl Default for StoreConfig {
@@ -61,6 +64,7 @@ impl Default for StoreConfig {
             segment_bytes_max: 64 << 20,
             index_interval_bytes: 16 << 10,
             segment_age_max_ms: 3_600_000,
+            sync_threads: 4,
         }
     }
 }

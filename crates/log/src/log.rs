@@ -87,7 +87,7 @@ pub(crate) struct LogState {
     /// One past the last durable record, as published; kept here too so a reader sees it
     /// consistently with `active.durable_bytes`.
     pub durable_end: u64,
-    /// Whether the log is in the sync thread's queue.
+    /// Whether the log is in the sync queue.
     pub queued_for_sync: bool,
     /// Reused to encode batches.
     pub buf: Vec<u8>,
@@ -236,7 +236,7 @@ impl LogInner {
         self.durable.fail(Failure::Io(format!("{what}: {error}")));
     }
 
-    /// One round of the sync thread for this log: sync what was written so far, publish it.
+    /// One sync of this log (by a sync thread): sync what was written so far, publish it.
     pub fn sync_once(&self) {
         let (file, base, size_bytes, end) = {
             let mut state = self.state.lock();
@@ -629,7 +629,7 @@ impl Log {
             )
         };
         if enqueue && !inner.ctx.sync.enqueue(Arc::clone(inner)) {
-            // The store is shutting down and its sync thread is gone: sync here.
+            // The store is shutting down and its sync threads are gone: sync here.
             inner.sync_once();
         }
         Ok(appended)

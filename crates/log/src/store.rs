@@ -1,4 +1,4 @@
-//! The store: every log under one root, the metadata store, and the sync thread.
+//! The store: every log under one root, the metadata store, and the sync threads.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -24,12 +24,12 @@ const LOG_ID_BYTES_MAX: usize = 200;
 /// Attempts to find a free name in the trash before giving up.
 const TRASH_NAME_ATTEMPTS_MAX: u64 = 1000;
 
-/// Per-shard logs and metadata under one root, with one sync thread for group commit.
+/// Per-shard logs and metadata under one root, with sync threads for group commit.
 pub struct Store {
     ctx: Arc<Ctx>,
     logs: Mutex<BTreeMap<String, Arc<Log>>>,
     meta: MetaStore,
-    sync_thread: Mutex<Option<JoinHandle<()>>>,
+    sync_threads: Mutex<Vec<JoinHandle<()>>>,
     log_uid_next: AtomicU64,
     trash_name_next: AtomicU64,
 }
@@ -90,6 +90,9 @@ impl Store {
         if config.index_interval_bytes == 0 {
             return Err(LogError::Config("index_interval_bytes must be at least 1"));
         }
+        if config.sync_threads == 0 {
+            return Err(LogError::Config("sync_threads must be at least 1"));
+        }
         if config.segment_age_max_ms <= 0 {
             return Err(LogError::Config("segment_age_max_ms must be at least 1"));
         }
@@ -117,7 +120,7 @@ impl Store {
             ctx: Arc::clone(&ctx),
             logs: Mutex::new(BTreeMap::new()),
             meta,
-            sync_thread: Mutex::new(None),
+            sync_threads: Mutex::new(Vec::new()),
             log_uid_next: AtomicU64::new(0),
             trash_name_next: AtomicU64::new(0),
         };
@@ -134,11 +137,13 @@ impl Store {
                 logs.insert(id, Arc::new(Log { inner }));
             }
         }
-        let thread_ctx = Arc::clone(&ctx);
-        let thread = std::thread::Builder::new()
-            .name("rivulet-log-sync".to_string())
-            .spawn(move || thread_ctx.sync.run())?;
-        *store.sync_thread.lock() = Some(thread);
+        for _ in 0..config.sync_threads {
+            let thread_ctx = Arc::clone(&ctx);
+            let thread = std::thread::Builder::new()
+                .name("rivulet-log-sync".to_string())
+                .spawn(move || thread_ctx.sync.run())?;
+            store.sync_threads.lock().push(thread);
+        }
         Ok(Arc::new(store))
     }
 
@@ -226,16 +231,16 @@ impl Store {
         self.ctx.sync.sync_count.load(Ordering::Relaxed)
     }
 
-    /// Makes everything durable and stops the sync thread; later appends fail with
+    /// Makes everything durable and stops the sync threads; later appends fail with
     /// [`LogError::Closed`]. Idempotent; also done on drop.
     pub fn shutdown(&self) {
         self.ctx.closed.store(true, Ordering::Release);
         // The thread drains its queue before it stops; appends racing with this sync inline.
         self.ctx.sync.close();
-        if let Some(thread) = self.sync_thread.lock().take()
-            && thread.join().is_err()
-        {
-            tracing::error!("log sync thread panicked");
+        for thread in std::mem::take(&mut *self.sync_threads.lock()) {
+            if thread.join().is_err() {
+                tracing::error!("log sync thread panicked");
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Group commit: one background thread syncs every log dirtied since its previous round, then
-//! publishes the new durable ends, which completes the [`Durable`]s waiting on them.
+//! Group commit: background threads sync every log dirtied since its previous sync, then
+//! publish the new durable ends, which completes the [`Durable`]s waiting on them. Each log is
+//! queued at most once until a thread picks it up; several threads sync different logs at
+//! once, so that the file system can fold their journal commits and device flushes together.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,11 +169,11 @@ impl Durable {
 
 #[derive(Default)]
 struct SyncQueue {
-    logs: Vec<Arc<LogInner>>,
+    logs: std::collections::VecDeque<Arc<LogInner>>,
     closed: bool,
 }
 
-/// The sync thread's inbox, shared by every log of a store.
+/// The sync threads' inbox, shared by every log of a store.
 #[derive(Default)]
 pub(crate) struct SyncShared {
     queue: Mutex<SyncQueue>,
@@ -181,14 +183,14 @@ pub(crate) struct SyncShared {
 }
 
 impl SyncShared {
-    /// Hands a dirty log to the sync thread. Returns false if the thread has stopped, in which
+    /// Hands a dirty log to the sync threads. Returns false if they have stopped, in which
     /// case the caller must sync the log itself.
     pub fn enqueue(&self, log: Arc<LogInner>) -> bool {
         let mut queue = self.queue.lock();
         if queue.closed {
             return false;
         }
-        queue.logs.push(log);
+        queue.logs.push_back(log);
         drop(queue);
         self.wake.notify_one();
         true
@@ -204,24 +206,24 @@ impl SyncShared {
         self.sync_count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The sync thread's body: until closed and drained, sync whatever was dirtied meanwhile.
+    /// A sync thread's body: until closed and drained, sync the next dirty log. Appends that
+    /// arrive while its sync runs queue the log again for the next one: that is the group
+    /// commit. (Two threads may sync one log at once; durable ends only move forward.)
     pub fn run(&self) {
         loop {
-            let logs = {
+            let log = {
                 let mut queue = self.queue.lock();
-                while queue.logs.is_empty() && !queue.closed {
+                loop {
+                    if let Some(log) = queue.logs.pop_front() {
+                        break log;
+                    }
+                    if queue.closed {
+                        return;
+                    }
                     self.wake.wait(&mut queue);
                 }
-                if queue.logs.is_empty() {
-                    return;
-                }
-                std::mem::take(&mut queue.logs)
             };
-            // Appends arriving while these syncs run queue up for the next round: that is the
-            // group commit.
-            for log in logs {
-                log.sync_once();
-            }
+            log.sync_once();
         }
     }
 }
