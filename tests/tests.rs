@@ -3,5 +3,6 @@
 mod durability;
 mod messages;
 mod sdk;
+mod transport;
 mod util;
 mod wire;

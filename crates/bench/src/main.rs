@@ -43,7 +43,7 @@ struct Cli {
     workload: Workload,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Workload {
     /// PutRecords batches for a fixed time.
     PutRecords {
@@ -70,6 +70,20 @@ enum Workload {
         /// Load at least this many records first (100-byte, in 500-record batches)
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
+    },
+    /// Starts a server (a shell command that listens on --endpoint), reports how long until
+    /// its first ListStreams answer and its resident memory then, and stops it.
+    Ready {
+        #[arg(long)]
+        command: String,
+    },
+    /// Resident memory of a running server (by pid), as a result line.
+    Memory {
+        #[arg(long)]
+        pid: u32,
+        /// What the number describes, e.g. "after-10M-records"
+        #[arg(long)]
+        when: String,
     },
     /// Puts at a fixed rate while a reader polls; reports put→visible latency.
     Visible {
@@ -189,6 +203,63 @@ fn put_records_body(stream: &str, batch: usize, record_bytes: usize, salt: usize
     Bytes::from(json!({"StreamName": stream, "Records": records}).to_string())
 }
 
+/// Resident set size of a process, in KiB (Linux).
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS line")
+}
+
+fn mib(kib: u64) -> f64 {
+    (kib as f64 / 1024.0 * 10.0).round() / 10.0
+}
+
+/// Spawns `command`, polls ListStreams every 0.5 ms until it answers 200, then reports the
+/// time from spawn and the server's memory, and kills it (its whole process group).
+async fn ready(endpoint: &Endpoint, label: &str, command: &str) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let started = Instant::now();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting the server")?;
+    let deadline = started + Duration::from_secs(60);
+    let elapsed = loop {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{label} did not answer within 60 s");
+        }
+        if let Ok(mut s) = endpoint.connect().await
+            && let Ok((200, _)) = call(&mut s, &endpoint.addr, "ListStreams", Bytes::from("{}")).await
+        {
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    };
+    // Let the process settle before reading its idle memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = rss_kib(child.id()).unwrap_or(0);
+    let group = child.id() as i32;
+    let _ = std::process::Command::new("kill")
+        .arg("--")
+        .arg(format!("-{group}"))
+        .status();
+    let _ = child.wait();
+    report(
+        label,
+        "ready",
+        json!({"ready_ms": (elapsed.as_secs_f64() * 10_000.0).round() / 10.0, "idle_rss_mib": mib(rss)}),
+    );
+    Ok(())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -214,8 +285,18 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = Arc::new(Endpoint {
         addr: cli.endpoint.clone(),
     });
+    match &cli.workload {
+        Workload::Ready { command } => return ready(&endpoint, &cli.label, command).await,
+        Workload::Memory { pid, when } => {
+            let rss = rss_kib(*pid).context("reading the server's memory")?;
+            report(&cli.label, &format!("memory-{when}"), json!({"rss_mib": mib(rss)}));
+            return Ok(());
+        }
+        _ => {}
+    }
     let shards = ensure_stream(&endpoint, &cli).await?;
-    match cli.workload {
+    match cli.workload.clone() {
+        Workload::Ready { .. } | Workload::Memory { .. } => {}
         Workload::PutRecords {
             record_bytes,
             batch,

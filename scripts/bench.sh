@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The benchmarks of docs/benchmarks.md: every workload against Rivulet and, when they are
+# installed, the peers, one after the other in one run on this machine, so their numbers compare.
+# Results are JSON lines in $OUT (default target/bench/results.jsonl); a summary goes to stderr.
+#
+# Peers (optional; skipped when missing):
+#   npm install --prefix "$PEERS" kinesalite kinesis-local
+#   cargo install ferrokinesis --root "$PEERS/ferro"
+# with PEERS defaulting to /tmp/peers. SECONDS_PER_WORKLOAD (default 10) sets each timed run;
+# SERVERS (default: all) picks which servers run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PEERS=${PEERS:-/tmp/peers}
+SECS=${SECONDS_PER_WORKLOAD:-10}
+WORK=$(mktemp -d)
+OUT=${OUT:-target/bench/results.jsonl}
+mkdir -p "$(dirname "$OUT")"
+: >"$OUT"
+trap 'kill -- -$$ 2>/dev/null; rm -rf "$WORK"' EXIT
+
+cargo build --release --locked -p rivulet -p rivulet-bench
+BENCH=target/release/rivulet-bench
+RIVULET=target/release/rivulet
+
+# run LABEL PORT LOAD_RECORDS COMMAND...: start-up, then every workload, then memory.
+run() {
+  local label=$1 port=$2 load=$3
+  shift 3
+  local cmd="$*"
+  local b=("$BENCH" --endpoint "127.0.0.1:$port" --label "$label")
+  "${b[@]}" ready --command "$cmd" >>"$OUT"
+  sh -c "exec $cmd" >"$WORK/$label.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  "${b[@]}" put-records --seconds "$SECS" >>"$OUT"
+  "${b[@]}" put-records --record-bytes 1024 --seconds "$SECS" >>"$OUT"
+  "${b[@]}" put-record --seconds "$SECS" >>"$OUT"
+  "${b[@]}" --stream read get-records --records "$load" >>"$OUT"
+  "${b[@]}" memory --pid "$pid" --when "after-loading-$load" >>"$OUT"
+  "${b[@]}" visible --seconds "$SECS" >>"$OUT"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+SERVERS=${SERVERS:-rivulet rivulet-in-memory ferrokinesis ferrokinesis-durable kinesalite kinesis-local}
+FERRO=$PEERS/ferro/bin/ferrokinesis
+NODE_BIN=$PEERS/node_modules/.bin
+for server in $SERVERS; do
+  case $server in
+    rivulet)
+      run rivulet 4610 10000000 "$RIVULET serve --listen 127.0.0.1:4610 --data-dir $WORK/rivulet --create-stream-ms 0" ;;
+    rivulet-in-memory)
+      run rivulet-in-memory 4611 1000000 "$RIVULET serve --listen 127.0.0.1:4611 --in-memory --create-stream-ms 0" ;;
+    ferrokinesis)
+      [ -x "$FERRO" ] && run ferrokinesis 4612 1000000 "$FERRO serve --port 4612 --create-stream-ms 0 --shard-limit 1000" ;;
+    ferrokinesis-durable)
+      [ -x "$FERRO" ] && run ferrokinesis-durable 4613 100000 "$FERRO serve --port 4613 --create-stream-ms 0 --shard-limit 1000 --state-dir $WORK/ferro" ;;
+    kinesalite)
+      [ -x "$NODE_BIN/kinesalite" ] && run kinesalite 4614 100000 "$NODE_BIN/kinesalite --port 4614 --createStreamMs 0 --shardLimit 1000" ;;
+    kinesis-local)
+      # kinesis-mock reads server.json from its working directory.
+      [ -x "$NODE_BIN/kinesis-local" ] && run kinesis-local 4615 20000 "env -C $PEERS/node_modules/kinesis-local KINESIS_MOCK_PLAIN_PORT=4615 KINESIS_MOCK_TLS_PORT=4616 CREATE_STREAM_DURATION=0ms LOG_LEVEL=ERROR node main.js" ;;
+    *) echo "unknown server $server" >&2; exit 2 ;;
+  esac || echo "$server not installed: skipped" >&2
+done
+echo "results: $OUT" >&2
