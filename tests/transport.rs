@@ -21,7 +21,9 @@ fn request(operation: &str, body: String) -> http::Request<Full<Bytes>> {
 #[tokio::test]
 async fn h2c_prior_knowledge_multiplexes_requests() {
     let t = TestServer::start().await;
-    let tcp = tokio::net::TcpStream::connect(t.addr).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(t.addr)
+        .await
+        .expect("connect");
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
@@ -37,13 +39,22 @@ async fn h2c_prior_knowledge_multiplexes_requests() {
             assert_eq!(response.version(), http::Version::HTTP_2);
             let status = response.status().as_u16();
             let request_id = response.headers().contains_key("x-amzn-requestid");
-            let bytes = response.into_body().collect().await.expect("body").to_bytes();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
             let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
             assert!(request_id);
             (status, json)
         }
     };
-    let (status, _) = send("CreateStream", r#"{"StreamName":"h2","ShardCount":2}"#.into()).await;
+    let (status, _) = send(
+        "CreateStream",
+        r#"{"StreamName":"h2","ShardCount":2}"#.into(),
+    )
+    .await;
     assert_eq!(status, 200);
     // Twenty puts in flight at once on one connection.
     let puts: Vec<_> = (0..20)
@@ -56,7 +67,11 @@ async fn h2c_prior_knowledge_multiplexes_requests() {
         .collect();
     for (status, body) in futures_join(puts).await {
         assert_eq!(status, 200, "{body}");
-        assert!(body["SequenceNumber"].as_str().is_some_and(|s| s.len() > 50));
+        assert!(
+            body["SequenceNumber"]
+                .as_str()
+                .is_some_and(|s| s.len() > 50)
+        );
     }
     let (status, body) = send("ListShards", r#"{"StreamName":"h2"}"#.into()).await;
     assert_eq!(status, 200);
@@ -71,7 +86,8 @@ async fn h2c_prior_knowledge_multiplexes_requests() {
         )
         .await;
         let iterator = it["ShardIterator"].as_str().expect("iterator").to_string();
-        let (status, page) = send("GetRecords", format!(r#"{{"ShardIterator":"{iterator}"}}"#)).await;
+        let (status, page) =
+            send("GetRecords", format!(r#"{{"ShardIterator":"{iterator}"}}"#)).await;
         assert_eq!(status, 200);
         total += page["Records"].as_array().map_or(0, Vec::len);
     }
@@ -104,16 +120,29 @@ async fn a_10_mib_put_records_is_admitted() {
         r#"{"StreamName":"big","ShardCount":1,"MaxRecordSizeInKiB":10240}"#,
     )
     .await;
-    assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
+    assert_eq!(
+        created.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
     // Ten records of 1 MiB less their partition key: 10 MiB of data, ~13.3 MiB of base64.
     let data = base64::engine::general_purpose::STANDARD.encode(vec![7u8; (1 << 20) - 2]);
     let records: Vec<String> = (0..10)
         .map(|i| format!(r#"{{"Data":"{data}","PartitionKey":"k{i}"}}"#))
         .collect();
-    let body = format!(r#"{{"StreamName":"big","Records":[{}]}}"#, records.join(","));
+    let body = format!(
+        r#"{{"StreamName":"big","Records":[{}]}}"#,
+        records.join(",")
+    );
     assert!(body.len() > 13 << 20);
     let put = call(t.addr, "PutRecords", &body).await;
-    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body[..put.body.len().min(300)]));
+    assert_eq!(
+        put.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&put.body[..put.body.len().min(300)])
+    );
     assert_eq!(put.json()["FailedRecordCount"], 0);
     assert_eq!(put.json()["Records"].as_array().map(Vec::len), Some(10));
     t.stop().await;

@@ -237,7 +237,8 @@ async fn ready(endpoint: &Endpoint, label: &str, command: &str) -> anyhow::Resul
             bail!("{label} did not answer within 60 s");
         }
         if let Ok(mut s) = endpoint.connect().await
-            && let Ok((200, _)) = call(&mut s, &endpoint.addr, "ListStreams", Bytes::from("{}")).await
+            && let Ok((200, _)) =
+                call(&mut s, &endpoint.addr, "ListStreams", Bytes::from("{}")).await
         {
             break started.elapsed();
         }
@@ -289,7 +290,11 @@ async fn main() -> anyhow::Result<()> {
         Workload::Ready { command } => return ready(&endpoint, &cli.label, command).await,
         Workload::Memory { pid, when } => {
             let rss = rss_kib(*pid).context("reading the server's memory")?;
-            report(&cli.label, &format!("memory-{when}"), json!({"rss_mib": mib(rss)}));
+            report(
+                &cli.label,
+                &format!("memory-{when}"),
+                json!({"rss_mib": mib(rss)}),
+            );
             return Ok(());
         }
         _ => {}

@@ -271,8 +271,9 @@ impl Engine {
             }
             let appended = route.log.append(&shard_batch, now_ms, min_offset)?;
             let arrival_s = (appended.timestamp_ms / 1000) as u32;
+            let mut encoder = seq::SeqEncoder::default();
             for (k, &i) in shard_members.iter().enumerate() {
-                let sequence_number = seq::encode(SeqParts {
+                let sequence_number = encoder.encode(SeqParts {
                     shard_created_s: route.created_s,
                     shard_index: route.index,
                     counter: appended.first_offset + k as u64,
@@ -475,13 +476,14 @@ impl Engine {
         let created_s = (shard.created_ms / 1000) as u32;
         let mut next_offset = batch.next_offset.max(position.offset);
         let mut records = Vec::with_capacity(batch.records.len());
+        let mut encoder = seq::SeqEncoder::default();
         for record in batch.records {
             if end_exclusive.is_some_and(|end| record.offset >= end) {
                 break;
             }
             next_offset = record.offset + 1;
             records.push(OutRecord {
-                sequence_number: seq::encode(SeqParts {
+                sequence_number: encoder.encode(SeqParts {
                     shard_created_s: created_s,
                     shard_index: position.shard,
                     counter: record.offset,
