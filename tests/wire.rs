@@ -307,3 +307,28 @@ async fn cbor_as_the_java_sdk_sends_it() {
     let _ = AUTH;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn plain_application_json_is_accepted() {
+    let t = TestServer::start().await;
+    let response = raw(
+        t.addr,
+        "POST",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
+            ("Authorization", AUTH),
+            ("X-Amz-Date", "20260101T000000Z"),
+        ],
+        b"{}",
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["StreamNames"], serde_json::json!([]));
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|c| c.contains("json"))
+    );
+    t.stop().await;
+}
