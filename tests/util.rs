@@ -59,6 +59,17 @@ pub fn client(addr: SocketAddr) -> Client {
     Client::from_conf(config)
 }
 
+/// An SDK client that makes one attempt per call: the SDK retries LimitExceededException and
+/// 500s by default, which would hide the first answer a test wants to see.
+pub fn client_without_retries(addr: SocketAddr) -> Client {
+    let config = client(addr)
+        .config()
+        .to_builder()
+        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+        .build();
+    Client::from_conf(config)
+}
+
 /// The (code, message) of an SDK error.
 pub fn error_of<E: ProvideErrorMetadata>(error: E) -> (String, String) {
     (

@@ -75,8 +75,8 @@ async fn envelope_errors_match_aws() {
     // An operation of the model this server does not serve yet is not faked.
     let consumers = call(
         t.addr,
-        "RegisterStreamConsumer",
-        r#"{"StreamARN":"arn:aws:kinesis:us-east-1:000000000000:stream/x","ConsumerName":"c"}"#,
+        "SubscribeToShard",
+        r#"{"ConsumerARN":"arn:aws:kinesis:us-east-1:000000000000:stream/x/consumer/c:1","ShardId":"shardId-000000000000","StartingPosition":{"Type":"LATEST"}}"#,
     )
     .await;
     assert_eq!(consumers.status, 400);

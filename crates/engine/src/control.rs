@@ -62,6 +62,7 @@ pub struct StreamView {
     pub created_ms: i64,
     pub open_shard_count: u32,
     pub max_record_size_kib: u32,
+    pub consumer_count: u32,
 }
 
 /// DescribeStream output.
@@ -130,7 +131,7 @@ fn valid_tag_text(text: &str) -> bool {
         .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_./=+-%@".contains(c))
 }
 
-fn check_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
+pub(crate) fn check_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
     for (key, value) in tags {
         if !valid_tag_text(key) || !valid_tag_text(value) {
             return Err(ApiError::invalid(
@@ -166,6 +167,7 @@ impl Engine {
             created_ms: meta.created_ms,
             open_shard_count: meta.shards.iter().filter(|s| s.is_open()).count() as u32,
             max_record_size_kib: meta.max_record_size_kib,
+            consumer_count: meta.consumers.len() as u32,
         }
     }
 
@@ -273,6 +275,7 @@ impl Engine {
             shards,
             tags,
             scaling_history_ms: Vec::new(),
+            consumers: Vec::new(),
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {
@@ -301,13 +304,32 @@ impl Engine {
         Ok(())
     }
 
-    /// DeleteStream.
-    pub fn delete_stream(&self, target: &StreamTarget<'_>, now_ms: i64) -> Result<()> {
+    /// DeleteStream. A stream with registered consumers is deleted only with
+    /// `enforce_consumer_deletion`, which deregisters them.
+    pub fn delete_stream(
+        &self,
+        target: &StreamTarget<'_>,
+        enforce_consumer_deletion: bool,
+        now_ms: i64,
+    ) -> Result<()> {
         let (name, stream) = self.stream_by_target(target, now_ms)?;
+        self.settle_consumers(&name, &stream, now_ms)?;
         let meta = {
             let mut state = stream.state.write();
             if state.meta.status == StreamStatus::Deleting {
                 return Ok(());
+            }
+            if !state.meta.consumers.is_empty() {
+                if !enforce_consumer_deletion {
+                    return Err(ApiError::in_use(format!(
+                        "DeleteStream can\u{2019}t delete {account}:{name} because there are \
+                         consumers associated with this data stream. To delete {name} anyway, \
+                         set the EnforceConsumerDeletion parameter to true to force the \
+                         deletion of all the consumers that are associated with it.",
+                        account = self.config.account_id
+                    )));
+                }
+                state.meta.consumers.clear();
             }
             state.meta.status = StreamStatus::Deleting;
             state.meta.pending.clear();

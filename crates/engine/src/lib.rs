@@ -4,6 +4,7 @@
 //! Architecture invariant: no HTTP, no wire formats and no clock reads here. Every operation is
 //! given `now_ms`; the server passes the wall clock, tests pass whatever time they like.
 
+mod consumers;
 mod control;
 mod data;
 mod error;
@@ -23,10 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 use rivulet_log::{Log, MetaOp, Store};
 
+pub use consumers::*;
 pub use control::*;
 pub use data::*;
 pub use error::{ApiError, ErrorKind, Result};
-pub use meta::{StreamMode, StreamStatus};
+pub use meta::{ConsumerStatus, StreamMode, StreamStatus};
 
 use meta::{StreamMeta, shard_id};
 use token::{SECRET_BYTES, TokenCodec};
@@ -364,6 +366,7 @@ impl Engine {
             if due {
                 self.settle(&name, &stream, now_ms)?;
             }
+            self.settle_consumers(&name, &stream, now_ms)?;
             self.enforce_retention(&stream, now_ms)?;
         }
         Ok(())

@@ -40,6 +40,38 @@ impl StreamMode {
     }
 }
 
+/// An enhanced fan-out consumer's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerStatus {
+    Creating,
+    Active,
+    Deleting,
+}
+
+impl ConsumerStatus {
+    /// The name AWS uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerStatus::Creating => "CREATING",
+            ConsumerStatus::Active => "ACTIVE",
+            ConsumerStatus::Deleting => "DELETING",
+        }
+    }
+}
+
+/// A registered consumer of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerMeta {
+    pub name: String,
+    /// Registration time; its epoch seconds end the consumer's ARN.
+    pub created_ms: i64,
+    pub status: ConsumerStatus,
+    /// When the current CREATING / DELETING state ends.
+    pub status_until_ms: Option<i64>,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+}
+
 /// One shard, open or closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMeta {
@@ -99,6 +131,9 @@ pub struct StreamMeta {
     pub tags: Vec<(String, String)>,
     /// Times of recent UpdateShardCount calls, for AWS's rolling 24 h allowance.
     pub scaling_history_ms: Vec<i64>,
+    /// Enhanced fan-out consumers, in registration order.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerMeta>,
 }
 
 impl StreamMeta {

@@ -333,3 +333,48 @@ fn streams_and_records_survive_reopening_the_store() {
     assert_eq!(batch.records.len(), 1);
     assert_eq!(batch.records[0].sequence_number, placed.sequence_number);
 }
+
+#[test]
+fn consumers_follow_the_lifecycle_and_limits() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 1000,
+        delete_stream_ms: 1000,
+        update_stream_ms: 0,
+        ..EngineConfig::default()
+    });
+    create(&e, "c", 1, T0);
+    e.tick(T0 + 1000).unwrap();
+    let arn = e.stream_arn("c");
+    let now = T0 + 2000;
+    for i in 0..5 {
+        let view = e
+            .register_consumer(&arn, &format!("c{i}"), &[], now)
+            .unwrap();
+        assert_eq!(view.status, ConsumerStatus::Creating);
+    }
+    let sixth = e.register_consumer(&arn, "c5", &[], now).unwrap_err();
+    assert_eq!(sixth.kind, ErrorKind::LimitExceeded);
+    let target = ConsumerTarget {
+        stream_arn: Some(&arn),
+        consumer_name: Some("c0"),
+        consumer_arn: None,
+    };
+    assert_eq!(
+        e.describe_consumer(&target, now + 999).unwrap().status,
+        ConsumerStatus::Creating
+    );
+    assert_eq!(
+        e.describe_consumer(&target, now + 1000).unwrap().status,
+        ConsumerStatus::Active
+    );
+    e.deregister_consumer(&target, now + 1000).unwrap();
+    assert_eq!(
+        e.describe_consumer(&target, now + 1500).unwrap().status,
+        ConsumerStatus::Deleting
+    );
+    e.tick(now + 2000).unwrap();
+    assert_eq!(
+        e.describe_consumer(&target, now + 2000).unwrap_err().kind,
+        ErrorKind::ResourceNotFound
+    );
+}

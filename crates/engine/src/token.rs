@@ -23,6 +23,7 @@ pub enum Kind {
     ShardIterator = 1,
     ListShards = 2,
     ListStreams = 3,
+    ListStreamConsumers = 4,
 }
 
 /// Signs and checks tokens with one secret.

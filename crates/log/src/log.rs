@@ -87,8 +87,11 @@ pub(crate) struct LogState {
     /// One past the last durable record, as published; kept here too so a reader sees it
     /// consistently with `active.durable_bytes`.
     pub durable_end: u64,
-    /// Whether the log is in the sync queue.
+    /// Whether the log has appends no sync has started on (it is queued, or will be queued
+    /// again by the sync in flight).
     pub queued_for_sync: bool,
+    /// Whether a sync thread is syncing this log right now.
+    pub sync_in_flight: bool,
     /// Reused to encode batches.
     pub buf: Vec<u8>,
 }
@@ -237,19 +240,26 @@ impl LogInner {
     }
 
     /// One sync of this log (by a sync thread): sync what was written so far, publish it.
-    pub fn sync_once(&self) {
-        let (file, base, size_bytes, end) = {
+    /// Returns whether appends arrived meanwhile, in which case the caller queues the log
+    /// again: one log is never synced by two threads at once, so that its appends batch.
+    pub fn sync_once(&self) -> bool {
+        let captured = {
             let mut state = self.state.lock();
             state.queued_for_sync = false;
             if self.durable.failure().is_some() {
-                return;
+                None
+            } else {
+                state.sync_in_flight = true;
+                Some((
+                    Arc::clone(&state.active.file),
+                    state.active.summary.base,
+                    state.active.summary.size_bytes,
+                    state.next_offset,
+                ))
             }
-            (
-                Arc::clone(&state.active.file),
-                state.active.summary.base,
-                state.active.summary.size_bytes,
-                state.next_offset,
-            )
+        };
+        let Some((file, base, size_bytes, end)) = captured else {
+            return false;
         };
         // Without the lock: appends continue into the page cache while the disk works.
         match file.sync_data() {
@@ -259,6 +269,9 @@ impl LogInner {
             }
             Err(error) => self.fail("sync", &error),
         }
+        let mut state = self.state.lock();
+        state.sync_in_flight = false;
+        state.queued_for_sync
     }
 
     fn mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
@@ -616,7 +629,8 @@ impl Log {
             if state.buf.capacity() > APPEND_BUFFER_RETAINED_BYTES_MAX {
                 state.buf = Vec::new();
             }
-            let enqueue = !state.queued_for_sync;
+            // A log whose sync is in flight is queued again by that sync when it ends.
+            let enqueue = !state.queued_for_sync && !state.sync_in_flight;
             state.queued_for_sync = true;
             let durable = Durable::new(Arc::clone(&inner.durable), end_offset);
             (
@@ -628,9 +642,8 @@ impl Log {
                 enqueue,
             )
         };
-        if enqueue && !inner.ctx.sync.enqueue(Arc::clone(inner)) {
-            // The store is shutting down and its sync threads are gone: sync here.
-            inner.sync_once();
+        if enqueue {
+            inner.ctx.sync.enqueue_or_sync(inner);
         }
         Ok(appended)
     }

@@ -78,6 +78,7 @@ fn new_inner(
             last_timestamp_ms,
             durable_end: next_offset,
             queued_for_sync: false,
+            sync_in_flight: false,
             buf: Vec::new(),
         }),
     })

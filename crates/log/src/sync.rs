@@ -196,6 +196,16 @@ impl SyncShared {
         true
     }
 
+    /// Queues a dirty log, or — once the sync threads have stopped — syncs it here, until no
+    /// append is left unsynced.
+    pub fn enqueue_or_sync(&self, log: &Arc<LogInner>) {
+        while !self.enqueue(Arc::clone(log)) {
+            if !log.sync_once() {
+                return;
+            }
+        }
+    }
+
     /// Tells the thread to finish the queued work and stop.
     pub fn close(&self) {
         self.queue.lock().closed = true;
@@ -207,8 +217,8 @@ impl SyncShared {
     }
 
     /// A sync thread's body: until closed and drained, sync the next dirty log. Appends that
-    /// arrive while its sync runs queue the log again for the next one: that is the group
-    /// commit. (Two threads may sync one log at once; durable ends only move forward.)
+    /// arrive while its sync runs wait for the next one, queued when this one ends: that is
+    /// the group commit. Different logs are synced by different threads at once.
     pub fn run(&self) {
         loop {
             let log = {
@@ -223,7 +233,9 @@ impl SyncShared {
                     self.wake.wait(&mut queue);
                 }
             };
-            log.sync_once();
+            if log.sync_once() {
+                self.enqueue_or_sync(&log);
+            }
         }
     }
 }

@@ -2,8 +2,9 @@
 //! and the response `Value`. Requests reach here already validated against the model.
 
 use rivulet_engine::{
-    ApiError, CreateStream, Engine, ErrorKind, GetShardIterator, IteratorType, ListShards,
-    PutEntry, ShardFilter, ShardView, StreamMode, StreamTarget, StreamView, parse_stream_arn,
+    ApiError, ConsumerTarget, ConsumerView, CreateStream, Engine, ErrorKind, GetShardIterator,
+    IteratorType, ListShards, PutEntry, ShardFilter, ShardView, StreamMode, StreamTarget,
+    StreamView, parse_stream_arn,
 };
 use rivulet_protocol::{AwsError, Format, Value, Writer};
 
@@ -166,9 +167,28 @@ fn summary_value(view: StreamView) -> Value {
         ("EnhancedMonitoring", enhanced_monitoring()),
         ("EncryptionType", s("NONE")),
         ("OpenShardCount", n(view.open_shard_count)),
-        ("ConsumerCount", n(0)),
+        ("ConsumerCount", n(view.consumer_count)),
         ("MaxRecordSizeInKiB", n(view.max_record_size_kib)),
     ])
+}
+
+/// A `Consumer` (or, with the stream's ARN, a `ConsumerDescription`).
+fn consumer_value(c: ConsumerView, with_stream: bool) -> Value {
+    obj([
+        ("ConsumerName", s(c.name)),
+        ("ConsumerARN", s(c.arn)),
+        ("ConsumerStatus", s(c.status.as_str())),
+        ("ConsumerCreationTimestamp", ts(c.created_ms)),
+        ("StreamARN", with_stream.then_some(Value::Str(c.stream_arn))),
+    ])
+}
+
+fn consumer_target(input: &Value) -> ConsumerTarget<'_> {
+    ConsumerTarget {
+        stream_arn: text(input, "StreamARN"),
+        consumer_name: text(input, "ConsumerName"),
+        consumer_arn: text(input, "ConsumerARN"),
+    }
 }
 
 fn dry_run_error() -> AwsError {
@@ -203,8 +223,48 @@ fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply
         "GetShardIterator" => get_shard_iterator(engine, input, now_ms),
         "CreateStream" => create_stream(engine, input, now_ms),
         "DeleteStream" => engine
-            .delete_stream(&target(input), now_ms)
+            .delete_stream(
+                &target(input),
+                flag(input, "EnforceConsumerDeletion"),
+                now_ms,
+            )
             .map(|()| Value::Map(vec![])),
+        "RegisterStreamConsumer" => engine
+            .register_consumer(
+                text(input, "StreamARN").unwrap_or_default(),
+                text(input, "ConsumerName").unwrap_or_default(),
+                &string_map(input, "Tags"),
+                now_ms,
+            )
+            .map(|c| obj([("Consumer", Some(consumer_value(c, false)))])),
+        "DescribeStreamConsumer" => engine
+            .describe_consumer(&consumer_target(input), now_ms)
+            .map(|c| obj([("ConsumerDescription", Some(consumer_value(c, true)))])),
+        "DeregisterStreamConsumer" => engine
+            .deregister_consumer(&consumer_target(input), now_ms)
+            .map(|()| Value::Map(vec![])),
+        "ListStreamConsumers" => engine
+            .list_consumers(
+                text(input, "StreamARN").unwrap_or_default(),
+                u32_arg(input, "MaxResults"),
+                text(input, "NextToken"),
+                timestamp_ms(input, "StreamCreationTimestamp"),
+                now_ms,
+            )
+            .map(|list| {
+                obj([
+                    (
+                        "Consumers",
+                        Some(Value::List(
+                            list.consumers
+                                .into_iter()
+                                .map(|c| consumer_value(c, false))
+                                .collect(),
+                        )),
+                    ),
+                    ("NextToken", list.next_token.map(Value::Str)),
+                ])
+            }),
         "DescribeStream" => describe_stream(engine, input, now_ms),
         "DescribeStreamSummary" => engine
             .describe_stream_summary(&target(input), now_ms)
