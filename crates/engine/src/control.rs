@@ -178,7 +178,9 @@ impl Engine {
             shard_created_s: created_s,
             shard_index: shard.index,
             counter: 0,
-            arrival_s: created_s,
+            // Arrival 0 marks a position, not a record: AFTER_SEQUENCE_NUMBER of a shard's
+            // starting number reads its first record, as on AWS.
+            arrival_s: 0,
             stream_tag: tag,
         });
         let ending = shard.end_offset.map(|end| {

@@ -6,7 +6,9 @@ use rivulet_log::{Durable, NewRecord};
 use crate::meta::{StreamMeta, StreamStatus, parse_shard_id, shard_id};
 use crate::seq::{self, Decoded, SeqParts, SequenceNumber};
 use crate::token::{Kind, Reader, Writer};
-use crate::{ApiError, Engine, ErrorKind, Result, StreamTarget, TOKEN_TTL_MS, hash, time};
+use crate::{
+    ApiError, Engine, ErrorKind, Result, StreamState, StreamTarget, TOKEN_TTL_MS, hash, time,
+};
 
 /// Records one GetRecords call returns at most.
 pub const GET_RECORDS_LIMIT_MAX: u32 = 10_000;
@@ -83,6 +85,25 @@ pub struct GetShardIterator<'a> {
     pub shard_id: &'a str,
     pub iterator_type: IteratorType,
     pub starting_sequence_number: Option<&'a str>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// What one read of a shard found.
+#[derive(Debug, Clone)]
+pub struct ShardRead {
+    pub records: Vec<OutRecord>,
+    /// Where the next read starts.
+    pub next_offset: u64,
+    pub millis_behind_latest: i64,
+    /// Set once a closed shard has been read to its end: its children.
+    pub child_shards: Option<Vec<ChildShard>>,
+}
+
+/// Where a reader starts: an iterator type and its argument.
+#[derive(Debug, Clone, Copy)]
+pub struct StartAt<'a> {
+    pub kind: IteratorType,
+    pub sequence_number: Option<&'a str>,
     pub timestamp_ms: Option<i64>,
 }
 
@@ -350,20 +371,50 @@ impl Engine {
             ))
         };
         let index = parse_shard_id(request.shard_id).ok_or_else(shard_missing)?;
+        let start = StartAt {
+            kind,
+            sequence_number: request.starting_sequence_number,
+            timestamp_ms: request.timestamp_ms,
+        };
+        let offset = self.start_offset(
+            &state,
+            index,
+            &start,
+            "GetShardIterator",
+            &shard_missing,
+            now_ms,
+        )?;
+        Ok(self.seal_iterator(&state.meta, index, offset, now_ms))
+    }
+
+    /// The offset a reader starting at `start` begins at in shard `index` (GetShardIterator,
+    /// SubscribeToShard). `operation` names the caller in AWS's messages.
+    pub(crate) fn start_offset(
+        &self,
+        state: &StreamState,
+        index: u32,
+        start: &StartAt<'_>,
+        operation: &str,
+        shard_missing: &dyn Fn() -> ApiError,
+        now_ms: i64,
+    ) -> Result<u64> {
+        let name = &state.meta.name;
+        let account = &self.config.account_id;
+        let kind = start.kind;
         let shard = state.meta.shard(index).ok_or_else(shard_missing)?;
         let log = state.logs.get(&index).ok_or_else(shard_missing)?;
-        let offset = match kind {
+        let offset = match start.kind {
             IteratorType::TrimHorizon => log.start_offset(),
             IteratorType::Latest => shard.end_offset.unwrap_or_else(|| log.end_offset()),
             IteratorType::AtTimestamp => {
-                log.offset_at_timestamp(request.timestamp_ms.unwrap_or(now_ms))?
+                log.offset_at_timestamp(start.timestamp_ms.unwrap_or(now_ms))?
             }
             IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber => {
-                let text = request.starting_sequence_number.unwrap_or_default();
+                let text = start.sequence_number.unwrap_or_default();
                 let invalid = |suffix: &str| {
                     ApiError::invalid(format!(
-                        "StartingSequenceNumber {text} used in GetShardIterator on shard {} in \
-                         stream {name} under account {account} is invalid{suffix}.",
+                        "StartingSequenceNumber {text} used in {operation} on shard {} in stream \
+                         {name} under account {account} is invalid{suffix}.",
                         shard_id(index)
                     ))
                 };
@@ -390,17 +441,20 @@ impl Engine {
                         {
                             return Err(invalid(" because it did not come from this stream"));
                         }
-                        parts.counter
+                        // A position marker (arrival time 0, no record's) names the gap
+                        // before its counter: "after" it is the record at the counter.
+                        (parts.counter, parts.arrival_s == 0)
                     }
                 };
-                if kind == IteratorType::AfterSequenceNumber {
+                let (counter, marker) = counter;
+                if kind == IteratorType::AfterSequenceNumber && !marker {
                     counter.saturating_add(1)
                 } else {
                     counter
                 }
             }
         };
-        Ok(self.seal_iterator(&state.meta, index, offset, now_ms))
+        Ok(offset)
     }
 
     fn seal_iterator(&self, meta: &StreamMeta, shard: u32, offset: u64, now_ms: i64) -> String {
@@ -464,17 +518,52 @@ impl Engine {
                 self.config.account_id
             ))
         };
-        let shard = state.meta.shard(position.shard).ok_or_else(shard_missing)?;
-        let log = state.logs.get(&position.shard).ok_or_else(shard_missing)?;
         let limit = limit
             .unwrap_or(GET_RECORDS_LIMIT_MAX)
             .min(GET_RECORDS_LIMIT_MAX) as usize;
+        let read = self.read_shard(
+            &state,
+            position.shard,
+            position.offset,
+            limit,
+            GET_RECORDS_BYTES_MAX,
+            &shard_missing,
+            now_ms,
+        )?;
+        let next_shard_iterator = match read.child_shards {
+            Some(_) => None,
+            None => Some(self.seal_iterator(&state.meta, position.shard, read.next_offset, now_ms)),
+        };
+        Ok(RecordsBatch {
+            records: read.records,
+            next_shard_iterator,
+            millis_behind_latest: read.millis_behind_latest,
+            child_shards: read.child_shards,
+        })
+    }
+
+    /// Up to `limit` records (about `max_bytes`) of shard `index` from `offset`: what GetRecords
+    /// and a subscription deliver. `child_shards` is set once a closed shard is read to its
+    /// end.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read_shard(
+        &self,
+        state: &StreamState,
+        index: u32,
+        offset: u64,
+        limit: usize,
+        max_bytes: usize,
+        shard_missing: &dyn Fn() -> ApiError,
+        now_ms: i64,
+    ) -> Result<ShardRead> {
+        let shard = state.meta.shard(index).ok_or_else(shard_missing)?;
+        let log = state.logs.get(&index).ok_or_else(shard_missing)?;
         // A closed shard never reads past the end it had when it closed.
         let end_exclusive = shard.end_offset;
-        let batch = log.read(position.offset, limit, GET_RECORDS_BYTES_MAX)?;
+        let batch = log.read(offset, limit, max_bytes)?;
         let tag = state.meta.stream_tag();
         let created_s = (shard.created_ms / 1000) as u32;
-        let mut next_offset = batch.next_offset.max(position.offset);
+        let mut next_offset = batch.next_offset.max(offset);
         let mut records = Vec::with_capacity(batch.records.len());
         let mut encoder = seq::SeqEncoder::default();
         for record in batch.records {
@@ -485,7 +574,7 @@ impl Engine {
             records.push(OutRecord {
                 sequence_number: encoder.encode(SeqParts {
                     shard_created_s: created_s,
-                    shard_index: position.shard,
+                    shard_index: index,
                     counter: record.offset,
                     arrival_s: (record.timestamp_ms / 1000) as u32,
                     stream_tag: tag,
@@ -501,24 +590,11 @@ impl Engine {
             _ => 0,
         };
         let drained = end_exclusive.is_some_and(|end| next_offset >= end && tip >= end);
-        if drained {
-            return Ok(RecordsBatch {
-                records,
-                next_shard_iterator: None,
-                millis_behind_latest,
-                child_shards: Some(child_shards(&state.meta, position.shard)),
-            });
-        }
-        Ok(RecordsBatch {
+        Ok(ShardRead {
             records,
-            next_shard_iterator: Some(self.seal_iterator(
-                &state.meta,
-                position.shard,
-                next_offset,
-                now_ms,
-            )),
+            next_offset,
             millis_behind_latest,
-            child_shards: None,
+            child_shards: drained.then(|| child_shards(&state.meta, index)),
         })
     }
 }

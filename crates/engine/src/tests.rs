@@ -378,3 +378,36 @@ fn consumers_follow_the_lifecycle_and_limits() {
         ErrorKind::ResourceNotFound
     );
 }
+
+#[test]
+fn after_a_shards_starting_sequence_number_comes_its_first_record() {
+    let e = engine();
+    create(&e, "s", 1, T0);
+    let first = put(&e, "s", "k", b"one", T0 + 1);
+    put(&e, "s", "k", b"two", T0 + 2);
+    let shards = e
+        .describe_stream(&StreamTarget::name("s"), None, None, T0 + 3)
+        .unwrap()
+        .shards;
+    let starting = shards[0].starting_sequence_number.clone();
+    for kind in [
+        IteratorType::AtSequenceNumber,
+        IteratorType::AfterSequenceNumber,
+    ] {
+        let it = e
+            .get_shard_iterator(
+                &GetShardIterator {
+                    target: StreamTarget::name("s"),
+                    shard_id: "shardId-000000000000",
+                    iterator_type: kind,
+                    starting_sequence_number: Some(&starting),
+                    timestamp_ms: None,
+                },
+                T0 + 3,
+            )
+            .unwrap();
+        let batch = e.get_records(&it, None, T0 + 3).unwrap();
+        assert_eq!(batch.records.len(), 2, "{kind:?}");
+        assert_eq!(batch.records[0].sequence_number, first.sequence_number);
+    }
+}
