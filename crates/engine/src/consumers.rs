@@ -40,13 +40,13 @@ pub struct ConsumerList {
 }
 
 /// The parts of `arn:aws:kinesis:REGION:ACCOUNT:stream/STREAM/consumer/NAME:SECONDS`.
-struct ConsumerArn<'a> {
-    stream_arn: &'a str,
-    name: &'a str,
-    created_s: i64,
+pub(crate) struct ConsumerArn<'a> {
+    pub stream_arn: &'a str,
+    pub name: &'a str,
+    pub created_s: i64,
 }
 
-fn parse_consumer_arn(arn: &str) -> Option<ConsumerArn<'_>> {
+pub(crate) fn parse_consumer_arn(arn: &str) -> Option<ConsumerArn<'_>> {
     let (stream_arn, rest) = arn.split_once("/consumer/")?;
     crate::parse_stream_arn(stream_arn)?;
     let (name, seconds) = rest.rsplit_once(':')?;
@@ -81,7 +81,7 @@ impl Engine {
     }
 
     /// The stream a StreamARN argument names, with due lifecycle steps applied.
-    fn stream_for_consumers(
+    pub(crate) fn stream_for_consumers(
         &self,
         stream_arn: &str,
         now_ms: i64,

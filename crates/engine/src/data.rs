@@ -164,6 +164,45 @@ fn missing_partition_key(path: &str) -> ApiError {
     )
 }
 
+/// The checks AWS makes on a starting position before looking at the stream.
+pub(crate) fn check_start(start: &StartAt<'_>, now_ms: i64) -> Result<()> {
+    let kind = start.kind;
+    let needs_sequence = matches!(
+        kind,
+        IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber
+    );
+    let has_sequence = start.sequence_number.is_some();
+    if needs_sequence != has_sequence {
+        let also = if has_sequence {
+            "and also a StartingSequenceNumber"
+        } else {
+            "and no StartingSequenceNumber"
+        };
+        return Err(ApiError::invalid(format!(
+            "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and \
+             StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no \
+             StartingSequenceNumber. Request specified {} {also}.",
+            kind.name()
+        )));
+    }
+    if kind == IteratorType::AtTimestamp {
+        let Some(ts) = start.timestamp_ms else {
+            return Err(ApiError::invalid(
+                "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. \
+                 Current request has no timestamp parameter.",
+            ));
+        };
+        if ts > now_ms {
+            return Err(ApiError::invalid(format!(
+                "The timestampInMillis parameter cannot be greater than the \
+                 currentTimestampInMillis. timestampInMillis: {ts}, \
+                 currentTimestampInMillis: {now_ms}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn child_shards(meta: &StreamMeta, parent: u32) -> Vec<ChildShard> {
     let mut children: Vec<ChildShard> = meta
         .shards
@@ -322,39 +361,14 @@ impl Engine {
         now_ms: i64,
     ) -> Result<String> {
         let kind = request.iterator_type;
-        let needs_sequence = matches!(
-            kind,
-            IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber
-        );
-        let has_sequence = request.starting_sequence_number.is_some();
-        if needs_sequence != has_sequence {
-            let also = if has_sequence {
-                "and also a StartingSequenceNumber"
-            } else {
-                "and no StartingSequenceNumber"
-            };
-            return Err(ApiError::invalid(format!(
-                "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and \
-                 StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no \
-                 StartingSequenceNumber. Request specified {} {also}.",
-                kind.name()
-            )));
-        }
-        if kind == IteratorType::AtTimestamp {
-            let Some(ts) = request.timestamp_ms else {
-                return Err(ApiError::invalid(
-                    "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. \
-                     Current request has no timestamp parameter.",
-                ));
-            };
-            if ts > now_ms {
-                return Err(ApiError::invalid(format!(
-                    "The timestampInMillis parameter cannot be greater than the \
-                     currentTimestampInMillis. timestampInMillis: {ts}, \
-                     currentTimestampInMillis: {now_ms}"
-                )));
-            }
-        }
+        check_start(
+            &StartAt {
+                kind,
+                sequence_number: request.starting_sequence_number,
+                timestamp_ms: request.timestamp_ms,
+            },
+            now_ms,
+        )?;
         let (name, stream) = self.stream_by_target(&request.target, now_ms)?;
         let state = stream.state.read();
         if !matches!(

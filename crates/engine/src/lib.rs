@@ -12,6 +12,7 @@ pub mod hash;
 pub mod meta;
 mod reshard;
 pub mod seq;
+mod subscribe;
 #[cfg(test)]
 mod tests;
 pub mod time;
@@ -29,6 +30,7 @@ pub use control::*;
 pub use data::*;
 pub use error::{ApiError, ErrorKind, Result};
 pub use meta::{ConsumerStatus, StreamMode, StreamStatus};
+pub use subscribe::*;
 
 use meta::{StreamMeta, shard_id};
 use token::{SECRET_BYTES, TokenCodec};
@@ -124,6 +126,8 @@ pub struct Engine {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Makes every issued iterator distinct, even two for the same position in the same ms.
     nonce: AtomicU64,
+    /// Live SubscribeToShard subscriptions.
+    subscriptions: subscribe::Subscriptions,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -192,6 +196,7 @@ impl Engine {
             tokens: TokenCodec::new(secret),
             streams: RwLock::new(streams),
             nonce: AtomicU64::new(0),
+            subscriptions: subscribe::Subscriptions::default(),
         })
     }
 

@@ -411,3 +411,88 @@ fn after_a_shards_starting_sequence_number_comes_its_first_record() {
         assert_eq!(batch.records[0].sequence_number, first.sequence_number);
     }
 }
+
+#[test]
+fn subscriptions_claim_their_shard_and_deliver_records() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        ..EngineConfig::default()
+    });
+    create(&e, "s", 1, T0);
+    let arn = e.stream_arn("s");
+    let consumer = e.register_consumer(&arn, "reader", &[], T0).unwrap();
+    let start = StartAt {
+        kind: IteratorType::TrimHorizon,
+        sequence_number: None,
+        timestamp_ms: None,
+    };
+    put(&e, "s", "k", b"one", T0 + 10);
+    let mut first = e
+        .subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 100)
+        .unwrap();
+    check(
+        e.subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 4_000)
+            .map(|_| ()),
+        ErrorKind::ResourceInUse,
+        "Another active subscription exists for this consumer: \
+         000000000000:s:shardId-000000000000:reader",
+    );
+    let event = e.next_event(&mut first, 1 << 20, T0 + 200).unwrap();
+    assert_eq!(event.records.len(), 1);
+    assert_eq!(
+        event.continuation_sequence_number,
+        event.records[0].sequence_number
+    );
+    let idle = e.next_event(&mut first, 1 << 20, T0 + 300).unwrap();
+    assert!(idle.records.is_empty());
+    // Resuming after the continuation number finds the next record, not the last again.
+    put(&e, "s", "k", b"two", T0 + 400);
+    let resume = StartAt {
+        kind: IteratorType::AfterSequenceNumber,
+        sequence_number: Some(idle.continuation_sequence_number.as_str()),
+        timestamp_ms: None,
+    };
+    // After 5 s a new subscription takes over; the old one learns it.
+    let mut second = e
+        .subscribe(&consumer.arn, "shardId-000000000000", &resume, T0 + 5_100)
+        .unwrap();
+    assert!(*first.superseded.borrow());
+    e.end_subscription(&first);
+    let event = e.next_event(&mut second, 1 << 20, T0 + 5_200).unwrap();
+    let data: Vec<&[u8]> = event.records.iter().map(|r| r.data.as_ref()).collect();
+    assert_eq!(data, [b"two".as_slice()]);
+    e.end_subscription(&second);
+    // A split closes the shard: the next event carries its children, once drained.
+    e.split_shard(
+        &StreamTarget::name("s"),
+        "shardId-000000000000",
+        "170141183460469231731687303715884105728",
+        T0 + 6_000,
+    )
+    .unwrap();
+    e.tick(T0 + 6_001).unwrap();
+    let mut third = e
+        .subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 12_000)
+        .unwrap();
+    let event = e.next_event(&mut third, 1 << 20, T0 + 12_001).unwrap();
+    assert_eq!(event.records.len(), 2);
+    let children = event
+        .child_shards
+        .expect("children at the end of a closed shard");
+    assert_eq!(children.len(), 2);
+    // A consumer that is not ACTIVE cannot subscribe; a deregistered one ends subscriptions.
+    let target = ConsumerTarget {
+        stream_arn: Some(&arn),
+        consumer_name: Some("reader"),
+        consumer_arn: None,
+    };
+    e.deregister_consumer(&target, T0 + 13_000).unwrap();
+    assert_eq!(
+        e.next_event(&mut third, 1 << 20, T0 + 13_001)
+            .unwrap_err()
+            .kind,
+        ErrorKind::ResourceNotFound
+    );
+}
