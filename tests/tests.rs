@@ -4,6 +4,7 @@ mod consumers;
 mod durability;
 mod messages;
 mod sdk;
+mod subscribe;
 mod transport;
 mod util;
 mod wire;

@@ -75,8 +75,8 @@ async fn envelope_errors_match_aws() {
     // An operation of the model this server does not serve yet is not faked.
     let consumers = call(
         t.addr,
-        "SubscribeToShard",
-        r#"{"ConsumerARN":"arn:aws:kinesis:us-east-1:000000000000:stream/x/consumer/c:1","ShardId":"shardId-000000000000","StartingPosition":{"Type":"LATEST"}}"#,
+        "StartStreamEncryption",
+        r#"{"StreamName":"x","EncryptionType":"KMS","KeyId":"alias/aws/kinesis"}"#,
     )
     .await;
     assert_eq!(consumers.status, 400);

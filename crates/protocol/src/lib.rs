@@ -14,6 +14,7 @@
 mod cbor;
 mod decode;
 mod error;
+pub mod eventstream;
 mod json;
 mod model;
 #[rustfmt::skip]

@@ -624,8 +624,24 @@ fn get_records(
         + usize::from(batch.next_shard_iterator.is_some())
         + usize::from(batch.child_shards.is_some());
     w.begin_map(members);
-    w.key("Records").begin_list(batch.records.len());
-    for r in &batch.records {
+    w.key("Records");
+    write_records(&mut w, &batch.records);
+    if let Some(next) = &batch.next_shard_iterator {
+        w.key("NextShardIterator").str(next);
+    }
+    w.key("MillisBehindLatest").int(batch.millis_behind_latest);
+    if let Some(children) = &batch.child_shards {
+        w.key("ChildShards");
+        write_child_shards(&mut w, children);
+    }
+    w.end_map();
+    Ok(w.finish())
+}
+
+/// A list of `Record`s (GetRecords, SubscribeToShardEvent).
+pub(crate) fn write_records(w: &mut Writer, records: &[rivulet_engine::OutRecord]) {
+    w.begin_list(records.len());
+    for r in records {
         w.begin_map(4);
         w.key("SequenceNumber").str(r.sequence_number.as_str());
         w.key("ApproximateArrivalTimestamp")
@@ -636,30 +652,26 @@ fn get_records(
         w.end_map();
     }
     w.end_list();
-    if let Some(next) = &batch.next_shard_iterator {
-        w.key("NextShardIterator").str(next);
-    }
-    w.key("MillisBehindLatest").int(batch.millis_behind_latest);
-    if let Some(children) = &batch.child_shards {
-        w.key("ChildShards").begin_list(children.len());
-        for c in children {
-            w.begin_map(3);
-            w.key("ShardId").str(&c.shard_id);
-            w.key("ParentShards").begin_list(c.parent_shards.len());
-            for parent in &c.parent_shards {
-                w.str(parent);
-            }
-            w.end_list();
-            w.key("HashKeyRange").begin_map(2);
-            w.key("StartingHashKey").str(&c.starting_hash_key);
-            w.key("EndingHashKey").str(&c.ending_hash_key);
-            w.end_map();
-            w.end_map();
+}
+
+/// A list of `ChildShard`s.
+pub(crate) fn write_child_shards(w: &mut Writer, children: &[rivulet_engine::ChildShard]) {
+    w.begin_list(children.len());
+    for c in children {
+        w.begin_map(3);
+        w.key("ShardId").str(&c.shard_id);
+        w.key("ParentShards").begin_list(c.parent_shards.len());
+        for parent in &c.parent_shards {
+            w.str(parent);
         }
         w.end_list();
+        w.key("HashKeyRange").begin_map(2);
+        w.key("StartingHashKey").str(&c.starting_hash_key);
+        w.key("EndingHashKey").str(&c.ending_hash_key);
+        w.end_map();
+        w.end_map();
     }
-    w.end_map();
-    Ok(w.finish())
+    w.end_list();
 }
 
 /// Waits until every append of a put is durable; a failed sync fails the request.

@@ -5,13 +5,17 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use rivulet_engine::Engine;
 use rivulet_protocol::{AwsError, Format};
 
 use crate::api;
 use crate::config::BODY_BYTES_MAX;
+use crate::subscribe::{self, EventBody};
+
+/// A response body: a whole document, or a SubscribeToShard event stream.
+pub type Body = Either<Full<Bytes>, EventBody>;
 
 /// The `X-Amz-Target` prefix of every Kinesis operation.
 const TARGET_PREFIX: &str = "Kinesis_20131202.";
@@ -64,7 +68,7 @@ fn request_id_headers(builder: http::response::Builder) -> http::response::Build
         )
 }
 
-fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Response<Full<Bytes>> {
+fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Response<Body> {
     let mut builder = request_id_headers(Response::builder())
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, content_type);
@@ -74,21 +78,21 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Respon
             .header(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
     }
     builder
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(Either::Left(Full::new(Bytes::from(body))))
+        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
-fn error_response(format: Format, error: &AwsError, cors: bool) -> Response<Full<Bytes>> {
+fn error_response(format: Format, error: &AwsError, cors: bool) -> Response<Body> {
     let body = rivulet_protocol::encode_error(format, error);
     respond(error.status, format.content_type(), body, cors)
 }
 
-fn access_denied(cors: bool) -> Response<Full<Bytes>> {
+fn access_denied(cors: bool) -> Response<Body> {
     let (status, content_type, body) = rivulet_protocol::envelope_access_denied();
     respond(status, content_type, body, cors)
 }
 
-fn preflight(headers: &HeaderMap) -> Response<Full<Bytes>> {
+fn preflight(headers: &HeaderMap) -> Response<Body> {
     let mut builder = request_id_headers(Response::builder())
         .status(StatusCode::OK)
         .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
@@ -102,8 +106,8 @@ fn preflight(headers: &HeaderMap) -> Response<Full<Bytes>> {
     }
     builder
         .header(header::CONTENT_LENGTH, "0")
-        .body(Full::new(Bytes::new()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(Either::Left(Full::new(Bytes::new())))
+        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
 /// Checks that the request carries some SigV4 authentication, as AWS does before anything else.
@@ -188,7 +192,8 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
 pub async fn handle(
     engine: Arc<Engine>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     let headers = request.headers();
     let cors = headers.contains_key(header::ORIGIN);
     if request.method() == Method::OPTIONS {
@@ -244,6 +249,29 @@ pub async fn handle(
         Ok(input) => input,
         Err(error) => return Ok(error_response(format, &error, cors)),
     };
+    if operation == "SubscribeToShard" {
+        return Ok(
+            match subscribe::start(engine, &input, format, now_ms(), stopping) {
+                Ok(events) => {
+                    let mut builder = request_id_headers(Response::builder())
+                        .status(StatusCode::OK)
+                        .header(
+                            header::CONTENT_TYPE,
+                            rivulet_protocol::eventstream::CONTENT_TYPE,
+                        );
+                    if cors {
+                        builder = builder
+                            .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+                            .header(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
+                    }
+                    builder
+                        .body(Either::Right(events))
+                        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
+                }
+                Err(error) => error_response(format, &error, cors),
+            },
+        );
+    }
     let reply = api::dispatch(&engine, &operation, &input, now_ms(), format).await;
     Ok(match reply {
         Ok(body) => respond(200, format.content_type(), body, cors),

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod http;
+pub mod subscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,8 +124,9 @@ async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let engine = engine.clone();
+                let stopping = stopped.clone();
                 let service = hyper::service::service_fn(move |request| {
-                    http::handle(engine.clone(), request)
+                    http::handle(engine.clone(), request, stopping.clone())
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);

@@ -1,0 +1,244 @@
+//! SubscribeToShard through `aws-sdk-kinesis` (HTTP/1.1, JSON event stream): records pushed as
+//! they become durable, continuation numbers, the 5 s takeover rule, ChildShards at the end of
+//! a closed shard.
+
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
+use aws_sdk_kinesis::types::{
+    ShardIteratorType, StartingPosition, SubscribeToShardEvent, SubscribeToShardEventStream,
+};
+
+use crate::util::{TestServer, client_without_retries, error_of};
+
+async fn consumer(c: &Client, stream: &str) -> String {
+    c.create_stream()
+        .stream_name(stream)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create");
+    let arn = c
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("summary")
+        .stream_description_summary()
+        .expect("summary")
+        .stream_arn()
+        .to_string();
+    c.register_stream_consumer()
+        .stream_arn(arn)
+        .consumer_name("pushed")
+        .send()
+        .await
+        .expect("register")
+        .consumer()
+        .expect("consumer")
+        .consumer_arn()
+        .to_string()
+}
+
+async fn put(c: &Client, stream: &str, data: &str) -> String {
+    c.put_record()
+        .stream_name(stream)
+        .partition_key("k")
+        .data(Blob::new(data))
+        .send()
+        .await
+        .expect("put")
+        .sequence_number()
+        .to_string()
+}
+
+fn position(kind: ShardIteratorType, sequence: Option<&str>) -> StartingPosition {
+    StartingPosition::builder()
+        .r#type(kind)
+        .set_sequence_number(sequence.map(str::to_string))
+        .build()
+        .expect("position")
+}
+
+/// Events until `records` records have arrived (or the stream ends), within `limit`.
+async fn collect(
+    events: &mut aws_sdk_kinesis::primitives::event_stream::EventReceiver<
+        SubscribeToShardEventStream,
+        SubscribeToShardEventStreamError,
+    >,
+    records: usize,
+    limit: Duration,
+) -> Vec<SubscribeToShardEvent> {
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + limit;
+    while seen < records {
+        let next = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("events in time")
+            .expect("event");
+        match next {
+            Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)) => {
+                seen += event.records().len();
+                let end = !event.child_shards().is_empty();
+                out.push(event);
+                if end {
+                    break;
+                }
+            }
+            Some(other) => panic!("unexpected event {other:?}"),
+            None => break,
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn records_are_pushed_and_a_second_subscriber_waits_five_seconds() {
+    let t = TestServer::start().await;
+    let c = &client_without_retries(t.addr);
+    let consumer_arn = consumer(c, "push").await;
+    let mut sequences = Vec::new();
+    for data in ["a", "b", "c"] {
+        sequences.push(put(c, "push", data).await);
+    }
+    let subscribe = |kind, sequence: Option<String>| {
+        let consumer_arn = consumer_arn.clone();
+        async move {
+            c.subscribe_to_shard()
+                .consumer_arn(consumer_arn)
+                .shard_id("shardId-000000000000")
+                .starting_position(position(kind, sequence.as_deref()))
+                .send()
+                .await
+        }
+    };
+    let mut first = subscribe(ShardIteratorType::TrimHorizon, None)
+        .await
+        .expect("subscribe");
+    let events = collect(&mut first.event_stream, 3, Duration::from_secs(10)).await;
+    let got: Vec<String> = events
+        .iter()
+        .flat_map(|e| e.records())
+        .map(|r| r.sequence_number().to_string())
+        .collect();
+    assert_eq!(got, sequences);
+    let last = events.last().expect("an event");
+    assert_eq!(last.continuation_sequence_number(), sequences[2]);
+    assert_eq!(last.millis_behind_latest(), 0);
+
+    // New records are pushed without polling.
+    let started = std::time::Instant::now();
+    let fourth = put(c, "push", "d").await;
+    let pushed = collect(&mut first.event_stream, 1, Duration::from_secs(3)).await;
+    assert_eq!(pushed[0].records()[0].sequence_number(), fourth);
+    assert_eq!(pushed[0].records()[0].data().as_ref(), b"d");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A second subscription within 5 s is refused with AWS's message.
+    let refused = subscribe(ShardIteratorType::Latest, None)
+        .await
+        .expect_err("in use");
+    assert_eq!(
+        error_of(refused.into_service_error()),
+        (
+            "ResourceInUseException".into(),
+            "Another active subscription exists for this consumer: \
+             000000000000:push:shardId-000000000000:pushed"
+                .into()
+        )
+    );
+    // After 5 s a new one (resuming after the continuation number) takes over; the old
+    // stream gets ResourceInUseException.
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let mut second = subscribe(ShardIteratorType::AfterSequenceNumber, Some(fourth.clone()))
+        .await
+        .expect("takeover");
+    let mut old_ended = false;
+    for _ in 0..5 {
+        match tokio::time::timeout(Duration::from_secs(3), first.event_stream.recv())
+            .await
+            .expect("old stream answers")
+        {
+            Err(error) => {
+                // Event-stream errors arrive as the modeled variant (no error code).
+                assert!(
+                    matches!(
+                        error.into_service_error(),
+                        SubscribeToShardEventStreamError::ResourceInUseException(_)
+                    ),
+                    "ResourceInUseException"
+                );
+                old_ended = true;
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(_)) => {} // a heartbeat that was already on its way
+        }
+    }
+    assert!(
+        old_ended,
+        "the superseded subscription ends with ResourceInUseException"
+    );
+    let fifth = put(c, "push", "e").await;
+    let resumed = collect(&mut second.event_stream, 1, Duration::from_secs(3)).await;
+    let got: Vec<&str> = resumed
+        .iter()
+        .flat_map(|e| e.records())
+        .map(|r| r.sequence_number())
+        .collect();
+    assert_eq!(got, [fifth.as_str()]);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_shard_ends_with_its_children() {
+    let t = TestServer::start().await;
+    let c = &client_without_retries(t.addr);
+    let consumer_arn = consumer(c, "split").await;
+    put(c, "split", "before").await;
+    let mut sub = c
+        .subscribe_to_shard()
+        .consumer_arn(&consumer_arn)
+        .shard_id("shardId-000000000000")
+        .starting_position(position(ShardIteratorType::TrimHorizon, None))
+        .send()
+        .await
+        .expect("subscribe");
+    let first = collect(&mut sub.event_stream, 1, Duration::from_secs(5)).await;
+    assert_eq!(first[0].records().len(), 1);
+    c.split_shard()
+        .stream_name("split")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .expect("split");
+    // The split lands within the tick; the subscription then drains and ends with children.
+    let mut children = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while children.is_empty() {
+        let event = tokio::time::timeout_at(deadline, sub.event_stream.recv())
+            .await
+            .expect("the end of the shard in time")
+            .expect("event");
+        match event {
+            Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)) => {
+                children = e
+                    .child_shards()
+                    .iter()
+                    .map(|c| c.shard_id().to_string())
+                    .collect();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
+    let end = tokio::time::timeout(Duration::from_secs(3), sub.event_stream.recv())
+        .await
+        .expect("the stream ends");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    t.stop().await;
+}
