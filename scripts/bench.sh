@@ -42,6 +42,8 @@ run() {
   "${b[@]}" --stream read get-records --records "$load" >>"$OUT"
   "${b[@]}" memory --pid "$pid" --when "after-loading-$load" >>"$OUT"
   "${b[@]}" visible --seconds "$SECS" >>"$OUT"
+  # Enhanced fan-out; servers without SubscribeToShard are noted and skipped.
+  "${b[@]}" subscribe --seconds "$SECS" >>"$OUT" || echo "$label: subscribe not supported" >&2
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }

@@ -85,6 +85,14 @@ enum Workload {
         #[arg(long)]
         when: String,
     },
+    /// Puts at a fixed rate while an enhanced fan-out consumer is subscribed (SubscribeToShard);
+    /// reports put→event latency.
+    Subscribe {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Puts at a fixed rate while a reader polls; reports put→visible latency.
     Visible {
         #[arg(long, default_value_t = 1000)]
@@ -201,6 +209,88 @@ fn put_records_body(stream: &str, batch: usize, record_bytes: usize, salt: usize
         .map(|i| json!({"Data": data, "PartitionKey": format!("pk-{salt}-{i}")}))
         .collect();
     Bytes::from(json!({"StreamName": stream, "Records": records}).to_string())
+}
+
+/// Puts one record per 1/`rate` s to shard 0 (ExplicitHashKey 0) whose data is its send time in
+/// microseconds since `origin`, until `stop`.
+fn timed_writer(
+    endpoint: &Arc<Endpoint>,
+    stream: &str,
+    rate: u64,
+    origin: Instant,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let (endpoint, stop, stream) = (endpoint.clone(), stop.clone(), stream.to_string());
+    tokio::spawn(async move {
+        let mut s = endpoint.connect().await?;
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let sent_us = origin.elapsed().as_micros() as u64;
+            let data = base64::engine::general_purpose::STANDARD.encode(sent_us.to_le_bytes());
+            let body = json!({"StreamName": stream, "Data": data, "PartitionKey": "v",
+                              "ExplicitHashKey": "0"});
+            call(
+                &mut s,
+                &endpoint.addr,
+                "PutRecord",
+                Bytes::from(body.to_string()),
+            )
+            .await?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// The latency of each timed record in a JSON `Records` list, in ms.
+fn latencies_of(records: &Value, seen_us: u64, out: &mut Vec<f64>) {
+    for r in records.as_array().into_iter().flatten() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(r["Data"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        if let Ok(sent) = <[u8; 8]>::try_from(bytes.as_slice()) {
+            out.push(seen_us.saturating_sub(u64::from_le_bytes(sent)) as f64 / 1000.0);
+        }
+    }
+}
+
+/// Splits complete event-stream messages off the front of `buf`: (`:event-type` or
+/// `:exception-type`, payload).
+fn take_messages(buf: &mut Vec<u8>) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        if buf.len() < 12 {
+            return out;
+        }
+        let total = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let headers_len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        if total < 16 + headers_len || buf.len() < total {
+            return out;
+        }
+        let message: Vec<u8> = buf.drain(..total).collect();
+        let headers = &message[12..12 + headers_len];
+        let mut kind = String::new();
+        let mut at = 0;
+        while at < headers.len() {
+            let name_len = headers[at] as usize;
+            if at + 1 + name_len + 3 > headers.len() {
+                break; // malformed: ignore the rest of the headers
+            }
+            let name = String::from_utf8_lossy(&headers[at + 1..at + 1 + name_len]).to_string();
+            at += 1 + name_len + 1; // the value type: string (7) is all SubscribeToShard sends
+            let value_len = u16::from_be_bytes([headers[at], headers[at + 1]]) as usize;
+            let Some(value) = headers.get(at + 2..at + 2 + value_len) else {
+                break;
+            };
+            let value = String::from_utf8_lossy(value).to_string();
+            at += 2 + value_len;
+            if name == ":event-type" || name == ":exception-type" {
+                kind = value;
+            }
+        }
+        out.push((kind, message[12 + headers_len..total - 4].to_vec()));
+    }
 }
 
 /// Resident set size of a process, in KiB (Linux).
@@ -467,6 +557,108 @@ async fn main() -> anyhow::Result<()> {
                        "records_loaded_now": loaded}),
             );
         }
+        Workload::Subscribe { rate, seconds } => {
+            let shard = shards.first().cloned().unwrap_or_default();
+            let mut s = endpoint.connect().await?;
+            let host = endpoint.addr.clone();
+            let summary = call_json(
+                &mut s,
+                &host,
+                "DescribeStreamSummary",
+                json!({"StreamName": cli.stream}),
+            )
+            .await?;
+            let stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let name = format!("bench-{}", std::process::id());
+            let registered = call_json(
+                &mut s,
+                &host,
+                "RegisterStreamConsumer",
+                json!({"StreamARN": stream_arn, "ConsumerName": name}),
+            )
+            .await?;
+            let consumer_arn = registered["Consumer"]["ConsumerARN"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let active_by = Instant::now() + Duration::from_secs(30);
+            loop {
+                let d = call_json(
+                    &mut s,
+                    &host,
+                    "DescribeStreamConsumer",
+                    json!({"ConsumerARN": consumer_arn}),
+                )
+                .await?;
+                if d["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE" {
+                    break;
+                }
+                if Instant::now() > active_by {
+                    bail!("consumer did not become ACTIVE");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let body = json!({"ConsumerARN": consumer_arn, "ShardId": shard,
+                              "StartingPosition": {"Type": "LATEST"}});
+            let mut sub = endpoint.connect().await?;
+            sub.ready().await?;
+            let request = http::Request::post("/")
+                .header("host", &host)
+                .header("content-type", "application/x-amz-json-1.1")
+                .header("x-amz-target", "Kinesis_20131202.SubscribeToShard")
+                .header("x-amz-date", "20260101T000000Z")
+                .header("authorization", AUTH)
+                .body(Full::new(Bytes::from(body.to_string())))?;
+            let response = sub.send_request(request).await?;
+            if response.status() != 200 {
+                let bytes = response.into_body().collect().await?.to_bytes();
+                bail!(
+                    "SubscribeToShard answered: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+            let mut events = response.into_body();
+            let origin = Instant::now();
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = timed_writer(&endpoint, &cli.stream, rate, origin, &stop);
+            let mut latencies = Vec::new();
+            let mut buf = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+            while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, events.frame()).await {
+                let Ok(data) = frame?.into_data() else {
+                    continue;
+                };
+                buf.extend_from_slice(&data);
+                let seen_us = origin.elapsed().as_micros() as u64;
+                for (kind, payload) in take_messages(&mut buf) {
+                    if kind == "SubscribeToShardEvent" {
+                        let event: Value = serde_json::from_slice(&payload)?;
+                        latencies_of(&event["Records"], seen_us, &mut latencies);
+                    } else if kind != "initial-response" {
+                        bail!("{kind}: {}", String::from_utf8_lossy(&payload));
+                    }
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            writer.await??;
+            let _ = call_json(
+                &mut s,
+                &host,
+                "DeregisterStreamConsumer",
+                json!({"ConsumerARN": consumer_arn}),
+            )
+            .await;
+            latencies.sort_by(f64::total_cmp);
+            report(
+                &cli.label,
+                "put-to-event",
+                json!({"rate": rate, "samples": latencies.len(), "p50_ms": percentile(&latencies, 0.5),
+                       "p99_ms": percentile(&latencies, 0.99)}),
+            );
+        }
         Workload::Visible { rate, seconds } => {
             let shard = shards.first().cloned().unwrap_or_default();
             let mut s = endpoint.connect().await?;
@@ -480,32 +672,7 @@ async fn main() -> anyhow::Result<()> {
             let mut iterator = it["ShardIterator"].as_str().unwrap_or_default().to_string();
             let origin = Instant::now();
             let stop = Arc::new(AtomicBool::new(false));
-            let writer = {
-                let (endpoint, stop, stream) = (endpoint.clone(), stop.clone(), cli.stream.clone());
-                tokio::spawn(async move {
-                    let mut s = endpoint.connect().await?;
-                    let mut tick =
-                        tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                    while !stop.load(Ordering::Relaxed) {
-                        tick.tick().await;
-                        // The payload carries the send time; ExplicitHashKey 0 pins shard 0.
-                        let sent_us = origin.elapsed().as_micros() as u64;
-                        let data =
-                            base64::engine::general_purpose::STANDARD.encode(sent_us.to_le_bytes());
-                        let body = json!({"StreamName": stream, "Data": data, "PartitionKey": "v",
-                                          "ExplicitHashKey": "0"});
-                        call(
-                            &mut s,
-                            &endpoint.addr,
-                            "PutRecord",
-                            Bytes::from(body.to_string()),
-                        )
-                        .await?;
-                    }
-                    anyhow::Ok(())
-                })
-            };
+            let writer = timed_writer(&endpoint, &cli.stream, rate, origin, &stop);
             let mut latencies = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(seconds);
             while Instant::now() < deadline {
@@ -517,16 +684,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?;
                 let seen_us = origin.elapsed().as_micros() as u64;
-                for r in page["Records"].as_array().into_iter().flatten() {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(r["Data"].as_str().unwrap_or_default())
-                        .unwrap_or_default();
-                    if let Ok(sent) = <[u8; 8]>::try_from(bytes.as_slice()) {
-                        latencies.push(
-                            (seen_us.saturating_sub(u64::from_le_bytes(sent))) as f64 / 1000.0,
-                        );
-                    }
-                }
+                latencies_of(&page["Records"], seen_us, &mut latencies);
                 if let Some(next) = page["NextShardIterator"].as_str() {
                     iterator = next.to_string();
                 }
