@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 
 cargo test --workspace --locked
 
+# boto3, the AWS CLI and the JS SDK v3 against a real server.
+bash scripts/sdk-tests.sh
+
 # Short, bounded fuzz runs of the decoders (needs cargo-fuzz). The sanitizer flags cargo-fuzz
 # passes are nightly-only; RUSTC_BOOTSTRAP lets the machine's one stable toolchain accept them.
 if [ -d fuzz ] && cargo fuzz --version >/dev/null 2>&1; then

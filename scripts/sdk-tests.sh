@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The client suites against a real `rivulet serve` (in memory, no lifecycle delays, port 0):
+# boto3 and the AWS CLI from PyPI (HTTP/1.1, JSON) and @aws-sdk/client-kinesis v3 from npm
+# (HTTP/2 for every call). Installs their pinned versions into target/sdk-venv and
+# sdk-tests/js/node_modules; needs python3 (with venv and pip) and npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked --bin rivulet
+VENV=target/sdk-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r sdk-tests/python/requirements.txt
+(cd sdk-tests/js && npm ci --no-audit --no-fund --loglevel=error)
+
+LOG=$(mktemp)
+target/debug/rivulet serve --listen 127.0.0.1:0 --in-memory --create-stream-ms 0 \
+  --delete-stream-ms 0 --update-stream-ms 0 >"$LOG" 2>&1 &
+PID=$!
+trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$LOG"' EXIT
+ADDR=
+for _ in $(seq 200); do
+  ADDR=$(sed -n 's/^rivulet listening on //p' "$LOG")
+  [ -n "$ADDR" ] && break
+  sleep 0.05
+done
+[ -n "$ADDR" ] || { cat "$LOG"; echo "rivulet did not start" >&2; exit 1; }
+export RIVULET_ENDPOINT="http://$ADDR"
+echo "client suites against $RIVULET_ENDPOINT"
+
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider sdk-tests/python
+(cd sdk-tests/js && npm test --silent)

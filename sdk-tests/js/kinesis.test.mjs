@@ -1,0 +1,193 @@
+// Rivulet through @aws-sdk/client-kinesis v3, whose default handler speaks HTTP/2 to an
+// http:// endpoint (h2c with prior knowledge) for every call, SubscribeToShard included.
+// RIVULET_ENDPOINT (http://host:port) names a running server with zero lifecycle delays.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  KinesisClient,
+  CreateStreamCommand,
+  DescribeStreamSummaryCommand,
+  ListShardsCommand,
+  PutRecordCommand,
+  PutRecordsCommand,
+  GetShardIteratorCommand,
+  GetRecordsCommand,
+  RegisterStreamConsumerCommand,
+  DescribeStreamConsumerCommand,
+  SubscribeToShardCommand,
+  SplitShardCommand,
+  DeleteStreamCommand,
+  ResourceNotFoundException,
+  ResourceInUseException,
+} from "@aws-sdk/client-kinesis";
+
+const endpoint = process.env.RIVULET_ENDPOINT;
+assert.ok(endpoint, "RIVULET_ENDPOINT must be set");
+
+const client = new KinesisClient({
+  endpoint,
+  region: "us-east-1",
+  credentials: { accessKeyId: "AKIDJS", secretAccessKey: "secret" },
+  maxAttempts: 1,
+});
+
+const unique = (name) => `${name}-${process.pid}-${Date.now()}`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function createStream(name, shards) {
+  await client.send(new CreateStreamCommand({ StreamName: name, ShardCount: shards }));
+  for (let i = 0; i < 100; i++) {
+    const s = await client.send(new DescribeStreamSummaryCommand({ StreamName: name }));
+    if (s.StreamDescriptionSummary.StreamStatus === "ACTIVE") return s.StreamDescriptionSummary;
+    await sleep(50);
+  }
+  throw new Error(`${name} never became ACTIVE`);
+}
+
+async function readShard(stream, shardId, type = "TRIM_HORIZON") {
+  const records = [];
+  let { ShardIterator: it } = await client.send(
+    new GetShardIteratorCommand({ StreamName: stream, ShardId: shardId, ShardIteratorType: type }),
+  );
+  let children;
+  while (it) {
+    const page = await client.send(new GetRecordsCommand({ ShardIterator: it }));
+    records.push(...page.Records);
+    children = page.ChildShards;
+    if (page.Records.length === 0 && page.MillisBehindLatest === 0 && !children?.length) break;
+    it = page.NextShardIterator;
+  }
+  return { records, children };
+}
+
+test("produce and consume by polling; errors as AWS", async () => {
+  const name = unique("js");
+  await createStream(name, 2);
+  const one = await client.send(
+    new PutRecordCommand({ StreamName: name, PartitionKey: "a", Data: Buffer.from("hello") }),
+  );
+  assert.match(one.SequenceNumber, /^\d{50,}$/);
+  const many = await client.send(
+    new PutRecordsCommand({
+      StreamName: name,
+      Records: Array.from({ length: 50 }, (_, i) => ({
+        PartitionKey: `k${i}`,
+        Data: Buffer.from(`r${i}`),
+      })),
+    }),
+  );
+  assert.equal(many.FailedRecordCount, 0);
+  const { Shards } = await client.send(new ListShardsCommand({ StreamName: name }));
+  let total = 0;
+  for (const shard of Shards) {
+    const { records } = await readShard(name, shard.ShardId);
+    total += records.length;
+    for (const r of records) {
+      assert.ok(r.ApproximateArrivalTimestamp instanceof Date);
+      assert.ok(Math.abs(r.ApproximateArrivalTimestamp.getTime() - Date.now()) < 60_000);
+    }
+  }
+  assert.equal(total, 51);
+  await assert.rejects(
+    client.send(new DescribeStreamSummaryCommand({ StreamName: "no-such-stream" })),
+    (e) =>
+      e instanceof ResourceNotFoundException &&
+      e.message === "Stream no-such-stream under account 000000000000 not found.",
+  );
+  await client.send(new DeleteStreamCommand({ StreamName: name }));
+});
+
+test("SubscribeToShard pushes records over HTTP/2", async () => {
+  const name = unique("js-efo");
+  const summary = await createStream(name, 1);
+  const { Consumer } = await client.send(
+    new RegisterStreamConsumerCommand({ StreamARN: summary.StreamARN, ConsumerName: "js" }),
+  );
+  for (let i = 0; i < 100; i++) {
+    const d = await client.send(
+      new DescribeStreamConsumerCommand({ ConsumerARN: Consumer.ConsumerARN }),
+    );
+    if (d.ConsumerDescription.ConsumerStatus === "ACTIVE") break;
+    await sleep(50);
+  }
+  const first = await client.send(
+    new PutRecordCommand({ StreamName: name, PartitionKey: "p", Data: Buffer.from("early") }),
+  );
+  const sub = await client.send(
+    new SubscribeToShardCommand({
+      ConsumerARN: Consumer.ConsumerARN,
+      ShardId: "shardId-000000000000",
+      StartingPosition: { Type: "AT_SEQUENCE_NUMBER", SequenceNumber: first.SequenceNumber },
+    }),
+  );
+  // A second subscription within 5 s is refused.
+  await assert.rejects(
+    client.send(
+      new SubscribeToShardCommand({
+        ConsumerARN: Consumer.ConsumerARN,
+        ShardId: "shardId-000000000000",
+        StartingPosition: { Type: "LATEST" },
+      }),
+    ),
+    (e) => e instanceof ResourceInUseException,
+  );
+  const seen = [];
+  let continuation;
+  let putLater = true;
+  for await (const event of sub.EventStream) {
+    if (!event.SubscribeToShardEvent) continue;
+    const e = event.SubscribeToShardEvent;
+    seen.push(...e.Records.map((r) => Buffer.from(r.Data).toString()));
+    continuation = e.ContinuationSequenceNumber;
+    if (putLater) {
+      putLater = false;
+      await client.send(
+        new PutRecordCommand({ StreamName: name, PartitionKey: "p", Data: Buffer.from("late") }),
+      );
+    }
+    if (seen.length >= 2) break;
+  }
+  assert.deepEqual(seen, ["early", "late"]);
+  assert.match(continuation, /^\d{50,}$/);
+  await client.send(new DeleteStreamCommand({ StreamName: name, EnforceConsumerDeletion: true }));
+});
+
+test("reshard while a consumer reads: parents drained before children", async () => {
+  const name = unique("js-split");
+  await createStream(name, 1);
+  for (let i = 0; i < 20; i++) {
+    await client.send(
+      new PutRecordCommand({ StreamName: name, PartitionKey: `k${i}`, Data: Buffer.from(`${i}`) }),
+    );
+  }
+  await client.send(
+    new SplitShardCommand({
+      StreamName: name,
+      ShardToSplit: "shardId-000000000000",
+      NewStartingHashKey: "170141183460469231731687303715884105728",
+    }),
+  );
+  for (let i = 0; i < 100; i++) {
+    const s = await client.send(new DescribeStreamSummaryCommand({ StreamName: name }));
+    if (s.StreamDescriptionSummary.StreamStatus === "ACTIVE") break;
+    await sleep(50);
+  }
+  for (let i = 20; i < 40; i++) {
+    await client.send(
+      new PutRecordCommand({ StreamName: name, PartitionKey: `k${i}`, Data: Buffer.from(`${i}`) }),
+    );
+  }
+  const parent = await readShard(name, "shardId-000000000000");
+  assert.equal(parent.records.length, 20);
+  assert.deepEqual(
+    parent.children.map((c) => c.ShardId),
+    ["shardId-000000000001", "shardId-000000000002"],
+  );
+  let after = 0;
+  for (const child of parent.children) {
+    after += (await readShard(name, child.ShardId)).records.length;
+  }
+  assert.equal(after, 20);
+  await client.send(new DeleteStreamCommand({ StreamName: name }));
+});

@@ -1,0 +1,206 @@
+"""Rivulet through boto3 and the AWS CLI (HTTP/1.1, JSON), SubscribeToShard included.
+
+RIVULET_ENDPOINT (http://host:port) names a running server with zero lifecycle delays.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ENDPOINT = os.environ["RIVULET_ENDPOINT"]
+ENV = dict(
+    os.environ,
+    AWS_ACCESS_KEY_ID="AKIDPY",
+    AWS_SECRET_ACCESS_KEY="secret",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+
+
+@pytest.fixture(scope="module")
+def kinesis():
+    return boto3.client(
+        "kinesis",
+        endpoint_url=ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDPY",
+        aws_secret_access_key="secret",
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+def unique(name):
+    return f"{name}-{os.getpid()}-{time.time_ns()}"
+
+
+def create(kinesis, name, shards):
+    kinesis.create_stream(StreamName=name, ShardCount=shards)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100}
+    )
+    return kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+
+
+def read_shard(kinesis, stream, shard_id):
+    it = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records, children = [], []
+    while it:
+        page = kinesis.get_records(ShardIterator=it)
+        records += page["Records"]
+        children = page.get("ChildShards", [])
+        if not page["Records"] and page["MillisBehindLatest"] == 0 and not children:
+            break
+        it = page.get("NextShardIterator")
+    return records, children
+
+
+def test_produce_consume_and_errors(kinesis):
+    name = unique("py")
+    create(kinesis, name, 2)
+    put = kinesis.put_record(StreamName=name, PartitionKey="a", Data=b"hello")
+    assert put["SequenceNumber"].isdigit() and len(put["SequenceNumber"]) > 50
+    batch = kinesis.put_records(
+        StreamName=name,
+        Records=[{"PartitionKey": f"k{i}", "Data": f"r{i}".encode()} for i in range(100)],
+    )
+    assert batch["FailedRecordCount"] == 0
+    shards = kinesis.list_shards(StreamName=name)["Shards"]
+    assert [s["ShardId"] for s in shards] == ["shardId-000000000000", "shardId-000000000001"]
+    seen = []
+    for shard in shards:
+        records, _ = read_shard(kinesis, name, shard["ShardId"])
+        seen += [r["Data"] for r in records]
+        for r in records:
+            assert abs(r["ApproximateArrivalTimestamp"].timestamp() - time.time()) < 60
+    assert sorted(seen) == sorted([b"hello"] + [f"r{i}".encode() for i in range(100)])
+
+    with pytest.raises(kinesis.exceptions.ResourceNotFoundException) as missing:
+        kinesis.describe_stream(StreamName="no-such-stream")
+    assert (
+        missing.value.response["Error"]["Message"]
+        == "Stream no-such-stream under account 000000000000 not found."
+    )
+    with pytest.raises(kinesis.exceptions.InvalidArgumentException) as bad:
+        kinesis.get_shard_iterator(
+            StreamName=name, ShardId="shardId-000000000000", ShardIteratorType="AT_SEQUENCE_NUMBER"
+        )
+    assert bad.value.response["Error"]["Message"].startswith("Must either specify (1)")
+    kinesis.delete_stream(StreamName=name)
+
+
+def test_subscribe_to_shard_over_http_1_1(kinesis):
+    name = unique("py-efo")
+    summary = create(kinesis, name, 1)
+    consumer = kinesis.register_stream_consumer(
+        StreamARN=summary["StreamARN"], ConsumerName="py"
+    )["Consumer"]
+    for _ in range(100):
+        status = kinesis.describe_stream_consumer(ConsumerARN=consumer["ConsumerARN"])[
+            "ConsumerDescription"
+        ]["ConsumerStatus"]
+        if status == "ACTIVE":
+            break
+        time.sleep(0.05)
+    first = kinesis.put_record(StreamName=name, PartitionKey="p", Data=b"early")
+    response = kinesis.subscribe_to_shard(
+        ConsumerARN=consumer["ConsumerARN"],
+        ShardId="shardId-000000000000",
+        StartingPosition={"Type": "AT_SEQUENCE_NUMBER", "SequenceNumber": first["SequenceNumber"]},
+    )
+    with pytest.raises(kinesis.exceptions.ResourceInUseException):
+        kinesis.subscribe_to_shard(
+            ConsumerARN=consumer["ConsumerARN"],
+            ShardId="shardId-000000000000",
+            StartingPosition={"Type": "LATEST"},
+        )
+    seen, continuation, put_later = [], None, True
+    for event in response["EventStream"]:
+        shard_event = event.get("SubscribeToShardEvent")
+        if shard_event is None:
+            continue
+        seen += [r["Data"] for r in shard_event["Records"]]
+        continuation = shard_event["ContinuationSequenceNumber"]
+        if put_later:
+            put_later = False
+            kinesis.put_record(StreamName=name, PartitionKey="p", Data=b"late")
+        if len(seen) >= 2:
+            break
+    response["EventStream"].close()
+    assert seen == [b"early", b"late"]
+    assert continuation.isdigit()
+    kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+
+
+def test_reshard_while_reading(kinesis):
+    name = unique("py-merge")
+    create(kinesis, name, 2)
+    for i in range(30):
+        kinesis.put_record(StreamName=name, PartitionKey=f"k{i}", Data=f"{i}".encode())
+    kinesis.merge_shards(
+        StreamName=name,
+        ShardToMerge="shardId-000000000000",
+        AdjacentShardToMerge="shardId-000000000001",
+    )
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100}
+    )
+    for i in range(30, 40):
+        kinesis.put_record(StreamName=name, PartitionKey=f"k{i}", Data=f"{i}".encode())
+    before = 0
+    for parent in ["shardId-000000000000", "shardId-000000000001"]:
+        records, children = read_shard(kinesis, name, parent)
+        before += len(records)
+        assert [c["ShardId"] for c in children] == ["shardId-000000000002"]
+        assert children[0]["ParentShards"] == ["shardId-000000000000", "shardId-000000000001"]
+    after, _ = read_shard(kinesis, name, "shardId-000000000002")
+    assert before == 30 and len(after) == 10
+    kinesis.delete_stream(StreamName=name)
+
+
+def aws(*args):
+    """Runs the AWS CLI against Rivulet and returns its JSON output."""
+    out = subprocess.run(
+        [sys.executable, "-m", "awscli", "kinesis", "--endpoint-url", ENDPOINT, *args],
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout) if out.stdout.strip() else None
+
+
+def test_aws_cli():
+    name = unique("cli")
+    aws("create-stream", "--stream-name", name, "--shard-count", "1")
+    subprocess.run(
+        [sys.executable, "-m", "awscli", "kinesis", "wait", "stream-exists",
+         "--endpoint-url", ENDPOINT, "--stream-name", name],
+        env=ENV,
+        check=True,
+    )
+    assert name in aws("list-streams")["StreamNames"]
+    # AWS CLI v1 sends a blob argument's text as the bytes (v2 would expect base64).
+    put = aws("put-record", "--stream-name", name, "--partition-key", "k", "--data", "hello")
+    assert put["ShardId"] == "shardId-000000000000"
+    it = aws("get-shard-iterator", "--stream-name", name, "--shard-id", "shardId-000000000000",
+             "--shard-iterator-type", "TRIM_HORIZON")["ShardIterator"]
+    records = aws("get-records", "--shard-iterator", it)["Records"]
+    assert [r["Data"] for r in records] == ["aGVsbG8="]
+    failed = subprocess.run(
+        [sys.executable, "-m", "awscli", "kinesis", "--endpoint-url", ENDPOINT,
+         "describe-stream", "--stream-name", "no-such-stream"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode != 0
+    assert "ResourceNotFoundException" in failed.stderr
+    assert "Stream no-such-stream under account 000000000000 not found." in failed.stderr
+    aws("delete-stream", "--stream-name", name)
