@@ -22,6 +22,17 @@ async fn serve(args: rivulet_server::ServeArgs) -> anyhow::Result<()> {
     let server = Server::start(config.clone()).await?;
     // One machine-readable line on stdout, for scripts and tests that start us on port 0.
     println!("rivulet listening on {}", server.local_addr());
+    if let (Some(addr), Some((certificate, self_signed))) =
+        (server.tls_addr(), server.tls_certificate())
+    {
+        println!("rivulet TLS listening on {addr}");
+        if *self_signed {
+            println!(
+                "rivulet TLS self-signed certificate (trust it in clients): {}",
+                certificate.display()
+            );
+        }
+    }
     tracing::info!(
         listen = %server.local_addr(),
         storage = ?config.storage,

@@ -5,6 +5,7 @@ mod durability;
 mod messages;
 mod sdk;
 mod subscribe;
+mod tls;
 mod transport;
 mod util;
 mod wire;

@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// Open shards the account may have [default: 20000]
     #[arg(long, env = "RIVULET_SHARD_LIMIT")]
     pub shard_limit: Option<u32>,
+    /// Also serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on this address [default: off]
+    #[arg(long, env = "RIVULET_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --tls-listen [default: a self-signed one for localhost,
+    /// generated under the data dir (or a temporary dir with --in-memory); its path is printed]
+    #[arg(long, env = "RIVULET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "RIVULET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log filter, in tracing's env-filter syntax [default: info]
     #[arg(long, env = "RIVULET_LOG")]
     pub log: Option<String>,
@@ -71,6 +81,15 @@ pub struct ServeArgs {
     #[arg(long, env = "RIVULET_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+}
+
+/// The HTTPS listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// Certificate and key files; `None` means a generated self-signed pair.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// Where data lives.
@@ -84,6 +103,8 @@ pub enum Storage {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The HTTPS listener, if any.
+    pub tls: Option<TlsConfig>,
     pub storage: Storage,
     pub engine: EngineConfig,
     pub log: String,
@@ -94,6 +115,7 @@ impl ServerConfig {
     pub fn for_tests() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
             storage: Storage::Memory,
             engine: EngineConfig {
                 create_stream_ms: 0,
@@ -143,11 +165,22 @@ impl ServeArgs {
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("--account-id must be 12 digits, got {account_id:?}");
         }
+        let tls_cert = self.tls_cert.or(file.tls_cert);
+        let tls_key = self.tls_key.or(file.tls_key);
+        if tls_cert.is_some() != tls_key.is_some() {
+            anyhow::bail!("--tls-cert and --tls-key must be given together");
+        }
+        let tls = self.tls_listen.or(file.tls_listen).map(|listen| TlsConfig {
+            listen,
+            cert: tls_cert,
+            key: tls_key,
+        });
         Ok(ServerConfig {
             listen: self
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4567))),
+            tls,
             storage,
             engine: EngineConfig {
                 account_id,

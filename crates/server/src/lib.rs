@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod subscribe;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{ServeArgs, ServerConfig, Storage};
+pub use config::{ServeArgs, ServerConfig, Storage, TlsConfig};
 
 /// How often lifecycle delays and retention are applied.
 const TICK_INTERVAL: Duration = Duration::from_millis(50);
@@ -32,6 +33,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A running server.
 pub struct Server {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    tls_certificate: Option<(std::path::PathBuf, bool)>,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
     engine: Arc<Engine>,
@@ -58,10 +61,40 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let mut tls_certificate = None;
+        let tls_listener = match &config.tls {
+            Some(settings) => {
+                let generated_dir = match &config.storage {
+                    Storage::Dir(dir) => dir.join("tls"),
+                    Storage::Memory => std::env::temp_dir().join(format!(
+                        "rivulet-tls-{}-{}",
+                        std::process::id(),
+                        local_addr.port()
+                    )),
+                };
+                let tls = tls::setup(
+                    settings.cert.as_deref(),
+                    settings.key.as_deref(),
+                    &generated_dir,
+                )?;
+                let listener = TcpListener::bind(settings.listen)
+                    .await
+                    .with_context(|| format!("binding {}", settings.listen))?;
+                tls_certificate = Some((tls.certificate.clone(), tls.self_signed));
+                Some((listener, tls.acceptor))
+            }
+            None => None,
+        };
+        let tls_addr = match &tls_listener {
+            Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(listener, engine.clone(), stopped));
+        let task = tokio::spawn(run(listener, tls_listener, engine.clone(), stopped));
         Ok(Server {
             local_addr,
+            tls_addr,
+            tls_certificate,
             stop,
             task,
             engine,
@@ -71,6 +104,16 @@ impl Server {
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The HTTPS address, when `--tls-listen` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The HTTPS certificate's PEM file, and whether it is the generated self-signed one.
+    pub fn tls_certificate(&self) -> Option<&(std::path::PathBuf, bool)> {
+        self.tls_certificate.as_ref()
     }
 
     /// The engine behind the server.
@@ -90,8 +133,19 @@ impl Server {
     }
 }
 
+/// Accepts on the HTTPS listener, or never when there is none.
+async fn accept_tls(
+    listener: &Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some((listener, _)) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     listener: TcpListener,
+    tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     engine: Arc<Engine>,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -136,9 +190,43 @@ async fn run(
                     }
                 });
             }
+            accepted = accept_tls(&tls_listener) => {
+                let (stream, _) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "TLS accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let Some((_, acceptor)) = &tls_listener else { continue };
+                let acceptor = acceptor.clone();
+                let engine = engine.clone();
+                let stopping = stopped.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                // The handshake runs in the connection's task, never in the accept loop.
+                tokio::spawn(async move {
+                    let stream = match acceptor.accept(stream).await {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            tracing::debug!(%error, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let service = hyper::service::service_fn(move |request| {
+                        http::handle(engine.clone(), request, stopping.clone())
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%error, "TLS connection ended with an error");
+                    }
+                });
+            }
         }
     }
     drop(listener);
+    drop(tls_listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()

@@ -1,0 +1,203 @@
+//! TLS: `--tls-listen` with a generated self-signed certificate; ALPN negotiates HTTP/2, and
+//! the Rust SDK (which speaks HTTP/2 only over TLS) works end to end, SubscribeToShard included.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rivulet_server::{ServerConfig, TlsConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::util::{AUTH, TestServer};
+
+async fn tls_server() -> (TestServer, std::net::SocketAddr, Vec<u8>) {
+    let mut config = ServerConfig::for_tests();
+    config.tls = Some(TlsConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        cert: None,
+        key: None,
+    });
+    let t = TestServer::with_config(config).await;
+    let server = t.server.as_ref().expect("running");
+    let addr = server.tls_addr().expect("TLS address");
+    let (path, self_signed) = server.tls_certificate().expect("certificate").clone();
+    assert!(self_signed);
+    let pem = std::fs::read(&path).expect("certificate file");
+    (t, addr, pem)
+}
+
+fn remove_generated(pem_dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(pem_dir);
+}
+
+#[tokio::test]
+async fn alpn_negotiates_h2_and_http_1_1() {
+    let (t, addr, pem) = tls_server().await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("pem")).expect("trust");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    for (alpn, version) in [
+        (&b"h2"[..], http::Version::HTTP_2),
+        (&b"http/1.1"[..], http::Version::HTTP_11),
+    ] {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let stream = connector
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("handshake");
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(alpn));
+        let request = http::Request::post(format!("https://localhost:{}/", addr.port()))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", "Kinesis_20131202.ListStreams")
+            .header("x-amz-date", "20260101T000000Z")
+            .header("authorization", AUTH)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("request");
+        let response = if version == http::Version::HTTP_2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .expect("h2");
+            tokio::spawn(connection);
+            sender.send_request(request).await.expect("response")
+        } else {
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .expect("http/1.1");
+            tokio::spawn(connection);
+            sender.send_request(request).await.expect("response")
+        };
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), 200);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(
+            &body[..],
+            br#"{"StreamNames":[],"HasMoreStreams":false,"StreamSummaries":[]}"#
+        );
+    }
+    let dir = t
+        .server
+        .as_ref()
+        .and_then(|s| s.tls_certificate())
+        .map(|(p, _)| p.clone());
+    t.stop().await;
+    if let Some(dir) = dir.as_deref().and_then(std::path::Path::parent) {
+        remove_generated(dir);
+    }
+}
+
+#[tokio::test]
+async fn the_rust_sdk_works_over_https() {
+    let (t, addr, pem) = tls_server().await;
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(TrustStore::empty().with_pem_certificate(pem))
+                .build()
+                .expect("TLS context"),
+        )
+        .build_https();
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTLS", "secret", None, None, "test"))
+        .endpoint_url(format!("https://localhost:{}", addr.port()))
+        .http_client(http_client)
+        .build();
+    let c = Client::from_conf(config);
+    c.create_stream()
+        .stream_name("secure")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create over TLS");
+    let arn = c
+        .describe_stream_summary()
+        .stream_name("secure")
+        .send()
+        .await
+        .expect("summary")
+        .stream_description_summary()
+        .expect("summary")
+        .stream_arn()
+        .to_string();
+    let consumer = c
+        .register_stream_consumer()
+        .stream_arn(arn)
+        .consumer_name("tls")
+        .send()
+        .await
+        .expect("register")
+        .consumer()
+        .expect("consumer")
+        .consumer_arn()
+        .to_string();
+    let put = c
+        .put_record()
+        .stream_name("secure")
+        .partition_key("k")
+        .data(Blob::new("over h2"))
+        .send()
+        .await
+        .expect("put");
+    let mut sub = c
+        .subscribe_to_shard()
+        .consumer_arn(consumer)
+        .shard_id("shardId-000000000000")
+        .starting_position(
+            StartingPosition::builder()
+                .r#type(ShardIteratorType::TrimHorizon)
+                .build()
+                .expect("position"),
+        )
+        .send()
+        .await
+        .expect("subscribe over HTTP/2 + TLS");
+    let event = tokio::time::timeout(Duration::from_secs(10), sub.event_stream.recv())
+        .await
+        .expect("in time")
+        .expect("event");
+    match event {
+        Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)) => {
+            assert_eq!(e.records().len(), 1);
+            assert_eq!(e.records()[0].sequence_number(), put.sequence_number());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    drop(sub);
+    let dir = t
+        .server
+        .as_ref()
+        .and_then(|s| s.tls_certificate())
+        .map(|(p, _)| p.clone());
+    t.stop().await;
+    if let Some(dir) = dir.as_deref().and_then(std::path::Path::parent) {
+        remove_generated(dir);
+    }
+}
