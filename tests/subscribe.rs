@@ -242,3 +242,125 @@ async fn a_closed_shard_ends_with_its_children() {
     assert!(matches!(end, Ok(None)), "{end:?}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn heartbeats_lifetime_rate_and_disconnect() {
+    let mut config = rivulet_server::ServerConfig::for_tests();
+    config.subscription = rivulet_server::subscribe::Timing {
+        heartbeat: Duration::from_millis(200),
+        lifetime: Duration::from_millis(1_500),
+        bytes_per_second: 200_000,
+    };
+    let t = TestServer::with_config(config).await;
+    let c = &client_without_retries(t.addr);
+    let consumer_arn = consumer(c, "clock").await;
+    let subscribe = |kind| {
+        let consumer_arn = consumer_arn.clone();
+        async move {
+            c.subscribe_to_shard()
+                .consumer_arn(consumer_arn)
+                .shard_id("shardId-000000000000")
+                .starting_position(position(kind, None))
+                .send()
+                .await
+        }
+    };
+    // Without data: heartbeat events, each with a continuation number; the end after the
+    // lifetime.
+    let started = std::time::Instant::now();
+    let mut sub = subscribe(ShardIteratorType::Latest)
+        .await
+        .expect("subscribe");
+    let mut heartbeats = 0;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), sub.event_stream.recv())
+            .await
+            .expect("an event or the end in time")
+            .expect("event");
+        match next {
+            Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)) => {
+                assert!(e.records().is_empty());
+                assert!(e.continuation_sequence_number().len() > 50);
+                heartbeats += 1;
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => break,
+        }
+    }
+    let lasted = started.elapsed();
+    assert!(heartbeats >= 4, "{heartbeats} heartbeats");
+    assert!(
+        lasted >= Duration::from_millis(1_400) && lasted < Duration::from_secs(4),
+        "{lasted:?}"
+    );
+
+    // The ended subscription released its slot; a disconnect releases it too.
+    let sub = subscribe(ShardIteratorType::Latest)
+        .await
+        .expect("after the end");
+    let dropped_at = std::time::Instant::now();
+    drop(sub);
+    let mut again = None;
+    while dropped_at.elapsed() < Duration::from_secs(4) {
+        match subscribe(ShardIteratorType::TrimHorizon).await {
+            Ok(sub) => {
+                again = Some(sub);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let mut sub = again.expect("a disconnect frees the slot well before the 5 s takeover");
+
+    // 600 kB at 200 kB/s: about three seconds, not one burst.
+    let big = vec![7u8; 100_000];
+    let sent = std::time::Instant::now();
+    for _ in 0..6 {
+        c.put_record()
+            .stream_name("clock")
+            .partition_key("k")
+            .data(Blob::new(big.clone()))
+            .send()
+            .await
+            .expect("put");
+    }
+    let mut received = 0;
+    let mut continuation = String::new();
+    while received < 6 {
+        match tokio::time::timeout(Duration::from_secs(10), sub.event_stream.recv())
+            .await
+            .expect("in time")
+            .expect("event")
+        {
+            Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)) => {
+                received += e.records().len();
+                continuation = e.continuation_sequence_number().to_string();
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => {
+                // The 1.5 s lifetime ended it: resume after the continuation, as clients do.
+                sub = c
+                    .subscribe_to_shard()
+                    .consumer_arn(&consumer_arn)
+                    .shard_id("shardId-000000000000")
+                    .starting_position(position(
+                        ShardIteratorType::AfterSequenceNumber,
+                        Some(&continuation),
+                    ))
+                    .send()
+                    .await
+                    .expect("resubscribe");
+            }
+        }
+    }
+    assert_eq!(
+        received, 6,
+        "every record exactly once across resubscriptions"
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2_000),
+        "{:?}",
+        sent.elapsed()
+    );
+    t.stop().await;
+}

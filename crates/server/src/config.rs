@@ -105,6 +105,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The HTTPS listener, if any.
     pub tls: Option<TlsConfig>,
+    /// SubscribeToShard's heartbeat, lifetime and rate (AWS's; not a flag: tests shorten them).
+    pub subscription: crate::subscribe::Timing,
     pub storage: Storage,
     pub engine: EngineConfig,
     pub log: String,
@@ -116,6 +118,7 @@ impl ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
+            subscription: Default::default(),
             storage: Storage::Memory,
             engine: EngineConfig {
                 create_stream_ms: 0,
@@ -181,6 +184,7 @@ impl ServeArgs {
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4567))),
             tls,
+            subscription: Default::default(),
             storage,
             engine: EngineConfig {
                 account_id,

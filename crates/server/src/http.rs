@@ -193,6 +193,7 @@ pub async fn handle(
     engine: Arc<Engine>,
     request: Request<Incoming>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    timing: subscribe::Timing,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let headers = request.headers();
     let cors = headers.contains_key(header::ORIGIN);
@@ -251,7 +252,7 @@ pub async fn handle(
     };
     if operation == "SubscribeToShard" {
         return Ok(
-            match subscribe::start(engine, &input, format, now_ms(), stopping) {
+            match subscribe::start(engine, &input, format, now_ms(), stopping, timing) {
                 Ok(events) => {
                     let mut builder = request_id_headers(Response::builder())
                         .status(StatusCode::OK)

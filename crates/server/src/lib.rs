@@ -90,7 +90,13 @@ impl Server {
             None => None,
         };
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(listener, tls_listener, engine.clone(), stopped));
+        let task = tokio::spawn(run(
+            listener,
+            tls_listener,
+            engine.clone(),
+            stopped,
+            config.subscription,
+        ));
         Ok(Server {
             local_addr,
             tls_addr,
@@ -148,6 +154,7 @@ async fn run(
     tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     engine: Arc<Engine>,
     mut stopped: watch::Receiver<bool>,
+    timing: subscribe::Timing,
 ) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
     let builder = {
@@ -180,7 +187,7 @@ async fn run(
                 let engine = engine.clone();
                 let stopping = stopped.clone();
                 let service = hyper::service::service_fn(move |request| {
-                    http::handle(engine.clone(), request, stopping.clone())
+                    http::handle(engine.clone(), request, stopping.clone(), timing)
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
@@ -215,7 +222,7 @@ async fn run(
                         }
                     };
                     let service = hyper::service::service_fn(move |request| {
-                        http::handle(engine.clone(), request, stopping.clone())
+                        http::handle(engine.clone(), request, stopping.clone(), timing)
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     if let Err(error) = watcher.watch(connection).await {

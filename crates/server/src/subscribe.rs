@@ -1,7 +1,8 @@
 //! SubscribeToShard over HTTP/1.1 (chunked) or HTTP/2: an event-stream response whose events
 //! a task pushes as soon as the shard's durable end moves — no polling loop. The task sends
 //! `initial-response` first, an event at least every [`HEARTBEAT`] without data, ends the
-//! subscription after [`SUBSCRIPTION_LIFETIME`], at the end of a closed shard (with
+//! subscription after [`SUBSCRIPTION_LIFETIME`] (both AWS's; [`Timing`] lets tests shorten
+//! them), at the end of a closed shard (with
 //! `ChildShards`), when a newer subscription takes over (a `ResourceInUseException` frame), at
 //! shutdown, or when the client goes away. At most [`EVENTS_BUFFERED`] events wait for a slow
 //! client, and a subscription reads no faster than [`BYTES_PER_SECOND`].
@@ -28,6 +29,24 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(300);
 /// Read throughput per subscription (per consumer and shard), as AWS allows.
 pub const BYTES_PER_SECOND: u64 = 2 << 20;
+/// A subscription's clock: AWS's values by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub lifetime: Duration,
+    pub bytes_per_second: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: HEARTBEAT,
+            lifetime: SUBSCRIPTION_LIFETIME,
+            bytes_per_second: BYTES_PER_SECOND,
+        }
+    }
+}
+
 /// Record bytes per event at most.
 const EVENT_BYTES_MAX: usize = 1 << 20;
 /// Events encoded ahead of a slow client.
@@ -67,6 +86,7 @@ pub fn start(
     format: Format,
     now_ms: i64,
     stopping: watch::Receiver<bool>,
+    timing: Timing,
 ) -> Result<EventBody, AwsError> {
     let position = field(input, "StartingPosition");
     let kind = text(position.and_then(|p| field(p, "Type")))
@@ -88,7 +108,7 @@ pub fn start(
         )
         .map_err(aws_error)?;
     let (events, receiver) = mpsc::channel(EVENTS_BUFFERED);
-    tokio::spawn(push(engine, subscription, events, format, stopping));
+    tokio::spawn(push(engine, subscription, events, format, stopping, timing));
     Ok(EventBody { events: receiver })
 }
 
@@ -130,6 +150,7 @@ async fn push(
     events: mpsc::Sender<Bytes>,
     format: Format,
     mut stopping: watch::Receiver<bool>,
+    timing: Timing,
 ) {
     let content_type = format.content_type();
     let empty = rivulet_protocol::encode_response(format, &Value::Map(Vec::new()));
@@ -139,7 +160,7 @@ async fn push(
         return;
     }
     let started = Instant::now();
-    let deadline = started + SUBSCRIPTION_LIFETIME;
+    let deadline = started + timing.lifetime;
     let mut last_event = started;
     let mut bytes_sent = 0u64;
     let mut data_open = true;
@@ -155,7 +176,9 @@ async fn push(
         }
         // Mark the current durable end seen before reading, so a change after the read wakes us.
         sub.data.borrow_and_update();
-        let event = match engine.next_event(&mut sub, EVENT_BYTES_MAX, crate::http::now_ms()) {
+        // Small enough reads that the rate below is smooth, not one burst then a long pause.
+        let read_bytes = EVENT_BYTES_MAX.min((timing.bytes_per_second / 5).max(1) as usize);
+        let event = match engine.next_event(&mut sub, read_bytes, crate::http::now_ms()) {
             Ok(event) => event,
             Err(error) => {
                 let _ = events
@@ -166,7 +189,7 @@ async fn push(
         };
         let has_records = !event.records.is_empty();
         let at_end = event.child_shards.is_some();
-        if has_records || at_end || last_event.elapsed() >= HEARTBEAT {
+        if has_records || at_end || last_event.elapsed() >= timing.heartbeat {
             bytes_sent += event
                 .records
                 .iter()
@@ -186,15 +209,15 @@ async fn push(
             break;
         }
         // Stay within the read rate: the bytes sent so far may not outrun the clock.
-        let allowed_at =
-            started + Duration::from_secs_f64(bytes_sent as f64 / BYTES_PER_SECOND as f64);
+        let allowed_at = started
+            + Duration::from_secs_f64(bytes_sent as f64 / timing.bytes_per_second.max(1) as f64);
         if allowed_at > Instant::now() {
             tokio::time::sleep_until(allowed_at.min(deadline)).await;
         }
         if has_records {
             continue; // There may be more right away.
         }
-        let wake = (last_event + HEARTBEAT).min(deadline);
+        let wake = (last_event + timing.heartbeat).min(deadline);
         tokio::select! {
             changed = sub.data.changed(), if data_open => {
                 // The log was removed: the next read reports why; until then, only timers.
