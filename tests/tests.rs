@@ -2,6 +2,7 @@
 
 mod consumers;
 mod durability;
+mod kcl;
 mod messages;
 mod sdk;
 mod subscribe;
