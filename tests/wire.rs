@@ -332,3 +332,138 @@ async fn plain_application_json_is_accepted() {
     );
     t.stop().await;
 }
+
+/// Splits an event-stream body into (`:event-type` or `:exception-type`, `:content-type`,
+/// payload) triples.
+fn event_messages(mut body: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while body.len() >= 16 {
+        let total = u32::from_be_bytes(body[0..4].try_into().unwrap()) as usize;
+        let headers_len = u32::from_be_bytes(body[4..8].try_into().unwrap()) as usize;
+        let headers = &body[12..12 + headers_len];
+        let (mut kind, mut content_type) = (String::new(), String::new());
+        let mut at = 0;
+        while at < headers.len() {
+            let name_len = headers[at] as usize;
+            let name = std::str::from_utf8(&headers[at + 1..at + 1 + name_len]).unwrap();
+            assert_eq!(headers[at + 1 + name_len], 7, "string header");
+            let value_at = at + 2 + name_len;
+            let value_len =
+                u16::from_be_bytes(headers[value_at..value_at + 2].try_into().unwrap()) as usize;
+            let value =
+                std::str::from_utf8(&headers[value_at + 2..value_at + 2 + value_len]).unwrap();
+            match name {
+                ":event-type" | ":exception-type" => kind = value.to_string(),
+                ":content-type" => content_type = value.to_string(),
+                _ => {}
+            }
+            at = value_at + 2 + value_len;
+        }
+        out.push((
+            kind,
+            content_type,
+            body[12 + headers_len..total - 4].to_vec(),
+        ));
+        body = &body[total..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn cbor_subscribe_to_shard_gets_cbor_events() {
+    let mut config = rivulet_server::ServerConfig::for_tests();
+    config.subscription.lifetime = std::time::Duration::from_millis(800);
+    let t = TestServer::with_config(config).await;
+    assert_eq!(
+        call(
+            t.addr,
+            "CreateStream",
+            r#"{"StreamName":"cb","ShardCount":1}"#
+        )
+        .await
+        .status,
+        200
+    );
+    let registered = call(
+        t.addr,
+        "RegisterStreamConsumer",
+        r#"{"StreamARN":"arn:aws:kinesis:us-east-1:000000000000:stream/cb","ConsumerName":"java"}"#,
+    )
+    .await;
+    let consumer_arn = registered.json()["Consumer"]["ConsumerARN"]
+        .as_str()
+        .expect("arn")
+        .to_string();
+    let put = call(
+        t.addr,
+        "PutRecord",
+        r#"{"StreamName":"cb","Data":"AQID","PartitionKey":"pk"}"#,
+    )
+    .await;
+    assert_eq!(put.status, 200);
+    // As the Java SDK writes it: indefinite-length maps, a tag-1 millisecond timestamp.
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 3_600_000;
+    let mut body = vec![0xbf];
+    text(&mut body, "ConsumerARN");
+    body.push(0x78);
+    body.push(consumer_arn.len() as u8);
+    body.extend_from_slice(consumer_arn.as_bytes());
+    text(&mut body, "ShardId");
+    text(&mut body, "shardId-000000000000");
+    text(&mut body, "StartingPosition");
+    body.push(0xbf);
+    text(&mut body, "Type");
+    text(&mut body, "AT_TIMESTAMP");
+    text(&mut body, "Timestamp");
+    body.extend_from_slice(&[0xc1, 0x1b]);
+    body.extend_from_slice(&an_hour_ago.to_be_bytes());
+    body.push(0xff);
+    body.push(0xff);
+    // The subscription ends after its (shortened) lifetime, so the whole body can be read.
+    let response = call_cbor(t.addr, "SubscribeToShard", &body).await;
+    assert_eq!(
+        response.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    let messages = event_messages(&response.body);
+    assert_eq!(messages[0].0, "initial-response");
+    let (kind, content_type, payload) = &messages[1];
+    assert_eq!(kind, "SubscribeToShardEvent");
+    assert_eq!(content_type, "application/x-amz-cbor-1.1");
+    let mut d = minicbor::Decoder::new(payload);
+    let members = d.map().expect("map").expect("definite");
+    let mut data = None;
+    let mut arrival_ms = None;
+    for _ in 0..members {
+        match d.str().expect("key") {
+            "Records" => {
+                assert_eq!(d.array().expect("array"), Some(1));
+                let fields = d.map().expect("record").expect("definite");
+                for _ in 0..fields {
+                    match d.str().expect("key") {
+                        "Data" => data = Some(d.bytes().expect("bytes").to_vec()),
+                        "ApproximateArrivalTimestamp" => {
+                            assert_eq!(d.tag().expect("tag"), minicbor::data::Tag::new(1));
+                            arrival_ms = Some(d.u64().expect("ms"));
+                        }
+                        _ => d.skip().expect("skip"),
+                    }
+                }
+            }
+            _ => d.skip().expect("skip"),
+        }
+    }
+    assert_eq!(data.as_deref(), Some(&[1u8, 2, 3][..]));
+    assert!(arrival_ms.expect("timestamp") > an_hour_ago, "milliseconds");
+    t.stop().await;
+}
