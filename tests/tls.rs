@@ -201,3 +201,104 @@ async fn the_rust_sdk_works_over_https() {
         remove_generated(dir);
     }
 }
+
+#[test]
+fn the_binary_prints_its_self_signed_certificate_and_accepts_given_ones() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn rivulet");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    let done = line.starts_with("rivulet TLS listening") && !extra.is_empty();
+                    out.push(line);
+                    if done || out.len() == 3 {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        out
+    };
+    let generated = run(&[]);
+    assert!(
+        generated[0].starts_with("rivulet listening on 127.0.0.1:"),
+        "{generated:?}"
+    );
+    assert!(
+        generated[1].starts_with("rivulet TLS listening on 127.0.0.1:"),
+        "{generated:?}"
+    );
+    let path = generated[2]
+        .strip_prefix("rivulet TLS self-signed certificate (trust it in clients): ")
+        .expect("the certificate's path is printed");
+    assert!(
+        std::fs::read_to_string(path)
+            .expect("pem")
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert!(path.starts_with(dir.path().join("data").to_str().expect("utf8")));
+
+    // A certificate and key of the user's own.
+    let own =
+        rcgen::generate_simple_self_signed(vec!["kinesis.internal".to_string()]).expect("cert");
+    let cert = dir.path().join("own.pem");
+    let key = dir.path().join("own.key");
+    std::fs::write(&cert, own.cert.pem()).expect("write");
+    std::fs::write(&key, own.signing_key.serialize_pem()).expect("write");
+    let given = run(&[
+        "--tls-cert",
+        cert.to_str().expect("utf8"),
+        "--tls-key",
+        key.to_str().expect("utf8"),
+    ]);
+    assert!(
+        given[1].starts_with("rivulet TLS listening on 127.0.0.1:"),
+        "{given:?}"
+    );
+    assert_eq!(given.len(), 2, "no self-signed line: {given:?}");
+    // A key that does not belong to the certificate is refused at start.
+    let other = rcgen::generate_simple_self_signed(vec!["x".to_string()]).expect("cert");
+    std::fs::write(&key, other.signing_key.serialize_pem()).expect("write");
+    let refused = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--in-memory",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+        ])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("certificate and key do not match"));
+}
