@@ -54,9 +54,9 @@ NODE_BIN=$PEERS/node_modules/.bin
 for server in $SERVERS; do
   case $server in
     rivulet)
-      run rivulet 4610 10000000 "$RIVULET serve --listen 127.0.0.1:4610 --data-dir $WORK/rivulet --create-stream-ms 0" ;;
+      run rivulet 4610 10000000 "$RIVULET serve --listen 127.0.0.1:4610 --data-dir $WORK/rivulet --create-stream-ms 0 --limits off" ;;
     rivulet-in-memory)
-      run rivulet-in-memory 4611 1000000 "$RIVULET serve --listen 127.0.0.1:4611 --in-memory --create-stream-ms 0" ;;
+      run rivulet-in-memory 4611 1000000 "$RIVULET serve --listen 127.0.0.1:4611 --in-memory --create-stream-ms 0 --limits off" ;;
     ferrokinesis)
       [ -x "$FERRO" ] && run ferrokinesis 4612 1000000 "$FERRO serve --port 4612 --create-stream-ms 0 --shard-limit 1000" ;;
     ferrokinesis-durable)

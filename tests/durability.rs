@@ -126,6 +126,8 @@ fn spawn_server(dir: &std::path::Path) -> Process {
             "127.0.0.1:0",
             "--create-stream-ms",
             "0",
+            "--limits",
+            "off",
             "--log",
             "warn",
             "--data-dir",

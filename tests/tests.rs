@@ -3,6 +3,7 @@
 mod consumers;
 mod durability;
 mod kcl;
+mod limits;
 mod messages;
 mod sdk;
 mod subscribe;

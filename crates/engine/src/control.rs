@@ -3,8 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-
 use crate::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus, parse_shard_id, shard_id};
 use crate::token::{Kind, Reader, Writer};
 use crate::{
@@ -297,12 +295,7 @@ impl Engine {
             routes: Vec::new(),
         };
         state.rebuild_routes();
-        streams.insert(
-            request.name,
-            Arc::new(Stream {
-                state: RwLock::new(state),
-            }),
-        );
+        streams.insert(request.name, Arc::new(Stream::new(state)));
         Ok(())
     }
 

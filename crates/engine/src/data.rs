@@ -40,7 +40,8 @@ impl PutResult {
 
 /// The result of a put: per-record placements, and the syncs to await before answering.
 pub struct PutOutcome {
-    pub results: Vec<PutResult>,
+    /// Per entry, in request order: where it landed, or why not (throttled).
+    pub results: Vec<std::result::Result<PutResult, ApiError>>,
     pub durable: Vec<Durable>,
 }
 
@@ -247,6 +248,7 @@ impl Engine {
         }
         let limit_bytes = state.meta.max_record_size_kib as usize * 1024;
         let mut routed: Vec<(usize, usize)> = Vec::with_capacity(entries.len());
+        let stream = &stream;
         for (i, entry) in entries.iter().enumerate() {
             let path = |field: &str| {
                 if batch {
@@ -307,8 +309,24 @@ impl Engine {
                 Decoded::Zero | Decoded::Invalid => return Err(invalid()),
             }
         }
+        // Throughput limits, entry by entry in request order: a throttled entry fails alone.
+        let mut results: Vec<Option<std::result::Result<PutResult, ApiError>>> =
+            vec![None; entries.len()];
+        if self.config.limits_scale.is_some() {
+            routed.retain(|&(i, at)| {
+                let index = state.routes[at].index;
+                let entry = &entries[i];
+                let bytes = entry.data.len() + entry.partition_key.map_or(0, str::len);
+                let admitted = stream
+                    .shard_limits(self.config.limits_scale, index, now_ms)
+                    .is_none_or(|limits| limits.admit_write(bytes, now_ms));
+                if !admitted {
+                    results[i] = Some(Err(self.rate_exceeded(&name, index)));
+                }
+                admitted
+            });
+        }
         // One append (one batch on disk) per shard, records in request order.
-        let mut results = vec![None; entries.len()];
         let mut durable = Vec::new();
         let mut shard_batch: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
         let mut shard_members: Vec<usize> = Vec::with_capacity(entries.len());
@@ -340,10 +358,10 @@ impl Engine {
                     arrival_s,
                     stream_tag: tag,
                 });
-                results[i] = Some(PutResult {
+                results[i] = Some(Ok(PutResult {
                     shard_index: route.index,
                     sequence_number,
-                });
+                }));
             }
             durable.push(appended.durable);
         }
@@ -351,6 +369,10 @@ impl Engine {
             .into_iter()
             .map(|r| r.ok_or_else(|| ApiError::internal("unrouted record")))
             .collect::<Result<Vec<_>>>()?;
+        // PutRecord fails as a whole when its one record is throttled.
+        if !batch && let Some(Err(error)) = results.first() {
+            return Err(error.clone());
+        }
         Ok(PutOutcome { results, durable })
     }
 
@@ -385,6 +407,12 @@ impl Engine {
             ))
         };
         let index = parse_shard_id(request.shard_id).ok_or_else(shard_missing)?;
+        state.meta.shard(index).ok_or_else(shard_missing)?;
+        if let Some(limits) = stream.shard_limits(self.config.limits_scale, index, now_ms)
+            && !limits.admit_iterator(now_ms)
+        {
+            return Err(self.rate_exceeded(&name, index));
+        }
         let start = StartAt {
             kind,
             sequence_number: request.starting_sequence_number,
@@ -535,6 +563,12 @@ impl Engine {
         let limit = limit
             .unwrap_or(GET_RECORDS_LIMIT_MAX)
             .min(GET_RECORDS_LIMIT_MAX) as usize;
+        let limits = stream.shard_limits(self.config.limits_scale, position.shard, now_ms);
+        if let Some(limits) = &limits
+            && !limits.admit_read(now_ms)
+        {
+            return Err(self.rate_exceeded(name, position.shard));
+        }
         let read = self.read_shard(
             &state,
             position.shard,
@@ -544,6 +578,14 @@ impl Engine {
             &shard_missing,
             now_ms,
         )?;
+        if let Some(limits) = &limits {
+            limits.charge_read(
+                read.records
+                    .iter()
+                    .map(|r| r.data.len() + r.partition_key.len())
+                    .sum(),
+            );
+        }
         let next_shard_iterator = match read.child_shards {
             Some(_) => None,
             None => Some(self.seal_iterator(&state.meta, position.shard, read.next_offset, now_ms)),

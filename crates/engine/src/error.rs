@@ -11,6 +11,7 @@ pub enum ErrorKind {
     ExpiredNextToken,
     Validation,
     DryRunOperation,
+    ProvisionedThroughputExceeded,
     InternalFailure,
 }
 
@@ -26,6 +27,7 @@ impl ErrorKind {
             ErrorKind::ExpiredNextToken => "ExpiredNextTokenException",
             ErrorKind::Validation => "ValidationException",
             ErrorKind::DryRunOperation => "DryRunOperationException",
+            ErrorKind::ProvisionedThroughputExceeded => "ProvisionedThroughputExceededException",
             ErrorKind::InternalFailure => "InternalFailure",
         }
     }

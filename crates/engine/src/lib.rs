@@ -9,6 +9,7 @@ mod control;
 mod data;
 mod error;
 pub mod hash;
+pub mod limits;
 pub mod meta;
 mod reshard;
 pub mod seq;
@@ -55,6 +56,8 @@ pub struct EngineConfig {
     pub update_stream_ms: i64,
     /// The account's open-shard quota.
     pub shard_limit: u32,
+    /// Shard throughput limits: `None` off, `Some(x)` AWS's rates times `x`.
+    pub limits_scale: Option<f64>,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +69,7 @@ impl Default for EngineConfig {
             delete_stream_ms: 500,
             update_stream_ms: 500,
             shard_limit: 20_000,
+            limits_scale: None,
         }
     }
 }
@@ -116,6 +120,34 @@ impl StreamState {
 /// A stream: metadata behind a lock that writers share and resharding takes exclusively.
 struct Stream {
     state: RwLock<StreamState>,
+    /// Throughput buckets per shard index, created on first use (when limits are on).
+    limits: parking_lot::Mutex<HashMap<u32, Arc<limits::ShardLimits>>>,
+}
+
+impl Stream {
+    /// The buckets of shard `index`, when limits are on.
+    fn shard_limits(
+        &self,
+        scale: Option<f64>,
+        index: u32,
+        now_ms: i64,
+    ) -> Option<Arc<limits::ShardLimits>> {
+        let scale = scale?;
+        Some(
+            self.limits
+                .lock()
+                .entry(index)
+                .or_insert_with(|| Arc::new(limits::ShardLimits::new(scale, now_ms)))
+                .clone(),
+        )
+    }
+
+    fn new(state: StreamState) -> Stream {
+        Stream {
+            state: RwLock::new(state),
+            limits: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// The engine: every stream of one account and region.
@@ -128,6 +160,8 @@ pub struct Engine {
     nonce: AtomicU64,
     /// Live SubscribeToShard subscriptions.
     subscriptions: subscribe::Subscriptions,
+    /// Requests (and PutRecords entries) refused by throughput limits.
+    throttled: AtomicU64,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -176,12 +210,7 @@ impl Engine {
                 routes: Vec::new(),
             };
             state.rebuild_routes();
-            streams.insert(
-                state.meta.name.clone(),
-                Arc::new(Stream {
-                    state: RwLock::new(state),
-                }),
-            );
+            streams.insert(state.meta.name.clone(), Arc::new(Stream::new(state)));
         }
         // Logs no stream owns are left over from a deletion a crash interrupted.
         for id in store.log_ids()? {
@@ -197,7 +226,30 @@ impl Engine {
             streams: RwLock::new(streams),
             nonce: AtomicU64::new(0),
             subscriptions: subscribe::Subscriptions::default(),
+            throttled: AtomicU64::new(0),
         })
+    }
+
+    /// Requests and PutRecords entries refused by throughput limits so far.
+    pub fn throttled_count(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    fn count_throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The error a throttled shard answers with.
+    fn rate_exceeded(&self, stream: &str, index: u32) -> ApiError {
+        self.count_throttled();
+        ApiError::new(
+            ErrorKind::ProvisionedThroughputExceeded,
+            format!(
+                "Rate exceeded for shard {} in stream {stream} under account {}.",
+                shard_id(index),
+                self.config.account_id
+            ),
+        )
     }
 
     /// The engine's configuration.

@@ -48,7 +48,7 @@ fn put(engine: &Engine, stream: &str, key: &str, data: &[u8], now: i64) -> PutRe
     for durable in outcome.durable {
         durable.wait_blocking().unwrap();
     }
-    outcome.results.into_iter().next().unwrap()
+    outcome.results.into_iter().next().unwrap().unwrap()
 }
 
 fn iterator(engine: &Engine, stream: &str, shard: &str, kind: IteratorType, now: i64) -> String {
@@ -495,4 +495,84 @@ fn subscriptions_claim_their_shard_and_deliver_records() {
             .kind,
         ErrorKind::ResourceNotFound
     );
+}
+
+#[test]
+fn shards_throttle_writes_reads_and_iterators_at_aws_rates() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        limits_scale: Some(1.0),
+        ..EngineConfig::default()
+    });
+    create(&e, "t", 1, T0);
+    let data = [0u8; 10];
+    let entries: Vec<PutEntry<'_>> = (0..500)
+        .map(|_| PutEntry {
+            partition_key: Some("k"),
+            explicit_hash_key: None,
+            data: &data,
+        })
+        .collect();
+    // 1,000 records a second: two batches pass, the third is refused entry by entry.
+    for _ in 0..2 {
+        let outcome = e
+            .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 1)
+            .unwrap();
+        assert!(outcome.results.iter().all(|r| r.is_ok()));
+    }
+    let third = e
+        .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 1)
+        .unwrap();
+    assert!(third.results.iter().all(|r| r.is_err()));
+    let error = third.results[0].as_ref().unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ProvisionedThroughputExceeded);
+    assert_eq!(
+        error.message,
+        "Rate exceeded for shard shardId-000000000000 in stream t under account 000000000000."
+    );
+    // PutRecord is refused as a whole, with the same error.
+    check(
+        e.put_records(&StreamTarget::name("t"), &entries[..1], None, false, T0 + 1)
+            .map(|_| ()),
+        ErrorKind::ProvisionedThroughputExceeded,
+        "Rate exceeded for shard shardId-000000000000 in stream t under account 000000000000.",
+    );
+    // A tenth of a second later, a hundred more fit.
+    let later = e
+        .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 101)
+        .unwrap();
+    assert_eq!(later.results.iter().filter(|r| r.is_ok()).count(), 100);
+    assert!(e.throttled_count() >= 900);
+    // Five GetShardIterator calls a second per shard.
+    let iterators: Vec<Result<String>> = (0..6)
+        .map(|_| {
+            e.get_shard_iterator(
+                &GetShardIterator {
+                    target: StreamTarget::name("t"),
+                    shard_id: "shardId-000000000000",
+                    iterator_type: IteratorType::TrimHorizon,
+                    starting_sequence_number: None,
+                    timestamp_ms: None,
+                },
+                T0 + 200,
+            )
+        })
+        .collect();
+    assert_eq!(iterators.iter().filter(|r| r.is_ok()).count(), 5);
+    assert_eq!(
+        iterators[5].as_ref().unwrap_err().kind,
+        ErrorKind::ProvisionedThroughputExceeded
+    );
+    // Reads: 1,100 records of 11 bytes is ~12 KB: the next read waits ~6 ms for the bytes.
+    let it = iterators[0].as_ref().unwrap();
+    let batch = e.get_records(it, None, T0 + 300).unwrap();
+    assert_eq!(batch.records.len(), 1100);
+    let next = batch.next_shard_iterator.unwrap();
+    assert_eq!(
+        e.get_records(&next, None, T0 + 301).unwrap_err().kind,
+        ErrorKind::ProvisionedThroughputExceeded
+    );
+    assert!(e.get_records(&next, None, T0 + 310).is_ok());
 }

@@ -727,10 +727,11 @@ async fn put_record(
         )
         .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
-    let result = outcome
-        .results
-        .first()
-        .ok_or_else(|| AwsError::internal("no result"))?;
+    let result = match outcome.results.first() {
+        Some(Ok(result)) => result,
+        Some(Err(error)) => return Err(aws_error(error.clone())),
+        None => return Err(AwsError::internal("no result")),
+    };
     let mut w = Writer::new(format, 128);
     w.begin_map(2);
     w.key("ShardId").str(&result.shard_id());
@@ -760,19 +761,31 @@ async fn put_records(
         .put_records(&target(input), &entries, None, true, now_ms)
         .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
+    let failed = outcome.results.iter().filter(|r| r.is_err()).count();
     let mut w = Writer::new(format, 64 + outcome.results.len() * 110);
     w.begin_map(2);
-    w.key("FailedRecordCount").int(0);
+    w.key("FailedRecordCount").int(failed as i64);
     w.key("Records").begin_list(outcome.results.len());
     let mut shard = (u32::MAX, String::new());
     for r in &outcome.results {
-        if shard.0 != r.shard_index {
-            shard = (r.shard_index, r.shard_id());
+        match r {
+            Ok(r) => {
+                if shard.0 != r.shard_index {
+                    shard = (r.shard_index, r.shard_id());
+                }
+                w.begin_map(2);
+                w.key("SequenceNumber").str(r.sequence_number.as_str());
+                w.key("ShardId").str(&shard.1);
+                w.end_map();
+            }
+            // A failed entry carries its error instead (AWS: ErrorCode and ErrorMessage).
+            Err(error) => {
+                w.begin_map(2);
+                w.key("ErrorCode").str(error.kind.code());
+                w.key("ErrorMessage").str(&error.message);
+                w.end_map();
+            }
         }
-        w.begin_map(2);
-        w.key("SequenceNumber").str(r.sequence_number.as_str());
-        w.key("ShardId").str(&shard.1);
-        w.end_map();
     }
     w.end_list();
     w.end_map();

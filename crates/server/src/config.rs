@@ -64,6 +64,15 @@ pub struct ServeArgs {
     /// Open shards the account may have [default: 20000]
     #[arg(long, env = "RIVULET_SHARD_LIMIT")]
     pub shard_limit: Option<u32>,
+    /// Shard throughput limits: `aws` (1 MiB/s and 1,000 records/s written, 2 MiB/s and 5
+    /// calls/s read per shard; excess gets ProvisionedThroughputExceededException) or `off`
+    /// [default: aws]
+    #[arg(long, env = "RIVULET_LIMITS")]
+    pub limits: Option<Limits>,
+    /// Multiply every limited rate by this (e.g. 0.1 to provoke throttling in tests, 10 for
+    /// headroom) [default: 1]
+    #[arg(long, env = "RIVULET_LIMITS_SCALE")]
+    pub limits_scale: Option<f64>,
     /// Also serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on this address [default: off]
     #[arg(long, env = "RIVULET_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -92,6 +101,16 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
+/// `--limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Limits {
+    /// AWS's per-shard rates.
+    Aws,
+    /// No throughput limits.
+    Off,
+}
+
 /// Where data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
@@ -113,7 +132,8 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// An in-memory server on an ephemeral port with no lifecycle delays: what tests want.
+    /// An in-memory server on an ephemeral port with no lifecycle delays and no throughput
+    /// limits: what tests want (the limit tests turn them on).
     pub fn for_tests() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -168,6 +188,14 @@ impl ServeArgs {
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("--account-id must be 12 digits, got {account_id:?}");
         }
+        let scale = self.limits_scale.or(file.limits_scale).unwrap_or(1.0);
+        if !(scale.is_finite() && scale > 0.0) {
+            anyhow::bail!("--limits-scale must be a positive number, got {scale}");
+        }
+        let limits_scale = match self.limits.or(file.limits).unwrap_or(Limits::Aws) {
+            Limits::Aws => Some(scale),
+            Limits::Off => None,
+        };
         let tls_cert = self.tls_cert.or(file.tls_cert);
         let tls_key = self.tls_key.or(file.tls_key);
         if tls_cert.is_some() != tls_key.is_some() {
@@ -208,6 +236,7 @@ impl ServeArgs {
                     .shard_limit
                     .or(file.shard_limit)
                     .unwrap_or(defaults.shard_limit),
+                limits_scale,
             },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })

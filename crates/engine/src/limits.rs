@@ -1,0 +1,190 @@
+//! Shard throughput limits, AWS's numbers: per shard, writes of 1 MiB/s (data plus partition
+//! keys) and 1,000 records/s; reads of 2 MiB/s and 5 GetRecords calls/s; 5 GetShardIterator
+//! calls/s. Token buckets refilled by the time passed in (the engine reads no clock), holding
+//! one second of burst. A record bigger than the write bucket is allowed when the bucket is
+//! full and leaves it in debt, delaying the shard's next writes. Read bytes are charged after
+//! the answer and hold no credit: the next read waits until the bytes are paid for, so a
+//! 10 MiB GetRecords answer throttles the shard's reads for the next 5 s, as on AWS.
+
+use parking_lot::Mutex;
+
+/// Per-shard write throughput, bytes per second.
+pub const WRITE_BYTES_PER_SECOND: f64 = 1_048_576.0;
+/// Per-shard write rate, records per second.
+pub const WRITE_RECORDS_PER_SECOND: f64 = 1_000.0;
+/// Per-shard read throughput, bytes per second.
+pub const READ_BYTES_PER_SECOND: f64 = 2_097_152.0;
+/// Per-shard GetRecords calls per second.
+pub const READ_CALLS_PER_SECOND: f64 = 5.0;
+/// Per-shard GetShardIterator calls per second.
+pub const ITERATOR_CALLS_PER_SECOND: f64 = 5.0;
+
+/// One token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    per_ms: f64,
+    at_ms: i64,
+}
+
+impl Bucket {
+    fn new(per_second: f64, now_ms: i64) -> Bucket {
+        Bucket {
+            tokens: per_second,
+            capacity: per_second,
+            per_ms: per_second / 1000.0,
+            at_ms: now_ms,
+        }
+    }
+
+    fn refill(&mut self, now_ms: i64) {
+        if now_ms > self.at_ms {
+            let gained = (now_ms - self.at_ms) as f64 * self.per_ms;
+            self.tokens = (self.tokens + gained).min(self.capacity);
+            self.at_ms = now_ms;
+        }
+    }
+
+    /// Whether `amount` may pass now: it fits, or it is bigger than the bucket and the bucket
+    /// is full (then the bucket goes into debt).
+    fn allows(&mut self, amount: f64, now_ms: i64) -> bool {
+        self.refill(now_ms);
+        self.tokens >= amount || self.tokens >= self.capacity
+    }
+
+    fn take(&mut self, amount: f64) {
+        self.tokens -= amount;
+    }
+}
+
+#[derive(Debug)]
+struct Buckets {
+    write_bytes: Bucket,
+    write_records: Bucket,
+    read_bytes: Bucket,
+    read_calls: Bucket,
+    iterator_calls: Bucket,
+}
+
+/// One shard's buckets. Kept in memory only: a restart starts every shard with full buckets.
+#[derive(Debug)]
+pub struct ShardLimits {
+    buckets: Mutex<Buckets>,
+}
+
+impl ShardLimits {
+    /// Full buckets for rates multiplied by `scale`.
+    pub fn new(scale: f64, now_ms: i64) -> ShardLimits {
+        let bucket = |rate: f64| Bucket::new(rate * scale, now_ms);
+        ShardLimits {
+            buckets: Mutex::new(Buckets {
+                write_bytes: bucket(WRITE_BYTES_PER_SECOND),
+                write_records: bucket(WRITE_RECORDS_PER_SECOND),
+                read_bytes: Bucket {
+                    tokens: 0.0,
+                    capacity: 0.0,
+                    per_ms: READ_BYTES_PER_SECOND * scale / 1000.0,
+                    at_ms: now_ms,
+                },
+                read_calls: bucket(READ_CALLS_PER_SECOND),
+                iterator_calls: bucket(ITERATOR_CALLS_PER_SECOND),
+            }),
+        }
+    }
+
+    /// Admits one record of `bytes` (data plus partition key), or says it is throttled.
+    pub fn admit_write(&self, bytes: usize, now_ms: i64) -> bool {
+        let mut b = self.buckets.lock();
+        let bytes = bytes as f64;
+        if b.write_bytes.allows(bytes, now_ms) && b.write_records.allows(1.0, now_ms) {
+            b.write_bytes.take(bytes);
+            b.write_records.take(1.0);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Admits a GetRecords call: a call token, and no read debt outstanding.
+    pub fn admit_read(&self, now_ms: i64) -> bool {
+        let mut b = self.buckets.lock();
+        b.read_bytes.refill(now_ms);
+        if b.read_bytes.tokens >= 0.0 && b.read_calls.allows(1.0, now_ms) {
+            b.read_calls.take(1.0);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Charges the bytes a GetRecords call returned (possibly into debt).
+    pub fn charge_read(&self, bytes: usize) {
+        self.buckets.lock().read_bytes.take(bytes as f64);
+    }
+
+    /// Admits a GetShardIterator call.
+    pub fn admit_iterator(&self, now_ms: i64) -> bool {
+        let mut b = self.buckets.lock();
+        if b.iterator_calls.allows(1.0, now_ms) {
+            b.iterator_calls.take(1.0);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_thousand_records_a_second() {
+        let limits = ShardLimits::new(1.0, T0);
+        let admitted = (0..3000).filter(|_| limits.admit_write(10, T0)).count();
+        assert_eq!(admitted, 1000);
+        // Half a second refills half the bucket.
+        let admitted = (0..3000)
+            .filter(|_| limits.admit_write(10, T0 + 500))
+            .count();
+        assert_eq!(admitted, 500);
+    }
+
+    #[test]
+    fn a_mebibyte_a_second_and_large_records_go_into_debt() {
+        let limits = ShardLimits::new(1.0, T0);
+        assert!(limits.admit_write(600 << 10, T0));
+        assert!(!limits.admit_write(600 << 10, T0), "only 424 KiB left");
+        assert!(limits.admit_write(400 << 10, T0));
+        // A 5 MiB record passes on a full bucket and blocks writes for about five seconds.
+        assert!(limits.admit_write(5 << 20, T0 + 2_000));
+        assert!(!limits.admit_write(1, T0 + 4_000));
+        assert!(limits.admit_write(1, T0 + 7_100));
+    }
+
+    #[test]
+    fn reads_are_five_calls_and_two_mebibytes_a_second() {
+        let limits = ShardLimits::new(1.0, T0);
+        assert_eq!((0..10).filter(|_| limits.admit_read(T0)).count(), 5);
+        // A 10 MiB answer throttles reads for the next five seconds.
+        let limits = ShardLimits::new(1.0, T0);
+        assert!(limits.admit_read(T0));
+        limits.charge_read(10 << 20);
+        assert!(!limits.admit_read(T0 + 3_000));
+        assert!(!limits.admit_read(T0 + 4_999));
+        assert!(limits.admit_read(T0 + 5_000));
+    }
+
+    #[test]
+    fn scale_multiplies_every_rate() {
+        let limits = ShardLimits::new(2.0, T0);
+        assert_eq!(
+            (0..5000).filter(|_| limits.admit_write(1, T0)).count(),
+            2000
+        );
+        assert_eq!((0..20).filter(|_| limits.admit_iterator(T0)).count(), 10);
+    }
+}
