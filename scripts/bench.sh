@@ -69,4 +69,16 @@ for server in $SERVERS; do
     *) echo "unknown server $server" >&2; exit 2 ;;
   esac || echo "$server not installed: skipped" >&2
 done
+# Throttling (issue 4): one shard offered 3x its record rate, limits on; server CPU alongside.
+if [[ " $SERVERS " == *" rivulet "* ]]; then
+  "$RIVULET" serve --listen 127.0.0.1:4617 --in-memory --create-stream-ms 0 >"$WORK/throttle.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4617) 2>/dev/null && break; sleep 0.05; done
+  before=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  "$BENCH" --endpoint 127.0.0.1:4617 --label rivulet-limits-aws --stream throttle --shards 1 \
+    throttle --rate 3000 --seconds "$SECS" >>"$OUT"
+  after=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  echo "{\"server\":\"rivulet-limits-aws\",\"workload\":\"throttle-server-cpu\",\"cpu_seconds\":$(( (after - before) ))e-2,\"seconds\":$SECS}" >>"$OUT"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+fi
 echo "results: $OUT" >&2

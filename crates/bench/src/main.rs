@@ -93,6 +93,14 @@ enum Workload {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Offers PutRecords at `rate` records/s (100 B, batches of 100) to the stream and reports
+    /// how many were accepted and throttled per second (run it on a 1-shard stream).
+    Throttle {
+        #[arg(long, default_value_t = 3000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Puts at a fixed rate while a reader polls; reports put→visible latency.
     Visible {
         #[arg(long, default_value_t = 1000)]
@@ -657,6 +665,57 @@ async fn main() -> anyhow::Result<()> {
                 "put-to-event",
                 json!({"rate": rate, "samples": latencies.len(), "p50_ms": percentile(&latencies, 0.5),
                        "p99_ms": percentile(&latencies, 0.99)}),
+            );
+        }
+        Workload::Throttle { rate, seconds } => {
+            const BATCH: u64 = 100;
+            let mut s = endpoint.connect().await?;
+            let mut tick =
+                tokio::time::interval(Duration::from_micros(1_000_000 * BATCH / rate.max(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let body = put_records_body(&cli.stream, BATCH as usize, 100, 0);
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(seconds);
+            let (mut offered, mut failed, mut other) = (0u64, 0u64, 0u64);
+            // The bucket starts full (one second of burst): steady state is measured after it.
+            let warm = started + Duration::from_secs(1);
+            let (mut steady_offered, mut steady_accepted) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let (status, reply) =
+                    call(&mut s, &endpoint.addr, "PutRecords", body.clone()).await?;
+                if status != 200 {
+                    bail!(
+                        "PutRecords answered {status}: {}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+                let reply: Value = serde_json::from_slice(&reply)?;
+                offered += BATCH;
+                let mut accepted = 0;
+                for r in reply["Records"].as_array().into_iter().flatten() {
+                    match r["ErrorCode"].as_str() {
+                        None => accepted += 1,
+                        Some("ProvisionedThroughputExceededException") => failed += 1,
+                        Some(_) => other += 1,
+                    }
+                }
+                if Instant::now() >= warm {
+                    steady_offered += BATCH;
+                    steady_accepted += accepted;
+                }
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let steady = (elapsed - 1.0).max(f64::EPSILON);
+            report(
+                &cli.label,
+                "throttle",
+                json!({"offered_per_s": (offered as f64 / elapsed).round(),
+                       "steady_offered_per_s": (steady_offered as f64 / steady).round(),
+                       "steady_accepted_per_s": (steady_accepted as f64 / steady).round(),
+                       "accepted_per_s": ((offered - failed - other) as f64 / elapsed).round(),
+                       "throttled_per_s": (failed as f64 / elapsed).round(),
+                       "other_errors": other}),
             );
         }
         Workload::Visible { rate, seconds } => {
