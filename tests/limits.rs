@@ -86,3 +86,53 @@ async fn a_throttled_shard_fails_entries_and_requests_like_aws() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn control_plane_calls_are_limited_per_account() {
+    let mut config = ServerConfig::for_tests();
+    config.engine.limits_scale = Some(1.0);
+    let t = TestServer::with_config(config).await;
+    let c = &client_without_retries(t.addr);
+    c.create_stream()
+        .stream_name("busy")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create");
+    // DescribeLimits: one call a second.
+    c.describe_limits().send().await.expect("first");
+    let second = c.describe_limits().send().await.expect_err("over 1/s");
+    assert_eq!(
+        error_of(second.into_service_error()),
+        (
+            "LimitExceededException".into(),
+            "Rate exceeded for account 000000000000.".into()
+        )
+    );
+    // DescribeStream: ten a second.
+    let mut refused = None;
+    for _ in 0..11 {
+        if let Err(error) = c.describe_stream().stream_name("busy").send().await {
+            refused = Some(error_of(error.into_service_error()));
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some((
+            "LimitExceededException".into(),
+            "Rate exceeded for stream busy under account 000000000000.".into()
+        ))
+    );
+    // Data-plane calls are limited by shard, not by these.
+    for i in 0..20 {
+        c.put_record()
+            .stream_name("busy")
+            .partition_key(format!("{i}"))
+            .data(aws_sdk_kinesis::primitives::Blob::new("x"))
+            .send()
+            .await
+            .expect("put");
+    }
+    t.stop().await;
+}

@@ -40,7 +40,7 @@ async function createStream(name, shards) {
   for (let i = 0; i < 100; i++) {
     const s = await client.send(new DescribeStreamSummaryCommand({ StreamName: name }));
     if (s.StreamDescriptionSummary.StreamStatus === "ACTIVE") return s.StreamDescriptionSummary;
-    await sleep(50);
+    await sleep(100);
   }
   throw new Error(`${name} never became ACTIVE`);
 }
@@ -109,7 +109,7 @@ test("SubscribeToShard pushes records over HTTP/2", async () => {
       new DescribeStreamConsumerCommand({ ConsumerARN: Consumer.ConsumerARN }),
     );
     if (d.ConsumerDescription.ConsumerStatus === "ACTIVE") break;
-    await sleep(50);
+    await sleep(100);
   }
   const first = await client.send(
     new PutRecordCommand({ StreamName: name, PartitionKey: "p", Data: Buffer.from("early") }),
@@ -171,7 +171,7 @@ test("reshard while a consumer reads: parents drained before children", async ()
   for (let i = 0; i < 100; i++) {
     const s = await client.send(new DescribeStreamSummaryCommand({ StreamName: name }));
     if (s.StreamDescriptionSummary.StreamStatus === "ACTIVE") break;
-    await sleep(50);
+    await sleep(100);
   }
   for (let i = 20; i < 40; i++) {
     await client.send(

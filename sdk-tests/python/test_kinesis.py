@@ -41,7 +41,7 @@ def unique(name):
 def create(kinesis, name, shards):
     kinesis.create_stream(StreamName=name, ShardCount=shards)
     kinesis.get_waiter("stream_exists").wait(
-        StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100}
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
     )
     return kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
 
@@ -107,7 +107,7 @@ def test_subscribe_to_shard_over_http_1_1(kinesis):
         ]["ConsumerStatus"]
         if status == "ACTIVE":
             break
-        time.sleep(0.05)
+        time.sleep(0.1)
     first = kinesis.put_record(StreamName=name, PartitionKey="p", Data=b"early")
     response = kinesis.subscribe_to_shard(
         ConsumerARN=consumer["ConsumerARN"],
@@ -149,7 +149,7 @@ def test_reshard_while_reading(kinesis):
         AdjacentShardToMerge="shardId-000000000001",
     )
     kinesis.get_waiter("stream_exists").wait(
-        StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100}
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
     )
     for i in range(30, 40):
         kinesis.put_record(StreamName=name, PartitionKey=f"k{i}", Data=f"{i}".encode())

@@ -162,6 +162,8 @@ pub struct Engine {
     subscriptions: subscribe::Subscriptions,
     /// Requests (and PutRecords entries) refused by throughput limits.
     throttled: AtomicU64,
+    /// Control-plane call rates, per operation and account (per stream for ListShards).
+    calls: limits::CallLimits,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -227,6 +229,7 @@ impl Engine {
             nonce: AtomicU64::new(0),
             subscriptions: subscribe::Subscriptions::default(),
             throttled: AtomicU64::new(0),
+            calls: limits::CallLimits::default(),
         })
     }
 
@@ -237,6 +240,38 @@ impl Engine {
 
     fn count_throttled(&self) {
         self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Admits one call of a control-plane `operation` at AWS's per-account rate (ListShards:
+    /// per stream), or answers LimitExceededException. Data-plane operations pass here; shard
+    /// buckets limit them.
+    pub fn admit_call(
+        &self,
+        operation: &str,
+        target: Option<&StreamTarget<'_>>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let (Some(scale), Some(rate)) = (self.config.limits_scale, limits::control_rate(operation))
+        else {
+            return Ok(());
+        };
+        let stream = target.and_then(|t| self.resolve(t).ok());
+        let scope = match (operation, &stream) {
+            ("ListShards", Some(name)) => name.as_str(),
+            _ => "",
+        };
+        if self.calls.admit(operation, scope, rate * scale, now_ms) {
+            return Ok(());
+        }
+        self.count_throttled();
+        let account = &self.config.account_id;
+        Err(ApiError::new(
+            ErrorKind::LimitExceeded,
+            match stream {
+                Some(name) => format!("Rate exceeded for stream {name} under account {account}."),
+                None => format!("Rate exceeded for account {account}."),
+            },
+        ))
     }
 
     /// The error a throttled shard answers with.

@@ -135,6 +135,47 @@ impl ShardLimits {
     }
 }
 
+/// Per-account rates of the control-plane operations (calls per second), AWS's: DescribeStream
+/// 10, DescribeLimits 1, DescribeStreamSummary and DescribeStreamConsumer 20, ListShards 1,000
+/// per stream, UpdateShardCount 10, the others 5. `None` for the data plane, which shard
+/// buckets limit instead.
+pub fn control_rate(operation: &str) -> Option<f64> {
+    Some(match operation {
+        "PutRecord" | "PutRecords" | "GetRecords" | "GetShardIterator" | "SubscribeToShard" => {
+            return None;
+        }
+        "DescribeStream" => 10.0,
+        "DescribeLimits" => 1.0,
+        "DescribeStreamSummary" | "DescribeStreamConsumer" => 20.0,
+        "ListShards" => 1_000.0,
+        "UpdateShardCount" => 10.0,
+        _ => 5.0,
+    })
+}
+
+/// Call-rate buckets keyed by (operation, scope), for the control plane and SubscribeToShard.
+#[derive(Debug, Default)]
+pub struct CallLimits {
+    buckets: Mutex<std::collections::HashMap<(String, String), Bucket>>,
+}
+
+impl CallLimits {
+    /// Admits one call of `operation` in `scope` (the account, a stream, a consumer and shard)
+    /// at `per_second`.
+    pub fn admit(&self, operation: &str, scope: &str, per_second: f64, now_ms: i64) -> bool {
+        let mut buckets = self.buckets.lock();
+        let bucket = buckets
+            .entry((operation.to_string(), scope.to_string()))
+            .or_insert_with(|| Bucket::new(per_second, now_ms));
+        if bucket.allows(1.0, now_ms) {
+            bucket.take(1.0);
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +217,23 @@ mod tests {
         assert!(!limits.admit_read(T0 + 3_000));
         assert!(!limits.admit_read(T0 + 4_999));
         assert!(limits.admit_read(T0 + 5_000));
+    }
+
+    #[test]
+    fn control_calls_are_limited_per_operation_and_scope() {
+        let limits = CallLimits::default();
+        let rate = control_rate("DescribeStream").unwrap();
+        assert_eq!(
+            (0..20)
+                .filter(|_| limits.admit("DescribeStream", "s", rate, T0))
+                .count(),
+            10
+        );
+        assert!(limits.admit("DescribeStream", "other", rate, T0));
+        assert!(limits.admit("ListStreams", "s", 5.0, T0));
+        assert!(limits.admit("DescribeStream", "s", rate, T0 + 100));
+        assert_eq!(control_rate("GetRecords"), None);
+        assert_eq!(control_rate("DescribeLimits"), Some(1.0));
     }
 
     #[test]

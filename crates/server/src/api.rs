@@ -212,8 +212,15 @@ pub async fn dispatch(
         "PutRecord" => put_record(engine, input, now_ms, format).await,
         "PutRecords" => put_records(engine, input, now_ms, format).await,
         "GetRecords" => get_records(engine, input, now_ms, format).map_err(aws_error),
-        _ => answer(engine, operation, input, now_ms)
-            .map(|value| rivulet_protocol::encode_response(format, &value)),
+        _ => {
+            let stream = target(input);
+            let named = stream.name.is_some() || stream.arn.is_some();
+            engine
+                .admit_call(operation, named.then_some(&stream), now_ms)
+                .map_err(aws_error)?;
+            answer(engine, operation, input, now_ms)
+                .map(|value| rivulet_protocol::encode_response(format, &value))
+        }
     }
 }
 
