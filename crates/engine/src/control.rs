@@ -11,6 +11,8 @@ use crate::{
 };
 
 /// Shards a new on-demand stream starts with.
+/// Streams that may be CREATING or DELETING at once, per account.
+pub const STREAMS_CREATING_MAX: usize = 5;
 pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
 /// Retention a new stream gets.
 pub const RETENTION_HOURS_DEFAULT: u32 = 24;
@@ -232,6 +234,31 @@ impl Engine {
         let open = self.open_shard_count();
         if open.saturating_add(count) > self.config.shard_limit {
             return Err(self.shard_limit_error(open, count));
+        }
+        // At most five streams CREATING or DELETING at once (settling those whose delay has
+        // passed first).
+        let names: Vec<String> = self.streams.read().keys().cloned().collect();
+        let transitioning = names
+            .iter()
+            .filter_map(|name| self.stream(name, now_ms).ok())
+            .filter(|stream| {
+                matches!(
+                    stream.state.read().meta.status,
+                    StreamStatus::Creating | StreamStatus::Deleting
+                )
+            })
+            .count();
+        if transitioning >= STREAMS_CREATING_MAX {
+            // AWS's words, grammar included.
+            return Err(ApiError::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "This request would have exceed the limit on the number of streams that can \
+                     simultaneously be in CREATING or DELETING for the account {}. Limit: \
+                     {STREAMS_CREATING_MAX}.",
+                    self.config.account_id
+                ),
+            ));
         }
         let shards: Vec<ShardMeta> = hash::initial_ranges(count)
             .into_iter()

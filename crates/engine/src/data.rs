@@ -567,7 +567,16 @@ impl Engine {
         if let Some(limits) = &limits
             && !limits.admit_read(now_ms)
         {
-            return Err(self.rate_exceeded(name, position.shard));
+            // GetRecords' wording as the live service has answered it since 2023.
+            self.count_throttled();
+            return Err(ApiError::new(
+                ErrorKind::ProvisionedThroughputExceeded,
+                format!(
+                    "Rate exceeded for Shard - {}/{name}/{}",
+                    self.config.account_id,
+                    shard_id(position.shard)
+                ),
+            ));
         }
         let read = self.read_shard(
             &state,

@@ -242,8 +242,9 @@ impl Engine {
         self.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Admits one call of a control-plane `operation` at AWS's per-account rate (ListShards:
-    /// per stream), or answers LimitExceededException. Data-plane operations pass here; shard
+    /// Admits one call of a control-plane `operation` at its published rate, per account or per
+    /// stream, or answers LimitExceededException ("Rate exceeded for stream S under account
+    /// A." when the call names a stream, "Rate exceeded for account A." otherwise, as AWS). Data-plane operations pass here; shard
     /// buckets limit them.
     pub fn admit_call(
         &self,
@@ -251,13 +252,14 @@ impl Engine {
         target: Option<&StreamTarget<'_>>,
         now_ms: i64,
     ) -> Result<()> {
-        let (Some(scale), Some(rate)) = (self.config.limits_scale, limits::control_rate(operation))
+        let (Some(scale), Some((rate, scope))) =
+            (self.config.limits_scale, limits::control_rate(operation))
         else {
             return Ok(());
         };
         let stream = target.and_then(|t| self.resolve(t).ok());
-        let scope = match (operation, &stream) {
-            ("ListShards", Some(name)) => name.as_str(),
+        let scope = match (scope, &stream) {
+            (limits::Scope::Stream, Some(name)) => name.as_str(),
             _ => "",
         };
         if self.calls.admit(operation, scope, rate * scale, now_ms) {

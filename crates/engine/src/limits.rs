@@ -135,21 +135,32 @@ impl ShardLimits {
     }
 }
 
-/// Per-account rates of the control-plane operations (calls per second), AWS's: DescribeStream
-/// 10, DescribeLimits 1, DescribeStreamSummary and DescribeStreamConsumer 20, ListShards 1,000
-/// per stream, UpdateShardCount 10, the others 5. `None` for the data plane, which shard
-/// buckets limit instead.
-pub fn control_rate(operation: &str) -> Option<f64> {
+/// Whose budget a control-plane call spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Account,
+    Stream,
+}
+
+/// The published rates of the control-plane operations (calls per second, from the service
+/// model's documentation) and their scope. `None` for the data plane, which shard buckets limit
+/// instead, and for SubscribeToShard, limited per consumer and shard.
+pub fn control_rate(operation: &str) -> Option<(f64, Scope)> {
     Some(match operation {
         "PutRecord" | "PutRecords" | "GetRecords" | "GetShardIterator" | "SubscribeToShard" => {
             return None;
         }
-        "DescribeStream" => 10.0,
-        "DescribeLimits" => 1.0,
-        "DescribeStreamSummary" | "DescribeStreamConsumer" => 20.0,
-        "ListShards" => 1_000.0,
-        "UpdateShardCount" => 10.0,
-        _ => 5.0,
+        "DescribeStream" => (10.0, Scope::Account),
+        "DescribeLimits" => (1.0, Scope::Account),
+        "DescribeStreamSummary" => (20.0, Scope::Account),
+        "DescribeStreamConsumer" => (20.0, Scope::Stream),
+        "DeregisterStreamConsumer" | "ListStreamConsumers" => (5.0, Scope::Stream),
+        "ListShards" => (1_000.0, Scope::Stream),
+        "UpdateShardCount" => (10.0, Scope::Account),
+        // AddTagsToStream, CreateStream, DeleteStream, ListStreams, ListTagsForStream,
+        // MergeShards, SplitShard, RemoveTagsFromStream, RegisterStreamConsumer: 5/s; the
+        // model states no rate for the rest, which get the same.
+        _ => (5.0, Scope::Account),
     })
 }
 
@@ -222,7 +233,8 @@ mod tests {
     #[test]
     fn control_calls_are_limited_per_operation_and_scope() {
         let limits = CallLimits::default();
-        let rate = control_rate("DescribeStream").unwrap();
+        let (rate, scope) = control_rate("DescribeStream").unwrap();
+        assert_eq!(scope, Scope::Account);
         assert_eq!(
             (0..20)
                 .filter(|_| limits.admit("DescribeStream", "s", rate, T0))
@@ -233,7 +245,8 @@ mod tests {
         assert!(limits.admit("ListStreams", "s", 5.0, T0));
         assert!(limits.admit("DescribeStream", "s", rate, T0 + 100));
         assert_eq!(control_rate("GetRecords"), None);
-        assert_eq!(control_rate("DescribeLimits"), Some(1.0));
+        assert_eq!(control_rate("DescribeLimits"), Some((1.0, Scope::Account)));
+        assert_eq!(control_rate("ListShards"), Some((1_000.0, Scope::Stream)));
     }
 
     #[test]

@@ -118,15 +118,33 @@ impl Engine {
         let (superseded_tx, superseded) = watch::channel(false);
         {
             let mut slots = self.subscriptions.slots.lock();
+            if let Some(live) = slots.get(&key)
+                && now_ms - live.started_ms < SUBSCRIPTION_TAKEOVER_MS
+            {
+                return Err(ApiError::in_use(format!(
+                    "Another active subscription exists for this consumer: \
+                     {account}:{name}:{}:{}",
+                    shard_id(index),
+                    consumer.name
+                )));
+            }
+            // One SubscribeToShard a second per consumer and shard.
+            if let Some(scale) = self.config.limits_scale
+                && !self.calls.admit(
+                    "SubscribeToShard",
+                    &format!("{}#{index}", key.0),
+                    scale,
+                    now_ms,
+                )
+            {
+                self.count_throttled();
+                return Err(ApiError::new(
+                    crate::ErrorKind::LimitExceeded,
+                    format!("Rate exceeded for stream {name} under account {account}."),
+                ));
+            }
+            // A subscription older than 5 s gives way to this one.
             if let Some(live) = slots.get(&key) {
-                if now_ms - live.started_ms < SUBSCRIPTION_TAKEOVER_MS {
-                    return Err(ApiError::in_use(format!(
-                        "Another active subscription exists for this consumer: \
-                         {account}:{name}:{}:{}",
-                        shard_id(index),
-                        consumer.name
-                    )));
-                }
                 live.superseded.send_replace(true);
             }
             slots.insert(

@@ -576,3 +576,87 @@ fn shards_throttle_writes_reads_and_iterators_at_aws_rates() {
     );
     assert!(e.get_records(&next, None, T0 + 310).is_ok());
 }
+
+#[test]
+fn account_limits_creating_streams_and_call_rates() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 1_000,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        limits_scale: Some(1.0),
+        ..EngineConfig::default()
+    });
+    for i in 0..5 {
+        create(&e, &format!("s{i}"), 1, T0);
+    }
+    let sixth = e.create_stream(
+        CreateStream {
+            name: "s5".into(),
+            shard_count: Some(1),
+            ..CreateStream::default()
+        },
+        T0 + 10,
+    );
+    check(
+        sixth,
+        ErrorKind::LimitExceeded,
+        "This request would have exceed the limit on the number of streams that can \
+         simultaneously be in CREATING or DELETING for the account 000000000000. Limit: 5.",
+    );
+    // Once they are ACTIVE there is room again.
+    create(&e, "s5", 1, T0 + 1_000);
+    // Call rates: DescribeLimits 1/s per account, ListShards 1,000/s per stream.
+    e.admit_call("DescribeLimits", None, T0).unwrap();
+    check(
+        e.admit_call("DescribeLimits", None, T0 + 500),
+        ErrorKind::LimitExceeded,
+        "Rate exceeded for account 000000000000.",
+    );
+    e.admit_call("DescribeLimits", None, T0 + 1_500).unwrap();
+    let s0 = StreamTarget::name("s0");
+    let s1 = StreamTarget::name("s1");
+    let passed = (0..1_200)
+        .filter(|_| e.admit_call("ListShards", Some(&s0), T0).is_ok())
+        .count();
+    assert_eq!(passed, 1_000);
+    e.admit_call("ListShards", Some(&s1), T0).unwrap();
+    check(
+        e.admit_call("ListShards", Some(&s0), T0),
+        ErrorKind::LimitExceeded,
+        "Rate exceeded for stream s0 under account 000000000000.",
+    );
+    // The data plane is not limited here.
+    e.admit_call("PutRecords", Some(&s0), T0).unwrap();
+}
+
+#[test]
+fn a_throttled_get_records_names_the_shard_as_aws_does_now() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        limits_scale: Some(1.0),
+        ..EngineConfig::default()
+    });
+    create(&e, "r", 1, T0);
+    let it = iterator(
+        &e,
+        "r",
+        "shardId-000000000000",
+        IteratorType::TrimHorizon,
+        T0,
+    );
+    let mut next = it;
+    for _ in 0..5 {
+        next = e
+            .get_records(&next, None, T0 + 1)
+            .unwrap()
+            .next_shard_iterator
+            .unwrap();
+    }
+    check(
+        e.get_records(&next, None, T0 + 1).map(|_| ()),
+        ErrorKind::ProvisionedThroughputExceeded,
+        "Rate exceeded for Shard - 000000000000/r/shardId-000000000000",
+    );
+}
