@@ -303,6 +303,7 @@ impl Engine {
             tags,
             scaling_history_ms: Vec::new(),
             consumers: Vec::new(),
+            mode_switches_ms: Vec::new(),
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {

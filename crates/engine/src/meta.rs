@@ -106,9 +106,21 @@ impl ShardMeta {
 /// A change that takes effect when the UPDATING delay has passed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Pending {
-    Split { shard: u32, new_start: String },
-    Merge { shard: u32, adjacent: u32 },
-    UniformScaling { target: u32 },
+    Split {
+        shard: u32,
+        new_start: String,
+    },
+    Merge {
+        shard: u32,
+        adjacent: u32,
+    },
+    UniformScaling {
+        target: u32,
+    },
+    /// UpdateStreamMode: the capacity mode changes; the shards stay.
+    Mode {
+        mode: StreamMode,
+    },
 }
 
 /// Everything the server keeps about one stream.
@@ -134,6 +146,9 @@ pub struct StreamMeta {
     /// Enhanced fan-out consumers, in registration order.
     #[serde(default)]
     pub consumers: Vec<ConsumerMeta>,
+    /// Times of recent UpdateStreamMode calls, for AWS's two per rolling 24 h.
+    #[serde(default)]
+    pub mode_switches_ms: Vec<i64>,
 }
 
 impl StreamMeta {

@@ -14,6 +14,8 @@ use crate::{ApiError, Engine, ErrorKind, Result, StreamState, StreamTarget, hash
 pub const SHARDS_PER_STREAM_MAX: u32 = 10_000;
 /// UpdateShardCount calls allowed per stream in a rolling 24 hours.
 pub const SCALINGS_PER_DAY_MAX: usize = 10;
+/// Capacity-mode switches allowed per stream per rolling 24 h.
+pub const MODE_SWITCHES_PER_DAY_MAX: usize = 2;
 const DAY_MS: i64 = 86_400_000;
 
 /// One step of a reshard.
@@ -33,6 +35,35 @@ impl Engine {
             state.rebuild_routes();
         }
         self.persist(&state.meta)
+    }
+
+    /// UpdateStreamMode: PROVISIONED ↔ ON_DEMAND, keeping the shards; the stream is UPDATING
+    /// meanwhile. At most two switches per rolling 24 hours.
+    pub fn update_stream_mode(
+        &self,
+        target: &StreamTarget<'_>,
+        mode: StreamMode,
+        now_ms: i64,
+    ) -> Result<()> {
+        let (name, stream) = self.stream_by_target(target, now_ms)?;
+        let mut state = stream.state.write();
+        let account = &self.config.account_id;
+        self.require_active(&state)?;
+        if state.meta.mode == mode {
+            return Err(ApiError::invalid(format!(
+                "Stream {name} under account {account} is already in {} mode.",
+                mode.as_str()
+            )));
+        }
+        state.meta.mode_switches_ms.retain(|t| now_ms - t < DAY_MS);
+        if state.meta.mode_switches_ms.len() >= MODE_SWITCHES_PER_DAY_MAX {
+            return Err(ApiError::new(
+                ErrorKind::LimitExceeded,
+                format!("Rate exceeded for stream {name} under account {account}."),
+            ));
+        }
+        state.meta.mode_switches_ms.push(now_ms);
+        self.begin_update(&mut state, Pending::Mode { mode }, now_ms)
     }
 
     fn open_shard<'m>(&self, meta: &'m StreamMeta, text: &str) -> Result<&'m ShardMeta> {
@@ -212,6 +243,10 @@ pub(crate) fn apply(
             adjacent: *adjacent,
         }],
         Pending::UniformScaling { target } => plan_uniform(state, *target),
+        Pending::Mode { mode } => {
+            state.meta.mode = *mode;
+            return Ok(());
+        }
     };
     for step in steps {
         apply_step(engine, state, step, at_ms)?;

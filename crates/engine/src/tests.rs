@@ -660,3 +660,43 @@ fn a_throttled_get_records_names_the_shard_as_aws_does_now() {
         "Rate exceeded for Shard - 000000000000/r/shardId-000000000000",
     );
 }
+
+#[test]
+fn stream_mode_switches_keep_the_shards_twice_a_day() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 500,
+        ..EngineConfig::default()
+    });
+    create(&e, "m", 3, T0);
+    let target = StreamTarget::name("m");
+    e.update_stream_mode(&target, StreamMode::OnDemand, T0 + 1)
+        .unwrap();
+    let during = e.describe_stream_summary(&target, T0 + 2).unwrap();
+    assert_eq!(
+        (during.status, during.mode),
+        (StreamStatus::Updating, StreamMode::Provisioned)
+    );
+    let after = e.describe_stream_summary(&target, T0 + 501).unwrap();
+    assert_eq!(
+        (after.status, after.mode, after.open_shard_count),
+        (StreamStatus::Active, StreamMode::OnDemand, 3)
+    );
+    check(
+        e.update_stream_mode(&target, StreamMode::OnDemand, T0 + 600),
+        ErrorKind::InvalidArgument,
+        "Stream m under account 000000000000 is already in ON_DEMAND mode.",
+    );
+    e.update_stream_mode(&target, StreamMode::Provisioned, T0 + 600)
+        .unwrap();
+    e.tick(T0 + 1_200).unwrap();
+    check(
+        e.update_stream_mode(&target, StreamMode::OnDemand, T0 + 1_300),
+        ErrorKind::LimitExceeded,
+        "Rate exceeded for stream m under account 000000000000.",
+    );
+    // A day after the first switch, another is allowed.
+    e.update_stream_mode(&target, StreamMode::OnDemand, T0 + 86_400_002)
+        .unwrap();
+}

@@ -236,6 +236,15 @@ fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply
                 now_ms,
             )
             .map(|()| Value::Map(vec![])),
+        "UpdateStreamMode" => {
+            let mode = match field(input, "StreamModeDetails").and_then(|d| text(d, "StreamMode")) {
+                Some("ON_DEMAND") => StreamMode::OnDemand,
+                _ => StreamMode::Provisioned,
+            };
+            engine
+                .update_stream_mode(&target(input), mode, now_ms)
+                .map(|()| Value::Map(vec![]))
+        }
         "RegisterStreamConsumer" => engine
             .register_consumer(
                 text(input, "StreamARN").unwrap_or_default(),
