@@ -81,4 +81,15 @@ if [[ " $SERVERS " == *" rivulet "* ]]; then
   echo "{\"server\":\"rivulet-limits-aws\",\"workload\":\"throttle-server-cpu\",\"cpu_seconds\":$(( (after - before) ))e-2,\"seconds\":$SECS}" >>"$OUT"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 fi
+# On-demand scaling (issue 4): load doubling every 10 s from 100 records/s, at a twentieth of
+# AWS's rates (50 records/s per shard) so the whole curve fits in a minute.
+if [[ " $SERVERS " == *" rivulet "* ]]; then
+  "$RIVULET" serve --listen 127.0.0.1:4618 --in-memory --create-stream-ms 0 --update-stream-ms 500 \
+    --limits-scale 0.05 >"$WORK/on-demand.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4618) 2>/dev/null && break; sleep 0.05; done
+  "$BENCH" --endpoint 127.0.0.1:4618 --label rivulet-on-demand --stream od \
+    on-demand --start-rate 100 --step-seconds 10 --steps 6 >>"$OUT" 2>/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+fi
 echo "results: $OUT" >&2

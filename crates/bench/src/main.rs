@@ -101,6 +101,17 @@ enum Workload {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// An on-demand stream (created by this workload) under load that doubles every
+    /// `step_seconds`, from `start_rate` records/s, for `steps` steps; one result line per
+    /// second with records offered, accepted and throttled, and the open shard count.
+    OnDemand {
+        #[arg(long, default_value_t = 100)]
+        start_rate: u64,
+        #[arg(long, default_value_t = 60)]
+        step_seconds: u64,
+        #[arg(long, default_value_t = 6)]
+        steps: u32,
+    },
     /// Puts at a fixed rate while a reader polls; reports put→visible latency.
     Visible {
         #[arg(long, default_value_t = 1000)]
@@ -179,7 +190,14 @@ async fn ensure_stream(endpoint: &Endpoint, cli: &Cli) -> anyhow::Result<Vec<Str
         &mut s,
         host,
         "CreateStream",
-        Bytes::from(json!({"StreamName": cli.stream, "ShardCount": cli.shards}).to_string()),
+        Bytes::from(
+            if matches!(cli.workload, Workload::OnDemand { .. }) {
+                json!({"StreamName": cli.stream, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}})
+            } else {
+                json!({"StreamName": cli.stream, "ShardCount": cli.shards})
+            }
+            .to_string(),
+        ),
     )
     .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -717,6 +735,73 @@ async fn main() -> anyhow::Result<()> {
                        "throttled_per_s": (failed as f64 / elapsed).round(),
                        "other_errors": other}),
             );
+        }
+        Workload::OnDemand {
+            start_rate,
+            step_seconds,
+            steps,
+        } => {
+            const BATCH: usize = 50;
+            let mut s = endpoint.connect().await?;
+            let host = endpoint.addr.clone();
+            let started = Instant::now();
+            let total = Duration::from_secs(step_seconds * u64::from(steps));
+            let mut sent_batches = 0u64;
+            let mut second = 0u64;
+            let (mut offered, mut accepted, mut throttled) = (0u64, 0u64, 0u64);
+            let mut salt = 0usize;
+            let mut current_step = 0u32;
+            while started.elapsed() < total {
+                let elapsed = started.elapsed();
+                let step = (elapsed.as_secs() / step_seconds.max(1)) as u32;
+                let rate = start_rate.saturating_mul(1u64 << step.min(40));
+                if step != current_step {
+                    current_step = step;
+                    sent_batches = 0;
+                }
+                // Batches due by now at the current rate (within this step).
+                let step_start = Duration::from_secs(u64::from(step) * step_seconds);
+                let due =
+                    ((elapsed - step_start).as_secs_f64() * rate as f64 / BATCH as f64) as u64;
+                if sent_batches < due {
+                    salt += 1;
+                    let body = put_records_body(&cli.stream, BATCH, 100, salt);
+                    let (status, reply) = call(&mut s, &host, "PutRecords", body).await?;
+                    if status == 200 {
+                        let reply: Value = serde_json::from_slice(&reply)?;
+                        let failed = reply["FailedRecordCount"].as_u64().unwrap_or(0);
+                        offered += BATCH as u64;
+                        accepted += BATCH as u64 - failed;
+                        throttled += failed;
+                    }
+                    sent_batches += 1;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                if elapsed.as_secs() > second {
+                    let shards = call_json(
+                        &mut s,
+                        &host,
+                        "ListShards",
+                        json!({"StreamName": cli.stream}),
+                    )
+                    .await?;
+                    let open = shards["Shards"].as_array().map_or(0, |a| {
+                        a.iter()
+                            .filter(|s| s["SequenceNumberRange"]["EndingSequenceNumber"].is_null())
+                            .count()
+                    });
+                    report(
+                        &cli.label,
+                        "on-demand",
+                        json!({"second": second + 1, "target_rate": rate,
+                        "offered": offered, "accepted": accepted, "throttled": throttled,
+                        "open_shards": open}),
+                    );
+                    second = elapsed.as_secs();
+                    (offered, accepted, throttled) = (0, 0, 0);
+                }
+            }
         }
         Workload::Visible { rate, seconds } => {
             let shard = shards.first().cloned().unwrap_or_default();

@@ -348,6 +348,13 @@ impl Engine {
                 continue;
             }
             let appended = route.log.append(&shard_batch, now_ms, min_offset)?;
+            if state.meta.mode == crate::meta::StreamMode::OnDemand {
+                let bytes = shard_batch
+                    .iter()
+                    .map(|r| r.key.len() + r.value.len())
+                    .sum();
+                stream.meter_write(route.index, bytes, shard_batch.len(), now_ms);
+            }
             let arrival_s = (appended.timestamp_ms / 1000) as u32;
             let mut encoder = seq::SeqEncoder::default();
             for (k, &i) in shard_members.iter().enumerate() {

@@ -4,6 +4,7 @@
 //! Architecture invariant: no HTTP, no wire formats and no clock reads here. Every operation is
 //! given `now_ms`; the server passes the wall clock, tests pass whatever time they like.
 
+mod autoscale;
 mod consumers;
 mod control;
 mod data;
@@ -122,6 +123,10 @@ struct Stream {
     state: RwLock<StreamState>,
     /// Throughput buckets per shard index, created on first use (when limits are on).
     limits: parking_lot::Mutex<HashMap<u32, Arc<limits::ShardLimits>>>,
+    /// Per-shard write meters of on-demand streams, for auto-scaling.
+    meters: parking_lot::Mutex<HashMap<u32, autoscale::Meter>>,
+    /// The epoch second auto-scaling last looked at this stream.
+    scaled_at_s: std::sync::atomic::AtomicI64,
 }
 
 impl Stream {
@@ -146,6 +151,8 @@ impl Stream {
         Stream {
             state: RwLock::new(state),
             limits: parking_lot::Mutex::new(HashMap::new()),
+            meters: parking_lot::Mutex::new(HashMap::new()),
+            scaled_at_s: std::sync::atomic::AtomicI64::new(0),
         }
     }
 }
@@ -461,6 +468,11 @@ impl Engine {
                 self.settle(&name, &stream, now_ms)?;
             }
             self.settle_consumers(&name, &stream, now_ms)?;
+            // Auto-scaling looks once a second.
+            let second = now_ms.div_euclid(1000);
+            if stream.scaled_at_s.swap(second, Ordering::Relaxed) != second {
+                self.autoscale(&stream, now_ms)?;
+            }
             self.enforce_retention(&stream, now_ms)?;
         }
         Ok(())

@@ -25,7 +25,28 @@ enum Step {
 }
 
 impl Engine {
-    fn begin_update(&self, state: &mut StreamState, change: Pending, now_ms: i64) -> Result<()> {
+    /// Adds one more change to an update begun by `begin_update` in the same call.
+    pub(crate) fn queue_update(
+        &self,
+        state: &mut StreamState,
+        change: Pending,
+        now_ms: i64,
+    ) -> Result<()> {
+        if state.meta.status == StreamStatus::Updating {
+            state.meta.pending.push(change);
+        } else {
+            apply(self, state, &change, now_ms)?;
+            state.rebuild_routes();
+        }
+        self.persist(&state.meta)
+    }
+
+    pub(crate) fn begin_update(
+        &self,
+        state: &mut StreamState,
+        change: Pending,
+        now_ms: i64,
+    ) -> Result<()> {
         if self.config.update_stream_ms > 0 {
             state.meta.status = StreamStatus::Updating;
             state.meta.status_until_ms = Some(now_ms + self.config.update_stream_ms);

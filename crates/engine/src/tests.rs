@@ -700,3 +700,75 @@ fn stream_mode_switches_keep_the_shards_twice_a_day() {
     e.update_stream_mode(&target, StreamMode::OnDemand, T0 + 86_400_002)
         .unwrap();
 }
+
+#[test]
+fn on_demand_streams_split_hot_shards() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        limits_scale: Some(1.0),
+        ..EngineConfig::default()
+    });
+    e.create_stream(
+        CreateStream {
+            name: "od".into(),
+            mode: Some(StreamMode::OnDemand),
+            ..CreateStream::default()
+        },
+        T0,
+    )
+    .unwrap();
+    let data = [0u8; 100];
+    let hot: Vec<PutEntry<'_>> = (0..80)
+        .map(|_| PutEntry {
+            partition_key: Some("k"),
+            explicit_hash_key: Some("0"),
+            data: &data,
+        })
+        .collect();
+    // 800 records/s into shard 0 (80 % of its capacity) for 7 s, ticking as the server does.
+    let mut now = T0 + 1_000;
+    let mut throttled = 0;
+    while now < T0 + 8_000 {
+        let outcome = e
+            .put_records(&StreamTarget::name("od"), &hot, None, true, now)
+            .unwrap();
+        throttled += outcome.results.iter().filter(|r| r.is_err()).count();
+        e.tick(now).unwrap();
+        now += 100;
+    }
+    assert_eq!(throttled, 0);
+    let shards = e
+        .list_shards(
+            &ListShards {
+                target: StreamTarget::name("od"),
+                ..ListShards::default()
+            },
+            now,
+        )
+        .unwrap()
+        .shards;
+    let open: Vec<&ShardView> = shards
+        .iter()
+        .filter(|s| s.ending_sequence_number.is_none())
+        .collect();
+    assert_eq!(open.len(), 5, "shard 0 split in two: {shards:?}");
+    let children: Vec<&ShardView> = shards
+        .iter()
+        .filter(|s| s.parent_shard_id.as_deref() == Some("shardId-000000000000"))
+        .collect();
+    assert_eq!(children.len(), 2);
+    // The cold shards were left alone.
+    assert!(
+        shards
+            .iter()
+            .any(|s| s.shard_id == "shardId-000000000001" && s.ending_sequence_number.is_none())
+    );
+    // Writes now land in the child that owns hash key 0.
+    let placed = e
+        .put_records(&StreamTarget::name("od"), &hot[..1], None, false, now)
+        .unwrap();
+    let placed = placed.results[0].as_ref().unwrap();
+    assert_eq!(placed.shard_id(), children[0].shard_id);
+}
