@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus, parse_shard_id, shard_id};
+use crate::meta::{
+    RecordDistribution, ShardMeta, StreamMeta, StreamMode, StreamStatus, parse_shard_id, shard_id,
+};
 use crate::token::{Kind, Reader, Writer};
 use crate::{
     ApiError, Engine, ErrorKind, Result, Stream, StreamState, StreamTarget, TOKEN_TTL_MS, hash,
@@ -36,6 +38,7 @@ pub struct CreateStream {
     pub mode: Option<StreamMode>,
     pub tags: Vec<(String, String)>,
     pub max_record_size_kib: Option<u32>,
+    pub record_distribution: Option<RecordDistribution>,
 }
 
 /// One shard as DescribeStream and ListShards show it.
@@ -63,6 +66,7 @@ pub struct StreamView {
     pub open_shard_count: u32,
     pub max_record_size_kib: u32,
     pub consumer_count: u32,
+    pub record_distribution: RecordDistribution,
 }
 
 /// DescribeStream output.
@@ -131,6 +135,14 @@ fn valid_tag_text(text: &str) -> bool {
         .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_./=+-%@".contains(c))
 }
 
+/// The answer to AUTO record distribution on a provisioned stream.
+pub(crate) fn auto_needs_on_demand(stream: &str, account: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "Record distribution strategy AUTO is only supported for streams in ON_DEMAND mode. \
+         Stream {stream} under account {account} is in PROVISIONED mode."
+    ))
+}
+
 pub(crate) fn check_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
     for (key, value) in tags {
         if !valid_tag_text(key) || !valid_tag_text(value) {
@@ -168,6 +180,7 @@ impl Engine {
             open_shard_count: meta.shards.iter().filter(|s| s.is_open()).count() as u32,
             max_record_size_kib: meta.max_record_size_kib,
             consumer_count: meta.consumers.len() as u32,
+            record_distribution: meta.record_distribution,
         }
     }
 
@@ -216,6 +229,11 @@ impl Engine {
                 ));
             }
         };
+        if request.record_distribution == Some(RecordDistribution::Auto)
+            && mode != StreamMode::OnDemand
+        {
+            return Err(auto_needs_on_demand(&request.name, &self.config.account_id));
+        }
         if request.tags.len() > TAGS_PER_STREAM_MAX {
             return Err(ApiError::invalid(format!(
                 "Failed to create stream {} under account {} because a stream can have at most \
@@ -304,6 +322,7 @@ impl Engine {
             scaling_history_ms: Vec::new(),
             consumers: Vec::new(),
             mode_switches_ms: Vec::new(),
+            record_distribution: request.record_distribution.unwrap_or_default(),
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {
@@ -325,6 +344,23 @@ impl Engine {
         state.rebuild_routes();
         streams.insert(request.name, Arc::new(Stream::new(state)));
         Ok(())
+    }
+
+    /// UpdateStreamRecordDistributionStrategy: takes effect at once, for new records.
+    pub fn update_record_distribution(
+        &self,
+        target: &StreamTarget<'_>,
+        strategy: RecordDistribution,
+        now_ms: i64,
+    ) -> Result<()> {
+        let (name, stream) = self.stream_by_target(target, now_ms)?;
+        let mut state = stream.state.write();
+        if strategy == RecordDistribution::Auto && state.meta.mode != StreamMode::OnDemand {
+            return Err(auto_needs_on_demand(&name, &self.config.account_id));
+        }
+        self.require_active(&state)?;
+        state.meta.record_distribution = strategy;
+        self.persist(&state.meta)
     }
 
     /// DeleteStream. A stream with registered consumers is deleted only with

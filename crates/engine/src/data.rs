@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use rivulet_log::{Durable, NewRecord};
 
-use crate::meta::{StreamMeta, StreamStatus, parse_shard_id, shard_id};
+use crate::meta::{RecordDistribution, StreamMeta, StreamStatus, parse_shard_id, shard_id};
 use crate::seq::{self, Decoded, SeqParts, SequenceNumber};
 use crate::token::{Kind, Reader, Writer};
 use crate::{
@@ -39,6 +39,7 @@ impl PutResult {
 }
 
 /// The result of a put: per-record placements, and the syncs to await before answering.
+#[derive(Debug)]
 pub struct PutOutcome {
     /// Per entry, in request order: where it landed, or why not (throttled).
     pub results: Vec<std::result::Result<PutResult, ApiError>>,
@@ -257,8 +258,12 @@ impl Engine {
                     field.to_string()
                 }
             };
-            let Some(key) = entry.partition_key else {
-                return Err(missing_partition_key(&path("partitionKey")));
+            let auto = state.meta.record_distribution == RecordDistribution::Auto;
+            let key = match entry.partition_key {
+                Some(key) => key,
+                // AUTO distribution makes the partition key optional (and ignores it).
+                None if auto => "",
+                None => return Err(missing_partition_key(&path("partitionKey"))),
             };
             if entry.data.len() + key.len() > limit_bytes {
                 return Err(record_too_large(
@@ -266,6 +271,14 @@ impl Engine {
                     entry.data.len(),
                     limit_bytes,
                 ));
+            }
+            if auto {
+                // Evenly over the open shards, whatever the keys say.
+                let turn = stream
+                    .auto_next
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                routed.push((i, (turn % state.routes.len().max(1) as u64) as usize));
+                continue;
             }
             let hash = match entry.explicit_hash_key {
                 Some(text) => hash::parse_hash_key(text).ok_or_else(|| {

@@ -31,7 +31,7 @@ pub use consumers::*;
 pub use control::*;
 pub use data::*;
 pub use error::{ApiError, ErrorKind, Result};
-pub use meta::{ConsumerStatus, StreamMode, StreamStatus};
+pub use meta::{ConsumerStatus, RecordDistribution, StreamMode, StreamStatus};
 pub use subscribe::*;
 
 use meta::{StreamMeta, shard_id};
@@ -127,6 +127,8 @@ struct Stream {
     meters: parking_lot::Mutex<HashMap<u32, autoscale::Meter>>,
     /// The epoch second auto-scaling last looked at this stream.
     scaled_at_s: std::sync::atomic::AtomicI64,
+    /// Round-robin position for AUTO record distribution.
+    auto_next: AtomicU64,
 }
 
 impl Stream {
@@ -153,6 +155,7 @@ impl Stream {
             limits: parking_lot::Mutex::new(HashMap::new()),
             meters: parking_lot::Mutex::new(HashMap::new()),
             scaled_at_s: std::sync::atomic::AtomicI64::new(0),
+            auto_next: AtomicU64::new(0),
         }
     }
 }

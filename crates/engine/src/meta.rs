@@ -72,6 +72,35 @@ pub struct ConsumerMeta {
     pub tags: Vec<(String, String)>,
 }
 
+/// How records are placed on shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RecordDistribution {
+    /// By the MD5 of the partition key (or the explicit hash key): AWS's default.
+    #[default]
+    UserPartitionKey,
+    /// Evenly, ignoring partition keys (on-demand streams only).
+    Auto,
+}
+
+impl RecordDistribution {
+    /// The name AWS uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordDistribution::UserPartitionKey => "USER_PARTITION_KEY",
+            RecordDistribution::Auto => "AUTO",
+        }
+    }
+
+    /// Parses AWS's name.
+    pub fn parse(text: &str) -> Option<RecordDistribution> {
+        match text {
+            "USER_PARTITION_KEY" => Some(RecordDistribution::UserPartitionKey),
+            "AUTO" => Some(RecordDistribution::Auto),
+            _ => None,
+        }
+    }
+}
+
 /// One shard, open or closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMeta {
@@ -149,6 +178,9 @@ pub struct StreamMeta {
     /// Times of recent UpdateStreamMode calls, for AWS's two per rolling 24 h.
     #[serde(default)]
     pub mode_switches_ms: Vec<i64>,
+    /// How records are placed on shards.
+    #[serde(default)]
+    pub record_distribution: RecordDistribution,
 }
 
 impl StreamMeta {

@@ -76,6 +76,14 @@ impl Engine {
                 mode.as_str()
             )));
         }
+        if mode == StreamMode::Provisioned
+            && state.meta.record_distribution == crate::meta::RecordDistribution::Auto
+        {
+            return Err(ApiError::invalid(format!(
+                "Stream {name} under account {account} uses record distribution strategy \
+                 AUTO, which PROVISIONED mode does not support. Set USER_PARTITION_KEY first."
+            )));
+        }
         state.meta.mode_switches_ms.retain(|t| now_ms - t < DAY_MS);
         if state.meta.mode_switches_ms.len() >= MODE_SWITCHES_PER_DAY_MAX {
             return Err(ApiError::new(

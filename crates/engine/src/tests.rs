@@ -772,3 +772,101 @@ fn on_demand_streams_split_hot_shards() {
     let placed = placed.results[0].as_ref().unwrap();
     assert_eq!(placed.shard_id(), children[0].shard_id);
 }
+
+#[test]
+fn auto_record_distribution_spreads_records_and_needs_on_demand() {
+    let e = engine();
+    check(
+        e.create_stream(
+            CreateStream {
+                name: "p".into(),
+                shard_count: Some(2),
+                record_distribution: Some(RecordDistribution::Auto),
+                ..CreateStream::default()
+            },
+            T0,
+        ),
+        ErrorKind::InvalidArgument,
+        "Record distribution strategy AUTO is only supported for streams in ON_DEMAND mode. \
+         Stream p under account 000000000000 is in PROVISIONED mode.",
+    );
+    e.create_stream(
+        CreateStream {
+            name: "a".into(),
+            mode: Some(StreamMode::OnDemand),
+            record_distribution: Some(RecordDistribution::Auto),
+            ..CreateStream::default()
+        },
+        T0,
+    )
+    .unwrap();
+    let data = [1u8; 4];
+    // Same key, and even no key: spread evenly over the 4 shards.
+    let entries: Vec<PutEntry<'_>> = (0..40)
+        .map(|i| PutEntry {
+            partition_key: (i % 2 == 0).then_some("same"),
+            explicit_hash_key: None,
+            data: &data,
+        })
+        .collect();
+    let outcome = e
+        .put_records(&StreamTarget::name("a"), &entries, None, true, T0 + 1)
+        .unwrap();
+    let mut per_shard = std::collections::HashMap::new();
+    for r in &outcome.results {
+        *per_shard
+            .entry(r.as_ref().unwrap().shard_index)
+            .or_insert(0) += 1;
+    }
+    assert_eq!(per_shard.len(), 4);
+    assert!(per_shard.values().all(|&n| n == 10), "{per_shard:?}");
+    assert_eq!(
+        e.describe_stream_summary(&StreamTarget::name("a"), T0 + 1)
+            .unwrap()
+            .record_distribution,
+        RecordDistribution::Auto
+    );
+    // Back to keys: the same key always lands on one shard; a missing key is refused again.
+    e.update_record_distribution(
+        &StreamTarget::name("a"),
+        RecordDistribution::UserPartitionKey,
+        T0 + 2,
+    )
+    .unwrap();
+    let outcome = e
+        .put_records(&StreamTarget::name("a"), &entries[..1], None, true, T0 + 3)
+        .unwrap();
+    let first = outcome.results[0].as_ref().unwrap().shard_index;
+    for _ in 0..5 {
+        let again = e
+            .put_records(&StreamTarget::name("a"), &entries[..1], None, true, T0 + 3)
+            .unwrap();
+        assert_eq!(again.results[0].as_ref().unwrap().shard_index, first);
+    }
+    assert_eq!(
+        e.put_records(&StreamTarget::name("a"), &entries[1..2], None, true, T0 + 3)
+            .unwrap_err()
+            .kind,
+        ErrorKind::Validation
+    );
+    // A provisioned stream cannot take AUTO, and an AUTO stream cannot turn provisioned.
+    create(&e, "prov", 1, T0);
+    assert_eq!(
+        e.update_record_distribution(
+            &StreamTarget::name("prov"),
+            RecordDistribution::Auto,
+            T0 + 4
+        )
+        .unwrap_err()
+        .kind,
+        ErrorKind::InvalidArgument
+    );
+    e.update_record_distribution(&StreamTarget::name("a"), RecordDistribution::Auto, T0 + 5)
+        .unwrap();
+    assert_eq!(
+        e.update_stream_mode(&StreamTarget::name("a"), StreamMode::Provisioned, T0 + 6)
+            .unwrap_err()
+            .kind,
+        ErrorKind::InvalidArgument
+    );
+}

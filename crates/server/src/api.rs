@@ -3,8 +3,8 @@
 
 use rivulet_engine::{
     ApiError, ConsumerTarget, ConsumerView, CreateStream, Engine, ErrorKind, GetShardIterator,
-    IteratorType, ListShards, PutEntry, ShardFilter, ShardView, StreamMode, StreamTarget,
-    StreamView, parse_stream_arn,
+    IteratorType, ListShards, PutEntry, RecordDistribution, ShardFilter, ShardView, StreamMode,
+    StreamTarget, StreamView, parse_stream_arn,
 };
 use rivulet_protocol::{AwsError, Format, Value, Writer};
 
@@ -169,6 +169,10 @@ fn summary_value(view: StreamView) -> Value {
         ("OpenShardCount", n(view.open_shard_count)),
         ("ConsumerCount", n(view.consumer_count)),
         ("MaxRecordSizeInKiB", n(view.max_record_size_kib)),
+        (
+            "RecordDistributionStrategy",
+            s(view.record_distribution.as_str()),
+        ),
     ])
 }
 
@@ -233,6 +237,15 @@ fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply
             .delete_stream(
                 &target(input),
                 flag(input, "EnforceConsumerDeletion"),
+                now_ms,
+            )
+            .map(|()| Value::Map(vec![])),
+        "UpdateStreamRecordDistributionStrategy" => engine
+            .update_record_distribution(
+                &target(input),
+                text(input, "RecordDistributionStrategy")
+                    .and_then(RecordDistribution::parse)
+                    .unwrap_or_default(),
                 now_ms,
             )
             .map(|()| Value::Map(vec![])),
@@ -373,6 +386,8 @@ fn create_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, A
             mode,
             tags: string_map(input, "Tags"),
             max_record_size_kib: u32_arg(input, "MaxRecordSizeInKiB"),
+            record_distribution: text(input, "RecordDistributionStrategy")
+                .and_then(RecordDistribution::parse),
         },
         now_ms,
     )?;
