@@ -136,3 +136,128 @@ async fn control_plane_calls_are_limited_per_account() {
     }
     t.stop().await;
 }
+
+#[tokio::test]
+async fn account_commitment_gates_warm_throughput_and_modes_switch() {
+    use aws_sdk_kinesis::types::{
+        MinimumThroughputBillingCommitmentInput, MinimumThroughputBillingCommitmentInputStatus,
+        MinimumThroughputBillingCommitmentOutputStatus, StreamMode, StreamModeDetails,
+    };
+    let t = TestServer::start().await;
+    let c = &client_without_retries(t.addr);
+    let settings = c
+        .describe_account_settings()
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(
+        settings
+            .minimum_throughput_billing_commitment()
+            .map(|m| m.status()),
+        Some(&MinimumThroughputBillingCommitmentOutputStatus::Disabled)
+    );
+    c.create_stream()
+        .stream_name("warm")
+        .stream_mode_details(
+            StreamModeDetails::builder()
+                .stream_mode(StreamMode::OnDemand)
+                .build()
+                .expect("mode"),
+        )
+        .send()
+        .await
+        .expect("create on-demand");
+    // Without the commitment, warm throughput is refused.
+    let refused = c
+        .update_stream_warm_throughput()
+        .stream_name("warm")
+        .warm_throughput_mibps(8)
+        .send()
+        .await
+        .expect_err("no commitment");
+    assert_eq!(
+        error_of(refused.into_service_error()).0,
+        "InvalidArgumentException"
+    );
+    let enabled = c
+        .update_account_settings()
+        .minimum_throughput_billing_commitment(
+            MinimumThroughputBillingCommitmentInput::builder()
+                .status(MinimumThroughputBillingCommitmentInputStatus::Enabled)
+                .build()
+                .expect("input"),
+        )
+        .send()
+        .await
+        .expect("enable");
+    let commitment = enabled
+        .minimum_throughput_billing_commitment()
+        .expect("commitment");
+    assert_eq!(
+        commitment.status(),
+        &MinimumThroughputBillingCommitmentOutputStatus::Enabled
+    );
+    assert!(commitment.earliest_allowed_end_at().is_some());
+    let warm = c
+        .update_stream_warm_throughput()
+        .stream_name("warm")
+        .warm_throughput_mibps(8)
+        .send()
+        .await
+        .expect("warm throughput");
+    assert_eq!(warm.stream_name(), Some("warm"));
+    let w = warm.warm_throughput().expect("warm");
+    assert_eq!((w.target_mibps(), w.current_mibps()), (Some(8), Some(4)));
+    let summary = c
+        .describe_stream_summary()
+        .stream_name("warm")
+        .send()
+        .await
+        .expect("summary");
+    let d = summary.stream_description_summary().expect("summary");
+    assert_eq!(d.open_shard_count(), 8);
+    assert_eq!(d.warm_throughput().and_then(|w| w.current_mibps()), Some(8));
+    // Disabling within the first day keeps it until the earliest allowed end.
+    let disabled = c
+        .update_account_settings()
+        .minimum_throughput_billing_commitment(
+            MinimumThroughputBillingCommitmentInput::builder()
+                .status(MinimumThroughputBillingCommitmentInputStatus::Disabled)
+                .build()
+                .expect("input"),
+        )
+        .send()
+        .await
+        .expect("disable");
+    assert_eq!(
+        disabled
+            .minimum_throughput_billing_commitment()
+            .map(|m| m.status()),
+        Some(&MinimumThroughputBillingCommitmentOutputStatus::EnabledUntilEarliestAllowedEnd)
+    );
+    // Mode switch keeps the shards.
+    c.update_stream_mode()
+        .stream_arn("arn:aws:kinesis:us-east-1:000000000000:stream/warm")
+        .stream_mode_details(
+            StreamModeDetails::builder()
+                .stream_mode(StreamMode::Provisioned)
+                .build()
+                .expect("mode"),
+        )
+        .send()
+        .await
+        .expect("to provisioned");
+    let summary = c
+        .describe_stream_summary()
+        .stream_name("warm")
+        .send()
+        .await
+        .expect("summary");
+    let d = summary.stream_description_summary().expect("summary");
+    assert_eq!(
+        d.stream_mode_details().map(|m| m.stream_mode()),
+        Some(&StreamMode::Provisioned)
+    );
+    assert_eq!(d.open_shard_count(), 8);
+    t.stop().await;
+}

@@ -39,6 +39,7 @@ pub struct CreateStream {
     pub tags: Vec<(String, String)>,
     pub max_record_size_kib: Option<u32>,
     pub record_distribution: Option<RecordDistribution>,
+    pub warm_throughput_mibps: Option<u32>,
 }
 
 /// One shard as DescribeStream and ListShards show it.
@@ -67,6 +68,7 @@ pub struct StreamView {
     pub max_record_size_kib: u32,
     pub consumer_count: u32,
     pub record_distribution: RecordDistribution,
+    pub warm_throughput: Option<crate::WarmThroughput>,
 }
 
 /// DescribeStream output.
@@ -181,6 +183,7 @@ impl Engine {
             max_record_size_kib: meta.max_record_size_kib,
             consumer_count: meta.consumers.len() as u32,
             record_distribution: meta.record_distribution,
+            warm_throughput: self.warm_throughput(meta),
         }
     }
 
@@ -234,6 +237,17 @@ impl Engine {
         {
             return Err(auto_needs_on_demand(&request.name, &self.config.account_id));
         }
+        let count = match request.warm_throughput_mibps {
+            Some(_) if mode != StreamMode::OnDemand => {
+                return Err(ApiError::invalid(format!(
+                    "Warm throughput is only supported for streams in ON_DEMAND mode. Stream \
+                     {} under account {} is in PROVISIONED mode.",
+                    request.name, self.config.account_id
+                )));
+            }
+            Some(mibps) => count.max(self.warm_shards(&request.name, mibps, now_ms)?),
+            None => count,
+        };
         if request.tags.len() > TAGS_PER_STREAM_MAX {
             return Err(ApiError::invalid(format!(
                 "Failed to create stream {} under account {} because a stream can have at most \
@@ -323,6 +337,7 @@ impl Engine {
             consumers: Vec::new(),
             mode_switches_ms: Vec::new(),
             record_distribution: request.record_distribution.unwrap_or_default(),
+            warm_throughput_mibps: request.warm_throughput_mibps,
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {

@@ -4,6 +4,7 @@
 //! Architecture invariant: no HTTP, no wire formats and no clock reads here. Every operation is
 //! given `now_ms`; the server passes the wall clock, tests pass whatever time they like.
 
+mod account;
 mod autoscale;
 mod consumers;
 mod control;
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 use rivulet_log::{Log, MetaOp, Store};
 
+pub use account::{Commitment, CommitmentView, WarmThroughput};
 pub use consumers::*;
 pub use control::*;
 pub use data::*;
@@ -174,6 +176,8 @@ pub struct Engine {
     throttled: AtomicU64,
     /// Control-plane call rates, per operation and account (per stream for ListShards).
     calls: limits::CallLimits,
+    /// The account's minimum throughput billing commitment.
+    commitment: parking_lot::Mutex<account::Commitment>,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -199,6 +203,11 @@ impl Engine {
                 }])?;
                 secret
             }
+        };
+        let commitment = match store.meta().get(account::ACCOUNT_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::internal(format!("account settings: {e}")))?,
+            None => account::Commitment::default(),
         };
         let mut streams = BTreeMap::new();
         let mut live_logs = std::collections::HashSet::new();
@@ -240,6 +249,7 @@ impl Engine {
             subscriptions: subscribe::Subscriptions::default(),
             throttled: AtomicU64::new(0),
             calls: limits::CallLimits::default(),
+            commitment: parking_lot::Mutex::new(commitment),
         })
     }
 

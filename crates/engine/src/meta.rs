@@ -181,6 +181,9 @@ pub struct StreamMeta {
     /// How records are placed on shards.
     #[serde(default)]
     pub record_distribution: RecordDistribution,
+    /// The warm throughput asked for (on-demand streams), MiB/s.
+    #[serde(default)]
+    pub warm_throughput_mibps: Option<u32>,
 }
 
 impl StreamMeta {

@@ -521,6 +521,10 @@ fn shards_throttle_writes_reads_and_iterators_at_aws_rates() {
             .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 1)
             .unwrap();
         assert!(outcome.results.iter().all(|r| r.is_ok()));
+        // Reads see durable records only: wait, as the server does before answering.
+        for durable in outcome.durable {
+            durable.wait_blocking().unwrap();
+        }
     }
     let third = e
         .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 1)
@@ -544,6 +548,9 @@ fn shards_throttle_writes_reads_and_iterators_at_aws_rates() {
         .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 101)
         .unwrap();
     assert_eq!(later.results.iter().filter(|r| r.is_ok()).count(), 100);
+    for durable in later.durable {
+        durable.wait_blocking().unwrap();
+    }
     assert!(e.throttled_count() >= 900);
     // Five GetShardIterator calls a second per shard.
     let iterators: Vec<Result<String>> = (0..6)

@@ -173,6 +173,26 @@ fn summary_value(view: StreamView) -> Value {
             "RecordDistributionStrategy",
             s(view.record_distribution.as_str()),
         ),
+        ("WarmThroughput", view.warm_throughput.map(warm_value)),
+    ])
+}
+
+fn commitment_value(c: rivulet_engine::CommitmentView) -> Value {
+    obj([
+        ("Status", s(c.status)),
+        ("StartedAt", c.started_ms.and_then(ts)),
+        ("EndedAt", c.ended_ms.and_then(ts)),
+        (
+            "EarliestAllowedEndAt",
+            c.earliest_allowed_end_ms.and_then(ts),
+        ),
+    ])
+}
+
+fn warm_value(w: rivulet_engine::WarmThroughput) -> Value {
+    obj([
+        ("TargetMiBps", n(w.target_mibps)),
+        ("CurrentMiBps", n(w.current_mibps)),
     ])
 }
 
@@ -240,6 +260,35 @@ fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply
                 now_ms,
             )
             .map(|()| Value::Map(vec![])),
+        "DescribeAccountSettings" => Ok(obj([(
+            "MinimumThroughputBillingCommitment",
+            Some(commitment_value(engine.describe_account_settings(now_ms))),
+        )])),
+        "UpdateAccountSettings" => {
+            let enable = field(input, "MinimumThroughputBillingCommitment")
+                .and_then(|c| text(c, "Status"))
+                == Some("ENABLED");
+            engine.update_account_settings(enable, now_ms).map(|view| {
+                obj([(
+                    "MinimumThroughputBillingCommitment",
+                    Some(commitment_value(view)),
+                )])
+            })
+        }
+        "UpdateStreamWarmThroughput" => engine
+            .update_warm_throughput(
+                &target(input),
+                u32_arg(input, "WarmThroughputMiBps").unwrap_or(0),
+                now_ms,
+            )
+            .map(|(arn, warm)| {
+                let name = arn.rsplit('/').next().unwrap_or_default().to_string();
+                obj([
+                    ("StreamARN", s(arn)),
+                    ("StreamName", s(name)),
+                    ("WarmThroughput", Some(warm_value(warm))),
+                ])
+            }),
         "UpdateStreamRecordDistributionStrategy" => engine
             .update_record_distribution(
                 &target(input),
@@ -388,6 +437,7 @@ fn create_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, A
             max_record_size_kib: u32_arg(input, "MaxRecordSizeInKiB"),
             record_distribution: text(input, "RecordDistributionStrategy")
                 .and_then(RecordDistribution::parse),
+            warm_throughput_mibps: u32_arg(input, "WarmThroughputMiBps"),
         },
         now_ms,
     )?;
