@@ -234,12 +234,12 @@ async fn status(
 #[tokio::test]
 async fn lifecycle_and_limits() {
     let mut config = ServerConfig::for_tests();
-    config.engine.create_stream_ms = 500;
-    config.engine.delete_stream_ms = 500;
+    config.engine.create_stream_ms = 1_200;
+    config.engine.delete_stream_ms = 1_200;
     let t = TestServer::with_config(config).await;
     let c = &client_without_retries(t.addr);
     let arn = stream_arn(c, "slow").await;
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     for i in 0..5 {
         c.register_stream_consumer()
             .stream_arn(&arn)
@@ -264,7 +264,7 @@ async fn lifecycle_and_limits() {
         status(c, &arn, "c0").await.expect("describe"),
         Some(ConsumerStatus::Creating)
     );
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     assert_eq!(
         status(c, &arn, "c0").await.expect("describe"),
         Some(ConsumerStatus::Active)
@@ -272,7 +272,7 @@ async fn lifecycle_and_limits() {
     // Up to 20 per stream.
     for i in 5..20 {
         if i % 5 == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
         }
         c.register_stream_consumer()
             .stream_arn(&arn)
@@ -281,7 +281,7 @@ async fn lifecycle_and_limits() {
             .await
             .expect("register");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     let twenty_first = c
         .register_stream_consumer()
         .stream_arn(&arn)
@@ -303,7 +303,7 @@ async fn lifecycle_and_limits() {
         status(c, &arn, "c0").await.expect("describe"),
         Some(ConsumerStatus::Deleting)
     );
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     assert!(status(c, &arn, "c0").await.is_err(), "gone after the delay");
     t.stop().await;
 }
