@@ -4,31 +4,13 @@
 use aws_sdk_kinesis::types::ConsumerStatus;
 use rivulet_server::ServerConfig;
 
-use crate::util::{TestServer, client_without_retries, error_of};
-
-async fn stream_arn(c: &aws_sdk_kinesis::Client, name: &str) -> String {
-    c.create_stream()
-        .stream_name(name)
-        .shard_count(1)
-        .send()
-        .await
-        .expect("create");
-    c.describe_stream_summary()
-        .stream_name(name)
-        .send()
-        .await
-        .expect("summary")
-        .stream_description_summary()
-        .expect("summary")
-        .stream_arn()
-        .to_string()
-}
+use crate::util::{TestServer, client_without_retries, create_stream, error_of};
 
 #[tokio::test]
 async fn register_describe_list_deregister() {
     let t = TestServer::start().await;
     let c = &t.client;
-    let arn = stream_arn(c, "fan").await;
+    let arn = create_stream(c, "fan").await;
     let registered = c
         .register_stream_consumer()
         .stream_arn(&arn)
@@ -238,7 +220,7 @@ async fn lifecycle_and_limits() {
     config.engine.delete_stream_ms = 1_200;
     let t = TestServer::with_config(config).await;
     let c = &client_without_retries(t.addr);
-    let arn = stream_arn(c, "slow").await;
+    let arn = create_stream(c, "slow").await;
     tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     for i in 0..5 {
         c.register_stream_consumer()

@@ -11,35 +11,11 @@ use aws_sdk_kinesis::types::{
     ShardIteratorType, StartingPosition, SubscribeToShardEvent, SubscribeToShardEventStream,
 };
 
-use crate::util::{TestServer, client_without_retries, error_of};
+use crate::util::{TestServer, client_without_retries, create_stream, error_of, register_consumer};
 
 async fn consumer(c: &Client, stream: &str) -> String {
-    c.create_stream()
-        .stream_name(stream)
-        .shard_count(1)
-        .send()
-        .await
-        .expect("create");
-    let arn = c
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
-        .await
-        .expect("summary")
-        .stream_description_summary()
-        .expect("summary")
-        .stream_arn()
-        .to_string();
-    c.register_stream_consumer()
-        .stream_arn(arn)
-        .consumer_name("pushed")
-        .send()
-        .await
-        .expect("register")
-        .consumer()
-        .expect("consumer")
-        .consumer_arn()
-        .to_string()
+    let arn = create_stream(c, stream).await;
+    register_consumer(c, &arn, "pushed").await
 }
 
 async fn put(c: &Client, stream: &str, data: &str) -> String {

@@ -16,7 +16,7 @@ use rivulet_server::{ServerConfig, TlsConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::util::{AUTH, TestServer};
+use crate::util::{AUTH, TestServer, create_stream, register_consumer};
 
 async fn tls_server() -> (TestServer, std::net::SocketAddr, Vec<u8>) {
     let mut config = ServerConfig::for_tests();
@@ -131,33 +131,8 @@ async fn the_rust_sdk_works_over_https() {
         .http_client(http_client)
         .build();
     let c = Client::from_conf(config);
-    c.create_stream()
-        .stream_name("secure")
-        .shard_count(1)
-        .send()
-        .await
-        .expect("create over TLS");
-    let arn = c
-        .describe_stream_summary()
-        .stream_name("secure")
-        .send()
-        .await
-        .expect("summary")
-        .stream_description_summary()
-        .expect("summary")
-        .stream_arn()
-        .to_string();
-    let consumer = c
-        .register_stream_consumer()
-        .stream_arn(arn)
-        .consumer_name("tls")
-        .send()
-        .await
-        .expect("register")
-        .consumer()
-        .expect("consumer")
-        .consumer_arn()
-        .to_string();
+    let arn = create_stream(&c, "secure").await;
+    let consumer = register_consumer(&c, &arn, "tls").await;
     let put = c
         .put_record()
         .stream_name("secure")

@@ -209,3 +209,36 @@ pub async fn call_cbor(addr: SocketAddr, operation: &str, body: &[u8]) -> RawRes
     )
     .await
 }
+
+/// Creates a one-shard stream and returns its ARN.
+pub async fn create_stream(c: &Client, name: &str) -> String {
+    c.create_stream()
+        .stream_name(name)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create");
+    c.describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .expect("summary")
+        .stream_description_summary()
+        .expect("summary")
+        .stream_arn()
+        .to_string()
+}
+
+/// Registers consumer `name` on the stream `stream_arn` and returns the consumer's ARN.
+pub async fn register_consumer(c: &Client, stream_arn: &str, name: &str) -> String {
+    c.register_stream_consumer()
+        .stream_arn(stream_arn)
+        .consumer_name(name)
+        .send()
+        .await
+        .expect("register")
+        .consumer()
+        .expect("consumer")
+        .consumer_arn()
+        .to_string()
+}
