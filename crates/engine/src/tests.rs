@@ -877,3 +877,42 @@ fn auto_record_distribution_spreads_records_and_needs_on_demand() {
         ErrorKind::InvalidArgument
     );
 }
+
+#[test]
+fn subscribe_to_shard_is_one_call_a_second_per_consumer_and_shard() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        limits_scale: Some(1.0),
+        ..EngineConfig::default()
+    });
+    create(&e, "s", 2, T0);
+    let consumer = e
+        .register_consumer(&e.stream_arn("s"), "c", &[], T0)
+        .unwrap();
+    let start = StartAt {
+        kind: IteratorType::Latest,
+        sequence_number: None,
+        timestamp_ms: None,
+    };
+    let first = e
+        .subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 10)
+        .unwrap();
+    e.end_subscription(&first);
+    check(
+        e.subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 500)
+            .map(|_| ()),
+        ErrorKind::LimitExceeded,
+        "Rate exceeded for stream s under account 000000000000.",
+    );
+    // Another shard has its own allowance; a second later the first shard does too.
+    let other = e
+        .subscribe(&consumer.arn, "shardId-000000000001", &start, T0 + 500)
+        .unwrap();
+    e.end_subscription(&other);
+    let again = e
+        .subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 1_010)
+        .unwrap();
+    e.end_subscription(&again);
+}
