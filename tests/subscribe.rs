@@ -340,3 +340,79 @@ async fn heartbeats_lifetime_rate_and_disconnect() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_little() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = rivulet_server::ServerConfig::for_tests();
+    // No rate limit: only the bounded buffering may hold the reader back.
+    config.subscription.bytes_per_second = u64::MAX / 4;
+    let t = TestServer::with_config(config).await;
+    let c = &client_without_retries(t.addr);
+    let consumer_arn = consumer(c, "stalled").await;
+    // 48 MiB in the shard.
+    let record = Blob::new(vec![9u8; (1 << 20) - 16]);
+    for _ in 0..48 {
+        c.put_record()
+            .stream_name("stalled")
+            .partition_key("k")
+            .data(record.clone())
+            .send()
+            .await
+            .expect("put");
+    }
+    // Subscribe over a raw socket, read the response head, then stop reading.
+    let body = format!(
+        r#"{{"ConsumerARN":"{consumer_arn}","ShardId":"shardId-000000000000","StartingPosition":{{"Type":"TRIM_HORIZON"}}}}"#
+    );
+    let mut socket = tokio::net::TcpStream::connect(t.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         X-Amz-Target: Kinesis_20131202.SubscribeToShard\r\nX-Amz-Date: 20260101T000000Z\r\n\
+         Authorization: {}\r\nContent-Length: {}\r\n\r\n{body}",
+        crate::util::AUTH,
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.expect("send");
+    let mut first = [0u8; 512];
+    let n = socket.read(&mut first).await.expect("response head");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let engine = t.server.as_ref().expect("server").engine().clone();
+    let read = engine.subscription_bytes_read();
+    // Two buffered events of at most 1 MiB, what the socket buffers absorb, and one event in
+    // hand: far from the 48 MiB a reader without back-pressure would have pulled in.
+    assert!(
+        read < 24 << 20,
+        "{} MiB read for a stalled client",
+        read >> 20
+    );
+    // Disconnecting frees the subscription: a new one is accepted at once.
+    drop(socket);
+    // (Within the 5 s takeover window of the stalled subscription, so only its release
+    // explains an acceptance.)
+    let mut resumed = None;
+    for _ in 0..20 {
+        match c
+            .subscribe_to_shard()
+            .consumer_arn(&consumer_arn)
+            .shard_id("shardId-000000000000")
+            .starting_position(position(ShardIteratorType::Latest, None))
+            .send()
+            .await
+        {
+            Ok(sub) => {
+                resumed = Some(sub);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(
+        resumed.is_some(),
+        "the slot is freed once the client is gone"
+    );
+    t.stop().await;
+}

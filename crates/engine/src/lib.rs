@@ -178,6 +178,8 @@ pub struct Engine {
     calls: limits::CallLimits,
     /// The account's minimum throughput billing commitment.
     commitment: parking_lot::Mutex<account::Commitment>,
+    /// Record bytes read for SubscribeToShard events so far.
+    subscription_bytes: AtomicU64,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -250,12 +252,18 @@ impl Engine {
             throttled: AtomicU64::new(0),
             calls: limits::CallLimits::default(),
             commitment: parking_lot::Mutex::new(commitment),
+            subscription_bytes: AtomicU64::new(0),
         })
     }
 
     /// Requests and PutRecords entries refused by throughput limits so far.
     pub fn throttled_count(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
+    }
+
+    /// Record bytes (data and partition keys) read for SubscribeToShard events so far.
+    pub fn subscription_bytes_read(&self) -> u64 {
+        self.subscription_bytes.load(Ordering::Relaxed)
     }
 
     fn count_throttled(&self) {

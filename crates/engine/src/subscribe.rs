@@ -214,6 +214,13 @@ impl Engine {
             now_ms,
         )?;
         sub.offset = read.next_offset;
+        let bytes: usize = read
+            .records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len())
+            .sum();
+        self.subscription_bytes
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         let continuation = match read.records.last() {
             Some(last) => last.sequence_number,
             // No record yet: a position marker for the gap before the next one.
