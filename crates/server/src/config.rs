@@ -52,13 +52,16 @@ pub struct ServeArgs {
     /// Region in ARNs and messages [default: us-east-1]
     #[arg(long, env = "RIVULET_REGION")]
     pub region: Option<String>,
-    /// How long a new stream stays CREATING, in ms [default: 500]
+    /// How long a new stream (and a newly registered consumer) stays CREATING, in ms
+    /// [default: 500]
     #[arg(long, env = "RIVULET_CREATE_STREAM_MS")]
     pub create_stream_ms: Option<u64>,
-    /// How long a deleted stream stays DELETING, in ms [default: 500]
+    /// How long a deleted stream (and a deregistered consumer) stays DELETING, in ms
+    /// [default: 500]
     #[arg(long, env = "RIVULET_DELETE_STREAM_MS")]
     pub delete_stream_ms: Option<u64>,
-    /// How long resharding keeps a stream UPDATING, in ms [default: 500]
+    /// How long resharding, mode and warm-throughput changes keep a stream UPDATING, in ms
+    /// [default: 500]
     #[arg(long, env = "RIVULET_UPDATE_STREAM_MS")]
     pub update_stream_ms: Option<u64>,
     /// Open shards the account may have [default: 20000]
