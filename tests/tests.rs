@@ -1,5 +1,6 @@
 //! Integration tests, compiled into one binary: real servers on real sockets, real clients.
 
+mod auth;
 mod consumers;
 mod durability;
 mod kcl;

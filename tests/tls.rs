@@ -18,8 +18,11 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::util::{AUTH, TestServer, create_stream, register_consumer};
 
-async fn tls_server() -> (TestServer, std::net::SocketAddr, Vec<u8>) {
+async fn tls_server_with(
+    credentials: Option<rivulet_server::sigv4::Credentials>,
+) -> (TestServer, std::net::SocketAddr, Vec<u8>) {
     let mut config = ServerConfig::for_tests();
+    config.credentials = credentials.map(Arc::new);
     config.tls = Some(TlsConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         cert: None,
@@ -32,6 +35,10 @@ async fn tls_server() -> (TestServer, std::net::SocketAddr, Vec<u8>) {
     assert!(self_signed);
     let pem = std::fs::read(&path).expect("certificate file");
     (t, addr, pem)
+}
+
+async fn tls_server() -> (TestServer, std::net::SocketAddr, Vec<u8>) {
+    tls_server_with(None).await
 }
 
 fn remove_generated(pem_dir: &std::path::Path) {
@@ -111,7 +118,19 @@ async fn alpn_negotiates_h2_and_http_1_1() {
 
 #[tokio::test]
 async fn the_rust_sdk_works_over_https() {
-    let (t, addr, pem) = tls_server().await;
+    // With signatures verified: over HTTP/2 the host comes from `:authority`.
+    let (t, addr, pem) =
+        tls_server_with(Some(rivulet_server::sigv4::Credentials::from_list(vec![
+            rivulet_server::sigv4::Credential {
+                access_key_id: "AKIDTLS".into(),
+                secret_access_key: "secret".into(),
+                account_id: "000000000000".into(),
+                principal_arn: "arn:aws:iam::000000000000:user/tls".into(),
+                session_token: None,
+                expires: None,
+            },
+        ])))
+        .await;
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::AwsLc,

@@ -86,6 +86,14 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert
     #[arg(long, env = "RIVULET_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Request authentication: `off` (any well-formed SigV4 request is accepted) or `sigv4`
+    /// (every signature is verified against --credentials) [default: off]
+    #[arg(long, env = "RIVULET_AUTH")]
+    pub auth: Option<Auth>,
+    /// TOML file of `[[credentials]]` (access_key_id, secret_access_key, account_id,
+    /// principal_arn, optional session_token and expires) for --auth sigv4
+    #[arg(long, env = "RIVULET_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
     /// Log filter, in tracing's env-filter syntax [default: info]
     #[arg(long, env = "RIVULET_LOG")]
     pub log: Option<String>,
@@ -102,6 +110,16 @@ pub struct TlsConfig {
     /// Certificate and key files; `None` means a generated self-signed pair.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// Signatures must be present and well formed, but are not checked.
+    Off,
+    /// Signatures are verified.
+    Sigv4,
 }
 
 /// `--limits`.
@@ -129,6 +147,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// SubscribeToShard's heartbeat, lifetime and rate (AWS's; not a flag: tests shorten them).
     pub subscription: crate::subscribe::Timing,
+    /// With `--auth sigv4`, the credentials signatures are checked against.
+    pub credentials: Option<std::sync::Arc<crate::sigv4::Credentials>>,
     pub storage: Storage,
     pub engine: EngineConfig,
     pub log: String,
@@ -142,6 +162,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             subscription: Default::default(),
+            credentials: None,
             storage: Storage::Memory,
             engine: EngineConfig {
                 create_stream_ms: 0,
@@ -199,6 +220,16 @@ impl ServeArgs {
             Limits::Aws => Some(scale),
             Limits::Off => None,
         };
+        let credentials = match self.auth.or(file.auth).unwrap_or(Auth::Off) {
+            Auth::Off => None,
+            Auth::Sigv4 => {
+                let path = self
+                    .credentials
+                    .or(file.credentials)
+                    .context("--auth sigv4 needs --credentials FILE")?;
+                Some(std::sync::Arc::new(crate::sigv4::Credentials::load(&path)?))
+            }
+        };
         let tls_cert = self.tls_cert.or(file.tls_cert);
         let tls_key = self.tls_key.or(file.tls_key);
         if tls_cert.is_some() != tls_key.is_some() {
@@ -216,6 +247,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4567))),
             tls,
             subscription: Default::default(),
+            credentials,
             storage,
             engine: EngineConfig {
                 account_id,

@@ -189,12 +189,27 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
 }
 
 /// Serves one HTTP request.
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct Ctx {
+    pub engine: Arc<Engine>,
+    /// Turns `true` at shutdown (subscriptions end).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    pub timing: subscribe::Timing,
+    /// `Some` with `--auth sigv4`: every signature is verified against these.
+    pub credentials: Option<Arc<crate::sigv4::Credentials>>,
+}
+
 pub async fn handle(
-    engine: Arc<Engine>,
+    ctx: Ctx,
     request: Request<Incoming>,
-    stopping: tokio::sync::watch::Receiver<bool>,
-    timing: subscribe::Timing,
 ) -> Result<Response<Body>, std::convert::Infallible> {
+    let Ctx {
+        engine,
+        stopping,
+        timing,
+        credentials,
+    } = ctx;
     let headers = request.headers();
     let cors = headers.contains_key(header::ORIGIN);
     if request.method() == Method::OPTIONS {
@@ -218,10 +233,9 @@ pub async fn handle(
     if let Err(error) = check_auth(headers, request.uri().query()) {
         return Ok(error_response(format, &error, cors));
     }
-    let body = match Limited::new(request.into_body(), BODY_BYTES_MAX)
-        .collect()
-        .await
-    {
+    // What signature verification needs, kept before the body is taken.
+    let (parts, incoming) = request.into_parts();
+    let body = match Limited::new(incoming, BODY_BYTES_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             let too_large = error
@@ -246,6 +260,25 @@ pub async fn handle(
             ));
         }
     };
+    if let Some(credentials) = &credentials {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        let signed = crate::sigv4::Signed {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            host,
+            body: &body,
+        };
+        if let Err(error) = crate::sigv4::verify(credentials, &signed, now_ms()) {
+            tracing::warn!(code = %error.code, "request refused: signature");
+            return Ok(error_response(format, &error, cors));
+        }
+    }
     let input = match rivulet_protocol::decode_request(&operation, format, &body) {
         Ok(input) => input,
         Err(error) => return Ok(error_response(format, &error, cors)),

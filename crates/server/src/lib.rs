@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod http;
+pub mod sigv4;
 pub mod subscribe;
 pub mod tls;
 
@@ -96,6 +97,7 @@ impl Server {
             engine.clone(),
             stopped,
             config.subscription,
+            config.credentials.clone(),
         ));
         Ok(Server {
             local_addr,
@@ -155,7 +157,14 @@ async fn run(
     engine: Arc<Engine>,
     mut stopped: watch::Receiver<bool>,
     timing: subscribe::Timing,
+    credentials: Option<Arc<sigv4::Credentials>>,
 ) -> anyhow::Result<()> {
+    let ctx = http::Ctx {
+        engine: engine.clone(),
+        stopping: stopped.clone(),
+        timing,
+        credentials,
+    };
     let graceful = GracefulShutdown::new();
     let builder = {
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -184,10 +193,9 @@ async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let engine = engine.clone();
-                let stopping = stopped.clone();
+                let ctx = ctx.clone();
                 let service = hyper::service::service_fn(move |request| {
-                    http::handle(engine.clone(), request, stopping.clone(), timing)
+                    http::handle(ctx.clone(), request)
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
@@ -208,8 +216,7 @@ async fn run(
                 let _ = stream.set_nodelay(true);
                 let Some((_, acceptor)) = &tls_listener else { continue };
                 let acceptor = acceptor.clone();
-                let engine = engine.clone();
-                let stopping = stopped.clone();
+                let ctx = ctx.clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 // The handshake runs in the connection's task, never in the accept loop.
@@ -222,7 +229,7 @@ async fn run(
                         }
                     };
                     let service = hyper::service::service_fn(move |request| {
-                        http::handle(engine.clone(), request, stopping.clone(), timing)
+                        http::handle(ctx.clone(), request)
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     if let Err(error) = watcher.watch(connection).await {
