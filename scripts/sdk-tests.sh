@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The client suites against a real `rivulet serve` (in memory, no lifecycle delays, port 0):
+# The client suites against a real `rivulet serve` (in memory, no lifecycle delays, port 0,
+# AWS's limits, signatures verified with `--auth sigv4`):
 # boto3 and the AWS CLI from PyPI (HTTP/1.1, JSON) and @aws-sdk/client-kinesis v3 from npm
 # (HTTP/2 for every call). Installs their pinned versions into target/sdk-venv and
 # sdk-tests/js/node_modules; needs python3 (with venv and pip) and npm.
@@ -13,10 +14,26 @@ VENV=target/sdk-venv
 (cd sdk-tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
 LOG=$(mktemp)
+# Signatures are verified: the clients sign with these real secrets.
+CREDENTIALS=$(mktemp)
+cat >"$CREDENTIALS" <<'TOML'
+[[credentials]]
+access_key_id = "AKIDPY"
+secret_access_key = "secret"
+account_id = "000000000000"
+principal_arn = "arn:aws:iam::000000000000:user/python"
+
+[[credentials]]
+access_key_id = "AKIDJS"
+secret_access_key = "secret"
+account_id = "000000000000"
+principal_arn = "arn:aws:iam::000000000000:user/javascript"
+TOML
 target/debug/rivulet serve --listen 127.0.0.1:0 --in-memory --create-stream-ms 0 \
-  --delete-stream-ms 0 --update-stream-ms 0 >"$LOG" 2>&1 &
+  --delete-stream-ms 0 --update-stream-ms 0 --auth sigv4 --credentials "$CREDENTIALS" \
+  >"$LOG" 2>&1 &
 PID=$!
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$LOG"' EXIT
+trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$LOG" "$CREDENTIALS"' EXIT
 ADDR=
 for _ in $(seq 200); do
   ADDR=$(sed -n 's/^rivulet listening on //p' "$LOG")

@@ -384,7 +384,8 @@ pub fn verify(
         .join("&");
     let mut canonical_headers = String::new();
     for name in &parts.signed_headers {
-        let value = if name == "host" {
+        // The JS SDK v3 signs HTTP/2's `:authority` pseudo-header by that name.
+        let value = if name == "host" || name == ":authority" {
             request.host.map(str::to_string)
         } else {
             let values: Vec<String> = request
@@ -455,6 +456,7 @@ pub fn verify(
     mac.update(string_to_sign.as_bytes());
     let given = unhex(&parts.signature).unwrap_or_default();
     mac.verify_slice(&given).map_err(|_| {
+        tracing::debug!(canonical_request = %canonical, "signature mismatch");
         error(
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided. \
