@@ -148,3 +148,106 @@ async fn signatures_are_verified() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn each_account_sees_only_its_own_streams_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let credentials = Arc::new(Credentials::from_list(vec![
+        credential("AKIDHOME", "home-secret", None, None),
+        Credential {
+            account_id: "111111111111".into(),
+            ..credential("AKIDOTHER", "other-secret", None, None)
+        },
+    ]));
+    let start = || {
+        let mut config = ServerConfig::for_tests();
+        config.storage = rivulet_server::Storage::Dir(dir.path().to_path_buf());
+        config.credentials = Some(credentials.clone());
+        TestServer::with_config(config)
+    };
+    let t = start().await;
+    let home = sdk(t.addr, "AKIDHOME", "home-secret", None);
+    let other = sdk(t.addr, "AKIDOTHER", "other-secret", None);
+    for (client, data) in [(&home, "home"), (&other, "other")] {
+        client
+            .create_stream()
+            .stream_name("same-name")
+            .shard_count(1)
+            .send()
+            .await
+            .expect("create");
+        client
+            .put_record()
+            .stream_name("same-name")
+            .partition_key("k")
+            .data(Blob::new(data))
+            .send()
+            .await
+            .expect("put");
+    }
+    home.create_stream()
+        .stream_name("home-only")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create");
+    t.stop().await;
+
+    // After a restart each account still has exactly its own streams and records.
+    let t = start().await;
+    let home = sdk(t.addr, "AKIDHOME", "home-secret", None);
+    let other = sdk(t.addr, "AKIDOTHER", "other-secret", None);
+    let names = |c: Client| async move {
+        c.list_streams()
+            .send()
+            .await
+            .expect("list")
+            .stream_names()
+            .to_vec()
+    };
+    assert_eq!(names(home.clone()).await, ["home-only", "same-name"]);
+    assert_eq!(names(other.clone()).await, ["same-name"]);
+    let summary = other
+        .describe_stream_summary()
+        .stream_name("same-name")
+        .send()
+        .await
+        .expect("summary");
+    assert_eq!(
+        summary.stream_description_summary().map(|s| s.stream_arn()),
+        Some("arn:aws:kinesis:us-east-1:111111111111:stream/same-name")
+    );
+    let missing = other
+        .describe_stream_summary()
+        .stream_name("home-only")
+        .send()
+        .await
+        .expect_err("not this account's");
+    assert_eq!(
+        error_of(missing.into_service_error()).1,
+        "Stream home-only under account 111111111111 not found."
+    );
+    for (client, expected) in [(&home, b"home".as_slice()), (&other, b"other".as_slice())] {
+        let it = client
+            .get_shard_iterator()
+            .stream_name("same-name")
+            .shard_id("shardId-000000000000")
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("iterator");
+        let records = client
+            .get_records()
+            .shard_iterator(it.shard_iterator().expect("iterator"))
+            .send()
+            .await
+            .expect("records");
+        let data: Vec<&[u8]> = records
+            .records()
+            .iter()
+            .map(|r| r.data().as_ref())
+            .collect();
+        assert_eq!(data, [expected]);
+    }
+    t.stop().await;
+}

@@ -66,7 +66,7 @@ impl Engine {
         let value = serde_json::to_vec(commitment)
             .map_err(|e| ApiError::internal(format!("metadata encoding: {e}")))?;
         self.store.meta().commit(&[MetaOp::Put {
-            key: ACCOUNT_KEY.into(),
+            key: format!("{}{ACCOUNT_KEY}", self.config.namespace),
             value,
         }])?;
         Ok(())

@@ -318,7 +318,7 @@ impl Engine {
         tags.sort();
         tags.dedup_by(|a, b| a.0 == b.0);
         let meta = StreamMeta {
-            key: format!("{}.{now_ms}", request.name),
+            key: format!("{}{}.{now_ms}", self.config.namespace, request.name),
             name: request.name.clone(),
             stream_id: random_stream_id()?,
             created_ms: now_ms,

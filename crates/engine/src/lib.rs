@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub shard_limit: u32,
     /// Shard throughput limits: `None` off, `Some(x)` AWS's rates times `x`.
     pub limits_scale: Option<f64>,
+    /// Prefix of this engine's metadata keys and log ids in a store that several accounts'
+    /// engines share: empty for the server's own account, `acct-<id>/` for the others.
+    pub namespace: String,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +76,7 @@ impl Default for EngineConfig {
             update_stream_ms: 500,
             shard_limit: 20_000,
             limits_scale: None,
+            namespace: String::new(),
         }
     }
 }
@@ -206,14 +210,22 @@ impl Engine {
                 secret
             }
         };
-        let commitment = match store.meta().get(account::ACCOUNT_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::internal(format!("account settings: {e}")))?,
-            None => account::Commitment::default(),
-        };
+        let commitment =
+            match store
+                .meta()
+                .get(&format!("{}{}", config.namespace, account::ACCOUNT_KEY))?
+            {
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::internal(format!("account settings: {e}")))?,
+                None => account::Commitment::default(),
+            };
         let mut streams = BTreeMap::new();
         let mut live_logs = std::collections::HashSet::new();
-        for (key, value) in store.meta().scan_prefix(STREAM_KEY_PREFIX)? {
+        let namespace = config.namespace.clone();
+        for (key, value) in store
+            .meta()
+            .scan_prefix(&format!("{namespace}{STREAM_KEY_PREFIX}"))?
+        {
             let meta: StreamMeta = match serde_json::from_slice(&value) {
                 Ok(meta) => meta,
                 Err(error) => {
@@ -236,8 +248,13 @@ impl Engine {
             streams.insert(state.meta.name.clone(), Arc::new(Stream::new(state)));
         }
         // Logs no stream owns are left over from a deletion a crash interrupted.
+        // Only this engine's: `<namespace><stream key>/<shard>`, the stream key without '/'.
+        let owned = |id: &str| {
+            id.strip_prefix(namespace.as_str())
+                .is_some_and(|rest| rest.matches('/').count() == 1)
+        };
         for id in store.log_ids()? {
-            if !live_logs.contains(&id) {
+            if owned(&id) && !live_logs.contains(&id) {
                 tracing::info!(log = %id, "removing orphaned log");
                 store.remove_log(&id)?;
             }
@@ -346,7 +363,7 @@ impl Engine {
         let value = serde_json::to_vec(meta)
             .map_err(|e| ApiError::internal(format!("metadata encoding: {e}")))?;
         self.store.meta().commit(&[MetaOp::Put {
-            key: format!("{STREAM_KEY_PREFIX}{}", meta.name),
+            key: format!("{}{STREAM_KEY_PREFIX}{}", self.config.namespace, meta.name),
             value,
         }])?;
         Ok(())
@@ -453,7 +470,7 @@ impl Engine {
     fn remove_stream(&self, name: &str, meta: &StreamMeta) -> Result<()> {
         // Metadata first: a crash after this leaves orphaned logs, which `open` removes.
         self.store.meta().commit(&[MetaOp::Delete {
-            key: format!("{STREAM_KEY_PREFIX}{name}"),
+            key: format!("{}{STREAM_KEY_PREFIX}{name}", self.config.namespace),
         }])?;
         {
             let mut streams = self.streams.write();

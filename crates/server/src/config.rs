@@ -272,6 +272,7 @@ impl ServeArgs {
                     .or(file.shard_limit)
                     .unwrap_or(defaults.shard_limit),
                 limits_scale,
+                namespace: String::new(),
             },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })

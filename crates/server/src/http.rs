@@ -198,6 +198,8 @@ pub struct Ctx {
     pub timing: subscribe::Timing,
     /// `Some` with `--auth sigv4`: every signature is verified against these.
     pub credentials: Option<Arc<crate::sigv4::Credentials>>,
+    /// Every account's engine (the server's own is `engine`).
+    pub accounts: Arc<std::collections::HashMap<String, Arc<Engine>>>,
 }
 
 pub async fn handle(
@@ -205,10 +207,11 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let Ctx {
-        engine,
+        mut engine,
         stopping,
         timing,
         credentials,
+        accounts,
     } = ctx;
     let headers = request.headers();
     let cors = headers.contains_key(header::ORIGIN);
@@ -274,9 +277,17 @@ pub async fn handle(
             host,
             body: &body,
         };
-        if let Err(error) = crate::sigv4::verify(credentials, &signed, now_ms()) {
-            tracing::warn!(code = %error.code, "request refused: signature");
-            return Ok(error_response(format, &error, cors));
+        match crate::sigv4::verify(credentials, &signed, now_ms()) {
+            // The caller's account decides which streams it sees.
+            Ok(credential) => {
+                if let Some(own) = accounts.get(&credential.account_id) {
+                    engine = own.clone();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(code = %error.code, "request refused: signature");
+                return Ok(error_response(format, &error, cors));
+            }
         }
     }
     let input = match rivulet_protocol::decode_request(&operation, format, &body) {

@@ -55,9 +55,32 @@ impl Server {
         let store =
             Store::open(backend, StoreConfig::default()).context("opening the log store")?;
         let engine = Arc::new(
-            Engine::open(store, config.engine.clone())
+            Engine::open(store.clone(), config.engine.clone())
                 .map_err(|e| anyhow::anyhow!("opening the engine: {e}"))?,
         );
+        // One engine per account: the server's own, and each other account the credentials
+        // name, in its own namespace of the same store. Each sees only its own streams.
+        let mut accounts = std::collections::HashMap::new();
+        accounts.insert(config.engine.account_id.clone(), engine.clone());
+        for account in config
+            .credentials
+            .as_ref()
+            .map(|c| c.accounts())
+            .unwrap_or_default()
+        {
+            if accounts.contains_key(&account) {
+                continue;
+            }
+            let engine_config = rivulet_engine::EngineConfig {
+                account_id: account.clone(),
+                namespace: format!("acct-{account}/"),
+                ..config.engine.clone()
+            };
+            let other = Engine::open(store.clone(), engine_config)
+                .map_err(|e| anyhow::anyhow!("opening account {account}: {e}"))?;
+            accounts.insert(account, Arc::new(other));
+        }
+        let accounts = Arc::new(accounts);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -98,6 +121,7 @@ impl Server {
             stopped,
             config.subscription,
             config.credentials.clone(),
+            accounts,
         ));
         Ok(Server {
             local_addr,
@@ -158,12 +182,14 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
     timing: subscribe::Timing,
     credentials: Option<Arc<sigv4::Credentials>>,
+    accounts: Arc<std::collections::HashMap<String, Arc<Engine>>>,
 ) -> anyhow::Result<()> {
     let ctx = http::Ctx {
         engine: engine.clone(),
         stopping: stopped.clone(),
         timing,
         credentials,
+        accounts: accounts.clone(),
     };
     let graceful = GracefulShutdown::new();
     let builder = {
@@ -177,9 +203,12 @@ async fn run(
         tokio::select! {
             _ = stopped.changed() => break,
             _ = tick.tick() => {
-                let engine = engine.clone();
+                let accounts = accounts.clone();
                 let now = http::now_ms();
-                let outcome = tokio::task::spawn_blocking(move || engine.tick(now)).await;
+                let outcome = tokio::task::spawn_blocking(move || {
+                    accounts.values().try_for_each(|engine| engine.tick(now))
+                })
+                .await;
                 if let Ok(Err(error)) = outcome {
                     tracing::error!(%error, "background maintenance failed");
                 }

@@ -54,6 +54,11 @@ impl Credentials {
         Ok(Credentials::from_list(file.credentials))
     }
 
+    /// Every account the credentials belong to.
+    pub fn accounts(&self) -> std::collections::BTreeSet<String> {
+        self.by_key.values().map(|c| c.account_id.clone()).collect()
+    }
+
     pub fn from_list(list: Vec<Credential>) -> Credentials {
         Credentials {
             by_key: list
