@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use rivulet_log::{Durable, NewRecord};
 
+use crate::limits::ShardLimits;
 use crate::meta::{RecordDistribution, StreamMeta, StreamStatus, parse_shard_id, shard_id};
 use crate::seq::{self, Decoded, SeqParts, SequenceNumber};
 use crate::token::{Kind, Reader, Writer};
@@ -94,6 +95,8 @@ pub struct GetShardIterator<'a> {
 #[derive(Debug, Clone)]
 pub struct ShardRead {
     pub records: Vec<OutRecord>,
+    /// The records' data and partition keys, in bytes.
+    pub bytes: usize,
     /// Where the next read starts.
     pub next_offset: u64,
     pub millis_behind_latest: i64,
@@ -131,6 +134,8 @@ pub struct ChildShard {
 #[derive(Debug, Clone)]
 pub struct RecordsBatch {
     pub records: Vec<OutRecord>,
+    /// The records' data and partition keys, in bytes.
+    pub bytes: usize,
     pub next_shard_iterator: Option<String>,
     pub millis_behind_latest: i64,
     pub child_shards: Option<Vec<ChildShard>>,
@@ -249,7 +254,6 @@ impl Engine {
         }
         let limit_bytes = state.meta.max_record_size_kib as usize * 1024;
         let mut routed: Vec<(usize, usize)> = Vec::with_capacity(entries.len());
-        let stream = &stream;
         for (i, entry) in entries.iter().enumerate() {
             let path = |field: &str| {
                 if batch {
@@ -322,50 +326,44 @@ impl Engine {
                 Decoded::Zero | Decoded::Invalid => return Err(invalid()),
             }
         }
-        // Throughput limits, entry by entry in request order: a throttled entry fails alone.
+        // One append (one batch on disk) per shard, its records in request order; with limits
+        // on, each record passes its shard's buckets or fails alone.
         let mut results: Vec<Option<std::result::Result<PutResult, ApiError>>> =
             vec![None; entries.len()];
-        if self.config.limits_scale.is_some() {
-            routed.retain(|&(i, at)| {
-                let index = state.routes[at].index;
-                let entry = &entries[i];
-                let bytes = entry.data.len() + entry.partition_key.map_or(0, str::len);
-                let admitted = stream
-                    .shard_limits(self.config.limits_scale, index, now_ms)
-                    .is_none_or(|limits| limits.admit_write(bytes, now_ms));
-                if !admitted {
-                    results[i] = Some(Err(self.rate_exceeded(&name, index)));
-                }
-                admitted
-            });
-        }
-        // One append (one batch on disk) per shard, records in request order.
+        routed.sort_unstable_by_key(|&(i, at)| (at, i));
         let mut durable = Vec::new();
         let mut shard_batch: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
         let mut shard_members: Vec<usize> = Vec::with_capacity(entries.len());
-        for (at, route) in state.routes.iter().enumerate() {
+        for group in routed.chunk_by(|a, b| a.1 == b.1) {
+            let route = &state.routes[group[0].1];
+            let limits = stream.shard_limits(self.config.limits_scale, route.index, now_ms);
+            let mut writes = limits.as_deref().map(ShardLimits::writes);
             shard_batch.clear();
             shard_members.clear();
-            for &(i, r) in &routed {
-                if r == at {
-                    let entry = &entries[i];
-                    let key = entry.partition_key.unwrap_or_default();
-                    shard_batch.push(NewRecord {
-                        key: key.as_bytes(),
-                        value: entry.data,
-                    });
-                    shard_members.push(i);
+            let mut bytes = 0;
+            for &(i, _) in group {
+                let entry = &entries[i];
+                let key = entry.partition_key.unwrap_or_default();
+                let size = entry.data.len() + key.len();
+                if let Some(writes) = &mut writes
+                    && !writes.admit(size, now_ms)
+                {
+                    results[i] = Some(Err(self.rate_exceeded(&name, route.index)));
+                    continue;
                 }
+                bytes += size;
+                shard_batch.push(NewRecord {
+                    key: key.as_bytes(),
+                    value: entry.data,
+                });
+                shard_members.push(i);
             }
+            drop(writes);
             if shard_batch.is_empty() {
                 continue;
             }
             let appended = route.log.append(&shard_batch, now_ms, min_offset)?;
             if state.meta.mode == crate::meta::StreamMode::OnDemand {
-                let bytes = shard_batch
-                    .iter()
-                    .map(|r| r.key.len() + r.value.len())
-                    .sum();
                 stream.meter_write(route.index, bytes, shard_batch.len(), now_ms);
             }
             let arrival_s = (appended.timestamp_ms / 1000) as u32;
@@ -419,13 +417,7 @@ impl Engine {
         ) {
             return Err(self.not_found(&name));
         }
-        let account = &self.config.account_id;
-        let shard_missing = || {
-            ApiError::not_found(format!(
-                "Shard {} in stream {name} under account {account} does not exist",
-                request.shard_id
-            ))
-        };
+        let shard_missing = || self.shard_not_found(&name, request.shard_id);
         let index = parse_shard_id(request.shard_id).ok_or_else(shard_missing)?;
         state.meta.shard(index).ok_or_else(shard_missing)?;
         if let Some(limits) = stream.shard_limits(self.config.limits_scale, index, now_ms)
@@ -573,13 +565,7 @@ impl Engine {
         if state.meta.created_ms != position.stream_created_ms {
             return Err(self.not_found(name));
         }
-        let shard_missing = || {
-            ApiError::not_found(format!(
-                "Shard {} in stream {name} under account {} does not exist",
-                shard_id(position.shard),
-                self.config.account_id
-            ))
-        };
+        let shard_missing = || self.shard_not_found(name, &shard_id(position.shard));
         let limit = limit
             .unwrap_or(GET_RECORDS_LIMIT_MAX)
             .min(GET_RECORDS_LIMIT_MAX) as usize;
@@ -608,12 +594,7 @@ impl Engine {
             now_ms,
         )?;
         if let Some(limits) = &limits {
-            limits.charge_read(
-                read.records
-                    .iter()
-                    .map(|r| r.data.len() + r.partition_key.len())
-                    .sum(),
-            );
+            limits.charge_read(read.bytes);
         }
         let next_shard_iterator = match read.child_shards {
             Some(_) => None,
@@ -621,6 +602,7 @@ impl Engine {
         };
         Ok(RecordsBatch {
             records: read.records,
+            bytes: read.bytes,
             next_shard_iterator,
             millis_behind_latest: read.millis_behind_latest,
             child_shards: read.child_shards,
@@ -650,12 +632,14 @@ impl Engine {
         let created_s = (shard.created_ms / 1000) as u32;
         let mut next_offset = batch.next_offset.max(offset);
         let mut records = Vec::with_capacity(batch.records.len());
+        let mut bytes = 0;
         let mut encoder = seq::SeqEncoder::default();
         for record in batch.records {
             if end_exclusive.is_some_and(|end| record.offset >= end) {
                 break;
             }
             next_offset = record.offset + 1;
+            bytes += record.value.len() + record.key.len();
             records.push(OutRecord {
                 sequence_number: encoder.encode(SeqParts {
                     shard_created_s: created_s,
@@ -677,6 +661,7 @@ impl Engine {
         let drained = end_exclusive.is_some_and(|end| next_offset >= end && tip >= end);
         Ok(ShardRead {
             records,
+            bytes,
             next_offset,
             millis_behind_latest,
             child_shards: drained.then(|| child_shards(&state.meta, index)),

@@ -310,15 +310,21 @@ impl Engine {
         if self.calls.admit(operation, scope, rate * scale, now_ms) {
             return Ok(());
         }
+        Err(self.call_rate_exceeded(stream.as_deref()))
+    }
+
+    /// LimitExceededException for a call over its rate, worded as AWS does ("for stream S
+    /// under account A." when the call names a stream); counted as throttled.
+    pub(crate) fn call_rate_exceeded(&self, stream: Option<&str>) -> ApiError {
         self.count_throttled();
         let account = &self.config.account_id;
-        Err(ApiError::new(
+        ApiError::new(
             ErrorKind::LimitExceeded,
             match stream {
                 Some(name) => format!("Rate exceeded for stream {name} under account {account}."),
                 None => format!("Rate exceeded for account {account}."),
             },
-        ))
+        )
     }
 
     /// The error a throttled shard answers with.
@@ -350,6 +356,14 @@ impl Engine {
             "arn:aws:kinesis:{}:{}:stream/{}",
             self.config.region, self.config.account_id, name
         )
+    }
+
+    /// ResourceNotFoundException for a shard a read names (`shard` as the caller wrote it).
+    fn shard_not_found(&self, stream: &str, shard: &str) -> ApiError {
+        ApiError::not_found(format!(
+            "Shard {shard} in stream {stream} under account {} does not exist",
+            self.config.account_id
+        ))
     }
 
     fn not_found(&self, name: &str) -> ApiError {

@@ -95,15 +95,12 @@ impl ShardLimits {
 
     /// Admits one record of `bytes` (data plus partition key), or says it is throttled.
     pub fn admit_write(&self, bytes: usize, now_ms: i64) -> bool {
-        let mut b = self.buckets.lock();
-        let bytes = bytes as f64;
-        if b.write_bytes.allows(bytes, now_ms) && b.write_records.allows(1.0, now_ms) {
-            b.write_bytes.take(bytes);
-            b.write_records.take(1.0);
-            true
-        } else {
-            false
-        }
+        self.writes().admit(bytes, now_ms)
+    }
+
+    /// Holds the shard's buckets while a request's records are admitted one by one.
+    pub fn writes(&self) -> Writes<'_> {
+        Writes(self.buckets.lock())
     }
 
     /// Admits a GetRecords call: a call token, and no read debt outstanding.
@@ -128,6 +125,24 @@ impl ShardLimits {
         let mut b = self.buckets.lock();
         if b.iterator_calls.allows(1.0, now_ms) {
             b.iterator_calls.take(1.0);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A shard's write buckets, held for the records of one request.
+pub struct Writes<'a>(parking_lot::MutexGuard<'a, Buckets>);
+
+impl Writes<'_> {
+    /// Admits one record of `bytes` (data plus partition key), or says it is throttled.
+    pub fn admit(&mut self, bytes: usize, now_ms: i64) -> bool {
+        let b = &mut *self.0;
+        let bytes = bytes as f64;
+        if b.write_bytes.allows(bytes, now_ms) && b.write_records.allows(1.0, now_ms) {
+            b.write_bytes.take(bytes);
+            b.write_records.take(1.0);
             true
         } else {
             false

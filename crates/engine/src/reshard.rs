@@ -86,10 +86,7 @@ impl Engine {
         }
         state.meta.mode_switches_ms.retain(|t| now_ms - t < DAY_MS);
         if state.meta.mode_switches_ms.len() >= MODE_SWITCHES_PER_DAY_MAX {
-            return Err(ApiError::new(
-                ErrorKind::LimitExceeded,
-                format!("Rate exceeded for stream {name} under account {account}."),
-            ));
+            return Err(self.call_rate_exceeded(Some(&name)));
         }
         state.meta.mode_switches_ms.push(now_ms);
         self.begin_update(&mut state, Pending::Mode { mode }, now_ms)

@@ -48,6 +48,8 @@ pub struct Subscription {
 #[derive(Debug, Clone)]
 pub struct SubscriptionEvent {
     pub records: Vec<OutRecord>,
+    /// The records' data and partition keys, in bytes.
+    pub bytes: usize,
     pub continuation_sequence_number: SequenceNumber,
     pub millis_behind_latest: i64,
     /// Set at the end of a closed shard; the subscription ends after this event.
@@ -94,11 +96,7 @@ impl Engine {
         ) {
             return Err(self.not_found(&name));
         }
-        let shard_missing = || {
-            ApiError::not_found(format!(
-                "Shard {shard} in stream {name} under account {account} does not exist"
-            ))
-        };
+        let shard_missing = || self.shard_not_found(&name, shard);
         let index = parse_shard_id(shard).ok_or_else(shard_missing)?;
         let offset = self.start_offset(
             &state,
@@ -137,11 +135,7 @@ impl Engine {
                     now_ms,
                 )
             {
-                self.count_throttled();
-                return Err(ApiError::new(
-                    crate::ErrorKind::LimitExceeded,
-                    format!("Rate exceeded for stream {name} under account {account}."),
-                ));
+                return Err(self.call_rate_exceeded(Some(&name)));
             }
             // A subscription older than 5 s gives way to this one.
             if let Some(live) = slots.get(&key) {
@@ -197,13 +191,7 @@ impl Engine {
                 sub.key.0
             )));
         }
-        let shard_missing = || {
-            ApiError::not_found(format!(
-                "Shard {} in stream {} under account {account} does not exist",
-                shard_id(sub.shard),
-                sub.stream
-            ))
-        };
+        let shard_missing = || self.shard_not_found(&sub.stream, &shard_id(sub.shard));
         let read = self.read_shard(
             &state,
             sub.shard,
@@ -214,13 +202,8 @@ impl Engine {
             now_ms,
         )?;
         sub.offset = read.next_offset;
-        let bytes: usize = read
-            .records
-            .iter()
-            .map(|r| r.data.len() + r.partition_key.len())
-            .sum();
         self.subscription_bytes
-            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(read.bytes as u64, std::sync::atomic::Ordering::Relaxed);
         let continuation = match read.records.last() {
             Some(last) => last.sequence_number,
             // No record yet: a position marker for the gap before the next one.
@@ -237,6 +220,7 @@ impl Engine {
         };
         Ok(SubscriptionEvent {
             records: read.records,
+            bytes: read.bytes,
             continuation_sequence_number: continuation,
             millis_behind_latest: read.millis_behind_latest,
             child_shards: read.child_shards,

@@ -695,12 +695,10 @@ fn get_records(
             dry_run_error().message.unwrap_or_default(),
         ));
     }
-    let payload: usize = batch
-        .records
-        .iter()
-        .map(|r| r.data.len() + r.partition_key.len())
-        .sum();
-    let mut w = Writer::new(format, 256 + payload * 4 / 3 + batch.records.len() * 160);
+    let mut w = Writer::new(
+        format,
+        256 + batch.bytes * 4 / 3 + batch.records.len() * 160,
+    );
     let members = 2
         + usize::from(batch.next_shard_iterator.is_some())
         + usize::from(batch.child_shards.is_some());

@@ -69,6 +69,16 @@ fn request_id_headers(builder: http::response::Builder) -> http::response::Build
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Response<Body> {
+    respond_with(
+        status,
+        content_type,
+        Either::Left(Full::new(Bytes::from(body))),
+        cors,
+    )
+}
+
+/// A response with AWS's request-id headers (and CORS headers for browsers) around `body`.
+fn respond_with(status: u16, content_type: &str, body: Body, cors: bool) -> Response<Body> {
     let mut builder = request_id_headers(Response::builder())
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, content_type);
@@ -78,7 +88,7 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Respon
             .header(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
     }
     builder
-        .body(Either::Left(Full::new(Bytes::from(body))))
+        .body(body)
         .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
@@ -297,22 +307,12 @@ pub async fn handle(
     if operation == "SubscribeToShard" {
         return Ok(
             match subscribe::start(engine, &input, format, now_ms(), stopping, timing) {
-                Ok(events) => {
-                    let mut builder = request_id_headers(Response::builder())
-                        .status(StatusCode::OK)
-                        .header(
-                            header::CONTENT_TYPE,
-                            rivulet_protocol::eventstream::CONTENT_TYPE,
-                        );
-                    if cors {
-                        builder = builder
-                            .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
-                            .header(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
-                    }
-                    builder
-                        .body(Either::Right(events))
-                        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
-                }
+                Ok(events) => respond_with(
+                    200,
+                    rivulet_protocol::eventstream::CONTENT_TYPE,
+                    Either::Right(events),
+                    cors,
+                ),
                 Err(error) => error_response(format, &error, cors),
             },
         );

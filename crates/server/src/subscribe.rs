@@ -113,12 +113,10 @@ pub fn start(
 }
 
 fn event_payload(format: Format, event: &SubscriptionEvent) -> Vec<u8> {
-    let payload: usize = event
-        .records
-        .iter()
-        .map(|r| r.data.len() + r.partition_key.len())
-        .sum();
-    let mut w = Writer::new(format, 256 + payload * 4 / 3 + event.records.len() * 160);
+    let mut w = Writer::new(
+        format,
+        256 + event.bytes * 4 / 3 + event.records.len() * 160,
+    );
     w.begin_map(3 + usize::from(event.child_shards.is_some()));
     w.key("Records");
     api::write_records(&mut w, &event.records);
@@ -190,11 +188,7 @@ async fn push(
         let has_records = !event.records.is_empty();
         let at_end = event.child_shards.is_some();
         if has_records || at_end || last_event.elapsed() >= timing.heartbeat {
-            bytes_sent += event
-                .records
-                .iter()
-                .map(|r| (r.data.len() + r.partition_key.len()) as u64)
-                .sum::<u64>();
+            bytes_sent += event.bytes as u64;
             let frame = eventstream::event(
                 "SubscribeToShardEvent",
                 content_type,
