@@ -473,7 +473,7 @@ impl LogInner {
         let mut offset_min = view.start_offset_min;
         while position < view.limit_bytes {
             let found = format::read_header(&src, position, view.limit_bytes)?;
-            let (header, spans, body) = match &found {
+            let batch = match &found {
                 HeaderAt::Valid(header) if header.first_offset >= offset_min => {
                     if header.end_offset() <= cursor {
                         // Entirely before the cursor: skip it unread.
@@ -482,34 +482,20 @@ impl LogInner {
                         continue;
                     }
                     match format::read_body(&src, position, header)? {
-                        (body, Ok(spans)) => (*header, spans, body),
-                        (_, Err(reason)) => {
-                            let (range_end, next) =
-                                self.skip_corrupt(view, position, &found, offset_min)?;
-                            let error = self.corrupt(view.base, position, reason);
-                            if cursor < range_end {
-                                return if out.is_empty() {
-                                    Err(error)
-                                } else {
-                                    Ok(SegmentRead::Done)
-                                };
-                            }
-                            let Some((next_position, _)) = next else {
-                                return Ok(SegmentRead::Exhausted);
-                            };
-                            position = next_position;
-                            offset_min = range_end;
-                            continue;
-                        }
+                        (body, Ok(spans)) => Ok((*header, spans, body)),
+                        (_, Err(reason)) => Err(reason),
                     }
                 }
-                _ => {
-                    let reason = match &found {
-                        HeaderAt::Invalid(reason) => *reason,
-                        HeaderAt::Short => "partial batch header",
-                        HeaderAt::Overrun => "batch extends past the end of the segment",
-                        HeaderAt::Valid(_) => "batch offsets go backwards",
-                    };
+                HeaderAt::Invalid(reason) => Err(*reason),
+                HeaderAt::Short => Err("partial batch header"),
+                HeaderAt::Overrun => Err("batch extends past the end of the segment"),
+                HeaderAt::Valid(_) => Err("batch offsets go backwards"),
+            };
+            let (header, spans, body) = match batch {
+                Ok(batch) => batch,
+                Err(reason) => {
+                    // Damage: report it if the cursor lies in the damaged range, else resume
+                    // at the next valid batch (whose first offset ends the range).
                     let (range_end, next) =
                         self.skip_corrupt(view, position, &found, offset_min)?;
                     let error = self.corrupt(view.base, position, reason);
@@ -520,11 +506,11 @@ impl LogInner {
                             Ok(SegmentRead::Done)
                         };
                     }
-                    let Some((next_position, next_header)) = next else {
+                    let Some((next_position, _)) = next else {
                         return Ok(SegmentRead::Exhausted);
                     };
                     position = next_position;
-                    offset_min = next_header.first_offset;
+                    offset_min = range_end;
                     continue;
                 }
             };
