@@ -28,6 +28,26 @@ access_key_id = "AKIDJS"
 secret_access_key = "secret"
 account_id = "000000000000"
 principal_arn = "arn:aws:iam::000000000000:user/javascript"
+
+# A read-only user: the client suites check AWS's AccessDeniedException through real clients.
+[[credentials]]
+access_key_id = "AKIDREADONLY"
+secret_access_key = "secret"
+account_id = "000000000000"
+principal_arn = "arn:aws:iam::000000000000:user/readonly"
+
+[[policies]]
+principal_arn = "arn:aws:iam::000000000000:user/readonly"
+document = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:Describe*", "kinesis:List*", "kinesis:Get*"], "Resource": "*"}]}'''
+
+# Both users may do anything with Kinesis (IAM: no allow means deny).
+[[policies]]
+principal_arn = "arn:aws:iam::000000000000:user/python"
+document = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}]}'''
+
+[[policies]]
+principal_arn = "arn:aws:iam::000000000000:user/javascript"
+document = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = "kinesis:*", Resource = "*" }] }
 TOML
 target/debug/rivulet serve --listen 127.0.0.1:0 --in-memory --create-stream-ms 0 \
   --delete-stream-ms 0 --update-stream-ms 0 --auth sigv4 --credentials "$CREDENTIALS" \

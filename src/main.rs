@@ -17,6 +17,7 @@ async fn serve(args: rivulet_server::ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
         .init();
     let started = std::time::Instant::now();
     let server = Server::start(config.clone()).await?;

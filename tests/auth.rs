@@ -7,9 +7,9 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials as SdkCredentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
 use rivulet_server::ServerConfig;
-use rivulet_server::sigv4::{Credential, Credentials};
+use rivulet_server::sigv4::Credential;
 
-use crate::util::{AUTH, TestServer, error_of, raw};
+use crate::util::{AUTH, TestServer, allow_all, error_of, raw};
 
 fn credential(key: &str, secret: &str, token: Option<&str>, expires: Option<i64>) -> Credential {
     Credential {
@@ -42,7 +42,7 @@ fn sdk(addr: std::net::SocketAddr, key: &str, secret: &str, token: Option<&str>)
 #[tokio::test]
 async fn signatures_are_verified() {
     let mut config = ServerConfig::for_tests();
-    config.credentials = Some(Arc::new(Credentials::from_list(vec![
+    config.credentials = Some(Arc::new(allow_all(vec![
         credential("AKIDGOOD", "good-secret", None, None),
         credential(
             "ASIATEMP",
@@ -152,7 +152,7 @@ async fn signatures_are_verified() {
 #[tokio::test]
 async fn each_account_sees_only_its_own_streams_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let credentials = Arc::new(Credentials::from_list(vec![
+    let credentials = Arc::new(allow_all(vec![
         credential("AKIDHOME", "home-secret", None, None),
         Credential {
             account_id: "111111111111".into(),

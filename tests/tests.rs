@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary: real servers on real sockets, real clients.
 
 mod auth;
+mod authz;
 mod consumers;
 mod durability;
 mod kcl;

@@ -119,18 +119,17 @@ async fn alpn_negotiates_h2_and_http_1_1() {
 #[tokio::test]
 async fn the_rust_sdk_works_over_https() {
     // With signatures verified: over HTTP/2 the host comes from `:authority`.
-    let (t, addr, pem) =
-        tls_server_with(Some(rivulet_server::sigv4::Credentials::from_list(vec![
-            rivulet_server::sigv4::Credential {
-                access_key_id: "AKIDTLS".into(),
-                secret_access_key: "secret".into(),
-                account_id: "000000000000".into(),
-                principal_arn: "arn:aws:iam::000000000000:user/tls".into(),
-                session_token: None,
-                expires: None,
-            },
-        ])))
-        .await;
+    let (t, addr, pem) = tls_server_with(Some(crate::util::allow_all(vec![
+        rivulet_server::sigv4::Credential {
+            access_key_id: "AKIDTLS".into(),
+            secret_access_key: "secret".into(),
+            account_id: "000000000000".into(),
+            principal_arn: "arn:aws:iam::000000000000:user/tls".into(),
+            session_token: None,
+            expires: None,
+        },
+    ])))
+    .await;
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::AwsLc,

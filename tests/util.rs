@@ -242,3 +242,21 @@ pub async fn register_consumer(c: &Client, stream_arn: &str, name: &str) -> Stri
         .consumer_arn()
         .to_string()
 }
+
+/// Credentials whose principals may do anything with Kinesis (with `--auth sigv4`, a principal
+/// without an allowing policy is denied everything).
+pub fn allow_all(
+    list: Vec<rivulet_server::sigv4::Credential>,
+) -> rivulet_server::sigv4::Credentials {
+    let arns: Vec<String> = list.iter().map(|c| c.principal_arn.clone()).collect();
+    let mut credentials = rivulet_server::sigv4::Credentials::from_list(list);
+    for arn in arns {
+        let policy = rivulet_iam::Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kinesis:*","Resource":"*"}]}"#,
+            rivulet_iam::Kind::Identity,
+        )
+        .expect("allow-all policy");
+        credentials.attach(&arn, policy);
+    }
+    credentials
+}

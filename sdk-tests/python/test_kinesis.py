@@ -204,3 +204,67 @@ def test_aws_cli():
     assert "ResourceNotFoundException" in failed.stderr
     assert "Stream no-such-stream under account 000000000000 not found." in failed.stderr
     aws("delete-stream", "--stream-name", name)
+
+
+def test_permissions_through_boto3_and_the_cli(kinesis):
+    """A read-only principal reads but is refused writes with AWS's AccessDeniedException."""
+    name = unique("guarded")
+    arn = create(kinesis, name, 1)["StreamARN"]
+    readonly = boto3.client(
+        "kinesis",
+        endpoint_url=ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDREADONLY",
+        aws_secret_access_key="secret",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    assert readonly.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+        "StreamARN"
+    ] == arn
+    with pytest.raises(readonly.exceptions.ClientError) as refused:
+        readonly.put_record(StreamName=name, Data=b"x", PartitionKey="k")
+    error = refused.value.response["Error"]
+    assert error["Code"] == "AccessDeniedException"
+    assert error["Message"] == (
+        "User: arn:aws:iam::000000000000:user/readonly is not authorized to perform: "
+        f"kinesis:PutRecord on resource: {arn} because no identity-based policy allows "
+        "the kinesis:PutRecord action"
+    )
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+    # Resource policies through the CLI: none is "{}", one put is read back as given.
+    def cli(*args, key="AKIDPY"):
+        env = dict(ENV, AWS_ACCESS_KEY_ID=key)
+        return subprocess.run(
+            [sys.executable, "-m", "awscli", "kinesis", *args, "--endpoint-url", ENDPOINT],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    got = cli("get-resource-policy", "--resource-arn", arn)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["Policy"] == "{}"
+    policy = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::000000000000:user/readonly"},
+                    "Action": "kinesis:PutRecord",
+                    "Resource": arn,
+                }
+            ],
+        }
+    )
+    put = cli("put-resource-policy", "--resource-arn", arn, "--policy", policy)
+    assert put.returncode == 0, put.stderr
+    assert json.loads(cli("get-resource-policy", "--resource-arn", arn).stdout)["Policy"] == policy
+    # The stream's policy now lets the read-only user write to it (same account).
+    readonly.put_record(StreamName=name, Data=b"x", PartitionKey="k")
+    denied = cli(
+        "delete-stream", "--stream-name", name, key="AKIDREADONLY"
+    )
+    assert denied.returncode != 0
+    assert "AccessDeniedException" in denied.stderr

@@ -61,7 +61,7 @@ pub(crate) fn parse_consumer_arn(arn: &str) -> Option<ConsumerArn<'_>> {
 }
 
 impl Engine {
-    fn consumer_arn(&self, stream: &str, consumer: &ConsumerMeta) -> String {
+    pub(crate) fn consumer_arn(&self, stream: &str, consumer: &ConsumerMeta) -> String {
         format!(
             "{}/consumer/{}:{}",
             self.stream_arn(stream),
@@ -189,6 +189,7 @@ impl Engine {
             },
             status_until_ms: (delay > 0).then_some(now_ms + delay),
             tags: tags.to_vec(),
+            resource_policy: None,
         };
         state.meta.consumers.push(consumer.clone());
         self.persist(&state.meta)?;
@@ -200,7 +201,7 @@ impl Engine {
 
     /// Finds the consumer a target names; `Err` with AWS's message when the arguments do not
     /// name one.
-    fn find_consumer(
+    pub(crate) fn find_consumer(
         &self,
         target: &ConsumerTarget<'_>,
         now_ms: i64,

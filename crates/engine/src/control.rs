@@ -145,6 +145,24 @@ pub(crate) fn auto_needs_on_demand(stream: &str, account: &str) -> ApiError {
     ))
 }
 
+/// Adds `tags` to `current` (new values win), refusing to go past the tag limit with
+/// LimitExceededException and the message `too_many` gives.
+pub(crate) fn merge_tags(
+    current: &mut Vec<(String, String)>,
+    tags: &[(String, String)],
+    too_many: impl FnOnce() -> String,
+) -> Result<()> {
+    let mut merged: std::collections::BTreeMap<String, String> = current.iter().cloned().collect();
+    for (key, value) in tags {
+        merged.insert(key.clone(), value.clone());
+    }
+    if merged.len() > TAGS_PER_STREAM_MAX {
+        return Err(ApiError::new(ErrorKind::LimitExceeded, too_many()));
+    }
+    *current = merged.into_iter().collect();
+    Ok(())
+}
+
 pub(crate) fn check_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
     for (key, value) in tags {
         if !valid_tag_text(key) || !valid_tag_text(value) {
@@ -338,6 +356,7 @@ impl Engine {
             mode_switches_ms: Vec::new(),
             record_distribution: request.record_distribution.unwrap_or_default(),
             warm_throughput_mibps: request.warm_throughput_mibps,
+            resource_policy: None,
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {
@@ -729,22 +748,13 @@ impl Engine {
         let (name, stream) = self.stream_by_target(target, now_ms)?;
         check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let mut state = stream.state.write();
-        let mut merged: std::collections::BTreeMap<String, String> =
-            state.meta.tags.iter().cloned().collect();
-        for (key, value) in tags {
-            merged.insert(key.clone(), value.clone());
-        }
-        if merged.len() > TAGS_PER_STREAM_MAX {
-            return Err(ApiError::new(
-                ErrorKind::LimitExceeded,
-                format!(
-                    "Failed to add tags to stream {name} under account {} because a given \
-                     stream cannot have more than {TAGS_PER_STREAM_MAX} tags.",
-                    self.config.account_id
-                ),
-            ));
-        }
-        state.meta.tags = merged.into_iter().collect();
+        merge_tags(&mut state.meta.tags, tags, || {
+            format!(
+                "Failed to add tags to stream {name} under account {} because a given stream \
+                 cannot have more than {TAGS_PER_STREAM_MAX} tags.",
+                self.config.account_id
+            )
+        })?;
         self.persist(&state.meta)
     }
 

@@ -142,8 +142,8 @@ pub struct RecordsBatch {
 }
 
 /// What a shard iterator points at.
-struct IteratorPosition {
-    stream: String,
+pub(crate) struct IteratorPosition {
+    pub(crate) stream: String,
     stream_created_ms: i64,
     shard: u32,
     offset: u64,
@@ -523,7 +523,7 @@ impl Engine {
         self.tokens.seal(Kind::ShardIterator, &payload)
     }
 
-    fn open_iterator(&self, text: &str) -> Result<IteratorPosition> {
+    pub(crate) fn open_iterator(&self, text: &str) -> Result<IteratorPosition> {
         let invalid = || ApiError::invalid("Invalid ShardIterator.");
         let payload = self
             .tokens

@@ -14,6 +14,7 @@ pub mod hash;
 pub mod limits;
 pub mod meta;
 mod reshard;
+mod resources;
 pub mod seq;
 mod subscribe;
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use control::*;
 pub use data::*;
 pub use error::{ApiError, ErrorKind, Result};
 pub use meta::{ConsumerStatus, RecordDistribution, StreamMode, StreamStatus};
+pub use resources::ResourceAccess;
 pub use subscribe::*;
 
 use meta::{StreamMeta, shard_id};

@@ -70,6 +70,9 @@ pub struct ConsumerMeta {
     pub status_until_ms: Option<i64>,
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// The consumer's resource policy (PutResourcePolicy), as the JSON text given.
+    #[serde(default)]
+    pub resource_policy: Option<String>,
 }
 
 /// How records are placed on shards.
@@ -184,6 +187,9 @@ pub struct StreamMeta {
     /// The warm throughput asked for (on-demand streams), MiB/s.
     #[serde(default)]
     pub warm_throughput_mibps: Option<u32>,
+    /// The stream's resource policy (PutResourcePolicy), as the JSON text given.
+    #[serde(default)]
+    pub resource_policy: Option<String>,
 }
 
 impl StreamMeta {

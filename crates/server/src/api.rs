@@ -4,7 +4,7 @@
 use rivulet_engine::{
     ApiError, ConsumerTarget, ConsumerView, CreateStream, Engine, ErrorKind, GetShardIterator,
     IteratorType, ListShards, PutEntry, RecordDistribution, ShardFilter, ShardView, StreamMode,
-    StreamTarget, StreamView, parse_stream_arn,
+    StreamTarget, StreamView,
 };
 use rivulet_protocol::{AwsError, Format, Value, Writer};
 
@@ -20,7 +20,7 @@ pub fn aws_error(error: ApiError) -> AwsError {
     out
 }
 
-fn field<'v>(input: &'v Value, name: &str) -> Option<&'v Value> {
+pub(crate) fn field<'v>(input: &'v Value, name: &str) -> Option<&'v Value> {
     match input {
         Value::Map(members) => members.iter().find(|(k, _)| k == name).map(|(_, v)| v),
         _ => None,
@@ -28,7 +28,7 @@ fn field<'v>(input: &'v Value, name: &str) -> Option<&'v Value> {
     .filter(|v| !matches!(v, Value::Null))
 }
 
-fn text<'v>(input: &'v Value, name: &str) -> Option<&'v str> {
+pub(crate) fn text<'v>(input: &'v Value, name: &str) -> Option<&'v str> {
     match field(input, name) {
         Some(Value::Str(s)) => Some(s),
         _ => None,
@@ -64,14 +64,14 @@ fn timestamp_ms(input: &Value, name: &str) -> Option<i64> {
     }
 }
 
-fn list<'v>(input: &'v Value, name: &str) -> &'v [Value] {
+pub(crate) fn list<'v>(input: &'v Value, name: &str) -> &'v [Value] {
     match field(input, name) {
         Some(Value::List(items)) => items,
         _ => &[],
     }
 }
 
-fn string_map(input: &Value, name: &str) -> Vec<(String, String)> {
+pub(crate) fn string_map(input: &Value, name: &str) -> Vec<(String, String)> {
     match field(input, name) {
         Some(Value::Map(members)) => members
             .iter()
@@ -365,6 +365,9 @@ fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply
         "TagResource" | "UntagResource" | "ListTagsForResource" => {
             resource_tags(engine, operation, input, now_ms)
         }
+        "PutResourcePolicy" | "GetResourcePolicy" | "DeleteResourcePolicy" => {
+            return resource_policy(engine, operation, input, now_ms);
+        }
         "SplitShard" => engine
             .split_shard(
                 &target(input),
@@ -579,15 +582,19 @@ fn remove_tags(
     input: &Value,
     now_ms: i64,
 ) -> Result<Value, ApiError> {
-    let keys: Vec<String> = list(input, "TagKeys")
+    engine.remove_tags(stream, &tag_keys(input), now_ms)?;
+    Ok(Value::Map(vec![]))
+}
+
+/// The `TagKeys` list of UntagResource and RemoveTagsFromStream.
+pub(crate) fn tag_keys(input: &Value) -> Vec<String> {
+    list(input, "TagKeys")
         .iter()
         .filter_map(|k| match k {
             Value::Str(s) => Some(s.clone()),
             _ => None,
         })
-        .collect();
-    engine.remove_tags(stream, &keys, now_ms)?;
-    Ok(Value::Map(vec![]))
+        .collect()
 }
 
 fn tag_list(tags: Vec<(String, String)>) -> Value {
@@ -618,28 +625,41 @@ fn resource_tags(
     now_ms: i64,
 ) -> Result<Value, ApiError> {
     let arn = text(input, "ResourceARN").unwrap_or_default();
-    if arn.contains("/consumer/") {
-        // No consumer can exist until enhanced fan-out lands.
-        return Err(ApiError::not_found(format!("Consumer {arn} not found.")));
-    }
-    if parse_stream_arn(arn).is_none() {
-        return Err(ApiError::invalid(format!("Invalid ResourceARN {arn}.")));
-    }
-    let stream = StreamTarget {
-        name: None,
-        arn: Some(arn),
-    };
     match operation {
         "TagResource" => {
-            engine.add_tags(&stream, &string_map(input, "Tags"), now_ms)?;
+            engine.tag_resource(arn, &string_map(input, "Tags"), now_ms)?;
             Ok(Value::Map(vec![]))
         }
-        "UntagResource" => remove_tags(engine, &stream, input, now_ms),
-        _ => {
-            let tags = engine.list_tags(&stream, None, None, now_ms)?;
-            Ok(obj([("Tags", Some(tag_list(tags.tags)))]))
+        "UntagResource" => {
+            engine.untag_resource(arn, &tag_keys(input), now_ms)?;
+            Ok(Value::Map(vec![]))
         }
+        _ => Ok(obj([(
+            "Tags",
+            Some(tag_list(engine.resource_tags(arn, now_ms)?)),
+        )])),
     }
+}
+
+/// PutResourcePolicy, GetResourcePolicy and DeleteResourcePolicy.
+fn resource_policy(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply {
+    let arn = text(input, "ResourceARN").unwrap_or_default();
+    let result = match operation {
+        "PutResourcePolicy" => {
+            let policy = text(input, "Policy").unwrap_or_default();
+            crate::authz::check_resource_policy(arn, policy)?;
+            engine
+                .put_resource_policy(arn, policy, now_ms)
+                .map(|()| Value::Map(vec![]))
+        }
+        "DeleteResourcePolicy" => engine
+            .delete_resource_policy(arn, now_ms)
+            .map(|()| Value::Map(vec![])),
+        _ => engine
+            .get_resource_policy(arn, now_ms)
+            .map(|policy| obj([("Policy", s(policy))])),
+    };
+    result.map_err(aws_error)
 }
 
 fn update_shard_count(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {

@@ -210,6 +210,11 @@ pub struct Ctx {
     pub credentials: Option<Arc<crate::sigv4::Credentials>>,
     /// Every account's engine (the server's own is `engine`).
     pub accounts: Arc<std::collections::HashMap<String, Arc<Engine>>>,
+    /// Resource policies as parsed for authorization.
+    pub policies: Arc<crate::authz::PolicyCache>,
+    /// The connection's peer (`aws:SourceIp`) and whether it came over TLS.
+    pub peer: Option<std::net::IpAddr>,
+    pub secure: bool,
 }
 
 pub async fn handle(
@@ -222,6 +227,9 @@ pub async fn handle(
         timing,
         credentials,
         accounts,
+        policies,
+        peer,
+        secure,
     } = ctx;
     let headers = request.headers();
     let cors = headers.contains_key(header::ORIGIN);
@@ -273,6 +281,7 @@ pub async fn handle(
             ));
         }
     };
+    let mut caller = None;
     if let Some(credentials) = &credentials {
         let host = parts
             .headers
@@ -293,6 +302,7 @@ pub async fn handle(
                 if let Some(own) = accounts.get(&credential.account_id) {
                     engine = own.clone();
                 }
+                caller = Some(credential);
             }
             Err(error) => {
                 tracing::warn!(code = %error.code, "request refused: signature");
@@ -304,6 +314,20 @@ pub async fn handle(
         Ok(input) => input,
         Err(error) => return Ok(error_response(format, &error, cors)),
     };
+    if let (Some(credentials), Some(caller)) = (&credentials, &caller) {
+        let call = crate::authz::Call {
+            operation: &operation,
+            input: &input,
+            caller,
+            peer,
+            secure,
+            now_ms: now_ms(),
+        };
+        match crate::authz::authorize(&call, credentials, &engine, &accounts, &policies) {
+            Ok(owner) => engine = owner,
+            Err(error) => return Ok(error_response(format, &error, cors)),
+        }
+    }
     if operation == "SubscribeToShard" {
         return Ok(
             match subscribe::start(engine, &input, format, now_ms(), stopping, timing) {

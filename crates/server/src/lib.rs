@@ -4,6 +4,7 @@
 //! it turns requests into engine calls (`api`) and never interprets Kinesis semantics itself.
 
 pub mod api;
+pub mod authz;
 pub mod config;
 pub mod http;
 pub mod sigv4;
@@ -190,6 +191,9 @@ async fn run(
         timing,
         credentials,
         accounts: accounts.clone(),
+        policies: Arc::new(authz::PolicyCache::default()),
+        peer: None,
+        secure: false,
     };
     let graceful = GracefulShutdown::new();
     let builder = {
@@ -214,7 +218,7 @@ async fn run(
                 }
             }
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
@@ -222,7 +226,7 @@ async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let ctx = ctx.clone();
+                let ctx = http::Ctx { peer: Some(peer.ip()), ..ctx.clone() };
                 let service = hyper::service::service_fn(move |request| {
                     http::handle(ctx.clone(), request)
                 });
@@ -235,7 +239,7 @@ async fn run(
                 });
             }
             accepted = accept_tls(&tls_listener) => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
                         tracing::warn!(%error, "TLS accept failed");
@@ -245,7 +249,7 @@ async fn run(
                 let _ = stream.set_nodelay(true);
                 let Some((_, acceptor)) = &tls_listener else { continue };
                 let acceptor = acceptor.clone();
-                let ctx = ctx.clone();
+                let ctx = http::Ctx { peer: Some(peer.ip()), secure: true, ..ctx.clone() };
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 // The handshake runs in the connection's task, never in the accept loop.

@@ -10,6 +10,7 @@ use anyhow::Context;
 use hmac::{KeyInit, Mac};
 use http::HeaderMap;
 use rivulet_engine::time::{iso_basic as format_amz_date, parse_iso_basic as parse_amz_date};
+use rivulet_iam::{Kind, Policy};
 use rivulet_protocol::AwsError;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -33,16 +34,30 @@ pub struct Credential {
     pub expires: Option<i64>,
 }
 
+/// An identity policy attached to a principal in the `--credentials` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyEntry {
+    principal_arn: String,
+    /// A name for messages; optional.
+    name: Option<String>,
+    /// The IAM JSON document, as JSON text or as an inline TOML table of the same shape.
+    document: toml::Value,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CredentialsFile {
     credentials: Vec<Credential>,
+    #[serde(default)]
+    policies: Vec<PolicyEntry>,
 }
 
-/// The known credentials, by access key id.
+/// The known credentials, by access key id, and the identity policies of each principal.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     by_key: HashMap<String, Credential>,
+    policies: HashMap<String, Vec<Policy>>,
 }
 
 impl Credentials {
@@ -52,7 +67,39 @@ impl Credentials {
             .with_context(|| format!("reading credentials {}", path.display()))?;
         let file: CredentialsFile = toml::from_str(&text)
             .with_context(|| format!("parsing credentials {}", path.display()))?;
-        Ok(Credentials::from_list(file.credentials))
+        let mut credentials = Credentials::from_list(file.credentials);
+        for (i, entry) in file.policies.into_iter().enumerate() {
+            let label = entry
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("policies[{i}]"));
+            let parsed = match &entry.document {
+                toml::Value::String(json) => Policy::parse(json, Kind::Identity),
+                table => serde_json::to_value(table)
+                    .map_err(|e| rivulet_iam::PolicyError(e.to_string()))
+                    .and_then(|value| Policy::from_value(&value, Kind::Identity)),
+            }
+            .with_context(|| format!("policy {label} in {}", path.display()))?;
+            credentials.attach(&entry.principal_arn, parsed);
+        }
+        Ok(credentials)
+    }
+
+    /// Attaches an identity policy to a principal.
+    pub fn attach(&mut self, principal_arn: &str, policy: Policy) {
+        self.policies
+            .entry(principal_arn.to_string())
+            .or_default()
+            .push(policy);
+    }
+
+    /// The identity policies attached to a principal (none: every request is denied unless a
+    /// resource policy allows it, or the principal is an account's root).
+    pub fn policies_of(&self, principal_arn: &str) -> &[Policy] {
+        self.policies
+            .get(principal_arn)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Every account the credentials belong to.
@@ -66,6 +113,7 @@ impl Credentials {
                 .into_iter()
                 .map(|c| (c.access_key_id.clone(), c))
                 .collect(),
+            policies: HashMap::new(),
         }
     }
 }
