@@ -92,4 +92,19 @@ if [[ " $SERVERS " == *" rivulet "* ]]; then
     on-demand --start-rate 100 --step-seconds 10 --steps 6 >>"$OUT" 2>/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
 fi
+# Encryption at rest (issue 5): PutRecords 500x100 B into a plain and an encrypted stream of one
+# durable server, alternated twice so both see the same machine.
+if [[ " $SERVERS " == *" rivulet "* ]]; then
+  "$RIVULET" serve --listen 127.0.0.1:4619 --data-dir "$WORK/sse" --kms-keys "$WORK/sse-keys.toml" \
+    --create-stream-ms 0 --update-stream-ms 0 --limits off >"$WORK/sse.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4619) 2>/dev/null && break; sleep 0.05; done
+  for round in 1 2; do
+    "$BENCH" --endpoint 127.0.0.1:4619 --label rivulet-plain --stream plain \
+      put-records --seconds "$SECS" >>"$OUT"
+    "$BENCH" --endpoint 127.0.0.1:4619 --label rivulet-encrypted --stream encrypted \
+      --encrypt-key alias/aws/kinesis put-records --seconds "$SECS" >>"$OUT"
+  done
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+fi
 echo "results: $OUT" >&2

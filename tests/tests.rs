@@ -4,6 +4,7 @@ mod auth;
 mod authz;
 mod consumers;
 mod durability;
+mod encryption;
 mod kcl;
 mod limits;
 mod messages;

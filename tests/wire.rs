@@ -75,8 +75,8 @@ async fn envelope_errors_match_aws() {
     // An operation of the model this server does not serve yet is not faked.
     let consumers = call(
         t.addr,
-        "StartStreamEncryption",
-        r#"{"StreamName":"x","EncryptionType":"KMS","KeyId":"alias/aws/kinesis"}"#,
+        "EnableEnhancedMonitoring",
+        r#"{"StreamName":"x","ShardLevelMetrics":["ALL"]}"#,
     )
     .await;
     assert_eq!(consumers.status, 400);

@@ -18,6 +18,9 @@ import {
   SubscribeToShardCommand,
   SplitShardCommand,
   DeleteStreamCommand,
+  StartStreamEncryptionCommand,
+  KMSNotFoundException,
+  AccessDeniedException,
   ResourceNotFoundException,
   ResourceInUseException,
 } from "@aws-sdk/client-kinesis";
@@ -190,4 +193,45 @@ test("reshard while a consumer reads: parents drained before children", async ()
   }
   assert.equal(after, 20);
   await client.send(new DeleteStreamCommand({ StreamName: name }));
+});
+
+test("encryption at rest and a denied call over HTTP/2", async () => {
+  const name = unique("js-encrypted");
+  await createStream(name, 1);
+  await assert.rejects(
+    client.send(
+      new StartStreamEncryptionCommand({ StreamName: name, EncryptionType: "KMS", KeyId: "alias/none" }),
+    ),
+    (e) => e instanceof KMSNotFoundException && /alias\/none is not found/.test(e.message),
+  );
+  await client.send(
+    new StartStreamEncryptionCommand({ StreamName: name, EncryptionType: "KMS", KeyId: "alias/aws/kinesis" }),
+  );
+  const summary = await client.send(new DescribeStreamSummaryCommand({ StreamName: name }));
+  assert.equal(summary.StreamDescriptionSummary.EncryptionType, "KMS");
+  assert.equal(summary.StreamDescriptionSummary.KeyId, "alias/aws/kinesis");
+  const put = await client.send(
+    new PutRecordCommand({ StreamName: name, PartitionKey: "k", Data: new TextEncoder().encode("secret") }),
+  );
+  assert.equal(put.EncryptionType, "KMS");
+  const { records } = await readShard(name, "shardId-000000000000");
+  assert.equal(records.length, 1);
+  assert.equal(new TextDecoder().decode(records[0].Data), "secret");
+  assert.equal(records[0].EncryptionType, "KMS");
+
+  // A read-only principal is refused writes with AWS's AccessDeniedException.
+  const readonly = new KinesisClient({
+    endpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "AKIDREADONLY", secretAccessKey: "secret" },
+    maxAttempts: 1,
+  });
+  await assert.rejects(
+    readonly.send(new PutRecordCommand({ StreamName: name, PartitionKey: "k", Data: new Uint8Array([1]) })),
+    (e) =>
+      e instanceof AccessDeniedException &&
+      e.message ===
+        `User: arn:aws:iam::000000000000:user/readonly is not authorized to perform: kinesis:PutRecord on resource: ${summary.StreamDescriptionSummary.StreamARN} because no identity-based policy allows the kinesis:PutRecord action`,
+  );
+  readonly.destroy();
 });

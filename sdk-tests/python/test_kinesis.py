@@ -268,3 +268,22 @@ def test_permissions_through_boto3_and_the_cli(kinesis):
     )
     assert denied.returncode != 0
     assert "AccessDeniedException" in denied.stderr
+
+
+def test_encryption_at_rest_through_boto3(kinesis):
+    """StartStreamEncryption, records that report KMS, and KMS's not-found exception."""
+    name = unique("encrypted")
+    create(kinesis, name, 1)
+    with pytest.raises(kinesis.exceptions.KMSNotFoundException):
+        kinesis.start_stream_encryption(
+            StreamName=name, EncryptionType="KMS", KeyId="alias/does-not-exist"
+        )
+    kinesis.start_stream_encryption(
+        StreamName=name, EncryptionType="KMS", KeyId="alias/aws/kinesis"
+    )
+    summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    assert (summary["EncryptionType"], summary["KeyId"]) == ("KMS", "alias/aws/kinesis")
+    put = kinesis.put_record(StreamName=name, Data=b"secret", PartitionKey="k")
+    assert put["EncryptionType"] == "KMS"
+    records, _ = read_shard(kinesis, name, "shardId-000000000000")
+    assert [(r["Data"], r["EncryptionType"]) for r in records] == [(b"secret", "KMS")]

@@ -39,6 +39,9 @@ struct Cli {
     /// Label written into every result line (e.g. the server's name)
     #[arg(long, default_value = "rivulet")]
     label: String,
+    /// Encrypt the stream at rest with this KMS key (StartStreamEncryption) before the load
+    #[arg(long)]
+    encrypt_key: Option<String>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -212,6 +215,18 @@ async fn ensure_stream(endpoint: &Endpoint, cli: &Cli) -> anyhow::Result<Vec<Str
         if let Ok(d) = d
             && d["StreamDescription"]["StreamStatus"] == "ACTIVE"
         {
+            if let Some(key) = &cli.encrypt_key
+                && d["StreamDescription"]["EncryptionType"] != "KMS"
+            {
+                call_json(
+                    &mut s,
+                    host,
+                    "StartStreamEncryption",
+                    json!({"StreamName": cli.stream, "EncryptionType": "KMS", "KeyId": key}),
+                )
+                .await?;
+                continue;
+            }
             let shards = d["StreamDescription"]["Shards"]
                 .as_array()
                 .map(|a| {

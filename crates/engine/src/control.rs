@@ -69,6 +69,7 @@ pub struct StreamView {
     pub consumer_count: u32,
     pub record_distribution: RecordDistribution,
     pub warm_throughput: Option<crate::WarmThroughput>,
+    pub encryption: Option<crate::StreamEncryption>,
 }
 
 /// DescribeStream output.
@@ -202,6 +203,7 @@ impl Engine {
             consumer_count: meta.consumers.len() as u32,
             record_distribution: meta.record_distribution,
             warm_throughput: self.warm_throughput(meta),
+            encryption: meta.encryption.clone(),
         }
     }
 
@@ -357,6 +359,8 @@ impl Engine {
             record_distribution: request.record_distribution.unwrap_or_default(),
             warm_throughput_mibps: request.warm_throughput_mibps,
             resource_policy: None,
+            encryption: None,
+            encryption_changes_ms: Vec::new(),
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {

@@ -1,7 +1,7 @@
 //! Data-plane operations: PutRecord(s), GetShardIterator, GetRecords.
 
 use bytes::Bytes;
-use rivulet_log::{Durable, NewRecord};
+use rivulet_log::{Durable, Encryption, NewRecord};
 
 use crate::limits::ShardLimits;
 use crate::meta::{RecordDistribution, StreamMeta, StreamStatus, parse_shard_id, shard_id};
@@ -45,6 +45,8 @@ pub struct PutOutcome {
     /// Per entry, in request order: where it landed, or why not (throttled).
     pub results: Vec<std::result::Result<PutResult, ApiError>>,
     pub durable: Vec<Durable>,
+    /// The records were stored encrypted (the response's `EncryptionType` is `KMS`).
+    pub encrypted: bool,
 }
 
 /// GetShardIterator's iterator types.
@@ -119,6 +121,8 @@ pub struct OutRecord {
     pub arrival_ms: i64,
     pub data: Bytes,
     pub partition_key: Bytes,
+    /// Stored encrypted (the record's `EncryptionType` is `KMS`).
+    pub encrypted: bool,
 }
 
 /// A child shard, reported at the end of a closed shard.
@@ -252,6 +256,10 @@ impl Engine {
         ) {
             return Err(self.not_found(&name));
         }
+        let write_key = match &state.meta.encryption {
+            Some(encryption) => Some(self.write_key(&stream, encryption)?),
+            None => None,
+        };
         let limit_bytes = state.meta.max_record_size_kib as usize * 1024;
         let mut routed: Vec<(usize, usize)> = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
@@ -362,7 +370,14 @@ impl Engine {
             if shard_batch.is_empty() {
                 continue;
             }
-            let appended = route.log.append(&shard_batch, now_ms, min_offset)?;
+            let encryption = write_key.as_deref().map(|key| Encryption {
+                key,
+                nonce_prefix: route.index,
+            });
+            let appended =
+                route
+                    .log
+                    .append_encrypted(&shard_batch, now_ms, min_offset, encryption)?;
             if state.meta.mode == crate::meta::StreamMode::OnDemand {
                 stream.meter_write(route.index, bytes, shard_batch.len(), now_ms);
             }
@@ -391,7 +406,11 @@ impl Engine {
         if !batch && let Some(Err(error)) = results.first() {
             return Err(error.clone());
         }
-        Ok(PutOutcome { results, durable })
+        Ok(PutOutcome {
+            results,
+            durable,
+            encrypted: write_key.is_some(),
+        })
     }
 
     /// GetShardIterator.
@@ -627,6 +646,7 @@ impl Engine {
         let log = state.logs.get(&index).ok_or_else(shard_missing)?;
         // A closed shard never reads past the end it had when it closed.
         let end_exclusive = shard.end_offset;
+        self.check_read_key(state.meta.encryption.as_ref())?;
         let batch = log.read(offset, limit, max_bytes)?;
         let tag = state.meta.stream_tag();
         let created_s = (shard.created_ms / 1000) as u32;
@@ -651,6 +671,7 @@ impl Engine {
                 arrival_ms: record.timestamp_ms,
                 data: record.value,
                 partition_key: record.key,
+                encrypted: record.encrypted,
             });
         }
         let tip = log.end_offset();

@@ -13,6 +13,10 @@ pub enum ErrorKind {
     DryRunOperation,
     ProvisionedThroughputExceeded,
     InternalFailure,
+    KmsNotFound,
+    KmsDisabled,
+    KmsInvalidState,
+    KmsAccessDenied,
 }
 
 impl ErrorKind {
@@ -29,6 +33,10 @@ impl ErrorKind {
             ErrorKind::DryRunOperation => "DryRunOperationException",
             ErrorKind::ProvisionedThroughputExceeded => "ProvisionedThroughputExceededException",
             ErrorKind::InternalFailure => "InternalFailure",
+            ErrorKind::KmsNotFound => "KMSNotFoundException",
+            ErrorKind::KmsDisabled => "KMSDisabledException",
+            ErrorKind::KmsInvalidState => "KMSInvalidStateException",
+            ErrorKind::KmsAccessDenied => "KMSAccessDeniedException",
         }
     }
 }
@@ -71,6 +79,12 @@ impl From<rivulet_log::LogError> for ApiError {
             rivulet_log::LogError::Corrupt { .. } => {
                 ApiError::internal(format!("Internal Service Failure: {error}"))
             }
+            // An encrypted batch whose data key cannot be unwrapped (its KMS key is gone).
+            rivulet_log::LogError::KeyUnavailable { .. } => ApiError::new(
+                ErrorKind::KmsAccessDenied,
+                "The ciphertext references a key that doesn't exist or that you don't have \
+                 access to.",
+            ),
             _ => ApiError::internal("Internal Service Failure"),
         }
     }

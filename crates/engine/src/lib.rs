@@ -9,6 +9,7 @@ mod autoscale;
 mod consumers;
 mod control;
 mod data;
+pub mod encryption;
 mod error;
 pub mod hash;
 pub mod limits;
@@ -34,7 +35,7 @@ pub use consumers::*;
 pub use control::*;
 pub use data::*;
 pub use error::{ApiError, ErrorKind, Result};
-pub use meta::{ConsumerStatus, RecordDistribution, StreamMode, StreamStatus};
+pub use meta::{ConsumerStatus, RecordDistribution, StreamEncryption, StreamMode, StreamStatus};
 pub use resources::ResourceAccess;
 pub use subscribe::*;
 
@@ -137,6 +138,8 @@ struct Stream {
     scaled_at_s: std::sync::atomic::AtomicI64,
     /// Round-robin position for AUTO record distribution.
     auto_next: AtomicU64,
+    /// The data key encrypted writes use in this run, with the KMS key it is wrapped by.
+    data_key: parking_lot::Mutex<Option<(String, Arc<rivulet_log::DataKey>)>>,
 }
 
 impl Stream {
@@ -164,6 +167,7 @@ impl Stream {
             meters: parking_lot::Mutex::new(HashMap::new()),
             scaled_at_s: std::sync::atomic::AtomicI64::new(0),
             auto_next: AtomicU64::new(0),
+            data_key: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -186,6 +190,8 @@ pub struct Engine {
     commitment: parking_lot::Mutex<account::Commitment>,
     /// Record bytes read for SubscribeToShard events so far.
     subscription_bytes: AtomicU64,
+    /// Data keys and the key service, for encrypted streams (`None`: encryption unavailable).
+    data_keys: Option<Arc<encryption::DataKeys>>,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -193,8 +199,19 @@ fn log_id(meta: &StreamMeta, index: u32) -> String {
 }
 
 impl Engine {
-    /// Opens the engine over a store, loading every stream it holds.
+    /// Opens the engine over a store, loading every stream it holds; without a key service,
+    /// StartStreamEncryption is refused.
     pub fn open(store: Arc<Store>, config: EngineConfig) -> Result<Engine> {
+        Engine::open_with_keys(store, config, None)
+    }
+
+    /// [`Engine::open`] with the store's data keys (and through them the key service), for
+    /// encrypted streams.
+    pub fn open_with_keys(
+        store: Arc<Store>,
+        config: EngineConfig,
+        data_keys: Option<Arc<encryption::DataKeys>>,
+    ) -> Result<Engine> {
         let secret = match store.meta().get(SECRET_KEY)? {
             Some(bytes) if bytes.len() == SECRET_BYTES => {
                 let mut secret = [0u8; SECRET_BYTES];
@@ -272,6 +289,7 @@ impl Engine {
             calls: limits::CallLimits::default(),
             commitment: parking_lot::Mutex::new(commitment),
             subscription_bytes: AtomicU64::new(0),
+            data_keys,
         })
     }
 

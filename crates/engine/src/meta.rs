@@ -153,6 +153,19 @@ pub enum Pending {
     Mode {
         mode: StreamMode,
     },
+    /// Start/StopStreamEncryption: the stream's encryption once the update ends.
+    Encryption {
+        encryption: Option<StreamEncryption>,
+    },
+}
+
+/// A stream's server-side encryption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEncryption {
+    /// The KeyId as the caller gave it (DescribeStream shows it so).
+    pub key_id: String,
+    /// The KMS key it resolved to.
+    pub key_arn: String,
 }
 
 /// Everything the server keeps about one stream.
@@ -190,6 +203,12 @@ pub struct StreamMeta {
     /// The stream's resource policy (PutResourcePolicy), as the JSON text given.
     #[serde(default)]
     pub resource_policy: Option<String>,
+    /// Server-side encryption (StartStreamEncryption); `None` stores records unencrypted.
+    #[serde(default)]
+    pub encryption: Option<StreamEncryption>,
+    /// Times of recent Start/StopStreamEncryption calls, for the 25 per rolling 24 h.
+    #[serde(default)]
+    pub encryption_changes_ms: Vec<i64>,
 }
 
 impl StreamMeta {

@@ -273,6 +273,10 @@ pub(crate) fn apply(
             state.meta.mode = *mode;
             return Ok(());
         }
+        Pending::Encryption { encryption } => {
+            state.meta.encryption = encryption.clone();
+            return Ok(());
+        }
     };
     for step in steps {
         apply_step(engine, state, step, at_ms)?;

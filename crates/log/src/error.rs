@@ -18,6 +18,14 @@ pub enum LogError {
         /// Which check failed.
         reason: String,
     },
+    /// An encrypted batch names a data key the store's keyring does not have.
+    #[error("log {log:?} holds a batch encrypted with data key {key_id}, which is unavailable")]
+    KeyUnavailable {
+        /// The log's id.
+        log: String,
+        /// The data key's id.
+        key_id: u32,
+    },
     /// The store was shut down.
     #[error("the log store is closed")]
     Closed,

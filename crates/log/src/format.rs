@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use crate::crypt::{self, CRYPT_OVERHEAD_BYTES, CRYPT_PREFIX_BYTES, Encryption, FLAG_ENCRYPTED};
 use crate::{NewRecord, StoredRecord};
 
 /// Magic bytes at the start of every batch; the trailing `1` is the format version.
@@ -35,6 +36,8 @@ pub(crate) struct BatchHeader {
     pub first_offset: u64,
     pub timestamp_ms: i64,
     pub record_count: u32,
+    /// The body is encrypted (`crypt`).
+    pub encrypted: bool,
 }
 
 impl BatchHeader {
@@ -63,8 +66,11 @@ fn i64_at(bytes: &[u8], at: usize) -> i64 {
 }
 
 /// Encoded size of a batch holding `records`, or `None` if it exceeds [`BATCH_BYTES_MAX`].
-pub(crate) fn batch_len(records: &[NewRecord<'_>]) -> Option<u32> {
+pub(crate) fn batch_len(records: &[NewRecord<'_>], sealed: bool) -> Option<u32> {
     let mut len = BATCH_HEADER_BYTES as u64;
+    if sealed {
+        len += CRYPT_OVERHEAD_BYTES as u64;
+    }
     for record in records {
         len += (RECORD_HEADER_BYTES + record.key.len() + record.value.len()) as u64;
         if len > u64::from(BATCH_BYTES_MAX) {
@@ -74,16 +80,23 @@ pub(crate) fn batch_len(records: &[NewRecord<'_>]) -> Option<u32> {
     u32::try_from(len).ok()
 }
 
-/// Encodes one batch into `buf` (cleared first). The caller checked the size with `batch_len`
-/// and that `records` is not empty.
+/// Encodes one batch into `buf` (cleared first), encrypted with `seal` if given. The caller
+/// checked the size with `batch_len` and that `records` is not empty.
 pub(crate) fn encode_batch(
     buf: &mut Vec<u8>,
     first_offset: u64,
     timestamp_ms: i64,
     records: &[NewRecord<'_>],
+    seal: Option<&Encryption<'_>>,
 ) {
     buf.clear();
-    buf.resize(BATCH_HEADER_BYTES, 0);
+    let records_start = BATCH_HEADER_BYTES
+        + if seal.is_some() {
+            CRYPT_PREFIX_BYTES
+        } else {
+            0
+        };
+    buf.resize(records_start, 0);
     for (delta, record) in records.iter().enumerate() {
         buf.extend_from_slice(&(delta as u32).to_le_bytes());
         buf.extend_from_slice(&(record.key.len() as u32).to_le_bytes());
@@ -91,15 +104,19 @@ pub(crate) fn encode_batch(
         buf.extend_from_slice(record.key);
         buf.extend_from_slice(record.value);
     }
+    buf[16..24].copy_from_slice(&first_offset.to_le_bytes());
+    buf[24..32].copy_from_slice(&timestamp_ms.to_le_bytes());
+    buf[32..36].copy_from_slice(&(records.len() as u32).to_le_bytes());
+    let flags = if seal.is_some() { FLAG_ENCRYPTED } else { 0 };
+    buf[36..40].copy_from_slice(&flags.to_le_bytes());
+    if let Some(seal) = seal {
+        crypt::encrypt_batch(seal, buf, BATCH_HEADER_BYTES);
+    }
     let body_crc = crc32c::crc32c(&buf[BATCH_HEADER_BYTES..]);
     let batch_len = buf.len() as u32;
     buf[0..4].copy_from_slice(&BATCH_MAGIC);
     buf[8..12].copy_from_slice(&batch_len.to_le_bytes());
     buf[12..16].copy_from_slice(&body_crc.to_le_bytes());
-    buf[16..24].copy_from_slice(&first_offset.to_le_bytes());
-    buf[24..32].copy_from_slice(&timestamp_ms.to_le_bytes());
-    buf[32..36].copy_from_slice(&(records.len() as u32).to_le_bytes());
-    buf[36..40].copy_from_slice(&0u32.to_le_bytes());
     let header_crc = crc32c::crc32c(&buf[8..BATCH_HEADER_BYTES]);
     buf[4..8].copy_from_slice(&header_crc.to_le_bytes());
     // Paired with the checks in `parse_header`: what we write must be what we accept.
@@ -123,8 +140,9 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<BatchHeader, &'static str> {
         first_offset: u64_at(bytes, 16),
         timestamp_ms: i64_at(bytes, 24),
         record_count: u32_at(bytes, 32),
+        encrypted: u32_at(bytes, 36) == FLAG_ENCRYPTED,
     };
-    if u32_at(bytes, 36) != 0 {
+    if u32_at(bytes, 36) & !FLAG_ENCRYPTED != 0 {
         return Err("unknown batch flags");
     }
     if header.batch_len > BATCH_BYTES_MAX {
@@ -133,7 +151,10 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<BatchHeader, &'static str> {
     if header.record_count == 0 {
         return Err("batch without records");
     }
-    let records_min_bytes = u64::from(header.record_count) * RECORD_HEADER_BYTES as u64;
+    let mut records_min_bytes = u64::from(header.record_count) * RECORD_HEADER_BYTES as u64;
+    if header.encrypted {
+        records_min_bytes += CRYPT_OVERHEAD_BYTES as u64;
+    }
     if u64::from(header.batch_len) < BATCH_HEADER_BYTES as u64 + records_min_bytes {
         return Err("batch length too small for its record count");
     }
@@ -156,7 +177,8 @@ pub(crate) struct RecordSpan {
 }
 
 /// Checks a batch body against its header (checksum and record structure) and returns where
-/// each record lies in it.
+/// each record lies in it. An encrypted body is checked by its checksum only (its records are
+/// checked when a reader opens it) and has no spans.
 pub(crate) fn decode_body(
     header: &BatchHeader,
     body: &[u8],
@@ -167,6 +189,28 @@ pub(crate) fn decode_body(
     if crc32c::crc32c(body) != header.body_crc {
         return Err("batch body checksum mismatch");
     }
+    if header.encrypted {
+        return Ok(Vec::new());
+    }
+    parse_records(header, body)
+}
+
+/// The header bytes that authenticate an encrypted body (first offset, timestamp, record count,
+/// flags), rebuilt from the header.
+pub(crate) fn crypt_aad(header: &BatchHeader) -> [u8; 24] {
+    let mut aad = [0u8; 24];
+    aad[0..8].copy_from_slice(&header.first_offset.to_le_bytes());
+    aad[8..16].copy_from_slice(&header.timestamp_ms.to_le_bytes());
+    aad[16..20].copy_from_slice(&header.record_count.to_le_bytes());
+    aad[20..24].copy_from_slice(&FLAG_ENCRYPTED.to_le_bytes());
+    aad
+}
+
+/// Where each record of a (plaintext) body lies, checked against the header.
+pub(crate) fn parse_records(
+    header: &BatchHeader,
+    body: &[u8],
+) -> Result<Vec<RecordSpan>, &'static str> {
     let mut spans = Vec::with_capacity(header.record_count as usize);
     let mut at = 0usize;
     for delta in 0..header.record_count {
@@ -631,6 +675,7 @@ pub fn decode_segment(bytes: &[u8]) -> DecodedSegment {
                     timestamp_ms: header.timestamp_ms,
                     key: shared.slice(body_start + span.key.start..body_start + span.key.end),
                     value: shared.slice(body_start + span.value.start..body_start + span.value.end),
+                    encrypted: false,
                 })
                 .collect();
             decoded.batches.push(DecodedBatch {
@@ -681,7 +726,7 @@ mod tests {
             .map(|value| NewRecord { key: b"k", value })
             .collect();
         let mut buf = Vec::new();
-        encode_batch(&mut buf, first_offset, timestamp_ms, &records);
+        encode_batch(&mut buf, first_offset, timestamp_ms, &records, None);
         buf
     }
 

@@ -13,12 +13,14 @@
 //! - `log`: one log ([`Log`]): append, read, seek by timestamp, trim.
 //! - `recovery`: opening a log's directory after a clean stop or a crash.
 //! - `sync`: the group-commit thread and [`Durable`].
+//! - `crypt`: encryption at rest of batch bodies (AES-256-GCM data keys, [`Keyring`]).
 //! - `meta`: the redb metadata store ([`MetaStore`]).
 //! - `store`: [`Store`], which owns all of the above.
 
 #![warn(missing_docs)]
 
 mod backend;
+mod crypt;
 mod error;
 mod format;
 mod log;
@@ -29,6 +31,7 @@ mod store;
 mod sync;
 
 pub use backend::{Backend, BackendFile, DirEntry, FileBackend};
+pub use crypt::{DataKey, Encryption, Keyring};
 pub use error::LogError;
 pub use format::{
     BATCH_BYTES_MAX, DecodedBatch, DecodedSegment, ProblemKind, SegmentProblem, decode_segment,

@@ -15,7 +15,7 @@ use crate::format::{
     SegmentSummary,
 };
 use crate::sync::{Appended, Durable, DurableState, Failure, SyncShared};
-use crate::{LogError, NewRecord, StoreConfig};
+use crate::{Encryption, LogError, NewRecord, StoreConfig};
 
 /// Sealed segments whose index and file handle stay cached, store-wide. Bounds both memory
 /// (index entries) and open file handles, whatever the amount of data.
@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub sync: SyncShared,
     pub cache: SealedCache,
     pub closed: AtomicBool,
+    /// Where encrypted batches find their data keys.
+    pub keyring: parking_lot::RwLock<Option<Arc<dyn crate::Keyring>>>,
 }
 
 /// A record as stored.
@@ -44,6 +46,8 @@ pub struct StoredRecord {
     pub key: Bytes,
     /// The value bytes.
     pub value: Bytes,
+    /// Whether the record was stored encrypted.
+    pub encrypted: bool,
 }
 
 /// The result of [`Log::read`].
@@ -459,6 +463,39 @@ impl LogInner {
     }
 
     /// Reads one segment's records at or past `cursor` into `out`, within the limits.
+    /// Decrypts an encrypted body: its records' spans and the plaintext they point into. The inner
+    /// `Err` is damage (the body fails authentication); a missing key is an error of its own.
+    #[allow(clippy::type_complexity)]
+    fn open_encrypted(
+        &self,
+        header: &BatchHeader,
+        mut body: Vec<u8>,
+    ) -> Result<Result<(Vec<format::RecordSpan>, Vec<u8>), &'static str>, LogError> {
+        let Some(id) = crate::crypt::key_id(&body) else {
+            return Ok(Err("encrypted body too short"));
+        };
+        let key = self
+            .ctx
+            .keyring
+            .read()
+            .as_ref()
+            .and_then(|k| k.data_key(id));
+        let Some(key) = key else {
+            return Err(LogError::KeyUnavailable {
+                log: self.id.clone(),
+                key_id: id,
+            });
+        };
+        let len = match crate::crypt::open_body(&key, &format::crypt_aad(header), &mut body) {
+            Ok(len) => len,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let start = crate::crypt::CRYPT_PREFIX_BYTES;
+        body.copy_within(start..start + len, 0);
+        body.truncate(len);
+        Ok(format::parse_records(header, &body).map(|spans| (spans, body)))
+    }
+
     fn read_segment(
         &self,
         view: &SegmentView,
@@ -482,6 +519,12 @@ impl LogInner {
                         continue;
                     }
                     match format::read_body(&src, position, header)? {
+                        (body, Ok(_)) if header.encrypted => {
+                            match self.open_encrypted(header, body)? {
+                                Ok((spans, plain)) => Ok((*header, spans, plain)),
+                                Err(reason) => Err(reason),
+                            }
+                        }
                         (body, Ok(spans)) => Ok((*header, spans, body)),
                         (_, Err(reason)) => Err(reason),
                     }
@@ -531,6 +574,7 @@ impl LogInner {
                     timestamp_ms: header.timestamp_ms,
                     key: body.slice(span.key),
                     value: body.slice(span.value),
+                    encrypted: header.encrypted,
                 });
                 *bytes_out += size;
             }
@@ -560,6 +604,17 @@ impl Log {
         timestamp_ms: i64,
         min_first_offset: u64,
     ) -> Result<Appended, LogError> {
+        self.append_encrypted(records, timestamp_ms, min_first_offset, None)
+    }
+
+    /// [`Log::append`], with the batch encrypted at rest when `seal` is given.
+    pub fn append_encrypted(
+        &self,
+        records: &[NewRecord<'_>],
+        timestamp_ms: i64,
+        min_first_offset: u64,
+        seal: Option<Encryption<'_>>,
+    ) -> Result<Appended, LogError> {
         let inner = &self.inner;
         if inner.ctx.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
@@ -571,7 +626,7 @@ impl Log {
             record_count: records.len(),
             size_bytes_max: BATCH_BYTES_MAX,
         };
-        let batch_len = format::batch_len(records).ok_or_else(too_large)?;
+        let batch_len = format::batch_len(records, seal.is_some()).ok_or_else(too_large)?;
         let record_count = u32::try_from(records.len()).map_err(|_| too_large())?;
         let (appended, enqueue) = {
             let mut guard = inner.state.lock();
@@ -592,7 +647,13 @@ impl Log {
             if active.record_count > 0 && (full || aged) {
                 inner.roll(state, first_offset)?;
             }
-            format::encode_batch(&mut state.buf, first_offset, timestamp_ms, records);
+            format::encode_batch(
+                &mut state.buf,
+                first_offset,
+                timestamp_ms,
+                records,
+                seal.as_ref(),
+            );
             debug_assert_eq!(state.buf.len(), batch_len as usize);
             let header = BatchHeader {
                 batch_len,
@@ -600,6 +661,7 @@ impl Log {
                 first_offset,
                 timestamp_ms,
                 record_count,
+                encrypted: seal.is_some(),
             };
             let position = state.active.summary.size_bytes;
             if let Err(error) = state.active.file.write_all_at(&state.buf, position) {

@@ -115,6 +115,7 @@ impl Store {
             sync: SyncShared::default(),
             cache: SealedCache::default(),
             closed: AtomicBool::new(false),
+            keyring: parking_lot::RwLock::new(None),
         });
         let store = Store {
             ctx: Arc::clone(&ctx),
@@ -209,6 +210,12 @@ impl Store {
         remove_tree(&**backend, &trash)?;
         backend.sync_dir(TRASH_DIR)?;
         Ok(())
+    }
+
+    /// Sets where encrypted batches find their data keys (reads of encrypted batches fail with
+    /// [`LogError::KeyUnavailable`] until a keyring knows their key).
+    pub fn set_keyring(&self, keyring: Arc<dyn crate::Keyring>) {
+        *self.ctx.keyring.write() = Some(keyring);
     }
 
     /// The metadata store.

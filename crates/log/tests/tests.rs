@@ -3,6 +3,7 @@
 mod basic;
 mod corruption;
 mod crash;
+mod encrypted;
 mod group_commit;
 mod model;
 mod util;

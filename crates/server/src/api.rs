@@ -155,7 +155,16 @@ fn shard_value(shard: ShardView) -> Value {
     ])
 }
 
+/// `EncryptionType` and `KeyId` of a stream description.
+fn encryption_members(view: &StreamView) -> (Option<Value>, Option<Value>) {
+    match &view.encryption {
+        Some(e) => (s("KMS"), s(e.key_id.clone())),
+        None => (s("NONE"), None),
+    }
+}
+
 fn summary_value(view: StreamView) -> Value {
+    let (encryption_type, key_id) = encryption_members(&view);
     obj([
         ("StreamName", s(view.name)),
         ("StreamARN", s(view.arn)),
@@ -165,7 +174,8 @@ fn summary_value(view: StreamView) -> Value {
         ("RetentionPeriodHours", n(view.retention_hours)),
         ("StreamCreationTimestamp", ts(view.created_ms)),
         ("EnhancedMonitoring", enhanced_monitoring()),
-        ("EncryptionType", s("NONE")),
+        ("EncryptionType", encryption_type),
+        ("KeyId", key_id),
         ("OpenShardCount", n(view.open_shard_count)),
         ("ConsumerCount", n(view.consumer_count)),
         ("MaxRecordSizeInKiB", n(view.max_record_size_kib)),
@@ -365,6 +375,17 @@ fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply
         "TagResource" | "UntagResource" | "ListTagsForResource" => {
             resource_tags(engine, operation, input, now_ms)
         }
+        "StartStreamEncryption" | "StopStreamEncryption" => {
+            let encryption_type = text(input, "EncryptionType").unwrap_or_default();
+            let key_id = text(input, "KeyId").unwrap_or_default();
+            let stream = target(input);
+            if operation == "StartStreamEncryption" {
+                engine.start_stream_encryption(&stream, encryption_type, key_id, now_ms)
+            } else {
+                engine.stop_stream_encryption(&stream, encryption_type, key_id, now_ms)
+            }
+            .map(|()| Value::Map(vec![]))
+        }
         "PutResourcePolicy" | "GetResourcePolicy" | "DeleteResourcePolicy" => {
             return resource_policy(engine, operation, input, now_ms);
         }
@@ -455,6 +476,7 @@ fn describe_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value,
         now_ms,
     )?;
     let view = d.stream;
+    let (encryption_type, key_id) = encryption_members(&view);
     Ok(obj([(
         "StreamDescription",
         Some(obj([
@@ -470,7 +492,8 @@ fn describe_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value,
             ("RetentionPeriodHours", n(view.retention_hours)),
             ("StreamCreationTimestamp", ts(view.created_ms)),
             ("EnhancedMonitoring", enhanced_monitoring()),
-            ("EncryptionType", s("NONE")),
+            ("EncryptionType", encryption_type),
+            ("KeyId", key_id),
         ])),
     )]))
 }
@@ -741,13 +764,16 @@ fn get_records(
 pub(crate) fn write_records(w: &mut Writer, records: &[rivulet_engine::OutRecord]) {
     w.begin_list(records.len());
     for r in records {
-        w.begin_map(4);
+        w.begin_map(if r.encrypted { 5 } else { 4 });
         w.key("SequenceNumber").str(r.sequence_number.as_str());
         w.key("ApproximateArrivalTimestamp")
             .timestamp_ms(r.arrival_ms);
         w.key("Data").blob(&r.data);
         let key = String::from_utf8_lossy(&r.partition_key);
         w.key("PartitionKey").str(&key);
+        if r.encrypted {
+            w.key("EncryptionType").str("KMS");
+        }
         w.end_map();
     }
     w.end_list();
@@ -832,9 +858,12 @@ async fn put_record(
         None => return Err(AwsError::internal("no result")),
     };
     let mut w = Writer::new(format, 128);
-    w.begin_map(2);
+    w.begin_map(if outcome.encrypted { 3 } else { 2 });
     w.key("ShardId").str(&result.shard_id());
     w.key("SequenceNumber").str(result.sequence_number.as_str());
+    if outcome.encrypted {
+        w.key("EncryptionType").str("KMS");
+    }
     w.end_map();
     Ok(w.finish())
 }
@@ -862,8 +891,11 @@ async fn put_records(
     await_durable(outcome.durable).await?;
     let failed = outcome.results.iter().filter(|r| r.is_err()).count();
     let mut w = Writer::new(format, 64 + outcome.results.len() * 110);
-    w.begin_map(2);
+    w.begin_map(if outcome.encrypted { 3 } else { 2 });
     w.key("FailedRecordCount").int(failed as i64);
+    if outcome.encrypted {
+        w.key("EncryptionType").str("KMS");
+    }
     w.key("Records").begin_list(outcome.results.len());
     let mut shard = (u32::MAX, String::new());
     for r in &outcome.results {

@@ -29,7 +29,59 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the Kinesis API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Manage the built-in key service's keys (the file a server's --kms-keys names; a running
+    /// server picks changes up at once).
+    Kms(KmsArgs),
+}
+
+/// `rivulet kms`.
+#[derive(Debug, Args)]
+pub struct KmsArgs {
+    /// The key file [default: $XDG_CONFIG_HOME/rivulet/kms-keys.toml (or ~/.config/…)]
+    #[arg(long, env = "RIVULET_KMS_KEYS", global = true)]
+    pub kms_keys: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: KmsCommand,
+}
+
+/// What `rivulet kms` does.
+#[derive(Debug, Subcommand)]
+pub enum KmsCommand {
+    /// Make a customer-managed key (prints its id and ARN).
+    CreateKey {
+        #[arg(long, default_value = "000000000000")]
+        account_id: String,
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// An alias for it, e.g. alias/orders
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// List the keys with their state and aliases.
+    ListKeys,
+    /// Allow a key's use again.
+    EnableKey { key: String },
+    /// Refuse a key's use: encrypted streams answer KMSDisabledException.
+    DisableKey { key: String },
+    /// New key material for new data keys; the old material still decrypts old data.
+    RotateKey { key: String },
+    /// Refuse a key's use (KMSInvalidStateException) until the deletion is cancelled.
+    ScheduleKeyDeletion { key: String },
+    /// Undo schedule-key-deletion; the key comes back disabled, as in KMS.
+    CancelKeyDeletion { key: String },
+}
+
+/// The key file used when none is named: in the user's configuration directory, never in a
+/// data directory.
+pub fn default_kms_keys() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(base.join("rivulet").join("kms-keys.toml"))
 }
 
 /// `rivulet serve` settings. Each is also `RIVULET_<NAME>` in the environment and `<name>` in
@@ -94,6 +146,12 @@ pub struct ServeArgs {
     /// principal_arn, optional session_token and expires) for --auth sigv4
     #[arg(long, env = "RIVULET_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
+    /// TOML key file of the built-in key service (KMS keys for StartStreamEncryption; manage
+    /// it with `rivulet kms`). Must lie outside the data dir [default: with --data-dir,
+    /// $XDG_CONFIG_HOME/rivulet/kms-keys.toml (or ~/.config/…); with --in-memory, keys in
+    /// memory]
+    #[arg(long, env = "RIVULET_KMS_KEYS")]
+    pub kms_keys: Option<PathBuf>,
     /// Log filter, in tracing's env-filter syntax [default: info]
     #[arg(long, env = "RIVULET_LOG")]
     pub log: Option<String>,
@@ -149,6 +207,8 @@ pub struct ServerConfig {
     pub subscription: crate::subscribe::Timing,
     /// With `--auth sigv4`, the credentials signatures are checked against.
     pub credentials: Option<std::sync::Arc<crate::sigv4::Credentials>>,
+    /// The key service's key file; `None` keeps keys in memory.
+    pub kms_keys: Option<PathBuf>,
     pub storage: Storage,
     pub engine: EngineConfig,
     pub log: String,
@@ -163,6 +223,7 @@ impl ServerConfig {
             tls: None,
             subscription: Default::default(),
             credentials: None,
+            kms_keys: None,
             storage: Storage::Memory,
             engine: EngineConfig {
                 create_stream_ms: 0,
@@ -230,6 +291,24 @@ impl ServeArgs {
                 Some(std::sync::Arc::new(crate::sigv4::Credentials::load(&path)?))
             }
         };
+        let kms_keys = match self.kms_keys.or(file.kms_keys) {
+            Some(path) => Some(path),
+            None => match &storage {
+                Storage::Dir(_) => default_kms_keys(),
+                Storage::Memory => None,
+            },
+        };
+        if let (Some(keys), Storage::Dir(dir)) = (&kms_keys, &storage) {
+            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            if absolute(keys).starts_with(absolute(dir)) {
+                anyhow::bail!(
+                    "the key file {} must not lie inside the data dir {}: master keys are \
+                     never kept beside the data they protect",
+                    keys.display(),
+                    dir.display()
+                );
+            }
+        }
         let tls_cert = self.tls_cert.or(file.tls_cert);
         let tls_key = self.tls_key.or(file.tls_key);
         if tls_cert.is_some() != tls_key.is_some() {
@@ -248,6 +327,7 @@ impl ServeArgs {
             tls,
             subscription: Default::default(),
             credentials,
+            kms_keys,
             storage,
             engine: EngineConfig {
                 account_id,

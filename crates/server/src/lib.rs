@@ -7,6 +7,7 @@ pub mod api;
 pub mod authz;
 pub mod config;
 pub mod http;
+pub mod kms;
 pub mod sigv4;
 pub mod subscribe;
 pub mod tls;
@@ -20,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rivulet_engine::Engine;
+use rivulet_engine::encryption::DataKeys;
 use rivulet_log::{Backend, FileBackend, MemBackend, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -55,9 +57,20 @@ impl Server {
         };
         let store =
             Store::open(backend, StoreConfig::default()).context("opening the log store")?;
+        // The key service and the store's data keys, shared by every account's engine.
+        let kms = Arc::new(kms::LocalKms::open(
+            config.kms_keys.clone(),
+            &config.engine.region,
+        )?);
+        let data_keys = DataKeys::open(store.clone(), kms.clone())
+            .map_err(|e| anyhow::anyhow!("loading data keys: {e}"))?;
         let engine = Arc::new(
-            Engine::open(store.clone(), config.engine.clone())
-                .map_err(|e| anyhow::anyhow!("opening the engine: {e}"))?,
+            Engine::open_with_keys(
+                store.clone(),
+                config.engine.clone(),
+                Some(data_keys.clone()),
+            )
+            .map_err(|e| anyhow::anyhow!("opening the engine: {e}"))?,
         );
         // One engine per account: the server's own, and each other account the credentials
         // name, in its own namespace of the same store. Each sees only its own streams.
@@ -77,8 +90,9 @@ impl Server {
                 namespace: format!("acct-{account}/"),
                 ..config.engine.clone()
             };
-            let other = Engine::open(store.clone(), engine_config)
-                .map_err(|e| anyhow::anyhow!("opening account {account}: {e}"))?;
+            let other =
+                Engine::open_with_keys(store.clone(), engine_config, Some(data_keys.clone()))
+                    .map_err(|e| anyhow::anyhow!("opening account {account}: {e}"))?;
             accounts.insert(account, Arc::new(other));
         }
         let accounts = Arc::new(accounts);
@@ -115,15 +129,17 @@ impl Server {
             None => None,
         };
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(
-            listener,
-            tls_listener,
-            engine.clone(),
-            stopped,
-            config.subscription,
-            config.credentials.clone(),
+        let ctx = http::Ctx {
+            engine: engine.clone(),
+            stopping: stopped.clone(),
+            timing: config.subscription,
+            credentials: config.credentials.clone(),
             accounts,
-        ));
+            policies: Arc::new(authz::PolicyCache::default()),
+            peer: None,
+            secure: false,
+        };
+        let task = tokio::spawn(run(listener, tls_listener, ctx, stopped, kms));
         Ok(Server {
             local_addr,
             tls_addr,
@@ -176,25 +192,16 @@ async fn accept_tls(
     }
 }
 
+/// Serves connections and runs the maintenance tick until `stopped` turns true. `ctx` is
+/// what every request shares (every account's engine among it); `kms` is re-read each tick.
 async fn run(
     listener: TcpListener,
     tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
-    engine: Arc<Engine>,
+    ctx: http::Ctx,
     mut stopped: watch::Receiver<bool>,
-    timing: subscribe::Timing,
-    credentials: Option<Arc<sigv4::Credentials>>,
-    accounts: Arc<std::collections::HashMap<String, Arc<Engine>>>,
+    kms: Arc<kms::LocalKms>,
 ) -> anyhow::Result<()> {
-    let ctx = http::Ctx {
-        engine: engine.clone(),
-        stopping: stopped.clone(),
-        timing,
-        credentials,
-        accounts: accounts.clone(),
-        policies: Arc::new(authz::PolicyCache::default()),
-        peer: None,
-        secure: false,
-    };
+    let accounts = ctx.accounts.clone();
     let graceful = GracefulShutdown::new();
     let builder = {
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -208,8 +215,10 @@ async fn run(
             _ = stopped.changed() => break,
             _ = tick.tick() => {
                 let accounts = accounts.clone();
+                let kms = kms.clone();
                 let now = http::now_ms();
                 let outcome = tokio::task::spawn_blocking(move || {
+                    kms.reload_if_changed();
                     accounts.values().try_for_each(|engine| engine.tick(now))
                 })
                 .await;
