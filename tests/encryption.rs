@@ -438,3 +438,196 @@ async fn kms_keys_are_resolved_and_their_state_is_enforced() {
     );
     t.stop().await;
 }
+
+/// The stream is UPDATING while encryption starts, takes writes meanwhile (already
+/// encrypted), and turns ACTIVE after the update delay.
+#[tokio::test]
+async fn starting_encryption_updates_the_stream_like_aws() {
+    let mut config = ServerConfig::for_tests();
+    config.engine.update_stream_ms = 300;
+    let t = TestServer::with_config(config).await;
+    let c = client_without_retries(t.addr);
+    create_stream(&c, "slow").await;
+    c.start_stream_encryption()
+        .stream_name("slow")
+        .encryption_type(EncryptionType::Kms)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .expect("start");
+    let status = || async {
+        c.describe_stream_summary()
+            .stream_name("slow")
+            .send()
+            .await
+            .expect("summary")
+            .stream_description_summary()
+            .map(|s| s.stream_status().clone())
+    };
+    assert_eq!(
+        status().await,
+        Some(aws_sdk_kinesis::types::StreamStatus::Updating)
+    );
+    let put = c
+        .put_record()
+        .stream_name("slow")
+        .partition_key("k")
+        .data(Blob::new("during the update"))
+        .send()
+        .await
+        .expect("put while UPDATING");
+    assert_eq!(put.encryption_type(), Some(&EncryptionType::Kms));
+    // A second change while UPDATING is refused, as AWS refuses it.
+    let busy = c
+        .stop_stream_encryption()
+        .stream_name("slow")
+        .encryption_type(EncryptionType::Kms)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .expect_err("UPDATING");
+    assert_eq!(
+        error_of(busy.into_service_error()),
+        (
+            "ResourceInUseException".into(),
+            "Stream slow under account 000000000000 not ACTIVE, instead in state UPDATING".into()
+        )
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(
+        status().await,
+        Some(aws_sdk_kinesis::types::StreamStatus::Active)
+    );
+    t.stop().await;
+}
+
+/// Reads of encrypted records whose KMS key is gone fail with KMS's exceptions, and a
+/// tampered ciphertext fails the read instead of being returned.
+#[tokio::test]
+async fn lost_keys_and_tampered_ciphertext_are_refused() {
+    let data = tempfile::tempdir().expect("data dir");
+    let keys = tempfile::tempdir().expect("key dir");
+    let key_file = keys.path().join("kms-keys.toml");
+    let t = TestServer::with_config(server_config(data.path(), &key_file)).await;
+    let c = client_without_retries(t.addr);
+    create_stream(&c, "fragile").await;
+    c.start_stream_encryption()
+        .stream_name("fragile")
+        .encryption_type(EncryptionType::Kms)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .expect("start");
+    for i in 0..3 {
+        c.put_record()
+            .stream_name("fragile")
+            .partition_key("k")
+            .data(Blob::new(format!("{PLAINTEXT} {i}")))
+            .send()
+            .await
+            .expect("put");
+    }
+    t.stop().await;
+
+    // Flip one ciphertext bit of the second batch and fix both checksums, so only the
+    // authentication tag can notice.
+    let mut segments = Vec::new();
+    let mut stack = vec![data.path().join("logs")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "seg") {
+                segments.push(path);
+            }
+        }
+    }
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let mut bytes = std::fs::read(&segments[0]).expect("segment");
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("u32"));
+    let second = u32_at(&bytes, 8) as usize;
+    let len = u32_at(&bytes, second + 8) as usize;
+    assert_eq!(u32_at(&bytes, second + 36), 1, "the batch is encrypted");
+    bytes[second + 40 + 16 + 5] ^= 0x01;
+    let body_crc = crc32c::crc32c(&bytes[second + 40..second + len]);
+    bytes[second + 12..second + 16].copy_from_slice(&body_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&bytes[second + 8..second + 40]);
+    bytes[second + 4..second + 8].copy_from_slice(&header_crc.to_le_bytes());
+    std::fs::write(&segments[0], &bytes).expect("write segment");
+
+    let t = TestServer::with_config(server_config(data.path(), &key_file)).await;
+    let c = client_without_retries(t.addr);
+    let from_start = c
+        .get_shard_iterator()
+        .stream_name("fragile")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("iterator")
+        .shard_iterator
+        .expect("iterator");
+    let first = c
+        .get_records()
+        .shard_iterator(from_start)
+        .limit(1)
+        .send()
+        .await
+        .expect("the first batch is intact");
+    assert_eq!(
+        first.records()[0].data().as_ref(),
+        format!("{PLAINTEXT} 0").as_bytes()
+    );
+    let damaged = c
+        .get_records()
+        .shard_iterator(first.next_shard_iterator().expect("next"))
+        .send()
+        .await
+        .expect_err("the tampered batch is not returned");
+    let (code, message) = error_of(damaged.into_service_error());
+    assert_eq!(code, "InternalFailure");
+    assert!(
+        message.contains("encrypted batch failed authentication"),
+        "{message}"
+    );
+    c.stop_stream_encryption()
+        .stream_name("fragile")
+        .encryption_type(EncryptionType::Kms)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .expect("stop");
+    t.stop().await;
+
+    // With the key file gone, the records encrypted under its key cannot be read.
+    std::fs::remove_file(&key_file).expect("remove key file");
+    let t = TestServer::with_config(server_config(data.path(), &key_file)).await;
+    let c = client_without_retries(t.addr);
+    let from_start = c
+        .get_shard_iterator()
+        .stream_name("fragile")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("iterator")
+        .shard_iterator
+        .expect("iterator");
+    let lost = c
+        .get_records()
+        .shard_iterator(from_start)
+        .send()
+        .await
+        .expect_err("key gone");
+    assert_eq!(
+        error_of(lost.into_service_error()),
+        (
+            "KMSAccessDeniedException".into(),
+            "The ciphertext references a key that doesn't exist or that you don't have access \
+             to."
+            .into()
+        )
+    );
+    t.stop().await;
+}
