@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use rivulet_server::Server;
-use rivulet_server::config::{Cli, Command};
+use rivulet_server::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -16,10 +16,14 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: rivulet_server::ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let started = std::time::Instant::now();
     let server = Server::start(config.clone()).await?;
     // One machine-readable line on stdout, for scripts and tests that start us on port 0.

@@ -8,6 +8,7 @@ mod encryption;
 mod kcl;
 mod limits;
 mod messages;
+mod observe;
 mod sdk;
 mod subscribe;
 mod tls;

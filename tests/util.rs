@@ -106,15 +106,26 @@ impl RawResponse {
 pub const AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/kinesis/aws4_request, \
                         SignedHeaders=host;x-amz-date, Signature=0000";
 
-/// Sends one request over a fresh connection and reads the whole answer.
+/// Sends one request to `/` over a fresh connection and reads the whole answer.
 pub async fn raw(
     addr: SocketAddr,
     method: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> RawResponse {
+    raw_path(addr, method, "/", headers, body).await
+}
+
+/// Sends one request to `path` over a fresh connection and reads the whole answer.
+pub async fn raw_path(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawResponse {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut head = format!("{method} / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

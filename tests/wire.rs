@@ -75,8 +75,8 @@ async fn envelope_errors_match_aws() {
     // An operation of the model this server does not serve yet is not faked.
     let consumers = call(
         t.addr,
-        "EnableEnhancedMonitoring",
-        r#"{"StreamName":"x","ShardLevelMetrics":["ALL"]}"#,
+        "ListQueues",
+        r#"{}"#,
     )
     .await;
     assert_eq!(consumers.status, 400);

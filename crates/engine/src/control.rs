@@ -70,6 +70,8 @@ pub struct StreamView {
     pub record_distribution: RecordDistribution,
     pub warm_throughput: Option<crate::WarmThroughput>,
     pub encryption: Option<crate::StreamEncryption>,
+    /// Enabled shard-level metrics (enhanced monitoring), by API name.
+    pub shard_level_metrics: Vec<String>,
 }
 
 /// DescribeStream output.
@@ -204,6 +206,7 @@ impl Engine {
             record_distribution: meta.record_distribution,
             warm_throughput: self.warm_throughput(meta),
             encryption: meta.encryption.clone(),
+            shard_level_metrics: meta.shard_level_metrics.clone(),
         }
     }
 
@@ -361,6 +364,7 @@ impl Engine {
             resource_policy: None,
             encryption: None,
             encryption_changes_ms: Vec::new(),
+            shard_level_metrics: Vec::new(),
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {

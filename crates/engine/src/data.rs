@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use rivulet_log::{Durable, Encryption, NewRecord};
 
+use crate::metrics::Metric;
+
 use crate::limits::ShardLimits;
 use crate::meta::{RecordDistribution, StreamMeta, StreamStatus, parse_shard_id, shard_id};
 use crate::seq::{self, Decoded, SeqParts, SequenceNumber};
@@ -106,6 +108,17 @@ pub struct ShardRead {
     pub child_shards: Option<Vec<ChildShard>>,
 }
 
+impl ShardRead {
+    /// CloudWatch's iterator age: how old the last record read is, or how far behind the tip
+    /// the reader is when nothing was read.
+    pub fn iterator_age_ms(&self, now_ms: i64) -> i64 {
+        match self.records.last() {
+            Some(last) => (now_ms - last.arrival_ms).max(0),
+            None => self.millis_behind_latest,
+        }
+    }
+}
+
 /// Where a reader starts: an iterator type and its argument.
 #[derive(Debug, Clone, Copy)]
 pub struct StartAt<'a> {
@@ -143,6 +156,8 @@ pub struct RecordsBatch {
     pub next_shard_iterator: Option<String>,
     pub millis_behind_latest: i64,
     pub child_shards: Option<Vec<ChildShard>>,
+    /// The stream read (for the server's latency metric).
+    pub stream: String,
 }
 
 /// What a shard iterator points at.
@@ -340,6 +355,7 @@ impl Engine {
             vec![None; entries.len()];
         routed.sort_unstable_by_key(|&(i, at)| (at, i));
         let mut durable = Vec::new();
+        let mut accepted_bytes = 0usize;
         let mut shard_batch: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
         let mut shard_members: Vec<usize> = Vec::with_capacity(entries.len());
         for group in routed.chunk_by(|a, b| a.1 == b.1) {
@@ -349,6 +365,7 @@ impl Engine {
             shard_batch.clear();
             shard_members.clear();
             let mut bytes = 0;
+            let mut throttled = 0u32;
             for &(i, _) in group {
                 let entry = &entries[i];
                 let key = entry.partition_key.unwrap_or_default();
@@ -357,6 +374,7 @@ impl Engine {
                     && !writes.admit(size, now_ms)
                 {
                     results[i] = Some(Err(self.rate_exceeded(&name, route.index)));
+                    throttled += 1;
                     continue;
                 }
                 bytes += size;
@@ -367,9 +385,30 @@ impl Engine {
                 shard_members.push(i);
             }
             drop(writes);
+            if throttled > 0 {
+                stream.observe(
+                    &state.meta,
+                    Some(route.index),
+                    &[(
+                        Metric::WriteProvisionedThroughputExceeded,
+                        f64::from(throttled),
+                    )],
+                    now_ms,
+                );
+            }
             if shard_batch.is_empty() {
                 continue;
             }
+            stream.observe(
+                &state.meta,
+                Some(route.index),
+                &[
+                    (Metric::IncomingBytes, bytes as f64),
+                    (Metric::IncomingRecords, shard_batch.len() as f64),
+                ],
+                now_ms,
+            );
+            accepted_bytes += bytes;
             let encryption = write_key.as_deref().map(|key| Encryption {
                 key,
                 nonce_prefix: route.index,
@@ -402,6 +441,27 @@ impl Engine {
             .into_iter()
             .map(|r| r.ok_or_else(|| ApiError::internal("unrouted record")))
             .collect::<Result<Vec<_>>>()?;
+        let succeeded = results.iter().filter(|r| r.is_ok()).count();
+        let throttled = results.len() - succeeded;
+        let observed: &[(Metric, f64)] = if batch {
+            &[
+                (Metric::PutRecordsBytes, accepted_bytes as f64),
+                (Metric::PutRecordsTotalRecords, results.len() as f64),
+                (Metric::PutRecordsSuccessfulRecords, succeeded as f64),
+                (Metric::PutRecordsThrottledRecords, throttled as f64),
+                (Metric::PutRecordsFailedRecords, 0.0),
+                (
+                    Metric::PutRecordsSuccess,
+                    if succeeded > 0 { 1.0 } else { 0.0 },
+                ),
+            ]
+        } else {
+            &[
+                (Metric::PutRecordBytes, accepted_bytes as f64),
+                (Metric::PutRecordSuccess, succeeded as f64),
+            ]
+        };
+        stream.observe(&state.meta, None, observed, now_ms);
         // PutRecord fails as a whole when its one record is throttled.
         if !batch && let Some(Err(error)) = results.first() {
             return Err(error.clone());
@@ -594,6 +654,15 @@ impl Engine {
         {
             // GetRecords' wording as the live service has answered it since 2023.
             self.count_throttled();
+            stream.observe(
+                &state.meta,
+                Some(position.shard),
+                &[
+                    (Metric::ReadProvisionedThroughputExceeded, 1.0),
+                    (Metric::GetRecordsSuccess, 0.0),
+                ],
+                now_ms,
+            );
             return Err(ApiError::new(
                 ErrorKind::ProvisionedThroughputExceeded,
                 format!(
@@ -615,6 +684,21 @@ impl Engine {
         if let Some(limits) = &limits {
             limits.charge_read(read.bytes);
         }
+        let age = read.iterator_age_ms(now_ms) as f64;
+        stream.observe(
+            &state.meta,
+            Some(position.shard),
+            &[
+                (Metric::GetRecordsBytes, read.bytes as f64),
+                (Metric::GetRecordsRecords, read.records.len() as f64),
+                (Metric::GetRecordsSuccess, 1.0),
+                (Metric::GetRecordsIteratorAgeMilliseconds, age),
+                (Metric::OutgoingBytes, read.bytes as f64),
+                (Metric::OutgoingRecords, read.records.len() as f64),
+                (Metric::IteratorAgeMilliseconds, age),
+            ],
+            now_ms,
+        );
         let next_shard_iterator = match read.child_shards {
             Some(_) => None,
             None => Some(self.seal_iterator(&state.meta, position.shard, read.next_offset, now_ms)),
@@ -625,6 +709,7 @@ impl Engine {
             next_shard_iterator,
             millis_behind_latest: read.millis_behind_latest,
             child_shards: read.child_shards,
+            stream: name.to_string(),
         })
     }
 

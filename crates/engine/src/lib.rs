@@ -14,6 +14,8 @@ mod error;
 pub mod hash;
 pub mod limits;
 pub mod meta;
+pub mod metrics;
+mod monitoring;
 mod reshard;
 mod resources;
 pub mod seq;
@@ -36,6 +38,7 @@ pub use control::*;
 pub use data::*;
 pub use error::{ApiError, ErrorKind, Result};
 pub use meta::{ConsumerStatus, RecordDistribution, StreamEncryption, StreamMode, StreamStatus};
+pub use monitoring::{MonitoringChange, ShardMetricsView, StreamMetricsView};
 pub use resources::ResourceAccess;
 pub use subscribe::*;
 
@@ -140,9 +143,24 @@ struct Stream {
     auto_next: AtomicU64,
     /// The data key encrypted writes use in this run, with the KMS key it is wrapped by.
     data_key: parking_lot::Mutex<Option<(String, Arc<rivulet_log::DataKey>)>>,
+    /// CloudWatch metrics of this stream (and its shards, with enhanced monitoring).
+    metrics: metrics::StreamMetrics,
 }
 
 impl Stream {
+    /// Records metric data points; shard-level ones only as enhanced monitoring allows.
+    fn observe(
+        &self,
+        meta: &StreamMeta,
+        shard: Option<u32>,
+        values: &[(metrics::Metric, f64)],
+        now_ms: i64,
+    ) {
+        let enabled = meta.enabled_shard_metrics();
+        self.metrics
+            .record(&metrics::Observation { shard, values }, &enabled, now_ms);
+    }
+
     /// The buckets of shard `index`, when limits are on.
     fn shard_limits(
         &self,
@@ -168,6 +186,7 @@ impl Stream {
             scaled_at_s: std::sync::atomic::AtomicI64::new(0),
             auto_next: AtomicU64::new(0),
             data_key: parking_lot::Mutex::new(None),
+            metrics: metrics::StreamMetrics::default(),
         }
     }
 }

@@ -209,9 +209,21 @@ pub struct StreamMeta {
     /// Times of recent Start/StopStreamEncryption calls, for the 25 per rolling 24 h.
     #[serde(default)]
     pub encryption_changes_ms: Vec<i64>,
+    /// Shard-level metrics EnableEnhancedMonitoring turned on, by API name, in AWS's order.
+    #[serde(default)]
+    pub shard_level_metrics: Vec<String>,
 }
 
 impl StreamMeta {
+    /// The enabled shard-level metrics.
+    pub fn enabled_shard_metrics(&self) -> Vec<crate::metrics::Metric> {
+        crate::metrics::SHARD_LEVEL_METRICS
+            .iter()
+            .filter(|(name, _)| self.shard_level_metrics.iter().any(|n| n == name))
+            .map(|(_, metric)| *metric)
+            .collect()
+    }
+
     /// The 16-bit tag sequence numbers carry to tell this stream apart.
     pub fn stream_tag(&self) -> u16 {
         // FNV-1a over the incarnation key: stable across restarts and versions.

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::consumers::parse_consumer_arn;
 use crate::data::{ChildShard, OutRecord, StartAt, check_start};
 use crate::meta::{ConsumerStatus, parse_shard_id, shard_id};
+use crate::metrics::Metric;
 use crate::seq::{self, SeqParts, SequenceNumber};
 use crate::{ApiError, Engine, Result, StreamStatus};
 
@@ -135,6 +136,12 @@ impl Engine {
                     now_ms,
                 )
             {
+                stream.observe(
+                    &state.meta,
+                    None,
+                    &[(Metric::SubscribeToShardRateExceeded, 1.0)],
+                    now_ms,
+                );
                 return Err(self.call_rate_exceeded(Some(&name)));
             }
             // A subscription older than 5 s gives way to this one.
@@ -150,6 +157,12 @@ impl Engine {
                 },
             );
         }
+        stream.observe(
+            &state.meta,
+            None,
+            &[(Metric::SubscribeToShardSuccess, 1.0)],
+            now_ms,
+        );
         Ok(Subscription {
             key,
             generation,
@@ -202,6 +215,27 @@ impl Engine {
             now_ms,
         )?;
         sub.offset = read.next_offset;
+        let age = read.iterator_age_ms(now_ms) as f64;
+        stream.observe(
+            &state.meta,
+            Some(sub.shard),
+            &[
+                (Metric::SubscribeToShardEventBytes, read.bytes as f64),
+                (
+                    Metric::SubscribeToShardEventRecords,
+                    read.records.len() as f64,
+                ),
+                (Metric::SubscribeToShardEventSuccess, 1.0),
+                (
+                    Metric::SubscribeToShardEventMillisBehindLatest,
+                    read.millis_behind_latest as f64,
+                ),
+                (Metric::OutgoingBytes, read.bytes as f64),
+                (Metric::OutgoingRecords, read.records.len() as f64),
+                (Metric::IteratorAgeMilliseconds, age),
+            ],
+            now_ms,
+        );
         self.subscription_bytes
             .fetch_add(read.bytes as u64, std::sync::atomic::Ordering::Relaxed);
         let continuation = match read.records.last() {

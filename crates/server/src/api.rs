@@ -1,6 +1,7 @@
 //! One function per operation: arguments out of a decoded request `Value`, the engine call,
 //! and the response `Value`. Requests reach here already validated against the model.
 
+use rivulet_engine::metrics::Metric;
 use rivulet_engine::{
     ApiError, ConsumerTarget, ConsumerView, CreateStream, Engine, ErrorKind, GetShardIterator,
     IteratorType, ListShards, PutEntry, RecordDistribution, ShardFilter, ShardView, StreamMode,
@@ -120,10 +121,14 @@ fn mode_details(mode: StreamMode) -> Option<Value> {
     Some(obj([("StreamMode", s(mode.as_str()))]))
 }
 
-fn enhanced_monitoring() -> Option<Value> {
+fn metric_names(names: &[String]) -> Option<Value> {
+    Some(Value::List(names.iter().cloned().map(Value::Str).collect()))
+}
+
+fn enhanced_monitoring(view: &StreamView) -> Option<Value> {
     Some(Value::List(vec![obj([(
         "ShardLevelMetrics",
-        Some(Value::List(Vec::new())),
+        metric_names(&view.shard_level_metrics),
     )])]))
 }
 
@@ -165,6 +170,7 @@ fn encryption_members(view: &StreamView) -> (Option<Value>, Option<Value>) {
 
 fn summary_value(view: StreamView) -> Value {
     let (encryption_type, key_id) = encryption_members(&view);
+    let monitoring = enhanced_monitoring(&view);
     obj([
         ("StreamName", s(view.name)),
         ("StreamARN", s(view.arn)),
@@ -173,7 +179,7 @@ fn summary_value(view: StreamView) -> Value {
         ("StreamModeDetails", mode_details(view.mode)),
         ("RetentionPeriodHours", n(view.retention_hours)),
         ("StreamCreationTimestamp", ts(view.created_ms)),
-        ("EnhancedMonitoring", enhanced_monitoring()),
+        ("EnhancedMonitoring", monitoring),
         ("EncryptionType", encryption_type),
         ("KeyId", key_id),
         ("OpenShardCount", n(view.open_shard_count)),
@@ -375,6 +381,30 @@ fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply
         "TagResource" | "UntagResource" | "ListTagsForResource" => {
             resource_tags(engine, operation, input, now_ms)
         }
+        "EnableEnhancedMonitoring" | "DisableEnhancedMonitoring" => {
+            let requested: Vec<String> = list(input, "ShardLevelMetrics")
+                .iter()
+                .filter_map(|m| match m {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect();
+            engine
+                .change_enhanced_monitoring(
+                    &target(input),
+                    &requested,
+                    operation == "EnableEnhancedMonitoring",
+                    now_ms,
+                )
+                .map(|change| {
+                    obj([
+                        ("StreamName", s(change.stream_name)),
+                        ("CurrentShardLevelMetrics", metric_names(&change.current)),
+                        ("DesiredShardLevelMetrics", metric_names(&change.desired)),
+                        ("StreamARN", s(change.stream_arn)),
+                    ])
+                })
+        }
         "StartStreamEncryption" | "StopStreamEncryption" => {
             let encryption_type = text(input, "EncryptionType").unwrap_or_default();
             let key_id = text(input, "KeyId").unwrap_or_default();
@@ -477,6 +507,7 @@ fn describe_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value,
     )?;
     let view = d.stream;
     let (encryption_type, key_id) = encryption_members(&view);
+    let monitoring = enhanced_monitoring(&view);
     Ok(obj([(
         "StreamDescription",
         Some(obj([
@@ -491,7 +522,7 @@ fn describe_stream(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value,
             ("HasMoreShards", Some(Value::Bool(d.has_more_shards))),
             ("RetentionPeriodHours", n(view.retention_hours)),
             ("StreamCreationTimestamp", ts(view.created_ms)),
-            ("EnhancedMonitoring", enhanced_monitoring()),
+            ("EnhancedMonitoring", monitoring),
             ("EncryptionType", encryption_type),
             ("KeyId", key_id),
         ])),
@@ -727,6 +758,7 @@ fn get_records(
     now_ms: i64,
     format: Format,
 ) -> Result<Vec<u8>, ApiError> {
+    let started = std::time::Instant::now();
     let batch = engine.get_records(
         text(input, "ShardIterator").unwrap_or_default(),
         u32_arg(input, "Limit"),
@@ -757,7 +789,21 @@ fn get_records(
         write_child_shards(&mut w, children);
     }
     w.end_map();
+    let stream = StreamTarget {
+        name: Some(&batch.stream),
+        arn: None,
+    };
+    engine.record_latency(
+        &stream,
+        Metric::GetRecordsLatency,
+        elapsed_ms(started),
+        now_ms,
+    );
     Ok(w.finish())
+}
+
+fn elapsed_ms(started: std::time::Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
 }
 
 /// A list of `Record`s (GetRecords, SubscribeToShardEvent).
@@ -842,6 +888,7 @@ async fn put_record(
         explicit_hash_key: text(input, "ExplicitHashKey"),
         data: blob(input, "Data").unwrap_or_default(),
     };
+    let started = std::time::Instant::now();
     let outcome = engine
         .put_records(
             &target(input),
@@ -852,6 +899,12 @@ async fn put_record(
         )
         .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
+    engine.record_latency(
+        &target(input),
+        Metric::PutRecordLatency,
+        elapsed_ms(started),
+        now_ms,
+    );
     let result = match outcome.results.first() {
         Some(Ok(result)) => result,
         Some(Err(error)) => return Err(aws_error(error.clone())),
@@ -885,10 +938,17 @@ async fn put_records(
             data: blob(r, "Data").unwrap_or_default(),
         })
         .collect();
+    let started = std::time::Instant::now();
     let outcome = engine
         .put_records(&target(input), &entries, None, true, now_ms)
         .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
+    engine.record_latency(
+        &target(input),
+        Metric::PutRecordsLatency,
+        elapsed_ms(started),
+        now_ms,
+    );
     let failed = outcome.results.iter().filter(|r| r.is_err()).count();
     let mut w = Writer::new(format, 64 + outcome.results.len() * 110);
     w.begin_map(if outcome.encrypted { 3 } else { 2 });

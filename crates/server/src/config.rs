@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// Log filter, in tracing's env-filter syntax [default: info]
     #[arg(long, env = "RIVULET_LOG")]
     pub log: Option<String>,
+    /// Log lines as `text` or `json` (one JSON object per line, for log shippers)
+    /// [default: text]
+    #[arg(long, env = "RIVULET_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// TOML file with any of these settings (keys in snake_case)
     #[arg(long, env = "RIVULET_CONFIG")]
     #[serde(skip)]
@@ -178,6 +182,17 @@ pub enum Auth {
     Off,
     /// Signatures are verified.
     Sigv4,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `--limits`.
@@ -212,6 +227,7 @@ pub struct ServerConfig {
     pub storage: Storage,
     pub engine: EngineConfig,
     pub log: String,
+    pub log_format: LogFormat,
 }
 
 impl ServerConfig {
@@ -232,6 +248,7 @@ impl ServerConfig {
                 ..EngineConfig::default()
             },
             log: "warn".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -355,6 +372,7 @@ impl ServeArgs {
                 namespace: String::new(),
             },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }

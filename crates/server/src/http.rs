@@ -198,7 +198,26 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
     }
 }
 
-/// Serves one HTTP request.
+/// Serves `/_rivulet/…` (GET and HEAD only; the prefix is ours, so unknown paths are 404s).
+fn observability(
+    request: &Request<Incoming>,
+    accounts: &std::collections::HashMap<String, Arc<Engine>>,
+    stopping: bool,
+) -> Response<Body> {
+    let page = if matches!(*request.method(), Method::GET | Method::HEAD) {
+        crate::observe::page(request.uri().path(), accounts, stopping)
+    } else {
+        Some(crate::observe::Page::json(
+            405,
+            &serde_json::json!({"message": "Method Not Allowed"}),
+        ))
+    };
+    let page = page.unwrap_or_else(|| {
+        crate::observe::Page::json(404, &serde_json::json!({"message": "Not Found"}))
+    });
+    respond(page.status, page.content_type, page.body, true)
+}
+
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct Ctx {
@@ -235,6 +254,9 @@ pub async fn handle(
     let cors = headers.contains_key(header::ORIGIN);
     if request.method() == Method::OPTIONS {
         return Ok(preflight(headers));
+    }
+    if request.uri().path().starts_with(crate::observe::PREFIX) {
+        return Ok(observability(&request, &accounts, *stopping.borrow()));
     }
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     let format = headers

@@ -8,6 +8,7 @@ pub mod authz;
 pub mod config;
 pub mod http;
 pub mod kms;
+pub mod observe;
 pub mod sigv4;
 pub mod subscribe;
 pub mod tls;

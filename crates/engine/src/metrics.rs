@@ -1,0 +1,431 @@
+//! Kinesis's CloudWatch metrics (namespace AWS/Kinesis), kept per stream and — for what
+//! EnableEnhancedMonitoring turned on — per shard. Each series keeps running totals (for
+//! Prometheus) and an hour of 10-second buckets (sum, sample count, maximum) from which the
+//! statistics of a CloudWatch period are computed (for alarms and charts). Series live with
+//! their stream: deleting the stream drops them. Time is passed in, as everywhere in the
+//! engine.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+/// Seconds per bucket.
+pub const BUCKET_S: i64 = 10;
+/// Buckets kept: one hour.
+pub const BUCKETS: usize = 360;
+
+/// A metric of the AWS/Kinesis namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Metric {
+    IncomingBytes,
+    IncomingRecords,
+    OutgoingBytes,
+    OutgoingRecords,
+    PutRecordBytes,
+    PutRecordLatency,
+    PutRecordSuccess,
+    PutRecordsBytes,
+    PutRecordsLatency,
+    PutRecordsSuccess,
+    PutRecordsTotalRecords,
+    PutRecordsSuccessfulRecords,
+    PutRecordsFailedRecords,
+    PutRecordsThrottledRecords,
+    GetRecordsBytes,
+    GetRecordsIteratorAgeMilliseconds,
+    GetRecordsLatency,
+    GetRecordsRecords,
+    GetRecordsSuccess,
+    WriteProvisionedThroughputExceeded,
+    ReadProvisionedThroughputExceeded,
+    SubscribeToShardRateExceeded,
+    SubscribeToShardSuccess,
+    SubscribeToShardEventBytes,
+    SubscribeToShardEventMillisBehindLatest,
+    SubscribeToShardEventRecords,
+    SubscribeToShardEventSuccess,
+    /// Shard level only: the age of the last record read (GetRecords and subscriptions).
+    IteratorAgeMilliseconds,
+}
+
+/// Every metric, in the order series store them.
+pub const ALL_METRICS: [Metric; 28] = [
+    Metric::IncomingBytes,
+    Metric::IncomingRecords,
+    Metric::OutgoingBytes,
+    Metric::OutgoingRecords,
+    Metric::PutRecordBytes,
+    Metric::PutRecordLatency,
+    Metric::PutRecordSuccess,
+    Metric::PutRecordsBytes,
+    Metric::PutRecordsLatency,
+    Metric::PutRecordsSuccess,
+    Metric::PutRecordsTotalRecords,
+    Metric::PutRecordsSuccessfulRecords,
+    Metric::PutRecordsFailedRecords,
+    Metric::PutRecordsThrottledRecords,
+    Metric::GetRecordsBytes,
+    Metric::GetRecordsIteratorAgeMilliseconds,
+    Metric::GetRecordsLatency,
+    Metric::GetRecordsRecords,
+    Metric::GetRecordsSuccess,
+    Metric::WriteProvisionedThroughputExceeded,
+    Metric::ReadProvisionedThroughputExceeded,
+    Metric::SubscribeToShardRateExceeded,
+    Metric::SubscribeToShardSuccess,
+    Metric::SubscribeToShardEventBytes,
+    Metric::SubscribeToShardEventMillisBehindLatest,
+    Metric::SubscribeToShardEventRecords,
+    Metric::SubscribeToShardEventSuccess,
+    Metric::IteratorAgeMilliseconds,
+];
+
+/// The shard-level metrics of EnableEnhancedMonitoring, by their API names.
+pub const SHARD_LEVEL_METRICS: [(&str, Metric); 7] = [
+    ("IncomingBytes", Metric::IncomingBytes),
+    ("IncomingRecords", Metric::IncomingRecords),
+    ("OutgoingBytes", Metric::OutgoingBytes),
+    ("OutgoingRecords", Metric::OutgoingRecords),
+    (
+        "WriteProvisionedThroughputExceeded",
+        Metric::WriteProvisionedThroughputExceeded,
+    ),
+    (
+        "ReadProvisionedThroughputExceeded",
+        Metric::ReadProvisionedThroughputExceeded,
+    ),
+    ("IteratorAgeMilliseconds", Metric::IteratorAgeMilliseconds),
+];
+
+impl Metric {
+    /// The CloudWatch metric name.
+    pub fn name(self) -> &'static str {
+        use Metric::*;
+        match self {
+            IncomingBytes => "IncomingBytes",
+            IncomingRecords => "IncomingRecords",
+            OutgoingBytes => "OutgoingBytes",
+            OutgoingRecords => "OutgoingRecords",
+            PutRecordBytes => "PutRecord.Bytes",
+            PutRecordLatency => "PutRecord.Latency",
+            PutRecordSuccess => "PutRecord.Success",
+            PutRecordsBytes => "PutRecords.Bytes",
+            PutRecordsLatency => "PutRecords.Latency",
+            PutRecordsSuccess => "PutRecords.Success",
+            PutRecordsTotalRecords => "PutRecords.TotalRecords",
+            PutRecordsSuccessfulRecords => "PutRecords.SuccessfulRecords",
+            PutRecordsFailedRecords => "PutRecords.FailedRecords",
+            PutRecordsThrottledRecords => "PutRecords.ThrottledRecords",
+            GetRecordsBytes => "GetRecords.Bytes",
+            GetRecordsIteratorAgeMilliseconds => "GetRecords.IteratorAgeMilliseconds",
+            GetRecordsLatency => "GetRecords.Latency",
+            GetRecordsRecords => "GetRecords.Records",
+            GetRecordsSuccess => "GetRecords.Success",
+            WriteProvisionedThroughputExceeded => "WriteProvisionedThroughputExceeded",
+            ReadProvisionedThroughputExceeded => "ReadProvisionedThroughputExceeded",
+            SubscribeToShardRateExceeded => "SubscribeToShard.RateExceeded",
+            SubscribeToShardSuccess => "SubscribeToShard.Success",
+            SubscribeToShardEventBytes => "SubscribeToShardEvent.Bytes",
+            SubscribeToShardEventMillisBehindLatest => "SubscribeToShardEvent.MillisBehindLatest",
+            SubscribeToShardEventRecords => "SubscribeToShardEvent.Records",
+            SubscribeToShardEventSuccess => "SubscribeToShardEvent.Success",
+            IteratorAgeMilliseconds => "IteratorAgeMilliseconds",
+        }
+    }
+
+    /// The metric a CloudWatch name names.
+    pub fn from_name(name: &str) -> Option<Metric> {
+        ALL_METRICS.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Whether the metric is a level (ages, latencies) rather than an amount: Prometheus
+    /// shows its last value, not a running total.
+    pub fn is_level(self) -> bool {
+        use Metric::*;
+        matches!(
+            self,
+            GetRecordsIteratorAgeMilliseconds
+                | IteratorAgeMilliseconds
+                | SubscribeToShardEventMillisBehindLatest
+                | PutRecordLatency
+                | PutRecordsLatency
+                | GetRecordsLatency
+        )
+    }
+
+    /// The CloudWatch unit.
+    pub fn unit(self) -> &'static str {
+        use Metric::*;
+        match self {
+            IncomingBytes
+            | OutgoingBytes
+            | PutRecordBytes
+            | PutRecordsBytes
+            | GetRecordsBytes
+            | SubscribeToShardEventBytes => "Bytes",
+            GetRecordsIteratorAgeMilliseconds
+            | IteratorAgeMilliseconds
+            | SubscribeToShardEventMillisBehindLatest
+            | PutRecordLatency
+            | PutRecordsLatency
+            | GetRecordsLatency => "Milliseconds",
+            _ => "Count",
+        }
+    }
+}
+
+/// Sum, sample count and maximum of the data points of a span of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stat {
+    pub sum: f64,
+    pub count: u64,
+    pub max: f64,
+    /// The last data point (for levels).
+    pub last: f64,
+}
+
+impl Stat {
+    fn add(&mut self, value: f64) {
+        if self.count == 0 || value > self.max {
+            self.max = value;
+        }
+        self.sum += value;
+        self.count += 1;
+        self.last = value;
+    }
+
+    fn merge(&mut self, other: &Stat) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 || other.max > self.max {
+            self.max = other.max;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+        self.last = other.last;
+    }
+
+    /// A CloudWatch statistic of these data points (`None` without data points).
+    pub fn statistic(&self, statistic: Statistic) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        Some(match statistic {
+            Statistic::Sum => self.sum,
+            Statistic::SampleCount => self.count as f64,
+            Statistic::Average => self.sum / self.count as f64,
+            Statistic::Maximum => self.max,
+        })
+    }
+}
+
+/// The CloudWatch statistics alarms and charts can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistic {
+    Sum,
+    SampleCount,
+    Average,
+    Maximum,
+}
+
+impl Statistic {
+    pub fn parse(text: &str) -> Option<Statistic> {
+        Some(match text {
+            "Sum" => Statistic::Sum,
+            "SampleCount" => Statistic::SampleCount,
+            "Average" => Statistic::Average,
+            "Maximum" => Statistic::Maximum,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Bucket {
+    start_s: i64,
+    stats: Vec<Stat>,
+}
+
+/// One stream's or shard's metrics.
+#[derive(Clone)]
+pub struct Series {
+    totals: Vec<Stat>,
+    buckets: Vec<Bucket>,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series {
+            totals: vec![Stat::default(); ALL_METRICS.len()],
+            buckets: vec![
+                Bucket {
+                    start_s: i64::MIN,
+                    stats: Vec::new(),
+                };
+                BUCKETS
+            ],
+        }
+    }
+}
+
+impl Series {
+    fn record(&mut self, metric: Metric, value: f64, now_ms: i64) {
+        let at = metric as usize;
+        self.totals[at].add(value);
+        let start_s = now_ms.div_euclid(1000).div_euclid(BUCKET_S) * BUCKET_S;
+        let slot = (start_s / BUCKET_S).rem_euclid(BUCKETS as i64) as usize;
+        let bucket = &mut self.buckets[slot];
+        if bucket.start_s != start_s {
+            bucket.start_s = start_s;
+            bucket.stats.clear();
+            bucket.stats.resize(ALL_METRICS.len(), Stat::default());
+        }
+        bucket.stats[at].add(value);
+    }
+
+    /// Running totals since the series began.
+    pub fn total(&self, metric: Metric) -> Stat {
+        self.totals[metric as usize]
+    }
+
+    /// The data points of `[from_s, to_s)` merged.
+    pub fn window(&self, metric: Metric, from_s: i64, to_s: i64) -> Stat {
+        let mut out = Stat::default();
+        for bucket in &self.buckets {
+            if bucket.start_s >= from_s && bucket.start_s < to_s && !bucket.stats.is_empty() {
+                out.merge(&bucket.stats[metric as usize]);
+            }
+        }
+        out
+    }
+}
+
+/// A stream's metrics, and its shards' when enhanced monitoring is on.
+#[derive(Default)]
+pub struct StreamMetrics {
+    stream: Mutex<Series>,
+    shards: Mutex<HashMap<u32, Series>>,
+}
+
+/// What one event adds to the metrics.
+pub struct Observation<'a> {
+    /// The shard, for shard-level metrics (when enabled).
+    pub shard: Option<u32>,
+    pub values: &'a [(Metric, f64)],
+}
+
+impl StreamMetrics {
+    /// Records data points; shard-level ones only for `enabled` shard-level metrics.
+    pub fn record(&self, observation: &Observation<'_>, enabled: &[Metric], now_ms: i64) {
+        {
+            let mut stream = self.stream.lock();
+            for &(metric, value) in observation.values {
+                if metric != Metric::IteratorAgeMilliseconds {
+                    stream.record(metric, value, now_ms);
+                }
+            }
+        }
+        let Some(shard) = observation.shard else {
+            return;
+        };
+        if enabled.is_empty() {
+            return;
+        }
+        let mut shards = self.shards.lock();
+        let series = shards.entry(shard).or_default();
+        for &(metric, value) in observation.values {
+            if enabled.contains(&metric) {
+                series.record(metric, value, now_ms);
+            }
+        }
+    }
+
+    /// A copy of the stream's series.
+    pub fn stream_series(&self) -> Series {
+        self.stream.lock().clone()
+    }
+
+    /// A copy of shard `index`'s series, if it has one.
+    pub fn shard_series(&self, index: u32) -> Option<Series> {
+        self.shards.lock().get(&index).cloned()
+    }
+
+    /// Shards with series, sorted.
+    pub fn shard_indexes(&self) -> Vec<u32> {
+        let mut indexes: Vec<u32> = self.shards.lock().keys().copied().collect();
+        indexes.sort_unstable();
+        indexes
+    }
+
+    /// Forgets shard-level series (DisableEnhancedMonitoring of everything).
+    pub fn clear_shards(&self) {
+        self.shards.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_and_totals() {
+        let metrics = StreamMetrics::default();
+        let put = |n: f64, at_ms: i64| {
+            metrics.record(
+                &Observation {
+                    shard: Some(1),
+                    values: &[
+                        (Metric::IncomingRecords, n),
+                        (Metric::IteratorAgeMilliseconds, n * 10.0),
+                    ],
+                },
+                &[Metric::IncomingRecords],
+                at_ms,
+            )
+        };
+        put(5.0, 1_000_000);
+        put(7.0, 1_005_000);
+        put(1.0, 1_061_000);
+        let series = metrics.stream_series();
+        assert_eq!(series.total(Metric::IncomingRecords).sum, 13.0);
+        let first_minute = series.window(Metric::IncomingRecords, 960, 1020);
+        assert_eq!(first_minute.statistic(Statistic::Sum), Some(12.0));
+        assert_eq!(first_minute.statistic(Statistic::SampleCount), Some(2.0));
+        assert_eq!(first_minute.statistic(Statistic::Maximum), Some(7.0));
+        assert_eq!(first_minute.statistic(Statistic::Average), Some(6.0));
+        assert_eq!(
+            series
+                .window(Metric::IncomingRecords, 0, 900)
+                .statistic(Statistic::Sum),
+            None
+        );
+        // Shard level: only what is enabled; the stream never gets the shard-only metric.
+        let shard = metrics.shard_series(1).expect("shard series");
+        assert_eq!(shard.total(Metric::IncomingRecords).sum, 13.0);
+        assert_eq!(shard.total(Metric::IteratorAgeMilliseconds).count, 0);
+        assert_eq!(series.total(Metric::IteratorAgeMilliseconds).count, 0);
+        // An hour later the old buckets are reused, not summed.
+        put(2.0, 1_000_000 + 3_600_000);
+        let series = metrics.stream_series();
+        assert_eq!(
+            series
+                .window(Metric::IncomingRecords, 1000 + 3600 - 10, 1000 + 3600 + 10)
+                .sum,
+            2.0
+        );
+        assert_eq!(series.window(Metric::IncomingRecords, 990, 1010).count, 0);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for metric in ALL_METRICS {
+            assert_eq!(Metric::from_name(metric.name()), Some(metric));
+        }
+        assert_eq!(
+            ALL_METRICS.len(),
+            Metric::IteratorAgeMilliseconds as usize + 1
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! What Rivulet serves about itself under the reserved prefix `/_rivulet/` (every other path
+//! keeps answering exactly as AWS does):
+//!
+//! - `GET /_rivulet/metrics`: Prometheus text with the AWS/Kinesis CloudWatch metric names
+//!   (dots become underscores: `PutRecord.Bytes` → `kinesis_PutRecord_Bytes`) and dimensions
+//!   (`StreamName`, and `ShardId` for the shard-level metrics EnableEnhancedMonitoring turned
+//!   on). Amounts are running sums (counters); ages and latencies are the last data point
+//!   (gauges).
+//! - `GET /_rivulet/health`: 200 while the process serves.
+//! - `GET /_rivulet/ready`: 200 once storage is open and until shutdown begins, then 503.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use rivulet_engine::Engine;
+use rivulet_engine::metrics::{ALL_METRICS, Metric, Series};
+
+/// The reserved path prefix.
+pub const PREFIX: &str = "/_rivulet/";
+
+/// A response: status, content type, body.
+pub struct Page {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Page {
+    pub fn json(status: u16, value: &serde_json::Value) -> Page {
+        Page {
+            status,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn metric_name(metric: Metric) -> String {
+    format!("kinesis_{}", metric.name().replace('.', "_"))
+}
+
+fn value_of(series: &Series, metric: Metric) -> Option<f64> {
+    let total = series.total(metric);
+    if total.count == 0 {
+        return None;
+    }
+    Some(if metric.is_level() {
+        total.last
+    } else {
+        total.sum
+    })
+}
+
+/// The Prometheus exposition of every account's streams.
+pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
+    let mut views = Vec::new();
+    let mut ids: Vec<&String> = accounts.keys().collect();
+    ids.sort();
+    for account in ids {
+        for view in accounts[account].metrics_snapshot() {
+            views.push((account.clone(), view));
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP rivulet_streams Streams, by account.\n# TYPE rivulet_streams gauge"
+    );
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (account, _) in &views {
+        *counts.entry(account.as_str()).or_default() += 1;
+    }
+    for account in accounts.keys() {
+        let n = counts.get(account.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "rivulet_streams{{AccountId=\"{}\"}} {n}",
+            label(account)
+        );
+    }
+    for metric in ALL_METRICS {
+        let name = metric_name(metric);
+        let mut lines = String::new();
+        for (account, view) in &views {
+            let stream = label(&view.name);
+            let account = label(account);
+            if metric != Metric::IteratorAgeMilliseconds
+                && let Some(value) = value_of(&view.series, metric)
+            {
+                let _ = writeln!(
+                    lines,
+                    "{name}{{AccountId=\"{account}\",StreamName=\"{stream}\"}} {value}"
+                );
+            }
+            if !view.shard_level_metrics.contains(&metric) {
+                continue;
+            }
+            for shard in &view.shards {
+                if let Some(value) = shard.series.as_ref().and_then(|s| value_of(s, metric)) {
+                    let _ = writeln!(
+                        lines,
+                        "{name}{{AccountId=\"{account}\",StreamName=\"{stream}\",ShardId=\"{}\"}} {value}",
+                        shard.shard_id
+                    );
+                }
+            }
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        let kind = if metric.is_level() {
+            "gauge"
+        } else {
+            "counter"
+        };
+        let what = if metric.is_level() {
+            "last data point"
+        } else {
+            "sum of data points"
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {name} AWS/Kinesis {} ({}), {what}.\n# TYPE {name} {kind}",
+            metric.name(),
+            metric.unit()
+        );
+        out.push_str(&lines);
+    }
+    out
+}
+
+/// Serves a `/_rivulet/` path; `None` for paths that are not ours (the caller answers 404).
+pub fn page(path: &str, accounts: &HashMap<String, Arc<Engine>>, stopping: bool) -> Option<Page> {
+    match path {
+        "/_rivulet/metrics" => Some(Page {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: prometheus(accounts).into_bytes(),
+        }),
+        "/_rivulet/health" => Some(Page::json(200, &serde_json::json!({"status": "ok"}))),
+        "/_rivulet/ready" => Some(if stopping {
+            Page::json(503, &serde_json::json!({"status": "stopping"}))
+        } else {
+            Page::json(200, &serde_json::json!({"status": "ready"}))
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,282 @@
+//! What Rivulet serves about itself under `/_rivulet/`: Prometheus metrics with CloudWatch's
+//! names and dimensions (shard level only as EnableEnhancedMonitoring says), health and
+//! readiness, and JSON logs.
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{MetricsName, PutRecordsRequestEntry, ShardIteratorType};
+use rivulet_server::ServerConfig;
+
+use crate::util::{TestServer, client_without_retries, create_stream, raw_path};
+
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    let page = raw_path(addr, "GET", "/_rivulet/metrics", &[], b"").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain"))
+    );
+    String::from_utf8(page.body).expect("utf-8")
+}
+
+/// The value of the series whose line starts with `prefix` (name and labels).
+fn value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn prometheus_metrics_follow_cloudwatch_and_enhanced_monitoring() {
+    let mut config = ServerConfig::for_tests();
+    config.engine.limits_scale = Some(0.01); // 10 records/s per shard: throttling shows up
+    let t = TestServer::with_config(config).await;
+    let c = client_without_retries(t.addr);
+    create_stream(&c, "metered").await;
+    let stream = "AccountId=\"000000000000\",StreamName=\"metered\"";
+    let shard =
+        "AccountId=\"000000000000\",StreamName=\"metered\",ShardId=\"shardId-000000000000\"";
+    c.put_record()
+        .stream_name("metered")
+        .partition_key("k")
+        .data(Blob::new("12345"))
+        .send()
+        .await
+        .expect("put");
+    let batch = c
+        .put_records()
+        .stream_name("metered")
+        .set_records(Some(
+            (0..20)
+                .map(|i| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(format!("k{i:02}"))
+                        .data(Blob::new("abcde"))
+                        .build()
+                        .expect("entry")
+                })
+                .collect(),
+        ))
+        .send()
+        .await
+        .expect("put records");
+    let throttled = batch.failed_record_count().unwrap_or_default();
+    assert!(throttled > 0, "the limit should refuse some of 20 records");
+    let accepted = 20 - throttled;
+    let iterator = c
+        .get_shard_iterator()
+        .stream_name("metered")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("iterator")
+        .shard_iterator
+        .expect("iterator");
+    let read = c
+        .get_records()
+        .shard_iterator(&iterator)
+        .send()
+        .await
+        .expect("get records");
+    let read_count = read.records().len() as f64;
+    assert_eq!(read_count, f64::from(accepted + 1));
+
+    let text = metrics(t.addr).await;
+    let of = |name: &str| value(&text, &format!("kinesis_{name}{{{stream}}}"));
+    assert_eq!(of("IncomingRecords"), Some(f64::from(accepted + 1)));
+    assert_eq!(of("IncomingBytes"), Some(f64::from(6 + accepted * 8)));
+    assert_eq!(of("PutRecord_Success"), Some(1.0));
+    assert_eq!(of("PutRecord_Bytes"), Some(6.0));
+    assert_eq!(of("PutRecords_TotalRecords"), Some(20.0));
+    assert_eq!(
+        of("PutRecords_SuccessfulRecords"),
+        Some(f64::from(accepted))
+    );
+    assert_eq!(
+        of("PutRecords_ThrottledRecords"),
+        Some(f64::from(throttled))
+    );
+    assert_eq!(
+        of("WriteProvisionedThroughputExceeded"),
+        Some(f64::from(throttled))
+    );
+    assert_eq!(of("GetRecords_Records"), Some(read_count));
+    assert_eq!(of("OutgoingRecords"), Some(read_count));
+    assert_eq!(of("GetRecords_Success"), Some(1.0));
+    assert!(of("GetRecords_IteratorAgeMilliseconds").is_some());
+    assert!(of("PutRecord_Latency").is_some_and(|ms| ms >= 0.0));
+    assert!(text.contains("# TYPE kinesis_IncomingRecords counter"));
+    assert!(text.contains("# TYPE kinesis_GetRecords_IteratorAgeMilliseconds gauge"));
+    assert!(text.contains(
+        "# HELP kinesis_PutRecords_TotalRecords AWS/Kinesis PutRecords.TotalRecords (Count)"
+    ));
+    assert!(
+        !text.contains("ShardId="),
+        "no shard level before enhanced monitoring"
+    );
+
+    // Enhanced monitoring: only the chosen shard-level metrics appear, per shard.
+    let enabled = c
+        .enable_enhanced_monitoring()
+        .stream_name("metered")
+        .shard_level_metrics(MetricsName::IncomingRecords)
+        .shard_level_metrics(MetricsName::ReadProvisionedThroughputExceeded)
+        .send()
+        .await
+        .expect("enable");
+    assert!(enabled.current_shard_level_metrics().is_empty());
+    assert_eq!(
+        enabled.desired_shard_level_metrics(),
+        [
+            MetricsName::IncomingRecords,
+            MetricsName::ReadProvisionedThroughputExceeded
+        ]
+    );
+    assert_eq!(
+        enabled.stream_arn(),
+        Some("arn:aws:kinesis:us-east-1:000000000000:stream/metered")
+    );
+    let described = c
+        .describe_stream()
+        .stream_name("metered")
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(
+        described
+            .stream_description()
+            .map(|d| d.enhanced_monitoring()[0].shard_level_metrics().to_vec()),
+        Some(vec![
+            MetricsName::IncomingRecords,
+            MetricsName::ReadProvisionedThroughputExceeded
+        ])
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the write bucket refills
+    c.put_record()
+        .stream_name("metered")
+        .partition_key("k")
+        .data(Blob::new("x"))
+        .send()
+        .await
+        .expect("put");
+    // A twentieth of a GetRecords call per second: the second read is throttled.
+    let throttled_read = c
+        .get_records()
+        .shard_iterator(read.next_shard_iterator().expect("next"))
+        .send()
+        .await
+        .expect_err("read throttled");
+    assert_eq!(
+        crate::util::error_of(throttled_read.into_service_error()).0,
+        "ProvisionedThroughputExceededException"
+    );
+    let text = metrics(t.addr).await;
+    assert_eq!(
+        value(&text, &format!("kinesis_IncomingRecords{{{shard}}}")),
+        Some(1.0)
+    );
+    for labels in [shard, stream] {
+        assert_eq!(
+            value(
+                &text,
+                &format!("kinesis_ReadProvisionedThroughputExceeded{{{labels}}}")
+            ),
+            Some(1.0)
+        );
+    }
+    assert_eq!(
+        value(&text, &format!("kinesis_OutgoingRecords{{{shard}}}")),
+        None
+    );
+
+    let disabled = c
+        .disable_enhanced_monitoring()
+        .stream_name("metered")
+        .shard_level_metrics(MetricsName::All)
+        .send()
+        .await
+        .expect("disable");
+    assert_eq!(disabled.current_shard_level_metrics().len(), 2);
+    assert!(disabled.desired_shard_level_metrics().is_empty());
+    assert!(!metrics(t.addr).await.contains("ShardId="));
+
+    // Deleting the stream removes its series.
+    c.delete_stream()
+        .stream_name("metered")
+        .send()
+        .await
+        .expect("delete");
+    for _ in 0..50 {
+        if !metrics(t.addr).await.contains("metered") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!metrics(t.addr).await.contains("StreamName=\"metered\""));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_the_reserved_prefix() {
+    let t = TestServer::start().await;
+    let health = raw_path(t.addr, "GET", "/_rivulet/health", &[], b"").await;
+    assert_eq!(
+        (health.status, health.json()["status"].clone()),
+        (200, "ok".into())
+    );
+    let ready = raw_path(t.addr, "GET", "/_rivulet/ready", &[], b"").await;
+    assert_eq!(
+        (ready.status, ready.json()["status"].clone()),
+        (200, "ready".into())
+    );
+    assert_eq!(
+        raw_path(t.addr, "GET", "/_rivulet/nothing", &[], b"")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        raw_path(t.addr, "POST", "/_rivulet/metrics", &[], b"")
+            .await
+            .status,
+        405
+    );
+    // Outside the prefix everything answers as AWS does.
+    let other = raw_path(t.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(other.status, 403);
+    assert!(String::from_utf8_lossy(&other.body).contains("<AccessDeniedException>"));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn json_logs() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--in-memory",
+            "--log-format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn rivulet");
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), stderr.next_line())
+        .await
+        .expect("a log line in time")
+        .expect("read")
+        .expect("a line");
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    assert_eq!(entry["level"], "INFO");
+    assert_eq!(entry["message"], "rivulet is serving the Kinesis API");
+    assert!(
+        entry["listen"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("127.0.0.1:"))
+    );
+    child.kill().await.expect("stop");
+}
