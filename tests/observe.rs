@@ -280,3 +280,106 @@ async fn json_logs() {
     );
     child.kill().await.expect("stop");
 }
+
+/// An alarm from the configuration fires on real puts, shows at `/_rivulet/alarms` and POSTs
+/// its change to the webhook.
+#[tokio::test]
+async fn alarms_fire_and_call_the_webhook() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("hook");
+    let hook_addr = hook.local_addr().expect("addr");
+    let (posted_tx, mut posted) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = hook.accept().await {
+            let tx = posted_tx.clone();
+            tokio::spawn(async move {
+                let mut bytes = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    bytes.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&bytes).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            let _ = tx.send(body.to_string());
+                            let _ = socket
+                                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let rule: rivulet_server::alarms::AlarmRule = toml::from_str(
+        r#"
+alarm_name = "hot-stream"
+metric_name = "IncomingRecords"
+statistic = "Sum"
+period = 10
+evaluation_periods = 1
+comparison_operator = "GreaterThanOrEqualToThreshold"
+threshold = 10
+dimensions = { StreamName = "hot" }
+"#,
+    )
+    .expect("rule");
+    let mut config = ServerConfig::for_tests();
+    config.alarms = vec![rule];
+    config.alarm_webhook = Some(format!("http://{hook_addr}/alarms"));
+    let t = TestServer::with_config(config).await;
+    let alarms = || async {
+        raw_path(t.addr, "GET", "/_rivulet/alarms", &[], b"")
+            .await
+            .json()["alarms"][0]
+            .clone()
+    };
+    assert_eq!(alarms().await["state"], "INSUFFICIENT_DATA");
+    let c = client_without_retries(t.addr);
+    create_stream(&c, "hot").await;
+    c.put_records()
+        .stream_name("hot")
+        .set_records(Some(
+            (0..25)
+                .map(|i| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(format!("k{i}"))
+                        .data(Blob::new("x"))
+                        .build()
+                        .expect("entry")
+                })
+                .collect(),
+        ))
+        .send()
+        .await
+        .expect("put");
+    // The 10 s period holding the puts must end before CloudWatch's rules can judge it.
+    let body = tokio::time::timeout(std::time::Duration::from_secs(25), posted.recv())
+        .await
+        .expect("a webhook call in time")
+        .expect("body");
+    let note: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(note["AlarmName"], "hot-stream");
+    assert_eq!(note["NewStateValue"], "ALARM");
+    assert_eq!(note["OldStateValue"], "INSUFFICIENT_DATA");
+    assert_eq!(note["Trigger"]["MetricName"], "IncomingRecords");
+    assert_eq!(note["Trigger"]["Dimensions"][0]["value"], "hot");
+    let shown = alarms().await;
+    assert_eq!(shown["state"], "ALARM");
+    assert_eq!(shown["datapoints"][0], 25.0);
+    t.stop().await;
+}

@@ -73,12 +73,7 @@ async fn envelope_errors_match_aws() {
         Some("x-amz-target,content-type")
     );
     // An operation of the model this server does not serve yet is not faked.
-    let consumers = call(
-        t.addr,
-        "ListQueues",
-        r#"{}"#,
-    )
-    .await;
+    let consumers = call(t.addr, "ListQueues", r#"{}"#).await;
     assert_eq!(consumers.status, 400);
     assert_eq!(consumers.json()["__type"], "UnknownOperationException");
     t.stop().await;

@@ -181,6 +181,7 @@ pub struct Stat {
     pub sum: f64,
     pub count: u64,
     pub max: f64,
+    pub min: f64,
     /// The last data point (for levels).
     pub last: f64,
 }
@@ -189,6 +190,9 @@ impl Stat {
     fn add(&mut self, value: f64) {
         if self.count == 0 || value > self.max {
             self.max = value;
+        }
+        if self.count == 0 || value < self.min {
+            self.min = value;
         }
         self.sum += value;
         self.count += 1;
@@ -201,6 +205,9 @@ impl Stat {
         }
         if self.count == 0 || other.max > self.max {
             self.max = other.max;
+        }
+        if self.count == 0 || other.min < self.min {
+            self.min = other.min;
         }
         self.sum += other.sum;
         self.count += other.count;
@@ -217,6 +224,7 @@ impl Stat {
             Statistic::SampleCount => self.count as f64,
             Statistic::Average => self.sum / self.count as f64,
             Statistic::Maximum => self.max,
+            Statistic::Minimum => self.min,
         })
     }
 }
@@ -228,6 +236,7 @@ pub enum Statistic {
     SampleCount,
     Average,
     Maximum,
+    Minimum,
 }
 
 impl Statistic {
@@ -237,6 +246,7 @@ impl Statistic {
             "SampleCount" => Statistic::SampleCount,
             "Average" => Statistic::Average,
             "Maximum" => Statistic::Maximum,
+            "Minimum" => Statistic::Minimum,
             _ => return None,
         })
     }

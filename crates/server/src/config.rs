@@ -159,6 +159,14 @@ pub struct ServeArgs {
     /// [default: text]
     #[arg(long, env = "RIVULET_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// POST alarm state changes as JSON to this http:// URL [default: none]
+    #[arg(long, env = "RIVULET_ALARM_WEBHOOK")]
+    pub alarm_webhook: Option<String>,
+    /// Metric alarms: `[[alarms]]` tables of the config file only (alarm_name, metric_name,
+    /// statistic, period, evaluation_periods, comparison_operator, threshold, dimensions…)
+    #[arg(skip)]
+    #[serde(default)]
+    pub alarms: Vec<crate::alarms::AlarmRule>,
     /// TOML file with any of these settings (keys in snake_case)
     #[arg(long, env = "RIVULET_CONFIG")]
     #[serde(skip)]
@@ -228,6 +236,9 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     pub log: String,
     pub log_format: LogFormat,
+    /// Metric alarms and where their changes are POSTed.
+    pub alarms: Vec<crate::alarms::AlarmRule>,
+    pub alarm_webhook: Option<String>,
 }
 
 impl ServerConfig {
@@ -249,6 +260,8 @@ impl ServerConfig {
             },
             log: "warn".into(),
             log_format: LogFormat::Text,
+            alarms: Vec::new(),
+            alarm_webhook: None,
         }
     }
 }
@@ -373,6 +386,12 @@ impl ServeArgs {
             },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            alarms: if self.alarms.is_empty() {
+                file.alarms
+            } else {
+                self.alarms
+            },
+            alarm_webhook: self.alarm_webhook.or(file.alarm_webhook),
         })
     }
 }
@@ -416,5 +435,61 @@ mod tests {
         };
         assert!(args.resolve().is_err());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn alarms_and_key_file_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rivulet.toml");
+        std::fs::write(
+            &path,
+            r#"
+in_memory = true
+alarm_webhook = "http://127.0.0.1:9/hook"
+log_format = "json"
+
+[[alarms]]
+alarm_name = "orders-throttled"
+metric_name = "WriteProvisionedThroughputExceeded"
+namespace = "AWS/Kinesis"
+statistic = "Sum"
+period = 60
+evaluation_periods = 2
+comparison_operator = "GreaterThanThreshold"
+threshold = 0
+dimensions = { StreamName = "orders" }
+"#,
+        )
+        .unwrap();
+        let config = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.alarms.len(), 1);
+        assert_eq!(config.alarms[0].dimensions["StreamName"], "orders");
+        assert_eq!(
+            config.alarm_webhook.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.kms_keys, None, "in memory: keys in memory");
+
+        // A key file inside the data dir is refused.
+        let data = dir.path().join("data");
+        let refused = ServeArgs {
+            data_dir: Some(data.clone()),
+            kms_keys: Some(data.join("keys.toml")),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("must not lie inside the data dir"),
+            "{refused}"
+        );
     }
 }

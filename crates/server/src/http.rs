@@ -202,10 +202,11 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
 fn observability(
     request: &Request<Incoming>,
     accounts: &std::collections::HashMap<String, Arc<Engine>>,
+    alarms: &crate::alarms::Alarms,
     stopping: bool,
 ) -> Response<Body> {
     let page = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        crate::observe::page(request.uri().path(), accounts, stopping)
+        crate::observe::page(request.uri().path(), accounts, alarms, stopping)
     } else {
         Some(crate::observe::Page::json(
             405,
@@ -231,6 +232,8 @@ pub struct Ctx {
     pub accounts: Arc<std::collections::HashMap<String, Arc<Engine>>>,
     /// Resource policies as parsed for authorization.
     pub policies: Arc<crate::authz::PolicyCache>,
+    /// Metric alarms (`GET /_rivulet/alarms`).
+    pub alarms: Arc<crate::alarms::Alarms>,
     /// The connection's peer (`aws:SourceIp`) and whether it came over TLS.
     pub peer: Option<std::net::IpAddr>,
     pub secure: bool,
@@ -249,6 +252,7 @@ pub async fn handle(
         policies,
         peer,
         secure,
+        alarms,
     } = ctx;
     let headers = request.headers();
     let cors = headers.contains_key(header::ORIGIN);
@@ -256,7 +260,12 @@ pub async fn handle(
         return Ok(preflight(headers));
     }
     if request.uri().path().starts_with(crate::observe::PREFIX) {
-        return Ok(observability(&request, &accounts, *stopping.borrow()));
+        return Ok(observability(
+            &request,
+            &accounts,
+            &alarms,
+            *stopping.borrow(),
+        ));
     }
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     let format = headers

@@ -3,6 +3,7 @@
 //! Architecture invariant: this is the only crate that does network I/O or reads the clock;
 //! it turns requests into engine calls (`api`) and never interprets Kinesis semantics itself.
 
+pub mod alarms;
 pub mod api;
 pub mod authz;
 pub mod config;
@@ -130,7 +131,12 @@ impl Server {
             None => None,
         };
         let (stop, stopped) = watch::channel(false);
+        let alarms = Arc::new(
+            alarms::Alarms::new(&config.alarms, config.alarm_webhook.clone(), http::now_ms())
+                .context("alarms")?,
+        );
         let ctx = http::Ctx {
+            alarms,
             engine: engine.clone(),
             stopping: stopped.clone(),
             timing: config.subscription,
@@ -215,6 +221,9 @@ async fn run(
         tokio::select! {
             _ = stopped.changed() => break,
             _ = tick.tick() => {
+                let own = ctx.engine.config().account_id.clone();
+                let changes = ctx.alarms.evaluate(&accounts, &own, http::now_ms());
+                ctx.alarms.announce(changes);
                 let accounts = accounts.clone();
                 let kms = kms.clone();
                 let now = http::now_ms();

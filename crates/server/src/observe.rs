@@ -8,6 +8,7 @@
 //!   (gauges).
 //! - `GET /_rivulet/health`: 200 while the process serves.
 //! - `GET /_rivulet/ready`: 200 once storage is open and until shutdown begins, then 503.
+//! - `GET /_rivulet/alarms`: every metric alarm with its state (`alarms.rs`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -139,8 +140,17 @@ pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
 }
 
 /// Serves a `/_rivulet/` path; `None` for paths that are not ours (the caller answers 404).
-pub fn page(path: &str, accounts: &HashMap<String, Arc<Engine>>, stopping: bool) -> Option<Page> {
+pub fn page(
+    path: &str,
+    accounts: &HashMap<String, Arc<Engine>>,
+    alarms: &crate::alarms::Alarms,
+    stopping: bool,
+) -> Option<Page> {
     match path {
+        "/_rivulet/alarms" => Some(Page::json(
+            200,
+            &serde_json::json!({ "alarms": alarms.views() }),
+        )),
         "/_rivulet/metrics" => Some(Page {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
