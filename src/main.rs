@@ -11,6 +11,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Kms(args) => rivulet_server::kms::run_cli(args),
+        Command::Plan(args) => {
+            print!("{}", rivulet_server::plan::render(&args)?);
+            Ok(())
+        }
     }
 }
 

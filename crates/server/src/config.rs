@@ -30,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the Kinesis API.
     Serve(Box<ServeArgs>),
+    /// How many shards a workload needs (provisioned), and what on-demand does with it.
+    Plan(crate::plan::PlanArgs),
     /// Manage the built-in key service's keys (the file a server's --kms-keys names; a running
     /// server picks changes up at once).
     Kms(KmsArgs),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod kms;
 pub mod observe;
+pub mod plan;
 pub mod sigv4;
 pub mod subscribe;
 pub mod tls;
