@@ -2,8 +2,10 @@
 # The client suites against a real `rivulet serve` (in memory, no lifecycle delays, port 0,
 # AWS's limits, signatures verified with `--auth sigv4`):
 # boto3 and the AWS CLI from PyPI (HTTP/1.1, JSON) and @aws-sdk/client-kinesis v3 from npm
-# (HTTP/2 for every call). Installs their pinned versions into target/sdk-venv and
-# sdk-tests/js/node_modules; needs python3 (with venv and pip) and npm.
+# (HTTP/2 for every call), and the web console in headless Chromium (playwright-core from npm,
+# Debian's /usr/bin/chromium; the screenshot lands in target/console.png). Installs their pinned
+# versions into target/sdk-venv and sdk-tests/js/node_modules; needs python3 (with venv and
+# pip), npm and chromium (.ci/run installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

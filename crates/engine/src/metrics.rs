@@ -317,6 +317,8 @@ impl Series {
 pub struct StreamMetrics {
     stream: Mutex<Series>,
     shards: Mutex<HashMap<u32, Series>>,
+    /// Per enhanced fan-out consumer: its last event's MillisBehindLatest and when it went out.
+    consumer_lag: Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// What one event adds to the metrics.
@@ -367,6 +369,18 @@ impl StreamMetrics {
         let mut indexes: Vec<u32> = self.shards.lock().keys().copied().collect();
         indexes.sort_unstable();
         indexes
+    }
+
+    /// Notes how far behind a consumer's last event was.
+    pub fn record_consumer_lag(&self, consumer: &str, millis_behind: i64, now_ms: i64) {
+        self.consumer_lag
+            .lock()
+            .insert(consumer.to_string(), (millis_behind, now_ms));
+    }
+
+    /// Each consumer's last MillisBehindLatest and when it was seen.
+    pub fn consumer_lag(&self) -> HashMap<String, (i64, i64)> {
+        self.consumer_lag.lock().clone()
     }
 
     /// Forgets shard-level series (DisableEnhancedMonitoring of everything).

@@ -35,7 +35,8 @@ pub struct StreamMetricsView {
     pub mode: StreamMode,
     pub retention_hours: u32,
     pub encrypted: bool,
-    pub consumers: Vec<String>,
+    /// Consumers with their last MillisBehindLatest and when it was seen (never: `None`).
+    pub consumers: Vec<(String, Option<(i64, i64)>)>,
     pub shard_level_metrics: Vec<Metric>,
     pub series: Series,
     pub shards: Vec<ShardMetricsView>,
@@ -131,7 +132,13 @@ impl Engine {
                 mode: meta.mode,
                 retention_hours: meta.retention_hours,
                 encrypted: meta.encryption.is_some(),
-                consumers: meta.consumers.iter().map(|c| c.name.clone()).collect(),
+                consumers: {
+                    let lag = stream.metrics.consumer_lag();
+                    meta.consumers
+                        .iter()
+                        .map(|c| (c.name.clone(), lag.get(&c.name).copied()))
+                        .collect()
+                },
                 shard_level_metrics: meta.enabled_shard_metrics(),
                 series: stream.metrics.stream_series(),
                 shards,
@@ -159,6 +166,42 @@ impl Engine {
             }
         };
         Some(series.window(metric, from_s, to_s))
+    }
+
+    /// Up to `limit` records of a shard from `start`, for the console's record browser: the
+    /// same read as GetRecords, without iterators, throughput limits or metrics.
+    pub fn browse_shard(
+        &self,
+        stream: &str,
+        shard: &str,
+        start: &crate::StartAt<'_>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Vec<crate::OutRecord>> {
+        crate::data::check_start(start, now_ms)?;
+        let target = StreamTarget::name(stream);
+        let (name, stream) = self.stream_by_target(&target, now_ms)?;
+        let state = stream.state.read();
+        let shard_missing = || self.shard_not_found(&name, shard);
+        let index = crate::meta::parse_shard_id(shard).ok_or_else(shard_missing)?;
+        let offset = self.start_offset(
+            &state,
+            index,
+            start,
+            "GetShardIterator",
+            &shard_missing,
+            now_ms,
+        )?;
+        let read = self.read_shard(
+            &state,
+            index,
+            offset,
+            limit,
+            1 << 20,
+            &shard_missing,
+            now_ms,
+        )?;
+        Ok(read.records)
     }
 
     /// Records a latency measured by the server (PutRecord.Latency, …) for stream `name`.

@@ -236,6 +236,9 @@ impl Engine {
             ],
             now_ms,
         );
+        stream
+            .metrics
+            .record_consumer_lag(&sub.consumer, read.millis_behind_latest, now_ms);
         self.subscription_bytes
             .fetch_add(read.bytes as u64, std::sync::atomic::Ordering::Relaxed);
         let continuation = match read.records.last() {

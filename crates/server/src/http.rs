@@ -202,11 +202,13 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
 fn observability(
     request: &Request<Incoming>,
     accounts: &std::collections::HashMap<String, Arc<Engine>>,
+    own: &str,
     alarms: &crate::alarms::Alarms,
     stopping: bool,
 ) -> Response<Body> {
     let page = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        crate::observe::page(request.uri().path(), accounts, alarms, stopping)
+        crate::console::page(request.uri(), accounts, own, now_ms())
+            .or_else(|| crate::observe::page(request.uri().path(), accounts, alarms, stopping))
     } else {
         Some(crate::observe::Page::json(
             405,
@@ -217,6 +219,16 @@ fn observability(
         crate::observe::Page::json(404, &serde_json::json!({"message": "Not Found"}))
     });
     respond(page.status, page.content_type, page.body, true)
+}
+
+/// A browser opening the server is sent to the console.
+fn redirect_to_console() -> Response<Body> {
+    request_id_headers(Response::builder())
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, "/_rivulet/")
+        .header(header::CONTENT_LENGTH, "0")
+        .body(Either::Left(Full::new(Bytes::new())))
+        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
 /// What every request handler shares.
@@ -260,12 +272,12 @@ pub async fn handle(
         return Ok(preflight(headers));
     }
     if request.uri().path().starts_with(crate::observe::PREFIX) {
-        return Ok(observability(
-            &request,
-            &accounts,
-            &alarms,
-            *stopping.borrow(),
-        ));
+        let own = engine.config().account_id.clone();
+        let stopping = *stopping.borrow();
+        return Ok(observability(&request, &accounts, &own, &alarms, stopping));
+    }
+    if crate::console::is_browser_root(&request) {
+        return Ok(redirect_to_console());
     }
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     let format = headers

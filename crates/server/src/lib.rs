@@ -7,6 +7,7 @@ pub mod alarms;
 pub mod api;
 pub mod authz;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod kms;
 pub mod observe;

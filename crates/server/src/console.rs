@@ -1,0 +1,253 @@
+//! The web console at `/_rivulet/`: a page, a script and a style sheet built into the binary
+//! (no build step), and the JSON they read — every stream with its shape and metric totals
+//! (`/_rivulet/api/streams`; the page turns successive totals into per-second charts) and a
+//! record browser over a shard (`/_rivulet/api/records`). A browser's `GET /` is redirected
+//! here; everything else keeps answering as AWS does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rivulet_engine::metrics::{Metric, Series};
+use rivulet_engine::{Engine, IteratorType, StartAt};
+use serde_json::{Value, json};
+
+use crate::observe::Page;
+
+const INDEX_HTML: &str = include_str!("../console/index.html");
+const CONSOLE_JS: &str = include_str!("../console/console.js");
+const CONSOLE_CSS: &str = include_str!("../console/console.css");
+
+/// The totals the console charts, per stream and (with enhanced monitoring) per shard.
+const CHARTED: [Metric; 7] = [
+    Metric::IncomingRecords,
+    Metric::IncomingBytes,
+    Metric::OutgoingRecords,
+    Metric::OutgoingBytes,
+    Metric::WriteProvisionedThroughputExceeded,
+    Metric::ReadProvisionedThroughputExceeded,
+    Metric::IteratorAgeMilliseconds,
+];
+
+fn totals(series: &Series, shard: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    for metric in CHARTED {
+        // The stream's iterator age is GetRecords'; shards have their own metric.
+        let source = if metric == Metric::IteratorAgeMilliseconds && !shard {
+            Metric::GetRecordsIteratorAgeMilliseconds
+        } else {
+            metric
+        };
+        let total = series.total(source);
+        let value = if metric.is_level() {
+            total.last
+        } else {
+            total.sum
+        };
+        out.insert(metric.name().to_string(), json!(value));
+    }
+    Value::Object(out)
+}
+
+/// `hash / 2^128`, for drawing the shard map.
+fn fraction(decimal: &str) -> f64 {
+    decimal
+        .parse::<u128>()
+        .map_or(0.0, |v| v as f64 / 2f64.powi(128))
+}
+
+fn streams(accounts: &HashMap<String, Arc<Engine>>, now_ms: i64) -> Value {
+    let mut ids: Vec<&String> = accounts.keys().collect();
+    ids.sort();
+    let mut out = Vec::new();
+    for account in ids {
+        for view in accounts[account].metrics_snapshot() {
+            let shards: Vec<Value> = view
+                .shards
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": s.shard_id,
+                        "open": s.open,
+                        "parents": s.parents,
+                        "start": fraction(&s.starting_hash_key),
+                        "end": fraction(&s.ending_hash_key),
+                        "totals": s.series.as_ref().map(|series| totals(series, true)),
+                    })
+                })
+                .collect();
+            let consumers: Vec<Value> = view
+                .consumers
+                .iter()
+                .map(|(name, lag)| {
+                    json!({
+                        "name": name,
+                        "millis_behind": lag.map(|(behind, _)| behind),
+                        "seen_ms": lag.map(|(_, at)| at),
+                    })
+                })
+                .collect();
+            out.push(json!({
+                "account": account,
+                "name": view.name,
+                "arn": view.arn,
+                "status": view.status.as_str(),
+                "mode": view.mode.as_str(),
+                "retention_hours": view.retention_hours,
+                "encryption": if view.encrypted { "KMS" } else { "NONE" },
+                "open_shards": view.shards.iter().filter(|s| s.open).count(),
+                "shard_level_metrics": view
+                    .shard_level_metrics
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>(),
+                "totals": totals(&view.series, false),
+                "shards": shards,
+                "consumers": consumers,
+            }));
+        }
+    }
+    json!({ "now_ms": now_ms, "streams": out })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() + 1
+                && let Some(b) = text
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok()) =>
+            {
+                out.push(b);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(uri: &http::Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
+fn records(
+    accounts: &HashMap<String, Arc<Engine>>,
+    own: &str,
+    uri: &http::Uri,
+    now_ms: i64,
+) -> Page {
+    let q = query(uri);
+    let Some(engine) = accounts.get(q.get("account").map(String::as_str).unwrap_or(own)) else {
+        return Page::json(404, &json!({"message": "No such account."}));
+    };
+    let kind = match q
+        .get("position")
+        .map(String::as_str)
+        .unwrap_or("TRIM_HORIZON")
+    {
+        "LATEST" => IteratorType::Latest,
+        "AFTER_SEQUENCE_NUMBER" => IteratorType::AfterSequenceNumber,
+        "AT_SEQUENCE_NUMBER" => IteratorType::AtSequenceNumber,
+        _ => IteratorType::TrimHorizon,
+    };
+    let start = StartAt {
+        kind,
+        sequence_number: q.get("sequence").map(String::as_str),
+        timestamp_ms: None,
+    };
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100usize)
+        .clamp(1, 1000);
+    let stream = q.get("stream").map(String::as_str).unwrap_or("");
+    let shard = q.get("shard").map(String::as_str).unwrap_or("");
+    match engine.browse_shard(stream, shard, &start, limit, now_ms) {
+        Ok(records) => {
+            let records: Vec<Value> = records
+                .iter()
+                .map(|r| {
+                    json!({
+                        "sequence_number": r.sequence_number.as_str(),
+                        "arrival_ms": r.arrival_ms,
+                        "partition_key": String::from_utf8_lossy(&r.partition_key),
+                        "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                        "encrypted": r.encrypted,
+                    })
+                })
+                .collect();
+            Page::json(200, &json!({ "records": records }))
+        }
+        Err(error) => Page::json(
+            400,
+            &json!({"__type": error.kind.code(), "message": error.message}),
+        ),
+    }
+}
+
+/// Serves the console's paths; `None` for paths that are not the console's.
+pub fn page(
+    uri: &http::Uri,
+    accounts: &HashMap<String, Arc<Engine>>,
+    own: &str,
+    now_ms: i64,
+) -> Option<Page> {
+    let asset = |content_type: &'static str, text: &str| Page {
+        status: 200,
+        content_type,
+        body: text.as_bytes().to_vec(),
+    };
+    Some(match uri.path() {
+        "/_rivulet/" | "/_rivulet/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
+        "/_rivulet/console.js" => asset("text/javascript; charset=utf-8", CONSOLE_JS),
+        "/_rivulet/console.css" => asset("text/css; charset=utf-8", CONSOLE_CSS),
+        "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms)),
+        "/_rivulet/api/records" => records(accounts, own, uri, now_ms),
+        _ => return None,
+    })
+}
+
+/// Whether a request is a browser opening the server's root: `GET /`, HTML accepted, no AWS
+/// signature. Such a request is redirected to the console.
+pub fn is_browser_root(request: &http::Request<hyper::body::Incoming>) -> bool {
+    let headers = request.headers();
+    request.method() == http::Method::GET
+        && request.uri().path() == "/"
+        && request.uri().query().is_none_or(|q| !q.contains("X-Amz-"))
+        && !headers.contains_key(http::header::AUTHORIZATION)
+        && !headers.contains_key("x-amz-target")
+        && headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode() {
+        let uri: http::Uri =
+            "/_rivulet/api/records?stream=my%2Dstream&shard=shardId-000000000000&limit=5"
+                .parse()
+                .unwrap();
+        let q = query(&uri);
+        assert_eq!(q["stream"], "my-stream");
+        assert_eq!(q["limit"], "5");
+        assert_eq!(percent_decode("a+b%20c%zz"), "a b c%zz");
+        assert_eq!(fraction("0"), 0.0);
+        assert!((fraction("170141183460469231731687303715884105728") - 0.5).abs() < 1e-12);
+    }
+}
