@@ -383,3 +383,79 @@ dimensions = { StreamName = "hot" }
     assert_eq!(shown["datapoints"][0], 25.0);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn browsers_are_sent_to_the_console_and_its_api_answers() {
+    let t = TestServer::start().await;
+    let browser = raw_path(
+        t.addr,
+        "GET",
+        "/",
+        &[("Accept", "text/html,application/xhtml+xml")],
+        b"",
+    )
+    .await;
+    assert_eq!(browser.status, 302);
+    assert_eq!(browser.header("location"), Some("/_rivulet/"));
+    // A signed request, or one that does not want HTML, still gets AWS's answer.
+    for headers in [
+        vec![
+            ("Accept", "text/html"),
+            ("Authorization", crate::util::AUTH),
+        ],
+        vec![("Accept", "*/*")],
+    ] {
+        let aws = raw_path(t.addr, "GET", "/", &headers, b"").await;
+        assert_eq!(aws.status, 403, "{headers:?}");
+    }
+    let page = raw_path(t.addr, "GET", "/_rivulet/", &[], b"").await;
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("<title>Rivulet console</title>"));
+    for asset in ["/_rivulet/console.js", "/_rivulet/console.css"] {
+        assert_eq!(raw_path(t.addr, "GET", asset, &[], b"").await.status, 200);
+    }
+
+    let c = client_without_retries(t.addr);
+    create_stream(&c, "browsed").await;
+    c.put_record()
+        .stream_name("browsed")
+        .partition_key("pk")
+        .data(Blob::new(r#"{"hello":"world"}"#))
+        .send()
+        .await
+        .expect("put");
+    let streams = raw_path(t.addr, "GET", "/_rivulet/api/streams", &[], b"")
+        .await
+        .json();
+    let stream = &streams["streams"][0];
+    assert_eq!(stream["name"], "browsed");
+    assert_eq!(stream["status"], "ACTIVE");
+    assert_eq!(stream["totals"]["IncomingRecords"], 1.0);
+    assert_eq!(stream["shards"][0]["start"], 0.0);
+    assert_eq!(stream["shards"][0]["end"], 1.0);
+    let records = raw_path(
+        t.addr,
+        "GET",
+        "/_rivulet/api/records?stream=browsed&shard=shardId-000000000000&position=TRIM_HORIZON",
+        &[],
+        b"",
+    )
+    .await
+    .json();
+    assert_eq!(records["records"][0]["partition_key"], "pk");
+    assert_eq!(records["records"][0]["data"], "eyJoZWxsbyI6IndvcmxkIn0=");
+    // Browsing reads without iterators or limits, and is not a GetRecords in the metrics.
+    let text = metrics(t.addr).await;
+    assert!(!text.contains("kinesis_GetRecords_Records"), "{text}");
+    let missing = raw_path(
+        t.addr,
+        "GET",
+        "/_rivulet/api/records?stream=nope&shard=shardId-000000000000",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.json()["__type"], "ResourceNotFoundException");
+    t.stop().await;
+}
