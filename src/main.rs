@@ -1,9 +1,39 @@
 //! The `rivulet` binary: parses the command line and runs the server until Ctrl-C or SIGTERM.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use rivulet_server::Server;
-use rivulet_server::config::{Cli, Command, LogFormat};
+use rivulet_server::config::{KmsArgs, LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
+
+/// The `rivulet` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rivulet",
+    version,
+    about = "A durable server for the Amazon Kinesis Data Streams API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Kinesis API.
+    Serve(Box<ServeArgs>),
+    /// Declare streams in a file (Terraform's aws_kinesis_stream names); print the plan and
+    /// apply it to any Kinesis endpoint.
+    Apply(rivulet_cli::apply::ApplyArgs),
+    /// Put lines of stdin (or a file) as records.
+    Put(rivulet_cli::put::PutArgs),
+    /// Follow a stream's records, across every shard and through resharding.
+    Tail(rivulet_cli::tail::TailArgs),
+    /// How many shards a workload needs (provisioned), and what on-demand does with it.
+    Plan(rivulet_server::plan::PlanArgs),
+    /// Manage the built-in key service's keys (the file a server's --kms-keys names; a running
+    /// server picks changes up at once).
+    Kms(KmsArgs),
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -11,6 +41,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Kms(args) => rivulet_server::kms::run_cli(args),
+        Command::Apply(args) => rivulet_cli::apply::run(args).await,
+        Command::Put(args) => rivulet_cli::put::run(args).await.map(|_| ()),
+        Command::Tail(args) => rivulet_cli::tail::run(args).await.map(|_| ()),
         Command::Plan(args) => {
             print!("{}", rivulet_server::plan::render(&args)?);
             Ok(())

@@ -2,6 +2,7 @@
 
 mod auth;
 mod authz;
+mod cli;
 mod consumers;
 mod durability;
 mod encryption;

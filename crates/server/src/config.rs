@@ -6,36 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use rivulet_engine::EngineConfig;
 use serde::Deserialize;
 
 /// Largest request body accepted: a 10 MiB PutRecords in base64 plus its JSON framing.
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
-
-/// The `rivulet` command line.
-#[derive(Debug, Parser)]
-#[command(
-    name = "rivulet",
-    version,
-    about = "A durable server for the Amazon Kinesis Data Streams API"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the Kinesis API.
-    Serve(Box<ServeArgs>),
-    /// How many shards a workload needs (provisioned), and what on-demand does with it.
-    Plan(crate::plan::PlanArgs),
-    /// Manage the built-in key service's keys (the file a server's --kms-keys names; a running
-    /// server picks changes up at once).
-    Kms(KmsArgs),
-}
 
 /// `rivulet kms`.
 #[derive(Debug, Args)]
