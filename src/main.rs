@@ -82,10 +82,52 @@ async fn serve(args: rivulet_server::ServeArgs) -> anyhow::Result<()> {
         ready_ms = started.elapsed().as_secs_f64() * 1000.0,
         "rivulet is serving the Kinesis API"
     );
+    if let Some(path) = &config.streams
+        && let Err(error) = apply_streams(&config, server.local_addr(), path).await
+    {
+        // The streams file was asked for: a server that cannot apply it stops, with the reason.
+        server.shutdown().await?;
+        return Err(error.context(format!("--streams {}", path.display())));
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests and syncing the log");
     server.shutdown().await?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `serve --streams FILE`: applies the file to this server, over its own endpoint, as
+/// `rivulet apply` would (with `--auth sigv4`, signed as the server's account).
+async fn apply_streams(
+    config: &rivulet_server::ServerConfig,
+    addr: std::net::SocketAddr,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let file = rivulet_cli::apply::StreamsFile::load(path)?;
+    let connection = rivulet_cli::Connection {
+        endpoint_url: format!("http://{addr}"),
+        region: Some(config.engine.region.clone()),
+    };
+    let credentials = match &config.credentials {
+        None => None,
+        Some(all) => {
+            let own = all.of_account(&config.engine.account_id).ok_or_else(|| {
+                anyhow::anyhow!("no credential of the server's account applies it")
+            })?;
+            Some(rivulet_cli::Credentials::new(
+                own.access_key_id.clone(),
+                own.secret_access_key.clone(),
+                own.session_token.clone(),
+                None,
+                "rivulet-serve-streams",
+            ))
+        }
+    };
+    let client = connection.client_with(credentials).await;
+    let report = rivulet_cli::apply::apply(&client, &file, false).await?;
+    for line in report.lines() {
+        tracing::info!(streams = %path.display(), "{line}");
+    }
     Ok(())
 }
 

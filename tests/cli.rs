@@ -347,3 +347,68 @@ fn plan_prints_its_reasoning() {
     assert!(out.contains("→ 30 shards"), "{out}");
     assert!(out.contains("ON_DEMAND"), "{out}");
 }
+
+/// `serve --streams FILE` declares the streams as the server starts.
+#[tokio::test]
+async fn serve_applies_a_streams_file_at_start() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("streams.toml");
+    std::fs::write(
+        &file,
+        "[[stream]]\nname = \"declared\"\nshard_count = 3\ntags = { owner = \"ops\" }\n",
+    )
+    .expect("write");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--in-memory",
+            "--create-stream-ms",
+            "0",
+        ])
+        .arg("--streams")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = stdout
+            .next_line()
+            .await
+            .expect("read")
+            .expect("listening line");
+        if let Some(addr) = line.strip_prefix("rivulet listening on ") {
+            break addr.parse().expect("address");
+        }
+    };
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), stderr.next_line())
+            .await
+            .expect("the streams applied in time")
+            .expect("read")
+            .expect("a log line");
+        if line.contains("declared: done") {
+            break;
+        }
+    }
+    let c = client_without_retries(addr);
+    let summary = c
+        .describe_stream_summary()
+        .stream_name("declared")
+        .send()
+        .await
+        .expect("declared stream");
+    assert_eq!(
+        summary
+            .stream_description_summary()
+            .map(|s| s.open_shard_count()),
+        Some(3)
+    );
+    child.kill().await.expect("stop");
+}

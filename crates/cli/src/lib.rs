@@ -5,7 +5,8 @@
 //! accepts any signature unless `--auth sigv4` is on.
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+pub use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::config::{BehaviorVersion, Region};
 
 pub mod apply;
 pub mod put;
@@ -46,6 +47,11 @@ impl Connection {
     /// profile files are asked for credentials (no instance-metadata lookups), and without
     /// any, placeholder ones are used.
     pub async fn client(&self) -> Client {
+        self.client_with(None).await
+    }
+
+    /// [`Connection::client`], signing with `credentials` when given.
+    pub async fn client_with(&self, credentials: Option<Credentials>) -> Client {
         use aws_sdk_kinesis::config::ProvideCredentials;
         let local = is_local(&self.endpoint_url);
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -60,7 +66,9 @@ impl Connection {
         if let Some(region) = region {
             loader = loader.region(Region::new(region));
         }
-        if local {
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        } else if local {
             let env = aws_config::environment::EnvironmentVariableCredentialsProvider::new();
             let profile = aws_config::profile::ProfileFileCredentialsProvider::builder().build();
             let credentials = match env.provide_credentials().await {

@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// [default: text]
     #[arg(long, env = "RIVULET_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Apply this streams file (as `rivulet apply -f`) once the server is listening
+    #[arg(long, env = "RIVULET_STREAMS")]
+    pub streams: Option<PathBuf>,
     /// POST alarm state changes as JSON to this http:// URL [default: none]
     #[arg(long, env = "RIVULET_ALARM_WEBHOOK")]
     pub alarm_webhook: Option<String>,
@@ -214,6 +217,8 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     pub log: String,
     pub log_format: LogFormat,
+    /// A streams file to apply at start (`serve --streams`).
+    pub streams: Option<PathBuf>,
     /// Metric alarms and where their changes are POSTed.
     pub alarms: Vec<crate::alarms::AlarmRule>,
     pub alarm_webhook: Option<String>,
@@ -238,6 +243,7 @@ impl ServerConfig {
             },
             log: "warn".into(),
             log_format: LogFormat::Text,
+            streams: None,
             alarms: Vec::new(),
             alarm_webhook: None,
         }
@@ -370,6 +376,7 @@ impl ServeArgs {
                 self.alarms
             },
             alarm_webhook: self.alarm_webhook.or(file.alarm_webhook),
+            streams: self.streams.or(file.streams),
         })
     }
 }

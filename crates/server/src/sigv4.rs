@@ -102,6 +102,23 @@ impl Credentials {
             .unwrap_or(&[])
     }
 
+    /// A credential of `account`, preferring its root principal (for the server's own calls,
+    /// such as `serve --streams`).
+    pub fn of_account(&self, account: &str) -> Option<&Credential> {
+        let mut of: Vec<&Credential> = self
+            .by_key
+            .values()
+            .filter(|c| c.account_id == account)
+            .collect();
+        of.sort_by_key(|c| {
+            (
+                !rivulet_iam::is_root(&c.principal_arn),
+                c.access_key_id.clone(),
+            )
+        });
+        of.first().copied()
+    }
+
     /// Every account the credentials belong to.
     pub fn accounts(&self) -> std::collections::BTreeSet<String> {
         self.by_key.values().map(|c| c.account_id.clone()).collect()
