@@ -30,6 +30,9 @@ enum Command {
     Tail(rivulet_cli::tail::TailArgs),
     /// How many shards a workload needs (provisioned), and what on-demand does with it.
     Plan(rivulet_server::plan::PlanArgs),
+    /// The load generator behind docs/benchmarks.md, against any endpoint: JSON lines on
+    /// stdout, a progress bar and a summary table on stderr.
+    Bench(Box<rivulet_bench::BenchArgs>),
     /// Manage the built-in key service's keys (the file a server's --kms-keys names; a running
     /// server picks changes up at once).
     Kms(KmsArgs),
@@ -42,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Kms(args) => rivulet_server::kms::run_cli(args),
         Command::Apply(args) => rivulet_cli::apply::run(args).await,
+        Command::Bench(args) => rivulet_bench::run(*args).await,
         Command::Put(args) => rivulet_cli::put::run(args).await.map(|_| ()),
         Command::Tail(args) => rivulet_cli::tail::run(args).await.map(|_| ()),
         Command::Plan(args) => {

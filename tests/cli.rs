@@ -412,3 +412,39 @@ async fn serve_applies_a_streams_file_at_start() {
     );
     child.kill().await.expect("stop");
 }
+
+/// `rivulet bench`: a JSON line per result on stdout, the summary table on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_json_lines_and_a_table() {
+    let t = TestServer::start().await;
+    let endpoint = t.addr.to_string();
+    let (ok, out, err) = rivulet(
+        &[
+            "bench",
+            "--endpoint",
+            &endpoint,
+            "--shards",
+            "1",
+            "put-records",
+            "--seconds",
+            "1",
+            "--connections",
+            "1",
+            "--batch",
+            "10",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(line["workload"], "put-records-100B");
+    assert!(
+        line["records_per_s"].as_f64().is_some_and(|r| r > 0.0),
+        "{line}"
+    );
+    assert!(
+        err.contains("server") && err.contains("put-records-100B"),
+        "{err}"
+    );
+    t.stop().await;
+}
