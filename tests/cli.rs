@@ -226,7 +226,8 @@ async fn put_and_tail_follow_a_stream_through_a_split() {
     assert!(ok, "{err}");
     assert!(err.contains("put 1200 records"), "{err}");
 
-    // Split the shard, then put more: tail reads the parent before its children.
+    // Split the shard, then put more: tail reads the parent before its children (and, after
+    // the merge below, both children before the merged shard).
     let shard = c
         .list_shards()
         .stream_name("events")
@@ -275,6 +276,37 @@ async fn put_and_tail_follow_a_stream_through_a_split() {
         .expect("open shards");
     assert_eq!(open.shards().len(), 2);
 
+    // And merge the two children back: the merged shard has two parents.
+    let children: Vec<String> = open
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().to_string())
+        .collect();
+    c.merge_shards()
+        .stream_name("events")
+        .shard_to_merge(&children[0])
+        .adjacent_shard_to_merge(&children[1])
+        .send()
+        .await
+        .expect("merge");
+    let last: String = (1500..1600)
+        .map(|i| format!("{{\"user\":\"u{}\",\"n\":{i}}}\n", i % 7))
+        .collect();
+    let (ok, _, err) = rivulet(
+        &[
+            "put",
+            "--stream",
+            "events",
+            "--key-field",
+            "user",
+            "--endpoint-url",
+            &endpoint,
+            "--quiet",
+        ],
+        Some(&last),
+    );
+    assert!(ok, "{err}");
+
     let (ok, out, err) = rivulet(
         &[
             "tail",
@@ -285,7 +317,7 @@ async fn put_and_tail_follow_a_stream_through_a_split() {
             "--format",
             "json",
             "--max-records",
-            "1500",
+            "1600",
             "--endpoint-url",
             &endpoint,
         ],
@@ -296,7 +328,7 @@ async fn put_and_tail_follow_a_stream_through_a_split() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    assert_eq!(records.len(), 1500);
+    assert_eq!(records.len(), 1600);
     // Per user (partition key), records come in the order they were put, across the split.
     let mut last: std::collections::HashMap<String, i64> = Default::default();
     for r in &records {
@@ -322,7 +354,7 @@ async fn put_and_tail_follow_a_stream_through_a_split() {
     all.sort_unstable();
     assert_eq!(
         all,
-        (0..1500).collect::<Vec<_>>(),
+        (0..1600).collect::<Vec<_>>(),
         "every record exactly once"
     );
     t.stop().await;

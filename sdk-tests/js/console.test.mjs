@@ -12,6 +12,8 @@ import {
   CreateStreamCommand,
   DescribeStreamSummaryCommand,
   PutRecordsCommand,
+  EnableEnhancedMonitoringCommand,
+  RegisterStreamConsumerCommand,
 } from "@aws-sdk/client-kinesis";
 
 const endpoint = process.env.RIVULET_ENDPOINT;
@@ -50,6 +52,13 @@ test("the console shows a stream and its traffic", { timeout: 120_000 }, async (
       if (s.StreamDescriptionSummary.StreamStatus === "ACTIVE") break;
       await sleep(100);
     }
+    // Shard-level metrics and a consumer, so the per-shard charts and consumers show too.
+    await client.send(new EnableEnhancedMonitoringCommand({ StreamName: name, ShardLevelMetrics: ["ALL"] }));
+    const summary = await client.send(new DescribeStreamSummaryCommand({ StreamName: name }));
+    await client.send(new RegisterStreamConsumerCommand({
+      StreamARN: summary.StreamDescriptionSummary.StreamARN,
+      ConsumerName: "console-reader",
+    }));
     const row = page.locator(`tr[data-stream="${name}"]`);
     await row.waitFor({ timeout: 10_000 });
     await row.click();
@@ -72,6 +81,8 @@ test("the console shows a stream and its traffic", { timeout: 120_000 }, async (
       moved = Number(await page.locator("#chart-records").getAttribute("data-max")) > 0;
     }
     assert.ok(moved, "the records chart never moved");
+    assert.ok(await page.locator('#shard-charts canvas[data-shard="shardId-000000000000"]').count() >= 4);
+    await page.locator("#consumers td", { hasText: "console-reader" }).waitFor({ timeout: 10_000 });
 
     // The record browser reads a shard from the start and shows JSON decoded.
     await page.selectOption("#browse-position", "TRIM_HORIZON");

@@ -105,6 +105,11 @@ function renderStreams(streams, now) {
       const shardRate = rates(shardKey, shard.totals, now);
       pushPoint(shardKey, "in", shardRate ? shardRate.IncomingRecords : 0);
       pushPoint(shardKey, "out", shardRate ? shardRate.OutgoingRecords : 0);
+      pushPoint(shardKey, "bytesIn", shardRate ? shardRate.IncomingBytes : 0);
+      pushPoint(shardKey, "bytesOut", shardRate ? shardRate.OutgoingBytes : 0);
+      pushPoint(shardKey, "writeThrottled", shardRate ? shardRate.WriteProvisionedThroughputExceeded : 0);
+      pushPoint(shardKey, "readThrottled", shardRate ? shardRate.ReadProvisionedThroughputExceeded : 0);
+      pushPoint(shardKey, "age", shard.totals.IteratorAgeMilliseconds || 0);
     }
     const row = el("tr", { class: "stream" + (key === state.selected ? " selected" : ""), "data-stream": s.name },
       el("td", {}, s.name),
@@ -177,13 +182,18 @@ function renderStream(s) {
   const shardCharts = $("shard-charts");
   shardCharts.replaceChildren();
   for (const shard of s.shards.filter((x) => x.totals)) {
-    const canvas = el("canvas", { width: 220, height: 80 });
     const sh = state.history.get(`${key}/${shard.id}`) || {};
-    shardCharts.append(el("figure", {}, el("figcaption", {}, `${shard.id} records/s`), canvas));
-    draw(canvas, [
-      { label: "in", color: "#2b7bd6", points: sh.in || [] },
-      { label: "out", color: "#e07b24", points: sh.out || [] },
-    ]);
+    const charts = [
+      ["records/s", [["in", "#2b7bd6", sh.in], ["out", "#e07b24", sh.out]]],
+      ["bytes/s", [["in", "#2b7bd6", sh.bytesIn], ["out", "#e07b24", sh.bytesOut]]],
+      ["throttled/s", [["write", "#2b7bd6", sh.writeThrottled], ["read", "#e07b24", sh.readThrottled]]],
+      ["iterator age ms", [["age", "#2b7bd6", sh.age]]],
+    ];
+    for (const [title, lines] of charts) {
+      const canvas = el("canvas", { width: 220, height: 80, "data-shard": shard.id });
+      shardCharts.append(el("figure", {}, el("figcaption", {}, `${shard.id} ${title}`), canvas));
+      draw(canvas, lines.map(([label, color, points]) => ({ label, color, points: points || [] })));
+    }
   }
 
   const consumers = $("consumers").querySelector("tbody");
