@@ -50,6 +50,26 @@ async fn read_all(c: &Client, stream: &str, shard: &str) -> Vec<aws_sdk_kinesis:
     }
 }
 
+async fn start_encryption(c: &Client, stream: &str, key: &str) {
+    c.start_stream_encryption()
+        .stream_name(stream)
+        .encryption_type(EncryptionType::Kms)
+        .key_id(key)
+        .send()
+        .await
+        .expect("start encryption");
+}
+
+async fn summary_of(c: &Client, stream: &str) -> aws_sdk_kinesis::types::StreamDescriptionSummary {
+    c.describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("summary")
+        .stream_description_summary
+        .expect("summary")
+}
+
 fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -85,20 +105,8 @@ async fn encrypted_records_never_reach_the_disk_in_plaintext() {
         .send()
         .await
         .expect("plain put");
-    c.start_stream_encryption()
-        .stream_name("vault")
-        .encryption_type(EncryptionType::Kms)
-        .key_id("alias/aws/kinesis")
-        .send()
-        .await
-        .expect("start encryption");
-    let summary = c
-        .describe_stream_summary()
-        .stream_name("vault")
-        .send()
-        .await
-        .expect("summary");
-    let summary = summary.stream_description_summary().expect("summary");
+    start_encryption(&c, "vault", "alias/aws/kinesis").await;
+    let summary = summary_of(&c, "vault").await;
     assert_eq!(summary.encryption_type(), Some(&EncryptionType::Kms));
     assert_eq!(summary.key_id(), Some("alias/aws/kinesis"));
     let described = c
@@ -193,13 +201,7 @@ async fn encrypted_records_never_reach_the_disk_in_plaintext() {
         .send()
         .await
         .expect("stop encryption");
-    let summary = c
-        .describe_stream_summary()
-        .stream_name("vault")
-        .send()
-        .await
-        .expect("summary");
-    let summary = summary.stream_description_summary().expect("summary");
+    let summary = summary_of(&c, "vault").await;
     assert_eq!(summary.encryption_type(), Some(&EncryptionType::None));
     assert_eq!(summary.key_id(), None);
     let plain = c
@@ -448,13 +450,7 @@ async fn starting_encryption_updates_the_stream_like_aws() {
     let t = TestServer::with_config(config).await;
     let c = client_without_retries(t.addr);
     create_stream(&c, "slow").await;
-    c.start_stream_encryption()
-        .stream_name("slow")
-        .encryption_type(EncryptionType::Kms)
-        .key_id("alias/aws/kinesis")
-        .send()
-        .await
-        .expect("start");
+    start_encryption(&c, "slow", "alias/aws/kinesis").await;
     let status = || async {
         c.describe_stream_summary()
             .stream_name("slow")
@@ -511,13 +507,7 @@ async fn lost_keys_and_tampered_ciphertext_are_refused() {
     let t = TestServer::with_config(server_config(data.path(), &key_file)).await;
     let c = client_without_retries(t.addr);
     create_stream(&c, "fragile").await;
-    c.start_stream_encryption()
-        .stream_name("fragile")
-        .encryption_type(EncryptionType::Kms)
-        .key_id("alias/aws/kinesis")
-        .send()
-        .await
-        .expect("start");
+    start_encryption(&c, "fragile", "alias/aws/kinesis").await;
     for i in 0..3 {
         c.put_record()
             .stream_name("fragile")

@@ -406,6 +406,13 @@ pub fn render(plans: &[StreamPlan]) -> String {
     out
 }
 
+fn metric_names(metrics: &[String]) -> Vec<MetricsName> {
+    metrics
+        .iter()
+        .map(|m| MetricsName::from(m.as_str()))
+        .collect()
+}
+
 async fn wait_active(client: &Client, name: &str) -> anyhow::Result<()> {
     for _ in 0..1200 {
         let out = client
@@ -520,12 +527,7 @@ async fn apply_one(client: &Client, spec: &StreamSpec, plan: &StreamPlan) -> any
                 client
                     .enable_enhanced_monitoring()
                     .stream_name(name)
-                    .set_shard_level_metrics(Some(
-                        metrics
-                            .iter()
-                            .map(|m| MetricsName::from(m.as_str()))
-                            .collect(),
-                    ))
+                    .set_shard_level_metrics(Some(metric_names(metrics)))
                     .send()
                     .await
                     .map_err(describe)?;
@@ -534,12 +536,7 @@ async fn apply_one(client: &Client, spec: &StreamSpec, plan: &StreamPlan) -> any
                 client
                     .disable_enhanced_monitoring()
                     .stream_name(name)
-                    .set_shard_level_metrics(Some(
-                        metrics
-                            .iter()
-                            .map(|m| MetricsName::from(m.as_str()))
-                            .collect(),
-                    ))
+                    .set_shard_level_metrics(Some(metric_names(metrics)))
                     .send()
                     .await
                     .map_err(describe)?;
