@@ -252,73 +252,104 @@ impl Statistic {
     }
 }
 
+/// One bucket's data points, only for the metrics recorded in it.
 #[derive(Clone)]
 struct Bucket {
     start_s: i64,
-    stats: Vec<Stat>,
+    stats: Vec<(Metric, Stat)>,
 }
 
-/// One stream's or shard's metrics.
-#[derive(Clone)]
-pub struct Series {
-    totals: Vec<Stat>,
+/// Running totals of every metric (what Prometheus and the console show).
+#[derive(Clone, Debug)]
+pub struct Totals(Vec<Stat>);
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals(vec![Stat::default(); ALL_METRICS.len()])
+    }
+}
+
+impl Totals {
+    /// The running total of `metric`.
+    pub fn total(&self, metric: Metric) -> Stat {
+        self.0[metric as usize]
+    }
+}
+
+/// One stream's or shard's metrics: totals, and a ring of buckets for period statistics.
+struct Series {
+    totals: Totals,
     buckets: Vec<Bucket>,
 }
 
-impl Default for Series {
-    fn default() -> Self {
+impl Series {
+    fn new(buckets: usize) -> Series {
         Series {
-            totals: vec![Stat::default(); ALL_METRICS.len()],
+            totals: Totals::default(),
             buckets: vec![
                 Bucket {
                     start_s: i64::MIN,
                     stats: Vec::new(),
                 };
-                BUCKETS
+                buckets
             ],
         }
     }
-}
 
-impl Series {
     fn record(&mut self, metric: Metric, value: f64, now_ms: i64) {
-        let at = metric as usize;
-        self.totals[at].add(value);
+        self.totals.0[metric as usize].add(value);
         let start_s = now_ms.div_euclid(1000).div_euclid(BUCKET_S) * BUCKET_S;
-        let slot = (start_s / BUCKET_S).rem_euclid(BUCKETS as i64) as usize;
+        let slot = (start_s / BUCKET_S).rem_euclid(self.buckets.len() as i64) as usize;
         let bucket = &mut self.buckets[slot];
         if bucket.start_s != start_s {
             bucket.start_s = start_s;
             bucket.stats.clear();
-            bucket.stats.resize(ALL_METRICS.len(), Stat::default());
         }
-        bucket.stats[at].add(value);
-    }
-
-    /// Running totals since the series began.
-    pub fn total(&self, metric: Metric) -> Stat {
-        self.totals[metric as usize]
+        match bucket.stats.iter_mut().find(|(m, _)| *m == metric) {
+            Some((_, stat)) => stat.add(value),
+            None => {
+                let mut stat = Stat::default();
+                stat.add(value);
+                bucket.stats.push((metric, stat));
+            }
+        }
     }
 
     /// The data points of `[from_s, to_s)` merged.
-    pub fn window(&self, metric: Metric, from_s: i64, to_s: i64) -> Stat {
+    fn window(&self, metric: Metric, from_s: i64, to_s: i64) -> Stat {
         let mut out = Stat::default();
         for bucket in &self.buckets {
-            if bucket.start_s >= from_s && bucket.start_s < to_s && !bucket.stats.is_empty() {
-                out.merge(&bucket.stats[metric as usize]);
+            if bucket.start_s >= from_s && bucket.start_s < to_s {
+                for (m, stat) in &bucket.stats {
+                    if *m == metric {
+                        out.merge(stat);
+                    }
+                }
             }
         }
         out
     }
 }
 
+/// Buckets of a shard's series: 15 minutes (shards can be many).
+pub const SHARD_BUCKETS: usize = 90;
+
 /// A stream's metrics, and its shards' when enhanced monitoring is on.
-#[derive(Default)]
 pub struct StreamMetrics {
     stream: Mutex<Series>,
     shards: Mutex<HashMap<u32, Series>>,
     /// Per enhanced fan-out consumer: its last event's MillisBehindLatest and when it went out.
     consumer_lag: Mutex<HashMap<String, (i64, i64)>>,
+}
+
+impl Default for StreamMetrics {
+    fn default() -> Self {
+        StreamMetrics {
+            stream: Mutex::new(Series::new(BUCKETS)),
+            shards: Mutex::new(HashMap::new()),
+            consumer_lag: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// What one event adds to the metrics.
@@ -346,7 +377,9 @@ impl StreamMetrics {
             return;
         }
         let mut shards = self.shards.lock();
-        let series = shards.entry(shard).or_default();
+        let series = shards
+            .entry(shard)
+            .or_insert_with(|| Series::new(SHARD_BUCKETS));
         for &(metric, value) in observation.values {
             if enabled.contains(&metric) {
                 series.record(metric, value, now_ms);
@@ -354,14 +387,27 @@ impl StreamMetrics {
         }
     }
 
-    /// A copy of the stream's series.
-    pub fn stream_series(&self) -> Series {
-        self.stream.lock().clone()
+    /// The stream's running totals.
+    pub fn stream_totals(&self) -> Totals {
+        self.stream.lock().totals.clone()
     }
 
-    /// A copy of shard `index`'s series, if it has one.
-    pub fn shard_series(&self, index: u32) -> Option<Series> {
-        self.shards.lock().get(&index).cloned()
+    /// Shard `index`'s running totals, if it has a series.
+    pub fn shard_totals(&self, index: u32) -> Option<Totals> {
+        self.shards.lock().get(&index).map(|s| s.totals.clone())
+    }
+
+    /// The data points of `metric` in `[from_s, to_s)`, of the stream or of one shard.
+    pub fn window(&self, shard: Option<u32>, metric: Metric, from_s: i64, to_s: i64) -> Stat {
+        match shard {
+            None => self.stream.lock().window(metric, from_s, to_s),
+            Some(index) => self
+                .shards
+                .lock()
+                .get(&index)
+                .map(|s| s.window(metric, from_s, to_s))
+                .unwrap_or_default(),
+        }
     }
 
     /// Shards with series, sorted.
@@ -412,34 +458,43 @@ mod tests {
         put(5.0, 1_000_000);
         put(7.0, 1_005_000);
         put(1.0, 1_061_000);
-        let series = metrics.stream_series();
-        assert_eq!(series.total(Metric::IncomingRecords).sum, 13.0);
-        let first_minute = series.window(Metric::IncomingRecords, 960, 1020);
+        assert_eq!(
+            metrics.stream_totals().total(Metric::IncomingRecords).sum,
+            13.0
+        );
+        let first_minute = metrics.window(None, Metric::IncomingRecords, 960, 1020);
         assert_eq!(first_minute.statistic(Statistic::Sum), Some(12.0));
         assert_eq!(first_minute.statistic(Statistic::SampleCount), Some(2.0));
         assert_eq!(first_minute.statistic(Statistic::Maximum), Some(7.0));
         assert_eq!(first_minute.statistic(Statistic::Average), Some(6.0));
         assert_eq!(
-            series
-                .window(Metric::IncomingRecords, 0, 900)
+            metrics
+                .window(None, Metric::IncomingRecords, 0, 900)
                 .statistic(Statistic::Sum),
             None
         );
         // Shard level: only what is enabled; the stream never gets the shard-only metric.
-        let shard = metrics.shard_series(1).expect("shard series");
+        let shard = metrics.shard_totals(1).expect("shard series");
         assert_eq!(shard.total(Metric::IncomingRecords).sum, 13.0);
         assert_eq!(shard.total(Metric::IteratorAgeMilliseconds).count, 0);
-        assert_eq!(series.total(Metric::IteratorAgeMilliseconds).count, 0);
+        assert_eq!(
+            metrics
+                .window(Some(1), Metric::IncomingRecords, 960, 1070)
+                .sum,
+            13.0
+        );
+        let totals = metrics.stream_totals();
+        assert_eq!(totals.total(Metric::IteratorAgeMilliseconds).count, 0);
         // An hour later the old buckets are reused, not summed.
         put(2.0, 1_000_000 + 3_600_000);
-        let series = metrics.stream_series();
+        let late = metrics.window(None, Metric::IncomingRecords, 4590, 4610);
+        assert_eq!(late.sum, 2.0);
         assert_eq!(
-            series
-                .window(Metric::IncomingRecords, 1000 + 3600 - 10, 1000 + 3600 + 10)
-                .sum,
-            2.0
+            metrics
+                .window(None, Metric::IncomingRecords, 990, 1010)
+                .count,
+            0
         );
-        assert_eq!(series.window(Metric::IncomingRecords, 990, 1010).count, 0);
     }
 
     #[test]

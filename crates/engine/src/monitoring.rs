@@ -2,7 +2,7 @@
 //! metrics: snapshots for Prometheus and the console, and period statistics for alarms.
 
 use crate::meta::{StreamMode, StreamStatus};
-use crate::metrics::{Metric, SHARD_LEVEL_METRICS, Series, Stat};
+use crate::metrics::{Metric, SHARD_LEVEL_METRICS, Stat, Totals};
 use crate::{ApiError, Engine, Result, StreamTarget, shard_id};
 
 /// Enable/DisableEnhancedMonitoring's answer.
@@ -23,7 +23,7 @@ pub struct ShardMetricsView {
     pub starting_hash_key: String,
     pub ending_hash_key: String,
     /// `Some` when enhanced monitoring has recorded something for the shard.
-    pub series: Option<Series>,
+    pub totals: Option<Totals>,
 }
 
 /// One stream's metrics and shape, at a moment.
@@ -38,14 +38,8 @@ pub struct StreamMetricsView {
     /// Consumers with their last MillisBehindLatest and when it was seen (never: `None`).
     pub consumers: Vec<(String, Option<(i64, i64)>)>,
     pub shard_level_metrics: Vec<Metric>,
-    pub series: Series,
+    pub totals: Totals,
     pub shards: Vec<ShardMetricsView>,
-}
-
-impl std::fmt::Debug for Series {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Series").finish_non_exhaustive()
-    }
 }
 
 /// The metric names a request names, `ALL` expanded, in AWS's order.
@@ -122,7 +116,7 @@ impl Engine {
                         .collect(),
                     starting_hash_key: shard.start_hash.clone(),
                     ending_hash_key: shard.end_hash.clone(),
-                    series: stream.metrics.shard_series(shard.index),
+                    totals: stream.metrics.shard_totals(shard.index),
                 })
                 .collect();
             out.push(StreamMetricsView {
@@ -140,7 +134,7 @@ impl Engine {
                         .collect()
                 },
                 shard_level_metrics: meta.enabled_shard_metrics(),
-                series: stream.metrics.stream_series(),
+                totals: stream.metrics.stream_totals(),
                 shards,
             });
         }
@@ -158,14 +152,11 @@ impl Engine {
         to_s: i64,
     ) -> Option<Stat> {
         let stream = self.streams.read().get(stream).cloned()?;
-        let series = match shard {
-            None => stream.metrics.stream_series(),
-            Some(shard) => {
-                let index = crate::meta::parse_shard_id(shard)?;
-                stream.metrics.shard_series(index).unwrap_or_default()
-            }
+        let shard = match shard {
+            None => None,
+            Some(shard) => Some(crate::meta::parse_shard_id(shard)?),
         };
-        Some(series.window(metric, from_s, to_s))
+        Some(stream.metrics.window(shard, metric, from_s, to_s))
     }
 
     /// Up to `limit` records of a shard from `start`, for the console's record browser: the

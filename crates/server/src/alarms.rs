@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use parking_lot::Mutex;
 use rivulet_engine::Engine;
-use rivulet_engine::metrics::{BUCKET_S, BUCKETS, Metric, Statistic};
+use rivulet_engine::metrics::{BUCKET_S, BUCKETS, Metric, SHARD_BUCKETS, Statistic};
 use serde::{Deserialize, Serialize};
 
 /// One `[[alarms]]` table of the config file.
@@ -115,11 +115,17 @@ impl AlarmRule {
             anyhow::bail!("alarm {name}: period must be a positive multiple of {BUCKET_S} s");
         }
         let window = i64::from(self.period) * i64::from(self.evaluation_periods);
-        if self.evaluation_periods == 0 || window > BUCKET_S * BUCKETS as i64 - BUCKET_S {
+        // Streams keep an hour of buckets, shards a quarter of one.
+        let buckets = if self.dimensions.contains_key("ShardId") {
+            SHARD_BUCKETS
+        } else {
+            BUCKETS
+        };
+        let longest = BUCKET_S * buckets as i64 - BUCKET_S;
+        if self.evaluation_periods == 0 || window > longest {
             anyhow::bail!(
                 "alarm {name}: period × evaluation_periods must be between {BUCKET_S} s and \
-                 {} s",
-                BUCKET_S * BUCKETS as i64 - BUCKET_S
+                 {longest} s"
             );
         }
         let to_alarm = self.datapoints_to_alarm.unwrap_or(self.evaluation_periods);

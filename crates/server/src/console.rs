@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use rivulet_engine::metrics::{Metric, Series};
+use rivulet_engine::metrics::{Metric, Totals};
 use rivulet_engine::{Engine, IteratorType, StartAt};
 use serde_json::{Value, json};
 
@@ -29,7 +29,7 @@ const CHARTED: [Metric; 7] = [
     Metric::IteratorAgeMilliseconds,
 ];
 
-fn totals(series: &Series, shard: bool) -> Value {
+fn totals(series: &Totals, shard: bool) -> Value {
     let mut out = serde_json::Map::new();
     for metric in CHARTED {
         // The stream's iterator age is GetRecords'; shards have their own metric.
@@ -72,7 +72,7 @@ fn streams(accounts: &HashMap<String, Arc<Engine>>, now_ms: i64) -> Value {
                         "parents": s.parents,
                         "start": fraction(&s.starting_hash_key),
                         "end": fraction(&s.ending_hash_key),
-                        "totals": s.series.as_ref().map(|series| totals(series, true)),
+                        "totals": s.totals.as_ref().map(|t| totals(t, true)),
                     })
                 })
                 .collect();
@@ -101,7 +101,7 @@ fn streams(accounts: &HashMap<String, Arc<Engine>>, now_ms: i64) -> Value {
                     .iter()
                     .map(|m| m.name())
                     .collect::<Vec<_>>(),
-                "totals": totals(&view.series, false),
+                "totals": totals(&view.totals, false),
                 "shards": shards,
                 "consumers": consumers,
             }));

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use rivulet_engine::Engine;
-use rivulet_engine::metrics::{ALL_METRICS, Metric, Series};
+use rivulet_engine::metrics::{ALL_METRICS, Metric, Totals};
 
 /// The reserved path prefix.
 pub const PREFIX: &str = "/_rivulet/";
@@ -49,7 +49,7 @@ fn metric_name(metric: Metric) -> String {
     format!("kinesis_{}", metric.name().replace('.', "_"))
 }
 
-fn value_of(series: &Series, metric: Metric) -> Option<f64> {
+fn value_of(series: &Totals, metric: Metric) -> Option<f64> {
     let total = series.total(metric);
     if total.count == 0 {
         return None;
@@ -95,7 +95,7 @@ pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
             let stream = label(&view.name);
             let account = label(account);
             if metric != Metric::IteratorAgeMilliseconds
-                && let Some(value) = value_of(&view.series, metric)
+                && let Some(value) = value_of(&view.totals, metric)
             {
                 let _ = writeln!(
                     lines,
@@ -106,7 +106,7 @@ pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
                 continue;
             }
             for shard in &view.shards {
-                if let Some(value) = shard.series.as_ref().and_then(|s| value_of(s, metric)) {
+                if let Some(value) = shard.totals.as_ref().and_then(|s| value_of(s, metric)) {
                     let _ = writeln!(
                         lines,
                         "{name}{{AccountId=\"{account}\",StreamName=\"{stream}\",ShardId=\"{}\"}} {value}",
