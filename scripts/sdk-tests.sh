@@ -5,9 +5,17 @@
 # (HTTP/2 for every call), and the web console in headless Chromium (playwright-core from npm,
 # Debian's /usr/bin/chromium; the screenshot lands in target/console.png). Installs their pinned
 # versions into target/sdk-venv and sdk-tests/js/node_modules; needs python3 (with venv and
-# pip), npm and chromium (.ci/run installs it).
+# pip), npm, and apt for chromium (installed here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The console test drives Debian's Chromium headless; install it once if it is missing.
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends chromium
+fi
 
 cargo build --locked --bin rivulet
 VENV=target/sdk-venv
