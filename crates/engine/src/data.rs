@@ -49,6 +49,8 @@ pub struct PutOutcome {
     pub durable: Vec<Durable>,
     /// The records were stored encrypted (the response's `EncryptionType` is `KMS`).
     pub encrypted: bool,
+    /// The stream's metrics, for the request's latency once it is durable.
+    pub metrics: crate::StreamMetricsHandle,
 }
 
 /// GetShardIterator's iterator types.
@@ -156,8 +158,8 @@ pub struct RecordsBatch {
     pub next_shard_iterator: Option<String>,
     pub millis_behind_latest: i64,
     pub child_shards: Option<Vec<ChildShard>>,
-    /// The stream read (for the server's latency metric).
-    pub stream: String,
+    /// The stream's metrics, for the request's latency.
+    pub metrics: crate::StreamMetricsHandle,
 }
 
 /// What a shard iterator points at.
@@ -470,6 +472,7 @@ impl Engine {
             results,
             durable,
             encrypted: write_key.is_some(),
+            metrics: crate::StreamMetricsHandle(stream.clone()),
         })
     }
 
@@ -709,7 +712,7 @@ impl Engine {
             next_shard_iterator,
             millis_behind_latest: read.millis_behind_latest,
             child_shards: read.child_shards,
-            stream: name.to_string(),
+            metrics: crate::StreamMetricsHandle(stream.clone()),
         })
     }
 

@@ -110,7 +110,7 @@ impl DataKeys {
             key: format!("{DATA_KEY_PREFIX}{id:010}"),
             value,
         }])?;
-        let key = Arc::new(DataKey::new(id, &plain));
+        let key = Arc::new(DataKey::new(id, &plain)?);
         self.open.write().insert(id, key.clone());
         Ok(key)
     }
@@ -124,7 +124,13 @@ impl Keyring for DataKeys {
         let (key_arn, wrapped) = self.wrapped.lock().get(&id).cloned()?;
         match self.kms.decrypt_data_key(&key_arn, &wrapped) {
             Ok(plain) => {
-                let key = Arc::new(DataKey::new(id, &plain));
+                let key = match DataKey::new(id, &plain) {
+                    Ok(key) => Arc::new(key),
+                    Err(error) => {
+                        tracing::error!(id, %error, "data key refused by the cipher");
+                        return None;
+                    }
+                };
                 self.open.write().insert(id, key.clone());
                 self.wrapped.lock().remove(&id);
                 Some(key)

@@ -191,6 +191,33 @@ impl Stream {
     }
 }
 
+/// A stream's metrics, for the data points the server measures itself (latencies): a handle
+/// the put and read results carry, so recording needs no second lookup of the stream.
+#[derive(Clone)]
+pub struct StreamMetricsHandle(Arc<Stream>);
+
+impl StreamMetricsHandle {
+    /// Records a stream-level latency (PutRecord.Latency, PutRecords.Latency,
+    /// GetRecords.Latency).
+    pub fn record_latency(&self, metric: metrics::Metric, ms: f64, now_ms: i64) {
+        self.0.metrics.record(
+            &metrics::Observation {
+                shard: None,
+                values: &[(metric, ms)],
+            },
+            &[],
+            now_ms,
+        );
+    }
+}
+
+impl std::fmt::Debug for StreamMetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamMetricsHandle")
+            .finish_non_exhaustive()
+    }
+}
+
 /// The engine: every stream of one account and region.
 pub struct Engine {
     config: EngineConfig,

@@ -194,16 +194,4 @@ impl Engine {
         )?;
         Ok(read.records)
     }
-
-    /// Records a latency measured by the server (PutRecord.Latency, …) for stream `name`.
-    pub fn record_latency(&self, target: &StreamTarget<'_>, metric: Metric, ms: f64, now_ms: i64) {
-        let Ok(name) = self.resolve(target) else {
-            return;
-        };
-        let Some(stream) = self.streams.read().get(&name).cloned() else {
-            return;
-        };
-        let state = stream.state.read();
-        stream.observe(&state.meta, None, &[(metric, ms)], now_ms);
-    }
 }

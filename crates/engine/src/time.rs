@@ -24,11 +24,21 @@ pub fn java_date(epoch_ms: i64) -> String {
 
 /// Formats epoch milliseconds as ISO 8601 basic format, as SigV4 dates: `20150830T123600Z`.
 pub fn iso_basic(epoch_ms: i64) -> String {
+    iso(epoch_ms, "", "")
+}
+
+/// Formats epoch milliseconds as ISO 8601 extended format, as IAM's `aws:CurrentTime`:
+/// `2015-08-30T12:36:00Z`.
+pub fn iso_extended(epoch_ms: i64) -> String {
+    iso(epoch_ms, "-", ":")
+}
+
+fn iso(epoch_ms: i64, date_sep: &str, time_sep: &str) -> String {
     let secs = epoch_ms.div_euclid(1000);
     let rem = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        "{year:04}{date_sep}{month:02}{date_sep}{day:02}T{:02}{time_sep}{:02}{time_sep}{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -94,6 +104,7 @@ mod tests {
             assert_eq!(iso_basic(ms), text);
         }
         assert_eq!(parse_iso_basic("20150830T123600Z"), Some(1_440_938_160_000));
+        assert_eq!(iso_extended(1_440_938_160_000), "2015-08-30T12:36:00Z");
         assert_eq!(parse_iso_basic("2015-08-30"), None);
         assert_eq!(parse_iso_basic("20151330T000000Z"), None);
     }

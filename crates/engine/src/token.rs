@@ -29,18 +29,25 @@ pub enum Kind {
 /// Signs and checks tokens with one secret.
 #[derive(Clone)]
 pub struct TokenCodec {
-    secret: [u8; SECRET_BYTES],
+    /// HMAC-SHA256 keyed once with the secret; each token clones it.
+    keyed: Hmac<Sha256>,
 }
+
+/// SHA-256's block size: HMAC zero-pads shorter keys to it, so a padded key is the same key.
+const HMAC_KEY_BYTES: usize = 64;
 
 impl TokenCodec {
     /// A codec for this secret.
     pub fn new(secret: [u8; SECRET_BYTES]) -> Self {
-        TokenCodec { secret }
+        let mut key = [0u8; HMAC_KEY_BYTES];
+        key[..SECRET_BYTES].copy_from_slice(&secret);
+        TokenCodec {
+            keyed: <Hmac<Sha256> as KeyInit>::new(&key.into()),
+        }
     }
 
     fn mac(&self, bytes: &[u8]) -> [u8; MAC_BYTES] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret)
-            .expect("HMAC accepts keys of any length");
+        let mut mac = self.keyed.clone();
         mac.update(bytes);
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; MAC_BYTES];
@@ -142,6 +149,20 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn padded_key_is_the_same_hmac_key() {
+        // Tokens issued before the key was pre-padded must still open.
+        let secret = [9u8; SECRET_BYTES];
+        let mut reference = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret).unwrap();
+        reference.update(b"payload");
+        let full = reference.finalize().into_bytes();
+        assert_eq!(
+            TokenCodec::new(secret).mac(b"payload")[..],
+            full[..MAC_BYTES]
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
+use crate::LogError;
+
 /// Header flag: the body is encrypted.
 pub const FLAG_ENCRYPTED: u32 = 1;
 /// Bytes an encrypted body adds before the ciphertext: key id and nonce.
@@ -34,13 +36,15 @@ impl std::fmt::Debug for DataKey {
 }
 
 impl DataKey {
-    /// A data key from its 32 bytes.
-    pub fn new(id: u32, bytes: &[u8; 32]) -> DataKey {
-        // AES-256 takes any 32 bytes; the only failure is a wrong length, which the type rules out.
+    /// A data key from its 32 bytes (AES-256 takes any 32 bytes; the library's refusal is
+    /// reported rather than assumed impossible).
+    pub fn new(id: u32, bytes: &[u8; 32]) -> Result<DataKey, LogError> {
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map(LessSafeKey::new)
-            .unwrap_or_else(|_| unreachable!("a 32-byte AES-256 key is always valid"));
-        DataKey { id, key }
+            .map_err(|_| LogError::Encryption {
+                reason: "the AES-256-GCM key was refused".into(),
+            })?;
+        Ok(DataKey { id, key })
     }
 
     /// The key's id, stored in every batch it seals.
@@ -74,7 +78,11 @@ fn nonce(prefix: u32, first_offset: u64) -> [u8; NONCE_LEN] {
 /// Encrypts the batch in `buf` in place: `buf` holds the header (bytes 16..40 already written,
 /// they are the additional authenticated data), `CRYPT_PREFIX_BYTES` of room, then the
 /// plaintext records; the tag is appended.
-pub(crate) fn encrypt_batch(seal: &Encryption<'_>, buf: &mut Vec<u8>, body_start: usize) {
+pub(crate) fn encrypt_batch(
+    seal: &Encryption<'_>,
+    buf: &mut Vec<u8>,
+    body_start: usize,
+) -> Result<(), LogError> {
     let mut aad = [0u8; 24];
     aad.copy_from_slice(&buf[16..40]);
     let mut first_offset = [0u8; 8];
@@ -90,9 +98,12 @@ pub(crate) fn encrypt_batch(seal: &Encryption<'_>, buf: &mut Vec<u8>, body_start
             Aad::from(aad),
             &mut buf[body_start + CRYPT_PREFIX_BYTES..],
         )
-        // Sealing fails only for inputs beyond GCM's 64 GiB limit; batches are at most 64 MiB.
-        .unwrap_or_else(|_| unreachable!("a batch is far below AES-GCM's input limit"));
+        // GCM refuses only inputs beyond 64 GiB; batches are at most 64 MiB.
+        .map_err(|_| LogError::Encryption {
+            reason: "AES-256-GCM refused the batch".into(),
+        })?;
     buf.extend_from_slice(tag.as_ref());
+    Ok(())
 }
 
 /// The key id an encrypted body names, if the body is long enough to name one.

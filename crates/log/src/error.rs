@@ -26,6 +26,13 @@ pub enum LogError {
         /// The data key's id.
         key_id: u32,
     },
+    /// The cipher refused a key or a batch (never expected: keys are 32 bytes and batches far
+    /// below AES-GCM's limit).
+    #[error("encryption failed: {reason}")]
+    Encryption {
+        /// What was refused.
+        reason: String,
+    },
     /// The store was shut down.
     #[error("the log store is closed")]
     Closed,

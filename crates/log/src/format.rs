@@ -88,7 +88,7 @@ pub(crate) fn encode_batch(
     timestamp_ms: i64,
     records: &[NewRecord<'_>],
     seal: Option<&Encryption<'_>>,
-) {
+) -> Result<(), crate::LogError> {
     buf.clear();
     let records_start = BATCH_HEADER_BYTES
         + if seal.is_some() {
@@ -110,7 +110,7 @@ pub(crate) fn encode_batch(
     let flags = if seal.is_some() { FLAG_ENCRYPTED } else { 0 };
     buf[36..40].copy_from_slice(&flags.to_le_bytes());
     if let Some(seal) = seal {
-        crypt::encrypt_batch(seal, buf, BATCH_HEADER_BYTES);
+        crypt::encrypt_batch(seal, buf, BATCH_HEADER_BYTES)?;
     }
     let body_crc = crc32c::crc32c(&buf[BATCH_HEADER_BYTES..]);
     let batch_len = buf.len() as u32;
@@ -121,6 +121,7 @@ pub(crate) fn encode_batch(
     buf[4..8].copy_from_slice(&header_crc.to_le_bytes());
     // Paired with the checks in `parse_header`: what we write must be what we accept.
     debug_assert!(parse_header(&buf[..BATCH_HEADER_BYTES]).is_ok());
+    Ok(())
 }
 
 /// Parses and checks a batch header; the error says why it is invalid.
@@ -726,7 +727,7 @@ mod tests {
             .map(|value| NewRecord { key: b"k", value })
             .collect();
         let mut buf = Vec::new();
-        encode_batch(&mut buf, first_offset, timestamp_ms, &records, None);
+        encode_batch(&mut buf, first_offset, timestamp_ms, &records, None).unwrap();
         buf
     }
 

@@ -653,7 +653,7 @@ impl Log {
                 timestamp_ms,
                 records,
                 seal.as_ref(),
-            );
+            )?;
             debug_assert_eq!(state.buf.len(), batch_len as usize);
             let header = BatchHeader {
                 batch_len,

@@ -59,7 +59,7 @@ fn files_contain(root: &Path, needle: &[u8]) -> bool {
 fn encrypted_batches_round_trip_and_leave_no_plaintext() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = Arc::new(Keys::default());
-    let key = Arc::new(DataKey::new(7, &[42u8; 32]));
+    let key = Arc::new(DataKey::new(7, &[42u8; 32]).expect("key"));
     keys.0.lock().insert(7, key.clone());
     let seal = Encryption {
         key: &key,
@@ -107,7 +107,7 @@ fn encrypted_batches_round_trip_and_leave_no_plaintext() {
         b"k",
         b"after reopen",
         Some(Encryption {
-            key: &Arc::new(DataKey::new(8, &[9u8; 32])),
+            key: &Arc::new(DataKey::new(8, &[9u8; 32]).expect("key")),
             nonce_prefix: 3,
         }),
     );
@@ -123,7 +123,7 @@ fn encrypted_batches_round_trip_and_leave_no_plaintext() {
 fn tampered_ciphertext_is_detected_not_returned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = Arc::new(Keys::default());
-    let key = Arc::new(DataKey::new(1, &[1u8; 32]));
+    let key = Arc::new(DataKey::new(1, &[1u8; 32]).expect("key"));
     keys.0.lock().insert(1, key.clone());
     let seal = Encryption {
         key: &key,

@@ -789,16 +789,9 @@ fn get_records(
         write_child_shards(&mut w, children);
     }
     w.end_map();
-    let stream = StreamTarget {
-        name: Some(&batch.stream),
-        arn: None,
-    };
-    engine.record_latency(
-        &stream,
-        Metric::GetRecordsLatency,
-        elapsed_ms(started),
-        now_ms,
-    );
+    batch
+        .metrics
+        .record_latency(Metric::GetRecordsLatency, elapsed_ms(started), now_ms);
     Ok(w.finish())
 }
 
@@ -899,12 +892,9 @@ async fn put_record(
         )
         .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
-    engine.record_latency(
-        &target(input),
-        Metric::PutRecordLatency,
-        elapsed_ms(started),
-        now_ms,
-    );
+    outcome
+        .metrics
+        .record_latency(Metric::PutRecordLatency, elapsed_ms(started), now_ms);
     let result = match outcome.results.first() {
         Some(Ok(result)) => result,
         Some(Err(error)) => return Err(aws_error(error.clone())),
@@ -943,12 +933,9 @@ async fn put_records(
         .put_records(&target(input), &entries, None, true, now_ms)
         .map_err(aws_error)?;
     await_durable(outcome.durable).await?;
-    engine.record_latency(
-        &target(input),
-        Metric::PutRecordsLatency,
-        elapsed_ms(started),
-        now_ms,
-    );
+    outcome
+        .metrics
+        .record_latency(Metric::PutRecordsLatency, elapsed_ms(started), now_ms);
     let failed = outcome.results.iter().filter(|r| r.is_err()).count();
     let mut w = Writer::new(format, 64 + outcome.results.len() * 110);
     w.begin_map(if outcome.encrypted { 3 } else { 2 });

@@ -159,7 +159,7 @@ impl Context for Keys<'_> {
         let principal = call.caller.principal_arn.as_str();
         match lower.as_str() {
             "aws:sourceip" => call.peer.map(|ip| vec![ip.to_canonical().to_string()]),
-            "aws:currenttime" => one(iso8601(call.now_ms)),
+            "aws:currenttime" => one(rivulet_engine::time::iso_extended(call.now_ms)),
             "aws:epochtime" => one((call.now_ms / 1000).to_string()),
             "aws:securetransport" => one(call.secure.to_string()),
             "aws:principalarn" => one(principal.to_string()),
@@ -213,24 +213,6 @@ fn principal_type(arn: &str) -> &'static str {
     } else {
         "User"
     }
-}
-
-/// `2026-11-26T04:09:17Z`, as `aws:CurrentTime` is written.
-fn iso8601(ms: i64) -> String {
-    let basic = rivulet_engine::time::iso_basic(ms); // 20261126T040917Z
-    let b = basic.as_bytes();
-    if b.len() < 16 {
-        return basic;
-    }
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &basic[0..4],
-        &basic[4..6],
-        &basic[6..8],
-        &basic[9..11],
-        &basic[11..13],
-        &basic[13..15]
-    )
 }
 
 /// Decides whether `call` may proceed; returns the engine to serve it with, or

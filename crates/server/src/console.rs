@@ -110,34 +110,12 @@ fn streams(accounts: &HashMap<String, Arc<Engine>>, now_ms: i64) -> Value {
     json!({ "now_ms": now_ms, "streams": out })
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 1
-                && let Some(b) = text
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok()) =>
-            {
-                out.push(b);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// The query's parameters as browsers write them (`+` is a space), decoded by the same code
+/// that reads SigV4's query strings.
 fn query(uri: &http::Uri) -> HashMap<String, String> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+    let query = uri.query().map(|q| q.replace('+', "%20"));
+    crate::sigv4::query_params(query.as_deref())
+        .into_iter()
         .collect()
 }
 
@@ -246,7 +224,8 @@ mod tests {
         let q = query(&uri);
         assert_eq!(q["stream"], "my-stream");
         assert_eq!(q["limit"], "5");
-        assert_eq!(percent_decode("a+b%20c%zz"), "a b c%zz");
+        let spaced: http::Uri = "/x?a=b+c%20d%zz".parse().unwrap();
+        assert_eq!(query(&spaced)["a"], "b c d%zz");
         assert_eq!(fraction("0"), 0.0);
         assert!((fraction("170141183460469231731687303715884105728") - 0.5).abs() < 1e-12);
     }

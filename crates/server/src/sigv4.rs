@@ -196,6 +196,7 @@ fn uri_encode(text: &str) -> String {
     out
 }
 
+/// `%XX` escapes decoded (invalid ones kept as written); bytes that are not UTF-8 are replaced.
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -217,7 +218,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// The query's parameters, decoded, in order.
-fn query_params(query: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn query_params(query: Option<&str>) -> Vec<(String, String)> {
     query
         .unwrap_or("")
         .split('&')
