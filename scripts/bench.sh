@@ -17,7 +17,15 @@ WORK=$(mktemp -d)
 OUT=${OUT:-target/bench/results.jsonl}
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
-trap 'kill -- -$$ 2>/dev/null; rm -rf "$WORK"' EXIT
+# Stop any server still running and remove the data: `kill -- -$$` would signal this shell
+# too, which then dies before the rm, leaving gigabytes of benchmark data behind.
+cleanup() {
+  local pids
+  pids=$(jobs -p)
+  [ -n "$pids" ] && kill $pids 2>/dev/null && wait $pids 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 cargo build --release --locked -p rivulet -p rivulet-bench
 BENCH=target/release/rivulet-bench
