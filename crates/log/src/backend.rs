@@ -38,6 +38,12 @@ pub trait Backend: Send + Sync + 'static {
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes creations, renames and removals of entries in the directory at `path` durable.
     fn sync_dir(&self, path: &str) -> io::Result<()>;
+    /// Whether nothing outlives the process anyway (an in-memory store), so that a write is as
+    /// durable as it will ever be once made: appends then complete at once, without waiting
+    /// for a sync thread.
+    fn volatile(&self) -> bool {
+        false
+    }
 }
 
 /// An open file of a [`Backend`], used only through positioned reads and writes.

@@ -57,7 +57,9 @@ pub struct StoreConfig {
     /// more than this.
     pub segment_age_max_ms: i64,
     /// Threads that sync dirty logs. Each sync covers one log's file, so several in flight
-    /// let the file system share one journal commit and device flush among them.
+    /// let the file system share one journal commit and device flush among them; but each
+    /// hand-off to a sync thread costs a wake-up, so more threads than cores only add
+    /// context switches (measured in docs/benchmarks.md).
     pub sync_threads: usize,
 }
 
@@ -67,7 +69,9 @@ impl Default for StoreConfig {
             segment_bytes_max: 64 << 20,
             index_interval_bytes: 16 << 10,
             segment_age_max_ms: 3_600_000,
-            sync_threads: 4,
+            sync_threads: std::thread::available_parallelism()
+                .map_or(2, |cores| cores.get())
+                .clamp(2, 4),
         }
     }
 }

@@ -27,6 +27,8 @@ const APPEND_BUFFER_RETAINED_BYTES_MAX: usize = 1 << 20;
 /// What a store shares with its logs.
 pub(crate) struct Ctx {
     pub backend: Arc<dyn Backend>,
+    /// `backend.volatile()`, read once.
+    pub volatile: bool,
     pub config: StoreConfig,
     pub sync: SyncShared,
     pub cache: SealedCache,
@@ -677,9 +679,18 @@ impl Log {
             if state.buf.capacity() > APPEND_BUFFER_RETAINED_BYTES_MAX {
                 state.buf = Vec::new();
             }
-            // A log whose sync is in flight is queued again by that sync when it ends.
-            let enqueue = !state.queued_for_sync && !state.sync_in_flight;
-            state.queued_for_sync = true;
+            let enqueue = if inner.ctx.volatile {
+                // Nothing to wait for: durable as soon as written.
+                state.active.durable_bytes = state.active.summary.size_bytes;
+                state.durable_end = end_offset;
+                inner.durable.publish(end_offset);
+                false
+            } else {
+                // A log whose sync is in flight is queued again by that sync when it ends.
+                let enqueue = !state.queued_for_sync && !state.sync_in_flight;
+                state.queued_for_sync = true;
+                enqueue
+            };
             let durable = Durable::new(Arc::clone(&inner.durable), end_offset);
             (
                 Appended {

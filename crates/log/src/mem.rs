@@ -477,6 +477,10 @@ macro_rules! impl_backend {
             fn sync_dir(&self, path: &str) -> io::Result<()> {
                 sync_dir(&self.fs, path)
             }
+            fn volatile(&self) -> bool {
+                // A crash model keeps what was synced; a plain in-memory store keeps nothing.
+                !self.fs.track_durability
+            }
         }
     };
 }

@@ -110,6 +110,7 @@ impl Store {
         backend.sync_dir(TRASH_DIR)?;
         let meta = MetaStore::open(&*backend)?;
         let ctx = Arc::new(Ctx {
+            volatile: backend.volatile(),
             backend: Arc::clone(&backend),
             config,
             sync: SyncShared::default(),

@@ -67,3 +67,50 @@ fn concurrent_appends_share_syncs() {
     eprintln!("500-record append: {per_append:?} each, {syncs} syncs for 200");
     store.shutdown();
 }
+
+#[test]
+fn volatile_store_appends_are_durable_at_once() {
+    // An in-memory store has nothing to sync: appends complete without a sync thread, and
+    // reads see them immediately.
+    let store = Store::open(
+        Arc::new(rivulet_log::MemBackend::new()),
+        StoreConfig::default(),
+    )
+    .expect("open");
+    let log = store.log("mem").expect("log");
+    for i in 0..50u32 {
+        let value = i.to_be_bytes();
+        let record = NewRecord {
+            key: b"k",
+            value: &value,
+        };
+        let appended = log.append(&[record], 1, 0).expect("append");
+        assert!(
+            appended.durable.is_durable(),
+            "append {i} not durable at once"
+        );
+        assert_eq!(log.end_offset(), u64::from(i) + 1);
+    }
+    assert_eq!(store.sync_count(), 0);
+    assert_eq!(read_all(&log, 0).len(), 50);
+
+    // A crash model is not volatile: its appends wait for a sync like on disk.
+    let crash = rivulet_log::CrashBackend::new();
+    let store = Store::open(Arc::new(crash.clone()), StoreConfig::default()).expect("open");
+    let log = store.log("crashy").expect("log");
+    let appended = log
+        .append(
+            &[NewRecord {
+                key: b"k",
+                value: b"v",
+            }],
+            1,
+            0,
+        )
+        .expect("append");
+    appended.durable.wait_blocking().expect("durable");
+    assert!(store.sync_count() >= 1);
+    crash.crash();
+    let recovered = Store::open(Arc::new(crash), StoreConfig::default()).expect("reopen");
+    assert_eq!(recovered.log("crashy").expect("log").end_offset(), 1);
+}
