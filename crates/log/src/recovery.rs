@@ -43,6 +43,7 @@ pub(crate) fn create_log(
         file,
         index: IndexBuilder::new(ctx.config.index_interval_bytes),
         durable_bytes: 0,
+        allocated_bytes: 0,
     };
     Ok(new_inner(
         ctx,
@@ -216,6 +217,21 @@ fn recover_sealed(
     Ok(summary)
 }
 
+/// Whether bytes `from..to` of `file` are all zero.
+fn all_zeros(file: &dyn crate::BackendFile, from: u64, to: u64) -> io::Result<bool> {
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let len = (to - at).min(chunk.len() as u64) as usize;
+        file.read_exact_at(&mut chunk[..len], at)?;
+        if chunk[..len].iter().any(|byte| *byte != 0) {
+            return Ok(false);
+        }
+        at += len as u64;
+    }
+    Ok(true)
+}
+
 /// Scans the active segment and cuts its torn tail, if any.
 fn recover_active(ctx: &Ctx, id: &str, dir: &str, base: u64) -> Result<Active, LogError> {
     let file = ctx.backend.open_file(&segment_path(dir, base), false)?;
@@ -229,10 +245,16 @@ fn recover_active(ctx: &Ctx, id: &str, dir: &str, base: u64) -> Result<Active, L
         // It was never synced, hence never reported durable: cut it, and sync the cut so the
         // torn bytes cannot reappear after another crash.
         Some((position, reason)) => {
-            tracing::warn!(
-                log = %id, segment = base, position, reason, discarded_bytes = len - position,
-                "truncating torn tail of active segment"
-            );
+            if all_zeros(&*file, position, len)? {
+                // Most often the preallocated space past the last append (or a torn append
+                // of which only the preallocated zeros reached the disk).
+                tracing::debug!(log = %id, segment = base, position, "cutting zeros at the end");
+            } else {
+                tracing::warn!(
+                    log = %id, segment = base, position, reason, discarded_bytes = len - position,
+                    "truncating torn tail of active segment"
+                );
+            }
             file.set_len(position)?;
             file.sync_data()?;
             position
@@ -253,5 +275,6 @@ fn recover_active(ctx: &Ctx, id: &str, dir: &str, base: u64) -> Result<Active, L
         file,
         index: report.index,
         durable_bytes: size_bytes,
+        allocated_bytes: size_bytes,
     })
 }

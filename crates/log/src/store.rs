@@ -250,6 +250,13 @@ impl Store {
                 tracing::error!("log sync thread panicked");
             }
         }
+        // A clean stop leaves every segment exactly as long as its data.
+        let logs: Vec<Arc<Log>> = self.logs.lock().values().cloned().collect();
+        for log in logs {
+            if let Err(error) = log.inner.cut_preallocation() {
+                tracing::error!(log = %log.inner.id, %error, "cutting preallocated space failed");
+            }
+        }
     }
 }
 

@@ -585,3 +585,77 @@ fn a_quiet_log_rolls_by_age_so_retention_frees_old_records() {
     };
     assert!(Store::open(Arc::new(MemBackend::new()), zero).is_err());
 }
+
+/// Copies a directory tree (the store's files as a crash right now would find them, since the
+/// page cache survives a process crash).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn active_segment_is_preallocated_and_cut_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = |root: &std::path::Path| root.join("logs/p/00000000000000000000.seg");
+    let store = Store::open(
+        Arc::new(FileBackend::new(dir.path()).expect("backend")),
+        StoreConfig::default(),
+    )
+    .expect("open");
+    let log = store.log("p").expect("log");
+    for i in 0..10 {
+        append_durable(&log, &[b"preallocated"], i, 0);
+    }
+    // Running: the file runs ahead of the data, in zeros.
+    let running = std::fs::read(segment(dir.path())).expect("read");
+    let decoded = rivulet_log::decode_segment(&running);
+    assert_eq!(decoded.batches.len(), 10);
+    let data_end = match decoded.problems.as_slice() {
+        [problem] if problem.kind == rivulet_log::ProblemKind::TornTail => problem.position,
+        problems => panic!("expected zeros after the data: {problems:?}"),
+    } as usize;
+    assert_eq!(running.len(), 1 << 20);
+    assert!(running[data_end..].iter().all(|byte| *byte == 0));
+
+    // A crash now: recovery cuts the zeros and keeps every record.
+    let crashed = tempfile::tempdir().expect("tempdir");
+    copy_tree(dir.path(), crashed.path());
+    {
+        let (recovered, logs) = crate::util::with_captured_logs(|| {
+            Store::open(
+                Arc::new(FileBackend::new(crashed.path()).expect("backend")),
+                StoreConfig::default(),
+            )
+            .expect("open")
+        });
+        assert!(
+            !logs.contains("torn tail"),
+            "zeros reported as a torn tail: {logs}"
+        );
+        let log = recovered.log("p").expect("log");
+        assert_eq!(read_all(&log, 0).len(), 10);
+        assert_eq!(
+            std::fs::metadata(segment(crashed.path()))
+                .expect("meta")
+                .len() as usize,
+            data_end
+        );
+        append_durable(&log, &[b"after"], 11, 0);
+        assert_eq!(read_all(&log, 0).len(), 11);
+    }
+
+    // A clean stop leaves the segment exactly as long as its batches.
+    store.shutdown();
+    assert_eq!(
+        std::fs::metadata(segment(dir.path())).expect("meta").len() as usize,
+        data_end
+    );
+}
