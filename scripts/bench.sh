@@ -26,6 +26,8 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# A signal ends the script through `exit`, so the EXIT trap runs then too.
+trap 'exit 143' TERM INT HUP
 
 cargo build --release --locked -p rivulet -p rivulet-bench
 BENCH=target/release/rivulet-bench

@@ -61,6 +61,8 @@ fn credentials() -> Credentials {
         user("AKIDNOBODY", HOME, &arn_of(HOME, "nobody")),
         user("AKIDBOB", OTHER, &arn_of(OTHER, "bob")),
         user("AKIDCAROL", OTHER, &arn_of(OTHER, "carol")),
+        user("AKIDSTREAMONLY", HOME, &arn_of(HOME, "streamonly")),
+        user("AKIDWITHKEY", HOME, &arn_of(HOME, "withkey")),
     ]);
     let mut attach = |name: &str, account: &str, document: &str| {
         let policy = Policy::parse(document, Kind::Identity).expect("test policy");
@@ -98,6 +100,19 @@ fn credentials() -> Credentials {
         r#"{"Statement":[{"Effect":"Allow","Action":"kinesis:*","Resource":"*",
             "Condition":{"StringEquals":{"aws:ResourceTag/team":"data"},
                          "IpAddress":{"aws:SourceIp":["127.0.0.0/8","::1"]}}}]}"#,
+    );
+    attach(
+        "streamonly",
+        HOME,
+        r#"{"Statement":[{"Effect":"Allow","Action":"kinesis:*",
+            "Resource":"arn:aws:kinesis:*:000000000000:stream/*"}]}"#,
+    );
+    attach(
+        "withkey",
+        HOME,
+        r#"{"Statement":[{"Effect":"Allow","Action":"kinesis:*",
+            "Resource":["arn:aws:kinesis:*:000000000000:stream/*",
+                        "arn:aws:kms:us-east-1:000000000000:key/*"]}]}"#,
     );
     attach(
         "bob",
@@ -679,4 +694,74 @@ document = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = [
         seen[1]
     );
     child.kill().await.expect("stop rivulet");
+}
+
+#[tokio::test]
+async fn stream_encryption_needs_the_key_allowed_too() {
+    let mut config = ServerConfig::for_tests();
+    config.credentials = Some(Arc::new(credentials()));
+    let t = TestServer::with_config(config).await;
+    let root = sdk(t.addr, "AKIDROOT");
+    crate::util::create_stream(&root, "enc").await;
+    let start = |client: &Client| {
+        client
+            .start_stream_encryption()
+            .stream_name("enc")
+            .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
+            .key_id("alias/aws/kinesis")
+            .send()
+    };
+    let stop = |client: &Client| {
+        client
+            .stop_stream_encryption()
+            .stream_name("enc")
+            .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
+            .key_id("alias/aws/kinesis")
+            .send()
+    };
+    // Allowed on the stream but not on the key (the action's kmsKey resource): denied, and
+    // the message names the key.
+    let stream_only = sdk(t.addr, "AKIDSTREAMONLY");
+    let message = denied(start(&stream_only).await).await;
+    let prefix = format!(
+        "User: {} is not authorized to perform: kinesis:StartStreamEncryption on resource: \
+         arn:aws:kms:us-east-1:{HOME}:key/",
+        arn_of(HOME, "streamonly")
+    );
+    assert!(message.starts_with(&prefix), "{message}");
+    assert!(
+        message.ends_with(&no_identity_allow("StartStreamEncryption")),
+        "{message}"
+    );
+    let summary = root
+        .describe_stream_summary()
+        .stream_name("enc")
+        .send()
+        .await
+        .expect("describe");
+    let description = summary.stream_description_summary().expect("summary");
+    assert_eq!(
+        description.encryption_type(),
+        Some(&aws_sdk_kinesis::types::EncryptionType::None)
+    );
+
+    // Allowed on both: done.
+    let with_key = sdk(t.addr, "AKIDWITHKEY");
+    start(&with_key).await.expect("allowed on stream and key");
+    crate::util::wait_active(&root, "enc").await;
+    let message = denied(stop(&stream_only).await).await;
+    assert!(message.contains(":key/"), "{message}");
+    stop(&with_key).await.expect("allowed on stream and key");
+
+    // An unknown key is not an authorization matter: the operation's own error answers.
+    let unknown = stream_only
+        .start_stream_encryption()
+        .stream_name("enc")
+        .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
+        .key_id("alias/nope")
+        .send()
+        .await;
+    crate::util::wait_active(&root, "enc").await;
+    let (code, _) = error_of(unknown.expect_err("unknown key"));
+    assert_ne!(code, "AccessDeniedException");
 }

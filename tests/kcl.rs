@@ -25,25 +25,6 @@ async fn produce(c: &Client, from: usize, to: usize) {
     }
 }
 
-async fn wait_active(c: &Client) {
-    for _ in 0..100 {
-        let s = c
-            .describe_stream_summary()
-            .stream_name(STREAM)
-            .send()
-            .await
-            .expect("summary");
-        if s.stream_description_summary()
-            .map(|d| d.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("stream never ACTIVE");
-}
-
 /// The lease table: per shard, the checkpoint and whether it reached SHARD_END.
 #[derive(Default)]
 struct Leases {
@@ -162,7 +143,7 @@ async fn kcl_style_consumption_across_splits_merges_and_a_restart() {
         .send()
         .await
         .expect("split");
-    wait_active(c).await;
+    crate::util::wait_active(c, STREAM).await;
     produce(c, 40, 80).await;
     c.merge_shards()
         .stream_name(STREAM)
@@ -171,7 +152,7 @@ async fn kcl_style_consumption_across_splits_merges_and_a_restart() {
         .send()
         .await
         .expect("merge");
-    wait_active(c).await;
+    crate::util::wait_active(c, STREAM).await;
     produce(c, 80, 120).await;
 
     let mut leases = Leases::default();

@@ -271,3 +271,23 @@ pub fn allow_all(
     }
     credentials
 }
+
+/// Waits (up to 5 s) until the stream `name` is ACTIVE, e.g. after an update.
+pub async fn wait_active(c: &Client, name: &str) {
+    for _ in 0..500 {
+        let summary = c
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .expect("summary");
+        let status = summary
+            .stream_description_summary()
+            .map(|s| s.stream_status().clone());
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("stream {name} did not become ACTIVE");
+}

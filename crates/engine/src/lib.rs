@@ -416,6 +416,14 @@ impl Engine {
         &self.store
     }
 
+    /// The ARN of the KMS key `key_id` names for this account (key id, key ARN, alias or alias
+    /// ARN), if the key service knows it and it is usable: the `kmsKey` resource of
+    /// Start/StopStreamEncryption.
+    pub fn kms_key_arn(&self, key_id: &str) -> Option<String> {
+        let data_keys = self.data_keys.as_ref()?;
+        data_keys.resolve_key(&self.config.account_id, key_id)
+    }
+
     /// The ARN of a stream of this account.
     pub fn stream_arn(&self, name: &str) -> String {
         format!(

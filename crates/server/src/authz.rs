@@ -254,7 +254,31 @@ pub fn authorize(
         context: &keys,
     };
     let identity = credentials.policies_of(&call.caller.principal_arn);
-    match rivulet_iam::authorize(identity, resource_policy.as_deref(), &request) {
+    let mut decision = rivulet_iam::authorize(identity, resource_policy.as_deref(), &request);
+    // Start/StopStreamEncryption act on two resources (the Service Authorization Reference
+    // lists kmsKey beside stream): the caller's policies must allow the action on the key too.
+    // A key that does not resolve is left to the operation's KMS errors.
+    let key_arn = match call.operation {
+        "StartStreamEncryption" | "StopStreamEncryption" if decision.is_ok() => {
+            text(call.input, "KeyId").and_then(|key_id| engine.kms_key_arn(key_id))
+        }
+        _ => None,
+    };
+    let on_key;
+    let request = match &key_arn {
+        Some(key_arn) => {
+            on_key = Request {
+                resource: key_arn,
+                resource_account: arn_account(key_arn).unwrap_or(&config.account_id),
+                ..request
+            };
+            decision = rivulet_iam::authorize(identity, None, &on_key);
+            &on_key
+        }
+        None => &request,
+    };
+    let resource_arn = request.resource;
+    match decision {
         Ok(()) => Ok(engine),
         Err(denial) => {
             tracing::warn!(
@@ -266,7 +290,7 @@ pub fn authorize(
             );
             Err(AwsError {
                 code: "AccessDeniedException".into(),
-                message: Some(denial.message(&request)),
+                message: Some(denial.message(request)),
                 status: 400,
                 capital_message: true,
             })
