@@ -177,19 +177,7 @@ async fn identity_policies_decide() {
         .expect("ListStreams allowed");
     let iterator = |name: &'static str| {
         let reader = reader.clone();
-        async move {
-            reader
-                .get_shard_iterator()
-                .stream_name(name)
-                .shard_id("shardId-000000000000")
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .expect("Get* allowed")
-                .shard_iterator()
-                .expect("iterator")
-                .to_string()
-        }
+        async move { crate::util::trim_horizon(&reader, name, "shardId-000000000000").await }
     };
     let records = reader
         .get_records()

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{EncryptionType, PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::{EncryptionType, PutRecordsRequestEntry};
 use rivulet_server::ServerConfig;
 
 use crate::util::{TestServer, client_without_retries, create_stream, error_of};
@@ -23,16 +23,7 @@ fn server_config(data: &Path, keys: &Path) -> ServerConfig {
 }
 
 async fn read_all(c: &Client, stream: &str, shard: &str) -> Vec<aws_sdk_kinesis::types::Record> {
-    let mut iterator = c
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .expect("iterator")
-        .shard_iterator
-        .expect("iterator");
+    let mut iterator = crate::util::trim_horizon(c, stream, shard).await;
     let mut out = Vec::new();
     loop {
         let page = c
@@ -369,16 +360,7 @@ async fn kms_keys_are_resolved_and_their_state_is_enforced() {
             format!("{key_arn} is disabled.")
         )
     );
-    let iterator = c
-        .get_shard_iterator()
-        .stream_name("orders")
-        .shard_id("shardId-000000000000")
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .expect("iterator")
-        .shard_iterator
-        .expect("iterator");
+    let iterator = crate::util::trim_horizon(&c, "orders", "shardId-000000000000").await;
     let read = c
         .get_records()
         .shard_iterator(&iterator)
@@ -548,16 +530,7 @@ async fn lost_keys_and_tampered_ciphertext_are_refused() {
 
     let t = TestServer::with_config(server_config(data.path(), &key_file)).await;
     let c = client_without_retries(t.addr);
-    let from_start = c
-        .get_shard_iterator()
-        .stream_name("fragile")
-        .shard_id("shardId-000000000000")
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .expect("iterator")
-        .shard_iterator
-        .expect("iterator");
+    let from_start = crate::util::trim_horizon(&c, "fragile", "shardId-000000000000").await;
     let first = c
         .get_records()
         .shard_iterator(from_start)
@@ -594,16 +567,7 @@ async fn lost_keys_and_tampered_ciphertext_are_refused() {
     std::fs::remove_file(&key_file).expect("remove key file");
     let t = TestServer::with_config(server_config(data.path(), &key_file)).await;
     let c = client_without_retries(t.addr);
-    let from_start = c
-        .get_shard_iterator()
-        .stream_name("fragile")
-        .shard_id("shardId-000000000000")
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .expect("iterator")
-        .shard_iterator
-        .expect("iterator");
+    let from_start = crate::util::trim_horizon(&c, "fragile", "shardId-000000000000").await;
     let lost = c
         .get_records()
         .shard_iterator(from_start)

@@ -3,7 +3,7 @@
 //! readiness, and JSON logs.
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{MetricsName, PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::{MetricsName, PutRecordsRequestEntry};
 use rivulet_server::ServerConfig;
 
 use crate::util::{TestServer, client_without_retries, create_stream, raw_path};
@@ -61,16 +61,7 @@ async fn prometheus_metrics_follow_cloudwatch_and_enhanced_monitoring() {
     let throttled = batch.failed_record_count().unwrap_or_default();
     assert!(throttled > 0, "the limit should refuse some of 20 records");
     let accepted = 20 - throttled;
-    let iterator = c
-        .get_shard_iterator()
-        .stream_name("metered")
-        .shard_id("shardId-000000000000")
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .expect("iterator")
-        .shard_iterator
-        .expect("iterator");
+    let iterator = crate::util::trim_horizon(&c, "metered", "shardId-000000000000").await;
     let read = c
         .get_records()
         .shard_iterator(&iterator)

@@ -291,3 +291,16 @@ pub async fn wait_active(c: &Client, name: &str) {
     }
     panic!("stream {name} did not become ACTIVE");
 }
+
+/// A TRIM_HORIZON iterator for `shard` of the stream `name`.
+pub async fn trim_horizon(c: &Client, name: &str, shard: &str) -> String {
+    c.get_shard_iterator()
+        .stream_name(name)
+        .shard_id(shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("iterator")
+        .shard_iterator
+        .expect("iterator")
+}

@@ -57,11 +57,6 @@ pub struct DataKeys {
 }
 
 impl DataKeys {
-    /// The ARN of the key `key_id` names for `account`, if usable.
-    pub fn resolve_key(&self, account: &str, key_id: &str) -> Option<String> {
-        self.kms.resolve(account, key_id).ok()
-    }
-
     /// Loads the store's wrapped data keys and becomes its keyring.
     pub fn open(store: Arc<Store>, kms: Arc<dyn KeyService>) -> Result<Arc<DataKeys>> {
         let mut wrapped = HashMap::new();

@@ -421,7 +421,10 @@ impl Engine {
     /// Start/StopStreamEncryption.
     pub fn kms_key_arn(&self, key_id: &str) -> Option<String> {
         let data_keys = self.data_keys.as_ref()?;
-        data_keys.resolve_key(&self.config.account_id, key_id)
+        data_keys
+            .kms()
+            .resolve(&self.config.account_id, key_id)
+            .ok()
     }
 
     /// The ARN of a stream of this account.

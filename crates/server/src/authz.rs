@@ -264,19 +264,15 @@ pub fn authorize(
         }
         _ => None,
     };
-    let on_key;
-    let request = match &key_arn {
-        Some(key_arn) => {
-            on_key = Request {
-                resource: key_arn,
-                resource_account: arn_account(key_arn).unwrap_or(&config.account_id),
-                ..request
-            };
-            decision = rivulet_iam::authorize(identity, None, &on_key);
-            &on_key
-        }
-        None => &request,
-    };
+    let on_key = key_arn.as_deref().map(|key_arn| Request {
+        resource: key_arn,
+        resource_account: arn_account(key_arn).unwrap_or(&config.account_id),
+        ..request
+    });
+    if let Some(on_key) = &on_key {
+        decision = rivulet_iam::authorize(identity, None, on_key);
+    }
+    let request = on_key.as_ref().unwrap_or(&request);
     let resource_arn = request.resource;
     match decision {
         Ok(()) => Ok(engine),

@@ -448,6 +448,72 @@ impl KeyService for LocalKms {
     }
 }
 
+/// `rivulet kms …`: edits the key file a server reads.
+pub fn run_cli(args: crate::config::KmsArgs) -> anyhow::Result<()> {
+    use crate::config::KmsCommand;
+    let path = args
+        .kms_keys
+        .or_else(crate::config::default_kms_keys)
+        .context("no key file: give --kms-keys FILE")?;
+    let mut file = KeyFile::load(&path)?;
+    let mut set_state = |key: &str, from: &[KeyState], to: KeyState| -> anyhow::Result<()> {
+        let entry = file.find(key)?;
+        if !from.contains(&entry.state) {
+            anyhow::bail!("{} is {:?}", entry.arn(), entry.state);
+        }
+        entry.state = to;
+        println!("{} {:?}", entry.arn(), to);
+        Ok(())
+    };
+    match args.command {
+        KmsCommand::CreateKey {
+            account_id,
+            region,
+            description,
+            alias,
+        } => {
+            let entry = file.create_key(&account_id, &region, &description, alias.as_deref())?;
+            println!("{} {}", entry.id, entry.arn());
+        }
+        KmsCommand::ListKeys => {
+            for key in &file.keys {
+                println!(
+                    "{}\t{:?}\tversions={}\t{}",
+                    key.arn(),
+                    key.state,
+                    key.material.len(),
+                    key.aliases.join(",")
+                );
+            }
+            return Ok(());
+        }
+        KmsCommand::EnableKey { key } => set_state(
+            &key,
+            &[KeyState::Enabled, KeyState::Disabled],
+            KeyState::Enabled,
+        )?,
+        KmsCommand::DisableKey { key } => set_state(
+            &key,
+            &[KeyState::Enabled, KeyState::Disabled],
+            KeyState::Disabled,
+        )?,
+        KmsCommand::ScheduleKeyDeletion { key } => set_state(
+            &key,
+            &[KeyState::Enabled, KeyState::Disabled],
+            KeyState::PendingDeletion,
+        )?,
+        KmsCommand::CancelKeyDeletion { key } => {
+            set_state(&key, &[KeyState::PendingDeletion], KeyState::Disabled)?
+        }
+        KmsCommand::RotateKey { key } => {
+            let entry = file.find(&key)?;
+            entry.material.push(random_material()?);
+            println!("{} version {}", entry.arn(), entry.material.len());
+        }
+    }
+    file.save(&path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,70 +610,4 @@ mod tests {
             );
         }
     }
-}
-
-/// `rivulet kms …`: edits the key file a server reads.
-pub fn run_cli(args: crate::config::KmsArgs) -> anyhow::Result<()> {
-    use crate::config::KmsCommand;
-    let path = args
-        .kms_keys
-        .or_else(crate::config::default_kms_keys)
-        .context("no key file: give --kms-keys FILE")?;
-    let mut file = KeyFile::load(&path)?;
-    let mut set_state = |key: &str, from: &[KeyState], to: KeyState| -> anyhow::Result<()> {
-        let entry = file.find(key)?;
-        if !from.contains(&entry.state) {
-            anyhow::bail!("{} is {:?}", entry.arn(), entry.state);
-        }
-        entry.state = to;
-        println!("{} {:?}", entry.arn(), to);
-        Ok(())
-    };
-    match args.command {
-        KmsCommand::CreateKey {
-            account_id,
-            region,
-            description,
-            alias,
-        } => {
-            let entry = file.create_key(&account_id, &region, &description, alias.as_deref())?;
-            println!("{} {}", entry.id, entry.arn());
-        }
-        KmsCommand::ListKeys => {
-            for key in &file.keys {
-                println!(
-                    "{}\t{:?}\tversions={}\t{}",
-                    key.arn(),
-                    key.state,
-                    key.material.len(),
-                    key.aliases.join(",")
-                );
-            }
-            return Ok(());
-        }
-        KmsCommand::EnableKey { key } => set_state(
-            &key,
-            &[KeyState::Enabled, KeyState::Disabled],
-            KeyState::Enabled,
-        )?,
-        KmsCommand::DisableKey { key } => set_state(
-            &key,
-            &[KeyState::Enabled, KeyState::Disabled],
-            KeyState::Disabled,
-        )?,
-        KmsCommand::ScheduleKeyDeletion { key } => set_state(
-            &key,
-            &[KeyState::Enabled, KeyState::Disabled],
-            KeyState::PendingDeletion,
-        )?,
-        KmsCommand::CancelKeyDeletion { key } => {
-            set_state(&key, &[KeyState::PendingDeletion], KeyState::Disabled)?
-        }
-        KmsCommand::RotateKey { key } => {
-            let entry = file.find(&key)?;
-            entry.material.push(random_material()?);
-            println!("{} version {}", entry.arn(), entry.material.len());
-        }
-    }
-    file.save(&path)
 }
