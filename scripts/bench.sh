@@ -7,7 +7,7 @@
 #   npm install --prefix "$PEERS" kinesalite kinesis-local
 #   cargo install ferrokinesis --root "$PEERS/ferro"
 # with PEERS defaulting to /tmp/peers. SECONDS_PER_WORKLOAD (default 10) sets each timed run;
-# SERVERS (default: all) picks which servers run.
+# SERVERS (default: all, after the `sync-floor` ceiling run) picks which servers run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,8 @@ trap 'exit 143' TERM INT HUP
 
 cargo build --release --locked -p rivulet -p rivulet-bench
 BENCH=target/release/rivulet-bench
+# Write the build out now, so its writeback does not land in the first measurements.
+sync
 RIVULET=target/release/rivulet
 
 # run LABEL PORT LOAD_RECORDS COMMAND...: start-up, then every workload, then memory.
@@ -58,11 +60,14 @@ run() {
   wait "$pid" 2>/dev/null || true
 }
 
-SERVERS=${SERVERS:-rivulet rivulet-in-memory ferrokinesis ferrokinesis-durable kinesalite kinesis-local}
+SERVERS=${SERVERS:-sync-floor rivulet rivulet-in-memory ferrokinesis ferrokinesis-durable kinesalite kinesis-local}
 FERRO=$PEERS/ferro/bin/ferrokinesis
 NODE_BIN=$PEERS/node_modules/.bin
 for server in $SERVERS; do
   case $server in
+    sync-floor)
+      # No server: the machine's ceiling for durable single-record puts (see docs/benchmarks.md).
+      "$BENCH" --label sync-floor sync-floor --seconds "$SECS" --dir "$WORK" >>"$OUT" ;;
     rivulet)
       run rivulet 4610 10000000 "$RIVULET serve --listen 127.0.0.1:4610 --data-dir $WORK/rivulet --create-stream-ms 0 --limits off" ;;
     rivulet-in-memory)

@@ -19,6 +19,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+mod floor;
+
 /// A fake but well-formed SigV4 header: emulators check its presence, not its value.
 const AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/kinesis/aws4_request, \
                     SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00";
@@ -73,11 +75,15 @@ pub enum Workload {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
     },
-    /// Starts a server (a shell command that listens on --endpoint), reports how long until
-    /// its first ListStreams answer and its resident memory then, and stops it.
+    /// Starts a server (a shell command that listens on --endpoint) several times, reports how
+    /// long until its first ListStreams answer (median and slowest) and its resident memory
+    /// then, and stops it.
     Ready {
         #[arg(long)]
         command: String,
+        /// How many times to start it (the median and the slowest are reported)
+        #[arg(long, default_value_t = 5)]
+        starts: u32,
     },
     /// Resident memory of a running server (by pid), as a result line.
     Memory {
@@ -113,6 +119,21 @@ pub enum Workload {
         step_seconds: u64,
         #[arg(long, default_value_t = 6)]
         steps: u32,
+    },
+    /// The machine's ceiling for durable single-record puts: a minimal server in this process
+    /// (raw TCP frames, no HTTP or JSON) that answers after an `fdatasync` (group commit), and
+    /// `connections` clients; no endpoint is used. Every design unless one is given.
+    SyncFloor {
+        #[arg(long, value_enum)]
+        design: Option<floor::Design>,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Where the files go (a fresh directory inside it, removed afterwards); put it on the
+        /// disk the server under test uses
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: std::path::PathBuf,
     },
     /// Puts at a fixed rate while a reader polls; reports put→visible latency.
     Visible {
@@ -349,7 +370,35 @@ fn mib(kib: u64) -> f64 {
 
 /// Spawns `command`, polls ListStreams every 0.5 ms until it answers 200, then reports the
 /// time from spawn and the server's memory, and kills it (its whole process group).
-async fn ready(endpoint: &Endpoint, label: &str, command: &str) -> anyhow::Result<()> {
+/// Starts the server `starts` times (the first on whatever data dir the command names, empty
+/// in `scripts/bench.sh`; then restarts on it) and reports the median and the slowest time
+/// from spawn to the first ListStreams answer, and the idle memory of the last start.
+async fn ready(endpoint: &Endpoint, label: &str, command: &str, starts: u32) -> anyhow::Result<()> {
+    let mut times = Vec::new();
+    let mut rss = 0;
+    for _ in 0..starts.max(1) {
+        let (elapsed, idle_rss) = start_once(endpoint, label, command).await?;
+        times.push(elapsed.as_secs_f64() * 1000.0);
+        rss = idle_rss;
+    }
+    let first = times[0];
+    times.sort_by(f64::total_cmp);
+    let round = |ms: f64| (ms * 10.0).round() / 10.0;
+    report(
+        label,
+        "ready",
+        json!({"ready_ms": round(percentile(&times, 0.5)), "ready_ms_max": round(times[times.len() - 1]),
+               "ready_ms_first": round(first), "starts": times.len(), "idle_rss_mib": mib(rss)}),
+    );
+    Ok(())
+}
+
+/// One start: time to the first ListStreams answer, then resident memory 1 s later; stops it.
+async fn start_once(
+    endpoint: &Endpoint,
+    label: &str,
+    command: &str,
+) -> anyhow::Result<(Duration, u64)> {
     use std::os::unix::process::CommandExt;
     let started = Instant::now();
     let mut child = std::process::Command::new("sh")
@@ -383,12 +432,7 @@ async fn ready(endpoint: &Endpoint, label: &str, command: &str) -> anyhow::Resul
         .arg(format!("-{group}"))
         .status();
     let _ = child.wait();
-    report(
-        label,
-        "ready",
-        json!({"ready_ms": (elapsed.as_secs_f64() * 10_000.0).round() / 10.0, "idle_rss_mib": mib(rss)}),
-    );
-    Ok(())
+    Ok((elapsed, rss))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -508,7 +552,9 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
         addr: cli.endpoint.clone(),
     });
     match &cli.workload {
-        Workload::Ready { command } => return ready(&endpoint, &cli.label, command).await,
+        Workload::Ready { command, starts } => {
+            return ready(&endpoint, &cli.label, command, *starts).await;
+        }
         Workload::Memory { pid, when } => {
             let rss = rss_kib(*pid).context("reading the server's memory")?;
             report(
@@ -518,11 +564,37 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        Workload::SyncFloor {
+            design,
+            connections,
+            seconds,
+            dir,
+        } => {
+            let designs = match design {
+                Some(design) => vec![*design],
+                None => vec![
+                    floor::Design::None,
+                    floor::Design::PerShard,
+                    floor::Design::Journal,
+                ],
+            };
+            for design in designs {
+                let r = floor::run(design, *connections, *seconds, dir).await?;
+                report(
+                    &cli.label,
+                    &format!("sync-floor-{}", design.name()),
+                    json!({"requests_per_s": r.requests_per_s, "p50_ms": r.p50_ms,
+                           "p99_ms": r.p99_ms, "requests_per_sync": r.requests_per_sync,
+                           "connections": connections}),
+                );
+            }
+            return Ok(());
+        }
         _ => {}
     }
     let shards = ensure_stream(&endpoint, &cli).await?;
     match cli.workload.clone() {
-        Workload::Ready { .. } | Workload::Memory { .. } => {}
+        Workload::Ready { .. } | Workload::Memory { .. } | Workload::SyncFloor { .. } => {}
         Workload::PutRecords {
             record_bytes,
             batch,

@@ -1,0 +1,351 @@
+//! The `sync-floor` workload: what this machine allows for durable single-record puts, with
+//! nothing of Kinesis in the way. A minimal server runs in this process on its own two-worker
+//! runtime: clients send fixed 128-byte frames over loopback TCP, the server writes each to a
+//! file and answers 8 bytes once an `fdatasync` covers it (group commit). No HTTP, no JSON, no
+//! hashing, no sequence numbers: any real server does strictly more work per request, so its
+//! PutRecord rate at the same connection count stays under this one.
+//!
+//! Designs (`--design`):
+//! - `none`: no sync; the request/response cost alone.
+//! - `per-shard`: four files, a frame to a random one, two sync threads taking dirty files
+//!   from a queue (Rivulet's design).
+//! - `journal`: one file for every frame and one sync thread, so one sync covers every
+//!   request waiting; the design that measured best here for single-record puts.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+
+const FRAME_BYTES: usize = 128;
+/// Files are extended this far up front (sparse), as Rivulet preallocates its active segment,
+/// so a sync does not also commit a new file size.
+const PREALLOCATE_BYTES: u64 = 1 << 30;
+
+/// How the floor server makes frames durable.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Design {
+    None,
+    PerShard,
+    Journal,
+}
+
+impl Design {
+    fn files(self) -> usize {
+        match self {
+            Design::Journal => 1,
+            Design::None | Design::PerShard => 4,
+        }
+    }
+
+    fn sync_threads(self) -> usize {
+        match self {
+            Design::None => 0,
+            Design::PerShard => 2,
+            Design::Journal => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::None => "none",
+            Design::PerShard => "per-shard",
+            Design::Journal => "journal",
+        }
+    }
+}
+
+/// One file: its written end (under the lock, with whether it is queued for a sync) and its
+/// durable end, which the request tasks wait on.
+struct FloorFile {
+    file: File,
+    written: Mutex<(u64, bool)>,
+    durable: watch::Sender<u64>,
+}
+
+struct Floor {
+    files: Vec<FloorFile>,
+    sync: bool,
+    queue: Mutex<(VecDeque<usize>, bool)>,
+    wake: Condvar,
+    syncs: AtomicU64,
+    /// A sync failed: the waiting requests end with an error instead of hanging.
+    failed: AtomicBool,
+}
+
+impl Floor {
+    /// Writes a frame at its file's end; returns the end a sync must reach.
+    fn append(&self, index: usize, frame: &[u8]) -> std::io::Result<u64> {
+        let file = &self.files[index];
+        let mut written = file.written.lock().unwrap_or_else(|e| e.into_inner());
+        file.file.write_all_at(frame, written.0)?;
+        written.0 += frame.len() as u64;
+        let end = written.0;
+        if !self.sync {
+            file.durable.send_replace(end);
+        } else if !written.1 {
+            written.1 = true;
+            drop(written);
+            self.enqueue(index);
+        }
+        Ok(end)
+    }
+
+    fn enqueue(&self, index: usize) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.0.push_back(index);
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    /// A sync thread: sync the next dirty file, publish, and queue it again if frames came
+    /// in meanwhile; until stopped.
+    fn run_sync(&self) -> std::io::Result<()> {
+        loop {
+            let index = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(index) = queue.0.pop_front() {
+                        break index;
+                    }
+                    if queue.1 {
+                        return Ok(());
+                    }
+                    queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let file = &self.files[index];
+            let end = {
+                let mut written = file.written.lock().unwrap_or_else(|e| e.into_inner());
+                written.1 = false;
+                written.0
+            };
+            if let Err(error) = file.file.sync_data() {
+                self.failed.store(true, Ordering::SeqCst);
+                for file in &self.files {
+                    file.durable.send_modify(|_| {});
+                }
+                return Err(error);
+            }
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            file.durable.send_replace(end);
+            let more = {
+                let mut written = file.written.lock().unwrap_or_else(|e| e.into_inner());
+                let more = written.0 > end && !written.1;
+                written.1 |= more;
+                more
+            };
+            if more {
+                self.enqueue(index);
+            }
+        }
+    }
+
+    fn stop(&self) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.wake.notify_all();
+    }
+}
+
+/// The result of one floor run.
+pub struct FloorResult {
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests_per_sync: Option<f64>,
+}
+
+/// Runs the floor server and `connections` clients for `seconds`, with the files in a fresh
+/// directory under `dir` (removed afterwards).
+pub async fn run(
+    design: Design,
+    connections: usize,
+    seconds: u64,
+    dir: &Path,
+) -> anyhow::Result<FloorResult> {
+    let dir = dir.join(format!("rivulet-sync-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = run_in(design, connections, seconds, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(
+    design: Design,
+    connections: usize,
+    seconds: u64,
+    dir: &Path,
+) -> anyhow::Result<FloorResult> {
+    let files = (0..design.files())
+        .map(|i| {
+            let path: PathBuf = dir.join(format!("{i}.log"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.set_len(PREALLOCATE_BYTES)?;
+            file.sync_all()?;
+            anyhow::Ok(FloorFile {
+                file,
+                written: Mutex::new((0, false)),
+                durable: watch::Sender::new(0),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let floor = Arc::new(Floor {
+        files,
+        sync: design != Design::None,
+        queue: Mutex::new((VecDeque::new(), false)),
+        wake: Condvar::new(),
+        syncs: AtomicU64::new(0),
+        failed: AtomicBool::new(false),
+    });
+    let sync_threads = (0..design.sync_threads())
+        .map(|_| {
+            let floor = floor.clone();
+            std::thread::spawn(move || floor.run_sync())
+        })
+        .collect::<Vec<_>>();
+
+    // The server: its own runtime with two workers, on its own thread, as a server process
+    // would have; it stops when `stop_server` fires.
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let server_floor = floor.clone();
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let _ = addr_tx.send(listener.local_addr()?);
+            let accept = async {
+                loop {
+                    let (socket, _) = listener.accept().await?;
+                    socket.set_nodelay(true)?;
+                    tokio::spawn(serve(server_floor.clone(), socket));
+                }
+            };
+            tokio::select! {
+                result = accept => result,
+                _ = stopped => anyhow::Ok(()),
+            }
+        })
+    });
+    let addr = addr_rx.await.context("the floor server did not start")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let clients = (0..connections)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut socket = tokio::net::TcpStream::connect(addr).await?;
+                socket.set_nodelay(true)?;
+                let mut latencies = Vec::new();
+                let mut frame = [b'x'; FRAME_BYTES];
+                let mut reply = [0u8; 8];
+                let mut state = c as u64 + 1;
+                while !stop.load(Ordering::Relaxed) {
+                    // A cheap xorshift picks the file, as partition keys spread over shards.
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    frame[0] = state as u8;
+                    let t = Instant::now();
+                    socket.write_all(&frame).await?;
+                    socket.read_exact(&mut reply).await?;
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect::<Vec<_>>();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for client in clients {
+        all.extend(client.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let _ = stop_server.send(());
+    floor.stop();
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the floor server panicked"))??;
+    for thread in sync_threads {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a floor sync thread panicked"))??;
+    }
+    all.sort_by(f64::total_cmp);
+    let syncs = floor.syncs.load(Ordering::Relaxed);
+    Ok(FloorResult {
+        requests_per_s: (all.len() as f64 / elapsed).round(),
+        p50_ms: crate::percentile(&all, 0.5),
+        p99_ms: crate::percentile(&all, 0.99),
+        requests_per_sync: (syncs > 0).then(|| all.len() as f64 / syncs as f64),
+    })
+}
+
+/// One connection: read a frame, append it, wait until it is durable, answer.
+async fn serve(floor: Arc<Floor>, mut socket: tokio::net::TcpStream) -> std::io::Result<()> {
+    let mut frame = [0u8; FRAME_BYTES];
+    loop {
+        if socket.read_exact(&mut frame).await.is_err() {
+            return Ok(());
+        }
+        let index = frame[0] as usize % floor.files.len();
+        let end = floor.append(index, &frame)?;
+        let mut durable = floor.files[index].durable.subscribe();
+        let failed = &floor.failed;
+        if durable
+            .wait_for(|d| *d >= end || failed.load(Ordering::SeqCst))
+            .await
+            .is_err()
+            || failed.load(Ordering::SeqCst)
+        {
+            return Err(std::io::Error::other("sync failed"));
+        }
+        socket.write_all(&end.to_le_bytes()).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every design answers requests, and the syncing ones report how many each sync covered,
+    /// and leave no files behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_design_runs_and_cleans_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for design in [Design::None, Design::PerShard, Design::Journal] {
+            let result = run(design, 4, 1, dir.path()).await.expect("floor run");
+            assert!(result.requests_per_s > 0.0, "{design:?} answered nothing");
+            assert!(result.p50_ms <= result.p99_ms);
+            match design {
+                Design::None => assert!(result.requests_per_sync.is_none()),
+                _ => assert!(
+                    result.requests_per_sync.is_some_and(|n| n > 0.5),
+                    "{design:?}: {:?}",
+                    result.requests_per_sync
+                ),
+            }
+        }
+        let left = std::fs::read_dir(dir.path()).expect("read dir").count();
+        assert_eq!(left, 0, "the floor's files were not removed");
+    }
+}
