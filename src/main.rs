@@ -5,6 +5,12 @@ use rivulet_server::Server;
 use rivulet_server::config::{KmsArgs, LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc malloc: request decoding allocates per record, and glibc's
+/// allocator was a fifth of the server's CPU under PutRecords (docs/benchmarks.md). Built
+/// without transparent huge pages (`no_thp`), which would add 6 MiB to idle memory.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The `rivulet` command line.
 #[derive(Debug, Parser)]
 #[command(
