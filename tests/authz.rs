@@ -1,8 +1,8 @@
 //! `--auth sigv4` authorization end to end through the Rust SDK: identity policies (Allow,
 //! Deny, wildcards, NotAction, Resource, conditions on aws:SourceIp, aws:CurrentTime and
 //! aws:ResourceTag), resource policies on streams and consumers (their validation, `{}` when
-//! there is none, cross-account access), AWS's AccessDeniedException messages, and the
-//! denial log line of the real binary.
+//! there is none, cross-account access), AWS's AccessDeniedException messages, the
+//! denial log line of the real binary, and the console's sign-in and per-page permissions.
 
 use std::sync::Arc;
 
@@ -752,4 +752,133 @@ async fn stream_encryption_needs_the_key_allowed_too() {
     crate::util::wait_active(&root, "enc").await;
     let (code, _) = error_of(unknown.expect_err("unknown key"));
     assert_ne!(code, "AccessDeniedException");
+}
+
+/// Under `--auth sigv4` the console, metrics and alarms need HTTP Basic credentials (an access
+/// key id and its secret) and the actions behind each page: DescribeStreamSummary to list a
+/// stream, GetRecords to browse it, CloudWatch's actions for metrics and alarms. The health
+/// and readiness probes stay open.
+#[tokio::test]
+async fn console_pages_need_credentials_and_permissions() {
+    use base64::Engine as _;
+    let mut config = ServerConfig::for_tests();
+    config.credentials = Some(Arc::new(credentials()));
+    let t = TestServer::with_config(config).await;
+    let root = sdk(t.addr, "AKIDROOT");
+    crate::util::create_stream(&root, "open").await;
+    crate::util::create_stream(&root, "secret").await;
+    root.put_record()
+        .stream_name("open")
+        .partition_key("k")
+        .data(Blob::new("hello"))
+        .send()
+        .await
+        .expect("put");
+    let basic = |key: &str, secret: &str| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"));
+        format!("Basic {token}")
+    };
+    let get = |path: &'static str, authorization: Option<String>| {
+        let addr = t.addr;
+        async move {
+            let headers: Vec<(&str, &str)> = match &authorization {
+                Some(value) => vec![("Authorization", value.as_str())],
+                None => vec![],
+            };
+            crate::util::raw_path(addr, "GET", path, &headers, b"").await
+        }
+    };
+
+    // The probes need nothing.
+    assert_eq!(get("/_rivulet/health", None).await.status, 200);
+    assert_eq!(get("/_rivulet/ready", None).await.status, 200);
+
+    // Everything else: 401 with a Basic challenge without valid credentials.
+    for authorization in [
+        None,
+        Some(basic("AKIDREADER", "wrong")),
+        Some(basic("AKIDUNKNOWN", "secret")),
+        Some("Basic not-base64!".to_string()),
+    ] {
+        for path in ["/_rivulet/", "/_rivulet/api/streams", "/_rivulet/metrics"] {
+            let page = get(path, authorization.clone()).await;
+            assert_eq!(page.status, 401, "{path} with {authorization:?}");
+            assert!(
+                page.header("www-authenticate")
+                    .is_some_and(|v| v.starts_with("Basic realm=\"Rivulet\"")),
+                "{path}: {:?}",
+                page.headers
+            );
+            assert_eq!(page.json()["__type"], "UnrecognizedClientException");
+        }
+    }
+
+    // Signed in, the page itself needs no permission.
+    let nobody = Some(basic("AKIDNOBODY", "secret"));
+    assert_eq!(get("/_rivulet/", nobody.clone()).await.status, 200);
+
+    // The stream list shows what the principal may describe: nothing for a principal without
+    // permissions or from another account (no resource policy shares these streams).
+    let names = |page: crate::util::RawResponse| -> Vec<String> {
+        let mut names: Vec<String> = page.json()["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let reader = Some(basic("AKIDREADER", "secret"));
+    assert_eq!(
+        names(get("/_rivulet/api/streams", reader.clone()).await),
+        ["open", "secret"]
+    );
+    assert!(names(get("/_rivulet/api/streams", nobody.clone()).await).is_empty());
+    let bob = Some(basic("AKIDBOB", "secret"));
+    assert!(names(get("/_rivulet/api/streams", bob).await).is_empty());
+
+    // Browsing records is GetRecords: the reader's policy denies it on "secret".
+    let open = get(
+        "/_rivulet/api/records?stream=open&shard=shardId-000000000000",
+        reader.clone(),
+    )
+    .await;
+    assert_eq!(open.status, 200);
+    assert_eq!(open.json()["records"].as_array().map(Vec::len), Some(1));
+    let secret = get(
+        "/_rivulet/api/records?stream=secret&shard=shardId-000000000000",
+        reader.clone(),
+    )
+    .await;
+    assert_eq!(secret.status, 403);
+    assert_eq!(secret.json()["__type"], "AccessDeniedException");
+    assert_eq!(
+        secret.json()["message"],
+        not_authorized(
+            &arn_of(HOME, "reader"),
+            "GetRecords",
+            &stream_arn("secret"),
+            "with an explicit deny in an identity-based policy"
+        )
+    );
+
+    // Metrics and alarms are CloudWatch's: the reader has no CloudWatch permissions, the
+    // account's root has every permission.
+    let metrics = get("/_rivulet/metrics", reader.clone()).await;
+    assert_eq!(metrics.status, 403);
+    assert_eq!(
+        metrics.json()["message"],
+        format!(
+            "User: {} is not authorized to perform: cloudwatch:GetMetricData because no \
+             identity-based policy allows the cloudwatch:GetMetricData action",
+            arn_of(HOME, "reader")
+        )
+    );
+    assert_eq!(get("/_rivulet/alarms", reader).await.status, 403);
+    let admin = Some(basic("AKIDROOT", "secret"));
+    let metrics = get("/_rivulet/metrics", admin.clone()).await;
+    assert_eq!(metrics.status, 200);
+    assert!(String::from_utf8_lossy(&metrics.body).contains("kinesis_IncomingRecords"));
+    assert_eq!(get("/_rivulet/alarms", admin).await.status, 200);
 }

@@ -296,7 +296,9 @@ async function refresh() {
     const selected = streams.streams.find((s) => `${s.account}/${s.name}` === state.selected);
     if (!selected) state.selected = null;
     renderStream(selected);
-    renderAlarms(alarms.alarms);
+    // Under --auth sigv4 a principal without cloudwatch:DescribeAlarms gets a 403 here.
+    renderAlarms(alarms.alarms ?? []);
+    if (alarms.__type) $("no-alarms").textContent = `${alarms.__type}: ${alarms.message}`;
     document.body.dataset.ready = "true";
   } catch (error) {
     $("clock").textContent = `not reachable: ${error}`;

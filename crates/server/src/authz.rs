@@ -53,6 +53,8 @@ const ON_CONSUMER: &[&str] = &[
 
 /// What a request is, as authorization sees it.
 pub struct Call<'a> {
+    /// A Kinesis operation (`PutRecord`: the action `kinesis:PutRecord`), or another service's
+    /// action written out (`cloudwatch:DescribeAlarms`), which is on no resource.
     pub operation: &'a str,
     pub input: &'a Value,
     pub caller: &'a Credential,
@@ -106,7 +108,9 @@ fn resource(
     };
     let input = call.input;
     let op = call.operation;
-    if NO_RESOURCE.contains(&op) {
+    // Another service's action (`cloudwatch:GetMetricData` for the metrics page) is on no
+    // resource here.
+    if NO_RESOURCE.contains(&op) || op.contains(':') {
         return ("*".into(), own.clone());
     }
     if BY_RESOURCE_ARN.contains(&op) {
@@ -234,7 +238,11 @@ pub fn authorize(
             .unwrap_or_default()
     };
     let resource_policy = access.policy.as_deref().and_then(|t| cache.get(t));
-    let action = format!("kinesis:{}", call.operation);
+    let action = if call.operation.contains(':') {
+        call.operation.to_string()
+    } else {
+        format!("kinesis:{}", call.operation)
+    };
     let config = engine.config();
     let keys = Keys {
         call,

@@ -18,6 +18,11 @@ const INDEX_HTML: &str = include_str!("../console/index.html");
 const CONSOLE_JS: &str = include_str!("../console/console.js");
 const CONSOLE_CSS: &str = include_str!("../console/console.css");
 
+/// Under `--auth sigv4`, whether the signed-in principal may perform a Kinesis operation on a
+/// stream (by ARN); the error is AccessDeniedException's message. `None` without
+/// authentication: everything is shown.
+pub type Allow<'a> = Option<&'a dyn Fn(&str, &str) -> Result<(), String>>;
+
 /// The totals the console charts, per stream and (with enhanced monitoring) per shard.
 const CHARTED: [Metric; 7] = [
     Metric::IncomingRecords,
@@ -56,12 +61,17 @@ fn fraction(decimal: &str) -> f64 {
         .map_or(0.0, |v| v as f64 / 2f64.powi(128))
 }
 
-fn streams(accounts: &HashMap<String, Arc<Engine>>, now_ms: i64) -> Value {
+/// Every stream the principal may describe (DescribeStreamSummary), with its shards,
+/// consumers and metric totals.
+fn streams(accounts: &HashMap<String, Arc<Engine>>, now_ms: i64, allow: Allow<'_>) -> Value {
     let mut ids: Vec<&String> = accounts.keys().collect();
     ids.sort();
     let mut out = Vec::new();
     for account in ids {
         for view in accounts[account].metrics_snapshot() {
+            if allow.is_some_and(|allow| allow("DescribeStreamSummary", &view.arn).is_err()) {
+                continue;
+            }
             let shards: Vec<Value> = view
                 .shards
                 .iter()
@@ -119,11 +129,13 @@ fn query(uri: &http::Uri) -> HashMap<String, String> {
         .collect()
 }
 
+/// Records of one shard, for a principal that may GetRecords on the stream.
 fn records(
     accounts: &HashMap<String, Arc<Engine>>,
     own: &str,
     uri: &http::Uri,
     now_ms: i64,
+    allow: Allow<'_>,
 ) -> Page {
     let q = query(uri);
     let Some(engine) = accounts.get(q.get("account").map(String::as_str).unwrap_or(own)) else {
@@ -151,6 +163,12 @@ fn records(
         .clamp(1, 1000);
     let stream = q.get("stream").map(String::as_str).unwrap_or("");
     let shard = q.get("shard").map(String::as_str).unwrap_or("");
+    if let Some(Err(message)) = allow.map(|allow| allow("GetRecords", &engine.stream_arn(stream))) {
+        return Page::json(
+            403,
+            &json!({"__type": "AccessDeniedException", "message": message}),
+        );
+    }
     match engine.browse_shard(stream, shard, &start, limit, now_ms) {
         Ok(records) => {
             let records: Vec<Value> = records
@@ -180,6 +198,7 @@ pub fn page(
     accounts: &HashMap<String, Arc<Engine>>,
     own: &str,
     now_ms: i64,
+    allow: Allow<'_>,
 ) -> Option<Page> {
     let asset = |content_type: &'static str, text: &str| Page {
         status: 200,
@@ -190,8 +209,8 @@ pub fn page(
         "/_rivulet/" | "/_rivulet/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/_rivulet/console.js" => asset("text/javascript; charset=utf-8", CONSOLE_JS),
         "/_rivulet/console.css" => asset("text/css; charset=utf-8", CONSOLE_CSS),
-        "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms)),
-        "/_rivulet/api/records" => records(accounts, own, uri, now_ms),
+        "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms, allow)),
+        "/_rivulet/api/records" => records(accounts, own, uri, now_ms, allow),
         _ => return None,
     })
 }

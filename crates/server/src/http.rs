@@ -199,16 +199,34 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
 }
 
 /// Serves `/_rivulet/…` (GET and HEAD only; the prefix is ours, so unknown paths are 404s).
+/// `allow` is `Some` under `--auth sigv4`: it decides, for the signed-in principal, each
+/// Kinesis or CloudWatch action a page needs.
 fn observability(
     request: &Request<Incoming>,
     accounts: &std::collections::HashMap<String, Arc<Engine>>,
     own: &str,
     alarms: &crate::alarms::Alarms,
     stopping: bool,
+    allow: crate::console::Allow<'_>,
 ) -> Response<Body> {
-    let page = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        crate::console::page(request.uri(), accounts, own, now_ms())
-            .or_else(|| crate::observe::page(request.uri().path(), accounts, alarms, stopping))
+    let path = request.uri().path();
+    // The metrics and alarms are CloudWatch's: its actions, on no resource.
+    let cloudwatch = match path {
+        "/_rivulet/metrics" => Some("cloudwatch:GetMetricData"),
+        "/_rivulet/alarms" => Some("cloudwatch:DescribeAlarms"),
+        _ => None,
+    };
+    let denied = cloudwatch
+        .zip(allow)
+        .and_then(|(action, allow)| allow(action, "").err());
+    let page = if let Some(message) = denied {
+        Some(crate::observe::Page::json(
+            403,
+            &serde_json::json!({"__type": "AccessDeniedException", "message": message}),
+        ))
+    } else if matches!(*request.method(), Method::GET | Method::HEAD) {
+        crate::console::page(request.uri(), accounts, own, now_ms(), allow)
+            .or_else(|| crate::observe::page(path, accounts, alarms, stopping))
     } else {
         Some(crate::observe::Page::json(
             405,
@@ -219,6 +237,19 @@ fn observability(
         crate::observe::Page::json(404, &serde_json::json!({"message": "Not Found"}))
     });
     respond(page.status, page.content_type, page.body, true)
+}
+
+/// Under `--auth sigv4`, a `/_rivulet/` page other than the health and readiness probes needs
+/// HTTP Basic credentials (an access key id and its secret); without valid ones, a 401 that
+/// makes a browser ask for them.
+fn basic_challenge(reason: &str) -> Response<Body> {
+    let body = serde_json::json!({"__type": "UnrecognizedClientException", "message": reason});
+    let mut response = respond(401, "application/json", body.to_string().into_bytes(), true);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Basic realm=\"Rivulet\", charset=\"UTF-8\""),
+    );
+    response
 }
 
 /// A browser opening the server is sent to the console.
@@ -274,7 +305,47 @@ pub async fn handle(
     if request.uri().path().starts_with(crate::observe::PREFIX) {
         let own = engine.config().account_id.clone();
         let stopping = *stopping.borrow();
-        return Ok(observability(&request, &accounts, &own, &alarms, stopping));
+        let probe = matches!(request.uri().path(), "/_rivulet/health" | "/_rivulet/ready");
+        let caller = match &credentials {
+            Some(credentials) if !probe => {
+                let authorization = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                match credentials.basic(authorization, now_ms()) {
+                    Ok(caller) => Some((credentials, caller)),
+                    Err(reason) => return Ok(basic_challenge(&reason)),
+                }
+            }
+            _ => None,
+        };
+        let allow = |operation: &str, stream_arn: &str| -> Result<(), String> {
+            let Some((credentials, caller)) = &caller else {
+                return Ok(());
+            };
+            let input = if stream_arn.is_empty() {
+                rivulet_protocol::Value::Map(Vec::new())
+            } else {
+                rivulet_protocol::Value::Map(vec![(
+                    "StreamARN".to_string(),
+                    rivulet_protocol::Value::Str(stream_arn.to_string()),
+                )])
+            };
+            let call = crate::authz::Call {
+                operation,
+                input: &input,
+                caller,
+                peer,
+                secure,
+                now_ms: now_ms(),
+            };
+            crate::authz::authorize(&call, credentials, &engine, &accounts, &policies)
+                .map(|_| ())
+                .map_err(|error| error.message.unwrap_or_default())
+        };
+        let allow: crate::console::Allow<'_> = if caller.is_some() { Some(&allow) } else { None };
+        return Ok(observability(
+            &request, &accounts, &own, &alarms, stopping, allow,
+        ));
     }
     if crate::console::is_browser_root(&request) {
         return Ok(redirect_to_console());

@@ -124,6 +124,45 @@ impl Credentials {
         self.by_key.values().map(|c| c.account_id.clone()).collect()
     }
 
+    /// HTTP Basic authentication, for the `/_rivulet/` pages a browser or a metrics scraper
+    /// reads (they cannot sign): the user name is an access key id and the password its secret
+    /// access key. The secret is compared in constant time; an expired temporary credential is
+    /// refused. The error is the reason, for the 401's body.
+    pub fn basic(&self, authorization: Option<&str>, now_ms: i64) -> Result<Credential, String> {
+        use base64::Engine as _;
+        let encoded = authorization
+            .and_then(|value| value.strip_prefix("Basic "))
+            .ok_or("Sign in with an access key id as the user name and its secret access key as the password.")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or("The Authorization header is not valid Basic credentials.")?;
+        let (key_id, secret) = decoded
+            .split_once(':')
+            .ok_or("The Authorization header is not valid Basic credentials.")?;
+        let refused = || "The access key id or the secret access key is not valid.".to_string();
+        let credential = self.by_key.get(key_id).ok_or_else(refused)?;
+        // Constant time: a MAC keyed with the given secret, verified with the stored one.
+        let tag = HmacSha256::new_from_slice(secret.as_bytes())
+            .map_err(|_| refused())?
+            .chain_update(b"rivulet-console")
+            .finalize()
+            .into_bytes();
+        HmacSha256::new_from_slice(credential.secret_access_key.as_bytes())
+            .map_err(|_| refused())?
+            .chain_update(b"rivulet-console")
+            .verify_slice(&tag)
+            .map_err(|_| refused())?;
+        if credential
+            .expires
+            .is_some_and(|e| now_ms >= e.saturating_mul(1000))
+        {
+            return Err("The security token included in the request is expired".to_string());
+        }
+        Ok(credential.clone())
+    }
+
     pub fn from_list(list: Vec<Credential>) -> Credentials {
         Credentials {
             by_key: list
