@@ -63,6 +63,10 @@ fn credentials() -> Credentials {
         user("AKIDCAROL", OTHER, &arn_of(OTHER, "carol")),
         user("AKIDSTREAMONLY", HOME, &arn_of(HOME, "streamonly")),
         user("AKIDWITHKEY", HOME, &arn_of(HOME, "withkey")),
+        Credential {
+            session_token: Some("token".into()),
+            ..user("AKIDTEMP", HOME, &format!("arn:aws:iam::{HOME}:root"))
+        },
     ]);
     let mut attach = |name: &str, account: &str, document: &str| {
         let policy = Policy::parse(document, Kind::Identity).expect("test policy");
@@ -816,6 +820,9 @@ async fn console_pages_need_credentials_and_permissions() {
     // Signed in, the page itself needs no permission.
     let nobody = Some(basic("AKIDNOBODY", "secret"));
     assert_eq!(get("/_rivulet/", nobody.clone()).await.status, 200);
+    // The scheme's name is case-insensitive.
+    let lower = nobody.as_deref().map(|v| v.replacen("Basic", "basic", 1));
+    assert_eq!(get("/_rivulet/", lower).await.status, 200);
 
     // The stream list shows what the principal may describe: nothing for a principal without
     // permissions or from another account (no resource policy shares these streams).

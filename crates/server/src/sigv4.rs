@@ -126,21 +126,24 @@ impl Credentials {
 
     /// HTTP Basic authentication, for the `/_rivulet/` pages a browser or a metrics scraper
     /// reads (they cannot sign): the user name is an access key id and the password its secret
-    /// access key. The secret is compared in constant time; an expired temporary credential is
-    /// refused. The error is the reason, for the 401's body.
+    /// access key. The secret is compared in constant time; temporary credentials are refused
+    /// (their session token cannot come along). The error is the reason, for the 401's body.
     pub fn basic(&self, authorization: Option<&str>, now_ms: i64) -> Result<Credential, String> {
         use base64::Engine as _;
-        let encoded = authorization
-            .and_then(|value| value.strip_prefix("Basic "))
-            .ok_or("Sign in with an access key id as the user name and its secret access key as the password.")?;
+        let malformed = || "The Authorization header is not valid Basic credentials.".to_string();
+        let (scheme, encoded) = authorization.and_then(|v| v.split_once(' ')).ok_or(
+            "Sign in with an access key id as the user name and its secret access key as the \
+             password.",
+        )?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(malformed());
+        }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or("The Authorization header is not valid Basic credentials.")?;
-        let (key_id, secret) = decoded
-            .split_once(':')
-            .ok_or("The Authorization header is not valid Basic credentials.")?;
+            .ok_or_else(malformed)?;
+        let (key_id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
         let refused = || "The access key id or the secret access key is not valid.".to_string();
         let credential = self.by_key.get(key_id).ok_or_else(refused)?;
         // Constant time: a MAC keyed with the given secret, verified with the stored one.
@@ -154,6 +157,15 @@ impl Credentials {
             .chain_update(b"rivulet-console")
             .verify_slice(&tag)
             .map_err(|_| refused())?;
+        // A temporary credential is valid only with its session token, which Basic cannot
+        // carry.
+        if credential.session_token.is_some() {
+            return Err(
+                "Temporary credentials need their session token: sign in with a long-term \
+                 access key."
+                    .to_string(),
+            );
+        }
         if credential
             .expires
             .is_some_and(|e| now_ms >= e.saturating_mul(1000))
