@@ -50,14 +50,15 @@ principal_arn = "arn:aws:iam::000000000000:user/readonly"
 principal_arn = "arn:aws:iam::000000000000:user/readonly"
 document = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:Describe*", "kinesis:List*", "kinesis:Get*"], "Resource": "*"}]}'''
 
-# Both users may do anything with Kinesis (IAM: no allow means deny).
+# Both users may do anything with Kinesis (IAM: no allow means deny); the JavaScript one also
+# reads the console's metrics and alarms (CloudWatch's actions), signing in with Basic.
 [[policies]]
 principal_arn = "arn:aws:iam::000000000000:user/python"
 document = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}]}'''
 
 [[policies]]
 principal_arn = "arn:aws:iam::000000000000:user/javascript"
-document = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = "kinesis:*", Resource = "*" }] }
+document = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = ["kinesis:*", "cloudwatch:GetMetricData", "cloudwatch:DescribeAlarms"], Resource = "*" }] }
 TOML
 target/debug/rivulet serve --listen 127.0.0.1:0 --in-memory --create-stream-ms 0 \
   --delete-stream-ms 0 --update-stream-ms 0 --auth sigv4 --credentials "$CREDENTIALS" \

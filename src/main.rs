@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: request decoding allocates per record, and glibc's
 /// allocator was a fifth of the server's CPU under PutRecords (docs/benchmarks.md). Built
-/// without transparent huge pages (`no_thp`), which would add 6 MiB to idle memory.
+/// without transparent huge pages (`no_thp`), which would add about 6 MiB to idle memory.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

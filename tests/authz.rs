@@ -63,6 +63,11 @@ fn credentials() -> Credentials {
         user("AKIDCAROL", OTHER, &arn_of(OTHER, "carol")),
         user("AKIDSTREAMONLY", HOME, &arn_of(HOME, "streamonly")),
         user("AKIDWITHKEY", HOME, &arn_of(HOME, "withkey")),
+        user(
+            "AKIDOTHERROOT",
+            OTHER,
+            &format!("arn:aws:iam::{OTHER}:root"),
+        ),
         Credential {
             session_token: Some("token".into()),
             ..user("AKIDTEMP", HOME, &format!("arn:aws:iam::{HOME}:root"))
@@ -804,7 +809,14 @@ async fn console_pages_need_credentials_and_permissions() {
         Some(basic("AKIDUNKNOWN", "secret")),
         Some("Basic not-base64!".to_string()),
     ] {
-        for path in ["/_rivulet/", "/_rivulet/api/streams", "/_rivulet/metrics"] {
+        for path in [
+            "/_rivulet/",
+            "/_rivulet/console.js",
+            "/_rivulet/api/streams",
+            "/_rivulet/api/records?stream=open&shard=shardId-000000000000",
+            "/_rivulet/metrics",
+            "/_rivulet/alarms",
+        ] {
             let page = get(path, authorization.clone()).await;
             assert_eq!(page.status, 401, "{path} with {authorization:?}");
             assert!(
@@ -816,6 +828,9 @@ async fn console_pages_need_credentials_and_permissions() {
             assert_eq!(page.json()["__type"], "UnrecognizedClientException");
         }
     }
+
+    let head = crate::util::raw_path(t.addr, "HEAD", "/_rivulet/metrics", &[], b"").await;
+    assert_eq!(head.status, 401);
 
     // Signed in, the page itself needs no permission.
     let nobody = Some(basic("AKIDNOBODY", "secret"));
@@ -886,6 +901,32 @@ async fn console_pages_need_credentials_and_permissions() {
     let admin = Some(basic("AKIDROOT", "secret"));
     let metrics = get("/_rivulet/metrics", admin.clone()).await;
     assert_eq!(metrics.status, 200);
-    assert!(String::from_utf8_lossy(&metrics.body).contains("kinesis_IncomingRecords"));
+    assert!(String::from_utf8_lossy(&metrics.body).contains("StreamName=\"open\""));
     assert_eq!(get("/_rivulet/alarms", admin).await.status, 200);
+
+    // Another account's root may read CloudWatch in its own account: it sees its own
+    // account's metrics, not this one's streams, and cannot browse them.
+    let other = Some(basic("AKIDOTHERROOT", "secret"));
+    let metrics = get("/_rivulet/metrics", other.clone()).await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        !String::from_utf8_lossy(&metrics.body).contains("StreamName=\"open\""),
+        "{}",
+        String::from_utf8_lossy(&metrics.body)
+    );
+    assert!(names(get("/_rivulet/api/streams", other.clone()).await).is_empty());
+    let theirs = get(
+        "/_rivulet/api/records?account=000000000000&stream=open&shard=shardId-000000000000",
+        other.clone(),
+    )
+    .await;
+    assert_eq!(theirs.status, 403);
+    // An account the server does not serve: the same denial, nothing about the account.
+    let nowhere = get(
+        "/_rivulet/api/records?account=999999999999&stream=open&shard=shardId-000000000000",
+        other,
+    )
+    .await;
+    assert_eq!(nowhere.status, 403);
+    assert_eq!(nowhere.json()["__type"], "AccessDeniedException");
 }

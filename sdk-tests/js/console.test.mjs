@@ -1,7 +1,8 @@
 // The web console in headless Chromium (Debian's chromium, driven by playwright-core): a
-// browser opening the server is sent to the console, a stream created through the API shows
-// up, its chart moves once records are put, the record browser decodes them, and a screenshot
-// is kept as an artefact (target/console.png).
+// browser opening the server is sent to the console and signs in with Basic credentials (the
+// server runs with --auth sigv4), a stream created through the API shows up, its chart moves
+// once records are put, the record browser decodes them, and a screenshot is kept as an
+// artefact (target/console.png).
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -38,7 +39,13 @@ test("the console shows a stream and its traffic", { timeout: 120_000 }, async (
     ],
   });
   try {
-    const page = await browser.newPage({ viewport: { width: 1200, height: 1400 } });
+    // The suite's server runs with --auth sigv4: the console asks for Basic credentials, an
+    // access key id and its secret, which the browser context answers with.
+    const context = await browser.newContext({
+      viewport: { width: 1200, height: 1400 },
+      httpCredentials: { username: "AKIDJS", password: "secret" },
+    });
+    const page = await context.newPage();
     // A browser opening the endpoint is redirected to the console.
     const response = await page.goto(`${endpoint}/`);
     assert.ok(response.ok(), `console answered ${response.status()}`);

@@ -121,12 +121,10 @@ impl Floor {
                     queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
                 }
             };
+            // The file stays marked queued while its sync runs, so no other thread syncs it
+            // at the same time; frames written meanwhile are picked up right after.
             let file = &self.files[index];
-            let end = {
-                let mut written = file.written.lock().unwrap_or_else(|e| e.into_inner());
-                written.1 = false;
-                written.0
-            };
+            let end = file.written.lock().unwrap_or_else(|e| e.into_inner()).0;
             if let Err(error) = file.file.sync_data() {
                 self.failed.store(true, Ordering::SeqCst);
                 for file in &self.files {
@@ -135,11 +133,17 @@ impl Floor {
                 return Err(error);
             }
             self.syncs.fetch_add(1, Ordering::Relaxed);
-            file.durable.send_replace(end);
+            file.durable.send_if_modified(|durable| {
+                let advanced = end > *durable;
+                if advanced {
+                    *durable = end;
+                }
+                advanced
+            });
             let more = {
                 let mut written = file.written.lock().unwrap_or_else(|e| e.into_inner());
-                let more = written.0 > end && !written.1;
-                written.1 |= more;
+                let more = written.0 > end;
+                written.1 = more;
                 more
             };
             if more {
@@ -243,8 +247,42 @@ async fn run_in(
             }
         })
     });
-    let addr = addr_rx.await.context("the floor server did not start")?;
+    let outcome = clients(addr_rx, connections, seconds).await;
 
+    // Stopped and joined whatever happened to the clients, so nothing is left running.
+    let _ = stop_server.send(());
+    floor.stop();
+    tokio::task::spawn_blocking(move || {
+        server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the floor server panicked"))??;
+        for thread in sync_threads {
+            thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("a floor sync thread panicked"))??;
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    let (mut all, elapsed) = outcome?;
+    all.sort_by(f64::total_cmp);
+    let syncs = floor.syncs.load(Ordering::Relaxed);
+    Ok(FloorResult {
+        requests_per_s: (all.len() as f64 / elapsed).round(),
+        p50_ms: crate::percentile(&all, 0.5),
+        p99_ms: crate::percentile(&all, 0.99),
+        requests_per_sync: (syncs > 0).then(|| all.len() as f64 / syncs as f64),
+    })
+}
+
+/// The clients: each sends a frame and waits for its answer, until `seconds` have passed.
+/// Every latency in ms, and the seconds the run took.
+async fn clients(
+    addr: oneshot::Receiver<std::net::SocketAddr>,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let addr = addr.await.context("the floor server did not start")?;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let clients = (0..connections)
@@ -278,26 +316,7 @@ async fn run_in(
     for client in clients {
         all.extend(client.await??);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-
-    let _ = stop_server.send(());
-    floor.stop();
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("the floor server panicked"))??;
-    for thread in sync_threads {
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a floor sync thread panicked"))??;
-    }
-    all.sort_by(f64::total_cmp);
-    let syncs = floor.syncs.load(Ordering::Relaxed);
-    Ok(FloorResult {
-        requests_per_s: (all.len() as f64 / elapsed).round(),
-        p50_ms: crate::percentile(&all, 0.5),
-        p99_ms: crate::percentile(&all, 0.99),
-        requests_per_sync: (syncs > 0).then(|| all.len() as f64 / syncs as f64),
-    })
+    Ok((all, started.elapsed().as_secs_f64()))
 }
 
 /// One connection: read a frame, append it, wait until it is durable, answer.

@@ -368,8 +368,6 @@ fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
-/// Spawns `command`, polls ListStreams every 0.5 ms until it answers 200, then reports the
-/// time from spawn and the server's memory, and kills it (its whole process group).
 /// Starts the server `starts` times (the first on whatever data dir the command names, empty
 /// in `scripts/bench.sh`; then restarts on it) and reports the median and the slowest time
 /// from spawn to the first ListStreams answer, and the idle memory of the last start.
@@ -393,7 +391,8 @@ async fn ready(endpoint: &Endpoint, label: &str, command: &str, starts: u32) -> 
     Ok(())
 }
 
-/// One start: time to the first ListStreams answer, then resident memory 1 s later; stops it.
+/// One start: spawns `command`, polls ListStreams every 0.5 ms until it answers 200, reads
+/// its resident memory 1 s later, and kills it (its whole process group).
 async fn start_once(
     endpoint: &Endpoint,
     label: &str,

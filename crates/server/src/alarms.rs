@@ -239,6 +239,22 @@ impl Alarms {
         self.states.lock().clone()
     }
 
+    /// The alarms on `account`'s streams (the account a rule names, or the server's own), or
+    /// every alarm for `None`.
+    pub fn views_for(&self, account: Option<&str>, own_account: &str) -> Vec<AlarmView> {
+        let states = self.states.lock();
+        self.compiled
+            .iter()
+            .zip(states.iter())
+            .filter(|(compiled, _)| {
+                account.is_none_or(|account| {
+                    compiled.rule.account_id.as_deref().unwrap_or(own_account) == account
+                })
+            })
+            .map(|(_, view)| view.clone())
+            .collect()
+    }
+
     /// Evaluates every alarm once a second; returns the state changes.
     pub fn evaluate(
         &self,
@@ -639,5 +655,39 @@ mod tests {
             "duplicate names"
         );
         assert!(Alarms::new(&[], Some("https://x".into()), T0).is_err());
+    }
+
+    /// A signed-in viewer sees the alarms on its own account's streams only.
+    #[test]
+    fn views_for_an_account() {
+        let alarms = Alarms::new(
+            &[
+                rule(None),
+                AlarmRule {
+                    alarm_name: "theirs".into(),
+                    account_id: Some("111111111111".into()),
+                    ..rule(None)
+                },
+                AlarmRule {
+                    alarm_name: "ours-named".into(),
+                    account_id: Some("000000000000".into()),
+                    ..rule(None)
+                },
+            ],
+            None,
+            T0,
+        )
+        .unwrap();
+        let names = |account: Option<&str>| -> Vec<String> {
+            alarms
+                .views_for(account, "000000000000")
+                .into_iter()
+                .map(|v| v.alarm_name)
+                .collect()
+        };
+        assert_eq!(names(None), ["busy", "theirs", "ours-named"]);
+        assert_eq!(names(Some("000000000000")), ["busy", "ours-named"]);
+        assert_eq!(names(Some("111111111111")), ["theirs"]);
+        assert!(names(Some("222222222222")).is_empty());
     }
 }

@@ -61,6 +61,8 @@ pub struct Call<'a> {
     pub peer: Option<IpAddr>,
     pub secure: bool,
     pub now_ms: i64,
+    /// Whether a denial is logged (the console's stream list filters quietly).
+    pub log_denial: bool,
 }
 
 /// Parsed resource policies, by their text (policies are re-read only when they change).
@@ -285,13 +287,15 @@ pub fn authorize(
     match decision {
         Ok(()) => Ok(engine),
         Err(denial) => {
-            tracing::warn!(
+            if call.log_denial {
+                tracing::warn!(
                 principal = %call.caller.principal_arn,
                 action = %action,
                 resource = %resource_arn,
-                reason = ?denial,
-                "access denied"
-            );
+                    reason = ?denial,
+                    "access denied"
+                );
+            }
             Err(AwsError {
                 code: "AccessDeniedException".into(),
                 message: Some(denial.message(request)),

@@ -18,10 +18,14 @@ const INDEX_HTML: &str = include_str!("../console/index.html");
 const CONSOLE_JS: &str = include_str!("../console/console.js");
 const CONSOLE_CSS: &str = include_str!("../console/console.css");
 
-/// Under `--auth sigv4`, whether the signed-in principal may perform a Kinesis operation on a
-/// stream (by ARN); the error is AccessDeniedException's message. `None` without
-/// authentication: everything is shown.
-pub type Allow<'a> = Option<&'a dyn Fn(&str, &str) -> Result<(), String>>;
+/// Under `--auth sigv4`, the signed-in principal: its account, and whether it may perform a
+/// Kinesis operation on a stream (by ARN), the error being AccessDeniedException's message.
+/// Without authentication there is no viewer and everything is shown.
+#[derive(Clone, Copy)]
+pub struct Viewer<'a> {
+    pub account: &'a str,
+    pub allow: &'a dyn Fn(&str, &str) -> Result<(), String>,
+}
 
 /// The totals the console charts, per stream and (with enhanced monitoring) per shard.
 const CHARTED: [Metric; 7] = [
@@ -63,13 +67,17 @@ fn fraction(decimal: &str) -> f64 {
 
 /// Every stream the principal may describe (DescribeStreamSummary), with its shards,
 /// consumers and metric totals.
-fn streams(accounts: &HashMap<String, Arc<Engine>>, now_ms: i64, allow: Allow<'_>) -> Value {
+fn streams(
+    accounts: &HashMap<String, Arc<Engine>>,
+    now_ms: i64,
+    viewer: Option<Viewer<'_>>,
+) -> Value {
     let mut ids: Vec<&String> = accounts.keys().collect();
     ids.sort();
     let mut out = Vec::new();
     for account in ids {
         for view in accounts[account].metrics_snapshot() {
-            if allow.is_some_and(|allow| allow("DescribeStreamSummary", &view.arn).is_err()) {
+            if viewer.is_some_and(|v| (v.allow)("DescribeStreamSummary", &view.arn).is_err()) {
                 continue;
             }
             let shards: Vec<Value> = view
@@ -129,16 +137,42 @@ fn query(uri: &http::Uri) -> HashMap<String, String> {
         .collect()
 }
 
-/// Records of one shard, for a principal that may GetRecords on the stream.
+/// Records of one shard, for a principal that may GetRecords on the stream (of its own
+/// account unless `account` names another).
 fn records(
     accounts: &HashMap<String, Arc<Engine>>,
     own: &str,
     uri: &http::Uri,
     now_ms: i64,
-    allow: Allow<'_>,
+    viewer: Option<Viewer<'_>>,
 ) -> Page {
     let q = query(uri);
-    let Some(engine) = accounts.get(q.get("account").map(String::as_str).unwrap_or(own)) else {
+    let account = q
+        .get("account")
+        .map(String::as_str)
+        .or(viewer.map(|v| v.account))
+        .unwrap_or(own);
+    let stream = q.get("stream").map(String::as_str).unwrap_or("");
+    let shard = q.get("shard").map(String::as_str).unwrap_or("");
+    // Authorized before anything is looked up, so a denied principal learns nothing.
+    if let Some(viewer) = viewer {
+        let arn = match (accounts.get(account), accounts.get(own)) {
+            (Some(engine), _) => engine.stream_arn(stream),
+            (None, own_engine) => format!(
+                "arn:aws:kinesis:{}:{account}:stream/{stream}",
+                own_engine
+                    .map(|e| e.config().region.clone())
+                    .unwrap_or_default()
+            ),
+        };
+        if let Err(message) = (viewer.allow)("GetRecords", &arn) {
+            return Page::json(
+                403,
+                &json!({"__type": "AccessDeniedException", "message": message}),
+            );
+        }
+    }
+    let Some(engine) = accounts.get(account) else {
         return Page::json(404, &json!({"message": "No such account."}));
     };
     let kind = match q
@@ -161,14 +195,6 @@ fn records(
         .and_then(|l| l.parse().ok())
         .unwrap_or(100usize)
         .clamp(1, 1000);
-    let stream = q.get("stream").map(String::as_str).unwrap_or("");
-    let shard = q.get("shard").map(String::as_str).unwrap_or("");
-    if let Some(Err(message)) = allow.map(|allow| allow("GetRecords", &engine.stream_arn(stream))) {
-        return Page::json(
-            403,
-            &json!({"__type": "AccessDeniedException", "message": message}),
-        );
-    }
     match engine.browse_shard(stream, shard, &start, limit, now_ms) {
         Ok(records) => {
             let records: Vec<Value> = records
@@ -198,7 +224,7 @@ pub fn page(
     accounts: &HashMap<String, Arc<Engine>>,
     own: &str,
     now_ms: i64,
-    allow: Allow<'_>,
+    viewer: Option<Viewer<'_>>,
 ) -> Option<Page> {
     let asset = |content_type: &'static str, text: &str| Page {
         status: 200,
@@ -209,8 +235,8 @@ pub fn page(
         "/_rivulet/" | "/_rivulet/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/_rivulet/console.js" => asset("text/javascript; charset=utf-8", CONSOLE_JS),
         "/_rivulet/console.css" => asset("text/css; charset=utf-8", CONSOLE_CSS),
-        "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms, allow)),
-        "/_rivulet/api/records" => records(accounts, own, uri, now_ms, allow),
+        "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms, viewer)),
+        "/_rivulet/api/records" => records(accounts, own, uri, now_ms, viewer),
         _ => return None,
     })
 }

@@ -199,15 +199,15 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
 }
 
 /// Serves `/_rivulet/…` (GET and HEAD only; the prefix is ours, so unknown paths are 404s).
-/// `allow` is `Some` under `--auth sigv4`: it decides, for the signed-in principal, each
-/// Kinesis or CloudWatch action a page needs.
+/// `viewer` is the signed-in principal under `--auth sigv4`: each page asks it for the Kinesis
+/// or CloudWatch action the page needs, and metrics and alarms cover its account only.
 fn observability(
     request: &Request<Incoming>,
     accounts: &std::collections::HashMap<String, Arc<Engine>>,
     own: &str,
     alarms: &crate::alarms::Alarms,
     stopping: bool,
-    allow: crate::console::Allow<'_>,
+    viewer: Option<crate::console::Viewer<'_>>,
 ) -> Response<Body> {
     let path = request.uri().path();
     // The metrics and alarms are CloudWatch's: its actions, on no resource.
@@ -217,16 +217,18 @@ fn observability(
         _ => None,
     };
     let denied = cloudwatch
-        .zip(allow)
-        .and_then(|(action, allow)| allow(action, "").err());
+        .zip(viewer)
+        .and_then(|(action, viewer)| (viewer.allow)(action, "").err());
     let page = if let Some(message) = denied {
         Some(crate::observe::Page::json(
             403,
             &serde_json::json!({"__type": "AccessDeniedException", "message": message}),
         ))
     } else if matches!(*request.method(), Method::GET | Method::HEAD) {
-        crate::console::page(request.uri(), accounts, own, now_ms(), allow)
-            .or_else(|| crate::observe::page(path, accounts, alarms, stopping))
+        crate::console::page(request.uri(), accounts, own, now_ms(), viewer).or_else(|| {
+            let account = viewer.map(|v| v.account);
+            crate::observe::page(path, accounts, own, alarms, stopping, account)
+        })
     } else {
         Some(crate::observe::Page::json(
             405,
@@ -313,7 +315,13 @@ pub async fn handle(
                     .and_then(|v| v.to_str().ok());
                 match credentials.basic(authorization, now_ms()) {
                     Ok(caller) => Some((credentials, caller)),
-                    Err(reason) => return Ok(basic_challenge(&reason)),
+                    Err(reason) => {
+                        // A browser's first visit has no credentials yet: not worth a log line.
+                        if authorization.is_some() {
+                            tracing::warn!(path = %request.uri().path(), %reason, "console sign-in refused");
+                        }
+                        return Ok(basic_challenge(&reason));
+                    }
                 }
             }
             _ => None,
@@ -337,14 +345,19 @@ pub async fn handle(
                 peer,
                 secure,
                 now_ms: now_ms(),
+                // The stream list is a filter: what it leaves out is not an attempt.
+                log_denial: operation != "DescribeStreamSummary",
             };
             crate::authz::authorize(&call, credentials, &engine, &accounts, &policies)
                 .map(|_| ())
                 .map_err(|error| error.message.unwrap_or_default())
         };
-        let allow: crate::console::Allow<'_> = if caller.is_some() { Some(&allow) } else { None };
+        let viewer = caller.as_ref().map(|(_, caller)| crate::console::Viewer {
+            account: &caller.account_id,
+            allow: &allow,
+        });
         return Ok(observability(
-            &request, &accounts, &own, &alarms, stopping, allow,
+            &request, &accounts, &own, &alarms, stopping, viewer,
         ));
     }
     if crate::console::is_browser_root(&request) {
@@ -436,6 +449,7 @@ pub async fn handle(
             peer,
             secure,
             now_ms: now_ms(),
+            log_denial: true,
         };
         match crate::authz::authorize(&call, credentials, &engine, &accounts, &policies) {
             Ok(owner) => engine = owner,

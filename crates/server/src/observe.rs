@@ -140,21 +140,35 @@ pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
 }
 
 /// Serves a `/_rivulet/` path; `None` for paths that are not ours (the caller answers 404).
+/// With `viewer` (a signed-in principal's account, under `--auth sigv4`), metrics and alarms
+/// cover that account's streams only.
 pub fn page(
     path: &str,
     accounts: &HashMap<String, Arc<Engine>>,
+    own: &str,
     alarms: &crate::alarms::Alarms,
     stopping: bool,
+    viewer: Option<&str>,
 ) -> Option<Page> {
     match path {
         "/_rivulet/alarms" => Some(Page::json(
             200,
-            &serde_json::json!({ "alarms": alarms.views() }),
+            &serde_json::json!({ "alarms": alarms.views_for(viewer, own) }),
         )),
         "/_rivulet/metrics" => Some(Page {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: prometheus(accounts).into_bytes(),
+            body: match viewer {
+                None => prometheus(accounts),
+                Some(account) => prometheus(
+                    &accounts
+                        .get_key_value(account)
+                        .map(|(id, engine)| (id.clone(), engine.clone()))
+                        .into_iter()
+                        .collect(),
+                ),
+            }
+            .into_bytes(),
         }),
         "/_rivulet/health" => Some(Page::json(200, &serde_json::json!({"status": "ok"}))),
         "/_rivulet/ready" => Some(if stopping {

@@ -145,18 +145,23 @@ impl Credentials {
             .ok_or_else(malformed)?;
         let (key_id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
         let refused = || "The access key id or the secret access key is not valid.".to_string();
-        let credential = self.by_key.get(key_id).ok_or_else(refused)?;
-        // Constant time: a MAC keyed with the given secret, verified with the stored one.
+        let credential = self.by_key.get(key_id);
+        // Constant time: a MAC keyed with the given secret, verified with the stored one (with
+        // a stand-in for an unknown key id, so timing does not tell which ids exist).
+        let stored = credential.map_or(&b"rivulet-unknown-key"[..], |c| {
+            c.secret_access_key.as_bytes()
+        });
         let tag = HmacSha256::new_from_slice(secret.as_bytes())
             .map_err(|_| refused())?
             .chain_update(b"rivulet-console")
             .finalize()
             .into_bytes();
-        HmacSha256::new_from_slice(credential.secret_access_key.as_bytes())
+        let matches = HmacSha256::new_from_slice(stored)
             .map_err(|_| refused())?
             .chain_update(b"rivulet-console")
             .verify_slice(&tag)
-            .map_err(|_| refused())?;
+            .is_ok();
+        let credential = credential.filter(|_| matches).ok_or_else(refused)?;
         // A temporary credential is valid only with its session token, which Basic cannot
         // carry.
         if credential.session_token.is_some() {
