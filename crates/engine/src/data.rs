@@ -274,7 +274,7 @@ impl Engine {
             return Err(self.not_found(&name));
         }
         let write_key = match &state.meta.encryption {
-            Some(encryption) => Some(self.write_key(&stream, encryption)?),
+            Some(encryption) => Some(self.write_key(&stream, &state.meta.key, encryption)?),
             None => None,
         };
         let limit_bytes = state.meta.max_record_size_kib as usize * 1024;

@@ -42,6 +42,10 @@ pub trait KeyService: Send + Sync {
 struct WrappedKey {
     key_arn: String,
     wrapped: String,
+    /// The stream (its metadata key) whose batches the key encrypts; the key is deleted with
+    /// the stream. Absent in entries written before keys were pruned: those are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
 }
 
 /// Every data key of a store: the keyring its logs read encrypted batches with.
@@ -53,6 +57,8 @@ pub struct DataKeys {
     open: RwLock<HashMap<u32, Arc<DataKey>>>,
     /// Wrapped keys not unwrapped yet (their KMS key, their ciphertext).
     wrapped: Mutex<HashMap<u32, (String, Vec<u8>)>>,
+    /// The stream each key belongs to (by the stream's metadata key), for pruning.
+    owners: Mutex<HashMap<u32, String>>,
     next_id: AtomicU32,
 }
 
@@ -60,6 +66,7 @@ impl DataKeys {
     /// Loads the store's wrapped data keys and becomes its keyring.
     pub fn open(store: Arc<Store>, kms: Arc<dyn KeyService>) -> Result<Arc<DataKeys>> {
         let mut wrapped = HashMap::new();
+        let mut owners = HashMap::new();
         let mut next_id = 1u32;
         for (key, value) in store.meta().scan_prefix(DATA_KEY_PREFIX)? {
             let Some(id) = key
@@ -73,6 +80,9 @@ impl DataKeys {
             let blob = base64::engine::general_purpose::STANDARD
                 .decode(entry.wrapped)
                 .map_err(|e| ApiError::internal(format!("data key {id}: {e}")))?;
+            if let Some(stream) = entry.stream {
+                owners.insert(id, stream);
+            }
             wrapped.insert(id, (entry.key_arn, blob));
             next_id = next_id.max(id.saturating_add(1));
         }
@@ -81,6 +91,7 @@ impl DataKeys {
             kms,
             open: RwLock::new(HashMap::new()),
             wrapped: Mutex::new(wrapped),
+            owners: Mutex::new(owners),
             next_id: AtomicU32::new(next_id),
         });
         store.set_keyring(keys.clone());
@@ -92,13 +103,15 @@ impl DataKeys {
         &self.kms
     }
 
-    /// A new data key under `key_arn`, persisted (wrapped) before it is returned.
-    fn generate(&self, key_arn: &str) -> Result<Arc<DataKey>> {
+    /// A new data key under `key_arn` for the stream `stream_key`, persisted (wrapped) before
+    /// it is returned.
+    fn generate(&self, key_arn: &str, stream_key: &str) -> Result<Arc<DataKey>> {
         let (plain, wrapped) = self.kms.generate_data_key(key_arn)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = WrappedKey {
             key_arn: key_arn.to_string(),
             wrapped: base64::engine::general_purpose::STANDARD.encode(&wrapped),
+            stream: Some(stream_key.to_string()),
         };
         let value = serde_json::to_vec(&entry)
             .map_err(|e| ApiError::internal(format!("data key encoding: {e}")))?;
@@ -112,7 +125,49 @@ impl DataKeys {
         }])?;
         let key = Arc::new(DataKey::new(id, &plain)?);
         self.open.write().insert(id, key.clone());
+        self.owners.lock().insert(id, stream_key.to_string());
         Ok(key)
+    }
+
+    /// Deletes the data keys of a stream whose logs are gone: nothing is left that they
+    /// decrypt.
+    pub(crate) fn forget_stream(&self, stream_key: &str) -> Result<()> {
+        let ids: Vec<u32> = self
+            .owners
+            .lock()
+            .iter()
+            .filter(|(_, owner)| owner.as_str() == stream_key)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let store = self
+            .store
+            .upgrade()
+            .ok_or_else(|| ApiError::internal("the store is closed"))?;
+        let ops: Vec<MetaOp> = ids
+            .iter()
+            .map(|id| MetaOp::Delete {
+                key: format!("{DATA_KEY_PREFIX}{id:010}"),
+            })
+            .collect();
+        store.meta().commit(&ops)?;
+        let mut owners = self.owners.lock();
+        let mut wrapped = self.wrapped.lock();
+        let mut open = self.open.write();
+        for id in ids {
+            owners.remove(&id);
+            wrapped.remove(&id);
+            open.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// How many data keys the store holds.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.open.read().len() + self.wrapped.lock().len()
     }
 }
 
@@ -248,6 +303,7 @@ impl Engine {
     pub(crate) fn write_key(
         &self,
         stream: &crate::Stream,
+        stream_key: &str,
         encryption: &StreamEncryption,
     ) -> Result<Arc<DataKey>> {
         let keys = self.data_keys()?;
@@ -258,7 +314,7 @@ impl Engine {
         {
             return Ok(key.clone());
         }
-        let key = keys.generate(&encryption.key_arn)?;
+        let key = keys.generate(&encryption.key_arn, stream_key)?;
         *current = Some((encryption.key_arn.clone(), key.clone()));
         Ok(key)
     }
@@ -269,5 +325,99 @@ impl Engine {
             Some(encryption) => self.data_keys()?.kms().check(&encryption.key_arn),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rivulet_log::{MemBackend, StoreConfig};
+
+    use super::*;
+    use crate::{CreateStream, EngineConfig, PutEntry};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// A key service that wraps nothing: enough to count data keys.
+    struct PlainKeys;
+
+    impl KeyService for PlainKeys {
+        fn resolve(&self, account: &str, key_id: &str) -> Result<String> {
+            Ok(format!("arn:aws:kms:us-east-1:{account}:key/{key_id}"))
+        }
+        fn check(&self, _key_arn: &str) -> Result<()> {
+            Ok(())
+        }
+        fn generate_data_key(&self, _key_arn: &str) -> Result<([u8; 32], Vec<u8>)> {
+            Ok(([7; 32], vec![7; 32]))
+        }
+        fn decrypt_data_key(&self, _key_arn: &str, _wrapped: &[u8]) -> Result<[u8; 32]> {
+            Ok([7; 32])
+        }
+    }
+
+    fn put(engine: &Engine, stream: &str, now: i64) {
+        let entry = PutEntry {
+            partition_key: Some("k"),
+            explicit_hash_key: None,
+            data: b"secret",
+        };
+        let outcome = engine
+            .put_records(&StreamTarget::name(stream), &[entry], None, false, now)
+            .unwrap();
+        for durable in outcome.durable {
+            durable.wait_blocking().unwrap();
+        }
+    }
+
+    /// A deleted stream takes its data keys with it; another stream's stay, and a restart
+    /// reads them back with their owners.
+    #[test]
+    fn data_keys_leave_with_their_stream() {
+        let store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+        let config = EngineConfig {
+            create_stream_ms: 0,
+            delete_stream_ms: 0,
+            update_stream_ms: 0,
+            ..EngineConfig::default()
+        };
+        let keys = DataKeys::open(store.clone(), Arc::new(PlainKeys)).unwrap();
+        let engine = Engine::open_with_keys(store.clone(), config.clone(), Some(keys)).unwrap();
+        for name in ["a", "b"] {
+            engine
+                .create_stream(
+                    CreateStream {
+                        name: name.into(),
+                        shard_count: Some(2),
+                        ..CreateStream::default()
+                    },
+                    T0,
+                )
+                .unwrap();
+            engine
+                .start_stream_encryption(&StreamTarget::name(name), "KMS", "k1", T0)
+                .unwrap();
+        }
+        engine.tick(T0 + 1).unwrap();
+        put(&engine, "a", T0 + 2);
+        put(&engine, "b", T0 + 2);
+        let stored = |store: &Store| store.meta().scan_prefix(DATA_KEY_PREFIX).unwrap().len();
+        assert_eq!(stored(&store), 2);
+
+        engine
+            .delete_stream(&StreamTarget::name("a"), false, T0 + 3)
+            .unwrap();
+        engine.tick(T0 + 4).unwrap();
+        assert_eq!(stored(&store), 1, "a's data key is gone, b's stays");
+
+        // Across a restart the remaining key still has its owner: deleting b removes it.
+        drop(engine);
+        let keys = DataKeys::open(store.clone(), Arc::new(PlainKeys)).unwrap();
+        assert_eq!(keys.count(), 1);
+        let engine = Engine::open_with_keys(store.clone(), config, Some(keys)).unwrap();
+        engine
+            .delete_stream(&StreamTarget::name("b"), false, T0 + 5)
+            .unwrap();
+        engine.tick(T0 + 6).unwrap();
+        assert_eq!(stored(&store), 0);
     }
 }

@@ -575,6 +575,11 @@ impl Engine {
         for shard in &meta.shards {
             self.store.remove_log(&log_id(meta, shard.index))?;
         }
+        // With the logs gone, nothing is left that the stream's data keys decrypt. A crash
+        // before this leaves the keys behind (a few bytes each), never a log without its key.
+        if let Some(keys) = &self.data_keys {
+            keys.forget_stream(&meta.key)?;
+        }
         Ok(())
     }
 
