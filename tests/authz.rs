@@ -131,6 +131,13 @@ fn credentials() -> Credentials {
     credentials
 }
 
+/// A server that verifies signatures against [`credentials`].
+async fn server() -> TestServer {
+    let mut config = ServerConfig::for_tests();
+    config.credentials = Some(Arc::new(credentials()));
+    TestServer::with_config(config).await
+}
+
 async fn denied<T, E, R>(result: Result<T, aws_sdk_kinesis::error::SdkError<E, R>>) -> String
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata,
@@ -156,9 +163,7 @@ fn no_identity_allow(action: &str) -> String {
 
 #[tokio::test]
 async fn identity_policies_decide() {
-    let mut config = ServerConfig::for_tests();
-    config.credentials = Some(Arc::new(credentials()));
-    let t = TestServer::with_config(config).await;
+    let t = server().await;
     let root = sdk(t.addr, "AKIDROOT");
     for name in ["open", "secret"] {
         crate::util::create_stream(&root, name).await;
@@ -304,9 +309,7 @@ async fn identity_policies_decide() {
 
 #[tokio::test]
 async fn resource_policies_grant_and_deny() {
-    let mut config = ServerConfig::for_tests();
-    config.credentials = Some(Arc::new(credentials()));
-    let t = TestServer::with_config(config).await;
+    let t = server().await;
     let root = sdk(t.addr, "AKIDROOT");
     let arn = crate::util::create_stream(&root, "shared").await;
     root.put_record()
@@ -514,9 +517,7 @@ async fn resource_policies_grant_and_deny() {
 
 #[tokio::test]
 async fn consumers_have_their_own_policies_and_tags() {
-    let mut config = ServerConfig::for_tests();
-    config.credentials = Some(Arc::new(credentials()));
-    let t = TestServer::with_config(config).await;
+    let t = server().await;
     let root = sdk(t.addr, "AKIDROOT");
     let arn = crate::util::create_stream(&root, "fan").await;
     let consumer = crate::util::register_consumer(&root, &arn, "reader-app").await;
@@ -695,9 +696,7 @@ document = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = [
 
 #[tokio::test]
 async fn stream_encryption_needs_the_key_allowed_too() {
-    let mut config = ServerConfig::for_tests();
-    config.credentials = Some(Arc::new(credentials()));
-    let t = TestServer::with_config(config).await;
+    let t = server().await;
     let root = sdk(t.addr, "AKIDROOT");
     crate::util::create_stream(&root, "enc").await;
     let start = |client: &Client| {
@@ -770,9 +769,7 @@ async fn stream_encryption_needs_the_key_allowed_too() {
 #[tokio::test]
 async fn console_pages_need_credentials_and_permissions() {
     use base64::Engine as _;
-    let mut config = ServerConfig::for_tests();
-    config.credentials = Some(Arc::new(credentials()));
-    let t = TestServer::with_config(config).await;
+    let t = server().await;
     let root = sdk(t.addr, "AKIDROOT");
     crate::util::create_stream(&root, "open").await;
     crate::util::create_stream(&root, "secret").await;

@@ -103,6 +103,16 @@ impl DataKeys {
         &self.kms
     }
 
+    fn store(&self) -> Result<Arc<Store>> {
+        self.store
+            .upgrade()
+            .ok_or_else(|| ApiError::internal("the store is closed"))
+    }
+
+    fn entry_key(id: u32) -> String {
+        format!("{DATA_KEY_PREFIX}{id:010}")
+    }
+
     /// A new data key under `key_arn` for the stream `stream_key`, persisted (wrapped) before
     /// it is returned.
     fn generate(&self, key_arn: &str, stream_key: &str) -> Result<Arc<DataKey>> {
@@ -115,12 +125,9 @@ impl DataKeys {
         };
         let value = serde_json::to_vec(&entry)
             .map_err(|e| ApiError::internal(format!("data key encoding: {e}")))?;
-        let store = self
-            .store
-            .upgrade()
-            .ok_or_else(|| ApiError::internal("the store is closed"))?;
+        let store = self.store()?;
         store.meta().commit(&[MetaOp::Put {
-            key: format!("{DATA_KEY_PREFIX}{id:010}"),
+            key: Self::entry_key(id),
             value,
         }])?;
         let key = Arc::new(DataKey::new(id, &plain)?);
@@ -142,14 +149,11 @@ impl DataKeys {
         if ids.is_empty() {
             return Ok(());
         }
-        let store = self
-            .store
-            .upgrade()
-            .ok_or_else(|| ApiError::internal("the store is closed"))?;
+        let store = self.store()?;
         let ops: Vec<MetaOp> = ids
             .iter()
             .map(|id| MetaOp::Delete {
-                key: format!("{DATA_KEY_PREFIX}{id:010}"),
+                key: Self::entry_key(*id),
             })
             .collect();
         store.meta().commit(&ops)?;

@@ -429,10 +429,12 @@ impl Engine {
 
     /// The ARN of a stream of this account.
     pub fn stream_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:kinesis:{}:{}:stream/{}",
-            self.config.region, self.config.account_id, name
-        )
+        StreamArn {
+            region: &self.config.region,
+            account: &self.config.account_id,
+            name,
+        }
+        .to_string()
     }
 
     /// ResourceNotFoundException for a shard a read names (`shard` as the caller wrote it).
@@ -707,6 +709,17 @@ pub struct StreamArn<'a> {
     pub region: &'a str,
     pub account: &'a str,
     pub name: &'a str,
+}
+
+impl std::fmt::Display for StreamArn<'_> {
+    /// `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "arn:aws:kinesis:{}:{}:stream/{}",
+            self.region, self.account, self.name
+        )
+    }
 }
 
 /// Parses `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME` (any `aws*` partition).

@@ -18,13 +18,35 @@ const INDEX_HTML: &str = include_str!("../console/index.html");
 const CONSOLE_JS: &str = include_str!("../console/console.js");
 const CONSOLE_CSS: &str = include_str!("../console/console.css");
 
-/// Under `--auth sigv4`, the signed-in principal: its account, and whether it may perform a
-/// Kinesis operation on a stream (by ARN), the error being AccessDeniedException's message.
-/// Without authentication there is no viewer and everything is shown.
+/// Under `--auth sigv4`, the signed-in principal: its account, and `authorize(action,
+/// stream ARN or "", log the denial)`, whose error is AccessDeniedException's message. Without
+/// authentication there is no viewer and everything is shown.
 #[derive(Clone, Copy)]
 pub struct Viewer<'a> {
     pub account: &'a str,
-    pub allow: &'a dyn Fn(&str, &str) -> Result<(), String>,
+    pub authorize: &'a dyn Fn(&str, &str, bool) -> Result<(), String>,
+}
+
+impl Viewer<'_> {
+    /// May the principal perform `action` (a Kinesis operation, or another service's action
+    /// written out) on the stream `stream_arn` (`""`: no resource)? A denial is logged.
+    pub fn check(&self, action: &str, stream_arn: &str) -> Result<(), String> {
+        (self.authorize)(action, stream_arn, true)
+    }
+
+    /// Whether a list may show the stream (DescribeStreamSummary). Quiet: what a list leaves
+    /// out is not an attempt.
+    fn may_describe(&self, stream_arn: &str) -> bool {
+        (self.authorize)("DescribeStreamSummary", stream_arn, false).is_ok()
+    }
+}
+
+/// A 403 page with AccessDeniedException's message.
+pub fn denied(message: String) -> Page {
+    Page::json(
+        403,
+        &json!({"__type": "AccessDeniedException", "message": message}),
+    )
 }
 
 /// The totals the console charts, per stream and (with enhanced monitoring) per shard.
@@ -77,7 +99,7 @@ fn streams(
     let mut out = Vec::new();
     for account in ids {
         for view in accounts[account].metrics_snapshot() {
-            if viewer.is_some_and(|v| (v.allow)("DescribeStreamSummary", &view.arn).is_err()) {
+            if viewer.is_some_and(|v| !v.may_describe(&view.arn)) {
                 continue;
             }
             let shards: Vec<Value> = view
@@ -156,20 +178,14 @@ fn records(
     let shard = q.get("shard").map(String::as_str).unwrap_or("");
     // Authorized before anything is looked up, so a denied principal learns nothing.
     if let Some(viewer) = viewer {
-        let arn = match (accounts.get(account), accounts.get(own)) {
-            (Some(engine), _) => engine.stream_arn(stream),
-            (None, own_engine) => format!(
-                "arn:aws:kinesis:{}:{account}:stream/{stream}",
-                own_engine
-                    .map(|e| e.config().region.clone())
-                    .unwrap_or_default()
-            ),
+        let region = accounts.get(own).map(|e| e.config().region.clone());
+        let arn = rivulet_engine::StreamArn {
+            region: region.as_deref().unwrap_or_default(),
+            account,
+            name: stream,
         };
-        if let Err(message) = (viewer.allow)("GetRecords", &arn) {
-            return Page::json(
-                403,
-                &json!({"__type": "AccessDeniedException", "message": message}),
-            );
+        if let Err(message) = viewer.check("GetRecords", &arn.to_string()) {
+            return denied(message);
         }
     }
     let Some(engine) = accounts.get(account) else {

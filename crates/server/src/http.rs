@@ -200,7 +200,7 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
 
 /// Serves `/_rivulet/…` (GET and HEAD only; the prefix is ours, so unknown paths are 404s).
 /// `viewer` is the signed-in principal under `--auth sigv4`: each page asks it for the Kinesis
-/// or CloudWatch action the page needs, and metrics and alarms cover its account only.
+/// or CloudWatch action the page needs.
 fn observability(
     request: &Request<Incoming>,
     accounts: &std::collections::HashMap<String, Arc<Engine>>,
@@ -209,25 +209,10 @@ fn observability(
     stopping: bool,
     viewer: Option<crate::console::Viewer<'_>>,
 ) -> Response<Body> {
-    let path = request.uri().path();
-    // The metrics and alarms are CloudWatch's: its actions, on no resource.
-    let cloudwatch = match path {
-        "/_rivulet/metrics" => Some("cloudwatch:GetMetricData"),
-        "/_rivulet/alarms" => Some("cloudwatch:DescribeAlarms"),
-        _ => None,
-    };
-    let denied = cloudwatch
-        .zip(viewer)
-        .and_then(|(action, viewer)| (viewer.allow)(action, "").err());
-    let page = if let Some(message) = denied {
-        Some(crate::observe::Page::json(
-            403,
-            &serde_json::json!({"__type": "AccessDeniedException", "message": message}),
-        ))
-    } else if matches!(*request.method(), Method::GET | Method::HEAD) {
+    let page = if matches!(*request.method(), Method::GET | Method::HEAD) {
         crate::console::page(request.uri(), accounts, own, now_ms(), viewer).or_else(|| {
-            let account = viewer.map(|v| v.account);
-            crate::observe::page(path, accounts, own, alarms, stopping, account)
+            let path = request.uri().path();
+            crate::observe::page(path, accounts, own, alarms, stopping, viewer)
         })
     } else {
         Some(crate::observe::Page::json(
@@ -326,7 +311,7 @@ pub async fn handle(
             }
             _ => None,
         };
-        let allow = |operation: &str, stream_arn: &str| -> Result<(), String> {
+        let authorize = |operation: &str, stream_arn: &str, log_denial: bool| {
             let Some((credentials, caller)) = &caller else {
                 return Ok(());
             };
@@ -345,8 +330,7 @@ pub async fn handle(
                 peer,
                 secure,
                 now_ms: now_ms(),
-                // The stream list is a filter: what it leaves out is not an attempt.
-                log_denial: operation != "DescribeStreamSummary",
+                log_denial,
             };
             crate::authz::authorize(&call, credentials, &engine, &accounts, &policies)
                 .map(|_| ())
@@ -354,7 +338,7 @@ pub async fn handle(
         };
         let viewer = caller.as_ref().map(|(_, caller)| crate::console::Viewer {
             account: &caller.account_id,
-            allow: &allow,
+            authorize: &authorize,
         });
         return Ok(observability(
             &request, &accounts, &own, &alarms, stopping, viewer,

@@ -140,16 +140,26 @@ pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
 }
 
 /// Serves a `/_rivulet/` path; `None` for paths that are not ours (the caller answers 404).
-/// With `viewer` (a signed-in principal's account, under `--auth sigv4`), metrics and alarms
-/// cover that account's streams only.
+/// With a `viewer` (under `--auth sigv4`), metrics and alarms are CloudWatch's actions
+/// (`cloudwatch:GetMetricData`, `cloudwatch:DescribeAlarms`, on no resource) and cover the
+/// viewer's account only.
 pub fn page(
     path: &str,
     accounts: &HashMap<String, Arc<Engine>>,
     own: &str,
     alarms: &crate::alarms::Alarms,
     stopping: bool,
-    viewer: Option<&str>,
+    viewer: Option<crate::console::Viewer<'_>>,
 ) -> Option<Page> {
+    let action = match path {
+        "/_rivulet/metrics" => Some("cloudwatch:GetMetricData"),
+        "/_rivulet/alarms" => Some("cloudwatch:DescribeAlarms"),
+        _ => None,
+    };
+    if let Some(Err(message)) = action.zip(viewer).map(|(a, v)| v.check(a, "")) {
+        return Some(crate::console::denied(message));
+    }
+    let viewer = viewer.map(|v| v.account);
     match path {
         "/_rivulet/alarms" => Some(Page::json(
             200,

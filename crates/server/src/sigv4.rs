@@ -151,11 +151,7 @@ impl Credentials {
         let stored = credential.map_or(&b"rivulet-unknown-key"[..], |c| {
             c.secret_access_key.as_bytes()
         });
-        let tag = HmacSha256::new_from_slice(secret.as_bytes())
-            .map_err(|_| refused())?
-            .chain_update(b"rivulet-console")
-            .finalize()
-            .into_bytes();
+        let tag = hmac(secret.as_bytes(), b"rivulet-console").map_err(|_| refused())?;
         let matches = HmacSha256::new_from_slice(stored)
             .map_err(|_| refused())?
             .chain_update(b"rivulet-console")
