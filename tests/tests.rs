@@ -11,6 +11,7 @@ mod limits;
 mod messages;
 mod observe;
 mod sdk;
+mod sequence;
 mod subscribe;
 mod tls;
 mod transport;

@@ -206,6 +206,30 @@ def test_aws_cli():
     aws("delete-stream", "--stream-name", name)
 
 
+def test_readme_quick_start_reads_back_its_record():
+    """The README's quick start, run as written (but for the server it starts, the placeholder
+    credentials this signed server would refuse, and the stream's name): the record it puts is
+    the record it reads."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    block = readme.split("## Quick start with the AWS CLI", 1)[1].split("```sh\n", 1)[1]
+    block = block.split("```", 1)[0]
+    lines = [line for line in block.splitlines()
+             if not line.startswith(("cargo run", "export AWS_"))]
+    script = "\n".join(lines).replace("http://127.0.0.1:4567", ENDPOINT)
+    script = script.replace("demo", unique("demo"))
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c",
+         f'aws() {{ "{sys.executable}" -m awscli "$@"; }}\n{script}'],
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    records = json.loads(out.stdout)["Records"]
+    assert len(records) == 1, out.stdout
+    assert records[0]["PartitionKey"] == "user-1"
+
+
 def test_permissions_through_boto3_and_the_cli(kinesis):
     """A read-only principal reads but is refused writes with AWS's AccessDeniedException."""
     name = unique("guarded")

@@ -135,9 +135,10 @@ pub struct TagList {
     pub has_more: bool,
 }
 
-fn valid_tag_text(text: &str) -> bool {
-    text.chars()
-        .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_./=+-%@".contains(c))
+/// Whether AWS accepts `c` in a tag key or value: Unicode letters, digits, the space
+/// character (not tabs or newlines, whatever the message says) and `_ . / = + - % @`.
+fn valid_tag_char(c: char) -> bool {
+    c.is_alphanumeric() || c == ' ' || "_./=+-%@".contains(c)
 }
 
 /// The answer to AUTO record distribution on a provisioned stream.
@@ -148,27 +149,56 @@ pub(crate) fn auto_needs_on_demand(stream: &str, account: &str) -> ApiError {
     ))
 }
 
-/// Adds `tags` to `current` (new values win), refusing to go past the tag limit with
-/// LimitExceededException and the message `too_many` gives.
+/// What a tag change does to a stream, for AWS's messages (`Failed to add tags to stream …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TagChange {
+    Add,
+    Remove,
+}
+
+impl TagChange {
+    fn verb(self) -> &'static str {
+        match self {
+            TagChange::Add => "add",
+            TagChange::Remove => "remove",
+        }
+    }
+}
+
+/// Orders tag keys as AWS lists them: by UTF-16 code unit (Java's `String.compareTo`), which
+/// puts U+E000..U+FFFF after the supplementary planes, unlike Rust's `str` order.
+pub(crate) fn tag_key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// Sorts tags by key in AWS's order.
+pub(crate) fn sort_tags(tags: &mut [(String, String)]) {
+    tags.sort_by(|a, b| tag_key_order(&a.0, &b.0));
+}
+
+/// Adds `tags` to `current` (new values win), refusing to go past `TAGS_PER_STREAM_MAX` with
+/// the error `too_many` gives.
 pub(crate) fn merge_tags(
     current: &mut Vec<(String, String)>,
     tags: &[(String, String)],
-    too_many: impl FnOnce() -> String,
+    too_many: impl FnOnce() -> ApiError,
 ) -> Result<()> {
     let mut merged: std::collections::BTreeMap<String, String> = current.iter().cloned().collect();
     for (key, value) in tags {
         merged.insert(key.clone(), value.clone());
     }
     if merged.len() > TAGS_PER_STREAM_MAX {
-        return Err(ApiError::new(ErrorKind::LimitExceeded, too_many()));
+        return Err(too_many());
     }
     *current = merged.into_iter().collect();
+    sort_tags(current);
     Ok(())
 }
 
+/// The character check every tag change makes first.
 pub(crate) fn check_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
     for (key, value) in tags {
-        if !valid_tag_text(key) || !valid_tag_text(value) {
+        if !key.chars().all(valid_tag_char) || !value.chars().all(valid_tag_char) {
             return Err(ApiError::invalid(
                 "Some tags contain invalid characters. Valid characters: Unicode letters, \
                  digits, white space, _ . / = + - % @.",
@@ -176,6 +206,59 @@ pub(crate) fn check_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>)
         }
     }
     Ok(())
+}
+
+impl Engine {
+    /// The checks a stream's tag change makes, in AWS's order: characters, then `%` (which
+    /// the first check lets through and a second one refuses, with a message that leaves out
+    /// `%` and `.` from the allowed characters — AWS's words).
+    pub(crate) fn check_stream_tags<'a>(
+        &self,
+        stream: &str,
+        change: TagChange,
+        tags: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Result<()> {
+        check_tags(tags.clone())?;
+        if tags
+            .into_iter()
+            .any(|(k, v)| k.contains('%') || v.contains('%'))
+        {
+            return Err(ApiError::invalid(format!(
+                "Failed to {} tags {} stream {stream} under account {} because some tags \
+                 contained illegal characters. The allowed characters are Unicode letters, \
+                 white-spaces, '_',',','/','=','+','-','@'.",
+                change.verb(),
+                if change == TagChange::Add {
+                    "to"
+                } else {
+                    "from"
+                },
+                self.config.account_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// AddTagsToStream's answer past `TAGS_PER_STREAM_MAX` tags: InvalidArgumentException, and
+    /// the text says 10 (AWS's words, from before the limit was raised to 50).
+    fn too_many_stream_tags(&self, stream: &str) -> ApiError {
+        ApiError::invalid(format!(
+            "Failed to add tags to stream {stream} under account {} because a given stream \
+             cannot have more than 10 tags associated with it.",
+            self.config.account_id
+        ))
+    }
+
+    /// Reads a `ShardId` argument (`meta::parse_shard_id`); one AWS cannot read is
+    /// ResourceNotFoundException naming it as sent. Checked before the stream is looked up.
+    pub(crate) fn shard_arg(&self, stream: &str, text: &str) -> Result<u32> {
+        parse_shard_id(text).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Could not find shard {text} in stream {stream} under account {}.",
+                self.config.account_id
+            ))
+        })
+    }
 }
 
 fn random_stream_id() -> Result<String> {
@@ -211,25 +294,13 @@ impl Engine {
     }
 
     pub(crate) fn shard_view(&self, meta: &StreamMeta, shard: &ShardMeta) -> ShardView {
-        let tag = meta.stream_tag();
         let created_s = (shard.created_ms / 1000) as u32;
-        let starting = seq::encode(seq::SeqParts {
-            shard_created_s: created_s,
-            shard_index: shard.index,
-            counter: 0,
-            // Arrival 0 marks a position, not a record: AFTER_SEQUENCE_NUMBER of a shard's
-            // starting number reads its first record, as on AWS.
-            arrival_s: 0,
-            stream_tag: tag,
-        });
+        // Arrival 0 marks a position, not a record: AFTER_SEQUENCE_NUMBER of a shard's starting
+        // number reads its first record, as on AWS.
+        let starting = seq::encode(meta.seq_parts(shard, 0, 0));
         let ending = shard.end_offset.map(|end| {
-            seq::encode(seq::SeqParts {
-                shard_created_s: created_s,
-                shard_index: shard.index,
-                counter: end.saturating_sub(1),
-                arrival_s: shard.closed_ms.map_or(created_s, |c| (c / 1000) as u32),
-                stream_tag: tag,
-            })
+            let closed_s = shard.closed_ms.map_or(created_s, |c| (c / 1000) as u32);
+            seq::encode(meta.seq_parts(shard, end.saturating_sub(1), closed_s))
         });
         ShardView {
             shard_id: shard_id(shard.index),
@@ -271,6 +342,12 @@ impl Engine {
             Some(mibps) => count.max(self.warm_shards(&request.name, mibps, now_ms)?),
             None => count,
         };
+        // The characters first, as AddTagsToStream checks them, then the count.
+        self.check_stream_tags(
+            &request.name,
+            TagChange::Add,
+            request.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
         if request.tags.len() > TAGS_PER_STREAM_MAX {
             return Err(ApiError::invalid(format!(
                 "Failed to create stream {} under account {} because a stream can have at most \
@@ -278,7 +355,6 @@ impl Engine {
                 request.name, self.config.account_id
             )));
         }
-        check_tags(request.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         // Settle a stream of this name whose deletion delay has passed, so it no longer blocks.
         if self.stream(&request.name, now_ms).is_ok() {
             return Err(ApiError::in_use(format!(
@@ -327,6 +403,7 @@ impl Engine {
                 created_ms: now_ms,
                 closed_ms: None,
                 end_offset: None,
+                seq_layout: crate::meta::SeqLayout::Aws,
             })
             .collect();
         let (status, until) = if self.config.create_stream_ms > 0 {
@@ -338,7 +415,7 @@ impl Engine {
             (StreamStatus::Active, None)
         };
         let mut tags = request.tags;
-        tags.sort();
+        sort_tags(&mut tags);
         tags.dedup_by(|a, b| a.0 == b.0);
         let meta = StreamMeta {
             key: format!("{}{}.{now_ms}", self.config.namespace, request.name),
@@ -754,14 +831,14 @@ impl Engine {
         now_ms: i64,
     ) -> Result<()> {
         let (name, stream) = self.stream_by_target(target, now_ms)?;
-        check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        self.check_stream_tags(
+            &name,
+            TagChange::Add,
+            tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
         let mut state = stream.state.write();
         merge_tags(&mut state.meta.tags, tags, || {
-            format!(
-                "Failed to add tags to stream {name} under account {} because a given stream \
-                 cannot have more than {TAGS_PER_STREAM_MAX} tags.",
-                self.config.account_id
-            )
+            self.too_many_stream_tags(&name)
         })?;
         self.persist(&state.meta)
     }
@@ -773,14 +850,19 @@ impl Engine {
         keys: &[String],
         now_ms: i64,
     ) -> Result<()> {
-        let (_, stream) = self.stream_by_target(target, now_ms)?;
-        check_tags(keys.iter().map(|k| (k.as_str(), "")))?;
+        let (name, stream) = self.stream_by_target(target, now_ms)?;
+        self.check_stream_tags(
+            &name,
+            TagChange::Remove,
+            keys.iter().map(|k| (k.as_str(), "")),
+        )?;
         let mut state = stream.state.write();
         state.meta.tags.retain(|(k, _)| !keys.contains(k));
         self.persist(&state.meta)
     }
 
-    /// ListTagsForStream (and, without paging, ListTagsForResource).
+    /// ListTagsForStream: keys in AWS's order (UTF-16 code units); `exclusive_start_key` need
+    /// not be a key (those strictly after it are listed); `has_more` iff keys remain.
     pub fn list_tags(
         &self,
         target: &StreamTarget<'_>,
@@ -795,9 +877,13 @@ impl Engine {
             .meta
             .tags
             .iter()
-            .filter(|(k, _)| exclusive_start_key.is_none_or(|start| k.as_str() > start))
+            .filter(|(k, _)| {
+                exclusive_start_key.is_none_or(|start| tag_key_order(k, start).is_gt())
+            })
             .cloned()
             .collect();
+        // Stores written before tags were kept in this order are sorted by code point.
+        sort_tags(&mut tags);
         let has_more = tags.len() > limit;
         tags.truncate(limit);
         Ok(TagList { tags, has_more })

@@ -6,7 +6,7 @@ use rivulet_log::{Durable, Encryption, NewRecord};
 use crate::metrics::Metric;
 
 use crate::limits::ShardLimits;
-use crate::meta::{RecordDistribution, StreamMeta, StreamStatus, parse_shard_id, shard_id};
+use crate::meta::{RecordDistribution, StreamMeta, StreamStatus, shard_id};
 use crate::seq::{self, Decoded, SeqParts, SequenceNumber};
 use crate::token::{Kind, Reader, Writer};
 use crate::{
@@ -328,28 +328,16 @@ impl Engine {
                 .unwrap_or(0);
             routed.push((i, at));
         }
-        let tag = state.meta.stream_tag();
-        let mut min_offset = 0u64;
-        if let Some(text) = sequence_number_for_ordering {
-            let invalid = || {
-                ApiError::invalid(format!(
-                    "ExclusiveMinimumSequenceNumber {text} used in PutRecord on stream {name} \
-                     under account {} is invalid.",
-                    self.config.account_id
-                ))
-            };
-            match seq::decode(text) {
-                Decoded::Full(parts) => {
-                    if let Some(&(_, at)) = routed.first()
-                        && state.routes[at].index == parts.shard_index
-                        && parts.stream_tag == tag
-                    {
-                        min_offset = parts.counter.saturating_add(1);
-                    }
-                }
-                Decoded::Short { .. } => {}
-                Decoded::Zero | Decoded::Invalid => return Err(invalid()),
-            }
+        // Every number a shard issued is below its log's end, so the record's own number is
+        // above it already: the number needs checking, not a floor.
+        if let Some(text) = sequence_number_for_ordering
+            && !ordering_number_valid(text, &state.meta)
+        {
+            return Err(ApiError::invalid(format!(
+                "ExclusiveMinimumSequenceNumber {text} used in PutRecord on stream {name} under \
+                 account {} is invalid.",
+                self.config.account_id
+            )));
         }
         // One append (one batch on disk) per shard, its records in request order; with limits
         // on, each record passes its shard's buckets or fails alone.
@@ -387,18 +375,14 @@ impl Engine {
                 shard_members.push(i);
             }
             drop(writes);
-            if throttled > 0 {
-                stream.observe(
-                    &state.meta,
-                    Some(route.index),
-                    &[(
-                        Metric::WriteProvisionedThroughputExceeded,
-                        f64::from(throttled),
-                    )],
-                    now_ms,
-                );
-            }
+            // One data point per shard a request writes to, 0 when nothing was throttled, so
+            // the series exists (for alarms and dashboards) from the first put, as on AWS.
+            let throttle = (
+                Metric::WriteProvisionedThroughputExceeded,
+                f64::from(throttled),
+            );
             if shard_batch.is_empty() {
+                stream.observe(&state.meta, Some(route.index), &[throttle], now_ms);
                 continue;
             }
             stream.observe(
@@ -407,6 +391,7 @@ impl Engine {
                 &[
                     (Metric::IncomingBytes, bytes as f64),
                     (Metric::IncomingRecords, shard_batch.len() as f64),
+                    throttle,
                 ],
                 now_ms,
             );
@@ -415,10 +400,9 @@ impl Engine {
                 key,
                 nonce_prefix: route.index,
             });
-            let appended =
-                route
-                    .log
-                    .append_encrypted(&shard_batch, now_ms, min_offset, encryption)?;
+            let appended = route
+                .log
+                .append_encrypted(&shard_batch, now_ms, 0, encryption)?;
             if state.meta.mode == crate::meta::StreamMode::OnDemand {
                 stream.meter_write(route.index, bytes, shard_batch.len(), now_ms);
             }
@@ -430,7 +414,7 @@ impl Engine {
                     shard_index: route.index,
                     counter: appended.first_offset + k as u64,
                     arrival_s,
-                    stream_tag: tag,
+                    layout: route.layout,
                 });
                 results[i] = Some(Ok(PutResult {
                     shard_index: route.index,
@@ -482,6 +466,12 @@ impl Engine {
         request: &GetShardIterator<'_>,
         now_ms: i64,
     ) -> Result<String> {
+        // The shard id's form is checked first, before the stream is looked up; from here on
+        // messages name the shard as `shard_id` writes it, and an unknown stream is a shard
+        // that does not exist (AWS's answers).
+        let name = self.resolve(&request.target)?;
+        let index = self.shard_arg(&name, request.shard_id)?;
+        let shard_missing = || self.shard_not_found(&name, &shard_id(index));
         let kind = request.iterator_type;
         check_start(
             &StartAt {
@@ -491,16 +481,17 @@ impl Engine {
             },
             now_ms,
         )?;
-        let (name, stream) = self.stream_by_target(&request.target, now_ms)?;
+        let stream = self.stream(&name, now_ms).map_err(|e| match e.kind {
+            ErrorKind::ResourceNotFound => shard_missing(),
+            _ => e,
+        })?;
         let state = stream.state.read();
         if !matches!(
             state.meta.status,
             StreamStatus::Active | StreamStatus::Updating
         ) {
-            return Err(self.not_found(&name));
+            return Err(shard_missing());
         }
-        let shard_missing = || self.shard_not_found(&name, request.shard_id);
-        let index = parse_shard_id(request.shard_id).ok_or_else(shard_missing)?;
         state.meta.shard(index).ok_or_else(shard_missing)?;
         if let Some(limits) = stream.shard_limits(self.config.limits_scale, index, now_ms)
             && !limits.admit_iterator(now_ms)
@@ -554,31 +545,41 @@ impl Engine {
                         shard_id(index)
                     ))
                 };
-                let wrong_shard = |encoded: u64| {
+                let wrong_shard = |encoded: i128| {
                     ApiError::invalid(format!(
                         "Invalid StartingSequenceNumber. It encodes shardId-{encoded:012}, while \
                          it was used in a call to a shard with {}",
                         shard_id(index)
                     ))
                 };
-                let counter = match seq::decode(text) {
-                    Decoded::Zero => return Err(ApiError::internal("Internal Service Failure")),
-                    Decoded::Invalid => return Err(invalid("")),
-                    Decoded::Short { shard_index } if shard_index != u64::from(index) => {
-                        return Err(wrong_shard(shard_index));
+                let created_s = (shard.created_ms / 1000) as u32;
+                // A shard of an earlier release reads its own numbers in its own layout.
+                let legacy = match state.meta.seq_layout(shard) {
+                    seq::Layout::Legacy { stream_tag } => seq::decode_legacy(text, stream_tag)
+                        .filter(|p| p.shard_index == index && p.shard_created_s == created_s),
+                    seq::Layout::Aws => None,
+                };
+                let counter = match (legacy, seq::decode(text)) {
+                    // A position marker (arrival time 0, no record's) names the gap before its
+                    // counter: "after" it is the record at the counter.
+                    (Some(parts), _) => (parts.counter, parts.arrival_s == 0),
+                    (None, Decoded::Zero) => {
+                        return Err(ApiError::internal("Internal Service Failure"));
                     }
-                    Decoded::Short { .. } => return Err(invalid("")),
-                    Decoded::Full(parts) => {
-                        if parts.shard_index != index {
-                            return Err(wrong_shard(u64::from(parts.shard_index)));
+                    (None, Decoded::Invalid | Decoded::Version1) => return Err(invalid("")),
+                    (None, Decoded::Short { shard_index }) if shard_index != u64::from(index) => {
+                        return Err(wrong_shard(i128::from(shard_index)));
+                    }
+                    (None, Decoded::Short { .. }) => return Err(invalid("")),
+                    (None, Decoded::Aws(parts)) => {
+                        if parts.shard_index as u32 != index {
+                            return Err(wrong_shard(i128::from(parts.shard_index)));
                         }
-                        if parts.stream_tag != state.meta.stream_tag()
-                            || i64::from(parts.shard_created_s) != shard.created_ms / 1000
+                        if !parts.is_of(index, created_s)
+                            || state.meta.seq_layout(shard) != seq::Layout::Aws
                         {
                             return Err(invalid(" because it did not come from this stream"));
                         }
-                        // A position marker (arrival time 0, no record's) names the gap
-                        // before its counter: "after" it is the record at the counter.
                         (parts.counter, parts.arrival_s == 0)
                     }
                 };
@@ -642,12 +643,16 @@ impl Engine {
             ));
         }
         let name = position.stream.as_str();
-        let stream = self.stream(name, now_ms)?;
+        // A deleted stream, or one re-created under the same name: the shard is gone.
+        let shard_missing = || self.shard_not_found(name, &shard_id(position.shard));
+        let stream = self.stream(name, now_ms).map_err(|e| match e.kind {
+            ErrorKind::ResourceNotFound => shard_missing(),
+            _ => e,
+        })?;
         let state = stream.state.read();
         if state.meta.created_ms != position.stream_created_ms {
-            return Err(self.not_found(name));
+            return Err(shard_missing());
         }
-        let shard_missing = || self.shard_not_found(name, &shard_id(position.shard));
         let limit = limit
             .unwrap_or(GET_RECORDS_LIMIT_MAX)
             .min(GET_RECORDS_LIMIT_MAX) as usize;
@@ -695,6 +700,8 @@ impl Engine {
                 (Metric::GetRecordsBytes, read.bytes as f64),
                 (Metric::GetRecordsRecords, read.records.len() as f64),
                 (Metric::GetRecordsSuccess, 1.0),
+                // 0 per call not throttled: the series exists before the first throttle.
+                (Metric::ReadProvisionedThroughputExceeded, 0.0),
                 (Metric::GetRecordsIteratorAgeMilliseconds, age),
                 (Metric::OutgoingBytes, read.bytes as f64),
                 (Metric::OutgoingRecords, read.records.len() as f64),
@@ -736,7 +743,7 @@ impl Engine {
         let end_exclusive = shard.end_offset;
         self.check_read_key(state.meta.encryption.as_ref())?;
         let batch = log.read(offset, limit, max_bytes)?;
-        let tag = state.meta.stream_tag();
+        let layout = state.meta.seq_layout(shard);
         let created_s = (shard.created_ms / 1000) as u32;
         let mut next_offset = batch.next_offset.max(offset);
         let mut records = Vec::with_capacity(batch.records.len());
@@ -754,7 +761,7 @@ impl Engine {
                     shard_index: index,
                     counter: record.offset,
                     arrival_s: (record.timestamp_ms / 1000) as u32,
-                    stream_tag: tag,
+                    layout,
                 }),
                 arrival_ms: record.timestamp_ms,
                 data: record.value,
@@ -776,6 +783,20 @@ impl Engine {
             child_shards: drained.then(|| child_shards(&state.meta, index)),
         })
     }
+}
+
+/// Whether PutRecord accepts `text` as a SequenceNumberForOrdering: any number the service
+/// could have issued, of any shard or stream (a version-1 or a short number too), as on AWS;
+/// and on a stream with shards of an earlier release, that stream's numbers in their layout.
+fn ordering_number_valid(text: &str, meta: &StreamMeta) -> bool {
+    let legacy = meta
+        .shards
+        .iter()
+        .any(|s| s.seq_layout == crate::meta::SeqLayout::Legacy);
+    if legacy && seq::decode_legacy(text, meta.stream_tag()).is_some() {
+        return true;
+    }
+    !matches!(seq::decode(text), Decoded::Zero | Decoded::Invalid)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ mod monitoring;
 mod reshard;
 mod resources;
 pub mod seq;
+#[cfg(test)]
+mod seq_tests;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -94,6 +96,7 @@ struct Route {
     end: u128,
     index: u32,
     created_s: u32,
+    layout: seq::Layout,
     log: Arc<Log>,
 }
 
@@ -115,6 +118,7 @@ impl StreamState {
                     end: shard.end(),
                     index: shard.index,
                     created_s: (shard.created_ms / 1000) as u32,
+                    layout: self.meta.seq_layout(shard),
                     log: log.clone(),
                 });
             }

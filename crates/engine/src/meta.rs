@@ -118,6 +118,20 @@ pub struct ShardMeta {
     pub closed_ms: Option<i64>,
     /// One past the last offset the shard holds, set when it closes.
     pub end_offset: Option<u64>,
+    /// The layout of the shard's sequence numbers; shards written before the field existed
+    /// keep the legacy layout (see `seq`).
+    #[serde(default)]
+    pub seq_layout: SeqLayout,
+}
+
+/// Which sequence-number layout a shard uses, as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SeqLayout {
+    /// The layout of releases before AWS's was adopted: what a shard without the field has.
+    #[default]
+    Legacy,
+    /// AWS's layout: every shard created since.
+    Aws,
 }
 
 impl ShardMeta {
@@ -224,7 +238,7 @@ impl StreamMeta {
             .collect()
     }
 
-    /// The 16-bit tag sequence numbers carry to tell this stream apart.
+    /// The 16-bit tag legacy-layout sequence numbers carry to tell this stream apart.
     pub fn stream_tag(&self) -> u16 {
         // FNV-1a over the incarnation key: stable across restarts and versions.
         let mut hash: u32 = 0x811c_9dc5;
@@ -233,6 +247,32 @@ impl StreamMeta {
             hash = hash.wrapping_mul(0x0100_0193);
         }
         (hash ^ (hash >> 16)) as u16
+    }
+
+    /// The sequence-number layout of `shard`.
+    pub fn seq_layout(&self, shard: &ShardMeta) -> crate::seq::Layout {
+        match shard.seq_layout {
+            SeqLayout::Aws => crate::seq::Layout::Aws,
+            SeqLayout::Legacy => crate::seq::Layout::Legacy {
+                stream_tag: self.stream_tag(),
+            },
+        }
+    }
+
+    /// The fields a number of `shard` carries, but for its counter and arrival time.
+    pub fn seq_parts(
+        &self,
+        shard: &ShardMeta,
+        counter: u64,
+        arrival_s: u32,
+    ) -> crate::seq::SeqParts {
+        crate::seq::SeqParts {
+            shard_created_s: (shard.created_ms / 1000) as u32,
+            shard_index: shard.index,
+            counter,
+            arrival_s,
+            layout: self.seq_layout(shard),
+        }
     }
 
     /// The shard with this index.
@@ -253,16 +293,23 @@ pub fn shard_id(index: u32) -> String {
     format!("shardId-{index:012}")
 }
 
-/// Reads a `ShardId` argument as AWS does: the number after its last hyphen.
+/// Largest shard index a `ShardId` argument may name: AWS reads the number as a Java `int`.
+pub const SHARD_INDEX_MAX: u32 = i32::MAX as u32;
+
+/// Reads a `ShardId` argument as AWS does: the text after its last hyphen (or all of it) must
+/// be ASCII digits worth at most `SHARD_INDEX_MAX`, so `shardId-5`, `x-5`, `-005` and `5` all
+/// name shard 5. Messages then name it as `shard_id` writes it.
 pub fn parse_shard_id(text: &str) -> Option<u32> {
     let digits = text.rsplit('-').next()?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    // Any number of leading zeros; a value too large for u64 is too large for an `int` too.
     digits
         .parse::<u64>()
         .ok()
         .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n <= SHARD_INDEX_MAX)
 }
 
 #[cfg(test)]
@@ -277,6 +324,21 @@ mod tests {
         assert_eq!(parse_shard_id("7"), Some(7));
         assert_eq!(parse_shard_id("shardId-"), None);
         assert_eq!(parse_shard_id("shardId-x1"), None);
+        assert_eq!(parse_shard_id("x-5"), Some(5));
+        assert_eq!(parse_shard_id("-005"), Some(5));
+        assert_eq!(parse_shard_id("shardId-002147483647"), Some(2_147_483_647));
+        assert_eq!(parse_shard_id(&format!("{}1", "0".repeat(40))), Some(1));
+        for refused in [
+            "ABKLFD8",
+            "2.14E4",
+            "2147483648",
+            "shardId-002147483648",
+            "99999999999999999999999",
+            "+5",
+            "shardId-5 ",
+        ] {
+            assert_eq!(parse_shard_id(refused), None, "{refused}");
+        }
         assert_eq!(shard_id(5), "shardId-000000000005");
     }
 }

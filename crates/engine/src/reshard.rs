@@ -5,9 +5,7 @@
 //! to the parent shards until the children exist. UpdateShardCount is carried out as a series
 //! of two-way splits and merges (so every shard keeps at most two parents, as readers expect).
 
-use crate::meta::{
-    Pending, ShardMeta, StreamMeta, StreamMode, StreamStatus, parse_shard_id, shard_id,
-};
+use crate::meta::{Pending, ShardMeta, StreamMeta, StreamMode, StreamStatus, shard_id};
 use crate::{ApiError, Engine, ErrorKind, Result, StreamState, StreamTarget, hash, log_id};
 
 /// Open shards one stream may have.
@@ -92,29 +90,36 @@ impl Engine {
         self.begin_update(&mut state, Pending::Mode { mode }, now_ms)
     }
 
-    fn open_shard<'m>(&self, meta: &'m StreamMeta, text: &str) -> Result<&'m ShardMeta> {
-        let missing = || {
+    /// A shard a reshard names, by its index (already read by `shard_arg`): missing is
+    /// `Could not find shard …`, naming it as `shard_id` writes it.
+    fn reshard_shard<'m>(&self, meta: &'m StreamMeta, index: u32) -> Result<&'m ShardMeta> {
+        meta.shard(index).ok_or_else(|| {
             ApiError::not_found(format!(
-                "Could not find shard {text} in stream {} under account {}.",
-                meta.name, self.config.account_id
-            ))
-        };
-        let shard = parse_shard_id(text)
-            .and_then(|i| meta.shard(i))
-            .ok_or_else(missing)?;
-        if !shard.is_open() {
-            return Err(ApiError::invalid(format!(
-                "Shard {} in stream {} under account {} has already been merged or split, and \
-                 thus is not eligible for merging or splitting.",
-                shard_id(shard.index),
+                "Could not find shard {} in stream {} under account {}.",
+                shard_id(index),
                 meta.name,
                 self.config.account_id
-            )));
-        }
-        Ok(shard)
+            ))
+        })
     }
 
-    /// SplitShard.
+    /// A shard that has been split or merged cannot be again.
+    fn require_open(&self, meta: &StreamMeta, shard: &ShardMeta) -> Result<()> {
+        if shard.is_open() {
+            return Ok(());
+        }
+        Err(ApiError::invalid(format!(
+            "Shard {} in stream {} under account {} has already been merged or split, and thus \
+             is not eligible for merging or splitting.",
+            shard_id(shard.index),
+            meta.name,
+            self.config.account_id
+        )))
+    }
+
+    /// SplitShard. AWS's order of checks: the shard id's form (before the stream is looked
+    /// up), the stream, ACTIVE, the shard's existence, the shard limit, then the shard's
+    /// state and the hash key.
     pub fn split_shard(
         &self,
         target: &StreamTarget<'_>,
@@ -122,11 +127,17 @@ impl Engine {
         new_starting_hash_key: &str,
         now_ms: i64,
     ) -> Result<()> {
-        let (name, stream) = self.stream_by_target(target, now_ms)?;
+        let name = self.resolve(target)?;
+        let index = self.shard_arg(&name, shard_to_split)?;
+        let stream = self.stream(&name, now_ms)?;
         let open = self.open_shard_count();
         let mut state = stream.state.write();
         self.require_active(&state)?;
-        let shard = self.open_shard(&state.meta, shard_to_split)?;
+        let shard = self.reshard_shard(&state.meta, index)?;
+        if open.saturating_add(1) > self.config.shard_limit {
+            return Err(self.shard_limit_error(open, 1));
+        }
+        self.require_open(&state.meta, shard)?;
         let key = hash::parse_hash_key(new_starting_hash_key);
         let (start, end) = (shard.start(), shard.end());
         let valid = key.is_some_and(|k| k > start.saturating_add(1) && k < end);
@@ -135,21 +146,20 @@ impl Engine {
                 "NewStartingHashKey {new_starting_hash_key} used in SplitShard() on shard {} in \
                  stream {name} under account {} is not both greater than one plus the shard's \
                  StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
-                shard_id(shard.index),
+                shard_id(index),
                 self.config.account_id
             )));
         }
-        if open + 1 > self.config.shard_limit {
-            return Err(self.shard_limit_error(open, 1));
-        }
         let change = Pending::Split {
-            shard: shard.index,
+            shard: index,
             new_start: new_starting_hash_key.into(),
         };
         self.begin_update(&mut state, change, now_ms)
     }
 
-    /// MergeShards.
+    /// MergeShards, in SplitShard's order of checks (a merge never raises the shard count, so
+    /// there is no limit to check). The pair is ordered: AdjacentShardToMerge must start right
+    /// after ShardToMerge ends, as on AWS.
     pub fn merge_shards(
         &self,
         target: &StreamTarget<'_>,
@@ -157,15 +167,17 @@ impl Engine {
         adjacent_shard_to_merge: &str,
         now_ms: i64,
     ) -> Result<()> {
-        let (name, stream) = self.stream_by_target(target, now_ms)?;
+        let name = self.resolve(target)?;
+        let a = self.shard_arg(&name, shard_to_merge)?;
+        let b = self.shard_arg(&name, adjacent_shard_to_merge)?;
+        let stream = self.stream(&name, now_ms)?;
         let mut state = stream.state.write();
         self.require_active(&state)?;
-        let a = self.open_shard(&state.meta, shard_to_merge)?;
-        let b = self.open_shard(&state.meta, adjacent_shard_to_merge)?;
-        let adjacent = a.index != b.index
-            && (a.end().checked_add(1) == Some(b.start())
-                || b.end().checked_add(1) == Some(a.start()));
-        if !adjacent {
+        let a = self.reshard_shard(&state.meta, a)?;
+        let b = self.reshard_shard(&state.meta, b)?;
+        self.require_open(&state.meta, a)?;
+        self.require_open(&state.meta, b)?;
+        if !adjacent_in_order(a, b) {
             return Err(ApiError::invalid(format!(
                 "Shards {} and {} in stream {name} under account {} are not an adjacent pair of \
                  shards eligible for merging",
@@ -382,6 +394,14 @@ fn apply_step(engine: &Engine, state: &mut StreamState, step: Step, at_ms: i64) 
             ));
         }
         Step::Merge { shard, adjacent } => {
+            // MergeShards checked this; UNIFORM_SCALING plans its merges low range first.
+            debug_assert!(
+                matches!(
+                    (state.meta.shard(shard), state.meta.shard(adjacent)),
+                    (Some(a), Some(b)) if adjacent_in_order(a, b)
+                ),
+                "merge of {shard} and {adjacent}: not adjacent in order"
+            );
             let a = close(state, shard)?;
             let b = close(state, adjacent)?;
             let index = state.meta.next_shard_index;
@@ -396,6 +416,12 @@ fn apply_step(engine: &Engine, state: &mut StreamState, step: Step, at_ms: i64) 
         state.meta.shards.push(shard);
     }
     Ok(())
+}
+
+/// Whether `b` starts right after `a` ends: what MergeShards requires of ShardToMerge (`a`)
+/// and AdjacentShardToMerge (`b`), and what every planned merge passes.
+fn adjacent_in_order(a: &ShardMeta, b: &ShardMeta) -> bool {
+    a.index != b.index && a.end().checked_add(1) == Some(b.start())
 }
 
 fn child(
@@ -415,5 +441,6 @@ fn child(
         created_ms: at_ms,
         closed_ms: None,
         end_offset: None,
+        seq_layout: crate::meta::SeqLayout::Aws,
     }
 }

@@ -1,12 +1,19 @@
-//! Sequence numbers: 47 hex digits (about 56 decimal digits), laid out like the live service's.
+//! Sequence numbers: 47 hex digits (about 56 decimal digits) in the live service's layout.
 //!
-//! As hex, most significant first:
-//! `2` · `0` · shard creation time, epoch s (8) · shard index (8) · per-shard record counter (16)
-//! · record arrival time, epoch s (8) · stream tag (4) · `2`.
+//! As hex, most significant first (AWS's version-2 layout, field for field):
+//! `2` · shard creation time, epoch s (9) · the shard index's low hex digit (1) · counter (16,
+//! top bit always clear) · `00` · record arrival time, epoch s (9) · the whole shard index as a
+//! signed 32-bit value (8) · `2` (the version).
 //! The counter sits above the arrival time, so numbers strictly increase with the counter within
-//! a shard; the shard index makes them unique within a stream, and the stream tag (derived from
-//! the stream's name and creation time) lets the server reject numbers from another stream.
-//! Unlike the live service we keep the whole shard index, so any number decodes to one shard.
+//! a shard. Our counter is the shard's log offset (AWS shares one counter across a stream's
+//! shards; see docs/compatibility.md). A number names its shard by creation time and index, so
+//! the server rejects numbers of another shard or of an earlier stream of the same name.
+//!
+//! Shards created by releases before this layout keep the layout they started with
+//! ([`Layout::Legacy`]): `2` · `0` · creation s (8) · shard index (8) · counter (16) · arrival s
+//! (8) · stream tag (4) · `2`. Switching a live shard would make its new numbers compare below
+//! its old ones (shard indexes with a zero low hex digit), and numbers already handed out must
+//! keep working; new shards, including every child of a split or merge, use AWS's layout.
 
 /// Hex digits in an encoded sequence number.
 const HEX_DIGITS: usize = 47;
@@ -56,26 +63,61 @@ impl PartialEq<str> for SequenceNumber {
     }
 }
 
+/// Which layout a shard's sequence numbers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The live service's layout: every shard created by this release.
+    Aws,
+    /// The layout of earlier releases, kept by the shards they created (`stream_tag` tells the
+    /// stream's incarnations apart).
+    Legacy { stream_tag: u16 },
+}
+
 /// The fields a sequence number carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqParts {
     pub shard_created_s: u32,
     pub shard_index: u32,
+    /// Below 2^63: the top bit is clear in AWS's layout.
     pub counter: u64,
+    /// 0 marks a position between records, not a record.
     pub arrival_s: u32,
-    pub stream_tag: u16,
+    pub layout: Layout,
+}
+
+/// The fields of a client-supplied number in AWS's layout, as the service reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsParts {
+    pub shard_created_s: u64,
+    /// The low hex digit of the shard index, kept apart from the index itself.
+    pub index_low: u8,
+    pub counter: u64,
+    pub arrival_s: u64,
+    /// Read as a signed 32-bit value, as the service does (`80000000` is -2147483648).
+    pub shard_index: i32,
+}
+
+impl AwsParts {
+    /// Whether the number was issued by `shard` (its index and creation second).
+    pub fn is_of(&self, shard_index: u32, shard_created_s: u32) -> bool {
+        self.shard_index as u32 == shard_index
+            && u32::from(self.index_low) == shard_index & 0xf
+            && self.shard_created_s == u64::from(shard_created_s)
+    }
 }
 
 /// What a client-supplied sequence number decodes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {
-    /// A number of our layout.
-    Full(SeqParts),
+    /// A number in AWS's layout (version 2).
+    Aws(AwsParts),
+    /// A version-1 number (last hex digit `1`): PutRecord accepts it for ordering.
+    Version1,
     /// A short number (such as `5`): it names a shard index and nothing else.
     Short { shard_index: u64 },
     /// Zero, which the live service answers with InternalFailure.
     Zero,
-    /// Not a number we could have issued.
+    /// Not a number the service could have issued.
     Invalid,
 }
 
@@ -194,45 +236,74 @@ impl U192 {
     }
 }
 
-// Field positions, in bits from the least significant end (4 bits per hex digit).
-const TAIL_LOW: u32 = 0; // the trailing `2`
-const TAG_LOW: u32 = 4;
-const ARRIVAL_LOW: u32 = 20;
-const COUNTER_LOW: u32 = 52;
-const SHARD_LOW: u32 = 116;
+// AWS's layout: field positions in bits from the least significant end (4 bits a hex digit).
+const VERSION_LOW: u32 = 0; // the trailing `2`
+const INDEX_LOW: u32 = 4;
+const ARRIVAL_LOW: u32 = 36;
+const PAD_LOW: u32 = 72; // `00`
+const COUNTER_LOW: u32 = 80;
+const INDEX_DIGIT_LOW: u32 = 144;
 const CREATED_LOW: u32 = 148;
-const ZERO_LOW: u32 = 180;
 const HEAD_LOW: u32 = 184; // the leading `2`
+/// The counter's top bit, which numbers the service issues never set.
+const COUNTER_TOP_BIT: u64 = 1 << 63;
+
+// The legacy layout's field positions.
+mod legacy {
+    pub const TAIL_LOW: u32 = 0;
+    pub const TAG_LOW: u32 = 4;
+    pub const ARRIVAL_LOW: u32 = 20;
+    pub const COUNTER_LOW: u32 = 52;
+    pub const SHARD_LOW: u32 = 116;
+    pub const CREATED_LOW: u32 = 148;
+    pub const ZERO_LOW: u32 = 180;
+}
 
 /// Encodes a sequence number as its decimal string.
 pub fn encode(parts: SeqParts) -> SequenceNumber {
     let mut n = U192::default();
-    n.set_bits(TAIL_LOW, 4, 2);
-    n.set_bits(TAG_LOW, 16, u64::from(parts.stream_tag));
-    n.set_bits(ARRIVAL_LOW, 32, u64::from(parts.arrival_s));
-    n.set_bits(COUNTER_LOW, 64, parts.counter);
-    n.set_bits(SHARD_LOW, 32, u64::from(parts.shard_index));
-    n.set_bits(CREATED_LOW, 32, u64::from(parts.shard_created_s));
+    match parts.layout {
+        Layout::Aws => {
+            debug_assert!(parts.counter & COUNTER_TOP_BIT == 0);
+            n.set_bits(VERSION_LOW, 4, 2);
+            n.set_bits(INDEX_LOW, 32, u64::from(parts.shard_index));
+            n.set_bits(ARRIVAL_LOW, 36, u64::from(parts.arrival_s));
+            n.set_bits(COUNTER_LOW, 64, parts.counter & !COUNTER_TOP_BIT);
+            n.set_bits(INDEX_DIGIT_LOW, 4, u64::from(parts.shard_index & 0xf));
+            n.set_bits(CREATED_LOW, 36, u64::from(parts.shard_created_s));
+        }
+        Layout::Legacy { stream_tag } => {
+            n.set_bits(legacy::TAIL_LOW, 4, 2);
+            n.set_bits(legacy::TAG_LOW, 16, u64::from(stream_tag));
+            n.set_bits(legacy::ARRIVAL_LOW, 32, u64::from(parts.arrival_s));
+            n.set_bits(legacy::COUNTER_LOW, 64, parts.counter);
+            n.set_bits(legacy::SHARD_LOW, 32, u64::from(parts.shard_index));
+            n.set_bits(legacy::CREATED_LOW, 32, u64::from(parts.shard_created_s));
+        }
+    }
     n.set_bits(HEAD_LOW, 4, 2);
     n.to_decimal()
 }
 
-/// `2^COUNTER_LOW` in decimal: what one more on the counter adds to a sequence number.
-const COUNTER_STEP_DECIMAL: &[u8] = b"4503599627370496";
+/// What one more on the counter adds to a sequence number, in decimal: `2^COUNTER_LOW` of the
+/// layout.
+fn counter_step_decimal(layout: Layout) -> &'static [u8] {
+    match layout {
+        Layout::Aws => b"1208925819614629174706176",
+        Layout::Legacy { .. } => b"4503599627370496",
+    }
+}
 
 impl SequenceNumber {
-    /// The number with the counter one higher (the caller checks the counter does not wrap).
-    fn plus_counter_step(&self) -> SequenceNumber {
+    /// The number plus `step` (decimal digits); the caller checks the counter does not wrap.
+    fn plus(&self, step: &[u8]) -> SequenceNumber {
         let mut out = *self;
         let len = usize::from(out.len);
         let mut carry = 0u8;
         let mut i = 0;
-        while i < len && (i < COUNTER_STEP_DECIMAL.len() || carry > 0) {
+        while i < len && (i < step.len() || carry > 0) {
             let at = len - 1 - i;
-            let add = COUNTER_STEP_DECIMAL
-                .len()
-                .checked_sub(1 + i)
-                .map_or(0, |j| COUNTER_STEP_DECIMAL[j] - b'0');
+            let add = step.len().checked_sub(1 + i).map_or(0, |j| step[j] - b'0');
             let digit = out.digits[at] - b'0' + add + carry;
             out.digits[at] = b'0' + digit % 10;
             carry = digit / 10;
@@ -265,7 +336,7 @@ impl SeqEncoder {
                         ..*prev
                     } == parts =>
             {
-                text.plus_counter_step()
+                text.plus(counter_step_decimal(parts.layout))
             }
             _ => encode(parts),
         };
@@ -274,7 +345,8 @@ impl SeqEncoder {
     }
 }
 
-/// Decodes a client-supplied sequence number (already checked against the model's pattern).
+/// Decodes a client-supplied sequence number (already checked against the model's pattern) as
+/// the service reads it.
 pub fn decode(text: &str) -> Decoded {
     let Some(n) = U192::from_decimal(text) else {
         return Decoded::Invalid;
@@ -282,9 +354,8 @@ pub fn decode(text: &str) -> Decoded {
     if n.0 == [0, 0, 0] {
         return Decoded::Zero;
     }
-    let bits = n.bit_length();
-    if bits <= (HEX_DIGITS as u32 - 1) * 4 - 3 {
-        // Fewer hex digits than our layout: the live service reads a shard index out of such
+    if n.bit_length() <= (HEX_DIGITS as u32 - 1) * 4 - 3 {
+        // Fewer hex digits than the layout: the live service reads a shard index out of such
         // numbers (`5` names shardId-000000000005); so do we, from the low 64 bits.
         return if n.0[1] == 0 && n.0[2] == 0 {
             Decoded::Short {
@@ -294,67 +365,164 @@ pub fn decode(text: &str) -> Decoded {
             Decoded::Invalid
         };
     }
-    if n.bits(HEAD_LOW, 8) != 2 || n.bits(ZERO_LOW, 4) != 0 || n.bits(TAIL_LOW, 4) != 2 {
+    if n.bits(HEAD_LOW, 8) != 2 {
         return Decoded::Invalid;
     }
-    Decoded::Full(SeqParts {
-        shard_created_s: n.bits(CREATED_LOW, 32) as u32,
-        shard_index: n.bits(SHARD_LOW, 32) as u32,
-        counter: n.bits(COUNTER_LOW, 64),
-        arrival_s: n.bits(ARRIVAL_LOW, 32) as u32,
-        stream_tag: n.bits(TAG_LOW, 16) as u16,
+    match n.bits(VERSION_LOW, 4) {
+        1 => return Decoded::Version1,
+        2 => {}
+        _ => return Decoded::Invalid,
+    }
+    let counter = n.bits(COUNTER_LOW, 64);
+    if counter & COUNTER_TOP_BIT != 0 || n.bits(PAD_LOW, 8) != 0 {
+        return Decoded::Invalid;
+    }
+    Decoded::Aws(AwsParts {
+        shard_created_s: n.bits(CREATED_LOW, 36),
+        index_low: n.bits(INDEX_DIGIT_LOW, 4) as u8,
+        counter,
+        arrival_s: n.bits(ARRIVAL_LOW, 36),
+        shard_index: n.bits(INDEX_LOW, 32) as u32 as i32,
+    })
+}
+
+/// Reads `text` in the legacy layout, if it is a number of the stream with `stream_tag`.
+pub fn decode_legacy(text: &str, stream_tag: u16) -> Option<SeqParts> {
+    let n = U192::from_decimal(text)?;
+    let well_formed = n.bits(HEAD_LOW, 8) == 2
+        && n.bits(legacy::ZERO_LOW, 4) == 0
+        && n.bits(legacy::TAIL_LOW, 4) == 2
+        && n.bits(legacy::TAG_LOW, 16) == u64::from(stream_tag);
+    well_formed.then(|| SeqParts {
+        shard_created_s: n.bits(legacy::CREATED_LOW, 32) as u32,
+        shard_index: n.bits(legacy::SHARD_LOW, 32) as u32,
+        counter: n.bits(legacy::COUNTER_LOW, 64),
+        arrival_s: n.bits(legacy::ARRIVAL_LOW, 32) as u32,
+        layout: Layout::Legacy { stream_tag },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const LEGACY: Layout = Layout::Legacy { stream_tag: 0xbeef };
 
     fn enc(parts: SeqParts) -> String {
         encode(parts).to_string()
     }
-    use proptest::prelude::*;
 
-    fn parts(counter: u64) -> SeqParts {
+    fn hex(text: &str) -> String {
+        let n = U192::from_decimal(text).unwrap();
+        format!("{:x}{:016x}{:016x}", n.0[2], n.0[1], n.0[0])
+            .trim_start_matches('0')
+            .to_string()
+    }
+
+    fn parts(counter: u64, layout: Layout) -> SeqParts {
         SeqParts {
             shard_created_s: 1_700_000_000,
             shard_index: 3,
             counter,
             arrival_s: 1_700_000_100,
-            stream_tag: 0xbeef,
+            layout,
         }
     }
 
-    #[test]
-    fn has_aws_length() {
-        let text = enc(parts(0));
-        assert!((55..=57).contains(&text.len()), "{text}");
-        assert!(text.bytes().all(|b| b.is_ascii_digit()));
+    fn layouts() -> impl Strategy<Value = Layout> {
+        prop_oneof![
+            Just(Layout::Aws),
+            any::<u16>().prop_map(|stream_tag| Layout::Legacy { stream_tag }),
+        ]
     }
 
     #[test]
-    fn short_and_zero_numbers() {
+    fn has_aws_length_and_fields() {
+        let text = enc(parts(0x1234, Layout::Aws));
+        assert!((55..=57).contains(&text.len()), "{text}");
+        assert!(text.bytes().all(|b| b.is_ascii_digit()));
+        // `2` · created (9) · index digit · counter (16) · `00` · arrival (9) · index (8) · `2`.
+        assert_eq!(
+            hex(&text),
+            "206553f100300000000000012340006553f164000000032"
+        );
+        let mut eleven = parts(7, Layout::Aws);
+        eleven.shard_index = 11;
+        assert!(hex(&enc(eleven)).ends_with("0000000b2"));
+        assert!(hex(&enc(eleven)).starts_with("206553f100b0"));
+        assert_eq!(hex(&text).len(), HEX_DIGITS);
+    }
+
+    #[test]
+    fn short_zero_and_foreign_numbers() {
         assert_eq!(decode("5"), Decoded::Short { shard_index: 5 });
         assert_eq!(decode("0"), Decoded::Zero);
         assert_eq!(decode("12x"), Decoded::Invalid);
         assert_eq!(decode(&"9".repeat(100)), Decoded::Invalid);
+        let from_hex = |h: &str| {
+            let mut n = U192::default();
+            for (i, c) in h.bytes().rev().enumerate() {
+                let digit = (c as char).to_digit(16).unwrap();
+                n.set_bits(i as u32 * 4, 4, u64::from(digit));
+            }
+            n.to_decimal().to_string()
+        };
+        // The counter's top bit is never set by the service.
+        let top = from_hex("206553f100080000000000000000006553f164000000002");
+        assert_eq!(decode(&top), Decoded::Invalid);
+        // The index field is signed.
+        let signed = from_hex("206553f100000000000000000000006553f164800000002");
+        match decode(&signed) {
+            Decoded::Aws(p) => assert_eq!(p.shard_index, i32::MIN),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            format!("shardId-{:012}", i64::from(i32::MIN)),
+            "shardId--02147483648"
+        );
+        let version1 = from_hex("206553f100000000000000000000006553f164000000001");
+        assert_eq!(decode(&version1), Decoded::Version1);
+    }
+
+    #[test]
+    fn legacy_numbers_are_the_earlier_releases_numbers() {
+        // `2` · `0` · created (8) · shard (8) · counter (16) · arrival (8) · tag (4) · `2`.
+        assert_eq!(
+            hex(&enc(parts(0x1234, LEGACY))),
+            "206553f1000000000300000000000012346553f164beef2"
+        );
+    }
+
+    #[test]
+    fn legacy_numbers_decode_only_with_their_tag() {
+        let p = parts(42, LEGACY);
+        let text = enc(p);
+        assert_eq!(decode_legacy(&text, 0xbeef), Some(p));
+        assert_eq!(decode_legacy(&text, 0xbeee), None);
+        assert_eq!(decode_legacy(&enc(parts(42, Layout::Aws)), 0xbeef), None);
     }
 
     proptest! {
         #[test]
-        fn round_trips(created in any::<u32>(), shard in any::<u32>(), counter in any::<u64>(),
+        fn round_trips(created in any::<u32>(), shard in any::<u32>(), counter in 0..=i64::MAX as u64,
                        arrival in any::<u32>(), tag in any::<u16>()) {
             let p = SeqParts { shard_created_s: created, shard_index: shard, counter,
-                               arrival_s: arrival, stream_tag: tag };
-            prop_assert_eq!(decode(&enc(p)), Decoded::Full(p));
+                               arrival_s: arrival, layout: Layout::Aws };
+            let Decoded::Aws(got) = decode(&enc(p)) else { panic!("not AWS's layout") };
+            prop_assert!(got.is_of(shard, created));
+            prop_assert_eq!(got.counter, counter);
+            prop_assert_eq!(got.arrival_s, u64::from(arrival));
+            let legacy = SeqParts { layout: Layout::Legacy { stream_tag: tag }, ..p };
+            prop_assert_eq!(decode_legacy(&enc(legacy), tag), Some(legacy));
         }
 
         #[test]
-        fn strictly_increasing_with_counter(a in 0u64..u64::MAX, arrival_a in any::<u32>(),
-                                            arrival_b in any::<u32>()) {
-            let mut first = parts(a);
+        fn strictly_increasing_with_counter(a in 0u64..i64::MAX as u64, arrival_a in any::<u32>(),
+                                            arrival_b in any::<u32>(), layout in layouts()) {
+            let mut first = parts(a, layout);
             first.arrival_s = arrival_a;
-            let mut second = parts(a + 1);
+            let mut second = parts(a + 1, layout);
             second.arrival_s = arrival_b;
             let (x, y) = (enc(first), enc(second));
             // Same-length decimals compare like numbers; longer means larger.
@@ -364,20 +532,20 @@ mod tests {
         #[test]
         fn any_digit_string_decodes_without_panic(text in "[0-9]{1,130}") {
             let _ = decode(&text);
+            let _ = decode_legacy(&text, 7);
         }
-    }
 
-    proptest! {
         #[test]
         fn runs_encode_like_single_numbers(
-            created in any::<u32>(), shard in any::<u32>(), counter in any::<u64>(),
-            arrival in any::<u32>(), tag in any::<u16>(), run in 1usize..40,
+            created in any::<u32>(), shard in any::<u32>(), counter in 0..i64::MAX as u64,
+            arrival in any::<u32>(), layout in layouts(), run in 1usize..40,
         ) {
             let mut encoder = SeqEncoder::default();
             let first = SeqParts { shard_created_s: created, shard_index: shard, counter,
-                arrival_s: arrival, stream_tag: tag };
+                arrival_s: arrival, layout };
             for k in 0..run as u64 {
-                let Some(counter) = counter.checked_add(k) else { break };
+                let Some(counter) = counter.checked_add(k).filter(|c| *c <= i64::MAX as u64)
+                else { break };
                 let parts = SeqParts { counter, ..first };
                 prop_assert_eq!(encoder.encode(parts).to_string(), enc(parts));
             }
@@ -387,8 +555,12 @@ mod tests {
     #[test]
     fn counter_step_is_two_to_the_counter_offset() {
         assert_eq!(
-            COUNTER_STEP_DECIMAL,
-            (1u64 << COUNTER_LOW).to_string().as_bytes()
+            counter_step_decimal(Layout::Aws),
+            (1u128 << COUNTER_LOW).to_string().as_bytes()
+        );
+        assert_eq!(
+            counter_step_decimal(LEGACY),
+            (1u128 << legacy::COUNTER_LOW).to_string().as_bytes()
         );
         // A carry out of the top digit lengthens the number.
         let mut nines = SequenceNumber {
@@ -396,10 +568,10 @@ mod tests {
             digits: [b'9'; SEQUENCE_DIGITS_MAX],
         };
         nines.digits[20..].fill(0);
-        let next = nines.plus_counter_step();
+        let next = nines.plus(counter_step_decimal(LEGACY));
         assert_eq!(
             next.as_str(),
-            (99_999_999_999_999_999_999u128 + (1u128 << COUNTER_LOW)).to_string()
+            (99_999_999_999_999_999_999u128 + (1u128 << legacy::COUNTER_LOW)).to_string()
         );
     }
 }

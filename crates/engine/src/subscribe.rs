@@ -11,7 +11,7 @@ use crate::consumers::parse_consumer_arn;
 use crate::data::{ChildShard, OutRecord, StartAt, check_start};
 use crate::meta::{ConsumerStatus, parse_shard_id, shard_id};
 use crate::metrics::Metric;
-use crate::seq::{self, SeqParts, SequenceNumber};
+use crate::seq::{self, SequenceNumber};
 use crate::{ApiError, Engine, Result, StreamStatus};
 
 /// How long a subscription holds its (consumer, shard) against a newer one.
@@ -246,13 +246,7 @@ impl Engine {
             // No record yet: a position marker for the gap before the next one.
             None => {
                 let shard = state.meta.shard(sub.shard).ok_or_else(shard_missing)?;
-                seq::encode(SeqParts {
-                    shard_created_s: (shard.created_ms / 1000) as u32,
-                    shard_index: sub.shard,
-                    counter: read.next_offset,
-                    arrival_s: 0,
-                    stream_tag: state.meta.stream_tag(),
-                })
+                seq::encode(state.meta.seq_parts(shard, read.next_offset, 0))
             }
         };
         Ok(SubscriptionEvent {

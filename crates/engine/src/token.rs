@@ -3,6 +3,10 @@
 //! A token is base64 (standard alphabet) of `00 00 00 00 00 00 00 01` · kind (1 byte) · payload ·
 //! the first 16 bytes of HMAC-SHA256(secret, everything before it). The secret lives in the
 //! metadata store, so tokens survive a restart; a forged or truncated token fails the MAC.
+//!
+//! Shard iterators are shaped like the live service's: their payload is padded with zeros so
+//! the decoded token is 152 + 16·k bytes. Readers read the payload's fields and ignore the
+//! padding, so iterators of earlier releases (unpadded) still open until they expire.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -15,6 +19,9 @@ const MAC_BYTES: usize = 16;
 pub const SECRET_BYTES: usize = 32;
 /// The longest token string we hand out (the model caps shard iterators at 512 characters).
 const TOKEN_CHARS_MAX: usize = 512;
+/// A shard iterator decodes to `ITERATOR_BYTES_MIN + ITERATOR_BYTES_STEP * k` bytes, as AWS's.
+const ITERATOR_BYTES_MIN: usize = 152;
+const ITERATOR_BYTES_STEP: usize = 16;
 
 /// What a token is for; a token of one kind is never accepted as another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +64,21 @@ impl TokenCodec {
 
     /// Seals a payload into a token string.
     pub fn seal(&self, kind: Kind, payload: &[u8]) -> String {
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 1 + payload.len() + MAC_BYTES);
+        let unpadded = MAGIC.len() + 1 + payload.len() + MAC_BYTES;
+        let len = match kind {
+            Kind::ShardIterator => {
+                let steps = unpadded
+                    .saturating_sub(ITERATOR_BYTES_MIN)
+                    .div_ceil(ITERATOR_BYTES_STEP);
+                ITERATOR_BYTES_MIN + steps * ITERATOR_BYTES_STEP
+            }
+            _ => unpadded,
+        };
+        let mut bytes = Vec::with_capacity(len);
         bytes.extend_from_slice(&MAGIC);
         bytes.push(kind as u8);
         bytes.extend_from_slice(payload);
+        bytes.resize(len - MAC_BYTES, 0);
         let mac = self.mac(&bytes);
         bytes.extend_from_slice(&mac);
         let text = STANDARD.encode(&bytes);
@@ -166,27 +184,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn iterators_have_aws_lengths_and_old_ones_still_open() {
+        let codec = TokenCodec::new([7; SECRET_BYTES]);
+        for name_len in [1usize, 50, 87, 88, 128] {
+            let payload = Writer::default().str(&"s".repeat(name_len)).u64(42).0;
+            let token = codec.seal(Kind::ShardIterator, &payload);
+            let bytes = STANDARD.decode(&token).unwrap();
+            assert!(bytes.len() >= ITERATOR_BYTES_MIN, "{}", bytes.len());
+            assert_eq!((bytes.len() - ITERATOR_BYTES_MIN) % ITERATOR_BYTES_STEP, 0);
+            assert_eq!(bytes[..8], MAGIC);
+            let opened = codec.open(Kind::ShardIterator, &token).unwrap();
+            assert_eq!(opened[..payload.len()], payload[..]);
+            assert!(opened[payload.len()..].iter().all(|&b| b == 0));
+        }
+        // An unpadded iterator, as earlier releases sealed them.
+        let payload = Writer::default().str("stream").u64(42).0;
+        let mut old = MAGIC.to_vec();
+        old.push(Kind::ShardIterator as u8);
+        old.extend_from_slice(&payload);
+        let mac = codec.mac(&old);
+        old.extend_from_slice(&mac);
+        let token = STANDARD.encode(&old);
+        assert_eq!(codec.open(Kind::ShardIterator, &token), Some(payload));
+    }
+
+    #[test]
     fn seal_open_round_trip_and_tamper() {
         let codec = TokenCodec::new([7; SECRET_BYTES]);
         let payload = Writer::default().str("stream").u64(42).0;
         let token = codec.seal(Kind::ShardIterator, &payload);
+        assert_eq!(codec.open(Kind::ListShards, &token), None);
+        let token = codec.seal(Kind::ListStreams, &payload);
+        assert_eq!(codec.open(Kind::ListStreams, &token), Some(payload.clone()));
         assert_eq!(
-            codec.open(Kind::ShardIterator, &token),
-            Some(payload.clone())
-        );
-        assert_eq!(
-            codec.open(Kind::ShardIterator, &format!("\"{token}\"")),
+            codec.open(Kind::ListStreams, &format!("\"{token}\"")),
             Some(payload)
         );
         assert_eq!(codec.open(Kind::ListShards, &token), None);
         let mut bytes = STANDARD.decode(&token).unwrap();
         bytes[10] ^= 1;
         assert_eq!(
-            codec.open(Kind::ShardIterator, &STANDARD.encode(&bytes)),
+            codec.open(Kind::ListStreams, &STANDARD.encode(&bytes)),
             None
         );
-        assert_eq!(codec.open(Kind::ShardIterator, "garbage"), None);
+        assert_eq!(codec.open(Kind::ListStreams, "garbage"), None);
         let other = TokenCodec::new([8; SECRET_BYTES]);
-        assert_eq!(other.open(Kind::ShardIterator, &token), None);
+        assert_eq!(other.open(Kind::ListStreams, &token), None);
     }
 }
