@@ -173,8 +173,9 @@ impl Engine {
         let target = StreamTarget::name(stream);
         let (name, stream) = self.stream_by_target(&target, now_ms)?;
         let state = stream.state.read();
-        let shard_missing = || self.shard_not_found(&name, shard);
-        let index = crate::meta::parse_shard_id(shard).ok_or_else(shard_missing)?;
+        let index =
+            crate::meta::parse_shard_id(shard).ok_or_else(|| self.shard_not_found(&name, shard))?;
+        let shard_missing = || self.shard_not_found(&name, &shard_id(index));
         let offset = self.start_offset(
             &state,
             index,

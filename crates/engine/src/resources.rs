@@ -4,9 +4,9 @@
 //! given; its grammar is checked by the caller (the engine does not read JSON).
 
 use crate::consumers::{ConsumerTarget, parse_consumer_arn};
-use crate::control::{TAGS_PER_STREAM_MAX, check_tags, merge_tags};
+use crate::control::{TAGS_PER_STREAM_MAX, check_tags, merge_tags, sort_tags};
 use crate::meta::StreamMeta;
-use crate::{ApiError, Engine, Result, StreamTarget, parse_stream_arn};
+use crate::{ApiError, Engine, ErrorKind, Result, StreamTarget, parse_stream_arn};
 
 /// What authorization reads of a stream or consumer.
 #[derive(Debug, Clone, Default)]
@@ -136,7 +136,8 @@ impl Engine {
         .ok()
     }
 
-    /// TagResource on a stream or consumer.
+    /// TagResource on a stream (AddTagsToStream, with its checks and messages) or a consumer
+    /// (the character check; past the limit, LimitExceededException).
     pub fn tag_resource(&self, arn: &str, tags: &[(String, String)], now_ms: i64) -> Result<()> {
         if !arn.contains("/consumer/") {
             return self.add_tags(&stream_target(arn)?, tags, now_ms);
@@ -145,15 +146,18 @@ impl Engine {
         let account = self.config.account_id.clone();
         self.with_resource(arn, Access::Change, now_ms, |_, current| {
             merge_tags(current, tags, || {
-                format!(
-                    "Failed to add tags to consumer {arn} under account {account} because a \
-                     given consumer cannot have more than {TAGS_PER_STREAM_MAX} tags."
+                ApiError::new(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "Failed to add tags to consumer {arn} under account {account} because a \
+                         given consumer cannot have more than {TAGS_PER_STREAM_MAX} tags."
+                    ),
                 )
             })
         })
     }
 
-    /// UntagResource on a stream or consumer.
+    /// UntagResource on a stream (RemoveTagsFromStream) or a consumer.
     pub fn untag_resource(&self, arn: &str, keys: &[String], now_ms: i64) -> Result<()> {
         if !arn.contains("/consumer/") {
             return self.remove_tags(&stream_target(arn)?, keys, now_ms);
@@ -165,9 +169,11 @@ impl Engine {
         })
     }
 
-    /// ListTagsForResource on a stream or consumer.
+    /// ListTagsForResource on a stream or consumer, in ListTagsForStream's order.
     pub fn resource_tags(&self, arn: &str, now_ms: i64) -> Result<Vec<(String, String)>> {
-        self.with_resource(arn, Access::Read, now_ms, |_, tags| Ok(tags.clone()))
+        let mut tags = self.with_resource(arn, Access::Read, now_ms, |_, tags| Ok(tags.clone()))?;
+        sort_tags(&mut tags);
+        Ok(tags)
     }
 
     /// The ARN of the stream a shard iterator reads, if this engine issued it.

@@ -916,3 +916,142 @@ fn subscribe_to_shard_is_one_call_a_second_per_consumer_and_shard() {
         .unwrap();
     e.end_subscription(&again);
 }
+
+#[test]
+fn split_and_merge_check_in_aws_order() {
+    let e = engine_with(EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 1000,
+        shard_limit: 2,
+        ..EngineConfig::default()
+    });
+    create(&e, "p", 2, T0);
+    let (p, nope) = (StreamTarget::name("p"), StreamTarget::name("nope"));
+    // An id that is not one is refused as sent, before the stream is looked up.
+    for bad in ["ABKLFD8", "2.14E4", "2147483648", "shardId-002147483648"] {
+        check(
+            e.split_shard(&nope, bad, "1", T0),
+            ErrorKind::ResourceNotFound,
+            &format!("Could not find shard {bad} in stream nope under account 000000000000."),
+        );
+        check(
+            e.merge_shards(&nope, "shardId-000000000000", bad, T0),
+            ErrorKind::ResourceNotFound,
+            &format!("Could not find shard {bad} in stream nope under account 000000000000."),
+        );
+    }
+    check(
+        e.merge_shards(&nope, "0", "1", T0),
+        ErrorKind::ResourceNotFound,
+        "Stream nope under account 000000000000 not found.",
+    );
+    // A missing shard is named as normalised, and comes before the shard limit.
+    check(
+        e.split_shard(&p, "x-9", "1", T0),
+        ErrorKind::ResourceNotFound,
+        "Could not find shard shardId-000000000009 in stream p under account 000000000000.",
+    );
+    // The shard limit comes before the hash key.
+    let limit = e.split_shard(&p, "-000", "1", T0).unwrap_err();
+    assert_eq!(limit.kind, ErrorKind::LimitExceeded, "{limit:?}");
+    // Merging is ordered: AdjacentShardToMerge starts where ShardToMerge ends.
+    check(
+        e.merge_shards(&p, "shardId-000000000001", "shardId-000000000000", T0),
+        ErrorKind::InvalidArgument,
+        "Shards shardId-000000000001 and shardId-000000000000 in stream p under account \
+         000000000000 are not an adjacent pair of shards eligible for merging",
+    );
+    e.merge_shards(&p, "0", "1", T0).unwrap();
+    check(
+        e.split_shard(&p, "0", "1", T0 + 1),
+        ErrorKind::ResourceInUse,
+        "Stream p under account 000000000000 not ACTIVE, instead in state UPDATING",
+    );
+    check(
+        e.split_shard(&p, "shardId-x", "1", T0 + 1),
+        ErrorKind::ResourceNotFound,
+        "Could not find shard shardId-x in stream p under account 000000000000.",
+    );
+    let merged = e
+        .list_shards(
+            &ListShards {
+                target: p,
+                filter: Some(ShardFilter::AtLatest),
+                ..ListShards::default()
+            },
+            T0 + 1000,
+        )
+        .unwrap();
+    assert_eq!(merged.shards.len(), 1);
+    let child = &merged.shards[0];
+    assert_eq!(
+        (
+            child.parent_shard_id.as_deref(),
+            child.adjacent_parent_shard_id.as_deref()
+        ),
+        (Some("shardId-000000000000"), Some("shardId-000000000001"))
+    );
+}
+
+#[test]
+fn uniform_scaling_merges_pairs_in_hash_order() {
+    // `apply_step` asserts every merge is ordered (debug builds): scale down and back up.
+    let e = engine();
+    create(&e, "w", 5, T0);
+    let w = StreamTarget::name("w");
+    for (at, target) in [(T0, 3), (T0 + 1, 2), (T0 + 2, 4), (T0 + 3, 3)] {
+        e.update_shard_count(&w, target, at).unwrap();
+        let view = e.describe_stream_summary(&w, at).unwrap();
+        assert_eq!(view.open_shard_count, target);
+    }
+}
+
+#[test]
+fn get_shard_iterator_reads_the_shard_id_first() {
+    let e = engine();
+    create(&e, "g", 1, T0);
+    let request = |stream: &'static str, shard: &'static str| GetShardIterator {
+        target: StreamTarget::name(stream),
+        shard_id: shard,
+        iterator_type: IteratorType::TrimHorizon,
+        starting_sequence_number: None,
+        timestamp_ms: None,
+    };
+    check(
+        e.get_shard_iterator(&request("nope", "2.14E4"), T0),
+        ErrorKind::ResourceNotFound,
+        "Could not find shard 2.14E4 in stream nope under account 000000000000.",
+    );
+    check(
+        e.get_shard_iterator(&request("nope", "-002147483647"), T0),
+        ErrorKind::ResourceNotFound,
+        "Shard shardId-002147483647 in stream nope under account 000000000000 does not exist",
+    );
+    check(
+        e.get_shard_iterator(&request("g", "5"), T0),
+        ErrorKind::ResourceNotFound,
+        "Shard shardId-000000000005 in stream g under account 000000000000 does not exist",
+    );
+    e.get_shard_iterator(&request("g", "x-0"), T0).unwrap();
+}
+
+#[test]
+fn throttle_metrics_have_a_zero_data_point_from_the_first_call() {
+    use crate::metrics::{Metric, Statistic};
+    let e = engine();
+    create(&e, "z", 2, T0);
+    let window = |metric| {
+        e.metric_window("z", None, metric, T0 / 1000 - 60, T0 / 1000 + 60)
+            .expect("stream")
+    };
+    let write = Metric::WriteProvisionedThroughputExceeded;
+    let read = Metric::ReadProvisionedThroughputExceeded;
+    assert_eq!(window(write).statistic(Statistic::Sum), None);
+    let placed = put(&e, "z", "k", b"v", T0);
+    assert_eq!(window(write).statistic(Statistic::Maximum), Some(0.0));
+    assert_eq!(window(read).statistic(Statistic::Sum), None);
+    let it = iterator(&e, "z", &placed.shard_id(), IteratorType::TrimHorizon, T0);
+    e.get_records(&it, None, T0).unwrap();
+    assert_eq!(window(read).statistic(Statistic::Maximum), Some(0.0));
+}
