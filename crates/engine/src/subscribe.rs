@@ -97,8 +97,10 @@ impl Engine {
         ) {
             return Err(self.not_found(&name));
         }
-        let shard_missing = || self.shard_not_found(&name, shard);
-        let index = parse_shard_id(shard).ok_or_else(shard_missing)?;
+        let index = parse_shard_id(shard).ok_or_else(|| self.shard_not_found(&name, shard))?;
+        // Later messages name the shard as AWS normalises it.
+        let normalised = shard_id(index);
+        let shard_missing = || self.shard_not_found(&name, &normalised);
         let offset = self.start_offset(
             &state,
             index,
@@ -160,7 +162,11 @@ impl Engine {
         stream.observe(
             &state.meta,
             None,
-            &[(Metric::SubscribeToShardSuccess, 1.0)],
+            // The throttle series exists, at 0, from the first call on (alarms need it).
+            &[
+                (Metric::SubscribeToShardSuccess, 1.0),
+                (Metric::SubscribeToShardRateExceeded, 0.0),
+            ],
             now_ms,
         );
         Ok(Subscription {

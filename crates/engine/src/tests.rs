@@ -1054,4 +1054,30 @@ fn throttle_metrics_have_a_zero_data_point_from_the_first_call() {
     let it = iterator(&e, "z", &placed.shard_id(), IteratorType::TrimHorizon, T0);
     e.get_records(&it, None, T0).unwrap();
     assert_eq!(window(read).statistic(Statistic::Maximum), Some(0.0));
+    // SubscribeToShard's throttle series too, from its first successful call.
+    let subscribe = Metric::SubscribeToShardRateExceeded;
+    assert_eq!(window(subscribe).statistic(Statistic::Sum), None);
+    let consumer = e
+        .register_consumer(&e.stream_arn("z"), "c", &[], T0)
+        .unwrap();
+    let start = StartAt {
+        kind: IteratorType::Latest,
+        sequence_number: None,
+        timestamp_ms: None,
+    };
+    // A missing shard is named as normalised, an unreadable one as sent.
+    check(
+        e.subscribe(&consumer.arn, "x-7", &start, T0).map(|_| ()),
+        ErrorKind::ResourceNotFound,
+        "Shard shardId-000000000007 in stream z under account 000000000000 does not exist",
+    );
+    check(
+        e.subscribe(&consumer.arn, "ABKLFD8", &start, T0)
+            .map(|_| ()),
+        ErrorKind::ResourceNotFound,
+        "Shard ABKLFD8 in stream z under account 000000000000 does not exist",
+    );
+    let sub = e.subscribe(&consumer.arn, "0", &start, T0).unwrap();
+    assert_eq!(window(subscribe).statistic(Statistic::Maximum), Some(0.0));
+    e.end_subscription(&sub);
 }
