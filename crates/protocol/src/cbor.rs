@@ -25,28 +25,62 @@ const BREAK: u8 = 0xff;
 /// Preallocation cap for definite lengths, which a hostile body can set to anything.
 const PREALLOCATE_MAX: usize = 64;
 
-/// Decodes `body` as the structure `input` (`NO_SHAPE`: any map, nothing kept).
+/// Decodes `body` as the structure `input` (`NO_SHAPE`: any map, nothing kept). The item must
+/// be a map (an array is a wrong type); an empty body, a scalar or anything not well-formed is
+/// malformed.
 pub(crate) fn decode(input: u16, body: &[u8]) -> Result<Value, DecodeError> {
-    if body.is_empty() {
-        return Ok(Value::Map(Vec::new()));
-    }
     let mut d = Decoder::new(body);
+    let top = d.datatype()?;
+    if !is_document(top) {
+        return Err(DecodeError::Malformed);
+    }
     let value = if input == NO_SHAPE {
-        if !matches!(d.datatype()?, Type::Map | Type::MapIndef) {
+        if !matches!(top, Type::Map | Type::MapIndef) {
             return Err(DecodeError::Malformed);
         }
         d.skip()?;
         Value::Map(Vec::new())
     } else {
-        match value(&mut d, shape(input), 0)? {
-            Value::Null => Value::Map(Vec::new()),
-            value => value,
-        }
+        value(&mut d, shape(input), 0)?
     };
     if d.position() != body.len() {
         return Err(DecodeError::Malformed);
     }
     Ok(value)
+}
+
+/// Checks that `body` is one well-formed CBOR map or array, whatever its contents.
+pub(crate) fn check(body: &[u8]) -> Result<(), DecodeError> {
+    let mut d = Decoder::new(body);
+    if !is_document(d.datatype()?) {
+        return Err(DecodeError::Malformed);
+    }
+    d.skip()?;
+    if d.position() != body.len() {
+        return Err(DecodeError::Malformed);
+    }
+    Ok(())
+}
+
+/// Whether an item of this type can be a request document (a map, or an array that is then
+/// a wrong type); scalars are not.
+fn is_document(datatype: Type) -> bool {
+    matches!(
+        datatype,
+        Type::Map | Type::MapIndef | Type::Array | Type::ArrayIndef
+    )
+}
+
+/// `{"__type": code}` as an indefinite-length map, as AWS writes its framework's errors.
+pub(crate) fn encode_indefinite_error(code: &str) -> Vec<u8> {
+    let mut members = Writer::new(Format::Cbor, code.len() + 10);
+    members.str("__type").str(code);
+    let members = members.finish();
+    let mut out = Vec::with_capacity(members.len() + 2);
+    out.push(0xbf);
+    out.extend_from_slice(&members);
+    out.push(BREAK);
+    out
 }
 
 /// Decodes one item for `shape`, typed by the shape.

@@ -40,10 +40,6 @@ pub(crate) fn from_text(
     match shape.kind {
         Kind::String => Ok(Value::Str(text.into_owned())),
         Kind::Blob => blob_from_base64(&text).map(Value::Blob),
-        Kind::Timestamp => match parse_timestamp_text(&text) {
-            Some(secs) => Ok(Value::Timestamp(secs)),
-            None => Err(mismatch(shape.kind, Found::Str(&text))),
-        },
         Kind::Boolean => match text.to_ascii_lowercase().as_str() {
             // Jackson's lenient boolean coercion, which AWS inherits.
             "true" | "yes" | "1" => Ok(Value::Bool(true)),
@@ -105,75 +101,6 @@ pub(crate) fn from_float(
         Kind::Timestamp if f.is_finite() => Ok(Value::Timestamp(f)),
         kind => Err(mismatch(kind, Found::Number)),
     }
-}
-
-/// Parses a timestamp given as text: epoch seconds (`"1506440188.749"`) or ISO 8601 /
-/// RFC 3339 (`2017-09-26T15:36:28.749Z`, offsets allowed).
-pub(crate) fn parse_timestamp_text(text: &str) -> Option<f64> {
-    if let Ok(secs) = text.parse::<f64>() {
-        return secs.is_finite().then_some(secs);
-    }
-    let b = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = b.get(range)?;
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(digits).ok()?.parse().ok()
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let separators_ok = b.get(4) == Some(&b'-')
-        && b.get(7) == Some(&b'-')
-        && matches!(b.get(10), Some(b'T' | b't' | b' '))
-        && b.get(13) == Some(&b':')
-        && b.get(16) == Some(&b':');
-    if !separators_ok {
-        return None;
-    }
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut pos = 19;
-    let mut fraction = 0.0;
-    if b.get(pos) == Some(&b'.') {
-        let start = pos + 1;
-        pos = start;
-        while b.get(pos).is_some_and(u8::is_ascii_digit) {
-            pos += 1;
-        }
-        if pos == start {
-            return None;
-        }
-        fraction = format!("0.{}", &text[start..pos]).parse().ok()?;
-    }
-    let offset_secs = match b.get(pos) {
-        Some(b'Z' | b'z') if pos + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if pos + 6 == b.len() && b.get(pos + 3) == Some(&b':') => {
-            let secs = num(pos + 1..pos + 3)? * 3600 + num(pos + 4..pos + 6)? * 60;
-            if *sign == b'+' { secs } else { -secs }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    Some(secs as f64 + fraction)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A structure under construction: members kept in model order whatever the wire order, so
@@ -247,29 +174,6 @@ pub(crate) fn finish_map(mut entries: Vec<(String, Value)>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_from_text() {
-        let cases: &[(&str, Option<f64>)] = &[
-            ("1506440188.749", Some(1_506_440_188.749)),
-            ("2017-09-26T15:36:28.749Z", Some(1_506_440_188.749)),
-            ("2017-09-26T15:36:28Z", Some(1_506_440_188.0)),
-            ("2017-09-26T17:36:28+02:00", Some(1_506_440_188.0)),
-            ("1970-01-01T00:00:00Z", Some(0.0)),
-            ("1969-12-31T23:59:59Z", Some(-1.0)),
-            ("2017-13-26T15:36:28Z", None),
-            ("2017-09-26", None),
-            ("yesterday", None),
-            ("NaN", None),
-        ];
-        for (text, expected) in cases {
-            let got = parse_timestamp_text(text);
-            match (got, expected) {
-                (Some(g), Some(e)) => assert!((g - e).abs() < 1e-6, "{text}: {g} != {e}"),
-                (g, e) => assert_eq!(g, *e, "{text}"),
-            }
-        }
-    }
 
     #[test]
     fn repeated_map_keys_keep_the_last_value() {

@@ -115,7 +115,8 @@ pub(crate) fn mismatch(kind: Kind, found: Found<'_>) -> DecodeError {
             return DecodeError::Type("Start of structure or map found where not expected.".into());
         }
         Found::Bool => "class java.lang.Boolean",
-        Found::Number => "class java.math.BigDecimal",
+        // How the service's JSON reader holds every number it has not converted yet.
+        Found::Number => "class com.amazon.coral.value.json.numbers.TruncatingBigNumber",
         Found::Str(_) => "class java.lang.String",
         Found::Bytes => "class [B",
     };
@@ -136,10 +137,8 @@ pub(crate) fn mismatch(kind: Kind, found: Found<'_>) -> DecodeError {
         Kind::Long => format!("{class} can not be converted to an Long"),
         Kind::Double => format!("{class} can not be converted to an Double"),
         Kind::Blob => format!("{class} can not be converted to a Blob"),
-        Kind::Timestamp => match found {
-            Found::Str(text) => format!("'{text}' can not be converted to a Timestamp"),
-            _ => format!("{class} can not be converted to a Timestamp"),
-        },
+        // Timestamps are read only from numbers: numeric text and ISO dates alike are refused.
+        Kind::Timestamp => format!("{class} can not be converted to milliseconds since epoch"),
     };
     DecodeError::Type(message)
 }

@@ -14,18 +14,14 @@ use crate::model::{Kind, NO_SHAPE, Shape, shape};
 use crate::value::Value;
 use crate::writer::Writer;
 
-/// Decodes `body` as the structure `input` (`NO_SHAPE`: any object, nothing kept).
+/// Decodes `body` as the structure `input` (`NO_SHAPE`: any object, nothing kept). The
+/// document must be an object (an array is a wrong type); an empty body, a scalar or anything
+/// not well-formed is malformed.
 pub(crate) fn decode(input: u16, body: &[u8]) -> Result<Value, DecodeError> {
-    // Jackson rejects malformed UTF-8; checking once up front lets the parser slice freely.
-    let text = std::str::from_utf8(body).map_err(|_| DecodeError::Malformed)?;
-    let mut parser = Parser {
-        text,
-        bytes: body,
-        pos: 0,
-    };
+    let mut parser = Parser::new(body)?;
     parser.skip_ws();
-    if parser.pos == body.len() {
-        return Ok(Value::Map(Vec::new()));
+    if !matches!(parser.peek(), Some(b'{' | b'[')) {
+        return Err(DecodeError::Malformed);
     }
     let value = if input == NO_SHAPE {
         if parser.peek() != Some(b'{') {
@@ -34,16 +30,28 @@ pub(crate) fn decode(input: u16, body: &[u8]) -> Result<Value, DecodeError> {
         parser.skip_value(0)?;
         Value::Map(Vec::new())
     } else {
-        match parser.value(shape(input), 0)? {
-            Value::Null => Value::Map(Vec::new()),
-            value => value,
-        }
+        parser.value(shape(input), 0)?
     };
     parser.skip_ws();
     if parser.pos != body.len() {
         return Err(DecodeError::Malformed);
     }
     Ok(value)
+}
+
+/// Checks that `body` is one well-formed JSON object or array, whatever its members.
+pub(crate) fn check(body: &[u8]) -> Result<(), DecodeError> {
+    let mut parser = Parser::new(body)?;
+    parser.skip_ws();
+    if !matches!(parser.peek(), Some(b'{' | b'[')) {
+        return Err(DecodeError::Malformed);
+    }
+    parser.skip_value(0)?;
+    parser.skip_ws();
+    if parser.pos != body.len() {
+        return Err(DecodeError::Malformed);
+    }
+    Ok(())
 }
 
 struct Parser<'a> {
@@ -59,6 +67,16 @@ struct Number<'a> {
 }
 
 impl<'a> Parser<'a> {
+    fn new(body: &'a [u8]) -> Result<Parser<'a>, DecodeError> {
+        // Jackson rejects malformed UTF-8; checking once up front lets the parser slice freely.
+        let text = std::str::from_utf8(body).map_err(|_| DecodeError::Malformed)?;
+        Ok(Parser {
+            text,
+            bytes: body,
+            pos: 0,
+        })
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }

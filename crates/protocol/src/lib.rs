@@ -33,24 +33,38 @@ pub use writer::Writer;
 /// A wire format, chosen by the request's `Content-Type`; the response uses the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
-    /// `application/x-amz-json-1.1` (or plain `application/json`).
+    /// `application/x-amz-json-1.1`.
     Json,
     /// `application/x-amz-cbor-1.1`, the Java SDK's default.
     Cbor,
 }
 
+/// The media type of a `Content-Type` value: the text before `;`, trimmed.
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
 impl Format {
     /// The format of a `Content-Type` header value (parameters such as `charset` ignored).
+    /// Plain `application/json` is not one: AWS answers it with the Coral envelope ([`Media`]).
     pub fn from_content_type(content_type: &str) -> Option<Format> {
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if essence.eq_ignore_ascii_case("application/x-amz-json-1.1")
-            || essence.eq_ignore_ascii_case("application/json")
-        {
+        let essence = essence(content_type);
+        if essence.eq_ignore_ascii_case("application/x-amz-json-1.1") {
             Some(Format::Json)
         } else if essence.eq_ignore_ascii_case("application/x-amz-cbor-1.1") {
             Some(Format::Cbor)
         } else {
             None
+        }
+    }
+
+    /// The format AWS answers a request with an empty body in: JSON only when the media type is
+    /// exactly `application/x-amz-json-1.1`, CBOR for anything else (none, `application/json`,
+    /// JSON 1.0…).
+    pub fn of_empty_body(content_type: Option<&str>) -> Format {
+        match content_type.map(essence) {
+            Some("application/x-amz-json-1.1") => Format::Json,
+            _ => Format::Cbor,
         }
     }
 
@@ -63,15 +77,62 @@ impl Format {
     }
 }
 
+/// How AWS's front end treats a request by its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// JSON 1.1 or CBOR 1.1: parsed and dispatched.
+    Kinesis(Format),
+    /// Plain `application/json`: parsed, then answered with the legacy Coral envelope
+    /// ([`coral_envelope`]), never dispatched.
+    Coral,
+    /// Any other media type, or none.
+    Other,
+}
+
+impl Media {
+    /// The media of a request with this `Content-Type` header (if any).
+    pub fn of(content_type: Option<&str>) -> Media {
+        let Some(content_type) = content_type else {
+            return Media::Other;
+        };
+        match Format::from_content_type(content_type) {
+            Some(format) => Media::Kinesis(format),
+            None if essence(content_type).eq_ignore_ascii_case("application/json") => Media::Coral,
+            None => Media::Other,
+        }
+    }
+}
+
+/// Checks that `body` is one well-formed JSON or CBOR document that is an object or an array,
+/// as AWS does before it looks at the target: `SerializationException` without a message
+/// otherwise (malformed, trailing bytes, a scalar, an empty body).
+pub fn check_document(format: Format, body: &[u8]) -> Result<(), AwsError> {
+    let checked = match format {
+        Format::Json => json::check(body),
+        Format::Cbor => cbor::check(body),
+    };
+    checked.map_err(|_| AwsError::serialization())
+}
+
 /// Decodes and validates a request body for `operation` (e.g. "PutRecords") against the model's
-/// input shape. An empty body is `{}`; unknown members are ignored; null members are absent.
+/// input shape. Unknown members are ignored; null members are absent. An empty body, a scalar
+/// or a body that is not well-formed is a `SerializationException` without a message, and that
+/// wins over a wrong type anywhere in the body, as AWS parses the whole document first.
 pub fn decode_request(operation: &str, format: Format, body: &[u8]) -> Result<Value, AwsError> {
     let Some(operation) = model::operation(operation) else {
         return Err(AwsError::unknown_operation());
     };
-    let value = match format {
-        Format::Json => json::decode(operation.input, body)?,
-        Format::Cbor => cbor::decode(operation.input, body)?,
+    let decoded = match format {
+        Format::Json => json::decode(operation.input, body),
+        Format::Cbor => cbor::decode(operation.input, body),
+    };
+    let value = match decoded {
+        Ok(value) => value,
+        // The decoder stops at the first wrong type; a malformation after it still wins.
+        Err(error::DecodeError::Type(_)) if check_document(format, body).is_err() => {
+            return Err(AwsError::serialization());
+        }
+        Err(error) => return Err(error.into()),
     };
     if operation.input != model::NO_SHAPE {
         validate::validate(operation.input, &value)?;
@@ -90,7 +151,13 @@ pub fn encode_response(format: Format, value: &Value) -> Vec<u8> {
 
 /// Encodes an error body: JSON `{"__type":…,"message":…}`; CBOR the same keys as a CBOR map.
 /// The message member is `Message` when `capital_message` is set and absent when `None`.
+/// An error without a message is one the service's framework writes itself (unknown operation,
+/// unparseable body, internal failure): in CBOR it is an indefinite-length map, as AWS sends it
+/// (`bf 66 "__type" 78 19 "UnknownOperationException" ff`).
 pub fn encode_error(format: Format, error: &AwsError) -> Vec<u8> {
+    if format == Format::Cbor && error.message.is_none() {
+        return cbor::encode_indefinite_error(&error.code);
+    }
     let key = if error.capital_message {
         "Message"
     } else {
@@ -113,10 +180,32 @@ pub fn is_operation(name: &str) -> bool {
     model::operation(name).is_some()
 }
 
-/// The 403 AWS answers a request with no usable target or content type, or a non-POST:
-/// (status, content type, body), byte-exact.
-pub fn envelope_access_denied() -> (u16, &'static str, Vec<u8>) {
+/// Whether operation `name` has an output shape in the model. One without (CreateStream,
+/// AddTagsToStream, MergeShards…) answers success with an empty body, not `{}`.
+pub fn has_output(name: &str) -> bool {
+    model::has_output(name)
+}
+
+/// The 403 AWS answers a non-POST, or a body in an unknown media type whose target has no
+/// `Service.Operation` form: (status, body), byte-exact, sent without a `Content-Type`.
+pub fn envelope_access_denied() -> (u16, &'static [u8]) {
     const BODY: &str = "<AccessDeniedException>\n  <Message>Unable to determine service/operation \
                         name to be authorized</Message>\n</AccessDeniedException>\n";
-    (403, "application/xml", BODY.as_bytes().to_vec())
+    (403, BODY.as_bytes())
+}
+
+/// The 404 AWS answers a body in an unknown media type whose target has a
+/// `Service.Operation` form: (status, body), byte-exact, sent without a `Content-Type`.
+pub fn envelope_unknown_operation() -> (u16, &'static [u8]) {
+    (404, b"<UnknownOperationException/>\n")
+}
+
+/// The `Content-Type` of the legacy Coral envelope.
+pub const CORAL_CONTENT_TYPE: &str = "application/json";
+
+/// The legacy Coral envelope AWS answers plain `application/json` with:
+/// `{"Output":{"__type":"com.amazon.coral.service#<exception>"},"Version":"1.0"}`.
+pub fn coral_envelope(exception: &str) -> Vec<u8> {
+    format!(r#"{{"Output":{{"__type":"com.amazon.coral.service#{exception}"}},"Version":"1.0"}}"#)
+        .into_bytes()
 }

@@ -39,6 +39,8 @@ pub(crate) struct Shape {
     pub max: Option<i64>,
     /// Index into `PATTERNS`.
     pub pattern: Option<u16>,
+    /// Allowed values, in the order AWS prints the set (see `tools/gen_model.py`), not the
+    /// model's.
     pub enum_values: &'static [&'static str],
     /// Structure members in model order.
     pub members: &'static [Member],
@@ -59,11 +61,12 @@ pub(crate) struct Member {
     pub required: bool,
 }
 
-/// An operation and its input shape.
+/// An operation, its input shape, and whether the model gives it an output shape.
 #[derive(Debug)]
 pub(crate) struct Operation {
     pub name: &'static str,
     pub input: u16,
+    pub output: bool,
 }
 
 /// A model pattern: the Java text quoted in messages and its `regex`-crate translation.
@@ -178,6 +181,11 @@ pub(crate) fn operation(name: &str) -> Option<&'static Operation> {
         .binary_search_by(|op| op.name.cmp(name))
         .ok()
         .map(|i| &OPERATIONS[i])
+}
+
+/// Whether operation `name` has an output shape (`false` for unknown names too).
+pub(crate) fn has_output(name: &str) -> bool {
+    operation(name).is_some_and(|op| op.output)
 }
 
 /// All operation names, sorted.

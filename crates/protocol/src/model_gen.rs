@@ -5,65 +5,66 @@
 
 use crate::model::{Kind, Member, Operation, Pattern, Shape};
 
-/// Every operation of the model, sorted by name, with its input shape.
+/// Every operation of the model, sorted by name, with its input shape and whether it has
+/// an output shape (an operation without one answers an empty body).
 pub(crate) static OPERATIONS: [Operation; 57] = [
-    Operation { name: "AcknowledgeDeadLetterQueueRecords", input: 0 },
-    Operation { name: "AcknowledgeQueueRecords", input: 3 },
-    Operation { name: "AddTagsToStream", input: 6 },
-    Operation { name: "CreateChannel", input: 23 },
-    Operation { name: "CreateQueue", input: 24 },
-    Operation { name: "CreateStream", input: 25 },
-    Operation { name: "DecreaseStreamRetentionPeriod", input: 30 },
-    Operation { name: "DeleteChannel", input: 31 },
-    Operation { name: "DeleteQueue", input: 32 },
-    Operation { name: "DeleteResourcePolicy", input: 33 },
-    Operation { name: "DeleteStream", input: 34 },
-    Operation { name: "DeregisterStreamConsumer", input: 35 },
-    Operation { name: "DescribeAccountSettings", input: 36 },
-    Operation { name: "DescribeChannel", input: 37 },
-    Operation { name: "DescribeLimits", input: 38 },
-    Operation { name: "DescribeQueue", input: 39 },
-    Operation { name: "DescribeStream", input: 41 },
-    Operation { name: "DescribeStreamConsumer", input: 40 },
-    Operation { name: "DescribeStreamSummary", input: 43 },
-    Operation { name: "DisableEnhancedMonitoring", input: 44 },
-    Operation { name: "EnableEnhancedMonitoring", input: 45 },
-    Operation { name: "GetRecords", input: 49 },
-    Operation { name: "GetResourcePolicy", input: 51 },
-    Operation { name: "GetShardIterator", input: 52 },
-    Operation { name: "IncreaseStreamRetentionPeriod", input: 54 },
-    Operation { name: "ListChannels", input: 56 },
-    Operation { name: "ListQueues", input: 58 },
-    Operation { name: "ListShards", input: 60 },
-    Operation { name: "ListStreamConsumers", input: 62 },
-    Operation { name: "ListStreams", input: 64 },
-    Operation { name: "ListTagsForResource", input: 66 },
-    Operation { name: "ListTagsForStream", input: 67 },
-    Operation { name: "MergeShards", input: 71 },
-    Operation { name: "PutRecord", input: 86 },
-    Operation { name: "PutRecords", input: 87 },
-    Operation { name: "PutResourcePolicy", input: 90 },
-    Operation { name: "ReceiveDeadLetterQueueRecords", input: 101 },
-    Operation { name: "ReceiveQueueRecords", input: 102 },
-    Operation { name: "RegisterStreamConsumer", input: 108 },
-    Operation { name: "RemoveTagsFromStream", input: 109 },
-    Operation { name: "RestoreDeadLetterQueueRecords", input: 111 },
-    Operation { name: "SplitShard", input: 137 },
-    Operation { name: "StartStreamEncryption", input: 138 },
-    Operation { name: "StopStreamEncryption", input: 140 },
-    Operation { name: "SubscribeToShard", input: 148 },
-    Operation { name: "TagResource", input: 153 },
-    Operation { name: "UntagResource", input: 157 },
-    Operation { name: "UpdateAccountSettings", input: 158 },
-    Operation { name: "UpdateChannel", input: 159 },
-    Operation { name: "UpdateDeadLetterQueueRecordsVisibility", input: 160 },
-    Operation { name: "UpdateMaxRecordSize", input: 163 },
-    Operation { name: "UpdateQueue", input: 164 },
-    Operation { name: "UpdateQueueRecordsVisibility", input: 165 },
-    Operation { name: "UpdateShardCount", input: 168 },
-    Operation { name: "UpdateStreamMode", input: 169 },
-    Operation { name: "UpdateStreamRecordDistributionStrategy", input: 170 },
-    Operation { name: "UpdateStreamWarmThroughput", input: 171 },
+    Operation { name: "AcknowledgeDeadLetterQueueRecords", input: 0, output: true },
+    Operation { name: "AcknowledgeQueueRecords", input: 3, output: true },
+    Operation { name: "AddTagsToStream", input: 6, output: false },
+    Operation { name: "CreateChannel", input: 23, output: true },
+    Operation { name: "CreateQueue", input: 24, output: true },
+    Operation { name: "CreateStream", input: 25, output: false },
+    Operation { name: "DecreaseStreamRetentionPeriod", input: 30, output: false },
+    Operation { name: "DeleteChannel", input: 31, output: false },
+    Operation { name: "DeleteQueue", input: 32, output: false },
+    Operation { name: "DeleteResourcePolicy", input: 33, output: false },
+    Operation { name: "DeleteStream", input: 34, output: false },
+    Operation { name: "DeregisterStreamConsumer", input: 35, output: false },
+    Operation { name: "DescribeAccountSettings", input: 36, output: true },
+    Operation { name: "DescribeChannel", input: 37, output: true },
+    Operation { name: "DescribeLimits", input: 38, output: true },
+    Operation { name: "DescribeQueue", input: 39, output: true },
+    Operation { name: "DescribeStream", input: 41, output: true },
+    Operation { name: "DescribeStreamConsumer", input: 40, output: true },
+    Operation { name: "DescribeStreamSummary", input: 43, output: true },
+    Operation { name: "DisableEnhancedMonitoring", input: 44, output: true },
+    Operation { name: "EnableEnhancedMonitoring", input: 45, output: true },
+    Operation { name: "GetRecords", input: 49, output: true },
+    Operation { name: "GetResourcePolicy", input: 51, output: true },
+    Operation { name: "GetShardIterator", input: 52, output: true },
+    Operation { name: "IncreaseStreamRetentionPeriod", input: 54, output: false },
+    Operation { name: "ListChannels", input: 56, output: true },
+    Operation { name: "ListQueues", input: 58, output: true },
+    Operation { name: "ListShards", input: 60, output: true },
+    Operation { name: "ListStreamConsumers", input: 62, output: true },
+    Operation { name: "ListStreams", input: 64, output: true },
+    Operation { name: "ListTagsForResource", input: 66, output: true },
+    Operation { name: "ListTagsForStream", input: 67, output: true },
+    Operation { name: "MergeShards", input: 71, output: false },
+    Operation { name: "PutRecord", input: 86, output: true },
+    Operation { name: "PutRecords", input: 87, output: true },
+    Operation { name: "PutResourcePolicy", input: 90, output: false },
+    Operation { name: "ReceiveDeadLetterQueueRecords", input: 101, output: true },
+    Operation { name: "ReceiveQueueRecords", input: 102, output: true },
+    Operation { name: "RegisterStreamConsumer", input: 108, output: true },
+    Operation { name: "RemoveTagsFromStream", input: 109, output: false },
+    Operation { name: "RestoreDeadLetterQueueRecords", input: 111, output: true },
+    Operation { name: "SplitShard", input: 137, output: false },
+    Operation { name: "StartStreamEncryption", input: 138, output: false },
+    Operation { name: "StopStreamEncryption", input: 140, output: false },
+    Operation { name: "SubscribeToShard", input: 148, output: true },
+    Operation { name: "TagResource", input: 153, output: false },
+    Operation { name: "UntagResource", input: 157, output: false },
+    Operation { name: "UpdateAccountSettings", input: 158, output: true },
+    Operation { name: "UpdateChannel", input: 159, output: true },
+    Operation { name: "UpdateDeadLetterQueueRecordsVisibility", input: 160, output: true },
+    Operation { name: "UpdateMaxRecordSize", input: 163, output: false },
+    Operation { name: "UpdateQueue", input: 164, output: true },
+    Operation { name: "UpdateQueueRecordsVisibility", input: 165, output: true },
+    Operation { name: "UpdateShardCount", input: 168, output: true },
+    Operation { name: "UpdateStreamMode", input: 169, output: false },
+    Operation { name: "UpdateStreamRecordDistributionStrategy", input: 170, output: false },
+    Operation { name: "UpdateStreamWarmThroughput", input: 171, output: true },
 ];
 
 /// How many distinct patterns the input shapes use.
@@ -398,8 +399,8 @@ pub(crate) static SHAPES: [Shape; 173] = [
     ]),
     // 46
     Shape::string("EncryptionType", None, None, None, &[
-        "NONE",
         "KMS",
+        "NONE",
     ]),
     // 47
     Shape::string("ExpectedBucketOwner", Some(12), Some(12), Some(8), &[]),
@@ -518,14 +519,14 @@ pub(crate) static SHAPES: [Shape; 173] = [
     ]),
     // 72
     Shape::string("MetricsName", None, None, None, &[
+        "ALL",
+        "IteratorAgeMilliseconds",
         "IncomingBytes",
+        "WriteProvisionedThroughputExceeded",
+        "OutgoingRecords",
+        "ReadProvisionedThroughputExceeded",
         "IncomingRecords",
         "OutgoingBytes",
-        "OutgoingRecords",
-        "WriteProvisionedThroughputExceeded",
-        "ReadProvisionedThroughputExceeded",
-        "IteratorAgeMilliseconds",
-        "ALL",
     ]),
     // 73
     Shape::list("MetricsNameList", Some(1), Some(7), 72),
@@ -614,9 +615,9 @@ pub(crate) static SHAPES: [Shape; 173] = [
     ]),
     // 95
     Shape::string("QueueStartingPositionType", None, None, None, &[
-        "TRIM_HORIZON",
         "LATEST",
         "AT_TIMESTAMP",
+        "TRIM_HORIZON",
     ]),
     // 96
     Shape::structure("QueueStreamConfiguration", &[
@@ -665,9 +666,9 @@ pub(crate) static SHAPES: [Shape; 173] = [
     // 107
     Shape::string("RecordFormatType", None, None, None, &[
         "GSR_JSON",
+        "BYTE_ARRAY",
         "JSON",
         "STRING",
-        "BYTE_ARRAY",
     ]),
     // 108
     Shape::structure("RegisterStreamConsumerInput", &[
@@ -702,9 +703,9 @@ pub(crate) static SHAPES: [Shape; 173] = [
     Shape::string("RoleARN", Some(1), Some(512), Some(17), &[]),
     // 116
     Shape::string("S3CompressionType", None, None, None, &[
+        "ZSTD",
         "NONE",
         "GZIP",
-        "ZSTD",
     ]),
     // 117
     Shape::structure("S3DestinationConfiguration", &[
@@ -722,9 +723,9 @@ pub(crate) static SHAPES: [Shape; 173] = [
     Shape::string("S3OutputKeyTemplate", Some(1), Some(1024), Some(0), &[]),
     // 121
     Shape::string("S3StorageClass", None, None, None, &[
-        "STANDARD",
         "INTELLIGENT_TIERING",
         "GLACIER_IR",
+        "STANDARD",
     ]),
     // 122
     Shape::structure("S3StorageConfiguration", &[
@@ -736,9 +737,9 @@ pub(crate) static SHAPES: [Shape; 173] = [
     ]),
     // 123
     Shape::string("S3TablesCompressionType", None, None, None, &[
-        "NONE",
         "ZSTD",
         "SNAPPY",
+        "NONE",
     ]),
     // 124
     Shape::structure("S3TablesConfiguration", &[
@@ -778,12 +779,12 @@ pub(crate) static SHAPES: [Shape; 173] = [
     ]),
     // 133
     Shape::string("ShardFilterType", None, None, None, &[
-        "AFTER_SHARD_ID",
-        "AT_TRIM_HORIZON",
-        "FROM_TRIM_HORIZON",
-        "AT_LATEST",
-        "AT_TIMESTAMP",
         "FROM_TIMESTAMP",
+        "AT_TIMESTAMP",
+        "AT_TRIM_HORIZON",
+        "AT_LATEST",
+        "FROM_TRIM_HORIZON",
+        "AFTER_SHARD_ID",
     ]),
     // 134
     Shape::string("ShardId", Some(1), Some(128), Some(7), &[]),
@@ -791,11 +792,11 @@ pub(crate) static SHAPES: [Shape; 173] = [
     Shape::string("ShardIterator", Some(1), Some(512), None, &[]),
     // 136
     Shape::string("ShardIteratorType", None, None, None, &[
-        "AT_SEQUENCE_NUMBER",
         "AFTER_SEQUENCE_NUMBER",
-        "TRIM_HORIZON",
         "LATEST",
         "AT_TIMESTAMP",
+        "AT_SEQUENCE_NUMBER",
+        "TRIM_HORIZON",
     ]),
     // 137
     Shape::structure("SplitShardInput", &[
@@ -840,8 +841,8 @@ pub(crate) static SHAPES: [Shape; 173] = [
     Shape::string("StreamId", Some(1), Some(24), Some(5), &[]),
     // 145
     Shape::string("StreamMode", None, None, None, &[
-        "PROVISIONED",
         "ON_DEMAND",
+        "PROVISIONED",
     ]),
     // 146
     Shape::structure("StreamModeDetails", &[

@@ -7,7 +7,8 @@
 //! 3. length (strings in UTF-16 units as Java counts them, blobs in bytes, lists, maps):
 //!    `Member must have length greater than or equal to N`, then `… less than or equal to N`;
 //! 4. value (integers): `Member must have value greater than or equal to N`, then `… less …`;
-//! 5. enum: `Member must satisfy enum value set: [A, B]`;
+//! 5. enum: `Member must satisfy enum value set: [A, B]`, in the order AWS prints the set (not
+//!    the model's; the generator sorts `enum_values` so);
 //! 6. contents: structure members; list items (structures at `path.I.member`, 1-based;
 //!    a list of scalars gets one violation at the list's path, `Member must satisfy
 //!    constraint: [C, …]` listing the item shape's constraints); map keys and values likewise
@@ -300,11 +301,7 @@ fn render(shape: &Shape, value: &Value) -> String {
             )
         }
         (Kind::Structure, _) => {
-            format!(
-                "com.amazonaws.kinesis.v20131202.{}@{:x}",
-                shape.name,
-                java_hash(shape, value)
-            )
+            format!("{CLASS_PREFIX}{}@{:x}", shape.name, java_hash(shape, value))
         }
         (_, Value::List(items)) => {
             let element = model::shape(shape.element);
@@ -322,9 +319,20 @@ fn render(shape: &Shape, value: &Value) -> String {
     }
 }
 
+/// The package of the service's generated classes, as `Class@hash` renderings print it.
+const CLASS_PREFIX: &str = "com.amazonaws.kinesis.v20131202.";
+
+/// Java's `String.hashCode()`: over UTF-16 code units, wrapping.
+fn string_hash(text: &str) -> i32 {
+    text.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
+}
+
 /// Java's `hashCode` of a value, for the `Class@hash` rendering of structures. A structure
-/// hashes as 1 plus its members' hashes, which reproduces what AWS printed for empty records
-/// (`PutRecordsRequestEntry@2`).
+/// starts from its class name's hash plus 62, then folds `h = 31·h + member` over its members
+/// in model order, an absent member counting 0 — what AWS prints: an entry
+/// `{"PartitionKey":"","Data":""}` is `PutRecordsRequestEntry@c965e310`.
 fn java_hash(shape: &Shape, value: &Value) -> u32 {
     let hash = match value {
         Value::Null => 0i32,
@@ -345,9 +353,7 @@ fn java_hash(shape: &Shape, value: &Value) -> u32 {
             let ms = crate::value::seconds_to_ms(*secs);
             (ms ^ ((ms as u64) >> 32) as i64) as i32
         }
-        Value::Str(text) => text.encode_utf16().fold(0i32, |h, unit| {
-            h.wrapping_mul(31).wrapping_add(i32::from(unit))
-        }),
+        Value::Str(text) => string_hash(text),
         // HeapByteBuffer hashes its remaining bytes from the last to the first.
         Value::Blob(bytes) => bytes.iter().rev().fold(1i32, |h, &b| {
             h.wrapping_mul(31).wrapping_add(i32::from(b as i8))
@@ -360,11 +366,19 @@ fn java_hash(shape: &Shape, value: &Value) -> u32 {
             })
         }
         Value::Map(entries) if shape.kind == Kind::Structure => {
-            let mut h = 1i32;
-            for (name, member_value) in entries {
-                if let Some(member) = shape.members.iter().find(|m| m.name == name) {
-                    h = h.wrapping_add(java_hash(model::shape(member.shape), member_value) as i32);
-                }
+            let class = string_hash(&format!("{CLASS_PREFIX}{}", shape.name));
+            let mut h = class.wrapping_add(62);
+            // Decoders keep members in model order, so one cursor finds them all.
+            let mut cursor = 0;
+            for member in shape.members {
+                let member_hash = match entries.get(cursor) {
+                    Some((name, value)) if name == member.name => {
+                        cursor += 1;
+                        java_hash(model::shape(member.shape), value) as i32
+                    }
+                    _ => 0,
+                };
+                h = h.wrapping_mul(31).wrapping_add(member_hash);
             }
             h
         }

@@ -4,7 +4,8 @@
 The protocol crate validates requests against the model's input shapes. Embedding the 300 KB
 model and parsing it at start-up would cost memory and time on every start, so this script
 extracts only what validation needs (input shape trees: kinds, members in model order, required
-flags, min, max, pattern, enum values) into compact static tables.
+flags, min, max, pattern, enum values in the order AWS prints them) and whether each operation
+has an output shape into compact static tables.
 
 Usage (from anywhere; paths default relative to this file):
     python3 crates/protocol/tools/gen_model.py            # rewrite model_gen.rs
@@ -106,6 +107,25 @@ def translate_pattern(java):
     return "^(?:" + "".join(out) + ")$"
 
 
+def java_string_hash(text):
+    """Java's `String.hashCode()`: over UTF-16 code units, wrapping at 32 bits (unsigned here)."""
+    h = 0
+    units = text.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + int.from_bytes(units[i : i + 2], "big")) & 0xFFFFFFFF
+    return h
+
+
+def enum_print_order(values):
+    """The order AWS prints an enum's value set in `ValidationException` messages.
+
+    Not the model's order: ascending `String.hashCode() & 31`, and within one bucket the value
+    later in the model first (the rule that fits every set recorded from the live service).
+    """
+    ranked = sorted(enumerate(values), key=lambda p: (java_string_hash(p[1]) & 31, -p[0]))
+    return [value for _, value in ranked]
+
+
 def lower_first(name):
     return name[:1].lower() + name[1:]
 
@@ -182,12 +202,22 @@ def generate(model):
         "",
         "use crate::model::{" + imports + "};",
         "",
-        "/// Every operation of the model, sorted by name, with its input shape.",
+        "/// Every operation of the model, sorted by name, with its input shape and whether it has",
+        "/// an output shape (an operation without one answers an empty body).",
         f"pub(crate) static OPERATIONS: [Operation; {len(operations)}] = [",
     ]
     for op in operations:
         input_id = ids[op["input"]["shape"]] if "input" in op else "NO_SHAPE"
-        lines.append(f"    Operation {{ name: {rust_str(op['name'])}, input: {input_id} }},")
+        output = str("output" in op).lower()
+        line = f"    Operation {{ name: {rust_str(op['name'])}, input: {input_id}, output: {output} }},"
+        if len(line) <= 100:
+            lines.append(line)
+        else:
+            lines.append("    Operation {")
+            lines.append(f"        name: {rust_str(op['name'])},")
+            lines.append(f"        input: {input_id},")
+            lines.append(f"        output: {output},")
+            lines.append("    },")
     lines.append("];")
     lines.append("")
     lines.append("/// How many distinct patterns the input shapes use.")
@@ -237,7 +267,7 @@ def generate(model):
             lines.append(f"{head}map({rust_str(name)}, {lo}, {hi}, {key}, {value}),")
         elif kind == "string":
             pattern = f"Some({pattern_ids[shape['pattern']]})" if "pattern" in shape else "None"
-            enum = shape.get("enum", [])
+            enum = enum_print_order(shape.get("enum", []))
             line = f"{head}string({rust_str(name)}, {lo}, {hi}, {pattern}, &["
             if not enum:
                 lines.append(line + "]),")

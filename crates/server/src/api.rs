@@ -258,8 +258,13 @@ pub async fn dispatch(
             engine
                 .admit_call(operation, named.then_some(&stream), now_ms)
                 .map_err(aws_error)?;
-            answer(engine, operation, input, now_ms)
-                .map(|value| rivulet_protocol::encode_response(format, &value))
+            let value = answer(engine, operation, input, now_ms)?;
+            // An operation without an output shape answers an empty body, not `{}`.
+            Ok(if rivulet_protocol::has_output(operation) {
+                rivulet_protocol::encode_response(format, &value)
+            } else {
+                Vec::new()
+            })
         }
     }
 }

@@ -8,7 +8,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use rivulet_engine::Engine;
-use rivulet_protocol::{AwsError, Format};
+use rivulet_protocol::{AwsError, Format, Media};
 
 use crate::api;
 use crate::config::BODY_BYTES_MAX;
@@ -50,25 +50,33 @@ fn id_words<const N: usize>() -> [u64; N] {
     })
 }
 
-fn request_id_headers(builder: http::response::Builder) -> http::response::Builder {
-    let words = id_words::<9>();
+/// `x-amzn-RequestId`: a UUID, on every answer.
+fn request_id_header(builder: http::response::Builder) -> http::response::Builder {
+    let words = id_words::<2>();
     let mut random = [0u8; 16];
     random[..8].copy_from_slice(&words[0].to_le_bytes());
     random[8..].copy_from_slice(&words[1].to_le_bytes());
     let request_id = uuid::Builder::from_random_bytes(random).into_uuid();
-    let mut id2 = [0u8; 54];
-    for (chunk, word) in id2.chunks_mut(8).zip(&words[2..]) {
-        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
-    }
-    builder
-        .header("x-amzn-RequestId", request_id.to_string())
-        .header(
-            "x-amz-id-2",
-            base64::engine::general_purpose::STANDARD.encode(id2),
-        )
+    builder.header("x-amzn-RequestId", request_id.to_string())
 }
 
-fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Response<Body> {
+/// Bytes of an `x-amz-id-2` before base64: AWS's are 64–80, typically 72 (96 characters).
+const ID2_BYTES: usize = 72;
+
+/// `x-amzn-RequestId` and `x-amz-id-2`, on every answer but a CORS preflight.
+fn request_id_headers(builder: http::response::Builder) -> http::response::Builder {
+    let words = id_words::<{ ID2_BYTES / 8 }>();
+    let mut id2 = [0u8; ID2_BYTES];
+    for (chunk, word) in id2.chunks_mut(8).zip(&words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    request_id_header(builder).header(
+        "x-amz-id-2",
+        base64::engine::general_purpose::STANDARD.encode(id2),
+    )
+}
+
+fn respond(status: u16, content_type: Option<&str>, body: Vec<u8>, cors: bool) -> Response<Body> {
     respond_with(
         status,
         content_type,
@@ -77,11 +85,14 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>, cors: bool) -> Respon
     )
 }
 
-/// A response with AWS's request-id headers (and CORS headers for browsers) around `body`.
-fn respond_with(status: u16, content_type: &str, body: Body, cors: bool) -> Response<Body> {
+/// A response with AWS's request-id headers (and CORS headers for browsers) around `body`;
+/// AWS's XML envelope answers carry no `Content-Type`.
+fn respond_with(status: u16, content_type: Option<&str>, body: Body, cors: bool) -> Response<Body> {
     let mut builder = request_id_headers(Response::builder())
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, content_type);
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
     if cors {
         builder = builder
             .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
@@ -92,25 +103,54 @@ fn respond_with(status: u16, content_type: &str, body: Body, cors: bool) -> Resp
         .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
+/// An error in the request's format. A top-level `InternalFailure` goes out without its
+/// message, as AWS sends it (callers log the message).
 fn error_response(format: Format, error: &AwsError, cors: bool) -> Response<Body> {
-    let body = rivulet_protocol::encode_error(format, error);
-    respond(error.status, format.content_type(), body, cors)
+    let body = if error.code == "InternalFailure" && error.message.is_some() {
+        let bare = AwsError {
+            message: None,
+            ..error.clone()
+        };
+        rivulet_protocol::encode_error(format, &bare)
+    } else {
+        rivulet_protocol::encode_error(format, error)
+    };
+    respond(error.status, Some(format.content_type()), body, cors)
 }
 
+/// The 403 XML answer (non-POST; unknown media type without a `Service.Operation` target).
 fn access_denied(cors: bool) -> Response<Body> {
-    let (status, content_type, body) = rivulet_protocol::envelope_access_denied();
-    respond(status, content_type, body, cors)
+    let (status, body) = rivulet_protocol::envelope_access_denied();
+    respond(status, None, body.to_vec(), cors)
 }
 
+/// The 404 XML answer (unknown media type with a `Service.Operation` target).
+fn unknown_operation_xml(cors: bool) -> Response<Body> {
+    let (status, body) = rivulet_protocol::envelope_unknown_operation();
+    respond(status, None, body.to_vec(), cors)
+}
+
+/// A legacy Coral envelope answer to plain `application/json`.
+fn coral(status: u16, exception: &str, cors: bool) -> Response<Body> {
+    let body = rivulet_protocol::coral_envelope(exception);
+    respond(
+        status,
+        Some(rivulet_protocol::CORAL_CONTENT_TYPE),
+        body,
+        cors,
+    )
+}
+
+/// A CORS preflight (`OPTIONS` with `Origin`): the requested method and headers are allowed as
+/// asked, each only when asked; no `x-amz-id-2`, no `Content-Type`.
 fn preflight(headers: &HeaderMap) -> Response<Body> {
-    let mut builder = request_id_headers(Response::builder())
+    let mut builder = request_id_header(Response::builder())
         .status(StatusCode::OK)
         .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
-        .header(header::ACCESS_CONTROL_MAX_AGE, "172800")
-        .header(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            "GET,POST,PUT,DELETE,HEAD,OPTIONS,PATCH",
-        );
+        .header(header::ACCESS_CONTROL_MAX_AGE, "172800");
+    if let Some(method) = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        builder = builder.header(header::ACCESS_CONTROL_ALLOW_METHODS, method.clone());
+    }
     if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
         builder = builder.header(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
     }
@@ -120,19 +160,38 @@ fn preflight(headers: &HeaderMap) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
-/// Checks that the request carries some SigV4 authentication, as AWS does before anything else.
-/// Signatures themselves are not verified here (that is `--auth sigv4`'s job, a later issue).
+/// The Kinesis operation an `X-Amz-Target` names, if it names one of the model.
+fn operation_of(target: Option<&str>) -> Option<&str> {
+    target?
+        .strip_prefix(TARGET_PREFIX)
+        .filter(|op| rivulet_protocol::is_operation(op))
+}
+
+/// Whether a target has the `Service.Operation` form (`Kinesis_20131202.` has not).
+fn has_operation_form(target: Option<&str>) -> bool {
+    target
+        .and_then(|t| t.split_once('.'))
+        .is_some_and(|(service, operation)| !service.is_empty() && !operation.is_empty())
+}
+
+/// Checks that the request carries some SigV4 authentication, as AWS does once the envelope
+/// is sound. Signatures themselves are verified later, with `--auth sigv4`. Query
+/// authentication applies when an `X-Amz-Algorithm` parameter is present, even empty; each of
+/// its parameters counts as missing when absent or empty.
 fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> {
-    let query_has = |name: &str| {
-        query.is_some_and(|q| {
-            q.split('&')
-                .any(|pair| pair.split('=').next() == Some(name))
+    let query_value = |name: &str| {
+        query.and_then(|q| {
+            q.split('&').find_map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (key == name).then_some(value)
+            })
         })
     };
+    let query_has = |name: &str| query_value(name).is_some_and(|value| !value.is_empty());
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let query_auth = query_has("X-Amz-Algorithm");
+    let query_auth = query_value("X-Amz-Algorithm").is_some();
     match (auth, query_auth) {
         (Some(_), true) => Err(AwsError::new(
             "InvalidSignatureException",
@@ -223,7 +282,7 @@ fn observability(
     let page = page.unwrap_or_else(|| {
         crate::observe::Page::json(404, &serde_json::json!({"message": "Not Found"}))
     });
-    respond(page.status, page.content_type, page.body, true)
+    respond(page.status, Some(page.content_type), page.body, true)
 }
 
 /// Under `--auth sigv4`, a `/_rivulet/` page other than the health and readiness probes needs
@@ -231,7 +290,12 @@ fn observability(
 /// makes a browser ask for them.
 fn basic_challenge(reason: &str) -> Response<Body> {
     let body = serde_json::json!({"__type": "UnrecognizedClientException", "message": reason});
-    let mut response = respond(401, "application/json", body.to_string().into_bytes(), true);
+    let mut response = respond(
+        401,
+        Some("application/json"),
+        body.to_string().into_bytes(),
+        true,
+    );
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         http::HeaderValue::from_static("Basic realm=\"Rivulet\", charset=\"UTF-8\""),
@@ -286,7 +350,7 @@ pub async fn handle(
     } = ctx;
     let headers = request.headers();
     let cors = headers.contains_key(header::ORIGIN);
-    if request.method() == Method::OPTIONS {
+    if request.method() == Method::OPTIONS && cors {
         return Ok(preflight(headers));
     }
     if request.uri().path().starts_with(crate::observe::PREFIX) {
@@ -347,29 +411,24 @@ pub async fn handle(
     if crate::console::is_browser_root(&request) {
         return Ok(redirect_to_console());
     }
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
-    let format = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(Format::from_content_type);
-    let (Some(target), Some(format)) = (target, format) else {
-        return Ok(access_denied(cors));
-    };
+    // The envelope, in the order AWS checks it.
     if request.method() != Method::POST {
         return Ok(access_denied(cors));
     }
-    let operation = match target.strip_prefix(TARGET_PREFIX) {
-        Some(op) if rivulet_protocol::is_operation(op) => op.to_string(),
-        _ => return Ok(error_response(format, &api::unknown_operation(), cors)),
-    };
-    if let Err(error) = check_auth(headers, request.uri().query()) {
-        return Ok(error_response(format, &error, cors));
-    }
-    // What signature verification needs, kept before the body is taken.
     let (parts, incoming) = request.into_parts();
+    let headers = &parts.headers;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+    let media = Media::of(content_type);
     let body = match Limited::new(incoming, BODY_BYTES_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
+            let format = match media {
+                Media::Kinesis(format) => format,
+                _ => Format::of_empty_body(content_type),
+            };
             let too_large = error
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
@@ -392,6 +451,49 @@ pub async fn handle(
             ));
         }
     };
+    // An empty body is answered before anything else, without looking at auth.
+    if body.is_empty() {
+        let error = match operation_of(target) {
+            Some(_) => AwsError::serialization(),
+            None => AwsError::unknown_operation(),
+        };
+        return Ok(error_response(
+            Format::of_empty_body(content_type),
+            &error,
+            cors,
+        ));
+    }
+    let format = match media {
+        Media::Kinesis(format) => format,
+        // Plain JSON is parsed, then never dispatched, whatever the target or auth.
+        Media::Coral => {
+            return Ok(
+                match rivulet_protocol::check_document(Format::Json, &body) {
+                    Err(_) => coral(400, "SerializationException", cors),
+                    Ok(()) => coral(404, "UnknownOperationException", cors),
+                },
+            );
+        }
+        Media::Other if has_operation_form(target) => return Ok(unknown_operation_xml(cors)),
+        Media::Other => return Ok(access_denied(cors)),
+    };
+    let Some(operation) = operation_of(target).map(str::to_owned) else {
+        let error = rivulet_protocol::check_document(format, &body)
+            .err()
+            .unwrap_or_else(api::unknown_operation);
+        return Ok(error_response(format, &error, cors));
+    };
+    // An unparseable body is refused before authentication; a wrong type or a constraint
+    // violation only after it.
+    let decoded = rivulet_protocol::decode_request(&operation, format, &body);
+    if let Err(error) = &decoded
+        && *error == AwsError::serialization()
+    {
+        return Ok(error_response(format, error, cors));
+    }
+    if let Err(error) = check_auth(headers, parts.uri.query()) {
+        return Ok(error_response(format, &error, cors));
+    }
     let mut caller = None;
     if let Some(credentials) = &credentials {
         let host = parts
@@ -421,7 +523,7 @@ pub async fn handle(
             }
         }
     }
-    let input = match rivulet_protocol::decode_request(&operation, format, &body) {
+    let input = match decoded {
         Ok(input) => input,
         Err(error) => return Ok(error_response(format, &error, cors)),
     };
@@ -445,24 +547,33 @@ pub async fn handle(
             match subscribe::start(engine, &input, format, now_ms(), stopping, timing) {
                 Ok(events) => respond_with(
                     200,
-                    rivulet_protocol::eventstream::CONTENT_TYPE,
+                    Some(rivulet_protocol::eventstream::CONTENT_TYPE),
                     Either::Right(events),
                     cors,
                 ),
-                Err(error) => error_response(format, &error, cors),
+                Err(error) => {
+                    log_failure(&operation, &error);
+                    error_response(format, &error, cors)
+                }
             },
         );
     }
     let reply = api::dispatch(&engine, &operation, &input, now_ms(), format).await;
     Ok(match reply {
-        Ok(body) => respond(200, format.content_type(), body, cors),
+        Ok(body) => respond(200, Some(format.content_type()), body, cors),
         Err(error) => {
-            if error.status >= 500 {
-                tracing::error!(operation = %operation, code = %error.code, "request failed");
-            }
+            log_failure(&operation, &error);
             error_response(format, &error, cors)
         }
     })
+}
+
+/// Logs a server-side failure with its message, which the client does not get.
+fn log_failure(operation: &str, error: &AwsError) {
+    if error.status >= 500 {
+        let message = error.message.as_deref().unwrap_or_default();
+        tracing::error!(%operation, code = %error.code, %message, "request failed");
+    }
 }
 
 #[cfg(test)]
@@ -476,6 +587,59 @@ mod tests {
             map.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            operation_of(Some("Kinesis_20131202.ListStreams")),
+            Some("ListStreams")
+        );
+        for target in [
+            None,
+            Some("Kinesis_20131202.listStreams"),
+            Some("Kinesis_20131202."),
+            Some("Kinesis_20131201.ListStreams"),
+        ] {
+            assert_eq!(operation_of(target), None, "{target:?}");
+        }
+        for (target, form) in [
+            (None, false),
+            (Some("Whatever"), false),
+            (Some("Kinesis_20131202."), false),
+            (Some(".ListStreams"), false),
+            (Some("Foo.Bar"), true),
+            (Some("Kinesis_20131202.Frobnicate"), true),
+        ] {
+            assert_eq!(has_operation_form(target), form, "{target:?}");
+        }
+    }
+
+    #[test]
+    fn query_auth_counts_empty_parameters_as_missing() {
+        let error = check_auth(&headers(&[]), Some("X-Amz-Algorithm")).unwrap_err();
+        assert_eq!(error.code, "IncompleteSignatureException");
+        assert_eq!(error.message.unwrap().matches("must include").count(), 5);
+        let error = check_auth(
+            &headers(&[]),
+            Some(
+                "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a&X-Amz-Signature=&\
+                 X-Amz-SignedHeaders=host&X-Amz-Date=20260101T000000Z",
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.message.as_deref(),
+            Some(
+                "AWS query-string parameters must include 'X-Amz-Signature'. Re-examine the \
+                 query-string parameters."
+            )
+        );
+        let both = check_auth(
+            &headers(&[("authorization", "x")]),
+            Some("X-Amz-Algorithm="),
+        );
+        assert_eq!(both.unwrap_err().code, "InvalidSignatureException");
     }
 
     #[test]
