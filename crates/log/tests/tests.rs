@@ -6,4 +6,5 @@ mod crash;
 mod encrypted;
 mod group_commit;
 mod model;
+mod upgrade;
 mod util;
