@@ -15,5 +15,6 @@ mod sequence;
 mod subscribe;
 mod tls;
 mod transport;
+mod upgrade;
 mod util;
 mod wire;
