@@ -12,7 +12,9 @@
 //!   memory ([`MemBackend`]) and the crash model for tests ([`CrashBackend`]).
 //! - `log`: one log ([`Log`]): append, read, seek by timestamp, trim.
 //! - `recovery`: opening a log's directory after a clean stop or a crash.
-//! - `sync`: the group-commit thread and [`Durable`].
+//! - `journal`: the store-wide journal: group commit for every log at once, checkpoints,
+//!   replay after a crash.
+//! - `sync`: durable ends and [`Durable`].
 //! - `crypt`: encryption at rest of batch bodies (AES-256-GCM data keys, [`Keyring`]).
 //! - `meta`: the redb metadata store ([`MetaStore`]).
 //! - `store`: [`Store`], which owns all of the above.
@@ -23,6 +25,7 @@ mod backend;
 mod crypt;
 mod error;
 mod format;
+mod journal;
 mod log;
 mod mem;
 mod meta;
@@ -56,11 +59,16 @@ pub struct StoreConfig {
     /// records become a whole segment `trim_older_than` can drop: nothing outlives a cutoff by
     /// more than this.
     pub segment_age_max_ms: i64,
-    /// Threads that sync dirty logs. Each sync covers one log's file, so several in flight
-    /// let the file system share one journal commit and device flush among them; but each
-    /// hand-off to a sync thread costs a wake-up, so more threads than cores only add
-    /// context switches (measured in docs/benchmarks.md).
+    /// Threads a checkpoint syncs segments with: several in flight let the file system share
+    /// one journal commit and device flush among them.
     pub sync_threads: usize,
+    /// Size of each journal file (created at this size, so a group's sync commits no size
+    /// change); a group larger than this gets a file of its own size.
+    pub journal_file_bytes: u64,
+    /// A checkpoint runs once this many journal files are full: it syncs the segments they
+    /// cover and deletes them. The journal's disk use, and the replay after a crash, stay
+    /// within about `(checkpoint_journal_files + 1) * journal_file_bytes`.
+    pub checkpoint_journal_files: usize,
 }
 
 impl Default for StoreConfig {
@@ -72,6 +80,8 @@ impl Default for StoreConfig {
             sync_threads: std::thread::available_parallelism()
                 .map_or(2, |cores| cores.get())
                 .clamp(2, 4),
+            journal_file_bytes: 64 << 20,
+            checkpoint_journal_files: 2,
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Ctx {
     pub volatile: bool,
     pub config: StoreConfig,
     pub sync: SyncShared,
+    /// The store-wide journal that makes appends durable; `None` on a volatile backend.
+    pub journal: Option<Arc<crate::journal::Journal>>,
     pub cache: SealedCache,
     pub closed: AtomicBool,
     /// Where encrypted batches find their data keys.
@@ -97,11 +99,6 @@ pub(crate) struct LogState {
     /// One past the last durable record, as published; kept here too so a reader sees it
     /// consistently with `active.durable_bytes`.
     pub durable_end: u64,
-    /// Whether the log has appends no sync has started on (it is queued, or will be queued
-    /// again by the sync in flight).
-    pub queued_for_sync: bool,
-    /// Whether a sync thread is syncing this log right now.
-    pub sync_in_flight: bool,
     /// Reused to encode batches.
     pub buf: Vec<u8>,
 }
@@ -251,39 +248,31 @@ impl LogInner {
         self.durable.fail(Failure::Io(format!("{what}: {error}")));
     }
 
-    /// One sync of this log (by a sync thread): sync what was written so far, publish it.
-    /// Returns whether appends arrived meanwhile, in which case the caller queues the log
-    /// again: one log is never synced by two threads at once, so that its appends batch.
-    pub fn sync_once(&self) -> bool {
+    /// Marks the log failed for a reason found elsewhere (the journal).
+    pub(crate) fn fail_with(&self, reason: &str) {
+        self.durable.fail(Failure::Io(reason.to_string()));
+    }
+
+    /// Syncs what was written to the active segment so far (a checkpoint: the journal already
+    /// made it durable). Returns false, failing the log, if the sync failed.
+    pub(crate) fn sync_active(&self) -> bool {
         let captured = {
-            let mut state = self.state.lock();
-            state.queued_for_sync = false;
+            let state = self.state.lock();
             if self.durable.failure().is_some() {
-                None
-            } else {
-                state.sync_in_flight = true;
-                Some((
-                    Arc::clone(&state.active.file),
-                    state.active.summary.base,
-                    state.active.summary.size_bytes,
-                    state.next_offset,
-                ))
+                return true;
             }
+            Arc::clone(&state.active.file)
         };
-        let Some((file, base, size_bytes, end)) = captured else {
-            return false;
-        };
-        // Without the lock: appends continue into the page cache while the disk works.
-        match file.sync_data() {
+        match captured.sync_data() {
             Ok(()) => {
                 self.ctx().sync.count_sync();
-                self.mark_durable(base, size_bytes, end);
+                true
             }
-            Err(error) => self.fail("sync", &error),
+            Err(error) => {
+                self.fail("sync", &error);
+                false
+            }
         }
-        let mut state = self.state.lock();
-        state.sync_in_flight = false;
-        state.queued_for_sync
     }
 
     /// Cuts the active segment's preallocated zeros (at a clean stop; recovery also cuts them).
@@ -298,7 +287,8 @@ impl LogInner {
         Ok(())
     }
 
-    fn mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
+    /// Publishes a durable end (once the journal group holding the batch is synced).
+    pub(crate) fn mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
         let mut state = self.state.lock();
         // A roll since the capture already made all of the old segment durable.
         if state.active.summary.base == base {
@@ -652,10 +642,16 @@ impl Log {
         };
         let batch_len = format::batch_len(records, seal.is_some()).ok_or_else(too_large)?;
         let record_count = u32::try_from(records.len()).map_err(|_| too_large())?;
-        let (appended, enqueue) = {
+        let appended = {
             let mut guard = inner.state.lock();
             let state = &mut *guard;
             inner.check_writable()?;
+            if let Some(reason) = inner.ctx.journal.as_ref().and_then(|j| j.failure()) {
+                return Err(LogError::Failed {
+                    log: inner.id.clone(),
+                    reason,
+                });
+            }
             let first_offset = state.next_offset.max(min_first_offset);
             let end_offset = first_offset
                 .checked_add(u64::from(record_count))
@@ -710,34 +706,39 @@ impl Log {
             state.active.summary.on_batch(&header);
             state.next_offset = end_offset;
             state.last_timestamp_ms = timestamp_ms;
+            match &inner.ctx.journal {
+                // The batch is durable once the journal group holding it is synced, whatever
+                // else the group holds.
+                Some(journal) => {
+                    let base = state.active.summary.base;
+                    if let Err(reason) =
+                        journal.add_batch(inner, base, position, &state.buf, end_offset)
+                    {
+                        // The segment holds a batch no sync will cover.
+                        inner.fail_with(&reason);
+                        return Err(LogError::Failed {
+                            log: inner.id.clone(),
+                            reason,
+                        });
+                    }
+                }
+                None => {
+                    // Volatile: nothing to wait for, durable as soon as written.
+                    state.active.durable_bytes = state.active.summary.size_bytes;
+                    state.durable_end = end_offset;
+                    inner.durable.publish(end_offset);
+                }
+            }
             if state.buf.capacity() > APPEND_BUFFER_RETAINED_BYTES_MAX {
                 state.buf = Vec::new();
             }
-            let enqueue = if inner.ctx.volatile {
-                // Nothing to wait for: durable as soon as written.
-                state.active.durable_bytes = state.active.summary.size_bytes;
-                state.durable_end = end_offset;
-                inner.durable.publish(end_offset);
-                false
-            } else {
-                // A log whose sync is in flight is queued again by that sync when it ends.
-                let enqueue = !state.queued_for_sync && !state.sync_in_flight;
-                state.queued_for_sync = true;
-                enqueue
-            };
             let durable = Durable::new(Arc::clone(&inner.durable), end_offset);
-            (
-                Appended {
-                    first_offset,
-                    timestamp_ms,
-                    durable,
-                },
-                enqueue,
-            )
+            Appended {
+                first_offset,
+                timestamp_ms,
+                durable,
+            }
         };
-        if enqueue {
-            inner.ctx.sync.enqueue_or_sync(inner);
-        }
         Ok(appended)
     }
 

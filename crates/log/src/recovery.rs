@@ -78,8 +78,6 @@ fn new_inner(
             next_offset,
             last_timestamp_ms,
             durable_end: next_offset,
-            queued_for_sync: false,
-            sync_in_flight: false,
             buf: Vec::new(),
         }),
     })

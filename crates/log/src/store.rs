@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 
 use crate::backend::Backend;
+use crate::journal::{self, Journal};
 use crate::log::{Ctx, Log, SealedCache};
 use crate::meta::MetaStore;
 use crate::recovery;
@@ -29,7 +30,8 @@ pub struct Store {
     ctx: Arc<Ctx>,
     logs: Mutex<BTreeMap<String, Arc<Log>>>,
     meta: MetaStore,
-    sync_threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The journal's writer and checkpointer.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     log_uid_next: AtomicU64,
     trash_name_next: AtomicU64,
 }
@@ -93,6 +95,14 @@ impl Store {
         if config.sync_threads == 0 {
             return Err(LogError::Config("sync_threads must be at least 1"));
         }
+        if config.journal_file_bytes == 0 {
+            return Err(LogError::Config("journal_file_bytes must be at least 1"));
+        }
+        if config.checkpoint_journal_files == 0 {
+            return Err(LogError::Config(
+                "checkpoint_journal_files must be at least 1",
+            ));
+        }
         if config.segment_age_max_ms <= 0 {
             return Err(LogError::Config("segment_age_max_ms must be at least 1"));
         }
@@ -109,10 +119,26 @@ impl Store {
         }
         backend.sync_dir(TRASH_DIR)?;
         let meta = MetaStore::open(&*backend)?;
+        let volatile = backend.volatile();
+        // Batches the journal holds but a crash kept from their segments go back first, so
+        // that recovering each log below finds them where they belong.
+        let journal = if volatile {
+            None
+        } else {
+            let next_file = journal::replay(&*backend)?;
+            backend.sync_dir("")?;
+            Some(Arc::new(Journal::new(
+                Arc::clone(&backend),
+                config.journal_file_bytes,
+                config.checkpoint_journal_files,
+                next_file,
+            )))
+        };
         let ctx = Arc::new(Ctx {
-            volatile: backend.volatile(),
+            volatile,
             backend: Arc::clone(&backend),
             config,
+            journal,
             sync: SyncShared::default(),
             cache: SealedCache::default(),
             closed: AtomicBool::new(false),
@@ -122,7 +148,7 @@ impl Store {
             ctx: Arc::clone(&ctx),
             logs: Mutex::new(BTreeMap::new()),
             meta,
-            sync_threads: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
             log_uid_next: AtomicU64::new(0),
             trash_name_next: AtomicU64::new(0),
         };
@@ -139,12 +165,24 @@ impl Store {
                 logs.insert(id, Arc::new(Log { inner }));
             }
         }
-        for _ in 0..config.sync_threads {
-            let thread_ctx = Arc::clone(&ctx);
+        if let Some(journal) = &ctx.journal {
+            let writer = Arc::clone(journal);
             let thread = std::thread::Builder::new()
-                .name("rivulet-log-sync".to_string())
-                .spawn(move || thread_ctx.sync.run())?;
-            store.sync_threads.lock().push(thread);
+                .name("rivulet-journal".to_string())
+                .spawn(move || writer.run_writer())?;
+            store.threads.lock().push(thread);
+            let checkpointer = Arc::clone(journal);
+            let sync_threads = config.sync_threads;
+            let thread = std::thread::Builder::new()
+                .name("rivulet-checkpoint".to_string())
+                .spawn(move || {
+                    while checkpointer.wait_for_checkpoint() {
+                        if let Err(error) = checkpointer.checkpoint(false, sync_threads) {
+                            tracing::error!(%error, "checkpoint failed; the journal keeps its files");
+                        }
+                    }
+                })?;
+            store.threads.lock().push(thread);
         }
         Ok(Arc::new(store))
     }
@@ -187,6 +225,10 @@ impl Store {
             inner.durable.fail(Failure::Removed);
         }
         self.ctx.cache.forget(inner.uid, None);
+        // Durably void the log's journal entries, before a log of the same id can exist again.
+        if let Some(journal) = &self.ctx.journal {
+            journal.add_removal(&inner.dir)?;
+        }
         let backend = &self.ctx.backend;
         let mut attempts = 0;
         let trash = loop {
@@ -234,21 +276,35 @@ impl Store {
         Ok(())
     }
 
-    /// Segment `fdatasync`s performed so far: far fewer than appends, thanks to group commit.
+    /// `fdatasync`s of segments and journal files so far: far fewer than appends, thanks to
+    /// group commit.
     pub fn sync_count(&self) -> u64 {
-        self.ctx.sync.sync_count.load(Ordering::Relaxed)
+        let journal = self
+            .ctx
+            .journal
+            .as_ref()
+            .map_or(0, |j| j.sync_count.load(Ordering::Relaxed));
+        self.ctx.sync.sync_count.load(Ordering::Relaxed) + journal
     }
 
     /// Makes everything durable and stops the sync threads; later appends fail with
     /// [`LogError::Closed`]. Idempotent; also done on drop.
     pub fn shutdown(&self) {
         self.ctx.closed.store(true, Ordering::Release);
-        // The thread drains its queue before it stops; appends racing with this sync inline.
-        self.ctx.sync.close();
-        for thread in std::mem::take(&mut *self.sync_threads.lock()) {
+        // The writer writes what is queued before it stops; then one last checkpoint syncs the
+        // segments and retires the whole journal, so a clean stop leaves nothing to replay.
+        if let Some(journal) = &self.ctx.journal {
+            journal.close();
+        }
+        for thread in std::mem::take(&mut *self.threads.lock()) {
             if thread.join().is_err() {
-                tracing::error!("log sync thread panicked");
+                tracing::error!("log thread panicked");
             }
+        }
+        if let Some(journal) = &self.ctx.journal
+            && let Err(error) = journal.checkpoint(true, self.ctx.config.sync_threads)
+        {
+            tracing::error!(%error, "final checkpoint failed; the journal will be replayed");
         }
         // A clean stop leaves every segment exactly as long as its data.
         let logs: Vec<Arc<Log>> = self.logs.lock().values().cloned().collect();

@@ -1,7 +1,5 @@
-//! Group commit: background threads sync every log dirtied since its previous sync, then
-//! publish the new durable ends, which completes the [`Durable`]s waiting on them. Each log is
-//! queued at most once until a thread picks it up; several threads sync different logs at
-//! once, so that the file system can fold their journal commits and device flushes together.
+//! Durability as appenders see it: each log's durable end, published once the journal group
+//! holding its batches is synced (see `journal`), and the [`Durable`]s waiting on it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +8,6 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use crate::LogError;
-use crate::log::LogInner;
 
 /// Why a log stopped accepting appends.
 #[derive(Clone, Debug)]
@@ -167,75 +164,15 @@ impl Durable {
     }
 }
 
-#[derive(Default)]
-struct SyncQueue {
-    logs: std::collections::VecDeque<Arc<LogInner>>,
-    closed: bool,
-}
-
-/// The sync threads' inbox, shared by every log of a store.
+/// What the store counts of its syncs.
 #[derive(Default)]
 pub(crate) struct SyncShared {
-    queue: Mutex<SyncQueue>,
-    wake: Condvar,
-    /// Segment `fdatasync`s done so far (by the thread, rolls and shutdown).
+    /// Segment `fdatasync`s done so far (by checkpoints, rolls and shutdown).
     pub sync_count: AtomicU64,
 }
 
 impl SyncShared {
-    /// Hands a dirty log to the sync threads. Returns false if they have stopped, in which
-    /// case the caller must sync the log itself.
-    pub fn enqueue(&self, log: Arc<LogInner>) -> bool {
-        let mut queue = self.queue.lock();
-        if queue.closed {
-            return false;
-        }
-        queue.logs.push_back(log);
-        drop(queue);
-        self.wake.notify_one();
-        true
-    }
-
-    /// Queues a dirty log, or — once the sync threads have stopped — syncs it here, until no
-    /// append is left unsynced.
-    pub fn enqueue_or_sync(&self, log: &Arc<LogInner>) {
-        while !self.enqueue(Arc::clone(log)) {
-            if !log.sync_once() {
-                return;
-            }
-        }
-    }
-
-    /// Tells the thread to finish the queued work and stop.
-    pub fn close(&self) {
-        self.queue.lock().closed = true;
-        self.wake.notify_all();
-    }
-
     pub fn count_sync(&self) {
         self.sync_count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A sync thread's body: until closed and drained, sync the next dirty log. Appends that
-    /// arrive while its sync runs wait for the next one, queued when this one ends: that is
-    /// the group commit. Different logs are synced by different threads at once.
-    pub fn run(&self) {
-        loop {
-            let log = {
-                let mut queue = self.queue.lock();
-                loop {
-                    if let Some(log) = queue.logs.pop_front() {
-                        break log;
-                    }
-                    if queue.closed {
-                        return;
-                    }
-                    self.wake.wait(&mut queue);
-                }
-            };
-            if log.sync_once() {
-                self.enqueue_or_sync(&log);
-            }
-        }
     }
 }

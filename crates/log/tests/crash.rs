@@ -13,7 +13,7 @@ use crate::util::read_all;
 
 const LOGS: [&str; 2] = ["s/0", "s/1"];
 const WRITERS: usize = 3;
-const APPENDS_PER_WRITER: usize = 60;
+const APPENDS_PER_WRITER: usize = 150;
 const SNAPSHOTS_PER_RUN: usize = 4;
 const SEEDS: u64 = 12;
 
@@ -212,6 +212,9 @@ fn acknowledged_writes_survive_crashes_at_random_points() {
     let config = StoreConfig {
         segment_bytes_max: 1500,
         index_interval_bytes: 200,
+        // Small journal files: crashes land across file switches, checkpoints and deletions.
+        journal_file_bytes: 4096,
+        checkpoint_journal_files: 2,
         ..StoreConfig::default()
     };
     // Images taken while writes were in flight: the interesting ones.

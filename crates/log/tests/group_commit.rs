@@ -114,3 +114,40 @@ fn volatile_store_appends_are_durable_at_once() {
     let recovered = Store::open(Arc::new(crash), StoreConfig::default()).expect("reopen");
     assert_eq!(recovered.log("crashy").expect("log").end_offset(), 1);
 }
+
+#[test]
+fn appends_to_many_logs_share_journal_syncs() {
+    // The sync cost of a request does not grow with the logs it touches: one journal sync
+    // covers every log with an append waiting.
+    const LOGS: usize = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = Arc::new(FileBackend::new(dir.path()).expect("backend"));
+    let store = Store::open(backend, StoreConfig::default()).expect("open");
+    let logs: Vec<_> = (0..LOGS)
+        .map(|i| store.log(&format!("wide/{i}")).expect("log"))
+        .collect();
+    let before = store.sync_count();
+    let record = NewRecord {
+        key: b"k",
+        value: &[7u8; 100],
+    };
+    for round in 0..5 {
+        let pending: Vec<_> = logs
+            .iter()
+            .map(|log| log.append(&[record], round, 0).expect("append"))
+            .collect();
+        for appended in pending {
+            appended.durable.wait_blocking().expect("durable");
+        }
+    }
+    let syncs = store.sync_count() - before;
+    let appends = (5 * LOGS) as u64;
+    assert!(
+        syncs * 10 < appends,
+        "{syncs} syncs for {appends} appends over {LOGS} logs"
+    );
+    for log in &logs {
+        assert_eq!(read_all(log, 0).len(), 5);
+    }
+    store.shutdown();
+}

@@ -5,6 +5,7 @@ mod corruption;
 mod crash;
 mod encrypted;
 mod group_commit;
+mod journal;
 mod model;
 mod upgrade;
 mod util;

@@ -10,6 +10,8 @@ pub fn small_config() -> StoreConfig {
     StoreConfig {
         segment_bytes_max: 1024,
         index_interval_bytes: 128,
+        journal_file_bytes: 8192,
+        checkpoint_journal_files: 2,
         ..StoreConfig::default()
     }
 }

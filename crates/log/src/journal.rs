@@ -1,0 +1,662 @@
+//! The store-wide journal: one group commit for every log at once.
+//!
+//! An append writes its batch into its log's active segment (page cache only) and copies it,
+//! as one *entry*, into the journal's open *group*. One writer thread writes each group with
+//! one `write` and makes it durable with one `fdatasync`, then publishes the new durable end of
+//! every log the group touched: the sync cost of a request no longer depends on how many logs
+//! it touches. A *checkpoint* later syncs the segments the journal covers and deletes the
+//! journal files it no longer needs; recovery replays the journal files that remain. The
+//! layout and the protocol are in `docs/storage-format.md` ("Journal").
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::LogError;
+use crate::backend::{Backend, BackendFile};
+use crate::format;
+use crate::log::LogInner;
+
+/// The journal's directory, relative to the store root.
+pub(crate) const JOURNAL_DIR: &str = "journal";
+const GROUP_MAGIC: [u8; 4] = *b"RVJ1";
+const GROUP_HEADER_BYTES: usize = 32;
+const ENTRY_HEADER_BYTES: usize = 32;
+/// An entry holding one batch, bound for a segment.
+const KIND_BATCH: u16 = 1;
+/// An entry saying a log was removed: its earlier entries are void.
+const KIND_REMOVED: u16 = 2;
+/// A group buffer larger than this is not kept for reuse after a burst.
+const GROUP_BUFFER_RETAINED_BYTES_MAX: usize = 8 << 20;
+
+fn file_path(number: u64) -> String {
+    format!("{JOURNAL_DIR}/{number:020}.jnl")
+}
+
+fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".jnl")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// What a log's last entry in a group makes durable once the group is synced.
+struct Pending {
+    log: Arc<LogInner>,
+    base: u64,
+    size_bytes: u64,
+    end: u64,
+}
+
+/// Entries waiting for the writer, in append order.
+struct Group {
+    /// The group's bytes, `GROUP_HEADER_BYTES` reserved for its header.
+    bytes: Vec<u8>,
+    entry_count: u32,
+    /// By log uid: what the group makes durable.
+    pending: HashMap<u64, Pending>,
+    seq: u64,
+}
+
+impl Group {
+    fn new(seq: u64, mut bytes: Vec<u8>) -> Group {
+        bytes.clear();
+        bytes.resize(GROUP_HEADER_BYTES, 0);
+        Group {
+            bytes,
+            entry_count: 0,
+            pending: HashMap::new(),
+            seq,
+        }
+    }
+
+    fn push_entry(&mut self, kind: u16, dir: &str, base: u64, position: u64, batch: &[u8]) {
+        let start = self.bytes.len();
+        let dir = &dir.as_bytes()[..dir.len().min(usize::from(u16::MAX))];
+        self.bytes.resize(start + ENTRY_HEADER_BYTES, 0);
+        let header = &mut self.bytes[start..];
+        header[4..6].copy_from_slice(&kind.to_le_bytes());
+        header[6..8].copy_from_slice(&(dir.len() as u16).to_le_bytes());
+        header[8..16].copy_from_slice(&base.to_le_bytes());
+        header[16..24].copy_from_slice(&position.to_le_bytes());
+        header[24..28].copy_from_slice(&(batch.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(dir);
+        let crc = crc32c::crc32c(&self.bytes[start + 4..]);
+        self.bytes[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+        self.bytes.extend_from_slice(batch);
+        self.entry_count += 1;
+    }
+}
+
+struct State {
+    open: Group,
+    /// A cleared buffer for the next group.
+    spare: Vec<u8>,
+    /// Set at shutdown: the writer writes what is queued, then stops.
+    closing: bool,
+    /// Set when a journal write or sync failed: every later append fails.
+    failure: Option<String>,
+    /// The last group made durable.
+    synced_seq: u64,
+    /// Logs appended to since a checkpoint last took them: their segments hold unsynced data
+    /// that only the journal makes durable.
+    unsynced: HashMap<u64, Arc<LogInner>>,
+    /// Journal files the writer has moved past: every group in them is durable.
+    full_files: Vec<u64>,
+}
+
+/// The file the writer appends groups to.
+struct Current {
+    number: u64,
+    file: Option<Arc<dyn BackendFile>>,
+    position: u64,
+    capacity: u64,
+}
+
+/// The journal of one store.
+pub(crate) struct Journal {
+    backend: Arc<dyn Backend>,
+    file_bytes: u64,
+    checkpoint_files: usize,
+    state: Mutex<State>,
+    /// Wakes the writer (a group to write, or shutdown).
+    work: Condvar,
+    /// Wakes those waiting for a group to be synced, and the checkpointer.
+    progress: Condvar,
+    current: Mutex<Current>,
+    /// `fdatasync`s of journal files.
+    pub sync_count: AtomicU64,
+}
+
+impl Journal {
+    /// A journal whose first file will be `first_file`; recovery has emptied the directory.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        file_bytes: u64,
+        checkpoint_files: usize,
+        first_file: u64,
+    ) -> Journal {
+        Journal {
+            backend,
+            file_bytes,
+            checkpoint_files,
+            state: Mutex::new(State {
+                open: Group::new(1, Vec::new()),
+                spare: Vec::new(),
+                closing: false,
+                failure: None,
+                synced_seq: 0,
+                unsynced: HashMap::new(),
+                full_files: Vec::new(),
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            current: Mutex::new(Current {
+                number: first_file,
+                file: None,
+                position: 0,
+                capacity: 0,
+            }),
+            sync_count: AtomicU64::new(0),
+        }
+    }
+
+    /// The reason appends fail, once a journal write or sync failed.
+    pub fn failure(&self) -> Option<String> {
+        self.state.lock().failure.clone()
+    }
+
+    /// Queues a batch just written at `position` of `log`'s segment `base`; once its group is
+    /// synced, `log`'s durable end becomes `end`. Called under the log's lock, so one log's
+    /// entries enter the journal in offset order.
+    pub fn add_batch(
+        &self,
+        log: &Arc<LogInner>,
+        base: u64,
+        position: u64,
+        batch: &[u8],
+        end: u64,
+    ) -> Result<(), String> {
+        let mut state = self.state.lock();
+        if let Some(failure) = &state.failure {
+            return Err(failure.clone());
+        }
+        if state.closing {
+            return Err("the journal is closed".to_string());
+        }
+        state
+            .open
+            .push_entry(KIND_BATCH, &log.dir, base, position, batch);
+        state.open.pending.insert(
+            log.uid,
+            Pending {
+                log: Arc::clone(log),
+                base,
+                size_bytes: position + batch.len() as u64,
+                end,
+            },
+        );
+        state
+            .unsynced
+            .entry(log.uid)
+            .or_insert_with(|| Arc::clone(log));
+        drop(state);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Records durably that the log in `dir` was removed, so that a log created later in the
+    /// same directory never receives its entries at recovery. Returns once synced.
+    pub fn add_removal(&self, dir: &str) -> Result<(), LogError> {
+        let mut state = self.state.lock();
+        if state.closing {
+            // Nothing more is journaled after shutdown's checkpoint, which removed the files.
+            return Ok(());
+        }
+        state.open.push_entry(KIND_REMOVED, dir, 0, 0, &[]);
+        let seq = state.open.seq;
+        self.work.notify_one();
+        while state.synced_seq < seq {
+            if let Some(reason) = &state.failure {
+                return Err(LogError::Failed {
+                    log: dir.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+            self.progress.wait(&mut state);
+        }
+        Ok(())
+    }
+
+    /// The writer thread's body: write and sync each group, then publish what it made durable.
+    pub fn run_writer(&self) {
+        loop {
+            let mut group = {
+                let mut state = self.state.lock();
+                loop {
+                    if state.open.entry_count > 0 {
+                        break;
+                    }
+                    if state.closing {
+                        return;
+                    }
+                    self.work.wait(&mut state);
+                }
+                let spare = std::mem::take(&mut state.spare);
+                let next = Group::new(state.open.seq + 1, spare);
+                std::mem::replace(&mut state.open, next)
+            };
+            let result = if self.failure().is_some() {
+                Err(io::Error::other("the journal failed earlier"))
+            } else {
+                self.write_group(&mut group)
+            };
+            match result {
+                Ok(()) => {
+                    for pending in group.pending.values() {
+                        pending
+                            .log
+                            .mark_durable(pending.base, pending.size_bytes, pending.end);
+                    }
+                    let mut state = self.state.lock();
+                    state.synced_seq = group.seq;
+                    if group.bytes.capacity() <= GROUP_BUFFER_RETAINED_BYTES_MAX {
+                        state.spare = std::mem::take(&mut group.bytes);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "journal write failed; appends refused");
+                    let reason = format!("journal: {error}");
+                    self.state.lock().failure.get_or_insert(reason.clone());
+                    for pending in group.pending.values() {
+                        pending.log.fail_with(&reason);
+                    }
+                }
+            }
+            self.progress.notify_all();
+        }
+    }
+
+    /// Writes one group at the end of the current file (or at the start of a new one) and
+    /// syncs it.
+    fn write_group(&self, group: &mut Group) -> io::Result<()> {
+        let len = group.bytes.len() as u64;
+        let mut current = self.current.lock();
+        if current.file.is_none() || current.position + len > current.capacity {
+            self.start_file(&mut current, len)?;
+        }
+        let header = &mut group.bytes[..GROUP_HEADER_BYTES];
+        header[0..4].copy_from_slice(&GROUP_MAGIC);
+        header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&group.entry_count.to_le_bytes());
+        header[16..24].copy_from_slice(&group.seq.to_le_bytes());
+        header[24..32].copy_from_slice(&current.number.to_le_bytes());
+        let crc = crc32c::crc32c(&header[8..]);
+        header[4..8].copy_from_slice(&crc.to_le_bytes());
+        let file = current
+            .file
+            .clone()
+            .ok_or_else(|| io::Error::other("no journal file"))?;
+        file.write_all_at(&group.bytes, current.position)?;
+        file.sync_data()?;
+        self.sync_count.fetch_add(1, Ordering::Relaxed);
+        current.position += len;
+        Ok(())
+    }
+
+    /// Moves to the next journal file, created at its full size so that a group's sync never
+    /// has to commit a size change.
+    fn start_file(&self, current: &mut Current, group_len: u64) -> io::Result<()> {
+        if current.file.take().is_some() {
+            self.state.lock().full_files.push(current.number);
+            self.progress.notify_all();
+            current.number += 1;
+        }
+        let capacity = self.file_bytes.max(group_len);
+        let file = self.backend.open_file(&file_path(current.number), true)?;
+        file.set_len(capacity)?;
+        file.sync_data()?;
+        self.backend.sync_dir(JOURNAL_DIR)?;
+        current.file = Some(file);
+        current.position = 0;
+        current.capacity = capacity;
+        Ok(())
+    }
+
+    /// Whether enough journal files are full that a checkpoint should retire them (or, with
+    /// `closing`, the writer has stopped). Blocks the checkpointer until then.
+    pub fn wait_for_checkpoint(&self) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            if state.closing {
+                return false;
+            }
+            if state.full_files.len() >= self.checkpoint_files {
+                return true;
+            }
+            self.progress.wait(&mut state);
+        }
+    }
+
+    /// Syncs every segment the journal covers, then deletes the journal files no longer
+    /// needed: the full ones, or with `everything` (after the writer stopped) all of them.
+    pub fn checkpoint(&self, everything: bool, threads: usize) -> io::Result<()> {
+        // The writer locks `current` before `state`: so does this.
+        let open_file = if everything {
+            let current = self.current.lock();
+            current.file.is_some().then_some(current.number)
+        } else {
+            None
+        };
+        let (files, logs) = {
+            let mut state = self.state.lock();
+            let mut files = std::mem::take(&mut state.full_files);
+            files.extend(open_file);
+            let logs: Vec<Arc<LogInner>> = state.unsynced.drain().map(|(_, log)| log).collect();
+            (files, logs)
+        };
+        // Every batch in these files was written to its segment before its entry was queued,
+        // and its log was in `unsynced` then: the syncs below cover it.
+        let failed = sync_logs(&logs, threads);
+        if failed {
+            // The files stay; a later checkpoint or recovery retires them.
+            let mut state = self.state.lock();
+            state.full_files.extend(files);
+            return Err(io::Error::other(
+                "a segment sync failed during a checkpoint",
+            ));
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut current = self.current.lock();
+        for number in &files {
+            if everything && *number == current.number {
+                current.file = None;
+                current.number += 1;
+            }
+            match self.backend.remove_file(&file_path(*number)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        drop(current);
+        self.backend.sync_dir(JOURNAL_DIR)
+    }
+
+    /// Tells the writer and the checkpointer to stop once the queued groups are written.
+    pub fn close(&self) {
+        self.state.lock().closing = true;
+        self.work.notify_all();
+        self.progress.notify_all();
+    }
+}
+
+/// Syncs the active segment of each log, on up to `threads` threads; says whether any failed
+/// (the log itself is then failed).
+fn sync_logs(logs: &[Arc<LogInner>], threads: usize) -> bool {
+    if logs.is_empty() {
+        return false;
+    }
+    let chunk = logs.len().div_ceil(threads.max(1));
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for part in logs.chunks(chunk) {
+            let failed = &failed;
+            scope.spawn(move || {
+                for log in part {
+                    if !log.sync_active() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    failed.into_inner()
+}
+
+/// One entry found in the journal.
+struct Entry<'a> {
+    kind: u16,
+    dir: &'a str,
+    base: u64,
+    position: u64,
+    batch: &'a [u8],
+}
+
+/// The complete groups at the start of a journal file's bytes, as entries, in order. Reading
+/// stops at the first group that is not complete (never written, torn, or of an earlier use of
+/// the bytes): groups are synced one after another, so nothing after it was acknowledged.
+fn complete_groups(bytes: &[u8], number: u64) -> Vec<Vec<Entry<'_>>> {
+    let mut groups = Vec::new();
+    let mut at = 0usize;
+    while bytes.len() - at >= GROUP_HEADER_BYTES {
+        let header = &bytes[at..at + GROUP_HEADER_BYTES];
+        if header[0..4] != GROUP_MAGIC || u32_at(header, 4) != crc32c::crc32c(&header[8..]) {
+            break;
+        }
+        let len = u32_at(header, 8) as usize;
+        if u64_at(header, 24) != number || len < GROUP_HEADER_BYTES || len > bytes.len() - at {
+            break;
+        }
+        let Some(entries) = group_entries(&bytes[at + GROUP_HEADER_BYTES..at + len]) else {
+            break;
+        };
+        if entries.len() != u32_at(header, 12) as usize {
+            break;
+        }
+        groups.push(entries);
+        at += len;
+    }
+    if at + GROUP_HEADER_BYTES <= bytes.len() && bytes[at..at + 4] == GROUP_MAGIC {
+        tracing::debug!(
+            file = number,
+            position = at,
+            "journal ends at an incomplete group"
+        );
+    }
+    groups
+}
+
+/// A group's entries, or `None` if any entry or its batch fails its checks.
+fn group_entries(mut bytes: &[u8]) -> Option<Vec<Entry<'_>>> {
+    let mut entries = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < ENTRY_HEADER_BYTES {
+            return None;
+        }
+        let dir_len = usize::from(u16_at(bytes, 6));
+        let batch_len = u32_at(bytes, 24) as usize;
+        let fixed = ENTRY_HEADER_BYTES + dir_len;
+        if bytes.len() < fixed || bytes.len() - fixed < batch_len {
+            return None;
+        }
+        if u32_at(bytes, 0) != crc32c::crc32c(&bytes[4..fixed]) {
+            return None;
+        }
+        let dir = std::str::from_utf8(&bytes[ENTRY_HEADER_BYTES..fixed]).ok()?;
+        let batch = &bytes[fixed..fixed + batch_len];
+        let kind = u16_at(bytes, 4);
+        match kind {
+            KIND_BATCH => {
+                let header = format::parse_header(batch).ok()?;
+                if header.batch_len as usize != batch.len() {
+                    return None;
+                }
+                format::decode_body(&header, &batch[format::BATCH_HEADER_BYTES..]).ok()?;
+            }
+            KIND_REMOVED => {}
+            _ => return None,
+        }
+        entries.push(Entry {
+            kind,
+            dir,
+            base: u64_at(bytes, 8),
+            position: u64_at(bytes, 16),
+            batch,
+        });
+        bytes = &bytes[fixed + batch_len..];
+    }
+    Some(entries)
+}
+
+/// Recovery: writes every batch of the journal files left by a crash into its segment (in
+/// journal order, so idempotently), syncs those segments, and deletes the files. Batches of a
+/// removed log, of a trimmed segment or of a log removed later are skipped. Returns the number
+/// the next journal file takes.
+pub(crate) fn replay(backend: &dyn Backend) -> io::Result<u64> {
+    backend.create_dir(JOURNAL_DIR)?;
+    let mut numbers: Vec<u64> = backend
+        .list_dir(JOURNAL_DIR)?
+        .iter()
+        .filter_map(|entry| {
+            let number = parse_file_name(&entry.name);
+            if number.is_none() {
+                tracing::warn!(name = %entry.name, "ignoring unknown entry in journal directory");
+            }
+            number
+        })
+        .collect();
+    numbers.sort_unstable();
+    let Some(&last) = numbers.last() else {
+        return Ok(0);
+    };
+    let read = |number: u64| -> io::Result<Vec<u8>> {
+        let file = backend.open_file(&file_path(number), false)?;
+        let mut bytes = vec![0u8; usize::try_from(file.len()?).unwrap_or(usize::MAX)];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    };
+    // First pass: where each removed directory's last removal lies.
+    let mut removed: HashMap<String, (usize, usize, usize)> = HashMap::new();
+    for (f, &number) in numbers.iter().enumerate() {
+        let bytes = read(number)?;
+        for (g, group) in complete_groups(&bytes, number).iter().enumerate() {
+            for (e, entry) in group.iter().enumerate() {
+                if entry.kind == KIND_REMOVED {
+                    removed.insert(entry.dir.to_string(), (f, g, e));
+                }
+            }
+        }
+    }
+    // Second pass: the batches, into segments that still exist.
+    let mut written: HashMap<String, Arc<dyn BackendFile>> = HashMap::new();
+    let mut batches = 0u64;
+    for (f, &number) in numbers.iter().enumerate() {
+        let bytes = read(number)?;
+        for (g, group) in complete_groups(&bytes, number).iter().enumerate() {
+            for (e, entry) in group.iter().enumerate() {
+                if entry.kind != KIND_BATCH
+                    || removed.get(entry.dir).is_some_and(|&at| at > (f, g, e))
+                {
+                    continue;
+                }
+                let path = crate::log::segment_path(entry.dir, entry.base);
+                let file = match written.get(&path) {
+                    Some(file) => Arc::clone(file),
+                    None => match backend.open_file(&path, false) {
+                        Ok(file) => {
+                            written.insert(path.clone(), Arc::clone(&file));
+                            file
+                        }
+                        // Trimmed, or its log removed: nothing to restore.
+                        Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                        Err(error) => return Err(error),
+                    },
+                };
+                file.write_all_at(entry.batch, entry.position)?;
+                batches += 1;
+            }
+        }
+    }
+    for file in written.values() {
+        file.sync_data()?;
+    }
+    for number in &numbers {
+        backend.remove_file(&file_path(*number))?;
+    }
+    backend.sync_dir(JOURNAL_DIR)?;
+    if batches > 0 {
+        tracing::info!(
+            files = numbers.len(),
+            batches,
+            segments = written.len(),
+            "journal replayed"
+        );
+    }
+    Ok(last + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(
+            parse_file_name(&file_path(42)[JOURNAL_DIR.len() + 1..]),
+            Some(42)
+        );
+        assert_eq!(parse_file_name("42.jnl"), None);
+        assert_eq!(parse_file_name("00000000000000000042.seg"), None);
+    }
+
+    #[test]
+    fn groups_read_back_and_stop_at_damage() {
+        let batch = {
+            let mut buf = Vec::new();
+            let records = [crate::NewRecord {
+                key: b"k",
+                value: b"v",
+            }];
+            format::encode_batch(&mut buf, 7, 1000, &records, None).unwrap();
+            buf
+        };
+        let mut group = Group::new(1, Vec::new());
+        group.push_entry(KIND_BATCH, "logs/a", 0, 0, &batch);
+        group.push_entry(KIND_REMOVED, "logs/b", 0, 0, &[]);
+        let len = group.bytes.len();
+        let header = &mut group.bytes[..GROUP_HEADER_BYTES];
+        header[0..4].copy_from_slice(&GROUP_MAGIC);
+        header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&2u32.to_le_bytes());
+        header[24..32].copy_from_slice(&5u64.to_le_bytes());
+        let crc = crc32c::crc32c(&header[8..]);
+        header[4..8].copy_from_slice(&crc.to_le_bytes());
+        let mut file = group.bytes.clone();
+        file.extend_from_slice(&group.bytes);
+        file.resize(file.len() + 100, 0);
+        let groups = complete_groups(&file, 5);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0][0].dir, "logs/a");
+        assert_eq!(groups[0][0].batch, &batch[..]);
+        assert_eq!(groups[0][1].kind, KIND_REMOVED);
+        // The same bytes in another file are not this file's groups.
+        assert!(complete_groups(&file, 6).is_empty());
+        // A torn second group ends the journal after the first.
+        let mut torn = file.clone();
+        torn[len + GROUP_HEADER_BYTES + ENTRY_HEADER_BYTES + 10] ^= 1;
+        assert_eq!(complete_groups(&torn, 5).len(), 1);
+    }
+}
