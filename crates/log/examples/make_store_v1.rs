@@ -52,6 +52,7 @@ fn config(segment_bytes_max: u64) -> StoreConfig {
         index_interval_bytes: INDEX_INTERVAL_BYTES,
         segment_age_max_ms: SEGMENT_AGE_MAX_MS,
         sync_threads: 1,
+        ..StoreConfig::default()
     }
 }
 
