@@ -274,9 +274,11 @@ impl Journal {
             match result {
                 Ok(()) => {
                     for pending in group.pending.values() {
-                        pending
-                            .log
-                            .mark_durable(pending.base, pending.size_bytes, pending.end);
+                        pending.log.fill_and_mark_durable(
+                            pending.base,
+                            pending.size_bytes,
+                            pending.end,
+                        );
                     }
                     let mut state = self.state.lock();
                     state.synced_seq = group.seq;

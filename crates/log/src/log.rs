@@ -111,6 +111,50 @@ pub(crate) struct Active {
     pub durable_bytes: u64,
     /// The file's length: past `summary.size_bytes` by up to `PREALLOCATE_BYTES` of zeros.
     pub allocated_bytes: u64,
+    /// Batches appended but not yet written to the file (with a journal, they reach it in one
+    /// write per log per journal group, off the request path); they start at
+    /// `pending_position` and end at `summary.size_bytes`.
+    pub pending: Vec<u8>,
+    pub pending_position: u64,
+}
+
+impl Active {
+    /// A segment with nothing pending, `size_bytes` long.
+    pub fn new(
+        summary: SegmentSummary,
+        file: Arc<dyn BackendFile>,
+        index: IndexBuilder,
+        durable_bytes: u64,
+        allocated_bytes: u64,
+    ) -> Active {
+        let pending_position = summary.size_bytes;
+        Active {
+            summary,
+            file,
+            index,
+            durable_bytes,
+            allocated_bytes,
+            pending: Vec::new(),
+            pending_position,
+        }
+    }
+
+    /// Writes the pending batches to the file (page cache only).
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        debug_assert_eq!(
+            self.pending_position + self.pending.len() as u64,
+            self.summary.size_bytes
+        );
+        self.file
+            .write_all_at(&self.pending, self.pending_position)?;
+        self.pending_position += self.pending.len() as u64;
+        // Freed, not kept: memory follows the logs being written, not the logs that exist.
+        self.pending = Vec::new();
+        Ok(())
+    }
 }
 
 /// A cached sealed segment: its open file and sparse index.
@@ -279,6 +323,9 @@ impl LogInner {
     pub(crate) fn cut_preallocation(&self) -> io::Result<()> {
         let mut state = self.state.lock();
         let active = &mut state.active;
+        if self.durable.failure().is_none() {
+            active.write_pending()?;
+        }
         if active.allocated_bytes > active.summary.size_bytes && self.durable.failure().is_none() {
             active.file.set_len(active.summary.size_bytes)?;
             active.file.sync_data()?;
@@ -287,7 +334,26 @@ impl LogInner {
         Ok(())
     }
 
-    /// Publishes a durable end (once the journal group holding the batch is synced).
+    /// Once the journal group holding its batches is synced: writes what the log has pending
+    /// to its segment (one write for all of its batches since the last), then publishes the
+    /// durable end the group reached. A failed write fails the log and publishes nothing.
+    pub(crate) fn fill_and_mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
+        let written = {
+            let mut state = self.state.lock();
+            if self.durable.failure().is_some() {
+                return;
+            }
+            state.active.write_pending()
+        };
+        match written {
+            Ok(()) => self.mark_durable(base, size_bytes, end),
+            // The file may now hold part of a batch; appending after it would bury a torn batch
+            // in the middle of the segment.
+            Err(error) => self.fail("write", &error),
+        }
+    }
+
+    /// Publishes a durable end.
     pub(crate) fn mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
         let mut state = self.state.lock();
         // A roll since the capture already made all of the old segment durable.
@@ -312,6 +378,8 @@ impl LogInner {
 
     fn roll_steps(&self, state: &mut LogState, new_base: u64) -> io::Result<()> {
         let backend = &self.ctx().backend;
+        // 0. What the old segment still has pending goes into it first.
+        state.active.write_pending()?;
         let old = &state.active;
         debug_assert!(new_base >= old.summary.end_offset);
         // 1. Everything written to the old segment becomes durable, without the preallocated
@@ -339,13 +407,13 @@ impl LogInner {
         backend.sync_dir(&self.dir)?;
         let sealed = std::mem::replace(
             &mut state.active,
-            Active {
-                summary: SegmentSummary::empty(new_base),
+            Active::new(
+                SegmentSummary::empty(new_base),
                 file,
-                index: IndexBuilder::new(self.ctx().config.index_interval_bytes),
-                durable_bytes: 0,
-                allocated_bytes: 0,
-            },
+                IndexBuilder::new(self.ctx().config.index_interval_bytes),
+                0,
+                0,
+            ),
         );
         state.sealed.insert(sealed.summary.base, sealed.summary);
         state.durable_end = state.durable_end.max(state.next_offset);
@@ -696,7 +764,14 @@ impl Log {
                 }
                 state.active.allocated_bytes = length;
             }
-            if let Err(error) = state.active.file.write_all_at(&state.buf, position) {
+            if inner.ctx.journal.is_some() {
+                // Written by the journal's writer once the group is synced, with the log's
+                // other pending batches in one write.
+                if state.active.pending.is_empty() {
+                    state.active.pending_position = position;
+                }
+                state.active.pending.extend_from_slice(&state.buf);
+            } else if let Err(error) = state.active.file.write_all_at(&state.buf, position) {
                 // The file may now hold part of the batch; appending after it would bury a
                 // torn batch in the middle of the segment.
                 inner.fail("write", &error);

@@ -38,13 +38,13 @@ pub(crate) fn create_log(
     let file = backend.open_file(&segment_path(&dir, 0), true)?;
     backend.sync_dir(&dir)?;
     backend.sync_dir(parent)?;
-    let active = Active {
-        summary: SegmentSummary::empty(0),
+    let active = Active::new(
+        SegmentSummary::empty(0),
         file,
-        index: IndexBuilder::new(ctx.config.index_interval_bytes),
-        durable_bytes: 0,
-        allocated_bytes: 0,
-    };
+        IndexBuilder::new(ctx.config.index_interval_bytes),
+        0,
+        0,
+    );
     Ok(new_inner(
         ctx,
         id,
@@ -268,11 +268,11 @@ fn recover_active(ctx: &Ctx, id: &str, dir: &str, base: u64) -> Result<Active, L
             "active segment length changed during recovery",
         )));
     }
-    Ok(Active {
+    Ok(Active::new(
         summary,
         file,
-        index: report.index,
-        durable_bytes: size_bytes,
-        allocated_bytes: size_bytes,
-    })
+        report.index,
+        size_bytes,
+        size_bytes,
+    ))
 }
