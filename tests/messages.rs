@@ -2,20 +2,7 @@
 //! word for word over a real socket. (Clock-dependent ones — iterator expiry, UPDATING, the shard
 //! limit — are in the engine's clock-controlled tests.)
 
-use crate::util::{TestServer, call, raw, raw_path};
-
-fn error(response: &crate::util::RawResponse) -> (u16, String, String) {
-    let body = response.json();
-    (
-        response.status,
-        body["__type"].as_str().unwrap_or_default().to_string(),
-        body["message"]
-            .as_str()
-            .or(body["Message"].as_str())
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
+use crate::util::{TestServer, aws_error as error, call, raw, raw_path};
 
 #[tokio::test]
 async fn sequence_number_and_iterator_messages() {

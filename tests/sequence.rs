@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 
-use crate::util::{TestServer, call};
+use crate::util::{TestServer, aws_error as error, call};
 
 /// A decimal string as lowercase hex, by long division.
 fn dec_to_hex(decimal: &str) -> String {
@@ -141,15 +141,6 @@ async fn sequence_numbers_and_iterators_have_the_recorded_layout() {
     );
     assert!(has_recorded_shape(&starting, 11), "{starting}");
     t.stop().await;
-}
-
-fn error(response: &crate::util::RawResponse) -> (u16, String, String) {
-    let body = response.json();
-    (
-        response.status,
-        body["__type"].as_str().unwrap_or_default().to_string(),
-        body["message"].as_str().unwrap_or_default().to_string(),
-    )
 }
 
 #[tokio::test]

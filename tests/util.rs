@@ -304,3 +304,17 @@ pub async fn trim_horizon(c: &Client, name: &str, shard: &str) -> String {
         .shard_iterator
         .expect("iterator")
 }
+
+/// An error answer as (status, `__type`, message), the message under `message` or `Message`.
+pub fn aws_error(response: &RawResponse) -> (u16, String, String) {
+    let body = response.json();
+    (
+        response.status,
+        body["__type"].as_str().unwrap_or_default().to_string(),
+        body["message"]
+            .as_str()
+            .or(body["Message"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+    )
+}

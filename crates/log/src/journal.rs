@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::LogError;
 use crate::backend::{Backend, BackendFile};
-use crate::format;
+use crate::format::{self, u32_at, u64_at};
 use crate::log::LogInner;
 
 /// The journal's directory, relative to the store root.
@@ -46,18 +46,6 @@ fn parse_file_name(name: &str) -> Option<u64> {
 
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
 }
 
 /// What a log's last entry in a group makes durable once the group is synced.
