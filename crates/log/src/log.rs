@@ -319,7 +319,8 @@ impl LogInner {
         }
     }
 
-    /// Cuts the active segment's preallocated zeros (at a clean stop; recovery also cuts them).
+    /// At a clean stop: writes what is pending, cuts the active segment's preallocated zeros
+    /// (recovery also cuts them) and leaves a snapshot of its index.
     pub(crate) fn cut_preallocation(&self) -> io::Result<()> {
         let mut state = self.state.lock();
         let active = &mut state.active;
@@ -330,6 +331,16 @@ impl LogInner {
             active.file.set_len(active.summary.size_bytes)?;
             active.file.sync_data()?;
             active.allocated_bytes = active.summary.size_bytes;
+        }
+        // A snapshot of the active segment's index, so the next open need not scan it. Not
+        // synced: it carries its own checksums and the segment's size, and one that is torn,
+        // lost or outgrown is ignored and the segment scanned.
+        if active.summary.size_bytes > 0 && self.durable.failure().is_none() {
+            let bytes = format::encode_index(&active.summary, &active.index.entries);
+            let path = index_path(&self.dir, active.summary.base);
+            let index = self.ctx.backend.open_file(&path, true)?;
+            index.set_len(0)?;
+            index.write_all_at(&bytes, 0)?;
         }
         Ok(())
     }

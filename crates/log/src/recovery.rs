@@ -126,12 +126,9 @@ pub(crate) fn open_log(
             .to_string();
         return create_log(ctx, id, dir, &parent, uid);
     };
-    // Indexes without a segment are left by a crash during a trim; the active segment's index
-    // by a crash during a roll (it would go stale with the next append).
-    for base in indexes
-        .iter()
-        .filter(|b| !segments.contains(b) || **b == active_base)
-    {
+    // Indexes without a segment are left by a crash during a trim. The active segment's is a
+    // snapshot left by a clean stop (or a crash during a roll): `recover_active` decides.
+    for base in indexes.iter().filter(|b| !segments.contains(b)) {
         backend.remove_file(&index_path(&dir, *base))?;
         dir_changed = true;
     }
@@ -140,7 +137,17 @@ pub(crate) fn open_log(
         let summary = recover_sealed(ctx, &id, &dir, base, indexes.contains(&base))?;
         sealed.insert(base, summary);
     }
-    let active = recover_active(ctx, &id, &dir, active_base)?;
+    let active = match active_from_snapshot(ctx, &id, &dir, active_base, &indexes)? {
+        Some(active) => active,
+        None => {
+            if indexes.contains(&active_base) {
+                // Outgrown, torn or lost: it would mislead a later open.
+                backend.remove_file(&index_path(&dir, active_base))?;
+                dir_changed = true;
+            }
+            recover_active(ctx, &id, &dir, active_base)?
+        }
+    };
     if dir_changed {
         backend.sync_dir(&dir)?;
     }
@@ -213,6 +220,60 @@ fn recover_sealed(
         index.sync_data()?;
     }
     Ok(summary)
+}
+
+/// The active segment as a clean stop left it, from the index snapshot it wrote: trusted only
+/// if its checksums hold and the segment is exactly as long as it says (segments only grow,
+/// so bytes below that length are the ones it describes). `None`: scan the segment instead.
+fn active_from_snapshot(
+    ctx: &Ctx,
+    id: &str,
+    dir: &str,
+    base: u64,
+    indexes: &BTreeSet<u64>,
+) -> Result<Option<Active>, LogError> {
+    if !indexes.contains(&base) {
+        return Ok(None);
+    }
+    let backend = &ctx.backend;
+    let file = backend.open_file(&segment_path(dir, base), false)?;
+    let index = backend.open_file(&index_path(dir, base), false)?;
+    let index_len = index.len()?;
+    if index_len < INDEX_HEADER_BYTES as u64 {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; usize::try_from(index_len).unwrap_or(usize::MAX)];
+    index.read_exact_at(&mut bytes, 0)?;
+    let header = match format::decode_index_header(&bytes[..INDEX_HEADER_BYTES]) {
+        Ok(header) if header.summary.base == base && header.summary.size_bytes == file.len()? => {
+            header
+        }
+        Ok(_) => return Ok(None),
+        Err(reason) => {
+            tracing::debug!(log = %id, segment = base, reason, "active index snapshot unusable");
+            return Ok(None);
+        }
+    };
+    let entries = match format::decode_index_entries(&header, &bytes[INDEX_HEADER_BYTES..]) {
+        Ok(entries) => entries,
+        Err(reason) => {
+            tracing::debug!(log = %id, segment = base, reason, "active index snapshot unusable");
+            return Ok(None);
+        }
+    };
+    let summary = header.summary;
+    // The builder carries on as if it had seen every batch: batches are contiguous, so the
+    // bytes since the last entry are those after its position.
+    let bytes_since_entry = summary.size_bytes - entries.last().map_or(0, |e| e.position);
+    let builder = IndexBuilder {
+        interval_bytes: ctx.config.index_interval_bytes.max(1),
+        bytes_since_entry,
+        entries,
+    };
+    let size_bytes = summary.size_bytes;
+    Ok(Some(Active::new(
+        summary, file, builder, size_bytes, size_bytes,
+    )))
 }
 
 /// Whether bytes `from..to` of `file` are all zero.
