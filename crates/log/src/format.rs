@@ -550,17 +550,30 @@ pub(crate) fn scan_segment(
     src: &dyn ReadAt,
     base: u64,
     index_interval_bytes: u64,
+    on_batch: impl FnMut(u64, &BatchHeader, &[u8], &[RecordSpan]),
+) -> io::Result<ScanReport> {
+    let summary = SegmentSummary::empty(base);
+    let index = IndexBuilder::new(index_interval_bytes);
+    scan_segment_from(src, summary, index, on_batch)
+}
+
+/// [`scan_segment`], continuing after a prefix already known (its summary and index, from an
+/// index snapshot): the scan starts at `summary.size_bytes`.
+pub(crate) fn scan_segment_from(
+    src: &dyn ReadAt,
+    summary: SegmentSummary,
+    index: IndexBuilder,
     mut on_batch: impl FnMut(u64, &BatchHeader, &[u8], &[RecordSpan]),
 ) -> io::Result<ScanReport> {
     let len = src.len()?;
+    let mut pos = summary.size_bytes;
+    let mut prev_end = summary.end_offset;
     let mut report = ScanReport {
-        summary: SegmentSummary::empty(base),
-        index: IndexBuilder::new(index_interval_bytes),
+        summary,
+        index,
         torn_tail: None,
         corrupt: Vec::new(),
     };
-    let mut pos = 0u64;
-    let mut prev_end = base;
     while pos < len {
         // Where to look for a valid continuation when the batch at `pos` is bad.
         let (resync_from, reason) = match read_header(src, pos, len)? {

@@ -142,7 +142,7 @@ impl Journal {
         backend: Arc<dyn Backend>,
         file_bytes: u64,
         checkpoint_files: usize,
-        first_file: u64,
+        replayed: &Replayed,
     ) -> Journal {
         Journal {
             backend,
@@ -155,18 +155,30 @@ impl Journal {
                 failure: None,
                 synced_seq: 0,
                 unsynced: HashMap::new(),
-                full_files: Vec::new(),
+                // Replayed, but their batches are not synced in the segments yet: the first
+                // checkpoint retires them like any full file.
+                full_files: replayed.files.clone(),
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
             current: Mutex::new(Current {
-                number: first_file,
+                number: replayed.next_file,
                 file: None,
                 position: 0,
                 capacity: 0,
             }),
             sync_count: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that `log`'s segment holds bytes only the journal makes durable (written there by
+    /// replay): the next checkpoint syncs it before retiring the replayed files.
+    pub fn mark_unsynced(&self, log: &Arc<LogInner>) {
+        self.state
+            .lock()
+            .unsynced
+            .entry(log.uid)
+            .or_insert_with(|| Arc::clone(log));
     }
 
     /// The reason appends fail, once a journal write or sync failed.
@@ -511,11 +523,22 @@ fn group_entries(mut bytes: &[u8]) -> Option<Vec<Entry<'_>>> {
     Some(entries)
 }
 
+/// What replay found and did.
+pub(crate) struct Replayed {
+    /// The journal files left, replayed; a checkpoint retires them once the segments written
+    /// are synced.
+    pub files: Vec<u64>,
+    /// The number the next journal file takes.
+    pub next_file: u64,
+    /// The log directories whose segments replay wrote to.
+    pub dirs: std::collections::HashSet<String>,
+}
+
 /// Recovery: writes every batch of the journal files left by a crash into its segment (in
-/// journal order, so idempotently), syncs those segments, and deletes the files. Batches of a
-/// removed log, of a trimmed segment or of a log removed later are skipped. Returns the number
-/// the next journal file takes.
-pub(crate) fn replay(backend: &dyn Backend) -> io::Result<u64> {
+/// journal order, so idempotently; page cache only). Batches of a removed log, of a trimmed
+/// segment or of a log removed later are skipped. The files stay until a checkpoint has synced
+/// the segments written: a crash before that replays them again.
+pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
     backend.create_dir(JOURNAL_DIR)?;
     let mut numbers: Vec<u64> = backend
         .list_dir(JOURNAL_DIR)?
@@ -530,7 +553,11 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<u64> {
         .collect();
     numbers.sort_unstable();
     let Some(&last) = numbers.last() else {
-        return Ok(0);
+        return Ok(Replayed {
+            files: Vec::new(),
+            next_file: 0,
+            dirs: Default::default(),
+        });
     };
     let read = |number: u64| -> io::Result<Vec<u8>> {
         let file = backend.open_file(&file_path(number), false)?;
@@ -552,6 +579,7 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<u64> {
     }
     // Second pass: the batches, into segments that still exist.
     let mut written: HashMap<String, Arc<dyn BackendFile>> = HashMap::new();
+    let mut dirs = std::collections::HashSet::new();
     let mut batches = 0u64;
     for (f, &number) in numbers.iter().enumerate() {
         let bytes = read(number)?;
@@ -576,17 +604,13 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<u64> {
                     },
                 };
                 file.write_all_at(entry.batch, entry.position)?;
+                if !dirs.contains(entry.dir) {
+                    dirs.insert(entry.dir.to_string());
+                }
                 batches += 1;
             }
         }
     }
-    for file in written.values() {
-        file.sync_data()?;
-    }
-    for number in &numbers {
-        backend.remove_file(&file_path(*number))?;
-    }
-    backend.sync_dir(JOURNAL_DIR)?;
     if batches > 0 {
         tracing::info!(
             files = numbers.len(),
@@ -595,7 +619,11 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<u64> {
             "journal replayed"
         );
     }
-    Ok(last + 1)
+    Ok(Replayed {
+        files: numbers,
+        next_file: last + 1,
+        dirs,
+    })
 }
 
 #[cfg(test)]

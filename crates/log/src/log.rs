@@ -21,8 +21,8 @@ use crate::{Encryption, LogError, NewRecord, StoreConfig};
 /// (index entries) and open file handles, whatever the amount of data.
 const SEALED_SEGMENTS_CACHED_MAX: usize = 16;
 /// The active segment's file is extended this far ahead of its data (sparse: no disk space is
-/// used until written), so that most syncs need not commit a new file size: an `fdatasync`
-/// then costs about two thirds of one after a growing append (docs/benchmarks.md).
+/// used until written), so that the writes filling it need not change the file's size: measured
+/// without it in one run, PutRecords at 4 shards lost a quarter (docs/benchmarks.md).
 const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// The append buffer is dropped after a batch larger than this, so one huge batch does not pin
 /// its size in memory for the life of the log.
@@ -31,8 +31,6 @@ const APPEND_BUFFER_RETAINED_BYTES_MAX: usize = 1 << 20;
 /// What a store shares with its logs.
 pub(crate) struct Ctx {
     pub backend: Arc<dyn Backend>,
-    /// `backend.volatile()`, read once.
-    pub volatile: bool,
     pub config: StoreConfig,
     pub sync: SyncShared,
     /// The store-wide journal that makes appends durable; `None` on a volatile backend.
@@ -300,16 +298,30 @@ impl LogInner {
     /// Syncs what was written to the active segment so far (a checkpoint: the journal already
     /// made it durable). Returns false, failing the log, if the sync failed.
     pub(crate) fn sync_active(&self) -> bool {
-        let captured = {
-            let state = self.state.lock();
+        let (file, summary, entries) = {
+            let mut state = self.state.lock();
             if self.durable.failure().is_some() {
                 return true;
             }
-            Arc::clone(&state.active.file)
+            // Written first, so the snapshot below describes bytes that are in the file.
+            if let Err(error) = state.active.write_pending() {
+                self.fail("write", &error);
+                return false;
+            }
+            let active = &state.active;
+            (
+                Arc::clone(&active.file),
+                active.summary,
+                active.index.entries.clone(),
+            )
         };
-        match captured.sync_data() {
+        match file.sync_data() {
             Ok(()) => {
                 self.ctx().sync.count_sync();
+                // Synced that far: a crash from now on scans only what comes after.
+                if let Err(error) = self.write_index_snapshot(&summary, &entries) {
+                    tracing::warn!(log = %self.id, %error, "index snapshot not written");
+                }
                 true
             }
             Err(error) => {
@@ -317,6 +329,26 @@ impl LogInner {
                 false
             }
         }
+    }
+
+    /// Writes a snapshot of the active segment's index (a prefix of it once the segment grows),
+    /// not synced: it carries its own checksums and the size it describes, and recovery
+    /// ignores one that is torn or lost and trusts one only below that size.
+    fn write_index_snapshot(
+        &self,
+        summary: &SegmentSummary,
+        entries: &[IndexEntry],
+    ) -> io::Result<()> {
+        if summary.size_bytes == 0 {
+            return Ok(());
+        }
+        let bytes = format::encode_index(summary, entries);
+        let index = self
+            .ctx
+            .backend
+            .open_file(&index_path(&self.dir, summary.base), true)?;
+        index.set_len(0)?;
+        index.write_all_at(&bytes, 0)
     }
 
     /// At a clean stop: writes what is pending, cuts the active segment's preallocated zeros
@@ -332,15 +364,11 @@ impl LogInner {
             active.file.sync_data()?;
             active.allocated_bytes = active.summary.size_bytes;
         }
-        // A snapshot of the active segment's index, so the next open need not scan it. Not
-        // synced: it carries its own checksums and the segment's size, and one that is torn,
-        // lost or outgrown is ignored and the segment scanned.
-        if active.summary.size_bytes > 0 && self.durable.failure().is_none() {
-            let bytes = format::encode_index(&active.summary, &active.index.entries);
-            let path = index_path(&self.dir, active.summary.base);
-            let index = self.ctx.backend.open_file(&path, true)?;
-            index.set_len(0)?;
-            index.write_all_at(&bytes, 0)?;
+        // So the next open need not scan the segment.
+        if self.durable.failure().is_none() {
+            let (summary, entries) = (active.summary, active.index.entries.clone());
+            drop(state);
+            self.write_index_snapshot(&summary, &entries)?;
         }
         Ok(())
     }
@@ -764,7 +792,7 @@ impl Log {
             };
             let position = state.active.summary.size_bytes;
             let end_position = position + state.buf.len() as u64;
-            if end_position > state.active.allocated_bytes && !inner.ctx.volatile {
+            if end_position > state.active.allocated_bytes && inner.ctx.journal.is_some() {
                 // Never past the size at which the segment rolls (unless this batch is).
                 let ahead = (state.active.allocated_bytes + PREALLOCATE_BYTES)
                     .min(inner.ctx.config.segment_bytes_max);

@@ -137,17 +137,13 @@ pub(crate) fn open_log(
         let summary = recover_sealed(ctx, &id, &dir, base, indexes.contains(&base))?;
         sealed.insert(base, summary);
     }
-    let active = match active_from_snapshot(ctx, &id, &dir, active_base, &indexes)? {
-        Some(active) => active,
-        None => {
-            if indexes.contains(&active_base) {
-                // Outgrown, torn or lost: it would mislead a later open.
-                backend.remove_file(&index_path(&dir, active_base))?;
-                dir_changed = true;
-            }
-            recover_active(ctx, &id, &dir, active_base)?
-        }
-    };
+    let snapshot = active_snapshot(ctx, &id, &dir, active_base, &indexes)?;
+    if snapshot.is_none() && indexes.contains(&active_base) {
+        // Torn, or not of this segment: it would mislead a later open.
+        backend.remove_file(&index_path(&dir, active_base))?;
+        dir_changed = true;
+    }
+    let active = recover_active(ctx, &id, &dir, active_base, snapshot)?;
     if dir_changed {
         backend.sync_dir(&dir)?;
     }
@@ -222,16 +218,17 @@ fn recover_sealed(
     Ok(summary)
 }
 
-/// The active segment as a clean stop left it, from the index snapshot it wrote: trusted only
-/// if its checksums hold and the segment is exactly as long as it says (segments only grow,
-/// so bytes below that length are the ones it describes). `None`: scan the segment instead.
-fn active_from_snapshot(
+/// The prefix of the active segment that an index snapshot describes (left by a clean stop or a
+/// checkpoint, after the segment was synced that far; or by a crash during a roll): its summary
+/// and index, if its checksums hold and the segment is at least as long as it says (segments
+/// only grow, so the bytes below that length are the ones it describes). `None`: scan it all.
+fn active_snapshot(
     ctx: &Ctx,
     id: &str,
     dir: &str,
     base: u64,
     indexes: &BTreeSet<u64>,
-) -> Result<Option<Active>, LogError> {
+) -> Result<Option<(SegmentSummary, IndexBuilder)>, LogError> {
     if !indexes.contains(&base) {
         return Ok(None);
     }
@@ -245,7 +242,7 @@ fn active_from_snapshot(
     let mut bytes = vec![0u8; usize::try_from(index_len).unwrap_or(usize::MAX)];
     index.read_exact_at(&mut bytes, 0)?;
     let header = match format::decode_index_header(&bytes[..INDEX_HEADER_BYTES]) {
-        Ok(header) if header.summary.base == base && header.summary.size_bytes == file.len()? => {
+        Ok(header) if header.summary.base == base && header.summary.size_bytes <= file.len()? => {
             header
         }
         Ok(_) => return Ok(None),
@@ -270,10 +267,7 @@ fn active_from_snapshot(
         bytes_since_entry,
         entries,
     };
-    let size_bytes = summary.size_bytes;
-    Ok(Some(Active::new(
-        summary, file, builder, size_bytes, size_bytes,
-    )))
+    Ok(Some((summary, builder)))
 }
 
 /// Whether bytes `from..to` of `file` are all zero.
@@ -291,12 +285,26 @@ fn all_zeros(file: &dyn crate::BackendFile, from: u64, to: u64) -> io::Result<bo
     Ok(true)
 }
 
-/// Scans the active segment and cuts its torn tail, if any.
-fn recover_active(ctx: &Ctx, id: &str, dir: &str, base: u64) -> Result<Active, LogError> {
+/// Scans the active segment, past the prefix its snapshot describes if it has one, and cuts
+/// its torn tail, if any.
+fn recover_active(
+    ctx: &Ctx,
+    id: &str,
+    dir: &str,
+    base: u64,
+    snapshot: Option<(SegmentSummary, IndexBuilder)>,
+) -> Result<Active, LogError> {
     let file = ctx.backend.open_file(&segment_path(dir, base), false)?;
     let len = file.len()?;
     let interval = ctx.config.index_interval_bytes;
-    let report = format::scan_segment(&FileSource(&*file), base, interval, |_, _, _, _| {})?;
+    let source = FileSource(&*file);
+    let report = match snapshot {
+        // After a clean stop, nothing to read.
+        Some((summary, index)) => {
+            format::scan_segment_from(&source, summary, index, |_, _, _, _| {})?
+        }
+        None => format::scan_segment(&source, base, interval, |_, _, _, _| {})?,
+    };
     // C1: damage followed by valid batches. Kept as is; reads covering it fail.
     log_corruption(id, base, &report);
     let size_bytes = match report.torn_tail {

@@ -122,20 +122,20 @@ impl Store {
         let volatile = backend.volatile();
         // Batches the journal holds but a crash kept from their segments go back first, so
         // that recovering each log below finds them where they belong.
-        let journal = if volatile {
-            None
+        let (journal, replayed_dirs) = if volatile {
+            (None, Default::default())
         } else {
-            let next_file = journal::replay(&*backend)?;
+            let replayed = journal::replay(&*backend)?;
             backend.sync_dir("")?;
-            Some(Arc::new(Journal::new(
+            let journal = Journal::new(
                 Arc::clone(&backend),
                 config.journal_file_bytes,
                 config.checkpoint_journal_files,
-                next_file,
-            )))
+                &replayed,
+            );
+            (Some(Arc::new(journal)), replayed.dirs)
         };
         let ctx = Arc::new(Ctx {
-            volatile,
             backend: Arc::clone(&backend),
             config,
             journal,
@@ -162,6 +162,11 @@ impl Store {
                 }
                 let uid = store.log_uid_next.fetch_add(1, Ordering::Relaxed);
                 let inner = recovery::open_log(&ctx, id.clone(), log_dir(&id), uid)?;
+                if let Some(journal) = &ctx.journal
+                    && replayed_dirs.contains(&inner.dir)
+                {
+                    journal.mark_unsynced(&inner);
+                }
                 logs.insert(id, Arc::new(Log { inner }));
             }
         }
