@@ -47,6 +47,17 @@ impl BatchHeader {
     }
 }
 
+/// A zeroed buffer of `len` bytes, a length read from disk: one that cannot be had is an I/O
+/// error (a damaged file), not an abort.
+pub(crate) fn buffer_for(len: u64) -> io::Result<Vec<u8>> {
+    let too_large = || io::Error::other(format!("{len} bytes cannot be read into memory"));
+    let len = usize::try_from(len).map_err(|_| too_large())?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| too_large())?;
+    buf.resize(len, 0);
+    Ok(buf)
+}
+
 /// Little-endian integers at a byte position (the caller checked the length).
 pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0u8; 4];

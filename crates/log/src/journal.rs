@@ -561,7 +561,7 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
     };
     let read = |number: u64| -> io::Result<Vec<u8>> {
         let file = backend.open_file(&file_path(number), false)?;
-        let mut bytes = vec![0u8; usize::try_from(file.len()?).unwrap_or(usize::MAX)];
+        let mut bytes = format::buffer_for(file.len()?)?;
         file.read_exact_at(&mut bytes, 0)?;
         Ok(bytes)
     };

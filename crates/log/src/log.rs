@@ -377,25 +377,18 @@ impl LogInner {
     /// to its segment (one write for all of its batches since the last), then publishes the
     /// durable end the group reached. A failed write fails the log and publishes nothing.
     pub(crate) fn fill_and_mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
-        let written = {
-            let mut state = self.state.lock();
-            if self.durable.failure().is_some() {
-                return;
-            }
-            state.active.write_pending()
-        };
-        match written {
-            Ok(()) => self.mark_durable(base, size_bytes, end),
-            // The file may now hold part of a batch; appending after it would bury a torn batch
-            // in the middle of the segment.
-            Err(error) => self.fail("write", &error),
-        }
-    }
-
-    /// Publishes a durable end.
-    pub(crate) fn mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
         let mut state = self.state.lock();
-        // A roll since the capture already made all of the old segment durable.
+        if self.durable.failure().is_some() {
+            return;
+        }
+        if let Err(error) = state.active.write_pending() {
+            drop(state);
+            // The file may now hold part of a batch; appending after it would bury a torn
+            // batch in the middle of the segment.
+            self.fail("write", &error);
+            return;
+        }
+        // A roll since the group was taken already made all of the old segment durable.
         if state.active.summary.base == base {
             state.active.durable_bytes = state.active.durable_bytes.max(size_bytes);
         }

@@ -239,7 +239,7 @@ fn active_snapshot(
     if index_len < INDEX_HEADER_BYTES as u64 {
         return Ok(None);
     }
-    let mut bytes = vec![0u8; usize::try_from(index_len).unwrap_or(usize::MAX)];
+    let mut bytes = format::buffer_for(index_len)?;
     index.read_exact_at(&mut bytes, 0)?;
     let header = match format::decode_index_header(&bytes[..INDEX_HEADER_BYTES]) {
         Ok(header) if header.summary.base == base && header.summary.size_bytes <= file.len()? => {

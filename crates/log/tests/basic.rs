@@ -6,7 +6,7 @@ use rivulet_log::{
     Backend, CrashBackend, FileBackend, LogError, MemBackend, MetaOp, NewRecord, Store, StoreConfig,
 };
 
-use crate::util::{append_durable, read_all, small_config};
+use crate::util::{append_durable, copy_tree, read_all, small_config};
 
 fn mem_store(config: StoreConfig) -> (Arc<MemBackend>, Arc<Store>) {
     let backend = Arc::new(MemBackend::new());
@@ -584,21 +584,6 @@ fn a_quiet_log_rolls_by_age_so_retention_frees_old_records() {
         ..StoreConfig::default()
     };
     assert!(Store::open(Arc::new(MemBackend::new()), zero).is_err());
-}
-
-/// Copies a directory tree (the store's files as a crash right now would find them, since the
-/// page cache survives a process crash).
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rivulet_log::{Backend, CrashBackend, FileBackend, Store};
 
-use crate::util::{append_durable, read_all, small_config};
+use crate::util::{append_durable, copy_tree, read_all, small_config};
 
 #[test]
 fn a_crash_before_any_checkpoint_is_replayed_from_the_journal() {
@@ -78,21 +78,6 @@ fn a_clean_stop_leaves_an_empty_journal_and_synced_segments() {
     assert_eq!(read_all(&store.log("clean").expect("log"), 0).len(), 50);
 }
 
-/// Copies a store's directory as it is now: what a crash would leave if the page cache made it
-/// to disk (here, the index snapshot of an earlier clean stop beside a segment grown since).
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 #[test]
 fn an_index_snapshot_outgrown_since_is_not_trusted() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -115,7 +100,7 @@ fn an_index_snapshot_outgrown_since_is_not_trusted() {
     let log = store.log("grown").expect("log");
     append_durable(&log, &[b"two"], 2, 0);
     let crashed = tempfile::tempdir().expect("tempdir");
-    copy_dir(dir.path(), crashed.path());
+    copy_tree(dir.path(), crashed.path());
     assert!(
         crashed
             .path()
