@@ -39,6 +39,11 @@ impl PutResult {
     pub fn shard_id(&self) -> String {
         shard_id(self.shard_index)
     }
+
+    /// The shard's id without an allocation.
+    pub fn shard_id_text(&self) -> crate::meta::ShardIdText {
+        crate::meta::ShardIdText::new(self.shard_index)
+    }
 }
 
 /// The result of a put: per-record placements, and the syncs to await before answering.
@@ -318,14 +323,9 @@ impl Engine {
                 })?,
                 None => hash::partition_hash(key),
             };
-            let route = state
-                .route(hash)
-                .ok_or_else(|| ApiError::internal("no open shard owns the hash key"))?;
             let at = state
-                .routes
-                .iter()
-                .position(|r| r.index == route.index)
-                .unwrap_or(0);
+                .route_at(hash)
+                .ok_or_else(|| ApiError::internal("no open shard owns the hash key"))?;
             routed.push((i, at));
         }
         // Every number a shard issued is below its log's end, so the record's own number is
@@ -348,6 +348,7 @@ impl Engine {
         let mut accepted_bytes = 0usize;
         let mut shard_batch: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
         let mut shard_members: Vec<usize> = Vec::with_capacity(entries.len());
+        let enabled_metrics = state.meta.enabled_shard_metrics();
         for group in routed.chunk_by(|a, b| a.1 == b.1) {
             let route = &state.routes[group[0].1];
             let limits = stream.shard_limits(self.config.limits_scale, route.index, now_ms);
@@ -382,11 +383,11 @@ impl Engine {
                 f64::from(throttled),
             );
             if shard_batch.is_empty() {
-                stream.observe(&state.meta, Some(route.index), &[throttle], now_ms);
+                stream.observe_enabled(&enabled_metrics, Some(route.index), &[throttle], now_ms);
                 continue;
             }
-            stream.observe(
-                &state.meta,
+            stream.observe_enabled(
+                &enabled_metrics,
                 Some(route.index),
                 &[
                     (Metric::IncomingBytes, bytes as f64),

@@ -127,10 +127,14 @@ impl StreamState {
         self.routes = routes;
     }
 
-    fn route(&self, hash: u128) -> Option<&Route> {
-        let at = self.routes.partition_point(|r| r.start <= hash);
-        let route = self.routes.get(at.checked_sub(1)?)?;
-        (route.start <= hash && hash <= route.end).then_some(route)
+    /// The position in `routes` of the open shard owning `hash`.
+    fn route_at(&self, hash: u128) -> Option<usize> {
+        let at = self
+            .routes
+            .partition_point(|r| r.start <= hash)
+            .checked_sub(1)?;
+        let route = self.routes.get(at)?;
+        (route.start <= hash && hash <= route.end).then_some(at)
     }
 }
 
@@ -160,9 +164,20 @@ impl Stream {
         values: &[(metrics::Metric, f64)],
         now_ms: i64,
     ) {
-        let enabled = meta.enabled_shard_metrics();
+        self.observe_enabled(&meta.enabled_shard_metrics(), shard, values, now_ms);
+    }
+
+    /// `observe` with the shard-level metrics enhanced monitoring enables already listed, for
+    /// callers that observe many shards at once.
+    fn observe_enabled(
+        &self,
+        enabled: &[metrics::Metric],
+        shard: Option<u32>,
+        values: &[(metrics::Metric, f64)],
+        now_ms: i64,
+    ) {
         self.metrics
-            .record(&metrics::Observation { shard, values }, &enabled, now_ms);
+            .record(&metrics::Observation { shard, values }, enabled, now_ms);
     }
 
     /// The buckets of shard `index`, when limits are on.

@@ -290,7 +290,29 @@ impl StreamMeta {
 
 /// The name AWS gives shard `index`.
 pub fn shard_id(index: u32) -> String {
-    format!("shardId-{index:012}")
+    ShardIdText::new(index).as_str().to_string()
+}
+
+/// A shard id's text without an allocation, for answers that name a shard per record: a `u32`
+/// has at most 10 digits, so the id is always `shardId-` and 12 zero-padded digits.
+#[derive(Clone, Copy)]
+pub struct ShardIdText([u8; 20]);
+
+impl ShardIdText {
+    pub fn new(index: u32) -> ShardIdText {
+        let mut text = *b"shardId-000000000000";
+        let mut rest = index;
+        for digit in text[8..].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        ShardIdText(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and `shardId-` are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("shardId-")
+    }
 }
 
 /// Largest shard index a `ShardId` argument may name: AWS reads the number as a Java `int`.

@@ -19,6 +19,7 @@ use crate::LogError;
 use crate::backend::{Backend, BackendFile};
 use crate::format::{self, u32_at, u64_at};
 use crate::log::LogInner;
+use crate::sync::GroupSignal;
 
 /// The journal's directory, relative to the store root.
 pub(crate) const JOURNAL_DIR: &str = "journal";
@@ -134,6 +135,8 @@ pub(crate) struct Journal {
     current: Mutex<Current>,
     /// `fdatasync`s of journal files.
     pub sync_count: AtomicU64,
+    /// The last group whose logs have all published, for `Durable::wait_all`.
+    pub signal: Arc<GroupSignal>,
 }
 
 impl Journal {
@@ -168,6 +171,7 @@ impl Journal {
                 capacity: 0,
             }),
             sync_count: AtomicU64::new(0),
+            signal: Arc::new(GroupSignal::new()),
         }
     }
 
@@ -188,7 +192,7 @@ impl Journal {
 
     /// Queues a batch just written at `position` of `log`'s segment `base`; once its group is
     /// synced, `log`'s durable end becomes `end`. Called under the log's lock, so one log's
-    /// entries enter the journal in offset order.
+    /// entries enter the journal in offset order. Returns the group's sequence number.
     pub fn add_batch(
         &self,
         log: &Arc<LogInner>,
@@ -196,7 +200,7 @@ impl Journal {
         position: u64,
         batch: &[u8],
         end: u64,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         let mut state = self.state.lock();
         if let Some(failure) = &state.failure {
             return Err(failure.clone());
@@ -220,9 +224,10 @@ impl Journal {
             .unsynced
             .entry(log.uid)
             .or_insert_with(|| Arc::clone(log));
+        let seq = state.open.seq;
         drop(state);
         self.work.notify_one();
-        Ok(())
+        Ok(seq)
     }
 
     /// Records durably that the log in `dir` was removed, so that a log created later in the
@@ -280,6 +285,7 @@ impl Journal {
                             pending.end,
                         );
                     }
+                    self.signal.publish(group.seq);
                     let mut state = self.state.lock();
                     state.synced_seq = group.seq;
                     if group.bytes.capacity() <= GROUP_BUFFER_RETAINED_BYTES_MAX {
@@ -293,6 +299,7 @@ impl Journal {
                     for pending in group.pending.values() {
                         pending.log.fail_with(&reason);
                     }
+                    self.signal.fail();
                 }
             }
             self.progress.notify_all();

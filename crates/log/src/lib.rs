@@ -69,6 +69,14 @@ pub struct StoreConfig {
     /// cover and deletes them. The journal's disk use, and the replay after a crash, stay
     /// within about `(checkpoint_journal_files + 1) * journal_file_bytes`.
     pub checkpoint_journal_files: usize,
+    /// A log's journaled batches are written to its segment once this many bytes of them are
+    /// pending (or a read reaches them, or a checkpoint, a roll or a stop comes): the journal
+    /// holds them durably until then, and fewer, larger writes keep the cost of a request that
+    /// touches many logs from growing with their number.
+    pub fill_bytes: u64,
+    /// When the bytes pending over all logs pass this, every log a journal group touches is
+    /// written out: bounds the memory pending batches take, whatever the number of logs.
+    pub pending_bytes_max: u64,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +90,8 @@ impl Default for StoreConfig {
                 .clamp(2, 4),
             journal_file_bytes: 64 << 20,
             checkpoint_journal_files: 2,
+            fill_bytes: 64 << 10,
+            pending_bytes_max: 32 << 20,
         }
     }
 }

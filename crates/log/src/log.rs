@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -39,6 +39,9 @@ pub(crate) struct Ctx {
     pub closed: AtomicBool,
     /// Where encrypted batches find their data keys.
     pub keyring: parking_lot::RwLock<Option<Arc<dyn crate::Keyring>>>,
+    /// Bytes journaled but not yet written to their segments, over every log (see
+    /// `StoreConfig::pending_bytes_max`).
+    pub pending_bytes: AtomicU64,
 }
 
 /// A record as stored.
@@ -109,9 +112,9 @@ pub(crate) struct Active {
     pub durable_bytes: u64,
     /// The file's length: past `summary.size_bytes` by up to `PREALLOCATE_BYTES` of zeros.
     pub allocated_bytes: u64,
-    /// Batches appended but not yet written to the file (with a journal, they reach it in one
-    /// write per log per journal group, off the request path); they start at
-    /// `pending_position` and end at `summary.size_bytes`.
+    /// Batches appended but not yet written to the file (with a journal, they reach it off the
+    /// request path, many batches in one write: see `LogInner::fill_and_mark_durable`); they
+    /// start at `pending_position` and end at `summary.size_bytes`.
     pub pending: Vec<u8>,
     pub pending_position: u64,
 }
@@ -137,10 +140,10 @@ impl Active {
         }
     }
 
-    /// Writes the pending batches to the file (page cache only).
-    fn write_pending(&mut self) -> io::Result<()> {
+    /// Writes the pending batches to the file (page cache only); returns how many bytes.
+    fn write_pending(&mut self) -> io::Result<u64> {
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         debug_assert_eq!(
             self.pending_position + self.pending.len() as u64,
@@ -148,10 +151,11 @@ impl Active {
         );
         self.file
             .write_all_at(&self.pending, self.pending_position)?;
-        self.pending_position += self.pending.len() as u64;
+        let written = self.pending.len() as u64;
+        self.pending_position += written;
         // Freed, not kept: memory follows the logs being written, not the logs that exist.
         self.pending = Vec::new();
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -271,6 +275,14 @@ impl LogState {
     }
 }
 
+impl Drop for LogInner {
+    fn drop(&mut self) {
+        // A removed or failed log's unwritten batches leave the store's count with it.
+        let pending = self.state.get_mut().active.pending.len() as u64;
+        self.ctx.pending_bytes.fetch_sub(pending, Ordering::Relaxed);
+    }
+}
+
 impl LogInner {
     fn ctx(&self) -> &Ctx {
         &self.ctx
@@ -282,6 +294,27 @@ impl LogInner {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+
+    /// Writes the active segment's pending batches to its file, keeping the store's count.
+    fn write_pending(&self, active: &mut Active) -> io::Result<()> {
+        let written = active.write_pending()?;
+        self.ctx.pending_bytes.fetch_sub(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Before a read of the active segment: writes the pending batches that are durable (so a
+    /// reader may reach them) into the file, which readers read. A failed write fails the log.
+    fn fill_for_read(&self, state: &mut LogState) -> Result<(), LogError> {
+        let active = &state.active;
+        if active.pending.is_empty() || active.pending_position >= active.durable_bytes {
+            return Ok(());
+        }
+        if let Err(error) = self.write_pending(&mut state.active) {
+            self.fail("write", &error);
+            return Err(error.into());
+        }
+        Ok(())
     }
 
     /// Marks the log failed after an I/O error that leaves the unsynced data in doubt.
@@ -304,7 +337,7 @@ impl LogInner {
                 return true;
             }
             // Written first, so the snapshot below describes bytes that are in the file.
-            if let Err(error) = state.active.write_pending() {
+            if let Err(error) = self.write_pending(&mut state.active) {
                 self.fail("write", &error);
                 return false;
             }
@@ -355,10 +388,10 @@ impl LogInner {
     /// (recovery also cuts them) and leaves a snapshot of its index.
     pub(crate) fn cut_preallocation(&self) -> io::Result<()> {
         let mut state = self.state.lock();
-        let active = &mut state.active;
         if self.durable.failure().is_none() {
-            active.write_pending()?;
+            self.write_pending(&mut state.active)?;
         }
+        let active = &mut state.active;
         if active.allocated_bytes > active.summary.size_bytes && self.durable.failure().is_none() {
             active.file.set_len(active.summary.size_bytes)?;
             active.file.sync_data()?;
@@ -373,15 +406,22 @@ impl LogInner {
         Ok(())
     }
 
-    /// Once the journal group holding its batches is synced: writes what the log has pending
-    /// to its segment (one write for all of its batches since the last), then publishes the
-    /// durable end the group reached. A failed write fails the log and publishes nothing.
+    /// Once the journal group holding its batches is synced: publishes the durable end the
+    /// group reached. What the log has pending is written to its segment (one write for all of
+    /// its batches since the last) only once it reaches `fill_bytes`, or the store's pending
+    /// bytes pass `pending_bytes_max`: until then the journal holds it durably, and a reader
+    /// that reaches it writes it first (`fill_for_read`). Small writes to many segments were
+    /// the cost that grew with the shards a request touches. A failed write fails the log and
+    /// publishes nothing.
     pub(crate) fn fill_and_mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
         let mut state = self.state.lock();
         if self.durable.failure().is_some() {
             return;
         }
-        if let Err(error) = state.active.write_pending() {
+        let config = &self.ctx.config;
+        let fill = state.active.pending.len() as u64 >= config.fill_bytes
+            || self.ctx.pending_bytes.load(Ordering::Relaxed) > config.pending_bytes_max;
+        if fill && let Err(error) = self.write_pending(&mut state.active) {
             drop(state);
             // The file may now hold part of a batch; appending after it would bury a torn
             // batch in the middle of the segment.
@@ -411,7 +451,7 @@ impl LogInner {
     fn roll_steps(&self, state: &mut LogState, new_base: u64) -> io::Result<()> {
         let backend = &self.ctx().backend;
         // 0. What the old segment still has pending goes into it first.
-        state.active.write_pending()?;
+        self.write_pending(&mut state.active)?;
         let old = &state.active;
         debug_assert!(new_base >= old.summary.end_offset);
         // 1. Everything written to the old segment becomes durable, without the preallocated
@@ -803,6 +843,10 @@ impl Log {
                     state.active.pending_position = position;
                 }
                 state.active.pending.extend_from_slice(&state.buf);
+                inner
+                    .ctx
+                    .pending_bytes
+                    .fetch_add(state.buf.len() as u64, Ordering::Relaxed);
             } else if let Err(error) = state.active.file.write_all_at(&state.buf, position) {
                 // The file may now hold part of the batch; appending after it would bury a
                 // torn batch in the middle of the segment.
@@ -813,20 +857,21 @@ impl Log {
             state.active.summary.on_batch(&header);
             state.next_offset = end_offset;
             state.last_timestamp_ms = timestamp_ms;
-            match &inner.ctx.journal {
-                // The batch is durable once the journal group holding it is synced, whatever
-                // else the group holds.
+            // The batch is durable once the journal group holding it is synced, whatever else
+            // the group holds.
+            let group = match &inner.ctx.journal {
                 Some(journal) => {
                     let base = state.active.summary.base;
-                    if let Err(reason) =
-                        journal.add_batch(inner, base, position, &state.buf, end_offset)
-                    {
-                        // The segment holds a batch no sync will cover.
-                        inner.fail_with(&reason);
-                        return Err(LogError::Failed {
-                            log: inner.id.clone(),
-                            reason,
-                        });
+                    match journal.add_batch(inner, base, position, &state.buf, end_offset) {
+                        Ok(seq) => Some((Arc::clone(&journal.signal), seq)),
+                        Err(reason) => {
+                            // The segment holds a batch no sync will cover.
+                            inner.fail_with(&reason);
+                            return Err(LogError::Failed {
+                                log: inner.id.clone(),
+                                reason,
+                            });
+                        }
                     }
                 }
                 None => {
@@ -834,12 +879,13 @@ impl Log {
                     state.active.durable_bytes = state.active.summary.size_bytes;
                     state.durable_end = end_offset;
                     inner.durable.publish(end_offset);
+                    None
                 }
-            }
+            };
             if state.buf.capacity() > APPEND_BUFFER_RETAINED_BYTES_MAX {
                 state.buf = Vec::new();
             }
-            let durable = Durable::new(Arc::clone(&inner.durable), end_offset);
+            let durable = Durable::new(Arc::clone(&inner.durable), end_offset, group);
             Appended {
                 first_offset,
                 timestamp_ms,
@@ -874,7 +920,8 @@ impl Log {
         let resume_at = cursor;
         while max_records > 0 && cursor < u64::MAX {
             let view = {
-                let state = inner.state.lock();
+                let mut state = inner.state.lock();
+                inner.fill_for_read(&mut state)?;
                 inner.view_for(&state, cursor, |entries| {
                     let at = entries.partition_point(|entry| entry.offset <= cursor);
                     at.checked_sub(1).map(|at| entries[at])
@@ -905,7 +952,8 @@ impl Log {
     pub fn offset_at_timestamp(&self, timestamp_ms: i64) -> Result<u64, LogError> {
         let inner = &self.inner;
         let (view, end) = {
-            let state = inner.state.lock();
+            let mut state = inner.state.lock();
+            inner.fill_for_read(&mut state)?;
             let end = state.durable_end;
             let summary = state
                 .sealed

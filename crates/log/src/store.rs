@@ -143,6 +143,7 @@ impl Store {
             cache: SealedCache::default(),
             closed: AtomicBool::new(false),
             keyring: parking_lot::RwLock::new(None),
+            pending_bytes: AtomicU64::new(0),
         });
         let store = Store {
             ctx: Arc::clone(&ctx),
@@ -276,7 +277,7 @@ impl Store {
         let logs: Vec<Arc<Log>> = self.logs.lock().values().cloned().collect();
         for log in logs {
             let end = log.inner.state.lock().next_offset;
-            Durable::new(Arc::clone(&log.inner.durable), end).wait_blocking()?;
+            Durable::new(Arc::clone(&log.inner.durable), end, None).wait_blocking()?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! holding its batches is synced (see `journal`), and the [`Durable`]s waiting on it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -119,6 +119,38 @@ pub struct Appended {
     pub durable: Durable,
 }
 
+/// The journal's progress as waiters see it: the last group whose logs have all been
+/// published, so that a request that appended to many logs waits once, not once per log.
+#[derive(Debug)]
+pub(crate) struct GroupSignal {
+    published: watch::Sender<u64>,
+    failed: AtomicBool,
+}
+
+impl GroupSignal {
+    pub fn new() -> Self {
+        Self {
+            published: watch::Sender::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Every log group `seq` touched has published (or failed).
+    pub fn publish(&self, seq: u64) {
+        self.published.send_if_modified(|current| {
+            let advanced = seq > *current;
+            *current = (*current).max(seq);
+            advanced
+        });
+    }
+
+    /// The journal failed: no group will publish again. Wakes every waiter.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.published.send_modify(|_| {});
+    }
+}
+
 /// Completes when an append is on disk (after the `fdatasync` that covers it), or fails if
 /// the sync failed or the log was removed first.
 #[derive(Debug)]
@@ -126,11 +158,44 @@ pub struct Durable {
     state: Arc<DurableState>,
     /// The log's durable end that means "done": one past the append's last offset.
     end: u64,
+    /// The journal group holding the append, when a journal makes it durable.
+    group: Option<(Arc<GroupSignal>, u64)>,
 }
 
 impl Durable {
-    pub(crate) fn new(state: Arc<DurableState>, end: u64) -> Self {
-        Self { state, end }
+    pub(crate) fn new(
+        state: Arc<DurableState>,
+        end: u64,
+        group: Option<(Arc<GroupSignal>, u64)>,
+    ) -> Self {
+        Self { state, end, group }
+    }
+
+    /// Waits for every one of `durables` (the appends of one request, to many logs): one wait
+    /// for the last journal group among them, then a check of each, waiting on its own only
+    /// for one that group did not settle. Fails with the first failure found.
+    pub async fn wait_all(durables: Vec<Durable>) -> Result<(), LogError> {
+        let last = durables
+            .iter()
+            .filter_map(|d| d.group.as_ref())
+            .max_by_key(|(_, seq)| *seq)
+            .map(|(signal, seq)| (Arc::clone(signal), *seq));
+        if let Some((signal, seq)) = last {
+            let mut receiver = signal.published.subscribe();
+            let failed = &signal.failed;
+            // The sender lives in `signal`, which we hold: the wait ends by the condition.
+            let waited = receiver
+                .wait_for(|published| *published >= seq || failed.load(Ordering::SeqCst))
+                .await;
+            drop(waited);
+        }
+        for durable in durables {
+            match durable.state.check(durable.end) {
+                Some(result) => result?,
+                None => durable.wait().await?,
+            }
+        }
+        Ok(())
     }
 
     /// Waits without blocking a tokio worker thread.

@@ -599,6 +599,8 @@ fn active_segment_is_preallocated_and_cut_back() {
     for i in 0..10 {
         append_durable(&log, &[b"preallocated"], i, 0);
     }
+    // A read writes the journaled batches into the segment (they wait there for `fill_bytes`).
+    assert_eq!(read_all(&log, 0).len(), 10);
     // Running: the file runs ahead of the data, in zeros.
     let running = std::fs::read(segment(dir.path())).expect("read");
     let decoded = rivulet_log::decode_segment(&running);

@@ -122,3 +122,58 @@ fn an_index_snapshot_outgrown_since_is_not_trusted() {
     assert_eq!(values, [b"one".to_vec(), b"two".to_vec()]);
     store.shutdown();
 }
+
+#[test]
+fn journaled_batches_reach_the_segment_at_fill_bytes_or_when_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = |dir: &std::path::Path| {
+        let bytes = std::fs::read(dir.join("logs/f/00000000000000000000.seg")).expect("read");
+        rivulet_log::decode_segment(&bytes).batches.len()
+    };
+    let config = StoreConfig {
+        fill_bytes: 1000,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(
+        Arc::new(FileBackend::new(dir.path()).expect("backend")),
+        config.clone(),
+    )
+    .expect("open");
+    let log = store.log("f").expect("log");
+    // Acknowledged (the journal holds them) but below `fill_bytes`: not in the segment yet.
+    for i in 0..3u8 {
+        append_durable(&log, &[&[i; 100]], i64::from(i), 0);
+    }
+    assert_eq!(segment(dir.path()), 0);
+    // A read writes them first, and sees them.
+    assert_eq!(read_all(&log, 0).len(), 3);
+    assert_eq!(segment(dir.path()), 3);
+    // Past `fill_bytes`, the journal's writer writes them.
+    for i in 3..20u8 {
+        append_durable(&log, &[&[i; 100]], i64::from(i), 0);
+    }
+    assert!(
+        segment(dir.path()) >= 3 + 1000 / 140,
+        "{}",
+        segment(dir.path())
+    );
+    store.shutdown();
+    drop(store);
+
+    // With no room for pending bytes over the store, every group's batches are written at once.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(
+        Arc::new(FileBackend::new(dir.path()).expect("backend")),
+        StoreConfig {
+            pending_bytes_max: 0,
+            ..config
+        },
+    )
+    .expect("open");
+    let log = store.log("f").expect("log");
+    for i in 0..3u8 {
+        append_durable(&log, &[&[i; 100]], i64::from(i), 0);
+        assert_eq!(segment(dir.path()), usize::from(i) + 1);
+    }
+    store.shutdown();
+}

@@ -12,6 +12,8 @@ pub fn small_config() -> StoreConfig {
         index_interval_bytes: 128,
         journal_file_bytes: 8192,
         checkpoint_journal_files: 2,
+        // A few batches: both fills by size and fills by reads happen.
+        fill_bytes: 300,
         ..StoreConfig::default()
     }
 }

@@ -845,11 +845,9 @@ pub(crate) fn write_child_shards(w: &mut Writer, children: &[rivulet_engine::Chi
 
 /// Waits until every append of a put is durable; a failed sync fails the request.
 async fn await_durable(durable: Vec<rivulet_log::Durable>) -> Result<(), AwsError> {
-    for d in durable {
-        if let Err(error) = d.wait().await {
-            tracing::error!(%error, "sync failed; write not acknowledged");
-            return Err(AwsError::internal("Internal Service Failure"));
-        }
+    if let Err(error) = rivulet_log::Durable::wait_all(durable).await {
+        tracing::error!(%error, "sync failed; write not acknowledged");
+        return Err(AwsError::internal("Internal Service Failure"));
     }
     Ok(())
 }
@@ -907,7 +905,7 @@ async fn put_record(
     };
     let mut w = Writer::new(format, 128);
     w.begin_map(if outcome.encrypted { 3 } else { 2 });
-    w.key("ShardId").str(&result.shard_id());
+    w.key("ShardId").str(result.shard_id_text().as_str());
     w.key("SequenceNumber").str(result.sequence_number.as_str());
     if outcome.encrypted {
         w.key("EncryptionType").str("KMS");
@@ -949,16 +947,12 @@ async fn put_records(
         w.key("EncryptionType").str("KMS");
     }
     w.key("Records").begin_list(outcome.results.len());
-    let mut shard = (u32::MAX, String::new());
     for r in &outcome.results {
         match r {
             Ok(r) => {
-                if shard.0 != r.shard_index {
-                    shard = (r.shard_index, r.shard_id());
-                }
                 w.begin_map(2);
                 w.key("SequenceNumber").str(r.sequence_number.as_str());
-                w.key("ShardId").str(&shard.1);
+                w.key("ShardId").str(r.shard_id_text().as_str());
                 w.end_map();
             }
             // A failed entry carries its error instead (AWS: ErrorCode and ErrorMessage).
