@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -135,6 +135,8 @@ pub(crate) struct Journal {
     current: Mutex<Current>,
     /// `fdatasync`s of journal files.
     pub sync_count: AtomicU64,
+    /// Set once `State::failure` is, for the check on every append.
+    failed: AtomicBool,
     /// The last group whose logs have all published, for `Durable::wait_all`.
     pub signal: Arc<GroupSignal>,
 }
@@ -171,6 +173,7 @@ impl Journal {
                 capacity: 0,
             }),
             sync_count: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
             signal: Arc::new(GroupSignal::new()),
         }
     }
@@ -187,6 +190,9 @@ impl Journal {
 
     /// The reason appends fail, once a journal write or sync failed.
     pub fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.state.lock().failure.clone()
     }
 
@@ -296,6 +302,7 @@ impl Journal {
                     tracing::error!(%error, "journal write failed; appends refused");
                     let reason = format!("journal: {error}");
                     self.state.lock().failure.get_or_insert(reason.clone());
+                    self.failed.store(true, Ordering::Release);
                     for pending in group.pending.values() {
                         pending.log.fail_with(&reason);
                     }

@@ -24,9 +24,15 @@ const SEALED_SEGMENTS_CACHED_MAX: usize = 16;
 /// used until written), so that the writes filling it need not change the file's size: measured
 /// without it in one run, PutRecords at 4 shards lost a quarter (docs/benchmarks.md).
 const PREALLOCATE_BYTES: u64 = 1 << 20;
-/// The append buffer is dropped after a batch larger than this, so one huge batch does not pin
-/// its size in memory for the life of the log.
+/// A thread's append buffer is dropped after a batch larger than this, so one huge batch does
+/// not pin its size in memory for the life of the thread.
 const APPEND_BUFFER_RETAINED_BYTES_MAX: usize = 1 << 20;
+
+std::thread_local! {
+    /// Where a thread encodes the batches it appends: one per thread, not one per log, so an
+    /// idle log holds no buffer.
+    static APPEND_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// What a store shares with its logs.
 pub(crate) struct Ctx {
@@ -100,8 +106,6 @@ pub(crate) struct LogState {
     /// One past the last durable record, as published; kept here too so a reader sees it
     /// consistently with `active.durable_bytes`.
     pub durable_end: u64,
-    /// Reused to encode batches.
-    pub buf: Vec<u8>,
 }
 
 pub(crate) struct Active {
@@ -782,6 +786,7 @@ impl Log {
         };
         let batch_len = format::batch_len(records, seal.is_some()).ok_or_else(too_large)?;
         let record_count = u32::try_from(records.len()).map_err(|_| too_large())?;
+        let mut buf = APPEND_BUFFER.take();
         let appended = {
             let mut guard = inner.state.lock();
             let state = &mut *guard;
@@ -807,14 +812,8 @@ impl Log {
             if active.record_count > 0 && (full || aged) {
                 inner.roll(state, first_offset)?;
             }
-            format::encode_batch(
-                &mut state.buf,
-                first_offset,
-                timestamp_ms,
-                records,
-                seal.as_ref(),
-            )?;
-            debug_assert_eq!(state.buf.len(), batch_len as usize);
+            format::encode_batch(&mut buf, first_offset, timestamp_ms, records, seal.as_ref())?;
+            debug_assert_eq!(buf.len(), batch_len as usize);
             let header = BatchHeader {
                 batch_len,
                 body_crc: 0,
@@ -824,7 +823,7 @@ impl Log {
                 encrypted: seal.is_some(),
             };
             let position = state.active.summary.size_bytes;
-            let end_position = position + state.buf.len() as u64;
+            let end_position = position + buf.len() as u64;
             if end_position > state.active.allocated_bytes && inner.ctx.journal.is_some() {
                 // Never past the size at which the segment rolls (unless this batch is).
                 let ahead = (state.active.allocated_bytes + PREALLOCATE_BYTES)
@@ -842,12 +841,12 @@ impl Log {
                 if state.active.pending.is_empty() {
                     state.active.pending_position = position;
                 }
-                state.active.pending.extend_from_slice(&state.buf);
+                state.active.pending.extend_from_slice(&buf);
                 inner
                     .ctx
                     .pending_bytes
-                    .fetch_add(state.buf.len() as u64, Ordering::Relaxed);
-            } else if let Err(error) = state.active.file.write_all_at(&state.buf, position) {
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            } else if let Err(error) = state.active.file.write_all_at(&buf, position) {
                 // The file may now hold part of the batch; appending after it would bury a
                 // torn batch in the middle of the segment.
                 inner.fail("write", &error);
@@ -862,7 +861,7 @@ impl Log {
             let group = match &inner.ctx.journal {
                 Some(journal) => {
                     let base = state.active.summary.base;
-                    match journal.add_batch(inner, base, position, &state.buf, end_offset) {
+                    match journal.add_batch(inner, base, position, &buf, end_offset) {
                         Ok(seq) => Some((Arc::clone(&journal.signal), seq)),
                         Err(reason) => {
                             // The segment holds a batch no sync will cover.
@@ -882,9 +881,6 @@ impl Log {
                     None
                 }
             };
-            if state.buf.capacity() > APPEND_BUFFER_RETAINED_BYTES_MAX {
-                state.buf = Vec::new();
-            }
             let durable = Durable::new(Arc::clone(&inner.durable), end_offset, group);
             Appended {
                 first_offset,
@@ -892,6 +888,9 @@ impl Log {
                 durable,
             }
         };
+        if buf.capacity() <= APPEND_BUFFER_RETAINED_BYTES_MAX {
+            APPEND_BUFFER.set(buf);
+        }
         Ok(appended)
     }
 

@@ -78,7 +78,6 @@ fn new_inner(
             next_offset,
             last_timestamp_ms,
             durable_end: next_offset,
-            buf: Vec::new(),
         }),
     })
 }

@@ -25,6 +25,8 @@ pub(crate) struct DurableState {
     /// One past the last durable record; also what `Log::watch_end` hands out.
     end: watch::Sender<u64>,
     failure: Mutex<Option<Failure>>,
+    /// Set once `failure` is: the checks on every append and wake-up read this, not the lock.
+    failed: AtomicBool,
     /// Wakes blocking waiters; async waiters wake through `end`.
     blocking_lock: Mutex<()>,
     blocking_wake: Condvar,
@@ -36,6 +38,7 @@ impl DurableState {
             log_id,
             end: watch::Sender::new(end),
             failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
             blocking_lock: Mutex::new(()),
             blocking_wake: Condvar::new(),
         }
@@ -50,6 +53,9 @@ impl DurableState {
     }
 
     pub fn failure(&self) -> Option<Failure> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.failure.lock().clone()
     }
 
@@ -87,6 +93,7 @@ impl DurableState {
     /// Puts the log in a failed state (the first failure wins) and wakes every waiter.
     pub fn fail(&self, failure: Failure) {
         self.failure.lock().get_or_insert(failure);
+        self.failed.store(true, Ordering::Release);
         // Wakes async waiters without changing the value; they recheck the failure.
         self.end.send_modify(|_| {});
         self.wake_blocking();
