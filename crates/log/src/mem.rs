@@ -5,6 +5,12 @@
 //! a crash only as of its last `sync_data`, and a directory entry (creation, rename, removal)
 //! only as of the last `sync_dir` of its directory. Directories are inodes, so a renamed
 //! directory carries its contents along, as on a real file system.
+//!
+//! Those two calls are thus the only points where what a crash leaves changes: a test can have
+//! [`CrashBackend`] record the durable image after each of them
+//! ([`CrashBackend::record_durable_images`]) and recover from every state a workload went
+//! through. File contents are shared copy-on-write between a file system and its images, so an
+//! image costs only the files synced after it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -24,9 +30,11 @@ const ROOT_DIR: u64 = 0;
 
 #[derive(Debug, Default)]
 struct FileData {
-    live: Vec<u8>,
-    /// Contents as of the last sync (only kept when the file system tracks durability).
-    durable: Vec<u8>,
+    /// Shared with durable images until written to (`Arc::make_mut`); owned otherwise.
+    live: Arc<Vec<u8>>,
+    /// Contents as of the last sync (only kept when the file system tracks durability); shared
+    /// with the durable images taken since, copied by the next sync.
+    durable: Arc<Vec<u8>>,
     /// Byte ranges written since the last sync, so a sync copies only what changed.
     dirty: Vec<Range<usize>>,
 }
@@ -107,10 +115,11 @@ impl Namespace {
         for (name, node) in &old.durable {
             let copied = match node {
                 Node::File(file) => {
-                    let durable = file.data.lock().durable.clone();
+                    // Shared, not copied: each side copies the bytes when it first writes.
+                    let durable = Arc::clone(&file.data.lock().durable);
                     Node::File(Arc::new(FileNode {
                         data: Mutex::new(FileData {
-                            live: durable.clone(),
+                            live: Arc::clone(&durable),
                             durable,
                             dirty: Vec::new(),
                         }),
@@ -156,6 +165,13 @@ struct MemFs {
     generation: AtomicU64,
     /// Makes every `sync_data` fail, to test the failed-log path.
     fail_syncs: AtomicBool,
+    /// Whether each sync records the durable image it leaves (see `recorder`): read first, so
+    /// that a sync pays nothing more when not recording.
+    recording: AtomicBool,
+    /// The durable images recorded, oldest first. A sync holds this lock from before it changes
+    /// the durable state until its image is pushed, so the images follow the order of the syncs
+    /// and each one is pushed before its sync returns.
+    images: Mutex<Vec<Namespace>>,
 }
 
 impl MemFs {
@@ -165,7 +181,27 @@ impl MemFs {
             track_durability,
             generation: AtomicU64::new(0),
             fail_syncs: AtomicBool::new(false),
+            recording: AtomicBool::new(false),
+            images: Mutex::new(Vec::new()),
         })
+    }
+
+    /// When recording, the image list, locked: to be held across a change of the durable state
+    /// and passed to [`MemFs::record`] after it. Taken before any other lock of the file system.
+    fn recorder(&self) -> Option<parking_lot::MutexGuard<'_, Vec<Namespace>>> {
+        if !self.recording.load(Ordering::SeqCst) {
+            return None;
+        }
+        let images = self.images.lock();
+        // Checked again under the lock: recording may have stopped meanwhile.
+        self.recording.load(Ordering::SeqCst).then_some(images)
+    }
+
+    /// Pushes the durable image as of now, if `recorder` is recording.
+    fn record(&self, recorder: Option<parking_lot::MutexGuard<'_, Vec<Namespace>>>) {
+        if let Some(mut images) = recorder {
+            images.push(self.durable_image());
+        }
     }
 
     fn durable_image(&self) -> Namespace {
@@ -307,12 +343,17 @@ fn rename(fs: &MemFs, from: &str, to: &str) -> io::Result<()> {
 }
 
 fn sync_dir(fs: &MemFs, path: &str) -> io::Result<()> {
-    let mut namespace = fs.namespace.lock();
-    let id = namespace.dir_id(path)?;
-    if fs.track_durability {
+    let recorder = fs.recorder();
+    {
+        let mut namespace = fs.namespace.lock();
+        let id = namespace.dir_id(path)?;
+        if !fs.track_durability {
+            return Ok(());
+        }
         let dir = namespace.dir_mut(id)?;
         dir.durable = dir.live.clone();
     }
+    fs.record(recorder);
     Ok(())
 }
 
@@ -374,10 +415,11 @@ impl BackendFile for MemFile {
         let end = start
             .checked_add(bytes.len())
             .ok_or(io::ErrorKind::InvalidInput)?;
-        if data.live.len() < end {
-            data.live.resize(end, 0);
+        let live = Arc::make_mut(&mut data.live);
+        if live.len() < end {
+            live.resize(end, 0);
         }
-        data.live[start..end].copy_from_slice(bytes);
+        live[start..end].copy_from_slice(bytes);
         if self.fs.track_durability {
             mark_dirty(&mut data, start..end);
         }
@@ -389,7 +431,7 @@ impl BackendFile for MemFile {
         let mut data = self.node.data.lock();
         let len = to_usize(len)?;
         let old_len = data.live.len();
-        data.live.resize(len, 0);
+        Arc::make_mut(&mut data.live).resize(len, 0);
         if self.fs.track_durability {
             mark_dirty(&mut data, len.min(old_len)..len.max(old_len));
         }
@@ -402,14 +444,25 @@ impl BackendFile for MemFile {
             return Err(io::Error::other("injected sync failure"));
         }
         if self.fs.track_durability {
-            let data = &mut *self.node.data.lock();
-            data.durable.resize(data.live.len(), 0);
-            for range in data.dirty.drain(..) {
-                let end = range.end.min(data.live.len());
-                if range.start < end {
-                    data.durable[range.start..end].copy_from_slice(&data.live[range.start..end]);
+            let recorder = self.fs.recorder();
+            {
+                let data = &mut *self.node.data.lock();
+                let live = &data.live;
+                // The same bytes: not written since the image this file comes from was taken.
+                if !Arc::ptr_eq(live, &data.durable) {
+                    // Copied first if an image still holds the old durable contents.
+                    let durable = Arc::make_mut(&mut data.durable);
+                    durable.resize(live.len(), 0);
+                    for range in data.dirty.drain(..) {
+                        let end = range.end.min(live.len());
+                        if range.start < end {
+                            durable[range.start..end].copy_from_slice(&live[range.start..end]);
+                        }
+                    }
                 }
+                data.dirty.clear();
             }
+            self.fs.record(recorder);
         }
         Ok(())
     }
@@ -523,6 +576,40 @@ impl CrashBackend {
         *namespace = image;
     }
 
+    /// Starts (or stops) recording the durable image after every operation that changes it: a
+    /// successful `sync_data` of a file, and `sync_dir` (creations, renames and removals reach
+    /// the disk only through it, in this model). The images recorded are every state a crash
+    /// could leave, in the order the workload passed through them; [`take_durable_images`]
+    /// returns them. An image shares file contents with this backend until either side writes,
+    /// so recording costs about one copy of each file per sync of it.
+    ///
+    /// [`take_durable_images`]: CrashBackend::take_durable_images
+    pub fn record_durable_images(&self, on: bool) {
+        let _images = self.fs.images.lock();
+        self.fs.recording.store(on, Ordering::SeqCst);
+    }
+
+    /// How many durable images were recorded since the last [`take_durable_images`]. Read right
+    /// after an acknowledgement (a `Durable` completed), it bounds the image of the sync that
+    /// acknowledged it: that image was recorded before the sync returned, so its index is below
+    /// the count.
+    ///
+    /// [`take_durable_images`]: CrashBackend::take_durable_images
+    pub fn durable_images_recorded(&self) -> usize {
+        self.fs.images.lock().len()
+    }
+
+    /// The durable images recorded so far, oldest first (and forgets them): each an independent
+    /// backend, as [`CrashBackend::snapshot`] would have returned right after that sync.
+    pub fn take_durable_images(&self) -> Vec<CrashBackend> {
+        std::mem::take(&mut *self.fs.images.lock())
+            .into_iter()
+            .map(|image| Self {
+                fs: MemFs::new(true, image),
+            })
+            .collect()
+    }
+
     /// Makes every `sync_data` fail (or succeed again), to test the failed-log path.
     pub fn set_fail_syncs(&self, fail: bool) {
         self.fs.fail_syncs.store(fail, Ordering::SeqCst);
@@ -530,7 +617,7 @@ impl CrashBackend {
 
     /// The current (not necessarily durable) contents of the file at `path`.
     pub fn read_file(&self, path: &str) -> io::Result<Vec<u8>> {
-        Ok(self.fs.file_node(path)?.data.lock().live.clone())
+        Ok(self.fs.file_node(path)?.data.lock().live.to_vec())
     }
 
     /// Flips one bit of the file at `path`, on "disk" as well (durable state included).
@@ -539,9 +626,11 @@ impl CrashBackend {
         let mut data = node.data.lock();
         let at = to_usize(byte)?;
         let mask = 1u8 << (bit % 8);
-        let live = data.live.get_mut(at).ok_or(io::ErrorKind::UnexpectedEof)?;
+        let live = Arc::make_mut(&mut data.live)
+            .get_mut(at)
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
         *live ^= mask;
-        if let Some(durable) = data.durable.get_mut(at) {
+        if let Some(durable) = Arc::make_mut(&mut data.durable).get_mut(at) {
             *durable ^= mask;
         }
         Ok(())
@@ -552,8 +641,8 @@ impl CrashBackend {
         let node = self.fs.file_node(path)?;
         let mut data = node.data.lock();
         let len = to_usize(len)?;
-        data.live.truncate(len);
-        data.durable.truncate(len);
+        Arc::make_mut(&mut data.live).truncate(len);
+        Arc::make_mut(&mut data.durable).truncate(len);
         for range in &mut data.dirty {
             range.end = range.end.min(len);
         }
@@ -629,6 +718,51 @@ mod tests {
         let after = backend.snapshot();
         assert_eq!(contents(&after, "a/f"), None);
         assert_eq!(contents(&after, "b/a/f"), Some(b"x".to_vec()));
+        Ok(())
+    }
+
+    #[test]
+    fn every_durable_state_is_recorded_in_order() -> io::Result<()> {
+        let backend = CrashBackend::new();
+        backend.create_dir("d")?;
+        let file = backend.open_file("d/f", true)?;
+        file.write_all_at(b"one", 0)?;
+        file.sync_data()?;
+        backend.record_durable_images(true);
+        backend.sync_dir("")?;
+        backend.sync_dir("d")?;
+        file.write_all_at(b" two", 3)?;
+        file.sync_data()?;
+        // Not durable yet, so not recorded: only the syncs are.
+        file.write_all_at(b" three", 7)?;
+        backend.rename("d/f", "d/g")?;
+        assert_eq!(backend.durable_images_recorded(), 3);
+        backend.sync_dir("d")?;
+        backend.record_durable_images(false);
+        file.sync_data()?;
+        let images = backend.take_durable_images();
+        assert_eq!(backend.durable_images_recorded(), 0);
+        let found: Vec<_> = images
+            .iter()
+            .map(|image| (contents(image, "d/f"), contents(image, "d/g")))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (None, None),
+                (Some(b"one".to_vec()), None),
+                (Some(b"one two".to_vec()), None),
+                (None, Some(b"one two".to_vec())),
+            ]
+        );
+        // Images are independent of the backend and of each other.
+        images[3].open_file("d/g", false)?.write_all_at(b"ONE", 0)?;
+        assert_eq!(contents(&images[2], "d/f"), Some(b"one two".to_vec()));
+        assert_eq!(contents(&backend, "d/g"), Some(b"one two three".to_vec()));
+        assert_eq!(
+            contents(&backend.snapshot(), "d/g"),
+            Some(b"one two three".to_vec())
+        );
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use crate::backend::{Backend, BackendFile};
 
 /// File name of the metadata database in the store root.
 pub(crate) const META_FILE: &str = "meta.redb";
+/// Where a new metadata database is built before it is renamed to `META_FILE`.
+const META_FILE_NEW: &str = "meta.redb.new";
 /// redb's page cache: metadata is small, and memory is bounded by configuration, not data.
 const META_CACHE_BYTES: usize = 8 << 20;
 const META_TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -83,17 +85,51 @@ impl redb::StorageBackend for RedbStorage {
 impl MetaStore {
     /// Opens (creating if needed) `meta.redb` in the backend's root; redb recovers it if needed.
     pub(crate) fn open(backend: &dyn Backend) -> Result<Self, LogError> {
-        let file = backend.open_file(META_FILE, true)?;
-        // The file's directory entry must be durable before any commit counts as durable.
-        backend.sync_dir("")?;
-        let db = Database::builder()
-            .set_cache_size(META_CACHE_BYTES)
-            .create_with_backend(RedbStorage { file })
-            .map_err(LogError::meta)?;
+        let builder = || {
+            let mut builder = Database::builder();
+            builder.set_cache_size(META_CACHE_BYTES);
+            builder
+        };
+        let db = match backend.open_file(META_FILE, false) {
+            Ok(file) => {
+                let db = builder()
+                    .create_with_backend(RedbStorage { file })
+                    .map_err(LogError::meta)?;
+                // Already there, unless an earlier release crashed before its first commit.
+                Self::create_table(&db)?;
+                db
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                // redb initializes a database in two syncs and writes its magic number only in
+                // the second: a crash between them leaves a file it refuses to open ("not a
+                // redb database"). So a new database is built under another name and renamed
+                // into place once complete; a crash before that leaves only that name, whose
+                // file holds no commit and is started over here.
+                match backend.remove_file(META_FILE_NEW) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error.into()),
+                }
+                let file = backend.open_file(META_FILE_NEW, true)?;
+                let db = builder()
+                    .create_with_backend(RedbStorage { file })
+                    .map_err(LogError::meta)?;
+                Self::create_table(&db)?;
+                backend.rename(META_FILE_NEW, META_FILE)?;
+                // The file's directory entry must be durable before any commit counts as durable.
+                backend.sync_dir("")?;
+                db
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok(Self { db })
+    }
+
+    /// Creates the table if it does not exist yet (a durable commit).
+    fn create_table(db: &Database) -> Result<(), LogError> {
         let txn = db.begin_write().map_err(LogError::meta)?;
         txn.open_table(META_TABLE).map_err(LogError::meta)?;
-        txn.commit().map_err(LogError::meta)?;
-        Ok(Self { db })
+        txn.commit().map_err(LogError::meta)
     }
 
     /// The value of `key`, if any.

@@ -7,5 +7,6 @@ mod encrypted;
 mod group_commit;
 mod journal;
 mod model;
+mod prefix;
 mod upgrade;
 mod util;
