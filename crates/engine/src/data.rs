@@ -532,8 +532,11 @@ impl Engine {
         let shard = state.meta.shard(index).ok_or_else(shard_missing)?;
         let log = state.logs.get(&index).ok_or_else(shard_missing)?;
         let offset = match start.kind {
-            IteratorType::TrimHorizon => log.start_offset(),
-            IteratorType::Latest => shard.end_offset.unwrap_or_else(|| log.end_offset()),
+            IteratorType::TrimHorizon => log.start_offset()?,
+            IteratorType::Latest => match shard.end_offset {
+                Some(end) => end,
+                None => log.end_offset()?,
+            },
             IteratorType::AtTimestamp => {
                 log.offset_at_timestamp(start.timestamp_ms.unwrap_or(now_ms))?
             }
@@ -770,7 +773,7 @@ impl Engine {
                 encrypted: record.encrypted,
             });
         }
-        let tip = log.end_offset();
+        let tip = log.end_offset()?;
         let millis_behind_latest = match records.last() {
             Some(last) if next_offset < tip => (now_ms - last.arrival_ms).max(0),
             _ => 0,

@@ -355,11 +355,10 @@ fn plan_uniform(state: &mut StreamState, target: u32) -> Vec<Step> {
 
 fn apply_step(engine: &Engine, state: &mut StreamState, step: Step, at_ms: i64) -> Result<()> {
     let close = |state: &mut StreamState, index: u32| -> Result<ShardMeta> {
-        let end = state
-            .logs
-            .get(&index)
-            .map(|log| log.next_offset())
-            .unwrap_or(0);
+        let end = match state.logs.get(&index) {
+            Some(log) => log.next_offset()?,
+            None => 0,
+        };
         let shard = state
             .meta
             .shards

@@ -110,7 +110,7 @@ impl Engine {
             now_ms,
         )?;
         let log = state.logs.get(&index).ok_or_else(shard_missing)?;
-        let data = log.watch_end();
+        let data = log.watch_end()?;
         let key = (consumer_arn.to_string(), index);
         let generation = self
             .subscriptions

@@ -168,7 +168,7 @@ fn run_1(root: &Path, keys: &Arc<Keys>, expected: &mut Expected) -> Result<()> {
             // Earlier than the previous batch: stored clamped to its timestamp.
             6 => timestamp_ms = T0_MS + 4000,
             // The caller skips ahead: offsets have a gap of 3.
-            9 => min_first_offset = a0.next_offset() + 3,
+            9 => min_first_offset = a0.next_offset().expect("next offset") + 3,
             _ => {}
         }
         if b >= 11 {

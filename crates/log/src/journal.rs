@@ -112,6 +112,8 @@ struct State {
     unsynced: HashMap<u64, Arc<LogInner>>,
     /// Journal files the writer has moved past: every group in them is durable.
     full_files: Vec<u64>,
+    /// Segment files replay wrote to, unsynced: the next checkpoint syncs them by path.
+    replayed_segments: Vec<String>,
 }
 
 /// The file the writer appends groups to.
@@ -163,6 +165,7 @@ impl Journal {
                 // Replayed, but their batches are not synced in the segments yet: the first
                 // checkpoint retires them like any full file.
                 full_files: replayed.files.clone(),
+                replayed_segments: replayed.segments.clone(),
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -176,16 +179,6 @@ impl Journal {
             failed: AtomicBool::new(false),
             signal: Arc::new(GroupSignal::new()),
         }
-    }
-
-    /// Notes that `log`'s segment holds bytes only the journal makes durable (written there by
-    /// replay): the next checkpoint syncs it before retiring the replayed files.
-    pub fn mark_unsynced(&self, log: &Arc<LogInner>) {
-        self.state
-            .lock()
-            .unsynced
-            .entry(log.uid)
-            .or_insert_with(|| Arc::clone(log));
     }
 
     /// The reason appends fail, once a journal write or sync failed.
@@ -384,20 +377,21 @@ impl Journal {
         } else {
             None
         };
-        let (files, logs) = {
+        let (files, logs, replayed) = {
             let mut state = self.state.lock();
             let mut files = std::mem::take(&mut state.full_files);
             files.extend(open_file);
             let logs: Vec<Arc<LogInner>> = state.unsynced.drain().map(|(_, log)| log).collect();
-            (files, logs)
+            (files, logs, std::mem::take(&mut state.replayed_segments))
         };
-        // Every batch in these files was written to its segment before its entry was queued,
-        // and its log was in `unsynced` then: the syncs below cover it.
-        let failed = sync_logs(&logs, threads);
+        // Every batch in these files was appended before its entry was queued, and its log was
+        // in `unsynced` then (or replay wrote it back): the syncs below cover it.
+        let failed = sync_logs(&logs, threads) | self.sync_replayed(&replayed);
         if failed {
             // The files stay; a later checkpoint or recovery retires them.
             let mut state = self.state.lock();
             state.full_files.extend(files);
+            state.replayed_segments.extend(replayed);
             return Err(io::Error::other(
                 "a segment sync failed during a checkpoint",
             ));
@@ -419,6 +413,24 @@ impl Journal {
         }
         drop(current);
         self.backend.sync_dir(JOURNAL_DIR)
+    }
+
+    /// Syncs the segment files replay wrote to; a file gone since (trimmed, or its log removed)
+    /// needs nothing. Says whether any sync failed.
+    fn sync_replayed(&self, paths: &[String]) -> bool {
+        let mut failed = false;
+        for path in paths {
+            let synced = match self.backend.open_file(path, false) {
+                Ok(file) => file.sync_data(),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = synced {
+                tracing::error!(%path, %error, "syncing a replayed segment failed");
+                failed = true;
+            }
+        }
+        failed
     }
 
     /// Tells the writer and the checkpointer to stop once the queued groups are written.
@@ -544,8 +556,9 @@ pub(crate) struct Replayed {
     pub files: Vec<u64>,
     /// The number the next journal file takes.
     pub next_file: u64,
-    /// The log directories whose segments replay wrote to.
-    pub dirs: std::collections::HashSet<String>,
+    /// The segment files replay wrote to: the first checkpoint syncs them by path, whether or
+    /// not their logs have been opened since.
+    pub segments: Vec<String>,
 }
 
 /// Recovery: writes every batch of the journal files left by a crash into its segment (in
@@ -570,7 +583,7 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
         return Ok(Replayed {
             files: Vec::new(),
             next_file: 0,
-            dirs: Default::default(),
+            segments: Vec::new(),
         });
     };
     let read = |number: u64| -> io::Result<Vec<u8>> {
@@ -593,7 +606,6 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
     }
     // Second pass: the batches, into segments that still exist.
     let mut written: HashMap<String, Arc<dyn BackendFile>> = HashMap::new();
-    let mut dirs = std::collections::HashSet::new();
     let mut batches = 0u64;
     for (f, &number) in numbers.iter().enumerate() {
         let bytes = read(number)?;
@@ -618,9 +630,6 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
                     },
                 };
                 file.write_all_at(entry.batch, entry.position)?;
-                if !dirs.contains(entry.dir) {
-                    dirs.insert(entry.dir.to_string());
-                }
                 batches += 1;
             }
         }
@@ -636,7 +645,7 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
     Ok(Replayed {
         files: numbers,
         next_file: last + 1,
-        dirs,
+        segments: written.into_keys().collect(),
     })
 }
 

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use crate::backend::Backend;
 use crate::journal::{self, Journal};
-use crate::log::{Ctx, Log, SealedCache};
+use crate::log::{Ctx, LazyOpen, Log, SealedCache};
 use crate::meta::MetaStore;
 use crate::recovery;
 use crate::sync::{Durable, Failure, SyncShared};
@@ -122,8 +122,8 @@ impl Store {
         let volatile = backend.volatile();
         // Batches the journal holds but a crash kept from their segments go back first, so
         // that recovering each log below finds them where they belong.
-        let (journal, replayed_dirs) = if volatile {
-            (None, Default::default())
+        let journal = if volatile {
+            None
         } else {
             let replayed = journal::replay(&*backend)?;
             backend.sync_dir("")?;
@@ -133,7 +133,7 @@ impl Store {
                 config.checkpoint_journal_files,
                 &replayed,
             );
-            (Some(Arc::new(journal)), replayed.dirs)
+            Some(Arc::new(journal))
         };
         let ctx = Arc::new(Ctx {
             backend: Arc::clone(&backend),
@@ -161,14 +161,16 @@ impl Store {
                     tracing::warn!(name = %entry.name, "ignoring unknown entry in logs directory");
                     continue;
                 }
+                // Recovered on first use (see `Log`): what replay wrote back into its segments
+                // is synced by the first checkpoint, by path, opened or not.
                 let uid = store.log_uid_next.fetch_add(1, Ordering::Relaxed);
-                let inner = recovery::open_log(&ctx, id.clone(), log_dir(&id), uid)?;
-                if let Some(journal) = &ctx.journal
-                    && replayed_dirs.contains(&inner.dir)
-                {
-                    journal.mark_unsynced(&inner);
-                }
-                logs.insert(id, Arc::new(Log { inner }));
+                let open = LazyOpen {
+                    ctx: Arc::clone(&ctx),
+                    dir: log_dir(&id),
+                    uid,
+                    trim_cutoff_ms: None,
+                };
+                logs.insert(id.clone(), Arc::new(Log::lazy(id, open)));
             }
         }
         if let Some(journal) = &ctx.journal {
@@ -206,7 +208,7 @@ impl Store {
         }
         let uid = self.log_uid_next.fetch_add(1, Ordering::Relaxed);
         let inner = recovery::create_log(&self.ctx, id.to_string(), log_dir(id), LOGS_DIR, uid)?;
-        let log = Arc::new(Log { inner });
+        let log = Arc::new(Log::opened(inner));
         logs.insert(id.to_string(), Arc::clone(&log));
         Ok(log)
     }
@@ -224,23 +226,25 @@ impl Store {
         let Some(log) = logs.remove(id) else {
             return Ok(());
         };
-        let inner = &log.inner;
-        {
-            // Under the log's lock, so no append slips in between.
-            let _state = inner.state.lock();
-            inner.durable.fail(Failure::Removed);
+        let dir = log_dir(id);
+        if let Some(inner) = log.remove_unopened() {
+            {
+                // Under the log's lock, so no append slips in between.
+                let _state = inner.state.lock();
+                inner.durable.fail(Failure::Removed);
+            }
+            self.ctx.cache.forget(inner.uid, None);
         }
-        self.ctx.cache.forget(inner.uid, None);
         // Durably void the log's journal entries, before a log of the same id can exist again.
         if let Some(journal) = &self.ctx.journal {
-            journal.add_removal(&inner.dir)?;
+            journal.add_removal(&dir)?;
         }
         let backend = &self.ctx.backend;
         let mut attempts = 0;
         let trash = loop {
             let n = self.trash_name_next.fetch_add(1, Ordering::Relaxed);
             let trash = format!("{TRASH_DIR}/{n}");
-            match backend.rename(&inner.dir, &trash) {
+            match backend.rename(&dir, &trash) {
                 Ok(()) => break trash,
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
                     attempts += 1;
@@ -275,9 +279,10 @@ impl Store {
     /// Blocks until every append made so far is durable (or fails if a log failed).
     pub fn sync_all(&self) -> Result<(), LogError> {
         let logs: Vec<Arc<Log>> = self.logs.lock().values().cloned().collect();
-        for log in logs {
-            let end = log.inner.state.lock().next_offset;
-            Durable::new(Arc::clone(&log.inner.durable), end, None).wait_blocking()?;
+        // A log not used since open has had no appends to wait for.
+        for inner in logs.iter().filter_map(|log| log.if_open()) {
+            let end = inner.state.lock().next_offset;
+            Durable::new(Arc::clone(&inner.durable), end, None).wait_blocking()?;
         }
         Ok(())
     }
@@ -314,9 +319,9 @@ impl Store {
         }
         // A clean stop leaves every segment exactly as long as its data.
         let logs: Vec<Arc<Log>> = self.logs.lock().values().cloned().collect();
-        for log in logs {
-            if let Err(error) = log.inner.cut_preallocation() {
-                tracing::error!(log = %log.inner.id, %error, "cutting preallocated space failed");
+        for inner in logs.iter().filter_map(|log| log.if_open()) {
+            if let Err(error) = inner.cut_preallocation() {
+                tracing::error!(log = %inner.id, %error, "cutting preallocated space failed");
             }
         }
     }

@@ -2,7 +2,7 @@
 //! holding its batches is synced (see `journal`), and the [`Durable`]s waiting on it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -19,37 +19,56 @@ pub(crate) enum Failure {
 }
 
 /// A log's durability state, shared with its [`Durable`]s.
+///
+/// Publishing runs once per log per journal group, so it costs an atomic when nobody waits:
+/// the watch async waiters use exists only once one has subscribed, and the condition
+/// variable is signalled only while a blocking waiter is counted.
 #[derive(Debug)]
 pub(crate) struct DurableState {
     log_id: String,
-    /// One past the last durable record; also what `Log::watch_end` hands out.
-    end: watch::Sender<u64>,
+    /// One past the last durable record.
+    end: AtomicU64,
+    /// `end` for async waiters and `Log::watch_end`, created by the first subscriber.
+    watch: Mutex<Option<watch::Sender<u64>>>,
+    /// Set (for good) once `watch` exists.
+    watched: AtomicBool,
     failure: Mutex<Option<Failure>>,
     /// Set once `failure` is: the checks on every append and wake-up read this, not the lock.
     failed: AtomicBool,
-    /// Wakes blocking waiters; async waiters wake through `end`.
+    /// Wakes blocking waiters, counted in `blocking_waiters`.
     blocking_lock: Mutex<()>,
     blocking_wake: Condvar,
+    blocking_waiters: AtomicUsize,
 }
 
 impl DurableState {
     pub fn new(log_id: String, end: u64) -> Self {
         Self {
             log_id,
-            end: watch::Sender::new(end),
+            end: AtomicU64::new(end),
+            watch: Mutex::new(None),
+            watched: AtomicBool::new(false),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             blocking_lock: Mutex::new(()),
             blocking_wake: Condvar::new(),
+            blocking_waiters: AtomicUsize::new(0),
         }
     }
 
     pub fn end(&self) -> u64 {
-        *self.end.borrow()
+        self.end.load(Ordering::SeqCst)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.end.subscribe()
+        let mut watch = self.watch.lock();
+        // Set before `end` is read: a publish that missed the flag stored its end before, so
+        // the read below sees it (both sequentially consistent).
+        self.watched.store(true, Ordering::SeqCst);
+        let current = self.end();
+        let sender = watch.get_or_insert_with(|| watch::Sender::new(current));
+        sender.send_if_modified(|value| raise(value, current));
+        sender.subscribe()
     }
 
     pub fn failure(&self) -> Option<Failure> {
@@ -77,15 +96,15 @@ impl DurableState {
 
     /// Moves the durable end forward (never back) and wakes the waiters it satisfies.
     pub fn publish(&self, end: u64) {
-        let advanced = self.end.send_if_modified(|current| {
-            if end > *current {
-                *current = end;
-                true
-            } else {
-                false
-            }
-        });
-        if advanced {
+        if self.end.fetch_max(end, Ordering::SeqCst) >= end {
+            return;
+        }
+        if self.watched.load(Ordering::SeqCst)
+            && let Some(sender) = &*self.watch.lock()
+        {
+            sender.send_if_modified(|value| raise(value, end));
+        }
+        if self.blocking_waiters.load(Ordering::SeqCst) > 0 {
             self.wake_blocking();
         }
     }
@@ -95,7 +114,9 @@ impl DurableState {
         self.failure.lock().get_or_insert(failure);
         self.failed.store(true, Ordering::Release);
         // Wakes async waiters without changing the value; they recheck the failure.
-        self.end.send_modify(|_| {});
+        if let Some(sender) = &*self.watch.lock() {
+            sender.send_modify(|_| {});
+        }
         self.wake_blocking();
     }
 
@@ -126,6 +147,13 @@ pub struct Appended {
     pub durable: Durable,
 }
 
+/// Raises a watched value to `to`; says whether it moved.
+fn raise(value: &mut u64, to: u64) -> bool {
+    let moved = to > *value;
+    *value = (*value).max(to);
+    moved
+}
+
 /// The journal's progress as waiters see it: the last group whose logs have all been
 /// published, so that a request that appended to many logs waits once, not once per log.
 #[derive(Debug)]
@@ -144,11 +172,8 @@ impl GroupSignal {
 
     /// Every log group `seq` touched has published (or failed).
     pub fn publish(&self, seq: u64) {
-        self.published.send_if_modified(|current| {
-            let advanced = seq > *current;
-            *current = (*current).max(seq);
-            advanced
-        });
+        self.published
+            .send_if_modified(|current| raise(current, seq));
     }
 
     /// The journal failed: no group will publish again. Wakes every waiter.
@@ -221,13 +246,19 @@ impl Durable {
 
     /// Blocks the calling thread until done.
     pub fn wait_blocking(self) -> Result<(), LogError> {
-        let mut guard = self.state.blocking_lock.lock();
-        loop {
-            if let Some(result) = self.state.check(self.end) {
-                return result;
+        let state = &self.state;
+        let mut guard = state.blocking_lock.lock();
+        // Counted before the first check: a publish that does not see the count stored its
+        // end before, so the check sees it (both sequentially consistent).
+        state.blocking_waiters.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            if let Some(result) = state.check(self.end) {
+                break result;
             }
-            self.state.blocking_wake.wait(&mut guard);
-        }
+            state.blocking_wake.wait(&mut guard);
+        };
+        state.blocking_waiters.fetch_sub(1, Ordering::SeqCst);
+        result
     }
 
     /// Whether the append is already durable (without waiting).

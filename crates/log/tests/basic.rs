@@ -19,13 +19,21 @@ fn round_trip_with_limits() {
     let (_backend, store) = mem_store(StoreConfig::default());
     let log = store.log("stream/shard-0").expect("log");
     assert_eq!(
-        (log.start_offset(), log.end_offset(), log.next_offset()),
+        (
+            log.start_offset().expect("start_offset"),
+            log.end_offset().expect("end_offset"),
+            log.next_offset().expect("next_offset")
+        ),
         (0, 0, 0)
     );
     assert_eq!(append_durable(&log, &[b"a", b"bb"], 10, 0), (0, 10));
     assert_eq!(append_durable(&log, &[b"ccc"], 11, 0), (2, 11));
     assert_eq!(
-        (log.start_offset(), log.end_offset(), log.next_offset()),
+        (
+            log.start_offset().expect("start_offset"),
+            log.end_offset().expect("end_offset"),
+            log.next_offset().expect("next_offset")
+        ),
         (0, 3, 3)
     );
 
@@ -66,7 +74,13 @@ fn min_first_offset_leaves_gaps_that_reads_skip() {
     // A minimum below next_offset changes nothing.
     assert_eq!(append_durable(&log, &[b"z"], 1, 5).0, 102);
     assert_eq!(append_durable(&log, &[b"w"], 1, 1000).0, 1000);
-    assert_eq!((log.start_offset(), log.end_offset()), (100, 1001));
+    assert_eq!(
+        (
+            log.start_offset().expect("start_offset"),
+            log.end_offset().expect("end_offset")
+        ),
+        (100, 1001)
+    );
     let offsets: Vec<u64> = read_all(&log, 0).iter().map(|r| r.offset).collect();
     assert_eq!(offsets, vec![100, 101, 102, 1000]);
     let page = log.read(103, 10, 1 << 20).expect("read");
@@ -120,7 +134,7 @@ fn timestamps_are_clamped_and_seekable() {
                 .map_or(0, |(first, _)| *first),
         );
     }
-    check(381, log.end_offset());
+    check(381, log.end_offset().expect("end_offset"));
     assert!(firsts.windows(2).all(|pair| pair[0].1 <= pair[1].1));
 }
 
@@ -168,7 +182,10 @@ fn rolls_write_sealed_indexes_and_reopen_reads_them() {
         let store = Store::open(backend, config).expect("reopen");
         let log = store.log("s/roll").expect("log");
         assert_eq!(
-            (log.end_offset(), log.next_offset()),
+            (
+                log.end_offset().expect("end_offset"),
+                log.next_offset().expect("next_offset")
+            ),
             (60, 60),
             "round {round}"
         );
@@ -217,7 +234,11 @@ fn reopen_after_clean_shutdown_keeps_offsets_and_timestamps() {
     assert_eq!(store.log_ids().expect("ids"), vec!["a".to_string()]);
     let log = store.log("a").expect("log");
     assert_eq!(
-        (log.start_offset(), log.end_offset(), log.next_offset()),
+        (
+            log.start_offset().expect("start_offset"),
+            log.end_offset().expect("end_offset"),
+            log.next_offset().expect("next_offset")
+        ),
         (0, 11, 11)
     );
     // The last timestamp survives: an older one is clamped.
@@ -268,7 +289,7 @@ fn trim_drops_old_segments_from_disk() {
         dropped > 0 && dropped <= 20 && dropped.is_multiple_of(2),
         "dropped {dropped}"
     );
-    assert_eq!(log.start_offset(), dropped);
+    assert_eq!(log.start_offset().expect("start_offset"), dropped);
     let after = segment_files(&backend, "logs/t");
     assert!(after.len() < before.len());
     assert!(!after.contains(&"00000000000000000000.seg".to_string()));
@@ -283,7 +304,11 @@ fn trim_drops_old_segments_from_disk() {
     let dropped_all = log.trim_older_than(i64::MAX).expect("trim all");
     assert_eq!(dropped + dropped_all, 40);
     assert_eq!(
-        (log.start_offset(), log.end_offset(), log.next_offset()),
+        (
+            log.start_offset().expect("start_offset"),
+            log.end_offset().expect("end_offset"),
+            log.next_offset().expect("next_offset")
+        ),
         (40, 40, 40)
     );
     assert_eq!(
@@ -294,7 +319,11 @@ fn trim_drops_old_segments_from_disk() {
     let reopened = Store::open(Arc::new(backend.snapshot()), config).expect("reopen");
     let log = reopened.log("t").expect("log");
     assert_eq!(
-        (log.start_offset(), log.end_offset(), log.next_offset()),
+        (
+            log.start_offset().expect("start_offset"),
+            log.end_offset().expect("end_offset"),
+            log.next_offset().expect("next_offset")
+        ),
         (40, 40, 40)
     );
     assert_eq!(append_durable(&log, &[b"again"], 5, 0).0, 40);
@@ -337,7 +366,13 @@ fn remove_log_deletes_its_files() {
     let reopened = Store::open(Arc::new(backend.snapshot()), small_config()).expect("reopen");
     assert_eq!(reopened.log_ids().expect("ids"), vec!["s/2".to_string()]);
     let fresh = reopened.log("s/1").expect("log");
-    assert_eq!((fresh.end_offset(), fresh.next_offset()), (0, 0));
+    assert_eq!(
+        (
+            fresh.end_offset().expect("end_offset"),
+            fresh.next_offset().expect("next_offset")
+        ),
+        (0, 0)
+    );
     assert_eq!(read_all(&reopened.log("s/2").expect("log"), 0).len(), 1);
 }
 
@@ -462,7 +497,7 @@ fn failed_sync_is_never_reported_durable() {
         Err(LogError::Failed { .. })
     ));
     // Readers never saw it, and the log refuses appends until reopened.
-    assert_eq!(log.end_offset(), 1);
+    assert_eq!(log.end_offset().expect("end_offset"), 1);
     assert_eq!(read_all(&log, 0).len(), 1);
     let refused = log.append(
         &[NewRecord {
@@ -490,7 +525,7 @@ fn async_wait_and_watch_end() {
         .expect("rt");
     let (_backend, store) = mem_store(small_config());
     let log = store.log("w").expect("log");
-    let mut watch = log.watch_end();
+    let mut watch = log.watch_end().expect("watch_end");
     assert_eq!(*watch.borrow_and_update(), 0);
     runtime.block_on(async {
         let appended = log
@@ -507,7 +542,7 @@ fn async_wait_and_watch_end() {
         watch.changed().await.expect("changed");
         assert_eq!(*watch.borrow_and_update(), 1);
         let waiter = tokio::spawn({
-            let mut watch = log.watch_end();
+            let mut watch = log.watch_end().expect("watch_end");
             async move { watch.wait_for(|end| *end >= 3).await.map(|end| *end) }
         });
         let appended = log
@@ -645,4 +680,50 @@ fn active_segment_is_preallocated_and_cut_back() {
         std::fs::metadata(segment(dir.path())).expect("meta").len() as usize,
         data_end
     );
+}
+
+#[test]
+fn logs_found_at_open_are_recovered_on_first_use_and_trimmed_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config();
+    {
+        let store = Store::open(
+            Arc::new(FileBackend::new(dir.path()).expect("backend")),
+            config.clone(),
+        )
+        .expect("open");
+        let log = store.log("lazy").expect("log");
+        for i in 0..12u8 {
+            append_durable(&log, &[&[i; 300]], 1000 * i64::from(i), 0);
+        }
+        store.shutdown();
+    }
+    // The same trim, asked of a log before its first use and of one already in use, drops the
+    // same segments: the first is applied as the log opens, before the read.
+    let mut kept = Vec::new();
+    for used_first in [false, true] {
+        let copy = tempfile::tempdir().expect("tempdir");
+        copy_tree(dir.path(), copy.path());
+        let store = Store::open(
+            Arc::new(FileBackend::new(copy.path()).expect("backend")),
+            config.clone(),
+        )
+        .expect("open");
+        let log = store.log("lazy").expect("log");
+        if used_first {
+            assert_eq!(log.end_offset().expect("end"), 12);
+        }
+        let dropped = log.trim_older_than(6000).expect("trim");
+        // Deferred: nothing is known to be dropped until the log opens.
+        assert_eq!(dropped == 0, !used_first, "{dropped}");
+        let offsets: Vec<u64> = read_all(&log, 0).iter().map(|r| r.offset).collect();
+        assert!(
+            offsets.first().is_some_and(|&first| first > 0),
+            "{offsets:?}"
+        );
+        assert_eq!(offsets.last(), Some(&11));
+        kept.push(offsets);
+        store.shutdown();
+    }
+    assert_eq!(kept[0], kept[1]);
 }

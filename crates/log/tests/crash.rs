@@ -74,7 +74,7 @@ fn writer(store: Arc<Store>, shared: Arc<Shared>, seed: u64, id: usize) {
             .map(|(key, value)| NewRecord { key, value })
             .collect();
         let min = if rng.below(10) == 0 {
-            log.next_offset() + rng.below(5)
+            log.next_offset().expect("next_offset") + rng.below(5)
         } else {
             0
         };
@@ -162,9 +162,12 @@ fn verify(
                 "{id}: torn batch"
             );
         }
-        assert_eq!(log.end_offset(), log.next_offset());
+        assert_eq!(
+            log.end_offset().expect("end_offset"),
+            log.next_offset().expect("next_offset")
+        );
         // The log carries on from where it was.
-        let next = log.next_offset();
+        let next = log.next_offset().expect("next_offset");
         let appended = log.append(
             &[NewRecord {
                 key: b"after",

@@ -38,7 +38,7 @@ fn concurrent_appends_share_syncs() {
     }
     let appends = (THREADS * APPENDS_PER_THREAD) as u64;
     let syncs = store.sync_count() - syncs_before;
-    assert_eq!(log.end_offset(), appends);
+    assert_eq!(log.end_offset().expect("end_offset"), appends);
     let records = read_all(&log, 0);
     assert_eq!(records.len() as u64, appends);
     // Each writer waits for its append before the next, so up to THREADS appends share a sync.
@@ -89,7 +89,7 @@ fn volatile_store_appends_are_durable_at_once() {
             appended.durable.is_durable(),
             "append {i} not durable at once"
         );
-        assert_eq!(log.end_offset(), u64::from(i) + 1);
+        assert_eq!(log.end_offset().expect("end_offset"), u64::from(i) + 1);
     }
     assert_eq!(store.sync_count(), 0);
     assert_eq!(read_all(&log, 0).len(), 50);
@@ -112,7 +112,14 @@ fn volatile_store_appends_are_durable_at_once() {
     assert!(store.sync_count() >= 1);
     crash.crash();
     let recovered = Store::open(Arc::new(crash), StoreConfig::default()).expect("reopen");
-    assert_eq!(recovered.log("crashy").expect("log").end_offset(), 1);
+    assert_eq!(
+        recovered
+            .log("crashy")
+            .expect("log")
+            .end_offset()
+            .expect("end_offset"),
+        1
+    );
 }
 
 #[test]

@@ -184,9 +184,9 @@ fn check(ops: Vec<Op>, segment_bytes_max: u64) -> Result<(), TestCaseError> {
             .records
             .first()
             .map_or(model.next_offset, |r| r.offset);
-        prop_assert_eq!(log.start_offset(), start);
-        prop_assert_eq!(log.end_offset(), model.next_offset);
-        prop_assert_eq!(log.next_offset(), model.next_offset);
+        prop_assert_eq!(log.start_offset().expect("start_offset"), start);
+        prop_assert_eq!(log.end_offset().expect("end_offset"), model.next_offset);
+        prop_assert_eq!(log.next_offset().expect("next_offset"), model.next_offset);
     }
     Ok(())
 }

@@ -238,7 +238,7 @@ fn run_workload(backend: &CrashBackend, config: StoreConfig, key: &Arc<DataKey>)
                 .trim_older_than(APPENDS_PER_PHASE as i64 / 2 * 10)
                 .expect("trim");
             let done = backend.durable_images_recorded();
-            assert!(dropped > 0 && log.start_offset() == dropped);
+            assert!(dropped > 0 && log.start_offset().expect("start_offset") == dropped);
             trimmed.trimmed = Some((start, done, dropped));
         }
         for n in 0..APPENDS_PER_PHASE {
@@ -277,7 +277,7 @@ fn contents(store: &Store, what: &str) -> Vec<Vec<StoredRecord>> {
             let batch = log.read(0, usize::MAX, usize::MAX).expect("read");
             assert_eq!(
                 batch.next_offset,
-                log.end_offset(),
+                log.end_offset().expect("end_offset"),
                 "{what}: {id}: read it all"
             );
             batch.records
@@ -295,9 +295,21 @@ fn check_logs(history: &History, store: &Store, k: usize, recovered: &[Vec<Store
     for (id, records) in LOG_IDS.iter().zip(recovered) {
         let log = store.log(id).expect("log");
         let start = records.first().map_or(0, |record| record.offset);
-        assert_eq!(log.start_offset(), start, "image {k}: {id}");
-        assert_eq!(log.next_offset(), end_of(records), "image {k}: {id}");
-        assert_eq!(log.end_offset(), end_of(records), "image {k}: {id}");
+        assert_eq!(
+            log.start_offset().expect("start_offset"),
+            start,
+            "image {k}: {id}"
+        );
+        assert_eq!(
+            log.next_offset().expect("next_offset"),
+            end_of(records),
+            "image {k}: {id}"
+        );
+        assert_eq!(
+            log.end_offset().expect("end_offset"),
+            end_of(records),
+            "image {k}: {id}"
+        );
         let Some((incarnation, acks_bound)) = expected(history, id, k) else {
             assert!(
                 records.is_empty(),

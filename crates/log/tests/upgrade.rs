@@ -136,10 +136,22 @@ impl Contents {
         for (id, (records, next_offset)) in &self.logs {
             let log = store.log(id).expect("log");
             assert_eq!(&read_all(&log, 0), records, "{id}: every record");
-            assert_eq!(log.next_offset(), *next_offset, "{id}: next offset");
-            assert_eq!(log.end_offset(), *next_offset, "{id}: end offset");
+            assert_eq!(
+                log.next_offset().expect("next_offset"),
+                *next_offset,
+                "{id}: next offset"
+            );
+            assert_eq!(
+                log.end_offset().expect("end_offset"),
+                *next_offset,
+                "{id}: end offset"
+            );
             let start = records.first().map_or(*next_offset, |r| r.offset);
-            assert_eq!(log.start_offset(), start, "{id}: start offset");
+            assert_eq!(
+                log.start_offset().expect("start_offset"),
+                start,
+                "{id}: start offset"
+            );
             // A read from any offset, in a gap or not, starts at the next record (index seeks).
             for from in 0..*next_offset {
                 let want: Vec<StoredRecord> = records
