@@ -59,6 +59,13 @@ pub trait BackendFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every write so far, and the length, durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// Where the first byte at or after `from` that may be non-zero lies: past it lie only
+    /// holes (never written, read as zeros) up to the returned position, or to the end when it
+    /// returns the length. Lets recovery skip a segment's preallocated tail without reading
+    /// it. Without that knowledge, `from` itself.
+    fn next_data(&self, from: u64) -> io::Result<u64> {
+        Ok(from)
+    }
 }
 
 /// Lets the scanning code in `format` read a backend file.
@@ -71,6 +78,10 @@ impl ReadAt for FileSource<'_> {
 
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         self.0.read_exact_at(buf, pos)
+    }
+
+    fn next_data(&self, from: u64) -> io::Result<u64> {
+        self.0.next_data(from)
     }
 }
 
@@ -240,5 +251,26 @@ impl BackendFile for RealFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data().map_err(|e| with_path(e, &self.path))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn next_data(&self, from: u64) -> io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        let Ok(offset) = libc::off_t::try_from(from) else {
+            return Ok(from);
+        };
+        // SAFETY: the descriptor is owned by `self.file`, open for the whole call; lseek
+        // neither reads nor writes memory of ours.
+        let found = unsafe { libc::lseek(self.file.as_raw_fd(), offset, libc::SEEK_DATA) };
+        if found >= 0 {
+            return Ok(u64::try_from(found).unwrap_or(from).max(from));
+        }
+        match io::Error::last_os_error() {
+            // Nothing but holes from `from` to the end.
+            error if error.raw_os_error() == Some(libc::ENXIO) => self.len(),
+            // A file system without SEEK_DATA: no knowledge.
+            error if error.raw_os_error() == Some(libc::EINVAL) => Ok(from),
+            error => Err(with_path(error, &self.path)),
+        }
     }
 }

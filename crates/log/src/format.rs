@@ -264,6 +264,10 @@ pub(crate) trait ReadAt {
     fn len(&self) -> io::Result<u64>;
     /// Fills `buf` from byte `pos`; fails if the source is too short.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+    /// See `BackendFile::next_data`.
+    fn next_data(&self, from: u64) -> io::Result<u64> {
+        Ok(from)
+    }
 }
 
 /// Lets the scanner read a byte slice.
@@ -340,6 +344,11 @@ pub(crate) fn find_next_valid(
     let mut chunk = vec![0u8; RESYNC_CHUNK_BYTES + BATCH_MAGIC.len() - 1];
     let mut chunk_start = start;
     while chunk_start < limit {
+        // Holes (a preallocated tail) hold no batch: skip them unread.
+        chunk_start = src.next_data(chunk_start)?.max(chunk_start);
+        if chunk_start >= limit {
+            break;
+        }
         let chunk_len = (limit - chunk_start).min(chunk.len() as u64) as usize;
         src.read_exact_at(&mut chunk[..chunk_len], chunk_start)?;
         let scanned = chunk_len.min(RESYNC_CHUNK_BYTES);

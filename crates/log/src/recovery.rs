@@ -271,8 +271,12 @@ fn active_snapshot(
 
 /// Whether bytes `from..to` of `file` are all zero.
 fn all_zeros(file: &dyn crate::BackendFile, from: u64, to: u64) -> io::Result<bool> {
+    // Holes read as zeros: a preallocated tail is known to be zeros without reading it.
+    let mut at = file.next_data(from)?.max(from);
+    if at >= to {
+        return Ok(true);
+    }
     let mut chunk = vec![0u8; 64 << 10];
-    let mut at = from;
     while at < to {
         let len = (to - at).min(chunk.len() as u64) as usize;
         file.read_exact_at(&mut chunk[..len], at)?;

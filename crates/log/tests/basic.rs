@@ -727,3 +727,20 @@ fn logs_found_at_open_are_recovered_on_first_use_and_trimmed_then() {
     }
     assert_eq!(kept[0], kept[1]);
 }
+
+#[test]
+fn a_preallocated_tail_is_known_as_holes_without_reading_it() {
+    use rivulet_log::Backend;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = FileBackend::new(dir.path()).expect("backend");
+    let file = backend.open_file("f", true).expect("open");
+    file.write_all_at(&[7u8; 100], 0).expect("write");
+    file.set_len(1 << 20).expect("extend");
+    // Data where something was written.
+    assert_eq!(file.next_data(0).expect("seek"), 0);
+    assert_eq!(file.next_data(50).expect("seek"), 50);
+    // Past the written block only a hole: the length (or, on a file system without SEEK_DATA,
+    // no knowledge: the position asked).
+    let past = file.next_data(64 << 10).expect("seek");
+    assert!(past == 1 << 20 || past == 64 << 10, "{past}");
+}
