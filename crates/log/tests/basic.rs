@@ -689,7 +689,7 @@ fn logs_found_at_open_are_recovered_on_first_use_and_trimmed_then() {
     {
         let store = Store::open(
             Arc::new(FileBackend::new(dir.path()).expect("backend")),
-            config.clone(),
+            config,
         )
         .expect("open");
         let log = store.log("lazy").expect("log");
@@ -706,7 +706,7 @@ fn logs_found_at_open_are_recovered_on_first_use_and_trimmed_then() {
         copy_tree(dir.path(), copy.path());
         let store = Store::open(
             Arc::new(FileBackend::new(copy.path()).expect("backend")),
-            config.clone(),
+            config,
         )
         .expect("open");
         let log = store.log("lazy").expect("log");
