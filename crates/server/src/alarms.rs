@@ -648,7 +648,10 @@ mod tests {
             },
         ];
         for rule in bad {
-            assert!(Alarms::new(&[rule.clone()], None, T0).is_err(), "{rule:?}");
+            assert!(
+                Alarms::new(std::slice::from_ref(&rule), None, T0).is_err(),
+                "{rule:?}"
+            );
         }
         assert!(
             Alarms::new(&[rule(None), rule(None)], None, T0).is_err(),
