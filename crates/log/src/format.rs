@@ -270,6 +270,63 @@ pub(crate) trait ReadAt {
     }
 }
 
+/// Bytes a [`ReadAhead`] reads at once.
+const READ_AHEAD_BYTES: usize = 64 << 10;
+
+/// Reads `src` below `limit` through a window of `READ_AHEAD_BYTES`: reading a run of small
+/// batches (a shard of a many-shard stream holds batches of a record or two) costs one system
+/// call per window instead of two per batch.
+pub(crate) struct ReadAhead<'a> {
+    src: &'a dyn ReadAt,
+    limit: u64,
+    /// The window: where it starts, and its bytes.
+    window: std::cell::RefCell<(u64, Vec<u8>)>,
+}
+
+impl<'a> ReadAhead<'a> {
+    pub fn new(src: &'a dyn ReadAt, limit: u64) -> Self {
+        Self {
+            src,
+            limit,
+            window: std::cell::RefCell::new((0, Vec::new())),
+        }
+    }
+}
+
+impl ReadAt for ReadAhead<'_> {
+    fn len(&self) -> io::Result<u64> {
+        self.src.len()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        let end = pos
+            .checked_add(buf.len() as u64)
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let mut window = self.window.borrow_mut();
+        let (start, bytes) = &mut *window;
+        if pos < *start || end > *start + bytes.len() as u64 {
+            if buf.len() >= READ_AHEAD_BYTES || end > self.limit {
+                // Larger than a window, or past what may be read ahead: read it as asked.
+                return self.src.read_exact_at(buf, pos);
+            }
+            let len = (self.limit - pos).min(READ_AHEAD_BYTES as u64) as usize;
+            bytes.resize(len, 0);
+            if let Err(error) = self.src.read_exact_at(bytes, pos) {
+                bytes.clear();
+                return Err(error);
+            }
+            *start = pos;
+        }
+        let at = (pos - *start) as usize;
+        buf.copy_from_slice(&bytes[at..at + buf.len()]);
+        Ok(())
+    }
+
+    fn next_data(&self, from: u64) -> io::Result<u64> {
+        self.src.next_data(from)
+    }
+}
+
 /// Lets the scanner read a byte slice.
 struct SliceSource<'a>(&'a [u8]);
 
@@ -846,6 +903,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn read_ahead_reads_what_the_source_holds(
+            reads in proptest::collection::vec((0u64..200_000, 0usize..70_000), 1..40),
+            limit in 0u64..200_000,
+        ) {
+            let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            let direct = SliceSource(&bytes[..limit as usize]);
+            let ahead = ReadAhead::new(&direct, limit);
+            for (pos, len) in reads {
+                let mut want = vec![0u8; len];
+                let mut got = vec![0u8; len];
+                let expected = direct.read_exact_at(&mut want, pos).is_ok();
+                proptest::prop_assert_eq!(ahead.read_exact_at(&mut got, pos).is_ok(), expected);
+                if expected {
+                    proptest::prop_assert_eq!(&got, &want);
+                }
+            }
+        }
+
         #[test]
         fn random_bytes_never_panic(
             bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),

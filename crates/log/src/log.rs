@@ -747,7 +747,8 @@ impl LogInner {
         limits: (usize, usize),
     ) -> Result<SegmentRead, LogError> {
         let (max_records, max_bytes) = limits;
-        let src = FileSource(&*view.file);
+        let file = FileSource(&*view.file);
+        let src = format::ReadAhead::new(&file, view.limit_bytes);
         let mut position = view.start_position;
         let mut offset_min = view.start_offset_min;
         while position < view.limit_bytes {
