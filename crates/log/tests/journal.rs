@@ -136,7 +136,7 @@ fn journaled_batches_reach_the_segment_at_fill_bytes_or_when_read() {
     };
     let store = Store::open(
         Arc::new(FileBackend::new(dir.path()).expect("backend")),
-        config.clone(),
+        config,
     )
     .expect("open");
     let log = store.log("f").expect("log");
