@@ -1,9 +1,10 @@
 //! Durability: data survives a clean restart and a kill -9 under concurrent write load.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,9 +114,25 @@ async fn records_survive_a_clean_restart() {
     t.stop().await;
 }
 
+/// A server process over a data dir. Dropping it kills it (SIGKILL) and reaps it, so a failing
+/// test leaves no server behind.
 struct Process {
     child: Child,
     addr: SocketAddr,
+}
+
+impl Process {
+    /// kill -9, and wait until the process is gone.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 fn spawn_server(dir: &std::path::Path) -> Process {
@@ -142,12 +159,12 @@ fn spawn_server(dir: &std::path::Path) -> Process {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("ready line");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    let addr = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok());
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("unexpected first line: {line:?}");
+    };
     Process { child, addr }
 }
 
@@ -210,18 +227,15 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_record() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(150 + 97 * round as u64 % 300)).await;
-        server.child.kill().expect("kill -9");
-        let _ = server.child.wait();
+        server.kill();
         for task in tasks {
             let _ = task.await;
         }
     }
-    let server = spawn_server(dir.path());
+    let mut server = spawn_server(dir.path());
     let c = client(server.addr);
     let stored = read_all(&c, "crash").await;
-    let mut child = server.child;
-    let _ = child.kill();
-    let _ = child.wait();
+    server.kill();
 
     let acked = acked.lock().unwrap();
     assert!(
@@ -248,6 +262,413 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_record() {
         if let Some(previous) = last_per_writer.insert(key.as_str(), at) {
             assert!(previous < at, "{data} stored out of acknowledgement order");
         }
+    }
+}
+
+/// One record PutRecords acknowledged: writer `writer`'s record number `n`, at `shard` and
+/// `sequence`.
+struct Ack {
+    writer: usize,
+    n: u64,
+    shard: String,
+    sequence: String,
+}
+
+/// What one load writer did until the server went away.
+struct WriterLog {
+    writer: usize,
+    acks: Vec<Ack>,
+    /// Records answered with an ErrorCode (not written, never retried).
+    rejected: Vec<u64>,
+    /// The first record number of the request that failed, and the error.
+    failed_at: u64,
+    error: String,
+    /// Whether the request failed before the test sent the kill (it should not have).
+    failed_before_kill: bool,
+    /// The fewest distinct shards one acknowledged request wrote to.
+    fewest_shards: usize,
+    batches: usize,
+}
+
+/// A record's partition key and data: its writer and number. Keys are unique, so their MD5
+/// spreads each request's records over the whole hash key space.
+fn load_record(writer: usize, n: u64) -> String {
+    format!("w{writer}-n{n}")
+}
+
+fn parse_load_record(text: &str) -> (usize, u64) {
+    let (writer, n) = text
+        .strip_prefix('w')
+        .and_then(|t| t.split_once("-n"))
+        .unwrap_or_else(|| panic!("not a load record: {text:?}"));
+    (writer.parse().unwrap(), n.parse().unwrap())
+}
+
+/// Writes batches of `batch` records to `stream`, one request at a time, counting each
+/// acknowledged request in `acked`, until a request fails (the kill).
+async fn write_until_failure(
+    c: Client,
+    stream: &'static str,
+    writer: usize,
+    batch: u64,
+    acked: Arc<tokio::sync::watch::Sender<usize>>,
+    killed: Arc<AtomicBool>,
+) -> WriterLog {
+    let mut log = WriterLog {
+        writer,
+        acks: Vec::new(),
+        rejected: Vec::new(),
+        failed_at: 0,
+        error: String::new(),
+        failed_before_kill: false,
+        fewest_shards: usize::MAX,
+        batches: 0,
+    };
+    let mut n = 0;
+    loop {
+        let entries = (n..n + batch)
+            .map(|m| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(load_record(writer, m))
+                    .data(Blob::new(load_record(writer, m)))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let answer = match c
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => {
+                log.failed_before_kill = !killed.load(Ordering::SeqCst);
+                log.failed_at = n;
+                log.error = aws_sdk_kinesis::error::DisplayErrorContext(error).to_string();
+                return log;
+            }
+        };
+        assert_eq!(answer.records().len() as u64, batch, "one result per entry");
+        let mut shards = HashSet::new();
+        for (m, result) in (n..).zip(answer.records()) {
+            match (
+                result.error_code(),
+                result.shard_id(),
+                result.sequence_number(),
+            ) {
+                (None, Some(shard), Some(sequence)) => {
+                    shards.insert(shard);
+                    log.acks.push(Ack {
+                        writer,
+                        n: m,
+                        shard: shard.to_string(),
+                        sequence: sequence.to_string(),
+                    });
+                }
+                (Some(_), _, _) => log.rejected.push(m),
+                _ => panic!("result {m} of writer {writer} has no error and no position"),
+            }
+        }
+        log.fewest_shards = log.fewest_shards.min(shards.len());
+        log.batches += 1;
+        n += batch;
+        acked.send_modify(|count| *count += 1);
+    }
+}
+
+/// One shard as read back: its id, hash key range and records (partition key, data, sequence
+/// number) in order.
+struct ShardRead {
+    id: String,
+    hash_range: (u128, u128),
+    records: Vec<(String, String, String)>,
+}
+
+/// Every shard of `stream` read from TRIM_HORIZON until caught up, `readers` shards at a time.
+async fn read_every_shard(c: &Client, stream: &str, readers: usize) -> Vec<ShardRead> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let request = match &token {
+            None => c.list_shards().stream_name(stream),
+            Some(token) => c.list_shards().next_token(token),
+        };
+        let page = request.send().await.expect("list shards");
+        shards.extend(page.shards().iter().map(|s| {
+            let range = s.hash_key_range().expect("hash key range");
+            (
+                s.shard_id().to_string(),
+                (
+                    range.starting_hash_key().parse::<u128>().unwrap(),
+                    range.ending_hash_key().parse::<u128>().unwrap(),
+                ),
+            )
+        }));
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    let shards = Arc::new(shards);
+    let mut tasks = Vec::new();
+    for reader in 0..readers {
+        let (c, shards, stream) = (c.clone(), shards.clone(), stream.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for (id, hash_range) in shards.iter().skip(reader).step_by(readers) {
+                let mut records = Vec::new();
+                let mut iterator = Some(crate::util::trim_horizon(&c, &stream, id).await);
+                let mut empty_pages = 0;
+                while let Some(it) = iterator {
+                    let page = c
+                        .get_records()
+                        .shard_iterator(&it)
+                        .send()
+                        .await
+                        .expect("get records");
+                    for r in page.records() {
+                        records.push((
+                            r.partition_key().to_string(),
+                            String::from_utf8(r.data().as_ref().to_vec()).expect("utf-8 data"),
+                            r.sequence_number().to_string(),
+                        ));
+                    }
+                    let caught_up =
+                        page.records().is_empty() && page.millis_behind_latest() == Some(0);
+                    empty_pages = if page.records().is_empty() {
+                        empty_pages + 1
+                    } else {
+                        0
+                    };
+                    assert!(empty_pages < 100, "shard {id}: empty pages, not caught up");
+                    iterator = match caught_up {
+                        true => None,
+                        false => page.next_shard_iterator().map(str::to_string),
+                    };
+                }
+                out.push(ShardRead {
+                    id: id.clone(),
+                    hash_range: *hash_range,
+                    records,
+                });
+            }
+            out
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.extend(task.await.expect("reader"));
+    }
+    out
+}
+
+/// The shards' hash key ranges, ascending: (first hash, last hash, shard id).
+fn hash_ranges(shards: &[ShardRead]) -> Vec<(u128, u128, &str)> {
+    let mut ranges: Vec<_> = shards
+        .iter()
+        .map(|s| (s.hash_range.0, s.hash_range.1, s.id.as_str()))
+        .collect();
+    ranges.sort_unstable();
+    ranges
+}
+
+/// The shard whose hash key range (of `ranges`, ascending) holds `key`'s MD5.
+fn owner<'a>(ranges: &[(u128, u128, &'a str)], key: &str) -> &'a str {
+    use md5::Digest;
+    let hash = u128::from_be_bytes(md5::Md5::digest(key.as_bytes()).into());
+    let at = ranges.partition_point(|r| r.1 < hash);
+    match ranges.get(at) {
+        Some(&(first, _, id)) if first <= hash => id,
+        _ => panic!("no shard owns the hash of {key}"),
+    }
+}
+
+/// Checks a stream read back after kills against what the writers were told: every
+/// acknowledged record at its acknowledged shard and sequence number, nothing twice, sequence
+/// numbers increasing within each shard, each writer's records in its order within each shard,
+/// every record in the shard its key routes to, and nothing stored that was never sent (only a
+/// request cut by a kill may have left records nobody acknowledged, each shard's share of it
+/// all or nothing). Returns how many stored records nobody acknowledged.
+fn check_after_kills(shards: &[ShardRead], logs: &[WriterLog], batch: u64) -> usize {
+    let ranges = hash_ranges(shards);
+    let sequence_key = |s: &str| (s.len(), s.to_string());
+    let mut stored: HashMap<(usize, u64), (&str, &str)> = HashMap::new();
+    for shard in shards {
+        let mut last_sequence: Option<&str> = None;
+        let mut last_per_writer: HashMap<usize, u64> = HashMap::new();
+        for (key, data, sequence) in &shard.records {
+            assert_eq!(key, data, "shard {}: record {sequence} damaged", shard.id);
+            let (writer, n) = parse_load_record(data);
+            if let Some(previous) = stored.insert((writer, n), (&shard.id, sequence)) {
+                panic!(
+                    "record {data} stored twice: at {previous:?} and at ({}, {sequence})",
+                    shard.id
+                );
+            }
+            if let Some(previous) = last_sequence {
+                assert!(
+                    sequence_key(previous) < sequence_key(sequence),
+                    "shard {}: sequence number {sequence} follows {previous}",
+                    shard.id
+                );
+            }
+            last_sequence = Some(sequence);
+            if let Some(previous) = last_per_writer.insert(writer, n) {
+                assert!(
+                    previous < n,
+                    "shard {}: writer {writer}'s record {n} stored after its record {previous}",
+                    shard.id
+                );
+            }
+            assert_eq!(
+                owner(&ranges, key),
+                shard.id,
+                "record {data} stored in a shard that does not own its key"
+            );
+        }
+    }
+    let mut acknowledged = HashSet::new();
+    for log in logs {
+        for ack in &log.acks {
+            let name = load_record(ack.writer, ack.n);
+            let at = stored
+                .get(&(ack.writer, ack.n))
+                .unwrap_or_else(|| panic!("acknowledged record {name} lost"));
+            assert_eq!(
+                *at,
+                (ack.shard.as_str(), ack.sequence.as_str()),
+                "acknowledged record {name} (shard, sequence number)"
+            );
+            acknowledged.insert((ack.writer, ack.n));
+        }
+        for n in &log.rejected {
+            assert!(
+                !stored.contains_key(&(log.writer, *n)),
+                "record {} stored though its entry failed",
+                load_record(log.writer, *n)
+            );
+        }
+    }
+    // The rest came from the requests the kills cut: per shard, all of a request or none.
+    let cut: HashMap<usize, u64> = logs.iter().map(|l| (l.writer, l.failed_at)).collect();
+    let mut shares: HashMap<(usize, &str), (usize, usize)> = HashMap::new();
+    for (&writer, &first) in &cut {
+        for n in first..first + batch {
+            let name = load_record(writer, n);
+            let share = shares.entry((writer, owner(&ranges, &name))).or_default();
+            share.0 += 1;
+            share.1 += usize::from(stored.contains_key(&(writer, n)));
+        }
+    }
+    let mut unacknowledged = 0;
+    for &(writer, n) in stored.keys() {
+        if acknowledged.contains(&(writer, n)) {
+            continue;
+        }
+        let first = cut.get(&writer).copied();
+        assert!(
+            first.is_some_and(|first| (first..first + batch).contains(&n)),
+            "record {} stored but never acknowledged, and not from a request a kill cut",
+            load_record(writer, n)
+        );
+        unacknowledged += 1;
+    }
+    for ((writer, shard), (sent, kept)) in shares {
+        assert!(
+            kept == 0 || kept == sent,
+            "shard {shard} kept {kept} of the {sent} records writer {writer}'s cut request \
+             sent it"
+        );
+    }
+    unacknowledged
+}
+
+/// Kill -9 under load on a 1,000-shard stream, twice: four writers send 500-record PutRecords
+/// (each touching hundreds of shards) until the kill, which comes after a count of
+/// acknowledged requests, not after a time. After each restart every shard is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_on_a_thousand_shards_loses_no_acknowledged_record() {
+    const STREAM: &str = "wide";
+    const SHARDS: i32 = 1000;
+    const ROUNDS: usize = 2;
+    const WRITERS: usize = 4;
+    const BATCH: u64 = 500;
+    const KILL_AFTER: usize = 40;
+    const READERS: usize = 8;
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path());
+    let c = client(server.addr);
+    c.create_stream()
+        .stream_name(STREAM)
+        .shard_count(SHARDS)
+        .send()
+        .await
+        .expect("create");
+    crate::util::wait_active(&c, STREAM).await;
+    let mut logs: Vec<WriterLog> = Vec::new();
+    for round in 0..ROUNDS {
+        let (acked, mut acked_seen) = tokio::sync::watch::channel(0);
+        let acked = Arc::new(acked);
+        let killed = Arc::new(AtomicBool::new(false));
+        // One attempt per request: a retried PutRecords is a second request, which may store
+        // its records twice.
+        let writes = crate::util::client_without_retries(server.addr);
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                tokio::spawn(write_until_failure(
+                    writes.clone(),
+                    STREAM,
+                    round * WRITERS + w,
+                    BATCH,
+                    acked.clone(),
+                    killed.clone(),
+                ))
+            })
+            .collect();
+        drop(acked);
+        // Err: every writer stopped (their senders are gone) before enough acknowledgements.
+        let reached = acked_seen.wait_for(|&n| n >= KILL_AFTER).await.is_ok();
+        killed.store(true, Ordering::SeqCst);
+        server.kill();
+        let mut round_logs = Vec::new();
+        for task in tasks {
+            round_logs.push(task.await.expect("writer"));
+        }
+        for log in &round_logs {
+            assert!(
+                !log.failed_before_kill,
+                "writer {} failed before the kill: {}",
+                log.writer, log.error
+            );
+        }
+        assert!(
+            reached,
+            "the writers stopped before {KILL_AFTER} acknowledgements"
+        );
+        logs.extend(round_logs);
+
+        server = spawn_server(dir.path());
+        let c = client(server.addr);
+        let shards = read_every_shard(&c, STREAM, READERS).await;
+        assert_eq!(shards.len(), SHARDS as usize);
+        let unacknowledged = check_after_kills(&shards, &logs, BATCH);
+        let acks: usize = logs.iter().map(|l| l.acks.len()).sum();
+        let batches: usize = logs.iter().map(|l| l.batches).sum();
+        let fewest = logs.iter().map(|l| l.fewest_shards).min().unwrap();
+        assert!(
+            fewest >= 300,
+            "a {BATCH}-record request touched only {fewest} shards"
+        );
+        let empty = shards.iter().filter(|s| s.records.is_empty()).count();
+        eprintln!(
+            "round {round}: {batches} acknowledged requests, {acks} acknowledged records, \
+             {unacknowledged} stored unacknowledged, {empty} empty shards, \
+             each request touching >= {fewest} shards, {:.1?} so far",
+            started.elapsed()
+        );
     }
 }
 

@@ -390,6 +390,13 @@ pub(crate) fn read_body(
     Ok((body, spans))
 }
 
+/// Whether `bytes` are all zero. Compares against a block of zeros (a `memcmp`), not byte by
+/// byte: recovery after a crash meets a megabyte of preallocated zeros per shard.
+pub(crate) fn is_zeros(bytes: &[u8]) -> bool {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    bytes.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
 /// Searches `[start, limit)` for the first fully valid batch whose first offset is at least
 /// `offset_min` (so a stale or embedded batch cannot be taken for the continuation).
 pub(crate) fn find_next_valid(
@@ -409,6 +416,12 @@ pub(crate) fn find_next_valid(
         let chunk_len = (limit - chunk_start).min(chunk.len() as u64) as usize;
         src.read_exact_at(&mut chunk[..chunk_len], chunk_start)?;
         let scanned = chunk_len.min(RESYNC_CHUNK_BYTES);
+        // No batch starts in zeros (the magic is not zero): the preallocated space past a
+        // crashed log's last append is skipped a chunk at a time.
+        if is_zeros(&chunk[..chunk_len]) {
+            chunk_start += scanned as u64;
+            continue;
+        }
         for at in 0..scanned {
             if chunk_len - at < BATCH_MAGIC.len() || chunk[at..at + 4] != BATCH_MAGIC {
                 continue;
@@ -868,6 +881,44 @@ mod tests {
             assert_eq!(decoded.problems[0].kind, ProblemKind::Corrupt);
             assert_eq!(decoded.problems[0].position, first.len() as u64);
         }
+    }
+
+    #[test]
+    fn zeros_are_skipped_but_a_batch_after_them_is_found() {
+        let first = batch(0, 1, &[b"first"]);
+        let last = batch(1, 2, &[b"last"]);
+        // The search starts one byte into the zeros; runs end before, across and after the
+        // boundaries of its chunks.
+        let chunk = RESYNC_CHUNK_BYTES;
+        for zeros in [
+            1,
+            5,
+            chunk - 2,
+            chunk,
+            chunk + 1,
+            chunk + 2,
+            chunk + 3,
+            3 * chunk + 7,
+        ] {
+            let bytes = [first.clone(), vec![0; zeros], last.clone()].concat();
+            let decoded = decode_segment(&bytes);
+            let offsets: Vec<u64> = decoded.batches.iter().map(|b| b.first_offset).collect();
+            assert_eq!(offsets, vec![0, 1], "{zeros} zeros");
+            assert_eq!(decoded.problems.len(), 1);
+            assert_eq!(decoded.problems[0].kind, ProblemKind::Corrupt);
+            assert_eq!(decoded.problems[0].position, first.len() as u64);
+
+            let bytes = [first.clone(), vec![0; zeros]].concat();
+            let decoded = decode_segment(&bytes);
+            assert_eq!(decoded.batches.len(), 1, "{zeros} zeros");
+            assert_eq!(decoded.problems.len(), 1);
+            assert_eq!(decoded.problems[0].kind, ProblemKind::TornTail);
+            assert_eq!(decoded.problems[0].position, first.len() as u64);
+        }
+        assert!(is_zeros(&[]) && is_zeros(&[0; 5000]));
+        let mut bytes = [0; 5000];
+        bytes[4999] = 1;
+        assert!(!is_zeros(&bytes));
     }
 
     #[test]

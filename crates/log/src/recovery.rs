@@ -280,7 +280,7 @@ fn all_zeros(file: &dyn crate::BackendFile, from: u64, to: u64) -> io::Result<bo
     while at < to {
         let len = (to - at).min(chunk.len() as u64) as usize;
         file.read_exact_at(&mut chunk[..len], at)?;
-        if chunk[..len].iter().any(|byte| *byte != 0) {
+        if !format::is_zeros(&chunk[..len]) {
             return Ok(false);
         }
         at += len as u64;
