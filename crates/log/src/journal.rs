@@ -258,13 +258,22 @@ impl Journal {
             let mut group = {
                 let mut state = self.state.lock();
                 loop {
-                    if state.open.entry_count > 0 {
-                        break;
-                    }
-                    if state.closing {
+                    if state.closing && state.open.entry_count == 0 {
                         return;
                     }
-                    self.work.wait(&mut state);
+                    // The journal stays bounded: past twice the files that start a checkpoint,
+                    // groups wait (and their appends with them) until the checkpointer has
+                    // retired some, so a crash never leaves more to replay than that.
+                    let bounded = state.closing
+                        || state.full_files.len() < self.checkpoint_files.saturating_mul(2);
+                    if state.open.entry_count > 0 && bounded {
+                        break;
+                    }
+                    if bounded {
+                        self.work.wait(&mut state);
+                    } else {
+                        self.progress.wait(&mut state);
+                    }
                 }
                 let spare = std::mem::take(&mut state.spare);
                 let next = Group::new(state.open.seq + 1, spare);
@@ -379,7 +388,8 @@ impl Journal {
         };
         let (files, logs, replayed) = {
             let mut state = self.state.lock();
-            let mut files = std::mem::take(&mut state.full_files);
+            // They stay listed until removed: the writer counts them against the bound.
+            let mut files = state.full_files.clone();
             files.extend(open_file);
             let logs: Vec<Arc<LogInner>> = state.unsynced.drain().map(|(_, log)| log).collect();
             (files, logs, std::mem::take(&mut state.replayed_segments))
@@ -390,7 +400,6 @@ impl Journal {
         if failed {
             // The files stay; a later checkpoint or recovery retires them.
             let mut state = self.state.lock();
-            state.full_files.extend(files);
             state.replayed_segments.extend(replayed);
             return Err(io::Error::other(
                 "a segment sync failed during a checkpoint",
@@ -411,7 +420,13 @@ impl Journal {
                 Err(error) => return Err(error),
             }
         }
+        self.state
+            .lock()
+            .full_files
+            .retain(|number| !files.contains(number));
         drop(current);
+        // The writer may be waiting for the journal to shrink.
+        self.progress.notify_all();
         self.backend.sync_dir(JOURNAL_DIR)
     }
 
@@ -604,11 +619,16 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
             }
         }
     }
-    // Second pass: the batches, into segments that still exist.
+    // Second pass: the batches, into segments that still exist. A segment's entries follow
+    // one another within a file, so each file's entries for one segment are gathered into runs
+    // of contiguous bytes and written with one `write` per run (one per entry was most of a
+    // replay's time at thousands of logs).
     let mut written: HashMap<String, Arc<dyn BackendFile>> = HashMap::new();
     let mut batches = 0u64;
     for (f, &number) in numbers.iter().enumerate() {
         let bytes = read(number)?;
+        // Per segment path: its open file and the run being gathered (start, bytes).
+        let mut runs: HashMap<String, (Arc<dyn BackendFile>, u64, Vec<u8>)> = HashMap::new();
         for (g, group) in complete_groups(&bytes, number).iter().enumerate() {
             for (e, entry) in group.iter().enumerate() {
                 if entry.kind != KIND_BATCH
@@ -617,6 +637,19 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
                     continue;
                 }
                 let path = crate::log::segment_path(entry.dir, entry.base);
+                if let Some((file, start, run)) = runs.get_mut(&path) {
+                    if *start + run.len() as u64 == entry.position {
+                        run.extend_from_slice(entry.batch);
+                    } else {
+                        // Not contiguous: what came before goes first, in journal order.
+                        file.write_all_at(run, *start)?;
+                        *start = entry.position;
+                        run.clear();
+                        run.extend_from_slice(entry.batch);
+                    }
+                    batches += 1;
+                    continue;
+                }
                 let file = match written.get(&path) {
                     Some(file) => Arc::clone(file),
                     None => match backend.open_file(&path, false) {
@@ -629,9 +662,12 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
                         Err(error) => return Err(error),
                     },
                 };
-                file.write_all_at(entry.batch, entry.position)?;
+                runs.insert(path, (file, entry.position, entry.batch.to_vec()));
                 batches += 1;
             }
+        }
+        for (file, start, run) in runs.values() {
+            file.write_all_at(run, *start)?;
         }
     }
     if batches > 0 {

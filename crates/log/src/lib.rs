@@ -60,14 +60,17 @@ pub struct StoreConfig {
     /// more than this.
     pub segment_age_max_ms: i64,
     /// Threads a checkpoint syncs segments with: several in flight let the file system share
-    /// one journal commit and device flush among them.
+    /// one journal commit and device flush among them. They wait on the disk, not the CPU, so
+    /// more than the cores: at thousands of logs, how fast checkpoints retire the journal
+    /// bounds the sustained write rate (see `checkpoint_journal_files`).
     pub sync_threads: usize,
     /// Size of each journal file (created at this size, so a group's sync commits no size
     /// change); a group larger than this gets a file of its own size.
     pub journal_file_bytes: u64,
     /// A checkpoint runs once this many journal files are full: it syncs the segments they
-    /// cover and deletes them. The journal's disk use, and the replay after a crash, stay
-    /// within about `(checkpoint_journal_files + 1) * journal_file_bytes`.
+    /// cover and deletes them. Groups wait while twice this many are full, so the journal's
+    /// disk use, and the replay after a crash, stay within about
+    /// `(2 * checkpoint_journal_files + 1) * journal_file_bytes`.
     pub checkpoint_journal_files: usize,
     /// A log's journaled batches are written to its segment once this many bytes of them are
     /// pending (or a read reaches them, or a checkpoint, a roll or a stop comes): the journal
@@ -85,9 +88,7 @@ impl Default for StoreConfig {
             segment_bytes_max: 64 << 20,
             index_interval_bytes: 16 << 10,
             segment_age_max_ms: 3_600_000,
-            sync_threads: std::thread::available_parallelism()
-                .map_or(2, |cores| cores.get())
-                .clamp(2, 4),
+            sync_threads: 16,
             journal_file_bytes: 64 << 20,
             checkpoint_journal_files: 2,
             fill_bytes: 64 << 10,
