@@ -247,15 +247,23 @@ async fn ensure_stream(endpoint: &Endpoint, cli: &BenchArgs) -> anyhow::Result<V
                 .await?;
                 continue;
             }
-            let shards = d["StreamDescription"]["Shards"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s["ShardId"].as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Ok(shards);
+            // Every shard: DescribeStream names at most 100, ListShards pages through them all.
+            let mut shards = Vec::new();
+            let mut request = json!({"StreamName": cli.stream});
+            loop {
+                let page = call_json(&mut s, host, "ListShards", request).await?;
+                shards.extend(
+                    page["Shards"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s["ShardId"].as_str().map(String::from)),
+                );
+                match page["NextToken"].as_str() {
+                    Some(token) => request = json!({"NextToken": token}),
+                    None => return Ok(shards),
+                }
+            }
         }
         if Instant::now() > deadline {
             bail!("stream {} did not become ACTIVE", cli.stream);

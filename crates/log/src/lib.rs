@@ -80,6 +80,9 @@ pub struct StoreConfig {
     /// When the bytes pending over all logs pass this, every log a journal group touches is
     /// written out: bounds the memory pending batches take, whatever the number of logs.
     pub pending_bytes_max: u64,
+    /// Active segments' files kept open at once, over the store; the others are reopened when
+    /// used again, so idle logs hold no file descriptor, however many there are.
+    pub open_files_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -93,6 +96,7 @@ impl Default for StoreConfig {
             checkpoint_journal_files: 2,
             fill_bytes: 64 << 10,
             pending_bytes_max: 32 << 20,
+            open_files_max: 1024,
         }
     }
 }

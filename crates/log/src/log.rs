@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -47,6 +47,7 @@ pub(crate) struct Ctx {
     /// The store-wide journal that makes appends durable; `None` on a volatile backend.
     pub journal: Option<Arc<crate::journal::Journal>>,
     pub cache: SealedCache,
+    pub open_files: OpenFiles,
     pub closed: AtomicBool,
     /// Where encrypted batches find their data keys.
     pub keyring: parking_lot::RwLock<Option<Arc<dyn crate::Keyring>>>,
@@ -133,7 +134,10 @@ pub(crate) struct LogState {
 
 pub(crate) struct Active {
     pub summary: SegmentSummary,
-    pub file: Arc<dyn BackendFile>,
+    /// The segment's file while `OpenFiles` keeps it open (or a reader holds it); reopened
+    /// from `path` when needed again (`LogInner::active_file`).
+    file: Weak<dyn BackendFile>,
+    path: String,
     pub index: IndexBuilder,
     /// Bytes of this segment known to be on disk; readers never look past it.
     pub durable_bytes: u64,
@@ -152,15 +156,19 @@ impl Active {
     /// A segment with nothing pending, `size_bytes` long.
     pub fn new(
         summary: SegmentSummary,
-        file: Arc<dyn BackendFile>,
+        file: &Arc<dyn BackendFile>,
+        path: String,
+        open_files: &OpenFiles,
         index: IndexBuilder,
         durable_bytes: u64,
         allocated_bytes: u64,
     ) -> Active {
         let pending_position = summary.size_bytes;
+        open_files.keep(file);
         Active {
             summary,
-            file,
+            file: Arc::downgrade(file),
+            path,
             index,
             durable_bytes,
             allocated_bytes,
@@ -170,8 +178,8 @@ impl Active {
         }
     }
 
-    /// Writes the pending batches to the file (page cache only); returns how many bytes.
-    fn write_pending(&mut self) -> io::Result<u64> {
+    /// Writes the pending batches to `file` (its file; page cache only); returns how many bytes.
+    fn write_pending(&mut self, file: &dyn BackendFile) -> io::Result<u64> {
         if self.pending.is_empty() {
             return Ok(0);
         }
@@ -179,13 +187,38 @@ impl Active {
             self.pending_position + self.pending.len() as u64,
             self.summary.size_bytes
         );
-        self.file
-            .write_all_at(&self.pending, self.pending_position)?;
+        file.write_all_at(&self.pending, self.pending_position)?;
         let written = self.pending.len() as u64;
         self.pending_position += written;
         // Freed, not kept: memory follows the logs being written, not the logs that exist.
         self.pending = Vec::new();
         Ok(written)
+    }
+}
+
+/// Active segments' files that stay open, store-wide: at most `open_files_max`, the oldest
+/// opened closed first. An active segment holds only a weak handle and reopens its file
+/// when it needs it again, so idle logs hold no open file, however many there are (20,000
+/// shards once ran out of descriptors).
+pub(crate) struct OpenFiles {
+    files: Mutex<VecDeque<Arc<dyn BackendFile>>>,
+    max: usize,
+}
+
+impl OpenFiles {
+    pub fn new(max: usize) -> Self {
+        Self {
+            files: Mutex::new(VecDeque::new()),
+            max,
+        }
+    }
+
+    pub fn keep(&self, file: &Arc<dyn BackendFile>) {
+        let mut files = self.files.lock();
+        files.push_back(Arc::clone(file));
+        while files.len() > self.max {
+            files.pop_front();
+        }
     }
 }
 
@@ -328,9 +361,24 @@ impl LogInner {
 
     /// Writes the active segment's pending batches to its file, keeping the store's count.
     fn write_pending(&self, active: &mut Active) -> io::Result<()> {
-        let written = active.write_pending()?;
+        if active.pending.is_empty() {
+            return Ok(());
+        }
+        let file = self.active_file(active)?;
+        let written = active.write_pending(&*file)?;
         self.ctx.pending_bytes.fetch_sub(written, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The active segment's file, reopened if `OpenFiles` closed it.
+    fn active_file(&self, active: &mut Active) -> io::Result<Arc<dyn BackendFile>> {
+        if let Some(file) = active.file.upgrade() {
+            return Ok(file);
+        }
+        let file = self.ctx.backend.open_file(&active.path, false)?;
+        self.ctx.open_files.keep(&file);
+        active.file = Arc::downgrade(&file);
+        Ok(file)
     }
 
     /// Before a read of the active segment: writes the pending batches that are durable (so a
@@ -422,6 +470,13 @@ impl LogInner {
                 self.fail("write", &error);
                 return false;
             }
+            let file = match self.active_file(&mut state.active) {
+                Ok(file) => file,
+                Err(error) => {
+                    self.fail("open", &error);
+                    return false;
+                }
+            };
             let active = &mut state.active;
             let snapshot =
                 active.summary.size_bytes >= active.snapshot_bytes + SNAPSHOT_GROWTH_BYTES;
@@ -429,7 +484,7 @@ impl LogInner {
                 active.snapshot_bytes = active.summary.size_bytes;
             }
             (
-                Arc::clone(&active.file),
+                file,
                 active.summary,
                 snapshot.then(|| active.index.entries.clone()),
             )
@@ -481,8 +536,9 @@ impl LogInner {
         }
         let active = &mut state.active;
         if active.allocated_bytes > active.summary.size_bytes && self.durable.failure().is_none() {
-            active.file.set_len(active.summary.size_bytes)?;
-            active.file.sync_data()?;
+            let file = self.active_file(active)?;
+            file.set_len(active.summary.size_bytes)?;
+            file.sync_data()?;
             active.allocated_bytes = active.summary.size_bytes;
         }
         // So the next open need not scan the segment.
@@ -540,14 +596,15 @@ impl LogInner {
         let backend = &self.ctx().backend;
         // 0. What the old segment still has pending goes into it first.
         self.write_pending(&mut state.active)?;
+        let old_file = self.active_file(&mut state.active)?;
         let old = &state.active;
         debug_assert!(new_base >= old.summary.end_offset);
         // 1. Everything written to the old segment becomes durable, without the preallocated
         //    tail: recovery trusts sealed segments whole.
         if old.allocated_bytes > old.summary.size_bytes {
-            old.file.set_len(old.summary.size_bytes)?;
+            old_file.set_len(old.summary.size_bytes)?;
         }
-        old.file.sync_data()?;
+        old_file.sync_data()?;
         self.ctx().sync.count_sync();
         // 2. Its sparse index, with its own checksum.
         let index = format::encode_index(&old.summary, &old.index.entries);
@@ -569,7 +626,9 @@ impl LogInner {
             &mut state.active,
             Active::new(
                 SegmentSummary::empty(new_base),
-                file,
+                &file,
+                segment_path(&self.dir, new_base),
+                &self.ctx.open_files,
                 IndexBuilder::new(self.ctx().config.index_interval_bytes),
                 0,
                 0,
@@ -627,7 +686,7 @@ impl LogInner {
     /// index. `None` when nothing durable lies at or past `cursor`.
     fn view_for(
         &self,
-        state: &LogState,
+        state: &mut LogState,
         cursor: u64,
         seek: impl Fn(&[IndexEntry]) -> Option<IndexEntry>,
     ) -> Result<Option<SegmentView>, LogError> {
@@ -640,7 +699,7 @@ impl LogInner {
         let (file, limit_bytes, entry) = if is_active {
             let entry = seek(&state.active.index.entries);
             (
-                Arc::clone(&state.active.file),
+                self.active_file(&mut state.active)?,
                 state.active.durable_bytes,
                 entry,
             )
@@ -976,7 +1035,14 @@ impl Log {
                 let ahead = (state.active.allocated_bytes + PREALLOCATE_BYTES)
                     .min(inner.ctx.config.segment_bytes_max);
                 let length = end_position.max(ahead);
-                if let Err(error) = state.active.file.set_len(length) {
+                let file = match inner.active_file(&mut state.active) {
+                    Ok(file) => file,
+                    Err(error) => {
+                        inner.fail("open", &error);
+                        return Err(error.into());
+                    }
+                };
+                if let Err(error) = file.set_len(length) {
                     inner.fail("preallocate", &error);
                     return Err(error.into());
                 }
@@ -993,7 +1059,10 @@ impl Log {
                     .ctx
                     .pending_bytes
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
-            } else if let Err(error) = state.active.file.write_all_at(&buf, position) {
+            } else if let Err(error) = inner
+                .active_file(&mut state.active)
+                .and_then(|file| file.write_all_at(&buf, position))
+            {
                 // The file may now hold part of the batch; appending after it would bury a
                 // torn batch in the middle of the segment.
                 inner.fail("write", &error);
@@ -1068,7 +1137,7 @@ impl Log {
             let view = {
                 let mut state = inner.state.lock();
                 inner.fill_for_read(&mut state)?;
-                inner.view_for(&state, cursor, |entries| {
+                inner.view_for(&mut state, cursor, |entries| {
                     let at = entries.partition_point(|entry| entry.offset <= cursor);
                     at.checked_sub(1).map(|at| entries[at])
                 })?
@@ -1111,7 +1180,7 @@ impl Log {
                 return Ok(end);
             };
             let cursor = summary.first_offset.max(summary.base);
-            let view = inner.view_for(&state, cursor, |entries| {
+            let view = inner.view_for(&mut state, cursor, |entries| {
                 let at = entries.partition_point(|entry| entry.timestamp_ms < timestamp_ms);
                 at.checked_sub(1).map(|at| entries[at])
             })?;

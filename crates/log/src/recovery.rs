@@ -40,7 +40,9 @@ pub(crate) fn create_log(
     backend.sync_dir(parent)?;
     let active = Active::new(
         SegmentSummary::empty(0),
-        file,
+        &file,
+        segment_path(&dir, 0),
+        &ctx.open_files,
         IndexBuilder::new(ctx.config.index_interval_bytes),
         0,
         0,
@@ -342,7 +344,9 @@ fn recover_active(
     }
     Ok(Active::new(
         summary,
-        file,
+        &file,
+        segment_path(dir, base),
+        &ctx.open_files,
         report.index,
         size_bytes,
         size_bytes,

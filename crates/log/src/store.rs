@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use crate::backend::Backend;
 use crate::journal::{self, Journal};
-use crate::log::{Ctx, LazyOpen, Log, SealedCache};
+use crate::log::{Ctx, LazyOpen, Log, OpenFiles, SealedCache};
 use crate::meta::MetaStore;
 use crate::recovery;
 use crate::sync::{Durable, Failure, SyncShared};
@@ -141,6 +141,7 @@ impl Store {
             journal,
             sync: SyncShared::default(),
             cache: SealedCache::default(),
+            open_files: OpenFiles::new(config.open_files_max),
             closed: AtomicBool::new(false),
             keyring: parking_lot::RwLock::new(None),
             pending_bytes: AtomicU64::new(0),

@@ -14,6 +14,8 @@ pub fn small_config() -> StoreConfig {
         checkpoint_journal_files: 2,
         // A few batches: both fills by size and fills by reads happen.
         fill_bytes: 300,
+        // Fewer than the logs of most tests: active files are closed and reopened.
+        open_files_max: 3,
         ..StoreConfig::default()
     }
 }
