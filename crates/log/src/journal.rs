@@ -576,6 +576,9 @@ pub(crate) struct Replayed {
     pub segments: Vec<String>,
 }
 
+/// A segment file and the contiguous bytes replay gathered for it, from a position.
+type Run = (Arc<dyn BackendFile>, u64, Vec<u8>);
+
 /// Recovery: writes every batch of the journal files left by a crash into its segment (in
 /// journal order, so idempotently; page cache only). Batches of a removed log, of a trimmed
 /// segment or of a log removed later are skipped. The files stay until a checkpoint has synced
@@ -628,7 +631,7 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
     for (f, &number) in numbers.iter().enumerate() {
         let bytes = read(number)?;
         // Per segment path: its open file and the run being gathered (start, bytes).
-        let mut runs: HashMap<String, (Arc<dyn BackendFile>, u64, Vec<u8>)> = HashMap::new();
+        let mut runs: HashMap<String, Run> = HashMap::new();
         for (g, group) in complete_groups(&bytes, number).iter().enumerate() {
             for (e, entry) in group.iter().enumerate() {
                 if entry.kind != KIND_BATCH
