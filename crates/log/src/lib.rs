@@ -68,9 +68,9 @@ pub struct StoreConfig {
     /// change); a group larger than this gets a file of its own size.
     pub journal_file_bytes: u64,
     /// A checkpoint runs once this many journal files are full: it syncs the segments they
-    /// cover and deletes them. Groups wait while twice this many are full, so the journal's
-    /// disk use, and the replay after a crash, stay within about
-    /// `(2 * checkpoint_journal_files + 1) * journal_file_bytes`.
+    /// cover and deletes them. Groups wait while one more than this many are full, so the
+    /// journal's disk use, and the replay after a crash, stay within about
+    /// `(checkpoint_journal_files + 2) * journal_file_bytes`.
     pub checkpoint_journal_files: usize,
     /// A log's journaled batches are written to its segment once this many bytes of them are
     /// pending (or a read reaches them, or a checkpoint, a roll or a stop comes): the journal
