@@ -49,6 +49,16 @@ fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
 
+/// A log's marks in the journal, kept in its state (so under its lock, as `add_batch` is).
+#[derive(Debug, Default)]
+pub(crate) struct JournalMarks {
+    /// The open group the log last added to, and its place in that group's `pending`.
+    slot: (u64, usize),
+    /// The log is in `unsynced`: set when added, cleared when a checkpoint writes and syncs
+    /// its segment (under its lock, so an append after that adds it again).
+    pub listed_unsynced: bool,
+}
+
 /// What a log's last entry in a group makes durable once the group is synced.
 struct Pending {
     log: Arc<LogInner>,
@@ -62,8 +72,8 @@ struct Group {
     /// The group's bytes, `GROUP_HEADER_BYTES` reserved for its header.
     bytes: Vec<u8>,
     entry_count: u32,
-    /// By log uid: what the group makes durable.
-    pending: HashMap<u64, Pending>,
+    /// What the group makes durable, one per log (see `JournalMarks::slot`).
+    pending: Vec<Pending>,
     seq: u64,
 }
 
@@ -74,7 +84,7 @@ impl Group {
         Group {
             bytes,
             entry_count: 0,
-            pending: HashMap::new(),
+            pending: Vec::new(),
             seq,
         }
     }
@@ -199,6 +209,7 @@ impl Journal {
         position: u64,
         batch: &[u8],
         end: u64,
+        marks: &mut JournalMarks,
     ) -> Result<u64, String> {
         let mut state = self.state.lock();
         if let Some(failure) = &state.failure {
@@ -210,20 +221,30 @@ impl Journal {
         state
             .open
             .push_entry(KIND_BATCH, &log.dir, base, position, batch);
-        state.open.pending.insert(
-            log.uid,
-            Pending {
-                log: Arc::clone(log),
-                base,
-                size_bytes: position + batch.len() as u64,
-                end,
-            },
-        );
-        state
-            .unsynced
-            .entry(log.uid)
-            .or_insert_with(|| Arc::clone(log));
         let seq = state.open.seq;
+        let size_bytes = position + batch.len() as u64;
+        match marks.slot {
+            (group, at) if group == seq => {
+                let pending = &mut state.open.pending[at];
+                (pending.base, pending.size_bytes, pending.end) = (base, size_bytes, end);
+            }
+            _ => {
+                marks.slot = (seq, state.open.pending.len());
+                state.open.pending.push(Pending {
+                    log: Arc::clone(log),
+                    base,
+                    size_bytes,
+                    end,
+                });
+            }
+        }
+        if !marks.listed_unsynced {
+            marks.listed_unsynced = true;
+            state
+                .unsynced
+                .entry(log.uid)
+                .or_insert_with(|| Arc::clone(log));
+        }
         drop(state);
         self.work.notify_one();
         Ok(seq)
@@ -285,7 +306,7 @@ impl Journal {
             };
             match result {
                 Ok(()) => {
-                    for pending in group.pending.values() {
+                    for pending in &group.pending {
                         pending.log.fill_and_mark_durable(
                             pending.base,
                             pending.size_bytes,
@@ -304,7 +325,7 @@ impl Journal {
                     let reason = format!("journal: {error}");
                     self.state.lock().failure.get_or_insert(reason.clone());
                     self.failed.store(true, Ordering::Release);
-                    for pending in group.pending.values() {
+                    for pending in &group.pending {
                         pending.log.fail_with(&reason);
                     }
                     self.signal.fail();

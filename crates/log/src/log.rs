@@ -29,6 +29,8 @@ const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// over thousands of logs does not create and write a file for each (measured at 4,096 shards,
 /// the snapshots were 13 % of the server's CPU).
 const SNAPSHOT_GROWTH_BYTES: u64 = 256 << 10;
+/// The room a log's pending bytes start with.
+const PENDING_INITIAL_BYTES: usize = 8 << 10;
 /// A thread's append buffer is dropped after a batch larger than this, so one huge batch does
 /// not pin its size in memory for the life of the thread.
 const APPEND_BUFFER_RETAINED_BYTES_MAX: usize = 1 << 20;
@@ -130,6 +132,7 @@ pub(crate) struct LogState {
     /// One past the last durable record, as published; kept here too so a reader sees it
     /// consistently with `active.durable_bytes`.
     pub durable_end: u64,
+    pub journal_marks: crate::journal::JournalMarks,
 }
 
 pub(crate) struct Active {
@@ -465,6 +468,9 @@ impl LogInner {
             if self.durable.failure().is_some() {
                 return true;
             }
+            // Its appends from now on list it for the next checkpoint: this one covers the
+            // earlier ones, written below and synced after.
+            state.journal_marks.listed_unsynced = false;
             // Written first, so the snapshot below describes bytes that are in the file.
             if let Err(error) = self.write_pending(&mut state.active) {
                 self.fail("write", &error);
@@ -1053,6 +1059,9 @@ impl Log {
                 // other pending batches in one write.
                 if state.active.pending.is_empty() {
                     state.active.pending_position = position;
+                    // Room for a few groups' batches: fewer copies as it grows to `fill_bytes`.
+                    let room = (inner.ctx.config.fill_bytes as usize).min(PENDING_INITIAL_BYTES);
+                    state.active.pending.reserve(buf.len().max(room));
                 }
                 state.active.pending.extend_from_slice(&buf);
                 inner
@@ -1077,7 +1086,8 @@ impl Log {
             let group = match &inner.ctx.journal {
                 Some(journal) => {
                     let base = state.active.summary.base;
-                    match journal.add_batch(inner, base, position, &buf, end_offset) {
+                    let marks = &mut state.journal_marks;
+                    match journal.add_batch(inner, base, position, &buf, end_offset, marks) {
                         Ok(seq) => Some((Arc::clone(&journal.signal), seq)),
                         Err(reason) => {
                             // The segment holds a batch no sync will cover.

@@ -80,6 +80,7 @@ fn new_inner(
             next_offset,
             last_timestamp_ms,
             durable_end: next_offset,
+            journal_marks: Default::default(),
         }),
     })
 }
