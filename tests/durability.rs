@@ -226,7 +226,17 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_record() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(150 + 97 * round as u64 % 300)).await;
+        // Killed after a number of acknowledgements, not after a time, so that a slow machine
+        // changes nothing; the number varies by round so the kill lands at different points.
+        let target = acked.lock().unwrap().len() + 2 * (20 + 17 * round % 60);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while acked.lock().unwrap().len() < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the writers stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         server.kill();
         for task in tasks {
             let _ = task.await;
