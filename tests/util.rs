@@ -24,7 +24,22 @@ impl TestServer {
 
     /// A server with the given configuration (its listen address should use port 0).
     pub async fn with_config(config: ServerConfig) -> TestServer {
-        let server = Server::start(config).await.expect("server starts");
+        // A restart on the same data dir may find the stopped server's directory lock still
+        // held for a moment: its last references are dropped by other tasks of this process
+        // (a separate process would have exited). Wait for it, briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let server = loop {
+            match Server::start(config.clone()).await {
+                Ok(server) => break server,
+                Err(error)
+                    if format!("{error:#}").contains("in use by another process")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("server starts: {error:?}"),
+            }
+        };
         let addr = server.local_addr();
         TestServer {
             server: Some(server),
