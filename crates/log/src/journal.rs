@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -147,8 +147,6 @@ pub(crate) struct Journal {
     current: Mutex<Current>,
     /// `fdatasync`s of journal files.
     pub sync_count: AtomicU64,
-    /// Set once `State::failure` is, for the check on every append.
-    failed: AtomicBool,
     /// The last group whose logs have all published, for `Durable::wait_all`.
     pub signal: Arc<GroupSignal>,
 }
@@ -186,14 +184,14 @@ impl Journal {
                 capacity: 0,
             }),
             sync_count: AtomicU64::new(0),
-            failed: AtomicBool::new(false),
             signal: Arc::new(GroupSignal::new()),
         }
     }
 
     /// The reason appends fail, once a journal write or sync failed.
     pub fn failure(&self) -> Option<String> {
-        if !self.failed.load(Ordering::Acquire) {
+        // `signal` is failed once `State::failure` is set: the check on every append.
+        if !self.signal.failed() {
             return None;
         }
         self.state.lock().failure.clone()
@@ -285,7 +283,10 @@ impl Journal {
                     // The journal stays bounded: past one file more than those that start a
                     // checkpoint, groups wait (and their appends with them) until the
                     // checkpointer has retired some, so a crash never leaves more to replay.
-                    let bounded = state.closing || state.full_files.len() <= self.checkpoint_files;
+                    // After a failure groups fail at once, waiting for nothing.
+                    let bounded = state.closing
+                        || state.failure.is_some()
+                        || state.full_files.len() <= self.checkpoint_files;
                     if state.open.entry_count > 0 && bounded {
                         break;
                     }
@@ -324,7 +325,6 @@ impl Journal {
                     tracing::error!(%error, "journal write failed; appends refused");
                     let reason = format!("journal: {error}");
                     self.state.lock().failure.get_or_insert(reason.clone());
-                    self.failed.store(true, Ordering::Release);
                     for pending in &group.pending {
                         pending.log.fail_with(&reason);
                     }
@@ -386,7 +386,8 @@ impl Journal {
     pub fn wait_for_checkpoint(&self) -> bool {
         let mut state = self.state.lock();
         loop {
-            if state.closing {
+            // After a failure no checkpoint may retire anything.
+            if state.closing || state.failure.is_some() {
                 return false;
             }
             if state.full_files.len() >= self.checkpoint_files {
@@ -408,6 +409,12 @@ impl Journal {
         };
         let (files, logs, replayed) = {
             let mut state = self.state.lock();
+            if let Some(reason) = &state.failure {
+                // Acknowledged batches may be only in the journal: reopening replays it.
+                return Err(io::Error::other(format!(
+                    "the journal keeps its files after a failure ({reason})"
+                )));
+            }
             // They stay listed until removed: the writer counts them against the bound.
             let mut files = state.full_files.clone();
             files.extend(open_file);
@@ -418,12 +425,19 @@ impl Journal {
         // in `unsynced` then (or replay wrote it back): the syncs below cover it.
         let failed = sync_logs(&logs, threads) | self.sync_replayed(&replayed);
         if failed {
-            // The files stay; a later checkpoint or recovery retires them.
+            // A log failed: its acknowledged batches may be only in the journal, so the files
+            // stay until a reopen replays them, and the journal fails like a failed group sync
+            // (appends fail rather than wait for a checkpoint that cannot retire anything).
+            let reason = "a segment write or sync failed; reopen the store to replay the journal";
+            tracing::error!("{reason}; appends refused");
             let mut state = self.state.lock();
             state.replayed_segments.extend(replayed);
-            return Err(io::Error::other(
-                "a segment sync failed during a checkpoint",
-            ));
+            state.failure.get_or_insert_with(|| reason.to_string());
+            drop(state);
+            self.signal.fail();
+            self.work.notify_all();
+            self.progress.notify_all();
+            return Err(io::Error::other(reason));
         }
         if files.is_empty() {
             return Ok(());

@@ -399,7 +399,7 @@ impl LogInner {
     }
 
     /// See [`Log::trim_older_than`].
-    fn trim_older_than(self: &Arc<Self>, cutoff_ms: i64) -> Result<u64, LogError> {
+    fn trim_older_than(&self, cutoff_ms: i64) -> Result<u64, LogError> {
         let inner = self;
         let mut state = inner.state.lock();
         if matches!(inner.durable.failure(), Some(Failure::Removed)) {
@@ -465,8 +465,13 @@ impl LogInner {
     pub(crate) fn sync_active(&self) -> bool {
         let (file, summary, entries) = {
             let mut state = self.state.lock();
-            if self.durable.failure().is_some() {
-                return true;
+            match self.durable.failure() {
+                None => {}
+                // Its batches are void.
+                Some(Failure::Removed) => return true,
+                // Acknowledged batches of it may be missing from its segment, or unsynced
+                // there: only the journal holds them now, so it must not be retired.
+                Some(Failure::Io(_)) => return false,
             }
             // Its appends from now on list it for the next checkpoint: this one covers the
             // earlier ones, written below and synced after.

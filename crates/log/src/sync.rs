@@ -176,6 +176,11 @@ impl GroupSignal {
             .send_if_modified(|current| raise(current, seq));
     }
 
+    /// Whether the journal failed.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     /// The journal failed: no group will publish again. Wakes every waiter.
     pub fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
@@ -224,14 +229,20 @@ impl Durable {
         for durable in durables {
             match durable.state.check(durable.end) {
                 Some(result) => result?,
-                None => durable.wait().await?,
+                None => durable.wait_on_log().await?,
             }
         }
         Ok(())
     }
 
-    /// Waits without blocking a tokio worker thread.
+    /// Waits without blocking a tokio worker thread (through the journal's group, as
+    /// [`Durable::wait_all`] does, so the log itself need not be watched).
     pub async fn wait(self) -> Result<(), LogError> {
+        Self::wait_all(vec![self]).await
+    }
+
+    /// Waits on the log's own durable end: for an append no journal group covers.
+    async fn wait_on_log(self) -> Result<(), LogError> {
         let mut receiver = self.state.subscribe();
         let state = &self.state;
         let end = self.end;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rivulet_log::{Backend, CrashBackend, FileBackend, Store, StoreConfig};
+use rivulet_log::{Backend, CrashBackend, FileBackend, NewRecord, Store, StoreConfig};
 
 use crate::util::{append_durable, copy_tree, read_all, small_config};
 
@@ -176,4 +176,41 @@ fn journaled_batches_reach_the_segment_at_fill_bytes_or_when_read() {
         assert_eq!(segment(dir.path()), usize::from(i) + 1);
     }
     store.shutdown();
+}
+
+#[test]
+fn after_a_failure_the_journal_keeps_what_only_it_holds() {
+    let backend = CrashBackend::new();
+    // Below `fill_bytes`: the acknowledged batch is in the journal and in memory only.
+    let config = StoreConfig {
+        fill_bytes: 1 << 20,
+        ..small_config()
+    };
+    let store = Store::open(Arc::new(backend.clone()), config).expect("open");
+    let log = store.log("held").expect("log");
+    append_durable(&log, &[b"first"], 1, 0);
+    backend.set_fail_syncs(true);
+    let second = log
+        .append(
+            &[NewRecord {
+                key: b"",
+                value: b"second",
+            }],
+            2,
+            0,
+        )
+        .expect("append");
+    assert!(second.durable.wait_blocking().is_err());
+    backend.set_fail_syncs(false);
+    // The stop cannot retire the journal: the failed log's acknowledged batch is only there.
+    store.shutdown();
+    drop(store);
+    let image = backend.snapshot();
+    assert!(!image.list_dir("journal").expect("list").is_empty());
+    let store = Store::open(Arc::new(image), config).expect("reopen");
+    let values: Vec<Vec<u8>> = read_all(&store.log("held").expect("log"), 0)
+        .iter()
+        .map(|r| r.value.to_vec())
+        .collect();
+    assert_eq!(values, vec![b"first".to_vec()]);
 }
