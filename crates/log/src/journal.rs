@@ -664,15 +664,13 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
         }
         buffer = bytes;
     }
-    // Second pass: the batches, into segments that still exist. A segment's entries follow
-    // one another within a file, so each file's entries for one segment are gathered into runs
-    // of contiguous bytes and written with one `write` per run (one per entry was most of a
-    // replay's time at thousands of logs).
-    let mut written: HashMap<String, Arc<dyn BackendFile>> = HashMap::new();
-    let mut batches = 0u64;
-    // Per segment path: its open file and the run being gathered (start, bytes); kept across
-    // files so the runs' buffers are reused.
+    // Second pass: the batches, into segments that still exist. Within a file, a segment's
+    // entries that follow each other in bytes are gathered into one run, written with one
+    // `write` (one per entry was most of a replay's time at thousands of logs); an entry that
+    // does not follow on first writes the run before it, so a segment's writes keep journal
+    // order. Per segment path: its file and its run (start, bytes), buffers reused.
     let mut runs: HashMap<String, Run> = HashMap::new();
+    let mut batches = 0u64;
     for (f, &number) in numbers.iter().enumerate() {
         let bytes = read(number, std::mem::take(&mut buffer))?;
         for (g, group) in complete_groups(&bytes, number).iter().enumerate() {
@@ -683,38 +681,32 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
                     continue;
                 }
                 let path = crate::log::segment_path(entry.dir, entry.base);
-                if let Some((file, start, run)) = runs.get_mut(&path) {
-                    if *start + run.len() as u64 == entry.position {
-                        run.extend_from_slice(entry.batch);
-                    } else {
-                        // Not contiguous: what came before goes first, in journal order.
-                        file.write_all_at(run, *start)?;
-                        *start = entry.position;
-                        run.clear();
-                        run.extend_from_slice(entry.batch);
-                    }
-                    batches += 1;
-                    continue;
-                }
-                let file = match written.get(&path) {
-                    Some(file) => Arc::clone(file),
-                    None => match backend.open_file(&path, false) {
-                        Ok(file) => {
-                            written.insert(path.clone(), Arc::clone(&file));
-                            file
+                let (file, start, run) = match runs.entry(path) {
+                    std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(new) => {
+                        match backend.open_file(new.key(), false) {
+                            Ok(file) => new.insert((file, entry.position, Vec::new())),
+                            // Trimmed, or its log removed: nothing to restore.
+                            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                            Err(error) => return Err(error),
                         }
-                        // Trimmed, or its log removed: nothing to restore.
-                        Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-                        Err(error) => return Err(error),
-                    },
+                    }
                 };
-                runs.insert(path, (file, entry.position, entry.batch.to_vec()));
+                if *start + run.len() as u64 != entry.position {
+                    if !run.is_empty() {
+                        file.write_all_at(run, *start)?;
+                        run.clear();
+                    }
+                    *start = entry.position;
+                }
+                run.extend_from_slice(entry.batch);
                 batches += 1;
             }
         }
         for (file, start, run) in runs.values_mut() {
             if !run.is_empty() {
                 file.write_all_at(run, *start)?;
+                *start += run.len() as u64;
                 run.clear();
             }
         }
@@ -724,14 +716,14 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
         tracing::info!(
             files = numbers.len(),
             batches,
-            segments = written.len(),
+            segments = runs.len(),
             "journal replayed"
         );
     }
     Ok(Replayed {
         files: numbers,
         next_file: last + 1,
-        segments: written.into_keys().collect(),
+        segments: runs.into_keys().collect(),
     })
 }
 
