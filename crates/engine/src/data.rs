@@ -408,7 +408,7 @@ impl Engine {
                 stream.meter_write(route.index, bytes, shard_batch.len(), now_ms);
             }
             let arrival_s = (appended.timestamp_ms / 1000) as u32;
-            let mut encoder = seq::SeqEncoder::default();
+            let mut encoder = route.last_seq.lock();
             for (k, &i) in shard_members.iter().enumerate() {
                 let sequence_number = encoder.encode(SeqParts {
                     shard_created_s: route.created_s,

@@ -90,7 +90,6 @@ impl Default for EngineConfig {
 }
 
 /// One open shard as the write path sees it.
-#[derive(Clone)]
 struct Route {
     start: u128,
     end: u128,
@@ -98,6 +97,9 @@ struct Route {
     created_s: u32,
     layout: seq::Layout,
     log: Arc<Log>,
+    /// The shard's last sequence number issued: the next append's numbers usually continue
+    /// it, a short decimal addition instead of a full conversion per record.
+    last_seq: parking_lot::Mutex<seq::SeqEncoder>,
 }
 
 /// In-memory state of one stream: its metadata plus handles derived from it.
@@ -120,6 +122,7 @@ impl StreamState {
                     created_s: (shard.created_ms / 1000) as u32,
                     layout: self.meta.seq_layout(shard),
                     log: log.clone(),
+                    last_seq: parking_lot::Mutex::new(seq::SeqEncoder::default()),
                 });
             }
         }

@@ -44,6 +44,16 @@ pub trait Backend: Send + Sync + 'static {
     fn volatile(&self) -> bool {
         false
     }
+    /// Whether [`Backend::sync_all_files`] is available and trusted.
+    fn can_sync_all_files(&self) -> bool {
+        false
+    }
+    /// Makes the data of every file written so far durable at once (`syncfs`): a checkpoint
+    /// over many logs then costs one call and one file-system commit instead of one
+    /// `fdatasync` (and commit) per segment. Only where `can_sync_all_files` says so.
+    fn sync_all_files(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// An open file of a [`Backend`], used only through positioned reads and writes.
@@ -89,8 +99,11 @@ impl ReadAt for FileSource<'_> {
 pub struct FileBackend {
     root: PathBuf,
     /// Held for the backend's lifetime: a second process on the same directory would corrupt
-    /// the logs, so the flock makes it fail at open instead.
-    _lock: File,
+    /// the logs, so the flock makes it fail at open instead. Also the descriptor `syncfs`
+    /// is called on.
+    lock: File,
+    /// Whether `syncfs` on the root's file system is trusted (see [`syncfs_trusted`]).
+    syncfs: bool,
 }
 
 impl fmt::Debug for FileBackend {
@@ -127,7 +140,8 @@ impl FileBackend {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(with_path(e, &lock_path).into()),
         }
-        Ok(Self { root, _lock: lock })
+        let syncfs = syncfs_trusted(&lock);
+        Ok(Self { root, lock, syncfs })
     }
 
     /// The root directory.
@@ -141,6 +155,52 @@ impl FileBackend {
         } else {
             self.root.join(relative)
         }
+    }
+}
+
+/// Whether `syncfs` on the file system holding `file` both covers every file's data and
+/// reports write-back errors: Linux 5.8 and later (earlier kernels return success whatever
+/// happened), on a local journaling file system known to commit and flush in `sync_fs`
+/// (ext4, XFS, Btrfs). Anywhere else the store syncs file by file.
+#[cfg(target_os = "linux")]
+fn syncfs_trusted(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    // SAFETY: `statfs` and `uname` only write into the zeroed structs passed to them; the
+    // descriptor is open for the whole call.
+    let (statfs, uname) = unsafe {
+        let mut statfs: libc::statfs = std::mem::zeroed();
+        let mut uname: libc::utsname = std::mem::zeroed();
+        if libc::fstatfs(file.as_raw_fd(), &mut statfs) != 0 || libc::uname(&mut uname) != 0 {
+            return false;
+        }
+        (statfs, uname)
+    };
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets.
+    let local = matches!(statfs.f_type as i64, EXT4 | XFS | BTRFS);
+    let release: Vec<u8> = uname
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    local && kernel_at_least(&String::from_utf8_lossy(&release), (5, 8))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn syncfs_trusted(_file: &File) -> bool {
+    false
+}
+
+/// Whether a kernel release such as `6.1.0-18-amd64` is `minimum` or later.
+fn kernel_at_least(release: &str, minimum: (u32, u32)) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let mut number = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (number(), number()) {
+        (Some(major), Some(minor)) => (major, minor) >= minimum,
+        _ => false,
     }
 }
 
@@ -212,6 +272,24 @@ impl Backend for FileBackend {
             .and_then(|dir| dir.sync_all())
             .map_err(|e| with_path(e, &full))
     }
+
+    fn can_sync_all_files(&self) -> bool {
+        self.syncfs
+    }
+
+    #[cfg(target_os = "linux")]
+    fn sync_all_files(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if !self.syncfs {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        // SAFETY: the descriptor is owned by `self.lock`, open for the whole call.
+        if unsafe { libc::syncfs(self.lock.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(with_path(io::Error::last_os_error(), &self.root))
+        }
+    }
 }
 
 /// An open real file.
@@ -272,5 +350,39 @@ impl BackendFile for RealFile {
             error if error.raw_os_error() == Some(libc::EINVAL) => Ok(from),
             error => Err(with_path(error, &self.path)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, FileBackend, kernel_at_least};
+
+    #[test]
+    fn syncfs_is_used_only_where_trusted_and_then_succeeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FileBackend::new(dir.path()).expect("backend");
+        let file = backend.open_file("f", true).expect("open");
+        file.write_all_at(b"data", 0).expect("write");
+        match backend.sync_all_files() {
+            Ok(()) => assert!(backend.can_sync_all_files()),
+            Err(error) => {
+                assert!(!backend.can_sync_all_files(), "{error}");
+                assert_eq!(error.kind(), std::io::ErrorKind::Unsupported);
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_then_minor() {
+        assert!(kernel_at_least("5.8.0", (5, 8)));
+        assert!(kernel_at_least("6.1.0-18-amd64", (5, 8)));
+        assert!(kernel_at_least(
+            "5.15.153.1-microsoft-standard-WSL2",
+            (5, 8)
+        ));
+        assert!(!kernel_at_least("5.4.0-150-generic", (5, 8)));
+        assert!(!kernel_at_least("4.19.0", (5, 8)));
+        assert!(!kernel_at_least("", (5, 8)));
+        assert!(!kernel_at_least("weird", (5, 8)));
     }
 }

@@ -139,11 +139,16 @@ pub(crate) struct Journal {
     backend: Arc<dyn Backend>,
     file_bytes: u64,
     checkpoint_files: usize,
+    /// See `StoreConfig::sync_all_files_logs_min`.
+    all_files_logs_min: usize,
     state: Mutex<State>,
     /// Wakes the writer (a group to write, or shutdown).
     work: Condvar,
     /// Wakes those waiting for a group to be synced, and the checkpointer.
     progress: Condvar,
+    /// Wakes the checkpointer: a journal file filled, the journal failed, or shutdown. Not
+    /// `progress`, which every group signals.
+    checkpoint_due: Condvar,
     current: Mutex<Current>,
     /// `fdatasync`s of journal files.
     pub sync_count: AtomicU64,
@@ -157,12 +162,14 @@ impl Journal {
         backend: Arc<dyn Backend>,
         file_bytes: u64,
         checkpoint_files: usize,
+        all_files_logs_min: usize,
         replayed: &Replayed,
     ) -> Journal {
         Journal {
             backend,
             file_bytes,
             checkpoint_files,
+            all_files_logs_min,
             state: Mutex::new(State {
                 open: Group::new(1, Vec::new()),
                 spare: Vec::new(),
@@ -177,6 +184,7 @@ impl Journal {
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
+            checkpoint_due: Condvar::new(),
             current: Mutex::new(Current {
                 number: replayed.next_file,
                 file: None,
@@ -329,6 +337,7 @@ impl Journal {
                         pending.log.fail_with(&reason);
                     }
                     self.signal.fail();
+                    self.checkpoint_due.notify_all();
                 }
             }
             self.progress.notify_all();
@@ -367,7 +376,7 @@ impl Journal {
     fn start_file(&self, current: &mut Current, group_len: u64) -> io::Result<()> {
         if current.file.take().is_some() {
             self.state.lock().full_files.push(current.number);
-            self.progress.notify_all();
+            self.checkpoint_due.notify_all();
             current.number += 1;
         }
         let capacity = self.file_bytes.max(group_len);
@@ -393,7 +402,7 @@ impl Journal {
             if state.full_files.len() >= self.checkpoint_files {
                 return true;
             }
-            self.progress.wait(&mut state);
+            self.checkpoint_due.wait(&mut state);
         }
     }
 
@@ -423,7 +432,8 @@ impl Journal {
         };
         // Every batch in these files was appended before its entry was queued, and its log was
         // in `unsynced` then (or replay wrote it back): the syncs below cover it.
-        let failed = sync_logs(&logs, threads) | self.sync_replayed(&replayed);
+        let failed = sync_logs(&logs, threads, &*self.backend, self.all_files_logs_min)
+            | self.sync_replayed(&replayed);
         if failed {
             // A log failed: its acknowledged batches may be only in the journal, so the files
             // stay until a reopen replays them, and the journal fails like a failed group sync
@@ -487,29 +497,66 @@ impl Journal {
         self.state.lock().closing = true;
         self.work.notify_all();
         self.progress.notify_all();
+        self.checkpoint_due.notify_all();
     }
 }
 
-/// Syncs the active segment of each log, on up to `threads` threads; says whether any failed
-/// (the log itself is then failed).
-fn sync_logs(logs: &[Arc<LogInner>], threads: usize) -> bool {
+/// Syncs the active segment of each log, on up to `threads` threads, or with one `syncfs`
+/// when there are at least `all_files_min` logs and `backend` trusts it; says whether any
+/// failed (the log itself is then failed).
+fn sync_logs(
+    logs: &[Arc<LogInner>],
+    threads: usize,
+    backend: &dyn Backend,
+    all_files_min: usize,
+) -> bool {
     if logs.is_empty() {
         return false;
     }
+    let whole = logs.len() >= all_files_min && backend.can_sync_all_files();
     let chunk = logs.len().div_ceil(threads.max(1));
     let failed = std::sync::atomic::AtomicBool::new(false);
+    // Each log's pending batches are written, and with one sync per file, synced; with
+    // `syncfs`, the writes come first and the one sync after them.
+    let prepared = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for part in logs.chunks(chunk) {
-            let failed = &failed;
+            let (failed, prepared) = (&failed, &prepared);
             scope.spawn(move || {
+                let mut mine = Vec::new();
                 for log in part {
-                    if !log.sync_active() {
-                        failed.store(true, Ordering::Relaxed);
+                    match log.prepare_sync() {
+                        Ok(Some(ready)) if whole => mine.push((Arc::clone(log), ready)),
+                        Ok(Some(ready)) => {
+                            let synced = crate::log::prepared_file_sync(&ready);
+                            if !log.finish_sync(ready, synced) {
+                                failed.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(()) => failed.store(true, Ordering::Relaxed),
                     }
                 }
+                prepared.lock().append(&mut mine);
             });
         }
     });
+    let prepared = prepared.into_inner();
+    if !prepared.is_empty() {
+        let error = backend
+            .sync_all_files()
+            .err()
+            .map(|e| (e.kind(), e.to_string()));
+        for (log, ready) in prepared {
+            let synced = match &error {
+                None => Ok(()),
+                Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            };
+            if !log.finish_sync(ready, synced) {
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
     failed.into_inner()
 }
 

@@ -83,6 +83,11 @@ pub struct StoreConfig {
     /// Active segments' files kept open at once, over the store; the others are reopened when
     /// used again, so idle logs hold no file descriptor, however many there are.
     pub open_files_max: usize,
+    /// A checkpoint over at least this many logs syncs them all with one `syncfs` where the
+    /// backend trusts it (see `Backend::sync_all_files`): one file-system commit instead of
+    /// one `fdatasync` per segment. Below it, or where `syncfs` is not trusted, each segment
+    /// is synced on its own (which does not flush unrelated files sharing the file system).
+    pub sync_all_files_logs_min: usize,
 }
 
 impl Default for StoreConfig {
@@ -97,6 +102,7 @@ impl Default for StoreConfig {
             fill_bytes: 64 << 10,
             pending_bytes_max: 32 << 20,
             open_files_max: 1024,
+            sync_all_files_logs_min: 64,
         }
     }
 }

@@ -199,6 +199,19 @@ impl Active {
     }
 }
 
+/// What a checkpoint syncs for one log (see [`LogInner::prepare_sync`]).
+pub(crate) struct PreparedSync {
+    pub file: Arc<dyn BackendFile>,
+    summary: SegmentSummary,
+    /// The index, when a snapshot of it is due once synced.
+    entries: Option<Vec<IndexEntry>>,
+}
+
+/// The log's own `fdatasync` of its prepared segment.
+pub(crate) fn prepared_file_sync(prepared: &PreparedSync) -> io::Result<()> {
+    prepared.file.sync_data()
+}
+
 /// Active segments' files that stay open, store-wide: at most `open_files_max`, the oldest
 /// opened closed first. An active segment holds only a weak handle and reopens its file
 /// when it needs it again, so idle logs hold no open file, however many there are (20,000
@@ -462,50 +475,55 @@ impl LogInner {
 
     /// Syncs what was written to the active segment so far (a checkpoint: the journal already
     /// made it durable). Returns false, failing the log, if the sync failed.
-    pub(crate) fn sync_active(&self) -> bool {
-        let (file, summary, entries) = {
-            let mut state = self.state.lock();
-            match self.durable.failure() {
-                None => {}
-                // Its batches are void.
-                Some(Failure::Removed) => return true,
-                // Acknowledged batches of it may be missing from its segment, or unsynced
-                // there: only the journal holds them now, so it must not be retired.
-                Some(Failure::Io(_)) => return false,
+    /// A checkpoint's first step for this log: writes its pending batches into its active
+    /// segment, whose sync then covers everything its journal entries so far hold. `None`
+    /// when it needs no sync (removed), `Err` when it failed (and is failed).
+    pub(crate) fn prepare_sync(&self) -> Result<Option<PreparedSync>, ()> {
+        let mut state = self.state.lock();
+        match self.durable.failure() {
+            None => {}
+            // Its batches are void.
+            Some(Failure::Removed) => return Ok(None),
+            // Acknowledged batches of it may be missing from its segment, or unsynced there:
+            // only the journal holds them now, so it must not be retired.
+            Some(Failure::Io(_)) => return Err(()),
+        }
+        // Its appends from now on list it for the next checkpoint: this one covers the
+        // earlier ones, written below and synced after.
+        state.journal_marks.listed_unsynced = false;
+        // Written first, so the snapshot below describes bytes that are in the file.
+        if let Err(error) = self.write_pending(&mut state.active) {
+            self.fail("write", &error);
+            return Err(());
+        }
+        let file = match self.active_file(&mut state.active) {
+            Ok(file) => file,
+            Err(error) => {
+                self.fail("open", &error);
+                return Err(());
             }
-            // Its appends from now on list it for the next checkpoint: this one covers the
-            // earlier ones, written below and synced after.
-            state.journal_marks.listed_unsynced = false;
-            // Written first, so the snapshot below describes bytes that are in the file.
-            if let Err(error) = self.write_pending(&mut state.active) {
-                self.fail("write", &error);
-                return false;
-            }
-            let file = match self.active_file(&mut state.active) {
-                Ok(file) => file,
-                Err(error) => {
-                    self.fail("open", &error);
-                    return false;
-                }
-            };
-            let active = &mut state.active;
-            let snapshot =
-                active.summary.size_bytes >= active.snapshot_bytes + SNAPSHOT_GROWTH_BYTES;
-            if snapshot {
-                active.snapshot_bytes = active.summary.size_bytes;
-            }
-            (
-                file,
-                active.summary,
-                snapshot.then(|| active.index.entries.clone()),
-            )
         };
-        match file.sync_data() {
+        let active = &mut state.active;
+        let snapshot = active.summary.size_bytes >= active.snapshot_bytes + SNAPSHOT_GROWTH_BYTES;
+        if snapshot {
+            active.snapshot_bytes = active.summary.size_bytes;
+        }
+        Ok(Some(PreparedSync {
+            file,
+            summary: active.summary,
+            entries: snapshot.then(|| active.index.entries.clone()),
+        }))
+    }
+
+    /// A checkpoint's last step for this log, once its segment was synced (`synced`, by its
+    /// own `fdatasync` or one `syncfs` for all): says whether it is durable.
+    pub(crate) fn finish_sync(&self, prepared: PreparedSync, synced: io::Result<()>) -> bool {
+        match synced {
             Ok(()) => {
                 self.ctx().sync.count_sync();
                 // Synced that far: a crash from now on scans only what comes after.
-                if let Some(entries) = entries
-                    && let Err(error) = self.write_index_snapshot(&summary, &entries)
+                if let Some(entries) = prepared.entries
+                    && let Err(error) = self.write_index_snapshot(&prepared.summary, &entries)
                 {
                     tracing::warn!(log = %self.id, %error, "index snapshot not written");
                 }

@@ -445,27 +445,58 @@ impl BackendFile for MemFile {
         }
         if self.fs.track_durability {
             let recorder = self.fs.recorder();
-            {
-                let data = &mut *self.node.data.lock();
-                let live = &data.live;
-                // The same bytes: not written since the image this file comes from was taken.
-                if !Arc::ptr_eq(live, &data.durable) {
-                    // Copied first if an image still holds the old durable contents.
-                    let durable = Arc::make_mut(&mut data.durable);
-                    durable.resize(live.len(), 0);
-                    for range in data.dirty.drain(..) {
-                        let end = range.end.min(live.len());
-                        if range.start < end {
-                            durable[range.start..end].copy_from_slice(&live[range.start..end]);
-                        }
-                    }
-                }
-                data.dirty.clear();
-            }
+            sync_node(&mut self.node.data.lock());
             self.fs.record(recorder);
         }
         Ok(())
     }
+}
+
+/// Makes what was written to a file durable.
+fn sync_node(data: &mut FileData) {
+    let live = &data.live;
+    // The same bytes: not written since the image this file comes from was taken.
+    if !Arc::ptr_eq(live, &data.durable) {
+        // Copied first if an image still holds the old durable contents.
+        let durable = Arc::make_mut(&mut data.durable);
+        durable.resize(live.len(), 0);
+        for range in data.dirty.drain(..) {
+            let end = range.end.min(live.len());
+            if range.start < end {
+                durable[range.start..end].copy_from_slice(&live[range.start..end]);
+            }
+        }
+    }
+    data.dirty.clear();
+}
+
+/// `syncfs`: every file's data durable at once (entries of directories are not: as on Linux,
+/// those need their directory synced).
+fn sync_all_files(fs: &MemFs) -> io::Result<()> {
+    if fs.fail_syncs.load(Ordering::SeqCst) {
+        return Err(io::Error::other("injected sync failure"));
+    }
+    if !fs.track_durability {
+        return Ok(());
+    }
+    let recorder = fs.recorder();
+    let nodes: Vec<Arc<FileNode>> = {
+        let namespace = fs.namespace.lock();
+        namespace
+            .dirs
+            .values()
+            .flat_map(|dir| dir.live.values())
+            .filter_map(|node| match node {
+                Node::File(file) => Some(Arc::clone(file)),
+                Node::Dir(_) => None,
+            })
+            .collect()
+    };
+    for node in nodes {
+        sync_node(&mut node.data.lock());
+    }
+    fs.record(recorder);
+    Ok(())
 }
 
 fn mark_dirty(data: &mut FileData, range: Range<usize>) {
@@ -533,6 +564,12 @@ macro_rules! impl_backend {
             fn volatile(&self) -> bool {
                 // A crash model keeps what was synced; a plain in-memory store keeps nothing.
                 !self.fs.track_durability
+            }
+            fn can_sync_all_files(&self) -> bool {
+                true
+            }
+            fn sync_all_files(&self) -> io::Result<()> {
+                sync_all_files(&self.fs)
             }
         }
     };

@@ -131,6 +131,7 @@ impl Store {
                 Arc::clone(&backend),
                 config.journal_file_bytes,
                 config.checkpoint_journal_files,
+                config.sync_all_files_logs_min,
                 &replayed,
             );
             Some(Arc::new(journal))

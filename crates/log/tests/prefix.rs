@@ -470,12 +470,26 @@ fn check_image(history: &History, image: CrashBackend, k: usize, config: StoreCo
 
 #[test]
 fn every_prefix_of_the_synced_writes_recovers() {
-    let started = std::time::Instant::now();
-    // Journal files of half the usual test size: more checkpoints in fewer appends.
-    let config = StoreConfig {
+    // Journal files of half the usual test size: more checkpoints in fewer appends. The logs
+    // are fewer than `sync_all_files_logs_min`: a checkpoint syncs segment by segment.
+    every_prefix_recovers(StoreConfig {
         journal_file_bytes: 4096,
         ..small_config()
-    };
+    });
+}
+
+#[test]
+fn every_prefix_recovers_when_checkpoints_sync_the_file_system_at_once() {
+    // Checkpoints write every log's pending batches, then one `syncfs` covers them all.
+    every_prefix_recovers(StoreConfig {
+        journal_file_bytes: 4096,
+        sync_all_files_logs_min: 1,
+        ..small_config()
+    });
+}
+
+fn every_prefix_recovers(config: StoreConfig) {
+    let started = std::time::Instant::now();
     let backend = CrashBackend::new();
     backend.record_durable_images(true);
     let history = run_workload(&backend, config, &data_key());
