@@ -56,6 +56,54 @@ pub(crate) struct Ctx {
     /// Bytes journaled but not yet written to their segments, over every log (see
     /// `StoreConfig::pending_bytes_max`).
     pub pending_bytes: AtomicU64,
+    /// Pending-bytes buffers given back by fills, for the next log that starts pending.
+    pub fill_buffers: FillBuffers,
+}
+
+/// Buffers of written-out pending bytes, kept for reuse: a log that gets a record or two per
+/// request otherwise allocates (and faults in) a new buffer at every fill, and grows it by
+/// copying. At most `pending_bytes_max` bytes of capacity are kept, so memory stays bounded by
+/// configuration (pending bytes in use plus this), whatever the number of logs.
+#[derive(Debug)]
+pub(crate) struct FillBuffers {
+    buffers: Mutex<(Vec<Vec<u8>>, usize)>,
+    capacity_max: usize,
+}
+
+impl FillBuffers {
+    pub fn new(capacity_max: u64) -> Self {
+        Self {
+            buffers: Mutex::new((Vec::new(), 0)),
+            capacity_max: usize::try_from(capacity_max).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// An empty buffer: the last one given back, or a new one of `capacity`.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut guard = self.buffers.lock();
+        let (buffers, kept) = &mut *guard;
+        match buffers.pop() {
+            Some(buffer) => {
+                *kept -= buffer.capacity();
+                buffer
+            }
+            None => {
+                drop(guard);
+                Vec::with_capacity(capacity)
+            }
+        }
+    }
+
+    /// Keeps `buffer` for reuse if there is room, else frees it.
+    pub fn give_back(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        let mut guard = self.buffers.lock();
+        let (buffers, kept) = &mut *guard;
+        if buffer.capacity() > 0 && *kept + buffer.capacity() <= self.capacity_max {
+            *kept += buffer.capacity();
+            buffers.push(buffer);
+        }
+    }
 }
 
 /// A record as stored.
@@ -193,8 +241,8 @@ impl Active {
         file.write_all_at(&self.pending, self.pending_position)?;
         let written = self.pending.len() as u64;
         self.pending_position += written;
-        // Freed, not kept: memory follows the logs being written, not the logs that exist.
-        self.pending = Vec::new();
+        // Not kept by the log: memory follows the logs being written, not the logs that
+        // exist. The caller gives the buffer to the store's `FillBuffers`.
         Ok(written)
     }
 }
@@ -383,6 +431,9 @@ impl LogInner {
         let file = self.active_file(active)?;
         let written = active.write_pending(&*file)?;
         self.ctx.pending_bytes.fetch_sub(written, Ordering::Relaxed);
+        self.ctx
+            .fill_buffers
+            .give_back(std::mem::take(&mut active.pending));
         Ok(())
     }
 
@@ -1082,9 +1133,14 @@ impl Log {
                 // other pending batches in one write.
                 if state.active.pending.is_empty() {
                     state.active.pending_position = position;
-                    // Room for a few groups' batches: fewer copies as it grows to `fill_bytes`.
-                    let room = (inner.ctx.config.fill_bytes as usize).min(PENDING_INITIAL_BYTES);
-                    state.active.pending.reserve(buf.len().max(room));
+                    if state.active.pending.capacity() == 0 {
+                        // Room for a few groups' batches: fewer copies as it grows to
+                        // `fill_bytes`; a buffer an earlier fill gave back is usually larger.
+                        let room =
+                            (inner.ctx.config.fill_bytes as usize).min(PENDING_INITIAL_BYTES);
+                        state.active.pending = inner.ctx.fill_buffers.take(room);
+                    }
+                    state.active.pending.reserve(buf.len());
                 }
                 state.active.pending.extend_from_slice(&buf);
                 inner
@@ -1292,5 +1348,33 @@ impl Log {
     /// A receiver of `end_offset()`, changed whenever it advances (for push consumers).
     pub fn watch_end(&self) -> Result<watch::Receiver<u64>, LogError> {
         Ok(self.inner()?.durable.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod fill_buffer_tests {
+    use super::FillBuffers;
+
+    #[test]
+    fn fill_buffers_are_reused_and_bounded_by_configuration() {
+        let pool = FillBuffers::new(100);
+        let mut first = pool.take(64);
+        assert!(first.capacity() >= 64);
+        first.extend_from_slice(b"batch bytes");
+        let capacity = first.capacity();
+        let address = first.as_ptr();
+        pool.give_back(first);
+        // The same buffer comes back, empty.
+        let again = pool.take(8);
+        assert_eq!(
+            (again.as_ptr(), again.capacity(), again.len()),
+            (address, capacity, 0)
+        );
+        // Past the bound, buffers given back are freed, not kept.
+        pool.give_back(Vec::with_capacity(64));
+        pool.give_back(Vec::with_capacity(64));
+        let guard = pool.buffers.lock();
+        assert_eq!(guard.0.len(), 1);
+        assert!(guard.1 <= 100);
     }
 }

@@ -146,6 +146,7 @@ impl Store {
             closed: AtomicBool::new(false),
             keyring: parking_lot::RwLock::new(None),
             pending_bytes: AtomicU64::new(0),
+            fill_buffers: crate::log::FillBuffers::new(config.pending_bytes_max),
         });
         let store = Store {
             ctx: Arc::clone(&ctx),
