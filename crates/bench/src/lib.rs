@@ -583,6 +583,7 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
                     floor::Design::None,
                     floor::Design::PerShard,
                     floor::Design::Journal,
+                    floor::Design::JournalZeroed,
                 ],
             };
             for design in designs {
