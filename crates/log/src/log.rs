@@ -62,8 +62,9 @@ pub(crate) struct Ctx {
 
 /// Buffers of written-out pending bytes, kept for reuse: a log that gets a record or two per
 /// request otherwise allocates (and faults in) a new buffer at every fill, and grows it by
-/// copying. At most `pending_bytes_max` bytes of capacity are kept, so memory stays bounded by
-/// configuration (pending bytes in use plus this), whatever the number of logs.
+/// copying. Buffers are kept only while they and the pending bytes in use stay within
+/// `pending_bytes_max` together, so memory stays bounded by configuration, whatever the
+/// number of logs.
 #[derive(Debug)]
 pub(crate) struct FillBuffers {
     buffers: Mutex<(Vec<Vec<u8>>, usize)>,
@@ -94,12 +95,17 @@ impl FillBuffers {
         }
     }
 
-    /// Keeps `buffer` for reuse if there is room, else frees it.
-    pub fn give_back(&self, mut buffer: Vec<u8>) {
+    /// Keeps `buffer` for reuse if the buffers kept and the `in_use` pending bytes stay
+    /// within the bound together, else frees it.
+    pub fn give_back(&self, mut buffer: Vec<u8>, in_use: u64) {
         buffer.clear();
+        let in_use = usize::try_from(in_use).unwrap_or(usize::MAX);
         let mut guard = self.buffers.lock();
         let (buffers, kept) = &mut *guard;
-        if buffer.capacity() > 0 && *kept + buffer.capacity() <= self.capacity_max {
+        let total = kept
+            .saturating_add(buffer.capacity())
+            .saturating_add(in_use);
+        if buffer.capacity() > 0 && total <= self.capacity_max {
             *kept += buffer.capacity();
             buffers.push(buffer);
         }
@@ -431,9 +437,10 @@ impl LogInner {
         let file = self.active_file(active)?;
         let written = active.write_pending(&*file)?;
         self.ctx.pending_bytes.fetch_sub(written, Ordering::Relaxed);
+        let in_use = self.ctx.pending_bytes.load(Ordering::Relaxed);
         self.ctx
             .fill_buffers
-            .give_back(std::mem::take(&mut active.pending));
+            .give_back(std::mem::take(&mut active.pending), in_use);
         Ok(())
     }
 
@@ -1363,18 +1370,22 @@ mod fill_buffer_tests {
         first.extend_from_slice(b"batch bytes");
         let capacity = first.capacity();
         let address = first.as_ptr();
-        pool.give_back(first);
+        pool.give_back(first, 0);
         // The same buffer comes back, empty.
         let again = pool.take(8);
         assert_eq!(
             (again.as_ptr(), again.capacity(), again.len()),
             (address, capacity, 0)
         );
-        // Past the bound, buffers given back are freed, not kept.
-        pool.give_back(Vec::with_capacity(64));
-        pool.give_back(Vec::with_capacity(64));
+        // Past the bound, buffers given back are freed, not kept; pending bytes in use count
+        // against it too.
+        pool.give_back(Vec::with_capacity(64), 0);
+        pool.give_back(Vec::with_capacity(64), 0);
+        assert_eq!(pool.buffers.lock().0.len(), 1);
+        let _ = pool.take(8);
+        pool.give_back(Vec::with_capacity(64), 50);
         let guard = pool.buffers.lock();
-        assert_eq!(guard.0.len(), 1);
-        assert!(guard.1 <= 100);
+        assert_eq!(guard.0.len(), 0);
+        assert_eq!(guard.1, 0);
     }
 }
