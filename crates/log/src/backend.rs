@@ -168,25 +168,20 @@ fn syncfs_trusted(file: &File) -> bool {
     const EXT4: i64 = 0xEF53;
     const XFS: i64 = 0x5846_5342;
     const BTRFS: i64 = 0x9123_683E;
-    // SAFETY: `statfs` and `uname` only write into the zeroed structs passed to them; the
-    // descriptor is open for the whole call.
-    let (statfs, uname) = unsafe {
+    // SAFETY: `fstatfs` only writes into the zeroed struct passed to it; the descriptor is
+    // open for the whole call.
+    let statfs = unsafe {
         let mut statfs: libc::statfs = std::mem::zeroed();
-        let mut uname: libc::utsname = std::mem::zeroed();
-        if libc::fstatfs(file.as_raw_fd(), &mut statfs) != 0 || libc::uname(&mut uname) != 0 {
+        if libc::fstatfs(file.as_raw_fd(), &mut statfs) != 0 {
             return false;
         }
-        (statfs, uname)
+        statfs
     };
     #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets.
     let local = matches!(statfs.f_type as i64, EXT4 | XFS | BTRFS);
-    let release: Vec<u8> = uname
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    local && kernel_at_least(&String::from_utf8_lossy(&release), (5, 8))
+    local
+        && std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .is_ok_and(|release| kernel_at_least(release.trim(), (5, 8)))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -528,7 +528,7 @@ fn sync_logs(
                     match log.prepare_sync() {
                         Ok(Some(ready)) if whole => mine.push((Arc::clone(log), ready)),
                         Ok(Some(ready)) => {
-                            let synced = crate::log::prepared_file_sync(&ready);
+                            let synced = ready.file.sync_data();
                             if !log.finish_sync(ready, synced) {
                                 failed.store(true, Ordering::Relaxed);
                             }

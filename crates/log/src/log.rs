@@ -261,11 +261,6 @@ pub(crate) struct PreparedSync {
     entries: Option<Vec<IndexEntry>>,
 }
 
-/// The log's own `fdatasync` of its prepared segment.
-pub(crate) fn prepared_file_sync(prepared: &PreparedSync) -> io::Result<()> {
-    prepared.file.sync_data()
-}
-
 /// Active segments' files that stay open, store-wide: at most `open_files_max`, the oldest
 /// opened closed first. An active segment holds only a weak handle and reopens its file
 /// when it needs it again, so idle logs hold no open file, however many there are (20,000
@@ -531,8 +526,6 @@ impl LogInner {
         self.durable.fail(Failure::Io(reason.to_string()));
     }
 
-    /// Syncs what was written to the active segment so far (a checkpoint: the journal already
-    /// made it durable). Returns false, failing the log, if the sync failed.
     /// A checkpoint's first step for this log: writes its pending batches into its active
     /// segment, whose sync then covers everything its journal entries so far hold. `None`
     /// when it needs no sync (removed), `Err` when it failed (and is failed).
@@ -1147,7 +1140,6 @@ impl Log {
                             (inner.ctx.config.fill_bytes as usize).min(PENDING_INITIAL_BYTES);
                         state.active.pending = inner.ctx.fill_buffers.take(room);
                     }
-                    state.active.pending.reserve(buf.len());
                 }
                 state.active.pending.extend_from_slice(&buf);
                 inner

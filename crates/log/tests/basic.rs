@@ -6,7 +6,7 @@ use rivulet_log::{
     Backend, CrashBackend, FileBackend, LogError, MemBackend, MetaOp, NewRecord, Store, StoreConfig,
 };
 
-use crate::util::{append_durable, copy_tree, read_all, small_config};
+use crate::util::{append_durable, append_one, copy_tree, read_all, small_config};
 
 fn mem_store(config: StoreConfig) -> (Arc<MemBackend>, Arc<Store>) {
     let backend = Arc::new(MemBackend::new());
@@ -482,16 +482,7 @@ fn failed_sync_is_never_reported_durable() {
     let log = store.log("f").expect("log");
     append_durable(&log, &[b"safe"], 1, 0);
     backend.set_fail_syncs(true);
-    let appended = log
-        .append(
-            &[NewRecord {
-                key: b"",
-                value: b"lost",
-            }],
-            2,
-            0,
-        )
-        .expect("append");
+    let appended = append_one(&log, b"lost", 2);
     assert!(matches!(
         appended.durable.wait_blocking(),
         Err(LogError::Failed { .. })

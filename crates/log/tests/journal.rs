@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use rivulet_log::{Backend, CrashBackend, FileBackend, NewRecord, Store, StoreConfig};
+use rivulet_log::{Backend, CrashBackend, FileBackend, Store, StoreConfig};
 
-use crate::util::{append_durable, copy_tree, read_all, small_config};
+use crate::util::{append_durable, append_one, copy_tree, read_all, small_config};
 
 #[test]
 fn a_crash_before_any_checkpoint_is_replayed_from_the_journal() {
@@ -190,16 +190,7 @@ fn after_a_failure_the_journal_keeps_what_only_it_holds() {
     let log = store.log("held").expect("log");
     append_durable(&log, &[b"first"], 1, 0);
     backend.set_fail_syncs(true);
-    let second = log
-        .append(
-            &[NewRecord {
-                key: b"",
-                value: b"second",
-            }],
-            2,
-            0,
-        )
-        .expect("append");
+    let second = append_one(&log, b"second", 2);
     assert!(second.durable.wait_blocking().is_err());
     backend.set_fail_syncs(false);
     // The stop cannot retire the journal: the failed log's acknowledged batch is only there.

@@ -20,6 +20,12 @@ pub fn small_config() -> StoreConfig {
     }
 }
 
+/// Appends one record with an empty key, without waiting for it to be durable.
+pub fn append_one(log: &Log, value: &[u8], timestamp_ms: i64) -> Appended {
+    log.append(&[NewRecord { key: b"", value }], timestamp_ms, 0)
+        .expect("append")
+}
+
 /// Appends `values` (keys are `k<i>`) as one batch, waits until it is durable, and returns
 /// the first offset and the stored timestamp.
 pub fn append_durable(log: &Log, values: &[&[u8]], timestamp_ms: i64, min: u64) -> (u64, i64) {
