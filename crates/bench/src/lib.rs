@@ -163,20 +163,151 @@ impl Endpoint {
     }
 }
 
+/// One HTTP/1.1 connection that writes whole requests and reads each response's status and
+/// body, for the timed loops of single-record workloads: a request costs the generator one
+/// write, one or two reads and a parse (httparse), so the two cores it shares with the server
+/// under test go to the server. hyper's client hands every request to a connection task and
+/// back (two tasks, a channel and a oneshot per request), which cost about as much CPU per
+/// PutRecord as the server itself spent answering it.
+struct RawConnection {
+    stream: tokio::net::TcpStream,
+    /// What was read and not yet consumed.
+    buf: Vec<u8>,
+}
+
+impl RawConnection {
+    async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Writes `request` (a whole HTTP/1.1 request) and returns the response's status once its
+    /// body is read (by `Content-Length`, or chunk by chunk).
+    async fn call(&mut self, request: &[u8]) -> anyhow::Result<u16> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(request).await?;
+        let (status, head_len, body) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head_len) = response.parse(&self.buf)? {
+                let status = response.code.unwrap_or(0);
+                let mut body = BodyLength::Fixed(0);
+                for header in response.headers.iter() {
+                    if header.name.eq_ignore_ascii_case("content-length") {
+                        let text = std::str::from_utf8(header.value)?;
+                        body = BodyLength::Fixed(text.trim().parse()?);
+                    } else if header.name.eq_ignore_ascii_case("transfer-encoding")
+                        && header.value.eq_ignore_ascii_case(b"chunked")
+                    {
+                        body = BodyLength::Chunked;
+                    }
+                }
+                break (status, head_len, body);
+            }
+            self.fill().await?;
+        };
+        self.buf.drain(..head_len);
+        match body {
+            BodyLength::Fixed(len) => {
+                while self.buf.len() < len {
+                    self.fill().await?;
+                }
+                self.buf.drain(..len);
+            }
+            BodyLength::Chunked => loop {
+                match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete((at, size))) => {
+                        // The chunk, then its CRLF (the last chunk's CRLF ends the body, as
+                        // no trailers are sent to these workloads).
+                        let end = at + usize::try_from(size)? + 2;
+                        while self.buf.len() < end {
+                            self.fill().await?;
+                        }
+                        self.buf.drain(..end);
+                        if size == 0 {
+                            break;
+                        }
+                    }
+                    Ok(httparse::Status::Partial) => self.fill().await?,
+                    Err(_) => bail!("a malformed chunk size in a response"),
+                }
+            },
+        }
+        Ok(status)
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt;
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(4096);
+        }
+        if self.stream.read_buf(&mut self.buf).await? == 0 {
+            bail!("the server closed the connection");
+        }
+        Ok(())
+    }
+}
+
+enum BodyLength {
+    Fixed(usize),
+    Chunked,
+}
+
+/// A whole Kinesis request as `RawConnection::call` sends it.
+fn raw_request(out: &mut Vec<u8>, host: &str, operation: &str, body: &[u8]) {
+    use std::io::Write as _;
+    out.clear();
+    let _ = write!(
+        out,
+        "POST / HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/x-amz-json-1.1\r\n\
+         x-amz-target: Kinesis_20131202.{operation}\r\nx-amz-date: 20260101T000000Z\r\n\
+         authorization: {AUTH}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    out.extend_from_slice(body);
+}
+
 async fn call(
     sender: &mut SendRequest<Full<Bytes>>,
     host: &str,
     operation: &str,
     body: Bytes,
 ) -> anyhow::Result<(u16, Bytes)> {
+    let target = http::HeaderValue::try_from(format!("Kinesis_20131202.{operation}"))?;
+    let host = http::HeaderValue::try_from(host)?;
+    send(sender, &host, &target, body).await
+}
+
+/// Sends one request whose `Host` and `X-Amz-Target` values are made once by the caller: the
+/// timed loops build nothing else per request but the body.
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    host: &http::HeaderValue,
+    target: &http::HeaderValue,
+    body: Bytes,
+) -> anyhow::Result<(u16, Bytes)> {
+    use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
     sender.ready().await?;
-    let request = http::Request::post("/")
-        .header("host", host)
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", format!("Kinesis_20131202.{operation}"))
-        .header("x-amz-date", "20260101T000000Z")
-        .header("authorization", AUTH)
-        .body(Full::new(body))?;
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = http::Method::POST;
+    let headers = request.headers_mut();
+    headers.insert(HOST, host.clone());
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    headers.insert(HeaderName::from_static("x-amz-target"), target.clone());
+    headers.insert(
+        HeaderName::from_static("x-amz-date"),
+        HeaderValue::from_static("20260101T000000Z"),
+    );
+    headers.insert(AUTHORIZATION, HeaderValue::from_static(AUTH));
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
@@ -624,9 +755,10 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
                 let body = put_records_body(&cli.stream, batch, record_bytes, c);
                 tasks.push(tokio::spawn(async move {
                     let mut s = endpoint.connect().await?;
+                    let host = http::HeaderValue::try_from(endpoint.addr.as_str())?;
+                    let target = http::HeaderValue::from_static("Kinesis_20131202.PutRecords");
                     while !stop.load(Ordering::Relaxed) {
-                        let (status, reply) =
-                            call(&mut s, &endpoint.addr, "PutRecords", body.clone()).await?;
+                        let (status, reply) = send(&mut s, &host, &target, body.clone()).await?;
                         // Count only acknowledged records: a 200 minus its FailedRecordCount.
                         let failed_here = if status == 200 {
                             memchr_failed(&reply)
@@ -669,15 +801,23 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
                     base64::engine::general_purpose::STANDARD.encode(vec![b'x'; record_bytes]);
                 let stream = cli.stream.clone();
                 tasks.push(tokio::spawn(async move {
-                    let mut s = endpoint.connect().await?;
+                    let mut s = RawConnection::connect(&endpoint.addr).await?;
+                    // The body around the partition key, encoded once.
+                    let head = format!(
+                        "{{\"StreamName\":{},\"Data\":\"{data}\",\"PartitionKey\":\"{c}-",
+                        Value::from(stream.as_str())
+                    );
+                    let (mut body, mut request) = (Vec::new(), Vec::new());
                     let mut latencies = Vec::new();
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let body = Bytes::from(
-                            json!({"StreamName": stream, "Data": data, "PartitionKey": format!("{c}-{i}")}).to_string(),
-                        );
+                        body.clear();
+                        body.extend_from_slice(head.as_bytes());
+                        body.extend_from_slice(i.to_string().as_bytes());
+                        body.extend_from_slice(b"\"}");
+                        raw_request(&mut request, &endpoint.addr, "PutRecord", &body);
                         let t = Instant::now();
-                        let (status, _) = call(&mut s, &endpoint.addr, "PutRecord", body).await?;
+                        let status = s.call(&request).await?;
                         if status == 200 {
                             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                         }
@@ -1051,4 +1191,51 @@ fn memchr_failed(reply: &[u8]) -> u64 {
         .skip_while(|b| b.is_ascii_whitespace())
         .take_while(|b| b.is_ascii_digit())
         .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The raw connection reads answers framed by `Content-Length` and chunked ones, split
+    /// across reads and back to back, on one connection.
+    #[tokio::test]
+    async fn raw_connection_reads_each_framing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let answers: [&[&[u8]]; 3] = [
+                &[
+                    b"HTTP/1.1 200 OK\r\ncontent-le",
+                    b"ngth: 5\r\n\r\nhel",
+                    b"lo",
+                ],
+                &[
+                    b"HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab",
+                    b"c\r\n2\r\nde\r\n0\r\n\r\n",
+                ],
+                &[b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"],
+            ];
+            let mut request = vec![0u8; 4096];
+            for parts in answers {
+                let _ = socket.read(&mut request).await.unwrap();
+                for part in parts {
+                    socket.write_all(part).await.unwrap();
+                    socket.flush().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let mut connection = RawConnection::connect(&addr).await.unwrap();
+        let mut request = Vec::new();
+        raw_request(&mut request, &addr, "PutRecord", b"{}");
+        assert!(request.ends_with(b"content-length: 2\r\n\r\n{}"));
+        assert_eq!(connection.call(&request).await.unwrap(), 200);
+        assert_eq!(connection.call(&request).await.unwrap(), 400);
+        assert_eq!(connection.call(&request).await.unwrap(), 503);
+        assert!(connection.buf.is_empty());
+        server.await.unwrap();
+    }
 }

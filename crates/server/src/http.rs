@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use rivulet_engine::Engine;
@@ -19,6 +19,8 @@ pub type Body = Either<Full<Bytes>, EventBody>;
 
 /// The `X-Amz-Target` prefix of every Kinesis operation.
 const TARGET_PREFIX: &str = "Kinesis_20131202.";
+const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-amzn-requestid");
+const ID_2: header::HeaderName = header::HeaderName::from_static("x-amz-id-2");
 /// Headers a browser may read from our responses.
 const EXPOSE_HEADERS: &str = "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,\
                               x-amzn-ErrorMessage,Date";
@@ -51,32 +53,53 @@ fn id_words<const N: usize>() -> [u64; N] {
 }
 
 /// `x-amzn-RequestId`: a UUID, on every answer.
-fn request_id_header(builder: http::response::Builder) -> http::response::Builder {
+fn request_id_header(headers: &mut HeaderMap) {
     let words = id_words::<2>();
     let mut random = [0u8; 16];
     random[..8].copy_from_slice(&words[0].to_le_bytes());
     random[8..].copy_from_slice(&words[1].to_le_bytes());
     let request_id = uuid::Builder::from_random_bytes(random).into_uuid();
-    builder.header("x-amzn-RequestId", request_id.to_string())
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = request_id.hyphenated().encode_lower(&mut text);
+    if let Ok(value) = HeaderValue::from_str(text) {
+        headers.insert(REQUEST_ID, value);
+    }
 }
 
 /// Bytes of an `x-amz-id-2` before base64: AWS's are 64–80, typically 72 (96 characters).
 const ID2_BYTES: usize = 72;
 
 /// `x-amzn-RequestId` and `x-amz-id-2`, on every answer but a CORS preflight.
-fn request_id_headers(builder: http::response::Builder) -> http::response::Builder {
+fn request_id_headers(headers: &mut HeaderMap) {
     let words = id_words::<{ ID2_BYTES / 8 }>();
     let mut id2 = [0u8; ID2_BYTES];
     for (chunk, word) in id2.chunks_mut(8).zip(&words) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
-    request_id_header(builder).header(
-        "x-amz-id-2",
-        base64::engine::general_purpose::STANDARD.encode(id2),
-    )
+    request_id_header(headers);
+    let mut text = [0u8; ID2_BYTES / 3 * 4];
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(id2, &mut text)
+        .unwrap_or(0);
+    if let Ok(value) = HeaderValue::from_bytes(&text[..written]) {
+        headers.insert(ID_2, value);
+    }
 }
 
-fn respond(status: u16, content_type: Option<&str>, body: Vec<u8>, cors: bool) -> Response<Body> {
+/// A response with AWS's request-id headers and `status`, around `body`.
+fn with_request_ids(status: StatusCode, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    request_id_headers(response.headers_mut());
+    response
+}
+
+fn respond(
+    status: u16,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    cors: bool,
+) -> Response<Body> {
     respond_with(
         status,
         content_type,
@@ -87,20 +110,29 @@ fn respond(status: u16, content_type: Option<&str>, body: Vec<u8>, cors: bool) -
 
 /// A response with AWS's request-id headers (and CORS headers for browsers) around `body`;
 /// AWS's XML envelope answers carry no `Content-Type`.
-fn respond_with(status: u16, content_type: Option<&str>, body: Body, cors: bool) -> Response<Body> {
-    let mut builder = request_id_headers(Response::builder())
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+fn respond_with(
+    status: u16,
+    content_type: Option<&'static str>,
+    body: Body,
+    cors: bool,
+) -> Response<Body> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = with_request_ids(status, body);
+    let headers = response.headers_mut();
     if let Some(content_type) = content_type {
-        builder = builder.header(header::CONTENT_TYPE, content_type);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
     if cors {
-        builder = builder
-            .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
-            .header(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE_HEADERS),
+        );
     }
-    builder
-        .body(body)
-        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
+    response
 }
 
 /// An error in the request's format. A top-level `InternalFailure` goes out without its
@@ -144,20 +176,25 @@ fn coral(status: u16, exception: &str, cors: bool) -> Response<Body> {
 /// A CORS preflight (`OPTIONS` with `Origin`): the requested method and headers are allowed as
 /// asked, each only when asked; no `x-amz-id-2`, no `Content-Type`.
 fn preflight(headers: &HeaderMap) -> Response<Body> {
-    let mut builder = request_id_header(Response::builder())
-        .status(StatusCode::OK)
-        .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
-        .header(header::ACCESS_CONTROL_MAX_AGE, "172800");
+    let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
+    let out = response.headers_mut();
+    request_id_header(out);
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("172800"),
+    );
     if let Some(method) = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD) {
-        builder = builder.header(header::ACCESS_CONTROL_ALLOW_METHODS, method.clone());
+        out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, method.clone());
     }
     if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-        builder = builder.header(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
     }
-    builder
-        .header(header::CONTENT_LENGTH, "0")
-        .body(Either::Left(Full::new(Bytes::new())))
-        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
 }
 
 /// The Kinesis operation an `X-Amz-Target` names, if it names one of the model.
@@ -204,8 +241,12 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
         )),
         (Some(auth), false) => {
             let mut problems = Vec::new();
-            for param in ["Credential", "Signature", "SignedHeaders"] {
-                if !auth.contains(&format!("{param}=")) {
+            for (param, key) in [
+                ("Credential", "Credential="),
+                ("Signature", "Signature="),
+                ("SignedHeaders", "SignedHeaders="),
+            ] {
+                if !auth.contains(key) {
                     problems.push(format!(
                         "Authorization header requires '{param}' parameter."
                     ));
@@ -305,12 +346,11 @@ fn basic_challenge(reason: &str) -> Response<Body> {
 
 /// A browser opening the server is sent to the console.
 fn redirect_to_console() -> Response<Body> {
-    request_id_headers(Response::builder())
-        .status(StatusCode::FOUND)
-        .header(header::LOCATION, "/_rivulet/")
-        .header(header::CONTENT_LENGTH, "0")
-        .body(Either::Left(Full::new(Bytes::new())))
-        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
+    let mut response = with_request_ids(StatusCode::FOUND, Either::Left(Full::new(Bytes::new())));
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, HeaderValue::from_static("/_rivulet/"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
 }
 
 /// What every request handler shares.
@@ -477,7 +517,7 @@ pub async fn handle(
         Media::Other if has_operation_form(target) => return Ok(unknown_operation_xml(cors)),
         Media::Other => return Ok(access_denied(cors)),
     };
-    let Some(operation) = operation_of(target).map(str::to_owned) else {
+    let Some(operation) = operation_of(target) else {
         let error = rivulet_protocol::check_document(format, &body)
             .err()
             .unwrap_or_else(api::unknown_operation);
@@ -485,7 +525,7 @@ pub async fn handle(
     };
     // An unparseable body is refused before authentication; a wrong type or a constraint
     // violation only after it.
-    let decoded = rivulet_protocol::decode_request(&operation, format, &body);
+    let decoded = rivulet_protocol::decode_request(operation, format, &body);
     if let Err(error) = &decoded
         && *error == AwsError::serialization()
     {
@@ -529,7 +569,7 @@ pub async fn handle(
     };
     if let (Some(credentials), Some(caller)) = (&credentials, &caller) {
         let call = crate::authz::Call {
-            operation: &operation,
+            operation,
             input: &input,
             caller,
             peer,
@@ -552,17 +592,17 @@ pub async fn handle(
                     cors,
                 ),
                 Err(error) => {
-                    log_failure(&operation, &error);
+                    log_failure(operation, &error);
                     error_response(format, &error, cors)
                 }
             },
         );
     }
-    let reply = api::dispatch(&engine, &operation, &input, now_ms(), format).await;
+    let reply = api::dispatch(&engine, operation, &input, now_ms(), format).await;
     Ok(match reply {
         Ok(body) => respond(200, Some(format.content_type()), body, cors),
         Err(error) => {
-            log_failure(&operation, &error);
+            log_failure(operation, &error);
             error_response(format, &error, cors)
         }
     })
