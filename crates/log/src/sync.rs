@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -156,24 +157,33 @@ fn raise(value: &mut u64, to: u64) -> bool {
 
 /// The journal's progress as waiters see it: the last group whose logs have all been
 /// published, so that a request that appended to many logs waits once, not once per log.
-#[derive(Debug)]
+///
+/// A publish wakes only the waiters it satisfies: requests in flight wait for two or three
+/// different groups, and a watch channel would wake all of them at every group.
+#[derive(Debug, Default)]
 pub(crate) struct GroupSignal {
-    published: watch::Sender<u64>,
+    published: AtomicU64,
     failed: AtomicBool,
+    /// Tasks waiting, with the group each waits for.
+    waiters: Mutex<Vec<(u64, Waker)>>,
 }
 
 impl GroupSignal {
     pub fn new() -> Self {
-        Self {
-            published: watch::Sender::new(0),
-            failed: AtomicBool::new(false),
-        }
+        Self::default()
     }
 
     /// Every log group `seq` touched has published (or failed).
     pub fn publish(&self, seq: u64) {
-        self.published
-            .send_if_modified(|current| raise(current, seq));
+        if self.published.fetch_max(seq, Ordering::SeqCst) >= seq {
+            return;
+        }
+        // After the store: a waiter that checks under the lock before this sees its waker
+        // taken here, one that checks after sees `published`.
+        let mut waiters = self.waiters.lock();
+        for (_, waker) in waiters.extract_if(.., |(wanted, _)| *wanted <= seq) {
+            waker.wake();
+        }
     }
 
     /// Whether the journal failed.
@@ -184,7 +194,50 @@ impl GroupSignal {
     /// The journal failed: no group will publish again. Wakes every waiter.
     pub fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
-        self.published.send_modify(|_| {});
+        let waiters = std::mem::take(&mut *self.waiters.lock());
+        for (_, waker) in waiters {
+            waker.wake();
+        }
+    }
+
+    /// Whether waiting for `seq` is over: published, or the journal failed.
+    fn settled(&self, seq: u64) -> bool {
+        self.published.load(Ordering::SeqCst) >= seq || self.failed()
+    }
+
+    /// Completes once group `seq` has published or the journal failed.
+    fn wait(&self, seq: u64) -> GroupWait<'_> {
+        GroupWait { signal: self, seq }
+    }
+}
+
+/// [`GroupSignal::wait`]'s future.
+struct GroupWait<'a> {
+    signal: &'a GroupSignal,
+    seq: u64,
+}
+
+impl std::future::Future for GroupWait<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let (signal, seq) = (self.signal, self.seq);
+        if signal.settled(seq) {
+            return Poll::Ready(());
+        }
+        let mut waiters = signal.waiters.lock();
+        // Checked again under the lock, which publish and fail take after their stores.
+        if signal.settled(seq) {
+            return Poll::Ready(());
+        }
+        match waiters
+            .iter_mut()
+            .find(|(wanted, waker)| *wanted == seq && waker.will_wake(cx.waker()))
+        {
+            Some(_) => {}
+            None => waiters.push((seq, cx.waker().clone())),
+        }
+        Poll::Pending
     }
 }
 
@@ -218,13 +271,7 @@ impl Durable {
             .max_by_key(|(_, seq)| *seq)
             .map(|(signal, seq)| (Arc::clone(signal), *seq));
         if let Some((signal, seq)) = last {
-            let mut receiver = signal.published.subscribe();
-            let failed = &signal.failed;
-            // The sender lives in `signal`, which we hold: the wait ends by the condition.
-            let waited = receiver
-                .wait_for(|published| *published >= seq || failed.load(Ordering::SeqCst))
-                .await;
-            drop(waited);
+            signal.wait(seq).await;
         }
         for durable in durables {
             match durable.state.check(durable.end) {
@@ -288,5 +335,73 @@ pub(crate) struct SyncShared {
 impl SyncShared {
     pub fn count_sync(&self) {
         self.sync_count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::Wake;
+
+    /// A waker that counts its wake-ups.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        (Arc::clone(&counter), Waker::from(counter))
+    }
+
+    /// A publish wakes the waiters of the groups it covers and no other; a failure wakes
+    /// every one that is left.
+    #[test]
+    fn a_group_wakes_only_its_waiters() {
+        let signal = GroupSignal::new();
+        let (counts, wakers): (Vec<_>, Vec<_>) = (0..3).map(|_| counter()).unzip();
+        let mut waits: Vec<_> = (1..=3u64).map(|seq| Box::pin(signal.wait(seq))).collect();
+        for (wait, waker) in waits.iter_mut().zip(&wakers) {
+            let mut cx = Context::from_waker(waker);
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            // A second poll by the same task registers nothing more.
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(signal.waiters.lock().len(), 3);
+        signal.publish(2);
+        let woken = |counts: &[Arc<Counter>]| {
+            counts
+                .iter()
+                .map(|c| c.0.load(Ordering::SeqCst))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(woken(&counts), [1, 1, 0]);
+        for (wait, waker) in waits.iter_mut().zip(&wakers).take(2) {
+            assert!(
+                wait.as_mut()
+                    .poll(&mut Context::from_waker(waker))
+                    .is_ready()
+            );
+        }
+        // Publishing an earlier group again changes nothing.
+        signal.publish(1);
+        assert_eq!(woken(&counts), [1, 1, 0]);
+        signal.fail();
+        assert_eq!(woken(&counts), [1, 1, 1]);
+        assert!(
+            waits[2]
+                .as_mut()
+                .poll(&mut Context::from_waker(&wakers[2]))
+                .is_ready()
+        );
+        // After a failure a new wait ends at once.
+        let late = pin!(signal.wait(9));
+        assert!(late.poll(&mut Context::from_waker(&wakers[0])).is_ready());
+        assert!(signal.waiters.lock().is_empty());
     }
 }
