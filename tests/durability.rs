@@ -136,6 +136,11 @@ impl Drop for Process {
 }
 
 fn spawn_server(dir: &std::path::Path) -> Process {
+    spawn_server_with(dir, &[])
+}
+
+/// `spawn_server` with more flags.
+fn spawn_server_with(dir: &std::path::Path, extra: &[&str]) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
         .args([
             "serve",
@@ -150,6 +155,7 @@ fn spawn_server(dir: &std::path::Path) -> Process {
             "--data-dir",
         ])
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -595,9 +601,22 @@ fn check_after_kills(shards: &[ShardRead], logs: &[WriterLog], batch: u64) -> us
     unacknowledged
 }
 
+/// The numbers of the journal files in a data dir (named `<number>.jnl`, numbered in order).
+fn journal_files(dir: &std::path::Path) -> Vec<u64> {
+    let mut numbers: Vec<u64> = walk(dir)
+        .iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "jnl"))
+        .filter_map(|path| path.file_stem()?.to_str()?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
 /// Kill -9 under load on a 1,000-shard stream, twice: four writers send 500-record PutRecords
 /// (each touching hundreds of shards) until the kill, which comes after a count of
 /// acknowledged requests, not after a time. After each restart every shard is read back.
+/// The journal's files are 1 MiB, so checkpoints (one `syncfs` over the shards' segments
+/// where trusted) retire files while the load runs, and kills land around them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_on_a_thousand_shards_loses_no_acknowledged_record() {
     const STREAM: &str = "wide";
@@ -608,8 +627,9 @@ async fn kill_dash_nine_on_a_thousand_shards_loses_no_acknowledged_record() {
     const KILL_AFTER: usize = 40;
     const READERS: usize = 8;
     let started = std::time::Instant::now();
+    const SMALL_JOURNAL: &[&str] = &["--journal-file-mib", "1"];
     let dir = tempfile::tempdir().unwrap();
-    let mut server = spawn_server(dir.path());
+    let mut server = spawn_server_with(dir.path(), SMALL_JOURNAL);
     let c = client(server.addr);
     c.create_stream()
         .stream_name(STREAM)
@@ -619,6 +639,8 @@ async fn kill_dash_nine_on_a_thousand_shards_loses_no_acknowledged_record() {
         .expect("create");
     crate::util::wait_active(&c, STREAM).await;
     let mut logs: Vec<WriterLog> = Vec::new();
+    // The oldest journal file left at the last kill.
+    let mut retired = 0;
     for round in 0..ROUNDS {
         let (acked, mut acked_seen) = tokio::sync::watch::channel(0);
         let acked = Arc::new(acked);
@@ -639,8 +661,26 @@ async fn kill_dash_nine_on_a_thousand_shards_loses_no_acknowledged_record() {
             })
             .collect();
         drop(acked);
-        // Err: every writer stopped (their senders are gone) before enough acknowledgements.
-        let reached = acked_seen.wait_for(|&n| n >= KILL_AFTER).await.is_ok();
+        // The kill comes once a checkpoint has retired journal files in this round (seen
+        // between acknowledgements), then `round * 15` acknowledgements later, so the rounds'
+        // kills land at different distances from it. Err: every writer stopped (their
+        // senders are gone) before that.
+        let mut wanted = KILL_AFTER;
+        let mut reached = loop {
+            if acked_seen.wait_for(|&n| n >= wanted).await.is_err() {
+                break false;
+            }
+            if journal_files(dir.path()).first().copied().unwrap_or(0) > retired {
+                break true;
+            }
+            assert!(
+                wanted < 20_000,
+                "no checkpoint after {wanted} acknowledgements"
+            );
+            wanted += 5;
+        };
+        let after = *acked_seen.borrow() + round * 15;
+        reached = reached && acked_seen.wait_for(|&n| n >= after).await.is_ok();
         killed.store(true, Ordering::SeqCst);
         server.kill();
         let mut round_logs = Vec::new();
@@ -659,8 +699,16 @@ async fn kill_dash_nine_on_a_thousand_shards_loses_no_acknowledged_record() {
             "the writers stopped before {KILL_AFTER} acknowledgements"
         );
         logs.extend(round_logs);
+        // Files numbered below the oldest one left were retired by a checkpoint under load.
+        let journal = journal_files(dir.path());
+        let oldest = journal.first().copied().unwrap_or(0);
+        assert!(
+            oldest > retired,
+            "no checkpoint retired journal files during round {round}: {journal:?}"
+        );
+        retired = oldest;
 
-        server = spawn_server(dir.path());
+        server = spawn_server_with(dir.path(), SMALL_JOURNAL);
         let c = client(server.addr);
         let shards = read_every_shard(&c, STREAM, READERS).await;
         assert_eq!(shards.len(), SHARDS as usize);
@@ -676,7 +724,8 @@ async fn kill_dash_nine_on_a_thousand_shards_loses_no_acknowledged_record() {
         eprintln!(
             "round {round}: {batches} acknowledged requests, {acks} acknowledged records, \
              {unacknowledged} stored unacknowledged, {empty} empty shards, \
-             each request touching >= {fewest} shards, {:.1?} so far",
+             each request touching >= {fewest} shards, journal files {journal:?} at the kill, \
+             {:.1?} so far",
             started.elapsed()
         );
     }

@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// [default: text]
     #[arg(long, env = "RIVULET_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Size of each write-ahead journal file, in MiB (1 to 1024): the journal keeps at most
+    /// about four, which bounds its disk use and what a restart after a crash replays
+    /// [default: 64]
+    #[arg(long, env = "RIVULET_JOURNAL_FILE_MIB")]
+    pub journal_file_mib: Option<u64>,
     /// Apply this streams file (as `rivulet apply -f`) once the server is listening
     #[arg(long, env = "RIVULET_STREAMS")]
     pub streams: Option<PathBuf>,
@@ -214,6 +219,8 @@ pub struct ServerConfig {
     /// The key service's key file; `None` keeps keys in memory.
     pub kms_keys: Option<PathBuf>,
     pub storage: Storage,
+    /// The log store's tuning (the journal file size is a setting; the rest are defaults).
+    pub store: rivulet_log::StoreConfig,
     pub engine: EngineConfig,
     pub log: String,
     pub log_format: LogFormat,
@@ -235,6 +242,7 @@ impl ServerConfig {
             credentials: None,
             kms_keys: None,
             storage: Storage::Memory,
+            store: rivulet_log::StoreConfig::default(),
             engine: EngineConfig {
                 create_stream_ms: 0,
                 delete_stream_ms: 0,
@@ -274,6 +282,13 @@ impl ServeArgs {
         } else {
             Storage::Dir(data_dir.unwrap_or_else(|| PathBuf::from("./rivulet-data")))
         };
+        let mut store = rivulet_log::StoreConfig::default();
+        if let Some(mib) = self.journal_file_mib.or(file.journal_file_mib) {
+            if !(1..=1024).contains(&mib) {
+                anyhow::bail!("--journal-file-mib must be between 1 and 1024, not {mib}");
+            }
+            store.journal_file_bytes = mib << 20;
+        }
         let ms = |flag: Option<u64>, file: Option<u64>, default: i64| -> anyhow::Result<i64> {
             match flag.or(file) {
                 Some(v) => i64::try_from(v).context("delay too large"),
@@ -343,6 +358,7 @@ impl ServeArgs {
             credentials,
             kms_keys,
             storage,
+            store,
             engine: EngineConfig {
                 account_id,
                 region: self.region.or(file.region).unwrap_or(defaults.region),
@@ -406,6 +422,31 @@ mod tests {
         assert_eq!(config.storage, Storage::Memory);
         assert_eq!(config.listen.port(), 4567);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn journal_file_size_is_in_mib_within_bounds() {
+        let with = |mib| {
+            ServeArgs {
+                journal_file_mib: Some(mib),
+                in_memory: Some(true),
+                ..ServeArgs::default()
+            }
+            .resolve()
+        };
+        assert_eq!(with(1).unwrap().store.journal_file_bytes, 1 << 20);
+        let default = ServeArgs {
+            in_memory: Some(true),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            default.resolve().unwrap().store,
+            rivulet_log::StoreConfig::default()
+        );
+        for refused in [0, 1025] {
+            let error = with(refused).unwrap_err().to_string();
+            assert!(error.contains("--journal-file-mib"), "{error}");
+        }
     }
 
     #[test]

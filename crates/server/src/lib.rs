@@ -26,7 +26,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rivulet_engine::Engine;
 use rivulet_engine::encryption::DataKeys;
-use rivulet_log::{Backend, FileBackend, MemBackend, Store, StoreConfig};
+use rivulet_log::{Backend, FileBackend, MemBackend, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,8 +59,7 @@ impl Server {
             }
             Storage::Memory => Arc::new(MemBackend::new()),
         };
-        let store =
-            Store::open(backend, StoreConfig::default()).context("opening the log store")?;
+        let store = Store::open(backend, config.store).context("opening the log store")?;
         // The key service and the store's data keys, shared by every account's engine.
         let kms = Arc::new(kms::LocalKms::open(
             config.kms_keys.clone(),
