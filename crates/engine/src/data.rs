@@ -349,6 +349,13 @@ impl Engine {
         let mut shard_batch: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
         let mut shard_members: Vec<usize> = Vec::with_capacity(entries.len());
         let enabled_metrics = state.meta.enabled_shard_metrics();
+        // One data point per shard written, for each of these stream-level metrics.
+        let mut per_shard = [
+            Metric::IncomingBytes,
+            Metric::IncomingRecords,
+            Metric::WriteProvisionedThroughputExceeded,
+        ]
+        .map(|metric| (metric, crate::metrics::Stat::default()));
         for group in routed.chunk_by(|a, b| a.1 == b.1) {
             let route = &state.routes[group[0].1];
             let limits = stream.shard_limits(self.config.limits_scale, route.index, now_ms);
@@ -382,20 +389,27 @@ impl Engine {
                 Metric::WriteProvisionedThroughputExceeded,
                 f64::from(throttled),
             );
-            if shard_batch.is_empty() {
-                stream.observe_enabled(&enabled_metrics, Some(route.index), &[throttle], now_ms);
-                continue;
-            }
-            stream.observe_enabled(
-                &enabled_metrics,
-                Some(route.index),
+            let observed: &[(Metric, f64)] = if shard_batch.is_empty() {
+                &[throttle]
+            } else {
                 &[
                     (Metric::IncomingBytes, bytes as f64),
                     (Metric::IncomingRecords, shard_batch.len() as f64),
                     throttle,
-                ],
-                now_ms,
-            );
+                ]
+            };
+            // The stream's data points are merged here and recorded once, after the loop.
+            for &(metric, value) in observed {
+                if let Some((_, stat)) = per_shard.iter_mut().find(|(m, _)| *m == metric) {
+                    stat.add(value);
+                }
+            }
+            stream
+                .metrics
+                .record_shard(route.index, observed, &enabled_metrics, now_ms);
+            if shard_batch.is_empty() {
+                continue;
+            }
             accepted_bytes += bytes;
             let encryption = write_key.as_deref().map(|key| Encryption {
                 key,
@@ -424,6 +438,7 @@ impl Engine {
             }
             durable.push(appended.durable);
         }
+        stream.metrics.record_merged(&per_shard, now_ms);
         let results = results
             .into_iter()
             .map(|r| r.ok_or_else(|| ApiError::internal("unrouted record")))

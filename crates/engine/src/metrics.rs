@@ -187,7 +187,7 @@ pub struct Stat {
 }
 
 impl Stat {
-    fn add(&mut self, value: f64) {
+    pub(crate) fn add(&mut self, value: f64) {
         if self.count == 0 || value > self.max {
             self.max = value;
         }
@@ -297,7 +297,14 @@ impl Series {
     }
 
     fn record(&mut self, metric: Metric, value: f64, now_ms: i64) {
-        self.totals.0[metric as usize].add(value);
+        let mut stat = Stat::default();
+        stat.add(value);
+        self.record_stat(metric, &stat, now_ms);
+    }
+
+    /// Records data points already merged (as many as `stat` counts), as if one by one.
+    fn record_stat(&mut self, metric: Metric, stat: &Stat, now_ms: i64) {
+        self.totals.0[metric as usize].merge(stat);
         let start_s = now_ms.div_euclid(1000).div_euclid(BUCKET_S) * BUCKET_S;
         let slot = (start_s / BUCKET_S).rem_euclid(self.buckets.len() as i64) as usize;
         let bucket = &mut self.buckets[slot];
@@ -306,12 +313,8 @@ impl Series {
             bucket.stats.clear();
         }
         match bucket.stats.iter_mut().find(|(m, _)| *m == metric) {
-            Some((_, stat)) => stat.add(value),
-            None => {
-                let mut stat = Stat::default();
-                stat.add(value);
-                bucket.stats.push((metric, stat));
-            }
+            Some((_, merged)) => merged.merge(stat),
+            None => bucket.stats.push((metric, *stat)),
         }
     }
 
@@ -370,9 +373,31 @@ impl StreamMetrics {
                 }
             }
         }
-        let Some(shard) = observation.shard else {
-            return;
-        };
+        if let Some(shard) = observation.shard {
+            self.record_shard(shard, observation.values, enabled, now_ms);
+        }
+    }
+
+    /// Records stream-level data points merged by the caller (a put's per-shard data points,
+    /// with one lock instead of one per shard); the statistics come out as if recorded one by
+    /// one.
+    pub fn record_merged(&self, stats: &[(Metric, Stat)], now_ms: i64) {
+        let mut stream = self.stream.lock();
+        for (metric, stat) in stats {
+            if stat.count > 0 {
+                stream.record_stat(*metric, stat, now_ms);
+            }
+        }
+    }
+
+    /// Records shard-level data points only, for the `enabled` metrics.
+    pub fn record_shard(
+        &self,
+        shard: u32,
+        values: &[(Metric, f64)],
+        enabled: &[Metric],
+        now_ms: i64,
+    ) {
         if enabled.is_empty() {
             return;
         }
@@ -380,7 +405,7 @@ impl StreamMetrics {
         let series = shards
             .entry(shard)
             .or_insert_with(|| Series::new(SHARD_BUCKETS));
-        for &(metric, value) in observation.values {
+        for &(metric, value) in values {
             if enabled.contains(&metric) {
                 series.record(metric, value, now_ms);
             }

@@ -1081,3 +1081,56 @@ fn throttle_metrics_have_a_zero_data_point_from_the_first_call() {
     assert_eq!(window(subscribe).statistic(Statistic::Maximum), Some(0.0));
     e.end_subscription(&sub);
 }
+
+/// A PutRecords gives the stream-level IncomingRecords, IncomingBytes and
+/// WriteProvisionedThroughputExceeded one data point per shard it writes to (merged before
+/// they are recorded, which must not change the statistics).
+#[test]
+fn a_put_records_gives_one_stream_data_point_per_shard_written() {
+    use crate::metrics::{Metric, Statistic};
+    let e = engine();
+    create(&e, "m", 4, T0);
+    let quarter = u128::MAX / 4 + 1;
+    let keys = [
+        "0".to_string(),
+        "1".to_string(),
+        quarter.to_string(),
+        (3 * quarter).to_string(),
+    ];
+    let data = [7u8; 10];
+    let entries: Vec<PutEntry<'_>> = keys
+        .iter()
+        .map(|key| PutEntry {
+            partition_key: Some("pk"),
+            explicit_hash_key: Some(key.as_str()),
+            data: &data,
+        })
+        .collect();
+    let outcome = e
+        .put_records(&StreamTarget::name("m"), &entries, None, true, T0)
+        .unwrap();
+    assert!(outcome.results.iter().all(|r| r.is_ok()));
+    let window = |metric| {
+        e.metric_window("m", None, metric, T0 / 1000 - 60, T0 / 1000 + 60)
+            .expect("stream")
+    };
+    let records = window(Metric::IncomingRecords);
+    assert_eq!(records.statistic(Statistic::SampleCount), Some(3.0));
+    assert_eq!(records.statistic(Statistic::Sum), Some(4.0));
+    assert_eq!(records.statistic(Statistic::Maximum), Some(2.0));
+    assert_eq!(records.statistic(Statistic::Minimum), Some(1.0));
+    let bytes = window(Metric::IncomingBytes);
+    assert_eq!(bytes.statistic(Statistic::SampleCount), Some(3.0));
+    assert_eq!(bytes.statistic(Statistic::Sum), Some(4.0 * 12.0));
+    assert_eq!(bytes.statistic(Statistic::Maximum), Some(24.0));
+    let throttled = window(Metric::WriteProvisionedThroughputExceeded);
+    assert_eq!(throttled.statistic(Statistic::SampleCount), Some(3.0));
+    assert_eq!(throttled.statistic(Statistic::Sum), Some(0.0));
+    // The running totals agree.
+    let stream = e.streams.read().get("m").cloned().expect("stream");
+    let total = stream
+        .metrics
+        .stream_totals()
+        .total(Metric::IncomingRecords);
+    assert_eq!((total.sum, total.count), (4.0, 3));
+}

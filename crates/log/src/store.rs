@@ -145,7 +145,7 @@ impl Store {
             open_files: OpenFiles::new(config.open_files_max),
             closed: AtomicBool::new(false),
             keyring: parking_lot::RwLock::new(None),
-            pending_bytes: AtomicU64::new(0),
+            pending_bytes: Default::default(),
             fill_buffers: crate::log::FillBuffers::new(config.pending_bytes_max),
         });
         let store = Store {
