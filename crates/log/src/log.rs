@@ -1207,7 +1207,7 @@ impl Log {
                     let base = state.active.summary.base;
                     let marks = &mut state.journal_marks;
                     match journal.add_batch(inner, base, position, &buf, end_offset, marks) {
-                        Ok(seq) => Some((Arc::clone(&journal.signal), seq)),
+                        Ok(seq) => Some(seq),
                         Err(reason) => {
                             // The segment holds a batch no sync will cover.
                             inner.fail_with(&reason);

@@ -69,7 +69,13 @@ fn new_inner(
 ) -> Arc<LogInner> {
     let next_offset = active.summary.end_offset;
     Arc::new(LogInner {
-        durable: Arc::new(DurableState::new(id.clone(), next_offset)),
+        durable: Arc::new(DurableState::new(
+            id.clone(),
+            next_offset,
+            ctx.journal
+                .as_ref()
+                .map(|journal| Arc::clone(&journal.signal)),
+        )),
         id,
         uid,
         dir,

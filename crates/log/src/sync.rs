@@ -40,11 +40,14 @@ pub(crate) struct DurableState {
     blocking_lock: Mutex<()>,
     blocking_wake: Condvar,
     blocking_waiters: AtomicUsize,
+    /// The store's journal group signal, when a journal makes appends durable.
+    group_signal: Option<Arc<GroupSignal>>,
 }
 
 impl DurableState {
-    pub fn new(log_id: String, end: u64) -> Self {
+    pub fn new(log_id: String, end: u64, group_signal: Option<Arc<GroupSignal>>) -> Self {
         Self {
+            group_signal,
             log_id,
             end: AtomicU64::new(end),
             watch: Mutex::new(None),
@@ -248,16 +251,13 @@ pub struct Durable {
     state: Arc<DurableState>,
     /// The log's durable end that means "done": one past the append's last offset.
     end: u64,
-    /// The journal group holding the append, when a journal makes it durable.
-    group: Option<(Arc<GroupSignal>, u64)>,
+    /// The journal group holding the append, when a journal makes it durable (its signal is
+    /// the log's, `DurableState::group_signal`: no shared count changes per append).
+    group: Option<u64>,
 }
 
 impl Durable {
-    pub(crate) fn new(
-        state: Arc<DurableState>,
-        end: u64,
-        group: Option<(Arc<GroupSignal>, u64)>,
-    ) -> Self {
+    pub(crate) fn new(state: Arc<DurableState>, end: u64, group: Option<u64>) -> Self {
         Self { state, end, group }
     }
 
@@ -267,9 +267,8 @@ impl Durable {
     pub async fn wait_all(durables: Vec<Durable>) -> Result<(), LogError> {
         let last = durables
             .iter()
-            .filter_map(|d| d.group.as_ref())
-            .max_by_key(|(_, seq)| *seq)
-            .map(|(signal, seq)| (Arc::clone(signal), *seq));
+            .filter_map(|d| Some((d.state.group_signal.as_deref()?, d.group?)))
+            .max_by_key(|(_, seq)| *seq);
         if let Some((signal, seq)) = last {
             signal.wait(seq).await;
         }
