@@ -15,6 +15,11 @@
 //!   synced before the run, so a sync overwrites allocated blocks instead of allocating them
 //!   (no file-system journal commit per sync on ext4): what a store that recycles zero-filled
 //!   journal files could reach.
+//! - `http-journal`: the `journal` design behind HTTP/1.1 (hyper's server, as Rivulet's), the
+//!   clients sending the bytes of the PutRecord workload's requests (the same headers and JSON
+//!   body, on raw connections as its generator does) and getting a PutRecord-sized JSON answer;
+//!   the body is stored as it came, not parsed. What any HTTP server with group commit costs
+//!   here before its protocol's own work: the part of the gap to `journal` that is HTTP's.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -42,12 +47,13 @@ pub enum Design {
     PerShard,
     Journal,
     JournalZeroed,
+    HttpJournal,
 }
 
 impl Design {
     fn files(self) -> usize {
         match self {
-            Design::Journal | Design::JournalZeroed => 1,
+            Design::Journal | Design::JournalZeroed | Design::HttpJournal => 1,
             Design::None | Design::PerShard => 4,
         }
     }
@@ -56,7 +62,7 @@ impl Design {
         match self {
             Design::None => 0,
             Design::PerShard => 2,
-            Design::Journal | Design::JournalZeroed => 1,
+            Design::Journal | Design::JournalZeroed | Design::HttpJournal => 1,
         }
     }
 
@@ -66,6 +72,7 @@ impl Design {
             Design::PerShard => "per-shard",
             Design::Journal => "journal",
             Design::JournalZeroed => "journal-zeroed",
+            Design::HttpJournal => "http-journal",
         }
     }
 }
@@ -160,6 +167,21 @@ impl Floor {
         }
     }
 
+    /// Waits until file `index` is durable up to `end`; fails if a sync failed.
+    async fn wait_durable(&self, index: usize, end: u64) -> std::io::Result<()> {
+        let mut durable = self.files[index].durable.subscribe();
+        let failed = &self.failed;
+        if durable
+            .wait_for(|d| *d >= end || failed.load(Ordering::SeqCst))
+            .await
+            .is_err()
+            || failed.load(Ordering::SeqCst)
+        {
+            return Err(std::io::Error::other("sync failed"));
+        }
+        Ok(())
+    }
+
     fn stop(&self) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
         self.wake.notify_all();
@@ -252,7 +274,11 @@ async fn run_in(
                 loop {
                     let (socket, _) = listener.accept().await?;
                     socket.set_nodelay(true)?;
-                    tokio::spawn(serve(server_floor.clone(), socket));
+                    if design == Design::HttpJournal {
+                        tokio::spawn(serve_http(server_floor.clone(), socket));
+                    } else {
+                        tokio::spawn(serve(server_floor.clone(), socket));
+                    }
                 }
             };
             tokio::select! {
@@ -261,7 +287,7 @@ async fn run_in(
             }
         })
     });
-    let outcome = clients(addr_rx, connections, seconds).await;
+    let outcome = clients(addr_rx, connections, seconds, design).await;
 
     // Stopped and joined whatever happened to the clients, so nothing is left running.
     let _ = stop_server.send(());
@@ -295,6 +321,7 @@ async fn clients(
     addr: oneshot::Receiver<std::net::SocketAddr>,
     connections: usize,
     seconds: u64,
+    design: Design,
 ) -> anyhow::Result<(Vec<f64>, f64)> {
     let addr = addr.await.context("the floor server did not start")?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -302,6 +329,9 @@ async fn clients(
     let clients = (0..connections)
         .map(|c| {
             let stop = stop.clone();
+            if design == Design::HttpJournal {
+                return tokio::spawn(http_client(addr, c, stop));
+            }
             tokio::spawn(async move {
                 let mut socket = tokio::net::TcpStream::connect(addr).await?;
                 socket.set_nodelay(true)?;
@@ -333,6 +363,62 @@ async fn clients(
     Ok((all, started.elapsed().as_secs_f64()))
 }
 
+/// One client of `http-journal`: the PutRecord workload's requests, byte for byte.
+async fn http_client(
+    addr: std::net::SocketAddr,
+    c: usize,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<f64>> {
+    let host = addr.to_string();
+    let mut connection = crate::RawConnection::connect(&host).await?;
+    let mut requests = crate::PutRecordRequests::new(&host, "bench", c, 100);
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let request = requests.next_request();
+        let t = Instant::now();
+        let status = connection.call(request).await?;
+        anyhow::ensure!(status == 200, "the floor answered {status}");
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(latencies)
+}
+
+/// `http-journal`'s answer: the size and type of a PutRecord answer.
+const HTTP_REPLY: &[u8] = b"{\"ShardId\":\"shardId-000000000000\",\"SequenceNumber\":\"\
+    49671234567890123456789012345678901234567890123456\"}";
+
+/// One `http-journal` connection: each request's body is appended as it came, and answered
+/// once durable.
+async fn serve_http(floor: Arc<Floor>, socket: tokio::net::TcpStream) -> std::io::Result<()> {
+    use http_body_util::BodyExt;
+    let service =
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let floor = floor.clone();
+            async move {
+                let body = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .to_bytes();
+                let end = floor.append(0, &body)?;
+                floor.wait_durable(0, end).await?;
+                let mut response = http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(HTTP_REPLY),
+                ));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-amz-json-1.1"),
+                );
+                Ok::<_, std::io::Error>(response)
+            }
+        });
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+        .await
+        .map_err(std::io::Error::other)
+}
+
 /// One connection: read a frame, append it, wait until it is durable, answer.
 async fn serve(floor: Arc<Floor>, mut socket: tokio::net::TcpStream) -> std::io::Result<()> {
     let mut frame = [0u8; FRAME_BYTES];
@@ -342,16 +428,7 @@ async fn serve(floor: Arc<Floor>, mut socket: tokio::net::TcpStream) -> std::io:
         }
         let index = frame[0] as usize % floor.files.len();
         let end = floor.append(index, &frame)?;
-        let mut durable = floor.files[index].durable.subscribe();
-        let failed = &floor.failed;
-        if durable
-            .wait_for(|d| *d >= end || failed.load(Ordering::SeqCst))
-            .await
-            .is_err()
-            || failed.load(Ordering::SeqCst)
-        {
-            return Err(std::io::Error::other("sync failed"));
-        }
+        floor.wait_durable(index, end).await?;
         socket.write_all(&end.to_le_bytes()).await?;
     }
 }
@@ -370,6 +447,7 @@ mod tests {
             Design::PerShard,
             Design::Journal,
             Design::JournalZeroed,
+            Design::HttpJournal,
         ] {
             let result = run(design, 4, 1, dir.path()).await.expect("floor run");
             assert!(result.requests_per_s > 0.0, "{design:?} answered nothing");

@@ -169,14 +169,14 @@ impl Endpoint {
 /// under test go to the server. hyper's client hands every request to a connection task and
 /// back (two tasks, a channel and a oneshot per request), which cost about as much CPU per
 /// PutRecord as the server itself spent answering it.
-struct RawConnection {
+pub(crate) struct RawConnection {
     stream: tokio::net::TcpStream,
     /// What was read and not yet consumed.
     buf: Vec<u8>,
 }
 
 impl RawConnection {
-    async fn connect(addr: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(addr: &str) -> anyhow::Result<Self> {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -189,7 +189,7 @@ impl RawConnection {
 
     /// Writes `request` (a whole HTTP/1.1 request) and returns the response's status once its
     /// body is read (by `Content-Length`, or chunk by chunk).
-    async fn call(&mut self, request: &[u8]) -> anyhow::Result<u16> {
+    pub(crate) async fn call(&mut self, request: &[u8]) -> anyhow::Result<u16> {
         use tokio::io::AsyncWriteExt;
         self.stream.write_all(request).await?;
         let (status, head_len, body) = loop {
@@ -271,6 +271,46 @@ fn raw_request(out: &mut Vec<u8>, host: &str, operation: &str, body: &[u8]) {
         body.len()
     );
     out.extend_from_slice(body);
+}
+
+/// The PutRecord workload's requests for one connection, pre-encoded: each differs from the
+/// last only in its partition key (`{connection}-{n}`), so the timed loop formats one number.
+pub(crate) struct PutRecordRequests {
+    host: String,
+    /// The body up to the partition key's number.
+    head: String,
+    body: Vec<u8>,
+    request: Vec<u8>,
+    n: u64,
+}
+
+impl PutRecordRequests {
+    pub(crate) fn new(host: &str, stream: &str, connection: usize, record_bytes: usize) -> Self {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; record_bytes]);
+        let head = format!(
+            "{{\"StreamName\":{},\"Data\":\"{data}\",\"PartitionKey\":\"{connection}-",
+            Value::from(stream)
+        );
+        Self {
+            host: host.to_owned(),
+            head,
+            body: Vec::new(),
+            request: Vec::new(),
+            n: 0,
+        }
+    }
+
+    /// The next request, byte for byte.
+    pub(crate) fn next_request(&mut self) -> &[u8] {
+        self.body.clear();
+        self.body.extend_from_slice(self.head.as_bytes());
+        self.body.extend_from_slice(self.n.to_string().as_bytes());
+        self.body.extend_from_slice(b"\"}");
+        raw_request(&mut self.request, &self.host, "PutRecord", &self.body);
+        self.n += 1;
+        &self.request
+    }
 }
 
 async fn call(
@@ -715,6 +755,7 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
                     floor::Design::PerShard,
                     floor::Design::Journal,
                     floor::Design::JournalZeroed,
+                    floor::Design::HttpJournal,
                 ],
             };
             for design in designs {
@@ -797,31 +838,19 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             let mut tasks = Vec::new();
             for c in 0..connections {
                 let (endpoint, stop) = (endpoint.clone(), stop.clone());
-                let data =
-                    base64::engine::general_purpose::STANDARD.encode(vec![b'x'; record_bytes]);
                 let stream = cli.stream.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut s = RawConnection::connect(&endpoint.addr).await?;
-                    // The body around the partition key, encoded once.
-                    let head = format!(
-                        "{{\"StreamName\":{},\"Data\":\"{data}\",\"PartitionKey\":\"{c}-",
-                        Value::from(stream.as_str())
-                    );
-                    let (mut body, mut request) = (Vec::new(), Vec::new());
+                    let mut requests =
+                        PutRecordRequests::new(&endpoint.addr, &stream, c, record_bytes);
                     let mut latencies = Vec::new();
-                    let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        body.clear();
-                        body.extend_from_slice(head.as_bytes());
-                        body.extend_from_slice(i.to_string().as_bytes());
-                        body.extend_from_slice(b"\"}");
-                        raw_request(&mut request, &endpoint.addr, "PutRecord", &body);
+                        let request = requests.next_request();
                         let t = Instant::now();
-                        let status = s.call(&request).await?;
+                        let status = s.call(request).await?;
                         if status == 200 {
                             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                         }
-                        i += 1;
                     }
                     anyhow::Ok(latencies)
                 }));
