@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::LogError;
 use crate::backend::{Backend, BackendFile};
 use crate::format::{self, u32_at, u64_at};
 use crate::log::LogInner;
 use crate::sync::GroupSignal;
+use crate::{LogError, StoreConfig};
 
 /// The journal's directory, relative to the store root.
 pub(crate) const JOURNAL_DIR: &str = "journal";
@@ -134,6 +134,15 @@ struct Current {
     capacity: u64,
 }
 
+/// Why the checkpointer runs a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CheckpointReason {
+    /// Enough journal files are full to retire them.
+    FullFiles,
+    /// No group for a while, and logs hold batches not yet synced in their segments.
+    Idle,
+}
+
 /// The journal of one store.
 pub(crate) struct Journal {
     backend: Arc<dyn Backend>,
@@ -141,6 +150,8 @@ pub(crate) struct Journal {
     checkpoint_files: usize,
     /// See `StoreConfig::sync_all_files_logs_min`.
     all_files_logs_min: usize,
+    /// See `StoreConfig::idle_checkpoint_ms`.
+    idle: std::time::Duration,
     state: Mutex<State>,
     /// Wakes the writer (a group to write, or shutdown).
     work: Condvar,
@@ -158,18 +169,13 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// A journal whose first file will be `first_file`; recovery has emptied the directory.
-    pub fn new(
-        backend: Arc<dyn Backend>,
-        file_bytes: u64,
-        checkpoint_files: usize,
-        all_files_logs_min: usize,
-        replayed: &Replayed,
-    ) -> Journal {
+    pub fn new(backend: Arc<dyn Backend>, config: &StoreConfig, replayed: &Replayed) -> Journal {
         Journal {
             backend,
-            file_bytes,
-            checkpoint_files,
-            all_files_logs_min,
+            file_bytes: config.journal_file_bytes,
+            checkpoint_files: config.checkpoint_journal_files,
+            all_files_logs_min: config.sync_all_files_logs_min,
+            idle: std::time::Duration::from_millis(config.idle_checkpoint_ms),
             state: Mutex::new(State {
                 open: Group::new(1, Vec::new()),
                 spare: Vec::new(),
@@ -390,19 +396,31 @@ impl Journal {
         Ok(())
     }
 
-    /// Whether enough journal files are full that a checkpoint should retire them (or, with
-    /// `closing`, the writer has stopped). Blocks the checkpointer until then.
-    pub fn wait_for_checkpoint(&self) -> bool {
+    /// Blocks the checkpointer until a checkpoint is due: enough journal files are full that
+    /// it should retire them, or logs hold unsynced (and pending) batches and no group has
+    /// been written for a whole `idle` period, so a quiet store writes its pending batches
+    /// out and gives their memory back. `None` once the writer has stopped or failed.
+    pub fn wait_for_checkpoint(&self) -> Option<CheckpointReason> {
         let mut state = self.state.lock();
+        let mut seen = state.synced_seq;
         loop {
             // After a failure no checkpoint may retire anything.
             if state.closing || state.failure.is_some() {
-                return false;
+                return None;
             }
             if state.full_files.len() >= self.checkpoint_files {
-                return true;
+                return Some(CheckpointReason::FullFiles);
             }
-            self.checkpoint_due.wait(&mut state);
+            if self
+                .checkpoint_due
+                .wait_for(&mut state, self.idle)
+                .timed_out()
+            {
+                if state.synced_seq == seen && !state.unsynced.is_empty() {
+                    return Some(CheckpointReason::Idle);
+                }
+                seen = state.synced_seq;
+            }
         }
     }
 

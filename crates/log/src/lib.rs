@@ -80,6 +80,11 @@ pub struct StoreConfig {
     /// When the bytes pending over all logs pass this, every log a journal group touches is
     /// written out: bounds the memory pending batches take, whatever the number of logs.
     pub pending_bytes_max: u64,
+    /// A checkpoint also runs once no journal group has been written for this long while
+    /// logs hold batches not yet synced in their segments: a store that went quiet writes its
+    /// pending batches out and frees the buffers kept for fills, so its memory after a load
+    /// does not depend on `pending_bytes_max`.
+    pub idle_checkpoint_ms: u64,
     /// Active segments' files kept open at once, over the store; the others are reopened when
     /// used again, so idle logs hold no file descriptor, however many there are.
     pub open_files_max: usize,
@@ -100,7 +105,8 @@ impl Default for StoreConfig {
             journal_file_bytes: 64 << 20,
             checkpoint_journal_files: 2,
             fill_bytes: 64 << 10,
-            pending_bytes_max: 32 << 20,
+            pending_bytes_max: 128 << 20,
+            idle_checkpoint_ms: 1000,
             open_files_max: 1024,
             sync_all_files_logs_min: 64,
         }

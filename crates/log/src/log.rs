@@ -139,6 +139,11 @@ impl FillBuffers {
         }
     }
 
+    /// Frees every buffer kept.
+    pub fn clear(&self) {
+        *self.buffers.lock() = (Vec::new(), 0);
+    }
+
     /// Keeps `buffer` for reuse if the buffers kept and the `in_use` pending bytes stay
     /// within the bound together, else frees it.
     pub fn give_back(&self, mut buffer: Vec<u8>, in_use: u64) {
@@ -1442,8 +1447,14 @@ mod fill_buffer_tests {
         assert_eq!(pool.buffers.lock().0.len(), 1);
         let _ = pool.take(8);
         pool.give_back(Vec::with_capacity(64), 50);
-        let guard = pool.buffers.lock();
-        assert_eq!(guard.0.len(), 0);
-        assert_eq!(guard.1, 0);
+        {
+            let guard = pool.buffers.lock();
+            assert_eq!(guard.0.len(), 0);
+            assert_eq!(guard.1, 0);
+        }
+        // An idle store frees what it kept.
+        pool.give_back(Vec::with_capacity(64), 0);
+        pool.clear();
+        assert_eq!(*pool.buffers.lock(), (Vec::new(), 0));
     }
 }

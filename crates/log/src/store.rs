@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 
 use crate::backend::Backend;
-use crate::journal::{self, Journal};
+use crate::journal::{self, CheckpointReason, Journal};
 use crate::log::{Ctx, LazyOpen, Log, OpenFiles, SealedCache};
 use crate::meta::MetaStore;
 use crate::recovery;
@@ -103,6 +103,9 @@ impl Store {
                 "checkpoint_journal_files must be at least 1",
             ));
         }
+        if config.idle_checkpoint_ms == 0 {
+            return Err(LogError::Config("idle_checkpoint_ms must be at least 1"));
+        }
         if config.segment_age_max_ms <= 0 {
             return Err(LogError::Config("segment_age_max_ms must be at least 1"));
         }
@@ -127,13 +130,7 @@ impl Store {
         } else {
             let replayed = journal::replay(&*backend)?;
             backend.sync_dir("")?;
-            let journal = Journal::new(
-                Arc::clone(&backend),
-                config.journal_file_bytes,
-                config.checkpoint_journal_files,
-                config.sync_all_files_logs_min,
-                &replayed,
-            );
+            let journal = Journal::new(Arc::clone(&backend), &config, &replayed);
             Some(Arc::new(journal))
         };
         let ctx = Arc::new(Ctx {
@@ -183,13 +180,17 @@ impl Store {
                 .spawn(move || writer.run_writer())?;
             store.threads.lock().push(thread);
             let checkpointer = Arc::clone(journal);
-            let sync_threads = config.sync_threads;
+            let ctx = Arc::clone(&ctx);
             let thread = std::thread::Builder::new()
                 .name("rivulet-checkpoint".to_string())
                 .spawn(move || {
-                    while checkpointer.wait_for_checkpoint() {
+                    while let Some(reason) = checkpointer.wait_for_checkpoint() {
+                        let sync_threads = ctx.config.sync_threads;
                         if let Err(error) = checkpointer.checkpoint(false, sync_threads) {
                             tracing::error!(%error, "checkpoint failed; the journal keeps its files");
+                        } else if reason == CheckpointReason::Idle {
+                            // Quiet now: the buffers kept for the next fills go back too.
+                            ctx.fill_buffers.clear();
                         }
                     }
                 })?;

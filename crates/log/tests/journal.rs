@@ -132,6 +132,7 @@ fn journaled_batches_reach_the_segment_at_fill_bytes_or_when_read() {
     };
     let config = StoreConfig {
         fill_bytes: 1000,
+        idle_checkpoint_ms: 3_600_000,
         ..StoreConfig::default()
     };
     let store = Store::open(
@@ -175,6 +176,47 @@ fn journaled_batches_reach_the_segment_at_fill_bytes_or_when_read() {
         append_durable(&log, &[&[i; 100]], i64::from(i), 0);
         assert_eq!(segment(dir.path()), usize::from(i) + 1);
     }
+    store.shutdown();
+}
+
+#[test]
+fn a_quiet_store_writes_its_pending_batches_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(
+        Arc::new(FileBackend::new(dir.path()).expect("backend")),
+        StoreConfig {
+            fill_bytes: 1 << 20,
+            idle_checkpoint_ms: 20,
+            ..StoreConfig::default()
+        },
+    )
+    .expect("open");
+    let logs: Vec<_> = (0..3)
+        .map(|i| store.log(&format!("q{i}")).expect("log"))
+        .collect();
+    for (i, log) in logs.iter().enumerate() {
+        append_durable(log, &[&[i as u8; 100]], 1, 0);
+    }
+    // Far below `fill_bytes` and never read: only the idle checkpoint writes them, some 20 ms
+    // after the last group (the deadline is for a loaded machine, not the expected wait).
+    let written = |i: usize| {
+        let path = dir
+            .path()
+            .join(format!("logs/q{i}/00000000000000000000.seg"));
+        std::fs::read(path).map_or(0, |bytes| rivulet_log::decode_segment(&bytes).batches.len())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while (0..3).any(|i| written(i) == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pending batches stayed pending"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!((0..3).all(|i| written(i) == 1));
+    // The store goes on as before, and the records read back once each.
+    append_durable(&logs[0], &[b"after"], 2, 0);
+    assert_eq!(read_all(&logs[0], 0).len(), 2);
     store.shutdown();
 }
 
