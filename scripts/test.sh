@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The cluster tests run real nats-server clusters: the pinned binary, installed once.
+RIVULET_NATS_SERVER=$(bash scripts/nats-server.sh)
+export RIVULET_NATS_SERVER
+
 cargo test --workspace --locked
 
 # boto3, the AWS CLI and the JS SDK v3 against a real server.

@@ -1,0 +1,22 @@
+//! Rivulet's cluster backend on NATS JetStream (issue 13; the design is
+//! `docs/design/cluster.md`).
+//!
+//! This crate holds everything that speaks NATS, so that only it and the binary build
+//! `async-nats`:
+//! - [`batch`]: JetStream atomic batch publishes (all of a shard's records in a PutRecords land
+//!   together, with consecutive stream sequences, or none do), which async-nats has no API for;
+//! - [`direct`]: batched direct gets (a GetRecords is one request answered by a run of
+//!   messages and an end-of-batch status), which async-nats has no API for either;
+//! - [`api`]: the JetStream API's error answers, classified the way the cluster backend acts
+//!   on them (a fencing conflict, a duplicate batch, contention to retry);
+//! - [`servers`]: a harness that runs real `nats-server` clusters on loopback for tests and
+//!   benchmarks, and stops them.
+
+pub mod api;
+pub mod batch;
+pub mod direct;
+pub mod servers;
+
+pub use api::ApiError;
+pub use batch::{BatchAck, BatchError, BatchMessage, publish_atomic};
+pub use direct::{DirectBatch, DirectError, DirectGet, StoredMessage, direct_get_batch};

@@ -1,0 +1,213 @@
+//! Real `nats-server` clusters on loopback, for tests and benchmarks: each server gets free
+//! ports, its own store dir and `sync_interval: always` (what Rivulet requires in
+//! production), and every process is killed when the [`NatsCluster`] is dropped.
+//!
+//! The binary is `$RIVULET_NATS_SERVER`, else the pinned one `scripts/nats-server.sh`
+//! installs in `target/tools/nats`, else `nats-server` on `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+
+/// A running cluster of `nats-server`s.
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    name: String,
+    client_port: u16,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers (one JetStream server without clustering when `size` is 1) and
+    /// waits until JetStream can place a stream replicated on all of them.
+    pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        if size == 0 {
+            bail!("a cluster needs at least one server");
+        }
+        let binary = find_binary()?;
+        let dir = tempfile::tempdir()?;
+        let ports: Vec<[u16; 3]> = (0..size)
+            .map(|_| Ok([free_port()?, free_port()?, free_port()?]))
+            .collect::<anyhow::Result<_>>()?;
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|[_, route, _]| format!("nats-route://127.0.0.1:{route}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, [client, route, http]) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            let mut config = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+                 jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"
+            );
+            if size > 1 {
+                config.push_str(&format!(
+                    "cluster {{\n  name: rivulet\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+                    routes.join(", ")
+                ));
+            }
+            let path = dir.path().join(format!("{name}.conf"));
+            std::fs::write(&path, config)?;
+            nodes.push(Node {
+                name,
+                client_port: *client,
+                config: path,
+                child: None,
+            });
+        }
+        let mut cluster = NatsCluster { dir, binary, nodes };
+        for i in 0..size {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", node.name)))?;
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// The client URLs of every server, comma-separated (what `--cluster` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// How many servers the cluster has (running or not).
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Connects a client to every server of the cluster.
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.client_port))
+            .collect();
+        Ok(async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(urls)
+            .await?)
+    }
+
+    /// Kills server `i` at once (SIGKILL), as a crash would.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts server `i` again, on its ports and store dir.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.nodes[i].child.is_some() {
+            bail!("server {} is running", self.nodes[i].name);
+        }
+        self.spawn(i)
+    }
+
+    /// Waits until JetStream places (then removes) a memory stream replicated on every
+    /// server: the meta leader is elected and every peer is known.
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let client = tokio::time::timeout(within, self.connect())
+            .await
+            .context("no server accepted a connection")??;
+        let config = serde_json::json!({
+            "name": "rivulet_ready", "subjects": ["rivulet.ready"],
+            "num_replicas": self.nodes.len(), "storage": "memory",
+        });
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let answer = client
+                .request(
+                    "$JS.API.STREAM.CREATE.rivulet_ready",
+                    serde_json::to_vec(&config)?.into(),
+                )
+                .await;
+            match answer {
+                Ok(message) => {
+                    let value: serde_json::Value = serde_json::from_slice(&message.payload)?;
+                    if value.get("error").is_none() {
+                        client
+                            .request("$JS.API.STREAM.DELETE.rivulet_ready", "".into())
+                            .await?;
+                        return Ok(());
+                    }
+                    last = value.to_string();
+                }
+                Err(error) => last = error.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("JetStream was not ready within {within:?}: {last}")
+    }
+
+    /// Stops every server (SIGKILL) and waits for them to exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.kill(i).await?;
+        }
+        Ok(())
+    }
+
+    /// The directory holding the servers' configs, logs and store dirs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The `nats-server` binary to run.
+pub fn find_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("RIVULET_NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let pinned =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/nats/bin/nats-server");
+    if pinned.is_file() {
+        return Ok(pinned);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.context(
+        "no nats-server: run scripts/nats-server.sh (installs the pinned one) or set RIVULET_NATS_SERVER",
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
