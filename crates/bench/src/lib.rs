@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 mod floor;
+mod nats;
 
 /// A fake but well-formed SigV4 header: emulators check its presence, not its value.
 const AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/kinesis/aws4_request, \
@@ -135,6 +136,10 @@ pub enum Workload {
         #[arg(long, default_value_os_t = std::env::temp_dir())]
         dir: std::path::PathBuf,
     },
+    /// Cluster mode's ceiling: the raw JetStream publish rate of a replicated NATS cluster (a
+    /// fresh one from the pinned nats-server unless --nats names one), by a minimal
+    /// async-nats publisher; no endpoint is used.
+    NatsFloor(nats::NatsFloorArgs),
     /// Puts at a fixed rate while a reader polls; reports put→visible latency.
     Visible {
         #[arg(long, default_value_t = 1000)]
@@ -770,11 +775,35 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Workload::NatsFloor(args) => {
+            let r = nats::run(args).await?;
+            let mut fields = json!({
+                "records": r.records, "records_per_s": r.records_per_s.round(),
+                "requests_per_s": r.requests_per_s.round(),
+                "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "failed": r.failed,
+                "servers": args.servers, "replicas": args.replicas, "streams": args.streams,
+                "shards": args.shards, "batch": args.batch, "connections": args.connections,
+                "mode": format!("{:?}", args.mode).to_lowercase(), "spread": args.spread,
+            });
+            if let (Some((rate, records)), Some(fields)) = (r.read, fields.as_object_mut()) {
+                fields.insert("read_records_per_s".into(), json!(rate.round()));
+                fields.insert("read_records".into(), json!(records));
+            }
+            if let (Some((rate, records)), Some(fields)) = (r.read_all, fields.as_object_mut()) {
+                fields.insert("read_all_records_per_s".into(), json!(rate.round()));
+                fields.insert("read_all_records".into(), json!(records));
+            }
+            report(&cli.label, "nats-floor", fields);
+            return Ok(());
+        }
         _ => {}
     }
     let shards = ensure_stream(&endpoint, &cli).await?;
     match cli.workload.clone() {
-        Workload::Ready { .. } | Workload::Memory { .. } | Workload::SyncFloor { .. } => {}
+        Workload::Ready { .. }
+        | Workload::Memory { .. }
+        | Workload::SyncFloor { .. }
+        | Workload::NatsFloor(_) => {}
         Workload::PutRecords {
             record_bytes,
             batch,

@@ -17,6 +17,9 @@ pub mod batch;
 pub mod direct;
 pub mod servers;
 
+/// The client, re-exported so that users of this crate share its pinned version and features.
+pub use async_nats;
+
 pub use api::ApiError;
 pub use batch::{BatchAck, BatchError, BatchMessage, publish_atomic};
 pub use direct::{DirectBatch, DirectError, DirectGet, StoredMessage, direct_get_batch};
