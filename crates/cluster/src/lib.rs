@@ -9,12 +9,15 @@
 //!   messages and an end-of-batch status), which async-nats has no API for either;
 //! - [`api`]: the JetStream API's error answers, classified the way the cluster backend acts
 //!   on them (a fencing conflict, a duplicate batch, contention to retry);
+//! - [`meta`]: the cluster's metadata (what `MetaStore` keeps on one node) in a replicated
+//!   stream, atomic commits with compare-and-set, mirrored in every node's memory;
 //! - [`servers`]: a harness that runs real `nats-server` clusters on loopback for tests and
 //!   benchmarks, and stops them.
 
 pub mod api;
 pub mod batch;
 pub mod direct;
+pub mod meta;
 pub mod servers;
 
 /// The client, re-exported so that users of this crate share its pinned version and features.

@@ -1,0 +1,329 @@
+//! Cluster metadata: the keys and values the embedded store keeps in redb (`MetaStore`), kept
+//! in a replicated JetStream stream and mirrored in every node's memory.
+//!
+//! Each key is one subject (`<prefix>.m.<key in base64url>`) of the stream `<prefix>_META`,
+//! which keeps one message per subject: the key's value, or a tombstone once deleted. A
+//! commit of several operations is one atomic batch, so every node sees all of it or none;
+//! a compare-and-set adds `Nats-Expected-Last-Subject-Sequence` (the key's revision, 0 for
+//! "absent") to that key's message, and fails whole with [`MetaError::Conflict`] if another
+//! commit got there first. Every node follows the stream with an ordered consumer from its
+//! start and applies each message to its map: reads are local, and a commit returns once this
+//! node's map holds it (read-your-writes on the node that wrote).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::api::WRONG_LAST_SEQUENCE;
+use crate::{BatchError, BatchMessage, publish_atomic};
+
+/// The header that marks a deleted key's tombstone.
+const OP_HEADER: &str = "Rivulet-Meta-Op";
+const OP_DELETE: &str = "delete";
+
+/// One operation of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaOp {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Removes `key` (no error if absent).
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+impl MetaOp {
+    fn key(&self) -> &str {
+        match self {
+            MetaOp::Put { key, .. } | MetaOp::Delete { key } => key,
+        }
+    }
+}
+
+/// Why a commit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A key's revision was not the expected one: another commit changed it first. Nothing of
+    /// this commit was applied.
+    #[error("metadata changed concurrently (key revision is now {current:?})")]
+    Conflict {
+        /// The key's current revision, when the server said it.
+        current: Option<u64>,
+    },
+    /// An empty key (every key is one subject token, which cannot be empty).
+    #[error("metadata keys cannot be empty")]
+    EmptyKey,
+    /// A key appeared twice in one commit.
+    #[error("key {0:?} appears twice in one commit")]
+    DuplicateKey(String),
+    /// The stream refused or did not answer.
+    #[error(transparent)]
+    Batch(BatchError),
+    /// NATS failed otherwise (creating the stream or the consumer, a lost connection).
+    #[error("metadata: {0}")]
+    Nats(String),
+}
+
+/// A key's value and its revision (the stream sequence that last wrote it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its revision: pass it to [`ClusterMeta::commit_if`] to change the key only if nobody
+    /// else did since.
+    pub revision: u64,
+}
+
+#[derive(Default)]
+struct State {
+    keys: BTreeMap<String, Versioned>,
+    /// Revisions of deleted keys, so a compare-and-set on an absent key uses the right one.
+    deleted: BTreeMap<String, u64>,
+}
+
+/// The cluster's metadata, as this node sees it.
+pub struct ClusterMeta {
+    client: async_nats::Client,
+    subject_prefix: String,
+    state: Arc<RwLock<State>>,
+    /// The last stream sequence applied to `state`.
+    applied: watch::Receiver<u64>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ClusterMeta {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl ClusterMeta {
+    /// Opens (creating if needed, with `replicas` copies) the metadata of the deployment named
+    /// `prefix`, and returns once this node's copy has caught up with what the stream held.
+    pub async fn open(
+        client: async_nats::Client,
+        prefix: &str,
+        replicas: usize,
+    ) -> Result<ClusterMeta, MetaError> {
+        let nats = |error: &dyn std::fmt::Display| MetaError::Nats(error.to_string());
+        let js = jetstream::new(client.clone());
+        let subject_prefix = format!("{prefix}.m");
+        let mut stream = js
+            .get_or_create_stream(stream::Config {
+                name: format!("{prefix}_META"),
+                subjects: vec![format!("{subject_prefix}.>")],
+                num_replicas: replicas,
+                max_messages_per_subject: 1,
+                allow_direct: true,
+                allow_atomic_publish: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(&e))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| nats(&e))?
+            .state
+            .last_sequence;
+        let consumer = stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                filter_subject: format!("{subject_prefix}.>"),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
+        let state = Arc::new(RwLock::new(State::default()));
+        let (applied_tx, applied) = watch::channel(0u64);
+        let follower_state = Arc::clone(&state);
+        let follower_prefix = subject_prefix.clone();
+        let follower = tokio::spawn(async move {
+            // The ordered consumer recreates itself after a gap or a lost server; its errors
+            // in between are skipped.
+            while let Some(next) = messages.next().await {
+                let Ok(message) = next else { continue };
+                let Ok(info) = message.info() else { continue };
+                let sequence = info.stream_sequence;
+                apply(
+                    &follower_state,
+                    &follower_prefix,
+                    &message.message,
+                    sequence,
+                );
+                applied_tx.send_replace(sequence);
+            }
+        });
+        let meta = ClusterMeta {
+            client,
+            subject_prefix,
+            state,
+            applied,
+            follower,
+        };
+        meta.wait_applied(last).await?;
+        Ok(meta)
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.state.read().keys.get(key).map(|v| v.value.clone())
+    }
+
+    /// The value of `key` with its revision; for an absent key, the revision to pass to
+    /// [`ClusterMeta::commit_if`] to create it only if still absent.
+    pub fn get_versioned(&self, key: &str) -> Result<Versioned, u64> {
+        let state = self.state.read();
+        match state.keys.get(key) {
+            Some(versioned) => Ok(versioned.clone()),
+            None => Err(state.deleted.get(key).copied().unwrap_or(0)),
+        }
+    }
+
+    /// Every key starting with `prefix`, in key order, with its value.
+    pub fn scan_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.state
+            .read()
+            .keys
+            .range(prefix.to_string()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, v)| (key.clone(), v.value.clone()))
+            .collect()
+    }
+
+    /// The last stream sequence this node has applied: it changes whenever any node commits.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// Applies all `ops` atomically (all or none, on every node); returns the commit's last
+    /// revision once this node has applied it.
+    pub async fn commit(&self, ops: &[MetaOp]) -> Result<u64, MetaError> {
+        self.commit_if(ops, &[]).await
+    }
+
+    /// [`ClusterMeta::commit`], only if each `(key, revision)` of `expected` still holds (the
+    /// key must be one of the keys `ops` writes; revision as from `get_versioned`).
+    pub async fn commit_if(
+        &self,
+        ops: &[MetaOp],
+        expected: &[(&str, u64)],
+    ) -> Result<u64, MetaError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut messages = Vec::with_capacity(ops.len());
+        for op in ops {
+            if op.key().is_empty() {
+                return Err(MetaError::EmptyKey);
+            }
+            if !seen.insert(op.key()) {
+                return Err(MetaError::DuplicateKey(op.key().to_string()));
+            }
+            let mut headers = HeaderMap::new();
+            if let Some((_, revision)) = expected.iter().find(|(key, _)| *key == op.key()) {
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    revision.to_string().as_str(),
+                );
+            }
+            let payload = match op {
+                MetaOp::Put { value, .. } => Bytes::from(value.clone()),
+                MetaOp::Delete { .. } => {
+                    headers.insert(OP_HEADER, OP_DELETE);
+                    Bytes::new()
+                }
+            };
+            messages.push(BatchMessage {
+                subject: format!("{}.{}", self.subject_prefix, encode_key(op.key())),
+                headers,
+                payload,
+            });
+        }
+        if messages.is_empty() {
+            return Ok(*self.applied.borrow());
+        }
+        let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        let ack = match publish_atomic(&self.client, &batch_id, messages).await {
+            Ok(ack) => ack,
+            Err(BatchError::Api(error)) if error.err_code == WRONG_LAST_SEQUENCE => {
+                return Err(MetaError::Conflict {
+                    current: error.current_sequence(),
+                });
+            }
+            Err(error) => return Err(MetaError::Batch(error)),
+        };
+        self.wait_applied(ack.last_sequence).await?;
+        Ok(ack.last_sequence)
+    }
+
+    async fn wait_applied(&self, sequence: u64) -> Result<(), MetaError> {
+        let mut applied = self.applied.clone();
+        let wait = applied.wait_for(|applied| *applied >= sequence);
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(MetaError::Nats("the metadata follower stopped".into())),
+            Err(_) => Err(MetaError::Nats(format!(
+                "metadata revision {sequence} not applied within 30 s"
+            ))),
+        }
+    }
+}
+
+/// Applies one message of the stream to `state`.
+fn apply(state: &RwLock<State>, prefix: &str, message: &async_nats::Message, sequence: u64) {
+    let Some(key) = message
+        .subject
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(decode_key)
+    else {
+        return;
+    };
+    let deleted = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(OP_HEADER))
+        .is_some_and(|op| op.as_str() == OP_DELETE);
+    let mut state = state.write();
+    if deleted {
+        state.keys.remove(&key);
+        state.deleted.insert(key, sequence);
+    } else {
+        state.deleted.remove(&key);
+        let value = message.payload.to_vec();
+        state.keys.insert(
+            key,
+            Versioned {
+                value,
+                revision: sequence,
+            },
+        );
+    }
+}
+
+/// A key as one subject token: base64url without padding (no `.`, `*`, `>` or spaces).
+fn encode_key(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_key(token: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
