@@ -29,28 +29,13 @@ use crate::{BatchError, BatchMessage, publish_atomic};
 const OP_HEADER: &str = "Rivulet-Meta-Op";
 const OP_DELETE: &str = "delete";
 
-/// One operation of a commit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MetaOp {
-    /// Sets `key` to `value`.
-    Put {
-        /// The key.
-        key: String,
-        /// The new value.
-        value: Vec<u8>,
-    },
-    /// Removes `key` (no error if absent).
-    Delete {
-        /// The key.
-        key: String,
-    },
-}
+/// One operation of a commit: the embedded store's own type, so the engine writes either
+/// store with the same operations.
+pub use rivulet_log::MetaOp;
 
-impl MetaOp {
-    fn key(&self) -> &str {
-        match self {
-            MetaOp::Put { key, .. } | MetaOp::Delete { key } => key,
-        }
+fn op_key(op: &MetaOp) -> &str {
+    match op {
+        MetaOp::Put { key, .. } | MetaOp::Delete { key } => key,
     }
 }
 
@@ -228,14 +213,14 @@ impl ClusterMeta {
         let mut seen = std::collections::HashSet::new();
         let mut messages = Vec::with_capacity(ops.len());
         for op in ops {
-            if op.key().is_empty() {
+            if op_key(op).is_empty() {
                 return Err(MetaError::EmptyKey);
             }
-            if !seen.insert(op.key()) {
-                return Err(MetaError::DuplicateKey(op.key().to_string()));
+            if !seen.insert(op_key(op)) {
+                return Err(MetaError::DuplicateKey(op_key(op).to_string()));
             }
             let mut headers = HeaderMap::new();
-            if let Some((_, revision)) = expected.iter().find(|(key, _)| *key == op.key()) {
+            if let Some((_, revision)) = expected.iter().find(|(key, _)| *key == op_key(op)) {
                 headers.insert(
                     "Nats-Expected-Last-Subject-Sequence",
                     revision.to_string().as_str(),
@@ -249,7 +234,7 @@ impl ClusterMeta {
                 }
             };
             messages.push(BatchMessage {
-                subject: format!("{}.{}", self.subject_prefix, encode_key(op.key())),
+                subject: format!("{}.{}", self.subject_prefix, encode_key(op_key(op))),
                 headers,
                 payload,
             });
