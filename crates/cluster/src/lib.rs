@@ -11,12 +11,15 @@
 //!   on them (a fencing conflict, a duplicate batch, contention to retry);
 //! - [`meta`]: the cluster's metadata (what `MetaStore` keeps on one node) in a replicated
 //!   stream, atomic commits with compare-and-set, mirrored in every node's memory;
+//! - [`lease`]: leases on that metadata, with terms and fenced commits: the background
+//!   leader (and later shard ownership) moving within seconds when a node dies;
 //! - [`servers`]: a harness that runs real `nats-server` clusters on loopback for tests and
 //!   benchmarks, and stops them.
 
 pub mod api;
 pub mod batch;
 pub mod direct;
+pub mod lease;
 pub mod meta;
 pub mod servers;
 
