@@ -13,6 +13,9 @@
 //!   stream, atomic commits with compare-and-set, mirrored in every node's memory;
 //! - [`lease`]: leases on that metadata, with terms and fenced commits: the background
 //!   leader (and later shard ownership) moving within seconds when a node dies;
+//! - [`records`]: Kinesis records on JetStream (a stream per Kinesis stream, a subject per
+//!   shard, a put one atomic batch, idempotent by request id; reads, positions by time,
+//!   trims);
 //! - [`servers`]: a harness that runs real `nats-server` clusters on loopback for tests and
 //!   benchmarks, and stops them.
 
@@ -21,6 +24,7 @@ pub mod batch;
 pub mod direct;
 pub mod lease;
 pub mod meta;
+pub mod records;
 pub mod servers;
 
 /// The client, re-exported so that users of this crate share its pinned version and features.

@@ -1,0 +1,376 @@
+//! Kinesis records on JetStream: the cluster's record store (the design's "Layout", "Writes"
+//! and "Reads").
+//!
+//! A Kinesis stream is one JetStream stream, `<prefix>_D_<id>`, and its shard `n` the subject
+//! `<prefix>.d.<id>.<n>`. A put is one atomic batch whatever shards it touches; each record's
+//! stream sequence, strictly increasing per shard, is its position (what sequence numbers and
+//! iterators carry). A record's message body is a frame of its own (version, arrival time,
+//! key, value), so keys of any bytes pass and nothing depends on the servers' clocks.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::{Bytes, BytesMut};
+use rivulet_log::NewRecord;
+use serde::Deserialize;
+
+use crate::api::{ApiError, BATCH_DUPLICATE_MESSAGE_ID, Envelope};
+use crate::{BatchError, BatchMessage, DirectGet, StoredMessage, direct_get_batch, publish_atomic};
+
+const FRAME_VERSION: u8 = 1;
+const FRAME_HEADER_BYTES: usize = 1 + 8 + 2;
+/// How long a request to JetStream waits for an answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of a put whose batch got no answer (or was refused for contention).
+const PUT_ATTEMPTS: usize = 3;
+
+/// Why a record-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The stream's id is not one subject token of `[A-Za-z0-9_-]`.
+    #[error("stream id {0:?} is not [A-Za-z0-9_-]+")]
+    InvalidId(String),
+    /// A put larger than one batch, or with a key over 65,535 bytes.
+    #[error("{0}")]
+    TooLarge(String),
+    /// JetStream refused the operation.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// No answer after every attempt: the put may or may not be stored (a retry with the same
+    /// request id tells).
+    #[error("record store: {0}")]
+    Unavailable(String),
+    /// A message of the stream is not a record frame.
+    #[error("record store: stored message {0} is not a record")]
+    Corrupt(u64),
+}
+
+/// A record as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its position: the stream sequence, strictly increasing per shard.
+    pub position: u64,
+    /// When the node that wrote it received it (ms since the epoch).
+    pub arrival_ms: i64,
+    /// Its key (the partition key and friends, opaque here).
+    pub key: Bytes,
+    /// Its value.
+    pub value: Bytes,
+}
+
+/// One page of a shard.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// Where the next read starts.
+    pub next: u64,
+    /// Records of the shard after this page (0: the page reached the shard's end).
+    pub pending: u64,
+}
+
+/// The record store of one deployment.
+#[derive(Clone)]
+pub struct JetStreamRecords {
+    client: async_nats::Client,
+    prefix: String,
+    replicas: usize,
+}
+
+impl JetStreamRecords {
+    /// The record store under `prefix` (a subject token), keeping `replicas` copies.
+    pub fn new(client: async_nats::Client, prefix: &str, replicas: usize) -> Self {
+        Self {
+            client,
+            prefix: prefix.to_string(),
+            replicas,
+        }
+    }
+
+    fn stream_name(&self, id: &str) -> Result<String, RecordError> {
+        let valid = !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(RecordError::InvalidId(id.to_string()));
+        }
+        Ok(format!("{}_D_{id}", self.prefix))
+    }
+
+    fn subject(&self, id: &str, shard: u32) -> String {
+        format!("{}.d.{id}.{shard}", self.prefix)
+    }
+
+    /// Creates the JetStream stream of Kinesis stream `id`, keeping records `max_age`.
+    pub async fn create(&self, id: &str, max_age: Duration) -> Result<(), RecordError> {
+        let name = self.stream_name(id)?;
+        let config = serde_json::json!({
+            "name": name, "subjects": [format!("{}.d.{id}.>", self.prefix)],
+            "num_replicas": self.replicas, "storage": "file", "retention": "limits",
+            "discard": "old", "max_age": u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
+            "duplicate_window": 120_000_000_000u64,
+            "allow_direct": true, "allow_atomic": true,
+        });
+        self.api(&format!("STREAM.CREATE.{name}"), &config).await?;
+        Ok(())
+    }
+
+    /// Deletes the JetStream stream of Kinesis stream `id` and every record in it.
+    pub async fn delete(&self, id: &str) -> Result<(), RecordError> {
+        let name = self.stream_name(id)?;
+        self.api(&format!("STREAM.DELETE.{name}"), &serde_json::json!({}))
+            .await?;
+        Ok(())
+    }
+
+    /// Stores `shards`' records (each shard's in order) as one atomic batch, all or none, and
+    /// returns each record's position, shard by shard. `request_id` (at most 64 characters,
+    /// unique per put) makes the put idempotent for two minutes: a put retried with the same id
+    /// (after a lost answer, or by another node) stores nothing again and returns the first
+    /// one's positions.
+    pub async fn put(
+        &self,
+        id: &str,
+        shards: &[(u32, &[NewRecord<'_>])],
+        arrival_ms: i64,
+        request_id: &str,
+    ) -> Result<Vec<Vec<u64>>, RecordError> {
+        let name = self.stream_name(id)?;
+        let count: usize = shards.iter().map(|(_, records)| records.len()).sum();
+        if count == 0 || count > crate::batch::BATCH_MESSAGES_MAX {
+            return Err(RecordError::TooLarge(format!(
+                "a put holds 1 to {} records, not {count}",
+                crate::batch::BATCH_MESSAGES_MAX
+            )));
+        }
+        let mut messages = Vec::with_capacity(count);
+        for (shard, records) in shards {
+            let subject = self.subject(id, *shard);
+            for record in records.iter() {
+                messages.push(BatchMessage {
+                    subject: subject.clone(),
+                    headers: HeaderMap::new(),
+                    payload: encode(record, arrival_ms)?,
+                });
+            }
+        }
+        if let Some(first) = messages.first_mut() {
+            first.headers.insert("Nats-Msg-Id", request_id);
+        }
+        let mut last_error = String::new();
+        for attempt in 0..PUT_ATTEMPTS {
+            // A batch id of its own per attempt: an abandoned attempt's staged messages must
+            // not mix with the next one's.
+            let batch_id = format!("{request_id}.{attempt}");
+            match publish_atomic(&self.client, &batch_id, messages.clone()).await {
+                Ok(ack) => return Ok(positions(shards, ack.first_sequence())),
+                Err(BatchError::Api(error)) if error.err_code == BATCH_DUPLICATE_MESSAGE_ID => {
+                    let first_subject = messages[0].subject.clone();
+                    let first = self
+                        .find_put(&name, &first_subject, arrival_ms, request_id)
+                        .await?;
+                    return Ok(positions(shards, first));
+                }
+                Err(BatchError::Api(error)) if error.is_retryable() => {
+                    last_error = error.to_string();
+                }
+                Err(BatchError::Api(error)) => return Err(error.into()),
+                Err(BatchError::Unanswered(error)) => last_error = error,
+                Err(error) => return Err(RecordError::Unavailable(error.to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        Err(RecordError::Unavailable(last_error))
+    }
+
+    /// The position of a stored put's first record: the message on `subject` carrying
+    /// `request_id`, stored at or after `since_ms` less a minute of clock difference between
+    /// nodes.
+    async fn find_put(
+        &self,
+        name: &str,
+        subject: &str,
+        since_ms: i64,
+        request_id: &str,
+    ) -> Result<u64, RecordError> {
+        let mut request = DirectGet {
+            start_time: Some(rfc3339(since_ms - 60_000)),
+            next_by_subj: Some(subject.to_string()),
+            batch: 1000,
+            ..Default::default()
+        };
+        loop {
+            let page = self.direct(name, &request).await?;
+            if let Some(found) = page.messages.iter().find(|message| {
+                message
+                    .headers
+                    .get("Nats-Msg-Id")
+                    .is_some_and(|id| id.as_str() == request_id)
+            }) {
+                return Ok(found.sequence);
+            }
+            match page.messages.last() {
+                Some(last) if page.num_pending > 0 => {
+                    request.start_time = None;
+                    request.seq = Some(last.sequence + 1);
+                }
+                _ => {
+                    return Err(RecordError::Unavailable(format!(
+                        "put {request_id} was stored but its records are gone"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` records of `shard` from position `from`, within about `max_bytes`.
+    pub async fn read(
+        &self,
+        id: &str,
+        shard: u32,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page, RecordError> {
+        let name = self.stream_name(id)?;
+        let request = DirectGet {
+            seq: Some(from.max(1)),
+            next_by_subj: Some(self.subject(id, shard)),
+            batch: limit.max(1),
+            max_bytes: Some(max_bytes.max(1)),
+            ..Default::default()
+        };
+        let batch = self.direct(&name, &request).await?;
+        let records = batch
+            .messages
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = records.last().map_or(from, |record| record.position + 1);
+        Ok(Page {
+            records,
+            next,
+            pending: batch.num_pending,
+        })
+    }
+
+    /// The position of `shard`'s first record that arrived at or after `at_ms` (by the
+    /// stream's clock), or `None` if none did yet.
+    pub async fn position_at(
+        &self,
+        id: &str,
+        shard: u32,
+        at_ms: i64,
+    ) -> Result<Option<u64>, RecordError> {
+        let name = self.stream_name(id)?;
+        let request = DirectGet {
+            start_time: Some(rfc3339(at_ms)),
+            next_by_subj: Some(self.subject(id, shard)),
+            batch: 1,
+            ..Default::default()
+        };
+        let batch = self.direct(&name, &request).await?;
+        Ok(batch.messages.first().map(|message| message.sequence))
+    }
+
+    /// Removes `shard`'s records before position `before`; says how many went.
+    pub async fn trim(&self, id: &str, shard: u32, before: u64) -> Result<u64, RecordError> {
+        #[derive(Deserialize)]
+        struct Purged {
+            #[serde(default)]
+            purged: u64,
+        }
+        let name = self.stream_name(id)?;
+        let body = serde_json::json!({"filter": self.subject(id, shard), "seq": before});
+        let answer = self.api(&format!("STREAM.PURGE.{name}"), &body).await?;
+        let purged: Purged = serde_json::from_slice(&answer)
+            .map_err(|error| RecordError::Unavailable(error.to_string()))?;
+        Ok(purged.purged)
+    }
+
+    async fn direct(
+        &self,
+        name: &str,
+        request: &DirectGet,
+    ) -> Result<crate::DirectBatch, RecordError> {
+        direct_get_batch(&self.client, "$JS.API", name, request, TIMEOUT)
+            .await
+            .map_err(|error| RecordError::Unavailable(error.to_string()))
+    }
+
+    /// One JetStream API request; its answer's body, or its error.
+    async fn api(&self, what: &str, body: &serde_json::Value) -> Result<Bytes, RecordError> {
+        let body = serde_json::to_vec(body).map_err(|e| RecordError::Unavailable(e.to_string()))?;
+        let answer = tokio::time::timeout(
+            TIMEOUT,
+            self.client.request(format!("$JS.API.{what}"), body.into()),
+        )
+        .await
+        .map_err(|_| RecordError::Unavailable(format!("{what}: no answer")))?
+        .map_err(|error| RecordError::Unavailable(format!("{what}: {error}")))?;
+        let envelope: Envelope<serde_json::Value> = serde_json::from_slice(&answer.payload)
+            .map_err(|error| RecordError::Unavailable(format!("{what}: {error}")))?;
+        match envelope.error {
+            Some(error) => Err(error.into()),
+            None => Ok(answer.payload),
+        }
+    }
+}
+
+/// Each record's position, shard by shard, for a batch stored from `first` on (the batch
+/// holds the shards' records in the order given).
+fn positions(shards: &[(u32, &[NewRecord<'_>])], first: u64) -> Vec<Vec<u64>> {
+    let mut next = first;
+    shards
+        .iter()
+        .map(|(_, records)| {
+            let start = next;
+            next += records.len() as u64;
+            (start..next).collect()
+        })
+        .collect()
+}
+
+fn encode(record: &NewRecord<'_>, arrival_ms: i64) -> Result<Bytes, RecordError> {
+    let key_len = u16::try_from(record.key.len())
+        .map_err(|_| RecordError::TooLarge(format!("a key of {} bytes", record.key.len())))?;
+    let mut frame =
+        BytesMut::with_capacity(FRAME_HEADER_BYTES + record.key.len() + record.value.len());
+    frame.extend_from_slice(&[FRAME_VERSION]);
+    frame.extend_from_slice(&arrival_ms.to_le_bytes());
+    frame.extend_from_slice(&key_len.to_le_bytes());
+    frame.extend_from_slice(record.key);
+    frame.extend_from_slice(record.value);
+    Ok(frame.freeze())
+}
+
+fn decode(message: &StoredMessage) -> Result<Record, RecordError> {
+    let corrupt = || RecordError::Corrupt(message.sequence);
+    let frame = &message.payload;
+    if frame.len() < FRAME_HEADER_BYTES || frame[0] != FRAME_VERSION {
+        return Err(corrupt());
+    }
+    let arrival_ms = i64::from_le_bytes(frame[1..9].try_into().map_err(|_| corrupt())?);
+    let key_len = usize::from(u16::from_le_bytes(
+        frame[9..11].try_into().map_err(|_| corrupt())?,
+    ));
+    let key_end = FRAME_HEADER_BYTES + key_len;
+    if frame.len() < key_end {
+        return Err(corrupt());
+    }
+    Ok(Record {
+        position: message.sequence,
+        arrival_ms,
+        key: frame.slice(FRAME_HEADER_BYTES..key_end),
+        value: frame.slice(key_end..),
+    })
+}
+
+/// `ms` since the epoch as RFC 3339 (what direct gets' `start_time` takes).
+fn rfc3339(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}
