@@ -101,6 +101,27 @@ impl NatsCluster {
             .join(",")
     }
 
+    /// The index of the server named `name` (`n1` is 0).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|node| node.name == name)
+    }
+
+    /// The name of the server leading JetStream stream `stream`'s replicas.
+    pub async fn stream_leader(
+        &self,
+        client: &async_nats::Client,
+        stream: &str,
+    ) -> anyhow::Result<String> {
+        let answer = client
+            .request(format!("$JS.API.STREAM.INFO.{stream}"), "".into())
+            .await?;
+        let info: serde_json::Value = serde_json::from_slice(&answer.payload)?;
+        info.pointer("/cluster/leader")
+            .and_then(|leader| leader.as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("no leader for stream {stream}: {info}"))
+    }
+
     /// How many servers the cluster has (running or not).
     pub fn size(&self) -> usize {
         self.nodes.len()
