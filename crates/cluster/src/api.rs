@@ -25,6 +25,9 @@ pub const IN_FLIGHT_CONFLICT: u32 = 10164;
 /// An atomic batch held a `Nats-Msg-Id` the duplicate window already knew: the batch (or one
 /// with the same ids) was stored before.
 pub const BATCH_DUPLICATE_MESSAGE_ID: u32 = 10201;
+/// A message with the same `Nats-Msg-Id` is still being stored (clustered streams): an
+/// earlier attempt may yet commit, so the write is retried, never reported stored.
+pub const DUPLICATE_IN_PROCESS: u32 = 10158;
 /// Too many atomic batches in flight on the stream or the server.
 pub const BATCH_TOO_MANY_INFLIGHT: u32 = 10210;
 /// The batch was incomplete: a gap in `Nats-Batch-Sequence`, or it was abandoned.
@@ -41,7 +44,10 @@ impl ApiError {
 
     /// Whether the write may simply be sent again: contention, or the server's in-flight cap.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.err_code, IN_FLIGHT_CONFLICT | BATCH_TOO_MANY_INFLIGHT) || self.code == 503
+        matches!(
+            self.err_code,
+            IN_FLIGHT_CONFLICT | BATCH_TOO_MANY_INFLIGHT | DUPLICATE_IN_PROCESS
+        ) || self.code == 503
     }
 }
 

@@ -78,11 +78,22 @@ struct Ack {
 }
 
 /// Publishes `messages` as one atomic batch named `batch_id` (at most 64 characters, unique
-/// among the batches in flight) and waits for the commit's answer.
+/// among the batches in flight) and waits for the commit's answer (as long as the client's
+/// request timeout).
 pub async fn publish_atomic(
     client: &async_nats::Client,
     batch_id: &str,
     messages: Vec<BatchMessage>,
+) -> Result<BatchAck, BatchError> {
+    publish_atomic_within(client, batch_id, messages, None).await
+}
+
+/// [`publish_atomic`], waiting at most `timeout` for the commit's answer.
+pub async fn publish_atomic_within(
+    client: &async_nats::Client,
+    batch_id: &str,
+    messages: Vec<BatchMessage>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<BatchAck, BatchError> {
     let count = messages.len();
     if count == 0 || count > BATCH_MESSAGES_MAX {
@@ -108,8 +119,12 @@ pub async fn publish_atomic(
         }
     }
     let (subject, headers, payload) = commit.ok_or(BatchError::Size(0))?;
+    let mut request = async_nats::Request::new().headers(headers).payload(payload);
+    if timeout.is_some() {
+        request = request.timeout(timeout);
+    }
     let answer = client
-        .request_with_headers(subject, headers, payload)
+        .send_request(subject, request)
         .await
         .map_err(|error| BatchError::Unanswered(error.to_string()))?;
     let envelope: Envelope<Ack> = serde_json::from_slice(&answer.payload)

@@ -31,5 +31,5 @@ pub mod servers;
 pub use async_nats;
 
 pub use api::ApiError;
-pub use batch::{BatchAck, BatchError, BatchMessage, publish_atomic};
+pub use batch::{BatchAck, BatchError, BatchMessage, publish_atomic, publish_atomic_within};
 pub use direct::{DirectBatch, DirectError, DirectGet, StoredMessage, direct_get_batch};

@@ -104,57 +104,44 @@ impl ClusterMeta {
         prefix: &str,
         replicas: usize,
     ) -> Result<ClusterMeta, MetaError> {
-        let nats = |error: &dyn std::fmt::Display| MetaError::Nats(error.to_string());
         let js = jetstream::new(client.clone());
         let subject_prefix = format!("{prefix}.m");
-        let mut stream = js
-            .get_or_create_stream(stream::Config {
-                name: format!("{prefix}_META"),
-                subjects: vec![format!("{subject_prefix}.>")],
-                num_replicas: replicas,
-                max_messages_per_subject: 1,
-                allow_direct: true,
-                allow_atomic_publish: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats(&e))?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| nats(&e))?
-            .state
-            .last_sequence;
-        let consumer = stream
-            .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: client.new_inbox(),
-                filter_subject: format!("{subject_prefix}.>"),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats(&e))?;
-        let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
+        let config = stream::Config {
+            name: format!("{prefix}_META"),
+            subjects: vec![format!("{subject_prefix}.>")],
+            num_replicas: replicas,
+            max_messages_per_subject: 1,
+            allow_direct: true,
+            allow_atomic_publish: true,
+            ..Default::default()
+        };
+        // A server just started (or a stream whose leader is being elected) answers nothing
+        // for a few seconds: opening waits for it, within `OPEN_TIMEOUT`.
+        let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+        let last = loop {
+            let opened = async {
+                let mut stream = js.get_or_create_stream(config.clone()).await?;
+                let info = stream.info().await?;
+                Ok::<u64, async_nats::Error>(info.state.last_sequence)
+            };
+            match opened.await {
+                Ok(last) => break last,
+                Err(error) if tokio::time::Instant::now() >= deadline => {
+                    return Err(MetaError::Nats(format!("opening the metadata: {error}")));
+                }
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+            }
+        };
         let state = Arc::new(RwLock::new(State::default()));
         let (applied_tx, applied) = watch::channel(0u64);
-        let follower_state = Arc::clone(&state);
-        let follower_prefix = subject_prefix.clone();
-        let follower = tokio::spawn(async move {
-            // The ordered consumer recreates itself after a gap or a lost server; its errors
-            // in between are skipped.
-            while let Some(next) = messages.next().await {
-                let Ok(message) = next else { continue };
-                let Ok(info) = message.info() else { continue };
-                let sequence = info.stream_sequence;
-                apply(
-                    &follower_state,
-                    &follower_prefix,
-                    &message.message,
-                    sequence,
-                );
-                applied_tx.send_replace(sequence);
-            }
-        });
+        let follower = tokio::spawn(follow(
+            js,
+            config.name.clone(),
+            subject_prefix.clone(),
+            client.clone(),
+            Arc::clone(&state),
+            applied_tx,
+        ));
         let meta = ClusterMeta {
             client,
             subject_prefix,
@@ -266,6 +253,61 @@ impl ClusterMeta {
                 "metadata revision {sequence} not applied within 30 s"
             ))),
         }
+    }
+}
+
+/// How long opening waits for JetStream to answer.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The pause before asking JetStream again after it did not answer.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Mirrors the metadata stream into `state` for as long as the node runs: an ordered consumer
+/// from the first sequence not applied yet, made again whenever it ends (its server died, or
+/// it could not be recreated while the stream's leader was being elected).
+async fn follow(
+    js: jetstream::Context,
+    stream_name: String,
+    subject_prefix: String,
+    client: async_nats::Client,
+    state: Arc<RwLock<State>>,
+    applied: watch::Sender<u64>,
+) {
+    loop {
+        let next = *applied.borrow() + 1;
+        let consumer = async {
+            let stream = js.get_stream(&stream_name).await?;
+            let consumer = stream
+                .create_consumer(consumer::push::OrderedConfig {
+                    deliver_subject: client.new_inbox(),
+                    filter_subject: format!("{subject_prefix}.>"),
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: next,
+                    },
+                    ..Default::default()
+                })
+                .await?;
+            Ok::<_, async_nats::Error>(consumer.messages().await?)
+        };
+        let mut messages = match consumer.await {
+            Ok(messages) => messages,
+            Err(_) => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        // The ordered consumer recreates itself after a gap; its errors in between are
+        // skipped, and a message already applied (after a recreation) is not applied again.
+        while let Some(message) = messages.next().await {
+            let Ok(message) = message else { continue };
+            let Ok(info) = message.info() else { continue };
+            let sequence = info.stream_sequence;
+            if sequence <= *applied.borrow() {
+                continue;
+            }
+            apply(&state, &subject_prefix, &message.message, sequence);
+            applied.send_replace(sequence);
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 

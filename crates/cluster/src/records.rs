@@ -15,11 +15,13 @@ use rivulet_log::NewRecord;
 use serde::Deserialize;
 
 use crate::api::{ApiError, BATCH_DUPLICATE_MESSAGE_ID, Envelope};
-use crate::{BatchError, BatchMessage, DirectGet, StoredMessage, direct_get_batch, publish_atomic};
+use crate::{
+    BatchError, BatchMessage, DirectGet, StoredMessage, direct_get_batch, publish_atomic_within,
+};
 
 const FRAME_VERSION: u8 = 1;
 const FRAME_HEADER_BYTES: usize = 1 + 8 + 2;
-/// How long a request to JetStream waits for an answer.
+/// How long a request to JetStream waits for an answer, unless set otherwise.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts of a put whose batch got no answer (or was refused for contention).
 const PUT_ATTEMPTS: usize = 3;
@@ -75,6 +77,7 @@ pub struct JetStreamRecords {
     client: async_nats::Client,
     prefix: String,
     replicas: usize,
+    timeout: Duration,
 }
 
 impl JetStreamRecords {
@@ -84,7 +87,15 @@ impl JetStreamRecords {
             client,
             prefix: prefix.to_string(),
             replicas,
+            timeout: TIMEOUT,
         }
+    }
+
+    /// The same store, waiting at most `timeout` for each answer from JetStream (a put makes
+    /// up to three attempts).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     fn stream_name(&self, id: &str) -> Result<String, RecordError> {
@@ -163,7 +174,14 @@ impl JetStreamRecords {
             // A batch id of its own per attempt: an abandoned attempt's staged messages must
             // not mix with the next one's.
             let batch_id = format!("{request_id}.{attempt}");
-            match publish_atomic(&self.client, &batch_id, messages.clone()).await {
+            let attempt_messages = messages.clone();
+            let sent = publish_atomic_within(
+                &self.client,
+                &batch_id,
+                attempt_messages,
+                Some(self.timeout),
+            );
+            match sent.await {
                 Ok(ack) => return Ok(positions(shards, ack.first_sequence())),
                 Err(BatchError::Api(error)) if error.err_code == BATCH_DUPLICATE_MESSAGE_ID => {
                     let first_subject = messages[0].subject.clone();
@@ -294,7 +312,7 @@ impl JetStreamRecords {
         name: &str,
         request: &DirectGet,
     ) -> Result<crate::DirectBatch, RecordError> {
-        direct_get_batch(&self.client, "$JS.API", name, request, TIMEOUT)
+        direct_get_batch(&self.client, "$JS.API", name, request, self.timeout)
             .await
             .map_err(|error| RecordError::Unavailable(error.to_string()))
     }
@@ -303,7 +321,7 @@ impl JetStreamRecords {
     async fn api(&self, what: &str, body: &serde_json::Value) -> Result<Bytes, RecordError> {
         let body = serde_json::to_vec(body).map_err(|e| RecordError::Unavailable(e.to_string()))?;
         let answer = tokio::time::timeout(
-            TIMEOUT,
+            self.timeout,
             self.client.request(format!("$JS.API.{what}"), body.into()),
         )
         .await

@@ -158,7 +158,7 @@ impl NatsCluster {
 
     /// Waits until JetStream places (then removes) a memory stream replicated on every
     /// server: the meta leader is elected and every peer is known.
-    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         let client = tokio::time::timeout(within, self.connect())
             .await
@@ -169,6 +169,9 @@ impl NatsCluster {
         });
         let mut last = String::new();
         while Instant::now() < deadline {
+            if let Some(exited) = self.exited() {
+                bail!("{exited}");
+            }
             let answer = client
                 .request(
                     "$JS.API.STREAM.CREATE.rivulet_ready",
@@ -191,6 +194,28 @@ impl NatsCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("JetStream was not ready within {within:?}: {last}")
+    }
+
+    /// A server that should run but exited, with the end of its log.
+    fn exited(&mut self) -> Option<String> {
+        for node in &mut self.nodes {
+            let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            else {
+                continue;
+            };
+            let log_path = self.dir.path().join(format!("{}.log", node.name));
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            return Some(format!(
+                "nats-server {} exited ({status}): {}",
+                node.name,
+                tail.join(" | ")
+            ));
+        }
+        None
     }
 
     /// Stops every server (SIGKILL) and waits for them to exit.
@@ -227,8 +252,21 @@ pub fn find_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// A port free now and never handed out before by this process: clusters started at the same
+/// time (tests run in parallel) must not pick the same port between its check and its use.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free port found")
 }
