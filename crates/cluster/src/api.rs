@@ -30,7 +30,9 @@ pub const BATCH_DUPLICATE_MESSAGE_ID: u32 = 10201;
 pub const DUPLICATE_IN_PROCESS: u32 = 10158;
 /// Too many atomic batches in flight on the stream or the server.
 pub const BATCH_TOO_MANY_INFLIGHT: u32 = 10210;
-/// The batch was incomplete: a gap in `Nats-Batch-Sequence`, or it was abandoned.
+/// The batch was incomplete: a gap in `Nats-Batch-Sequence` (messages lost in a reconnect, or
+/// the first message refused for too many batches in flight, an answer nobody hears), or it
+/// was abandoned, or the stream's leader changed meanwhile. Nothing of it was stored.
 pub const BATCH_INCOMPLETE: u32 = 10176;
 
 impl ApiError {
@@ -46,7 +48,7 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.err_code,
-            IN_FLIGHT_CONFLICT | BATCH_TOO_MANY_INFLIGHT | DUPLICATE_IN_PROCESS
+            IN_FLIGHT_CONFLICT | BATCH_TOO_MANY_INFLIGHT | DUPLICATE_IN_PROCESS | BATCH_INCOMPLETE
         ) || self.code == 503
     }
 }

@@ -64,6 +64,10 @@ pub enum BatchError {
     /// The batch was empty or larger than the server takes.
     #[error("a batch holds 1 to {BATCH_MESSAGES_MAX} messages, not {0}")]
     Size(usize),
+    /// A message is larger than the server takes (its `max_payload`): refused before it was
+    /// sent, so nothing of the batch is stored.
+    #[error("a message is too large for the server: {0}")]
+    TooLarge(String),
     /// The answer was not a batch acknowledgement.
     #[error("the batch's commit got an answer that is not an acknowledgement: {0}")]
     Answer(String),
@@ -99,6 +103,28 @@ pub async fn publish_atomic_within(
     if count == 0 || count > BATCH_MESSAGES_MAX {
         return Err(BatchError::Size(count));
     }
+    // The whole batch, not only the wait for its answer: while the client reconnects it
+    // stops taking commands, and a publish would wait for as long as that takes.
+    let within = timeout.unwrap_or(DEFAULT_TIMEOUT);
+    tokio::time::timeout(within, send(client, batch_id, messages, timeout))
+        .await
+        .unwrap_or_else(|_| {
+            Err(BatchError::Unanswered(format!(
+                "no answer within {within:?}"
+            )))
+        })
+}
+
+/// What `publish_atomic_within` waits for at most when not told.
+const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn send(
+    client: &async_nats::Client,
+    batch_id: &str,
+    messages: Vec<BatchMessage>,
+    timeout: Option<std::time::Duration>,
+) -> Result<BatchAck, BatchError> {
+    let count = messages.len();
     let mut commit = None;
     for (i, message) in messages.into_iter().enumerate() {
         let BatchMessage {
@@ -115,7 +141,13 @@ pub async fn publish_atomic_within(
             client
                 .publish_with_headers(subject, headers, payload)
                 .await
-                .map_err(|error| BatchError::Unanswered(error.to_string()))?;
+                .map_err(|error| match error.kind() {
+                    // Refused before anything was sent: definite.
+                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                        BatchError::TooLarge(error.to_string())
+                    }
+                    _ => BatchError::Unanswered(error.to_string()),
+                })?;
         }
     }
     let (subject, headers, payload) = commit.ok_or(BatchError::Size(0))?;
@@ -126,7 +158,12 @@ pub async fn publish_atomic_within(
     let answer = client
         .send_request(subject, request)
         .await
-        .map_err(|error| BatchError::Unanswered(error.to_string()))?;
+        .map_err(|error| match error.kind() {
+            async_nats::client::RequestErrorKind::MaxPayloadExceeded => {
+                BatchError::TooLarge(error.to_string())
+            }
+            _ => BatchError::Unanswered(error.to_string()),
+        })?;
     let envelope: Envelope<Ack> = serde_json::from_slice(&answer.payload)
         .map_err(|_| BatchError::Answer(String::from_utf8_lossy(&answer.payload).into_owned()))?;
     if let Some(error) = envelope.error {

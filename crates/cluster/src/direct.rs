@@ -79,8 +79,28 @@ pub enum DirectError {
 }
 
 /// Runs `request` on the JetStream stream `stream` (API prefix `api_prefix`, `$JS.API` unless
-/// the account or domain says otherwise), waiting at most `timeout` for each message.
+/// the account or domain says otherwise), waiting at most `timeout` for all of it.
 pub async fn direct_get_batch(
+    client: &async_nats::Client,
+    api_prefix: &str,
+    stream: &str,
+    request: &DirectGet,
+    timeout: Duration,
+) -> Result<DirectBatch, DirectError> {
+    if request.batch == 0 {
+        // The server would answer one message and no end of batch.
+        return Err(DirectError::Refused {
+            status: 400,
+            description: "a batched direct get needs a batch of at least 1".into(),
+        });
+    }
+    // Subscribing and publishing too: while the client reconnects it takes no commands.
+    tokio::time::timeout(timeout, run(client, api_prefix, stream, request, timeout))
+        .await
+        .unwrap_or(Err(DirectError::TimedOut(timeout)))
+}
+
+async fn run(
     client: &async_nats::Client,
     api_prefix: &str,
     stream: &str,

@@ -234,15 +234,29 @@ async fn campaign(shared: Arc<Shared>) {
                         Err(MetaError::Conflict { .. }) => {
                             state.send_replace(None);
                         }
-                        // No answer: keep trying until the lease runs out.
+                        // No answer: keep trying, a little later, until the lease runs out.
                         Err(_) => {
                             if Instant::now() >= held.until {
                                 state.send_replace(None);
                             }
+                            drop(writing);
+                            tokio::time::sleep(config.renew_every / 4).await;
                         }
                     }
                     continue;
                 }
+            }
+            // A write of this node's whose answer was lost (a renewal or a fenced commit that
+            // timed out but landed): still held, until the lease runs out from the last write
+            // this node knows it sent in time.
+            (Some(held), Ok(current))
+                if current.value == *holder && current.revision > held.revision =>
+            {
+                state.send_replace(Some(Held {
+                    revision: current.revision,
+                    ..held
+                }));
+                continue;
             }
             // Held, but the key changed under this node: a successor took it.
             (Some(_), _) => {

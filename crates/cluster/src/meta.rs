@@ -297,22 +297,68 @@ async fn follow(
         };
         // The ordered consumer recreates itself after a gap; its errors in between are
         // skipped, and a message already applied (after a recreation) is not applied again.
+        // A commit's messages are applied together, once its last one (which carries
+        // `Nats-Batch-Commit`) has come, so no reader on this node sees half of a commit.
+        let mut batch = Batch::default();
         while let Some(message) = messages.next().await {
             let Ok(message) = message else { continue };
             let Ok(info) = message.info() else { continue };
-            let sequence = info.stream_sequence;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
             if sequence <= *applied.borrow() {
                 continue;
             }
-            apply(&state, &subject_prefix, &message.message, sequence);
-            applied.send_replace(sequence);
+            let headers = message.message.headers.as_ref();
+            let header = |name| {
+                headers
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
+            };
+            let id = header("Nats-Batch-Id");
+            // The commit message of a batch may be gone (a later commit wrote its key): a
+            // message of another batch, or the end of the stream, closes it too.
+            if batch.id.is_some() && batch.id != id {
+                batch.apply(&state, &subject_prefix, &applied);
+            }
+            let committed = id.is_none() || header("Nats-Batch-Commit").is_some();
+            batch.id = id;
+            batch.messages.push((message.message, sequence));
+            if committed || pending == 0 {
+                batch.apply(&state, &subject_prefix, &applied);
+            }
         }
+        // A half-received commit is not applied: the next consumer starts at its first
+        // message again.
         tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
+/// The messages of one commit received so far.
+#[derive(Default)]
+struct Batch {
+    id: Option<String>,
+    messages: Vec<(async_nats::Message, u64)>,
+}
+
+impl Batch {
+    /// Applies the messages under one lock, then publishes the last one's sequence.
+    fn apply(&mut self, state: &RwLock<State>, prefix: &str, applied: &watch::Sender<u64>) {
+        let Some(&(_, last)) = self.messages.last() else {
+            return;
+        };
+        {
+            let mut state = state.write();
+            for (message, sequence) in &self.messages {
+                apply(&mut state, prefix, message, *sequence);
+            }
+        }
+        applied.send_replace(last);
+        self.messages.clear();
+        self.id = None;
+    }
+}
+
 /// Applies one message of the stream to `state`.
-fn apply(state: &RwLock<State>, prefix: &str, message: &async_nats::Message, sequence: u64) {
+fn apply(state: &mut State, prefix: &str, message: &async_nats::Message, sequence: u64) {
     let Some(key) = message
         .subject
         .strip_prefix(prefix)
@@ -326,7 +372,6 @@ fn apply(state: &RwLock<State>, prefix: &str, message: &async_nats::Message, seq
         .as_ref()
         .and_then(|headers| headers.get(OP_HEADER))
         .is_some_and(|op| op.as_str() == OP_DELETE);
-    let mut state = state.write();
     if deleted {
         state.keys.remove(&key);
         state.deleted.insert(key, sequence);

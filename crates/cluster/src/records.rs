@@ -23,6 +23,8 @@ const FRAME_VERSION: u8 = 1;
 const FRAME_HEADER_BYTES: usize = 1 + 8 + 2;
 /// How long a request to JetStream waits for an answer, unless set otherwise.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a put's request id keeps a retry from storing it again.
+const DUPLICATE_WINDOW_MS: i64 = 120_000;
 /// Attempts of a put whose batch got no answer (or was refused for contention).
 const PUT_ATTEMPTS: usize = 3;
 
@@ -120,7 +122,7 @@ impl JetStreamRecords {
             "name": name, "subjects": [format!("{}.d.{id}.>", self.prefix)],
             "num_replicas": self.replicas, "storage": "file", "retention": "limits",
             "discard": "old", "max_age": u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
-            "duplicate_window": 120_000_000_000u64,
+            "duplicate_window": DUPLICATE_WINDOW_MS as u64 * 1_000_000,
             "allow_direct": true, "allow_atomic": true,
         });
         self.api(&format!("STREAM.CREATE.{name}"), &config).await?;
@@ -171,9 +173,9 @@ impl JetStreamRecords {
         }
         let mut last_error = String::new();
         for attempt in 0..PUT_ATTEMPTS {
-            // A batch id of its own per attempt: an abandoned attempt's staged messages must
-            // not mix with the next one's.
-            let batch_id = format!("{request_id}.{attempt}");
+            // A batch id of its own per attempt (and per call: another node may retry the same
+            // request): an abandoned attempt's staged messages must not mix with the next one's.
+            let batch_id = uuid::Uuid::new_v4().simple().to_string();
             let attempt_messages = messages.clone();
             let sent = publish_atomic_within(
                 &self.client,
@@ -195,6 +197,7 @@ impl JetStreamRecords {
                 }
                 Err(BatchError::Api(error)) => return Err(error.into()),
                 Err(BatchError::Unanswered(error)) => last_error = error,
+                Err(BatchError::TooLarge(error)) => return Err(RecordError::TooLarge(error)),
                 Err(error) => return Err(RecordError::Unavailable(error.to_string())),
             }
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
@@ -203,8 +206,9 @@ impl JetStreamRecords {
     }
 
     /// The position of a stored put's first record: the message on `subject` carrying
-    /// `request_id`, stored at or after `since_ms` less a minute of clock difference between
-    /// nodes.
+    /// `request_id`, stored within the duplicate window (and a minute of clock difference
+    /// between nodes) before `since_ms`. A replica that has not applied the batch yet may
+    /// answer first, so the search is repeated for a few seconds.
     async fn find_put(
         &self,
         name: &str,
@@ -212,34 +216,36 @@ impl JetStreamRecords {
         since_ms: i64,
         request_id: &str,
     ) -> Result<u64, RecordError> {
-        let mut request = DirectGet {
-            start_time: Some(rfc3339(since_ms - 60_000)),
-            next_by_subj: Some(subject.to_string()),
-            batch: 1000,
-            ..Default::default()
-        };
-        loop {
-            let page = self.direct(name, &request).await?;
-            if let Some(found) = page.messages.iter().find(|message| {
-                message
-                    .headers
-                    .get("Nats-Msg-Id")
-                    .is_some_and(|id| id.as_str() == request_id)
-            }) {
-                return Ok(found.sequence);
-            }
-            match page.messages.last() {
-                Some(last) if page.num_pending > 0 => {
-                    request.start_time = None;
-                    request.seq = Some(last.sequence + 1);
+        for _ in 0..20 {
+            let mut request = DirectGet {
+                start_time: Some(rfc3339(since_ms - DUPLICATE_WINDOW_MS - 60_000)),
+                next_by_subj: Some(subject.to_string()),
+                batch: 1000,
+                ..Default::default()
+            };
+            loop {
+                let page = self.direct(name, &request).await?;
+                if let Some(found) = page.messages.iter().find(|message| {
+                    message
+                        .headers
+                        .get("Nats-Msg-Id")
+                        .is_some_and(|id| id.as_str() == request_id)
+                }) {
+                    return Ok(found.sequence);
                 }
-                _ => {
-                    return Err(RecordError::Unavailable(format!(
-                        "put {request_id} was stored but its records are gone"
-                    )));
+                match page.messages.last() {
+                    Some(last) if page.num_pending > 0 => {
+                        request.start_time = None;
+                        request.seq = Some(last.sequence + 1);
+                    }
+                    _ => break,
                 }
             }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        Err(RecordError::Unavailable(format!(
+            "put {request_id} was stored but its first record is not found"
+        )))
     }
 
     /// Up to `limit` records of `shard` from position `from`, within about `max_bytes`.
@@ -300,6 +306,10 @@ impl JetStreamRecords {
             purged: u64,
         }
         let name = self.stream_name(id)?;
+        // Nothing is before position 1; and a purge's `seq` of 0 would mean the whole subject.
+        if before <= 1 {
+            return Ok(0);
+        }
         let body = serde_json::json!({"filter": self.subject(id, shard), "seq": before});
         let answer = self.api(&format!("STREAM.PURGE.{name}"), &body).await?;
         let purged: Purged = serde_json::from_slice(&answer)

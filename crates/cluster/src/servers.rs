@@ -14,9 +14,10 @@ use tokio::process::{Child, Command};
 
 /// A running cluster of `nats-server`s.
 pub struct NatsCluster {
+    // Dropped first: the servers are killed before their directory is removed.
+    nodes: Vec<Node>,
     dir: tempfile::TempDir,
     binary: PathBuf,
-    nodes: Vec<Node>,
 }
 
 struct Node {
@@ -48,6 +49,7 @@ impl NatsCluster {
             let store = dir.path().join(&name);
             let mut config = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+                 max_payload: 16MB\n\
                  jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"
             );
             if size > 1 {
@@ -120,6 +122,40 @@ impl NatsCluster {
             .and_then(|leader| leader.as_str())
             .map(str::to_owned)
             .with_context(|| format!("no leader for stream {stream}: {info}"))
+    }
+
+    /// Waits until every replica of JetStream stream `stream` is current (has applied all
+    /// the leader has): direct gets, which any replica may answer, then see every write
+    /// acknowledged before the call.
+    pub async fn wait_current(
+        &self,
+        client: &async_nats::Client,
+        stream: &str,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = client
+                .request(format!("$JS.API.STREAM.INFO.{stream}"), "".into())
+                .await;
+            if let Ok(answer) = answer {
+                let info: serde_json::Value = serde_json::from_slice(&answer.payload)?;
+                let replicas = info.pointer("/cluster/replicas").and_then(|r| r.as_array());
+                let current = replicas.is_some_and(|replicas| {
+                    replicas.len() + 1 == self.nodes.len()
+                        && replicas.iter().all(|replica| {
+                            replica.get("current").and_then(|c| c.as_bool()) == Some(true)
+                                && replica.get("lag").and_then(|l| l.as_u64()).unwrap_or(0) == 0
+                        })
+                });
+                if current {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("the replicas of {stream} did not catch up within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// How many servers the cluster has (running or not).

@@ -105,6 +105,10 @@ async fn batches_are_stored_whole_in_sequence_and_read_back_per_subject() {
         .expect("batch c");
     assert_eq!(c.first_sequence(), 801);
 
+    cluster
+        .wait_current(&client, "RIV_T")
+        .await
+        .expect("replicas");
     // Shard 0 read back by subject, in pages, skipping shard 1's records.
     let first = read(&client, "RIV_T", "riv.t.d.0", 1, 400).await;
     assert_eq!(first.messages.len(), 400);

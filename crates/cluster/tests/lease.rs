@@ -9,9 +9,10 @@ use rivulet_cluster::lease::{Leadership, LeaseConfig};
 use rivulet_cluster::meta::{ClusterMeta, MetaError, MetaOp};
 use rivulet_cluster::servers::NatsCluster;
 
+// Renewals have over 3 s to land before the lease runs out: enough on a loaded machine.
 const CONFIG: LeaseConfig = LeaseConfig {
-    duration: Duration::from_millis(1500),
-    renew_every: Duration::from_millis(400),
+    duration: Duration::from_millis(4000),
+    renew_every: Duration::from_millis(800),
 };
 
 /// Waits for `leadership` to hold its lease; the deadline is for a loaded machine.
@@ -40,7 +41,7 @@ async fn the_lease_moves_when_its_holder_dies_and_fences_the_old_one() {
     let term_a = acquired(&a).await;
     let b = Leadership::campaign(meta_b.clone(), "lease/leader", "b", CONFIG).expect("b");
     // While a renews, b never takes the lease: several of its durations pass.
-    tokio::time::sleep(CONFIG.duration * 3).await;
+    tokio::time::sleep(CONFIG.duration * 2).await;
     assert_eq!(a.term(), Some(term_a));
     assert_eq!(b.term(), None);
     // The leader's fenced commit goes through (and renews the lease).

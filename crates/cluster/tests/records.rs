@@ -17,7 +17,8 @@ fn now_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_put_read_retried_found_by_time_and_trimmed() {
     let cluster = NatsCluster::start(3).await.expect("start nats");
-    let store = JetStreamRecords::new(cluster.connect().await.expect("connect"), "riv", 3);
+    let client = cluster.connect().await.expect("connect");
+    let store = JetStreamRecords::new(client.clone(), "riv", 3);
     store
         .create("s1", Duration::from_secs(3600))
         .await
@@ -61,6 +62,11 @@ async fn records_are_put_read_retried_found_by_time_and_trimmed() {
         .expect("retried put");
     assert_eq!(retried, first);
 
+    // Any replica may answer a read: all of them hold what was acknowledged.
+    cluster
+        .wait_current(&client, "riv_D_s1")
+        .await
+        .expect("replicas");
     // Shard 7 in pages of two: its records only, in order, as written.
     let page = store.read("s1", 7, 1, 2, 1 << 20).await.expect("read");
     assert_eq!(
@@ -94,6 +100,10 @@ async fn records_are_put_read_retried_found_by_time_and_trimmed() {
         .put("s1", &[(2, &shard2[..])], now_ms(), "req-3")
         .await
         .expect("put");
+    cluster
+        .wait_current(&client, "riv_D_s1")
+        .await
+        .expect("replicas");
     let found = store.position_at("s1", 2, between).await.expect("by time");
     assert_eq!(found, Some(third[0][0]));
     assert_eq!(
@@ -107,6 +117,11 @@ async fn records_are_put_read_retried_found_by_time_and_trimmed() {
 
     // Trimming shard 2 before its last record leaves shard 7 whole.
     assert_eq!(store.trim("s1", 2, third[0][0]).await.expect("trim"), 2);
+    assert_eq!(store.trim("s1", 2, 0).await.expect("trim nothing"), 0);
+    cluster
+        .wait_current(&client, "riv_D_s1")
+        .await
+        .expect("replicas");
     let shard2_left = store.read("s1", 2, 1, 10, 1 << 20).await.expect("read");
     assert_eq!(
         shard2_left
@@ -140,7 +155,8 @@ async fn records_are_put_read_retried_found_by_time_and_trimmed() {
 async fn killing_the_stream_leader_loses_and_duplicates_no_acknowledged_record() {
     let mut cluster = NatsCluster::start(3).await.expect("start nats");
     let client = cluster.connect().await.expect("connect");
-    let store = JetStreamRecords::new(client.clone(), "riv", 3);
+    let store =
+        JetStreamRecords::new(client.clone(), "riv", 3).with_timeout(Duration::from_secs(2));
     store
         .create("busy", Duration::from_secs(3600))
         .await
@@ -222,8 +238,12 @@ async fn killing_the_stream_leader_loses_and_duplicates_no_acknowledged_record()
     // Puts fail only while no leader is elected (about a second of puts each).
     assert!(acknowledged.len() >= 50 * 60, "{failed} puts failed");
 
-    // Every shard, read whole: each acknowledged record at its position, nothing twice, in
-    // acknowledgment order.
+    // Every shard, read whole (once every replica, the restarted one too, has caught up): each
+    // acknowledged record at its position, nothing twice, in acknowledgment order.
+    cluster
+        .wait_current(&client, "riv_D_busy")
+        .await
+        .expect("replicas");
     for shard in 0..SHARDS {
         let mut stored = Vec::new();
         let mut from = 1;
@@ -311,13 +331,24 @@ async fn without_a_quorum_puts_fail_and_never_falsely_succeed_then_recover() {
             }
         }
     };
-    let page = store.read("q", 0, 1, 10, 1 << 20).await.expect("read");
-    let values: Vec<&[u8]> = page.records.iter().map(|r| &r.value[..]).collect();
-    assert_eq!(values.first(), Some(&&b"before"[..]));
-    assert_eq!(values.last(), Some(&&b"after"[..]));
-    assert_eq!(
-        page.records.last().map(|r| r.position),
-        Some(positions[0][0])
-    );
+    // The replica that answers may still be catching up: read until it has.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = store.read("q", 0, 1, 10, 1 << 20).await.expect("read");
+        let values: Vec<&[u8]> = page.records.iter().map(|r| &r.value[..]).collect();
+        if values.last() == Some(&&b"after"[..]) {
+            assert_eq!(values.first(), Some(&&b"before"[..]));
+            assert_eq!(
+                page.records.last().map(|r| r.position),
+                Some(positions[0][0])
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never read back: {values:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     cluster.stop().await.expect("stop");
 }
