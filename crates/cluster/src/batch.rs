@@ -106,7 +106,71 @@ pub async fn publish_atomic_within(
     // The whole batch, not only the wait for its answer: while the client reconnects it
     // stops taking commands, and a publish would wait for as long as that takes.
     let within = timeout.unwrap_or(DEFAULT_TIMEOUT);
-    tokio::time::timeout(within, send(client, batch_id, messages, timeout))
+    let send = async move {
+        let mut commit = None;
+        for (i, message) in messages.into_iter().enumerate() {
+            let BatchMessage {
+                subject,
+                mut headers,
+                payload,
+            } = message;
+            headers.insert(NATS_BATCH_ID, batch_id);
+            headers.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+            if i + 1 == count {
+                headers.insert(NATS_BATCH_COMMIT, "1");
+                commit = Some((subject, headers, payload));
+            } else {
+                client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|error| {
+                        let too_large = matches!(
+                            error.kind(),
+                            async_nats::client::PublishErrorKind::MaxPayloadExceeded
+                        );
+                        send_error(&error, too_large)
+                    })?;
+            }
+        }
+        let (subject, headers, payload) = commit.ok_or(BatchError::Size(0))?;
+        let mut request = async_nats::Request::new().headers(headers).payload(payload);
+        if timeout.is_some() {
+            request = request.timeout(timeout);
+        }
+        let answer = client
+            .send_request(subject, request)
+            .await
+            .map_err(|error| {
+                let too_large = matches!(
+                    error.kind(),
+                    async_nats::client::RequestErrorKind::MaxPayloadExceeded
+                );
+                send_error(&error, too_large)
+            })?;
+        let envelope: Envelope<Ack> = serde_json::from_slice(&answer.payload).map_err(|_| {
+            BatchError::Answer(String::from_utf8_lossy(&answer.payload).into_owned())
+        })?;
+        if let Some(error) = envelope.error {
+            return Err(error.into());
+        }
+        let ack = envelope.ok.ok_or_else(|| {
+            BatchError::Answer(String::from_utf8_lossy(&answer.payload).into_owned())
+        })?;
+        // A batch of one is acknowledged like a plain publish, without `count`.
+        let stored = ack.count.unwrap_or(1);
+        if stored != count as u64 || ack.seq < stored {
+            return Err(BatchError::Answer(format!(
+                "{count} messages sent, {stored} stored ending at {}",
+                ack.seq
+            )));
+        }
+        Ok(BatchAck {
+            stream: ack.stream,
+            last_sequence: ack.seq,
+            count: stored,
+        })
+    };
+    tokio::time::timeout(within, send)
         .await
         .unwrap_or_else(|_| {
             Err(BatchError::Unanswered(format!(
@@ -118,71 +182,12 @@ pub async fn publish_atomic_within(
 /// What `publish_atomic_within` waits for at most when not told.
 const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn send(
-    client: &async_nats::Client,
-    batch_id: &str,
-    messages: Vec<BatchMessage>,
-    timeout: Option<std::time::Duration>,
-) -> Result<BatchAck, BatchError> {
-    let count = messages.len();
-    let mut commit = None;
-    for (i, message) in messages.into_iter().enumerate() {
-        let BatchMessage {
-            subject,
-            mut headers,
-            payload,
-        } = message;
-        headers.insert(NATS_BATCH_ID, batch_id);
-        headers.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
-        if i + 1 == count {
-            headers.insert(NATS_BATCH_COMMIT, "1");
-            commit = Some((subject, headers, payload));
-        } else {
-            client
-                .publish_with_headers(subject, headers, payload)
-                .await
-                .map_err(|error| match error.kind() {
-                    // Refused before anything was sent: definite.
-                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-                        BatchError::TooLarge(error.to_string())
-                    }
-                    _ => BatchError::Unanswered(error.to_string()),
-                })?;
-        }
+/// A failed send: refused before anything was sent when the message was too large (definite),
+/// else without an answer (the batch may or may not be stored).
+fn send_error(error: &dyn std::fmt::Display, too_large: bool) -> BatchError {
+    if too_large {
+        BatchError::TooLarge(error.to_string())
+    } else {
+        BatchError::Unanswered(error.to_string())
     }
-    let (subject, headers, payload) = commit.ok_or(BatchError::Size(0))?;
-    let mut request = async_nats::Request::new().headers(headers).payload(payload);
-    if timeout.is_some() {
-        request = request.timeout(timeout);
-    }
-    let answer = client
-        .send_request(subject, request)
-        .await
-        .map_err(|error| match error.kind() {
-            async_nats::client::RequestErrorKind::MaxPayloadExceeded => {
-                BatchError::TooLarge(error.to_string())
-            }
-            _ => BatchError::Unanswered(error.to_string()),
-        })?;
-    let envelope: Envelope<Ack> = serde_json::from_slice(&answer.payload)
-        .map_err(|_| BatchError::Answer(String::from_utf8_lossy(&answer.payload).into_owned()))?;
-    if let Some(error) = envelope.error {
-        return Err(error.into());
-    }
-    let ack = envelope
-        .ok
-        .ok_or_else(|| BatchError::Answer(String::from_utf8_lossy(&answer.payload).into_owned()))?;
-    // A batch of one is acknowledged like a plain publish, without `count`.
-    let stored = ack.count.unwrap_or(1);
-    if stored != count as u64 || ack.seq < stored {
-        return Err(BatchError::Answer(format!(
-            "{count} messages sent, {stored} stored ending at {}",
-            ack.seq
-        )));
-    }
-    Ok(BatchAck {
-        stream: ack.stream,
-        last_sequence: ack.seq,
-        count: stored,
-    })
 }
