@@ -184,12 +184,27 @@ impl NatsCluster {
         Ok(())
     }
 
-    /// Starts server `i` again, on its ports and store dir.
-    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+    /// Starts server `i` again, on its ports and store dir, and waits until it accepts
+    /// client connections (it may still be catching up with the others).
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         if self.nodes[i].child.is_some() {
             bail!("server {} is running", self.nodes[i].name);
         }
-        self.spawn(i)
+        self.spawn(i)?;
+        let address = format!("127.0.0.1:{}", self.nodes[i].client_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(exited) = self.exited() {
+                bail!("{exited}");
+            }
+            if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("server {} did not listen within 30 s", self.nodes[i].name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until JetStream places (then removes) a memory stream replicated on every

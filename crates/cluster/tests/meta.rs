@@ -135,7 +135,7 @@ async fn acknowledged_commits_survive_a_killed_server() {
             cluster.kill(0).await.expect("kill");
         }
         if i == 20 {
-            cluster.restart(0).expect("restart");
+            cluster.restart(0).await.expect("restart");
         }
         let key = format!("k/{i:02}");
         // A commit that got no answer may or may not have landed; only answered ones count.

@@ -183,7 +183,7 @@ async fn killing_the_stream_leader_loses_and_duplicates_no_acknowledged_record()
         if request == 100
             && let Some((index, _)) = killed_at
         {
-            cluster.restart(index).expect("restart");
+            cluster.restart(index).await.expect("restart");
         }
         // 50 records over the shards, each request's own values.
         let values: Vec<Vec<u8>> = payloads
@@ -316,7 +316,7 @@ async fn without_a_quorum_puts_fail_and_never_falsely_succeed_then_recover() {
     );
 
     // A second server back: puts succeed again (once a leader is elected).
-    cluster.restart(1).expect("restart");
+    cluster.restart(1).await.expect("restart");
     let after = [NewRecord {
         key: b"k",
         value: b"after",
