@@ -134,6 +134,7 @@ async fn measure(args: &NatsFloorArgs, urls: &str) -> anyhow::Result<NatsFloor> 
         let (args, payload) = (args.clone(), payload.clone());
         let (stop, records, failed) = (stop.clone(), records.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
+            let js = jetstream::new(client.clone());
             let mut latencies = Vec::new();
             let mut random = 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1);
             let mut request = 0u64;
@@ -146,7 +147,6 @@ async fn measure(args: &NatsFloorArgs, urls: &str) -> anyhow::Result<NatsFloor> 
                 let stored = match args.mode {
                     Mode::Single => {
                         let subject = format!("floor.{s}.{}", random % args.shards as u64);
-                        let js = jetstream::new(client.clone());
                         match js.publish(subject, payload.clone()).await {
                             Ok(ack) => ack.await.map(|_| 1).map_err(|e| e.to_string()),
                             Err(error) => Err(error.to_string()),
@@ -175,10 +175,10 @@ async fn measure(args: &NatsFloorArgs, urls: &str) -> anyhow::Result<NatsFloor> 
                         }
                         let batches: Vec<Vec<BatchMessage>> = if args.mode == Mode::Request {
                             // One batch per JetStream stream written.
-                            by_shard
-                                .chunks(args.shards)
-                                .map(|group| group.iter().flatten().cloned().collect::<Vec<_>>())
-                                .filter(|b| !b.is_empty())
+                            let mut shards = by_shard.into_iter();
+                            (0..streams)
+                                .map(|_| shards.by_ref().take(args.shards).flatten().collect())
+                                .filter(|b: &Vec<BatchMessage>| !b.is_empty())
                                 .collect()
                         } else {
                             by_shard.into_iter().filter(|b| !b.is_empty()).collect()
@@ -234,7 +234,7 @@ async fn measure(args: &NatsFloorArgs, urls: &str) -> anyhow::Result<NatsFloor> 
     latencies.sort_by(f64::total_cmp);
     let (read, read_all) = if args.read {
         (
-            Some(read_back(&admin).await?),
+            Some(read_pages(&admin, Some("floor.0.0")).await?),
             Some(read_pages(&admin, None).await?),
         )
     } else {
@@ -250,11 +250,6 @@ async fn measure(args: &NatsFloorArgs, urls: &str) -> anyhow::Result<NatsFloor> 
         read,
         read_all,
     })
-}
-
-/// Reads stream 0's shard 0 subject from the start, 10,000 records a request.
-async fn read_back(client: &async_nats::Client) -> anyhow::Result<(f64, u64)> {
-    read_pages(client, Some("floor.0.0")).await
 }
 
 /// Reads stream 0 from the start, 10,000 messages a request: every message, or those on

@@ -95,71 +95,66 @@ pub async fn direct_get_batch(
         });
     }
     // Subscribing and publishing too: while the client reconnects it takes no commands.
-    tokio::time::timeout(timeout, run(client, api_prefix, stream, request, timeout))
+    let run = async {
+        let body =
+            serde_json::to_vec(request).map_err(|error| DirectError::Nats(error.to_string()))?;
+        let inbox = client.new_inbox();
+        let mut answers = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|error| DirectError::Nats(error.to_string()))?;
+        client
+            .publish_with_reply(
+                format!("{api_prefix}.DIRECT.GET.{stream}"),
+                inbox,
+                Bytes::from(body),
+            )
+            .await
+            .map_err(|error| DirectError::Nats(error.to_string()))?;
+        let mut batch = DirectBatch::default();
+        loop {
+            let message = match tokio::time::timeout(timeout, answers.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Err(DirectError::Nats("the connection closed".into())),
+                Err(_) => return Err(DirectError::TimedOut(timeout)),
+            };
+            if let Some(status) = message.status {
+                return match status.as_u16() {
+                    204 => {
+                        batch.num_pending = header_u64(&message.headers, "Nats-Num-Pending")
+                            .ok_or(DirectError::Malformed(
+                                "the end of batch has no Nats-Num-Pending",
+                            ))?;
+                        Ok(batch)
+                    }
+                    // Nothing matched.
+                    404 => Ok(batch),
+                    503 => Err(DirectError::TimedOut(timeout)),
+                    other => Err(DirectError::Refused {
+                        status: other,
+                        description: message.description.unwrap_or_default(),
+                    }),
+                };
+            }
+            let headers = message
+                .headers
+                .ok_or(DirectError::Malformed("a message without headers"))?;
+            let text = |name| headers.get(name).map(|value| value.as_str().to_owned());
+            let stored = StoredMessage {
+                subject: text(NATS_SUBJECT).ok_or(DirectError::Malformed("no Nats-Subject"))?,
+                sequence: text(NATS_SEQUENCE)
+                    .and_then(|value| value.parse().ok())
+                    .ok_or(DirectError::Malformed("no Nats-Sequence"))?,
+                time: text(NATS_TIME_STAMP).ok_or(DirectError::Malformed("no Nats-Time-Stamp"))?,
+                payload: message.payload,
+                headers,
+            };
+            batch.messages.push(stored);
+        }
+    };
+    tokio::time::timeout(timeout, run)
         .await
         .unwrap_or(Err(DirectError::TimedOut(timeout)))
-}
-
-async fn run(
-    client: &async_nats::Client,
-    api_prefix: &str,
-    stream: &str,
-    request: &DirectGet,
-    timeout: Duration,
-) -> Result<DirectBatch, DirectError> {
-    let body = serde_json::to_vec(request).map_err(|error| DirectError::Nats(error.to_string()))?;
-    let inbox = client.new_inbox();
-    let mut answers = client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|error| DirectError::Nats(error.to_string()))?;
-    client
-        .publish_with_reply(
-            format!("{api_prefix}.DIRECT.GET.{stream}"),
-            inbox,
-            Bytes::from(body),
-        )
-        .await
-        .map_err(|error| DirectError::Nats(error.to_string()))?;
-    let mut batch = DirectBatch::default();
-    loop {
-        let message = match tokio::time::timeout(timeout, answers.next()).await {
-            Ok(Some(message)) => message,
-            Ok(None) => return Err(DirectError::Nats("the connection closed".into())),
-            Err(_) => return Err(DirectError::TimedOut(timeout)),
-        };
-        if let Some(status) = message.status {
-            return match status.as_u16() {
-                204 => {
-                    batch.num_pending = header_u64(&message.headers, "Nats-Num-Pending").ok_or(
-                        DirectError::Malformed("the end of batch has no Nats-Num-Pending"),
-                    )?;
-                    Ok(batch)
-                }
-                // Nothing matched.
-                404 => Ok(batch),
-                503 => Err(DirectError::TimedOut(timeout)),
-                other => Err(DirectError::Refused {
-                    status: other,
-                    description: message.description.unwrap_or_default(),
-                }),
-            };
-        }
-        let headers = message
-            .headers
-            .ok_or(DirectError::Malformed("a message without headers"))?;
-        let text = |name| headers.get(name).map(|value| value.as_str().to_owned());
-        let stored = StoredMessage {
-            subject: text(NATS_SUBJECT).ok_or(DirectError::Malformed("no Nats-Subject"))?,
-            sequence: text(NATS_SEQUENCE)
-                .and_then(|value| value.parse().ok())
-                .ok_or(DirectError::Malformed("no Nats-Sequence"))?,
-            time: text(NATS_TIME_STAMP).ok_or(DirectError::Malformed("no Nats-Time-Stamp"))?,
-            payload: message.payload,
-            headers,
-        };
-        batch.messages.push(stored);
-    }
 }
 
 fn header_u64(headers: &Option<HeaderMap>, name: &str) -> Option<u64> {

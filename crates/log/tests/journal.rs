@@ -221,6 +221,72 @@ fn a_quiet_store_writes_its_pending_batches_out() {
 }
 
 #[test]
+fn a_crash_at_any_sync_of_an_idle_checkpoint_loses_nothing_acknowledged() {
+    // Both ways a checkpoint syncs segments: one `syncfs` (8 logs ≥ 4), and one by one.
+    for all_files_min in [4, 1000] {
+        let backend = CrashBackend::new();
+        let config = StoreConfig {
+            fill_bytes: 1 << 20,
+            idle_checkpoint_ms: 20,
+            sync_all_files_logs_min: all_files_min,
+            ..small_config()
+        };
+        let store = Store::open(Arc::new(backend.clone()), config).expect("open");
+        let logs: Vec<_> = (0..8)
+            .map(|i| store.log(&format!("q{i}")).expect("log"))
+            .collect();
+        backend.record_durable_images(true);
+        for round in 0..3u8 {
+            for (i, log) in logs.iter().enumerate() {
+                append_durable(log, &[&[i as u8, round]], i64::from(round), 0);
+            }
+        }
+        // Every image from here on was taken after the last acknowledgement.
+        let acknowledged = backend.durable_images_recorded();
+        // Far below `fill_bytes` and never read: only the idle checkpoint puts the batches in
+        // the segments durably (the deadline is for a loaded machine).
+        let segment_batches = |image: &CrashBackend, i: usize| {
+            image
+                .read_file(&format!("logs/q{i}/00000000000000000000.seg"))
+                .map_or(0, |bytes| rivulet_log::decode_segment(&bytes).batches.len())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while (0..8).any(|i| segment_batches(&backend.snapshot(), i) < 3) {
+            assert!(std::time::Instant::now() < deadline, "no idle checkpoint");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        backend.record_durable_images(false);
+        store.shutdown();
+        drop(store);
+        let images = backend.take_durable_images();
+        assert!(
+            images.len() > acknowledged,
+            "the idle checkpoint synced nothing"
+        );
+        // A crash at any sync: each log holds a prefix of its batches, in order, and all of
+        // them from the last acknowledgement on.
+        let reopen = StoreConfig {
+            idle_checkpoint_ms: 3_600_000,
+            ..config
+        };
+        for (n, image) in images.into_iter().enumerate() {
+            let store = Store::open(Arc::new(image), reopen).expect("reopen");
+            for i in 0..8 {
+                let records = read_all(&store.log(&format!("q{i}")).expect("log"), 0);
+                let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.to_vec()).collect();
+                let expected: Vec<Vec<u8>> = (0..3u8).map(|round| vec![i as u8, round]).collect();
+                if n >= acknowledged {
+                    assert_eq!(values, expected, "image {n}, log q{i}");
+                } else {
+                    assert_eq!(values, expected[..values.len()], "image {n}, log q{i}");
+                }
+            }
+            store.shutdown();
+        }
+    }
+}
+
+#[test]
 fn after_a_failure_the_journal_keeps_what_only_it_holds() {
     let backend = CrashBackend::new();
     // Below `fill_bytes`: the acknowledged batch is in the journal and in memory only.
