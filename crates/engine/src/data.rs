@@ -1,7 +1,9 @@
 //! Data-plane operations: PutRecord(s), GetShardIterator, GetRecords.
 
 use bytes::Bytes;
-use rivulet_log::{Durable, Encryption, NewRecord};
+use rivulet_log::{Encryption, NewRecord};
+
+use crate::storage::{ShardLog, ShardWrite};
 
 use crate::metrics::Metric;
 
@@ -46,16 +48,88 @@ impl PutResult {
     }
 }
 
-/// The result of a put: per-record placements, and the syncs to await before answering.
-#[derive(Debug)]
+/// A put whose records are written: [`PutOutcome::finish`] waits until they are durable and
+/// answers where each one landed.
 pub struct PutOutcome {
-    /// Per entry, in request order: where it landed, or why not (throttled).
-    pub results: Vec<std::result::Result<PutResult, ApiError>>,
-    pub durable: Vec<Durable>,
+    /// Per entry, in request order: why it was refused (throttled), or `None` if written.
+    results: Vec<Option<std::result::Result<PutResult, ApiError>>>,
+    /// The entries written, shard after shard, each shard's in request order.
+    members: Vec<usize>,
+    /// Per shard written, in the order of the store's placements.
+    shards: Vec<WrittenShard>,
+    /// The store's write, until durable (`None` when every record was refused).
+    pending: Option<crate::storage::PendingPut>,
     /// The records were stored encrypted (the response's `EncryptionType` is `KMS`).
     pub encrypted: bool,
     /// The stream's metrics, for the request's latency once it is durable.
     pub metrics: crate::StreamMetricsHandle,
+}
+
+/// What numbering a shard's records needs once the store has placed them.
+struct WrittenShard {
+    index: u32,
+    created_s: u32,
+    layout: seq::Layout,
+    encoder: std::sync::Arc<parking_lot::Mutex<seq::SeqEncoder>>,
+    /// The shard's range of `PutOutcome::members`.
+    members: std::ops::Range<usize>,
+}
+
+impl std::fmt::Debug for PutOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutOutcome")
+            .field("records", &self.results.len())
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PutOutcome {
+    /// Waits until every written record is durable, then answers per entry, in request order:
+    /// where it landed, or why not. A failed write or sync fails the whole request, which is
+    /// then not acknowledged.
+    pub async fn finish(self) -> Result<Vec<std::result::Result<PutResult, ApiError>>> {
+        let PutOutcome {
+            mut results,
+            members,
+            shards,
+            pending,
+            ..
+        } = self;
+        if let Some(pending) = pending {
+            let placed = pending.await?;
+            if placed.len() != shards.len() {
+                return Err(ApiError::internal(
+                    "the store placed another number of shards",
+                ));
+            }
+            for (shard, placed) in shards.iter().zip(&placed) {
+                let arrival_s = (placed.timestamp_ms / 1000) as u32;
+                let mut encoder = shard.encoder.lock();
+                for (k, &i) in members[shard.members.clone()].iter().enumerate() {
+                    let counter = placed
+                        .offsets
+                        .at(k)
+                        .ok_or_else(|| ApiError::internal("a record the store did not place"))?;
+                    let sequence_number = encoder.encode(SeqParts {
+                        shard_created_s: shard.created_s,
+                        shard_index: shard.index,
+                        counter,
+                        arrival_s,
+                        layout: shard.layout,
+                    });
+                    results[i] = Some(Ok(PutResult {
+                        shard_index: shard.index,
+                        sequence_number,
+                    }));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| ApiError::internal("unrouted record")))
+            .collect()
+    }
 }
 
 /// GetShardIterator's iterator types.
@@ -339,15 +413,17 @@ impl Engine {
                 self.config.account_id
             )));
         }
-        // One append (one batch on disk) per shard, its records in request order; with limits
+        // One write (one batch on disk) per shard, its records in request order; with limits
         // on, each record passes its shard's buckets or fails alone.
         let mut results: Vec<Option<std::result::Result<PutResult, ApiError>>> =
             vec![None; entries.len()];
         routed.sort_unstable_by_key(|&(i, at)| (at, i));
-        let mut durable = Vec::new();
         let mut accepted_bytes = 0usize;
-        let mut shard_batch: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
-        let mut shard_members: Vec<usize> = Vec::with_capacity(entries.len());
+        // Every accepted record, shard after shard, and which entry each one is.
+        let mut records: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
+        let mut members: Vec<usize> = Vec::with_capacity(entries.len());
+        // Per shard written: its route and its records' range in `records`.
+        let mut written: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
         let enabled_metrics = state.meta.enabled_shard_metrics();
         // One data point per shard written, for each of these stream-level metrics.
         let mut per_shard = [
@@ -360,8 +436,7 @@ impl Engine {
             let route = &state.routes[group[0].1];
             let limits = stream.shard_limits(self.config.limits_scale, route.index, now_ms);
             let mut writes = limits.as_deref().map(ShardLimits::writes);
-            shard_batch.clear();
-            shard_members.clear();
+            let first = records.len();
             let mut bytes = 0;
             let mut throttled = 0u32;
             for &(i, _) in group {
@@ -376,25 +451,26 @@ impl Engine {
                     continue;
                 }
                 bytes += size;
-                shard_batch.push(NewRecord {
+                records.push(NewRecord {
                     key: key.as_bytes(),
                     value: entry.data,
                 });
-                shard_members.push(i);
+                members.push(i);
             }
             drop(writes);
+            let accepted = records.len() - first;
             // One data point per shard a request writes to, 0 when nothing was throttled, so
             // the series exists (for alarms and dashboards) from the first put, as on AWS.
             let throttle = (
                 Metric::WriteProvisionedThroughputExceeded,
                 f64::from(throttled),
             );
-            let observed: &[(Metric, f64)] = if shard_batch.is_empty() {
+            let observed: &[(Metric, f64)] = if accepted == 0 {
                 &[throttle]
             } else {
                 &[
                     (Metric::IncomingBytes, bytes as f64),
-                    (Metric::IncomingRecords, shard_batch.len() as f64),
+                    (Metric::IncomingRecords, accepted as f64),
                     throttle,
                 ]
             };
@@ -407,48 +483,93 @@ impl Engine {
             stream
                 .metrics
                 .record_shard(route.index, observed, &enabled_metrics, now_ms);
-            if shard_batch.is_empty() {
+            if accepted == 0 {
                 continue;
             }
             accepted_bytes += bytes;
-            let encryption = write_key.as_deref().map(|key| Encryption {
-                key,
-                nonce_prefix: route.index,
-            });
-            let appended = route
-                .log
-                .append_encrypted(&shard_batch, now_ms, 0, encryption)?;
             if state.meta.mode == crate::meta::StreamMode::OnDemand {
-                stream.meter_write(route.index, bytes, shard_batch.len(), now_ms);
+                stream.meter_write(route.index, bytes, accepted, now_ms);
             }
-            let arrival_s = (appended.timestamp_ms / 1000) as u32;
-            let mut encoder = route.last_seq.lock();
-            for (k, &i) in shard_members.iter().enumerate() {
-                let sequence_number = encoder.encode(SeqParts {
-                    shard_created_s: route.created_s,
-                    shard_index: route.index,
-                    counter: appended.first_offset + k as u64,
-                    arrival_s,
-                    layout: route.layout,
-                });
-                results[i] = Some(Ok(PutResult {
-                    shard_index: route.index,
-                    sequence_number,
-                }));
-            }
-            durable.push(appended.durable);
+            written.push((group[0].1, first..records.len()));
         }
         stream.metrics.record_merged(&per_shard, now_ms);
-        let results = results
+        // PutRecord fails as a whole when its one record is throttled (nothing was written).
+        if !batch && let Some(Some(Err(error))) = results.first() {
+            let error = error.clone();
+            self.observe_put(&stream, &state.meta, batch, 0, 1, 0, now_ms);
+            return Err(error);
+        }
+        let writes: Vec<ShardWrite<'_>> = written
+            .iter()
+            .map(|(at, range)| {
+                let route = &state.routes[*at];
+                ShardWrite {
+                    log: &*route.log,
+                    records: &records[range.clone()],
+                    seal: write_key.as_deref().map(|key| Encryption {
+                        key,
+                        nonce_prefix: route.index,
+                    }),
+                }
+            })
+            .collect();
+        // Written under the stream's lock (resharding takes it exclusively), durable later.
+        let pending = if writes.is_empty() {
+            None
+        } else {
+            Some(self.store.put(&writes, now_ms)?)
+        };
+        drop(writes);
+        let shards = written
             .into_iter()
-            .map(|r| r.ok_or_else(|| ApiError::internal("unrouted record")))
-            .collect::<Result<Vec<_>>>()?;
-        let succeeded = results.iter().filter(|r| r.is_ok()).count();
-        let throttled = results.len() - succeeded;
+            .map(|(at, range)| {
+                let route = &state.routes[at];
+                WrittenShard {
+                    index: route.index,
+                    created_s: route.created_s,
+                    layout: route.layout,
+                    encoder: route.last_seq.clone(),
+                    members: range,
+                }
+            })
+            .collect();
+        let succeeded = members.len();
+        self.observe_put(
+            &stream,
+            &state.meta,
+            batch,
+            accepted_bytes,
+            entries.len(),
+            succeeded,
+            now_ms,
+        );
+        Ok(PutOutcome {
+            results,
+            members,
+            shards,
+            pending,
+            encrypted: write_key.is_some(),
+            metrics: crate::StreamMetricsHandle(stream.clone()),
+        })
+    }
+
+    /// A put's stream-level data points.
+    #[allow(clippy::too_many_arguments)]
+    fn observe_put(
+        &self,
+        stream: &crate::Stream,
+        meta: &StreamMeta,
+        batch: bool,
+        accepted_bytes: usize,
+        total: usize,
+        succeeded: usize,
+        now_ms: i64,
+    ) {
+        let throttled = total - succeeded;
         let observed: &[(Metric, f64)] = if batch {
             &[
                 (Metric::PutRecordsBytes, accepted_bytes as f64),
-                (Metric::PutRecordsTotalRecords, results.len() as f64),
+                (Metric::PutRecordsTotalRecords, total as f64),
                 (Metric::PutRecordsSuccessfulRecords, succeeded as f64),
                 (Metric::PutRecordsThrottledRecords, throttled as f64),
                 (Metric::PutRecordsFailedRecords, 0.0),
@@ -463,21 +584,11 @@ impl Engine {
                 (Metric::PutRecordSuccess, succeeded as f64),
             ]
         };
-        stream.observe(&state.meta, None, observed, now_ms);
-        // PutRecord fails as a whole when its one record is throttled.
-        if !batch && let Some(Err(error)) = results.first() {
-            return Err(error.clone());
-        }
-        Ok(PutOutcome {
-            results,
-            durable,
-            encrypted: write_key.is_some(),
-            metrics: crate::StreamMetricsHandle(stream.clone()),
-        })
+        stream.observe(meta, None, observed, now_ms);
     }
 
     /// GetShardIterator.
-    pub fn get_shard_iterator(
+    pub async fn get_shard_iterator(
         &self,
         request: &GetShardIterator<'_>,
         now_ms: i64,
@@ -501,38 +612,43 @@ impl Engine {
             ErrorKind::ResourceNotFound => shard_missing(),
             _ => e,
         })?;
-        let state = stream.state.read();
-        if !matches!(
-            state.meta.status,
-            StreamStatus::Active | StreamStatus::Updating
-        ) {
-            return Err(shard_missing());
-        }
-        state.meta.shard(index).ok_or_else(shard_missing)?;
-        if let Some(limits) = stream.shard_limits(self.config.limits_scale, index, now_ms)
-            && !limits.admit_iterator(now_ms)
-        {
-            return Err(self.rate_exceeded(&name, index));
-        }
-        let start = StartAt {
-            kind,
-            sequence_number: request.starting_sequence_number,
-            timestamp_ms: request.timestamp_ms,
+        let (start, created_ms) = {
+            let state = stream.state.read();
+            if !matches!(
+                state.meta.status,
+                StreamStatus::Active | StreamStatus::Updating
+            ) {
+                return Err(shard_missing());
+            }
+            state.meta.shard(index).ok_or_else(shard_missing)?;
+            if let Some(limits) = stream.shard_limits(self.config.limits_scale, index, now_ms)
+                && !limits.admit_iterator(now_ms)
+            {
+                return Err(self.rate_exceeded(&name, index));
+            }
+            let start = StartAt {
+                kind,
+                sequence_number: request.starting_sequence_number,
+                timestamp_ms: request.timestamp_ms,
+            };
+            let start = self.start_position(
+                &state,
+                index,
+                &start,
+                "GetShardIterator",
+                &shard_missing,
+                now_ms,
+            )?;
+            (start, state.meta.created_ms)
         };
-        let offset = self.start_offset(
-            &state,
-            index,
-            &start,
-            "GetShardIterator",
-            &shard_missing,
-            now_ms,
-        )?;
-        Ok(self.seal_iterator(&state.meta, index, offset, now_ms))
+        let offset = start.resolve().await?;
+        Ok(self.seal_iterator(&name, created_ms, index, offset, now_ms))
     }
 
-    /// The offset a reader starting at `start` begins at in shard `index` (GetShardIterator,
-    /// SubscribeToShard). `operation` names the caller in AWS's messages.
-    pub(crate) fn start_offset(
+    /// Where a reader starting at `start` begins in shard `index` (GetShardIterator,
+    /// SubscribeToShard): an offset, or what to ask the shard's log. `operation` names the
+    /// caller in AWS's messages.
+    pub(crate) fn start_position(
         &self,
         state: &StreamState,
         index: u32,
@@ -540,20 +656,21 @@ impl Engine {
         operation: &str,
         shard_missing: &dyn Fn() -> ApiError,
         now_ms: i64,
-    ) -> Result<u64> {
+    ) -> Result<Start> {
         let name = &state.meta.name;
         let account = &self.config.account_id;
         let kind = start.kind;
         let shard = state.meta.shard(index).ok_or_else(shard_missing)?;
         let log = state.logs.get(&index).ok_or_else(shard_missing)?;
+        let ask = |query| Ok(Start::Ask(log.clone(), query));
         let offset = match start.kind {
-            IteratorType::TrimHorizon => log.start_offset()?,
+            IteratorType::TrimHorizon => return ask(StartQuery::Oldest),
             IteratorType::Latest => match shard.end_offset {
                 Some(end) => end,
-                None => log.end_offset()?,
+                None => return ask(StartQuery::End),
             },
             IteratorType::AtTimestamp => {
-                log.offset_at_timestamp(start.timestamp_ms.unwrap_or(now_ms))?
+                return ask(StartQuery::At(start.timestamp_ms.unwrap_or(now_ms)));
             }
             IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber => {
                 let text = start.sequence_number.unwrap_or_default();
@@ -610,13 +727,20 @@ impl Engine {
                 }
             }
         };
-        Ok(offset)
+        Ok(Start::At(offset))
     }
 
-    fn seal_iterator(&self, meta: &StreamMeta, shard: u32, offset: u64, now_ms: i64) -> String {
+    fn seal_iterator(
+        &self,
+        stream: &str,
+        stream_created_ms: i64,
+        shard: u32,
+        offset: u64,
+        now_ms: i64,
+    ) -> String {
         let payload = Writer::default()
-            .str(&meta.name)
-            .i64(meta.created_ms)
+            .str(stream)
+            .i64(stream_created_ms)
             .u32(shard)
             .u64(offset)
             .i64(now_ms)
@@ -642,7 +766,7 @@ impl Engine {
     }
 
     /// GetRecords.
-    pub fn get_records(
+    pub async fn get_records(
         &self,
         iterator: &str,
         limit: Option<u32>,
@@ -668,52 +792,55 @@ impl Engine {
             ErrorKind::ResourceNotFound => shard_missing(),
             _ => e,
         })?;
-        let state = stream.state.read();
-        if state.meta.created_ms != position.stream_created_ms {
-            return Err(shard_missing());
-        }
         let limit = limit
             .unwrap_or(GET_RECORDS_LIMIT_MAX)
             .min(GET_RECORDS_LIMIT_MAX) as usize;
         let limits = stream.shard_limits(self.config.limits_scale, position.shard, now_ms);
-        if let Some(limits) = &limits
-            && !limits.admit_read(now_ms)
-        {
-            // GetRecords' wording as the live service has answered it since 2023.
-            self.count_throttled();
-            stream.observe(
-                &state.meta,
-                Some(position.shard),
-                &[
-                    (Metric::ReadProvisionedThroughputExceeded, 1.0),
-                    (Metric::GetRecordsSuccess, 0.0),
-                ],
-                now_ms,
-            );
-            return Err(ApiError::new(
-                ErrorKind::ProvisionedThroughputExceeded,
-                format!(
-                    "Rate exceeded for Shard - {}/{name}/{}",
-                    self.config.account_id,
-                    shard_id(position.shard)
-                ),
-            ));
-        }
-        let read = self.read_shard(
-            &state,
-            position.shard,
-            position.offset,
-            limit,
-            GET_RECORDS_BYTES_MAX,
-            &shard_missing,
-            now_ms,
-        )?;
+        let (plan, enabled) = {
+            let state = stream.state.read();
+            if state.meta.created_ms != position.stream_created_ms {
+                return Err(shard_missing());
+            }
+            if let Some(limits) = &limits
+                && !limits.admit_read(now_ms)
+            {
+                // GetRecords' wording as the live service has answered it since 2023.
+                self.count_throttled();
+                stream.observe(
+                    &state.meta,
+                    Some(position.shard),
+                    &[
+                        (Metric::ReadProvisionedThroughputExceeded, 1.0),
+                        (Metric::GetRecordsSuccess, 0.0),
+                    ],
+                    now_ms,
+                );
+                return Err(ApiError::new(
+                    ErrorKind::ProvisionedThroughputExceeded,
+                    format!(
+                        "Rate exceeded for Shard - {}/{name}/{}",
+                        self.config.account_id,
+                        shard_id(position.shard)
+                    ),
+                ));
+            }
+            let plan = self.plan_read(
+                &state,
+                position.shard,
+                position.offset,
+                limit,
+                GET_RECORDS_BYTES_MAX,
+                &shard_missing,
+            )?;
+            (plan, state.meta.enabled_shard_metrics())
+        };
+        let read = plan.run(now_ms).await?;
         if let Some(limits) = &limits {
             limits.charge_read(read.bytes);
         }
         let age = read.iterator_age_ms(now_ms) as f64;
-        stream.observe(
-            &state.meta,
+        stream.observe_enabled(
+            &enabled,
             Some(position.shard),
             &[
                 (Metric::GetRecordsBytes, read.bytes as f64),
@@ -730,7 +857,13 @@ impl Engine {
         );
         let next_shard_iterator = match read.child_shards {
             Some(_) => None,
-            None => Some(self.seal_iterator(&state.meta, position.shard, read.next_offset, now_ms)),
+            None => Some(self.seal_iterator(
+                name,
+                position.stream_created_ms,
+                position.shard,
+                read.next_offset,
+                now_ms,
+            )),
         };
         Ok(RecordsBatch {
             records: read.records,
@@ -742,11 +875,10 @@ impl Engine {
         })
     }
 
-    /// Up to `limit` records (about `max_bytes`) of shard `index` from `offset`: what GetRecords
-    /// and a subscription deliver. `child_shards` is set once a closed shard is read to its
-    /// end.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn read_shard(
+    /// A read of up to `limit` records (about `max_bytes`) of shard `index` from `offset`:
+    /// what GetRecords and a subscription deliver. Made under the stream's lock, run
+    /// ([`ReadPlan::run`]) outside it.
+    pub(crate) fn plan_read(
         &self,
         state: &StreamState,
         index: u32,
@@ -754,16 +886,84 @@ impl Engine {
         limit: usize,
         max_bytes: usize,
         shard_missing: &dyn Fn() -> ApiError,
-        now_ms: i64,
-    ) -> Result<ShardRead> {
+    ) -> Result<ReadPlan> {
         let shard = state.meta.shard(index).ok_or_else(shard_missing)?;
         let log = state.logs.get(&index).ok_or_else(shard_missing)?;
-        // A closed shard never reads past the end it had when it closed.
-        let end_exclusive = shard.end_offset;
         self.check_read_key(state.meta.encryption.as_ref())?;
-        let batch = log.read(offset, limit, max_bytes)?;
-        let layout = state.meta.seq_layout(shard);
-        let created_s = (shard.created_ms / 1000) as u32;
+        Ok(ReadPlan {
+            log: log.clone(),
+            index,
+            offset,
+            limit,
+            max_bytes,
+            end_exclusive: shard.end_offset,
+            layout: state.meta.seq_layout(shard),
+            created_s: (shard.created_ms / 1000) as u32,
+            children: shard
+                .end_offset
+                .is_some()
+                .then(|| child_shards(&state.meta, index)),
+        })
+    }
+}
+
+/// Where a reader starts: a known offset, or one to ask the shard's log for.
+pub(crate) enum Start {
+    At(u64),
+    Ask(std::sync::Arc<dyn ShardLog>, StartQuery),
+}
+
+/// What to ask a shard's log for where a reader starts.
+pub(crate) enum StartQuery {
+    /// The oldest retained record (TRIM_HORIZON).
+    Oldest,
+    /// Past the newest (LATEST).
+    End,
+    /// The first record at or after a time (AT_TIMESTAMP).
+    At(i64),
+}
+
+impl Start {
+    pub(crate) async fn resolve(self) -> Result<u64> {
+        match self {
+            Start::At(offset) => Ok(offset),
+            Start::Ask(log, StartQuery::Oldest) => log.start_offset().await,
+            Start::Ask(log, StartQuery::End) => log.end_offset().await,
+            Start::Ask(log, StartQuery::At(ms)) => log.offset_at_timestamp(ms).await,
+        }
+    }
+}
+
+/// A read of one shard, planned under the stream's lock ([`Engine::plan_read`]).
+pub(crate) struct ReadPlan {
+    log: std::sync::Arc<dyn ShardLog>,
+    pub(crate) index: u32,
+    offset: u64,
+    limit: usize,
+    max_bytes: usize,
+    /// A closed shard never reads past the end it had when it closed.
+    end_exclusive: Option<u64>,
+    pub(crate) layout: seq::Layout,
+    pub(crate) created_s: u32,
+    /// A closed shard's children, reported once it is read to its end.
+    children: Option<Vec<ChildShard>>,
+}
+
+impl ReadPlan {
+    /// Reads: `child_shards` is set once a closed shard is read to its end.
+    pub(crate) async fn run(self, now_ms: i64) -> Result<ShardRead> {
+        let ReadPlan {
+            log,
+            index,
+            offset,
+            limit,
+            max_bytes,
+            end_exclusive,
+            layout,
+            created_s,
+            children,
+        } = self;
+        let batch = log.read(offset, limit, max_bytes).await?;
         let mut next_offset = batch.next_offset.max(offset);
         let mut records = Vec::with_capacity(batch.records.len());
         let mut bytes = 0;
@@ -788,7 +988,7 @@ impl Engine {
                 encrypted: record.encrypted,
             });
         }
-        let tip = log.end_offset()?;
+        let tip = log.end_offset().await?;
         let millis_behind_latest = match records.last() {
             Some(last) if next_offset < tip => (now_ms - last.arrival_ms).max(0),
             _ => 0,
@@ -799,7 +999,7 @@ impl Engine {
             bytes,
             next_offset,
             millis_behind_latest,
-            child_shards: drained.then(|| child_shards(&state.meta, index)),
+            child_shards: if drained { children } else { None },
         })
     }
 }

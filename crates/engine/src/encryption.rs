@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use base64::Engine as _;
 use parking_lot::{Mutex, RwLock};
-use rivulet_log::{DataKey, Keyring, MetaOp, Store};
+use rivulet_log::{DataKey, Keyring, MetaOp};
+
+use crate::storage::RecordStore;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::{Pending, StreamEncryption};
@@ -51,7 +53,7 @@ struct WrappedKey {
 /// Every data key of a store: the keyring its logs read encrypted batches with.
 pub struct DataKeys {
     /// Weak: the store holds this keyring, and must not be kept alive by it.
-    store: std::sync::Weak<Store>,
+    store: std::sync::Weak<dyn RecordStore>,
     kms: Arc<dyn KeyService>,
     /// Unwrapped keys.
     open: RwLock<HashMap<u32, Arc<DataKey>>>,
@@ -64,7 +66,7 @@ pub struct DataKeys {
 
 impl DataKeys {
     /// Loads the store's wrapped data keys and becomes its keyring.
-    pub fn open(store: Arc<Store>, kms: Arc<dyn KeyService>) -> Result<Arc<DataKeys>> {
+    pub fn open(store: Arc<dyn RecordStore>, kms: Arc<dyn KeyService>) -> Result<Arc<DataKeys>> {
         let mut wrapped = HashMap::new();
         let mut owners = HashMap::new();
         let mut next_id = 1u32;
@@ -103,7 +105,7 @@ impl DataKeys {
         &self.kms
     }
 
-    fn store(&self) -> Result<Arc<Store>> {
+    fn store(&self) -> Result<Arc<dyn RecordStore>> {
         self.store
             .upgrade()
             .ok_or_else(|| ApiError::internal("the store is closed"))
@@ -365,19 +367,18 @@ mod tests {
             explicit_hash_key: None,
             data: b"secret",
         };
-        let outcome = engine
-            .put_records(&StreamTarget::name(stream), &[entry], None, false, now)
+        let settled = engine
+            .put_records_now(&StreamTarget::name(stream), &[entry], None, false, now)
             .unwrap();
-        for durable in outcome.durable {
-            durable.wait_blocking().unwrap();
-        }
+        assert!(settled.results.iter().all(|r| r.is_ok()));
     }
 
     /// A deleted stream takes its data keys with it; another stream's stay, and a restart
     /// reads them back with their owners.
     #[test]
     fn data_keys_leave_with_their_stream() {
-        let store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+        let store =
+            rivulet_log::Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
         let config = EngineConfig {
             create_stream_ms: 0,
             delete_stream_ms: 0,
@@ -404,7 +405,8 @@ mod tests {
         engine.tick(T0 + 1).unwrap();
         put(&engine, "a", T0 + 2);
         put(&engine, "b", T0 + 2);
-        let stored = |store: &Store| store.meta().scan_prefix(DATA_KEY_PREFIX).unwrap().len();
+        let stored =
+            |store: &rivulet_log::Store| store.meta().scan_prefix(DATA_KEY_PREFIX).unwrap().len();
         assert_eq!(stored(&store), 2);
 
         engine

@@ -6,6 +6,8 @@
 
 mod account;
 mod autoscale;
+#[cfg(test)]
+mod blocking;
 mod consumers;
 mod control;
 mod data;
@@ -21,6 +23,7 @@ mod resources;
 pub mod seq;
 #[cfg(test)]
 mod seq_tests;
+pub mod storage;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -32,7 +35,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
-use rivulet_log::{Log, MetaOp, Store};
+use rivulet_log::MetaOp;
+use storage::{RecordStore, ShardLog};
 
 pub use account::{Commitment, CommitmentView, WarmThroughput};
 pub use consumers::*;
@@ -96,16 +100,17 @@ struct Route {
     index: u32,
     created_s: u32,
     layout: seq::Layout,
-    log: Arc<Log>,
+    log: Arc<dyn ShardLog>,
     /// The shard's last sequence number issued: the next append's numbers usually continue
-    /// it, a short decimal addition instead of a full conversion per record.
-    last_seq: parking_lot::Mutex<seq::SeqEncoder>,
+    /// it, a short decimal addition instead of a full conversion per record. Shared with the
+    /// puts in flight, which number their records once durable.
+    last_seq: Arc<parking_lot::Mutex<seq::SeqEncoder>>,
 }
 
 /// In-memory state of one stream: its metadata plus handles derived from it.
 struct StreamState {
     meta: StreamMeta,
-    logs: HashMap<u32, Arc<Log>>,
+    logs: HashMap<u32, Arc<dyn ShardLog>>,
     /// Open shards sorted by starting hash key.
     routes: Vec<Route>,
 }
@@ -122,7 +127,7 @@ impl StreamState {
                     created_s: (shard.created_ms / 1000) as u32,
                     layout: self.meta.seq_layout(shard),
                     log: log.clone(),
-                    last_seq: parking_lot::Mutex::new(seq::SeqEncoder::default()),
+                    last_seq: Arc::new(parking_lot::Mutex::new(seq::SeqEncoder::default())),
                 });
             }
         }
@@ -243,7 +248,7 @@ impl std::fmt::Debug for StreamMetricsHandle {
 /// The engine: every stream of one account and region.
 pub struct Engine {
     config: EngineConfig,
-    store: Arc<Store>,
+    store: Arc<dyn RecordStore>,
     tokens: TokenCodec,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Makes every issued iterator distinct, even two for the same position in the same ms.
@@ -269,14 +274,14 @@ fn log_id(meta: &StreamMeta, index: u32) -> String {
 impl Engine {
     /// Opens the engine over a store, loading every stream it holds; without a key service,
     /// StartStreamEncryption is refused.
-    pub fn open(store: Arc<Store>, config: EngineConfig) -> Result<Engine> {
+    pub fn open(store: Arc<dyn RecordStore>, config: EngineConfig) -> Result<Engine> {
         Engine::open_with_keys(store, config, None)
     }
 
     /// [`Engine::open`] with the store's data keys (and through them the key service), for
     /// encrypted streams.
     pub fn open_with_keys(
-        store: Arc<Store>,
+        store: Arc<dyn RecordStore>,
         config: EngineConfig,
         data_keys: Option<Arc<encryption::DataKeys>>,
     ) -> Result<Engine> {
@@ -434,7 +439,7 @@ impl Engine {
     }
 
     /// The storage the engine writes to.
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn RecordStore> {
         &self.store
     }
 

@@ -161,7 +161,7 @@ impl Engine {
 
     /// Up to `limit` records of a shard from `start`, for the console's record browser: the
     /// same read as GetRecords, without iterators, throughput limits or metrics.
-    pub fn browse_shard(
+    pub async fn browse_shard(
         &self,
         stream: &str,
         shard: &str,
@@ -172,27 +172,26 @@ impl Engine {
         crate::data::check_start(start, now_ms)?;
         let target = StreamTarget::name(stream);
         let (name, stream) = self.stream_by_target(&target, now_ms)?;
-        let state = stream.state.read();
         let index =
             crate::meta::parse_shard_id(shard).ok_or_else(|| self.shard_not_found(&name, shard))?;
         let shard_missing = || self.shard_not_found(&name, &shard_id(index));
-        let offset = self.start_offset(
-            &state,
-            index,
-            start,
-            "GetShardIterator",
-            &shard_missing,
-            now_ms,
-        )?;
-        let read = self.read_shard(
-            &state,
-            index,
-            offset,
-            limit,
-            1 << 20,
-            &shard_missing,
-            now_ms,
-        )?;
+        let start = {
+            let state = stream.state.read();
+            self.start_position(
+                &state,
+                index,
+                start,
+                "GetShardIterator",
+                &shard_missing,
+                now_ms,
+            )?
+        };
+        let offset = start.resolve().await?;
+        let plan = {
+            let state = stream.state.read();
+            self.plan_read(&state, index, offset, limit, 1 << 20, &shard_missing)?
+        };
+        let read = plan.run(now_ms).await?;
         Ok(read.records)
     }
 }

@@ -26,16 +26,13 @@ fn put(e: &Engine, key: &str, ordering: Option<&str>, now: i64) -> PutResult {
         data: b"v",
     };
     let outcome = e
-        .put_records(&StreamTarget::name("old"), &[entry], ordering, false, now)
+        .put_records_now(&StreamTarget::name("old"), &[entry], ordering, false, now)
         .unwrap();
-    for durable in outcome.durable {
-        durable.wait_blocking().unwrap();
-    }
     outcome.results.into_iter().next().unwrap().unwrap()
 }
 
 fn read_at(e: &Engine, shard: &str, number: &str, now: i64) -> Result<RecordsBatch> {
-    let it = e.get_shard_iterator(
+    let it = e.get_shard_iterator_now(
         &GetShardIterator {
             target: StreamTarget::name("old"),
             shard_id: shard,
@@ -45,7 +42,7 @@ fn read_at(e: &Engine, shard: &str, number: &str, now: i64) -> Result<RecordsBat
         },
         now,
     )?;
-    e.get_records(&it, None, now)
+    e.get_records_now(&it, None, now)
 }
 
 /// Rewrites the stream's metadata as a release before `seq_layout` wrote it; returns the

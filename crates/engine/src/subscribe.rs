@@ -60,7 +60,7 @@ pub struct SubscriptionEvent {
 impl Engine {
     /// SubscribeToShard: checks the consumer and shard, claims the (consumer, shard) slot and
     /// resolves the starting position.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         consumer_arn: &str,
         shard: &str,
@@ -72,44 +72,61 @@ impl Engine {
         let parsed = parse_consumer_arn(consumer_arn)
             .ok_or_else(|| ApiError::invalid(format!("Invalid ConsumerARN {consumer_arn}.")))?;
         let stream = self.stream_for_consumers(parsed.stream_arn, now_ms)?;
-        let state = stream.state.read();
-        let name = state.meta.name.clone();
-        let consumer = state
-            .meta
-            .consumers
-            .iter()
-            .find(|c| c.name == parsed.name && c.created_ms.div_euclid(1000) == parsed.created_s)
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "Consumer {consumer_arn} under account {account} not found."
-                ))
-            })?;
-        if consumer.status != ConsumerStatus::Active {
-            return Err(ApiError::in_use(format!(
-                "Consumer {} with creation timestamp {} under stream: {name} , account {account} \
-                 is not in ACTIVE status.",
-                consumer.name, parsed.created_s
-            )));
-        }
-        if !matches!(
-            state.meta.status,
-            StreamStatus::Active | StreamStatus::Updating
-        ) {
-            return Err(self.not_found(&name));
-        }
-        let index = parse_shard_id(shard).ok_or_else(|| self.shard_not_found(&name, shard))?;
-        // Later messages name the shard as AWS normalises it.
-        let normalised = shard_id(index);
-        let shard_missing = || self.shard_not_found(&name, &normalised);
-        let offset = self.start_offset(
-            &state,
-            index,
-            start,
-            "SubscribeToShard",
-            &shard_missing,
-            now_ms,
-        )?;
-        let log = state.logs.get(&index).ok_or_else(shard_missing)?;
+        let (name, index, start, log, consumer_name, stream_created_ms, enabled) = {
+            let state = stream.state.read();
+            let name = state.meta.name.clone();
+            let consumer = state
+                .meta
+                .consumers
+                .iter()
+                .find(|c| {
+                    c.name == parsed.name && c.created_ms.div_euclid(1000) == parsed.created_s
+                })
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "Consumer {consumer_arn} under account {account} not found."
+                    ))
+                })?;
+            if consumer.status != ConsumerStatus::Active {
+                return Err(ApiError::in_use(format!(
+                    "Consumer {} with creation timestamp {} under stream: {name} , account {account} \
+                     is not in ACTIVE status.",
+                    consumer.name, parsed.created_s
+                )));
+            }
+            if !matches!(
+                state.meta.status,
+                StreamStatus::Active | StreamStatus::Updating
+            ) {
+                return Err(self.not_found(&name));
+            }
+            let index = parse_shard_id(shard).ok_or_else(|| self.shard_not_found(&name, shard))?;
+            // Later messages name the shard as AWS normalises it.
+            let normalised = shard_id(index);
+            let shard_missing = || self.shard_not_found(&name, &normalised);
+            let start = self.start_position(
+                &state,
+                index,
+                start,
+                "SubscribeToShard",
+                &shard_missing,
+                now_ms,
+            )?;
+            let log = state.logs.get(&index).ok_or_else(shard_missing)?.clone();
+            let consumer_name = consumer.name.clone();
+            let stream_created_ms = state.meta.created_ms;
+            let enabled = state.meta.enabled_shard_metrics();
+            (
+                name,
+                index,
+                start,
+                log,
+                consumer_name,
+                stream_created_ms,
+                enabled,
+            )
+        };
+        let offset = start.resolve().await?;
         let data = log.watch_end()?;
         let key = (consumer_arn.to_string(), index);
         let generation = self
@@ -126,7 +143,7 @@ impl Engine {
                     "Another active subscription exists for this consumer: \
                      {account}:{name}:{}:{}",
                     shard_id(index),
-                    consumer.name
+                    consumer_name
                 )));
             }
             // One SubscribeToShard a second per consumer and shard.
@@ -138,8 +155,8 @@ impl Engine {
                     now_ms,
                 )
             {
-                stream.observe(
-                    &state.meta,
+                stream.observe_enabled(
+                    &enabled,
                     None,
                     &[(Metric::SubscribeToShardRateExceeded, 1.0)],
                     now_ms,
@@ -159,8 +176,8 @@ impl Engine {
                 },
             );
         }
-        stream.observe(
-            &state.meta,
+        stream.observe_enabled(
+            &enabled,
             None,
             // The throttle series exists, at 0, from the first call on (alarms need it).
             &[
@@ -173,8 +190,8 @@ impl Engine {
             key,
             generation,
             stream: name,
-            stream_created_ms: state.meta.created_ms,
-            consumer: consumer.name.clone(),
+            stream_created_ms,
+            consumer: consumer_name,
             shard: index,
             offset,
             data,
@@ -184,7 +201,7 @@ impl Engine {
 
     /// The next event of a subscription: the records from its position (at most about
     /// `max_bytes`), possibly none. Fails if the stream, shard or consumer went away.
-    pub fn next_event(
+    pub async fn next_event(
         &self,
         sub: &mut Subscription,
         max_bytes: usize,
@@ -192,38 +209,42 @@ impl Engine {
     ) -> Result<SubscriptionEvent> {
         let stream = self.stream(&sub.stream, now_ms)?;
         self.settle_consumers(&sub.stream, &stream, now_ms)?;
-        let state = stream.state.read();
-        let account = &self.config.account_id;
-        if state.meta.created_ms != sub.stream_created_ms
-            || state.meta.status == StreamStatus::Deleting
-        {
-            return Err(self.not_found(&sub.stream));
-        }
-        if !state
-            .meta
-            .consumers
-            .iter()
-            .any(|c| c.name == sub.consumer && c.status == ConsumerStatus::Active)
-        {
-            return Err(ApiError::not_found(format!(
-                "Consumer {} under account {account} not found.",
-                sub.key.0
-            )));
-        }
-        let shard_missing = || self.shard_not_found(&sub.stream, &shard_id(sub.shard));
-        let read = self.read_shard(
-            &state,
-            sub.shard,
-            sub.offset,
-            crate::data::GET_RECORDS_LIMIT_MAX as usize,
-            max_bytes,
-            &shard_missing,
-            now_ms,
-        )?;
+        let (plan, enabled) = {
+            let state = stream.state.read();
+            let account = &self.config.account_id;
+            if state.meta.created_ms != sub.stream_created_ms
+                || state.meta.status == StreamStatus::Deleting
+            {
+                return Err(self.not_found(&sub.stream));
+            }
+            if !state
+                .meta
+                .consumers
+                .iter()
+                .any(|c| c.name == sub.consumer && c.status == ConsumerStatus::Active)
+            {
+                return Err(ApiError::not_found(format!(
+                    "Consumer {} under account {account} not found.",
+                    sub.key.0
+                )));
+            }
+            let shard_missing = || self.shard_not_found(&sub.stream, &shard_id(sub.shard));
+            let plan = self.plan_read(
+                &state,
+                sub.shard,
+                sub.offset,
+                crate::data::GET_RECORDS_LIMIT_MAX as usize,
+                max_bytes,
+                &shard_missing,
+            )?;
+            (plan, state.meta.enabled_shard_metrics())
+        };
+        let (layout, created_s) = (plan.layout, plan.created_s);
+        let read = plan.run(now_ms).await?;
         sub.offset = read.next_offset;
         let age = read.iterator_age_ms(now_ms) as f64;
-        stream.observe(
-            &state.meta,
+        stream.observe_enabled(
+            &enabled,
             Some(sub.shard),
             &[
                 (Metric::SubscribeToShardEventBytes, read.bytes as f64),
@@ -250,10 +271,13 @@ impl Engine {
         let continuation = match read.records.last() {
             Some(last) => last.sequence_number,
             // No record yet: a position marker for the gap before the next one.
-            None => {
-                let shard = state.meta.shard(sub.shard).ok_or_else(shard_missing)?;
-                seq::encode(state.meta.seq_parts(shard, read.next_offset, 0))
-            }
+            None => seq::encode(seq::SeqParts {
+                shard_created_s: created_s,
+                shard_index: sub.shard,
+                counter: read.next_offset,
+                arrival_s: 0,
+                layout,
+            }),
         };
         Ok(SubscriptionEvent {
             records: read.records,

@@ -43,17 +43,14 @@ fn put(engine: &Engine, stream: &str, key: &str, data: &[u8], now: i64) -> PutRe
         data,
     };
     let outcome = engine
-        .put_records(&StreamTarget::name(stream), &[entry], None, false, now)
+        .put_records_now(&StreamTarget::name(stream), &[entry], None, false, now)
         .unwrap();
-    for durable in outcome.durable {
-        durable.wait_blocking().unwrap();
-    }
     outcome.results.into_iter().next().unwrap().unwrap()
 }
 
 fn iterator(engine: &Engine, stream: &str, shard: &str, kind: IteratorType, now: i64) -> String {
     engine
-        .get_shard_iterator(
+        .get_shard_iterator_now(
             &GetShardIterator {
                 target: StreamTarget::name(stream),
                 shard_id: shard,
@@ -83,9 +80,9 @@ fn expired_iterator_message_names_both_times() {
         IteratorType::TrimHorizon,
         T0,
     );
-    assert!(e.get_records(&it, None, T0 + TOKEN_TTL_MS).is_ok());
+    assert!(e.get_records_now(&it, None, T0 + TOKEN_TTL_MS).is_ok());
     check(
-        e.get_records(&it, None, T0 + TOKEN_TTL_MS + 1),
+        e.get_records_now(&it, None, T0 + TOKEN_TTL_MS + 1),
         ErrorKind::ExpiredIterator,
         "Iterator expired. The iterator was created at time Tue Nov 14 22:13:20 UTC 2023 while \
          right now it is Tue Nov 14 22:18:20 UTC 2023 which is further in the future than the \
@@ -107,7 +104,7 @@ fn data_past_retention_leaves_the_log() {
         T0 + 23 * HOUR_MS,
     );
     assert_eq!(
-        e.get_records(&it, None, T0 + 23 * HOUR_MS)
+        e.get_records_now(&it, None, T0 + 23 * HOUR_MS)
             .unwrap()
             .records
             .len(),
@@ -123,7 +120,7 @@ fn data_past_retention_leaves_the_log() {
         IteratorType::TrimHorizon,
         later,
     );
-    let records = e.get_records(&it, None, later).unwrap().records;
+    let records = e.get_records_now(&it, None, later).unwrap().records;
     assert_eq!(
         records.iter().map(|r| r.data.as_ref()).collect::<Vec<_>>(),
         [b"new"]
@@ -209,7 +206,7 @@ fn sequence_numbers_from_another_stream_are_rejected() {
         timestamp_ms: None,
     };
     check(
-        e.get_shard_iterator(&request, T0 + 7000),
+        e.get_shard_iterator_now(&request, T0 + 7000),
         ErrorKind::InvalidArgument,
         &format!(
             "StartingSequenceNumber {seq} used in GetShardIterator on shard shardId-000000000000 \
@@ -222,7 +219,7 @@ fn sequence_numbers_from_another_stream_are_rejected() {
         ..request
     };
     check(
-        e.get_shard_iterator(&small, T0 + 7000),
+        e.get_shard_iterator_now(&small, T0 + 7000),
         ErrorKind::InvalidArgument,
         "Invalid StartingSequenceNumber. It encodes shardId-000000000005, while it was used in a \
          call to a shard with shardId-000000000000",
@@ -232,7 +229,7 @@ fn sequence_numbers_from_another_stream_are_rejected() {
         ..request
     };
     assert_eq!(
-        e.get_shard_iterator(&zero, T0).unwrap_err().kind,
+        e.get_shard_iterator_now(&zero, T0).unwrap_err().kind,
         ErrorKind::InternalFailure
     );
 }
@@ -329,7 +326,7 @@ fn streams_and_records_survive_reopening_the_store() {
     let store = Store::open(backend, StoreConfig::default()).unwrap();
     let e = Engine::open(store, config).unwrap();
     // Iterators are sealed with a persisted secret, so they outlive a restart.
-    let batch = e.get_records(&it, None, T0 + 1).unwrap();
+    let batch = e.get_records_now(&it, None, T0 + 1).unwrap();
     assert_eq!(batch.records.len(), 1);
     assert_eq!(batch.records[0].sequence_number, placed.sequence_number);
 }
@@ -395,7 +392,7 @@ fn after_a_shards_starting_sequence_number_comes_its_first_record() {
         IteratorType::AfterSequenceNumber,
     ] {
         let it = e
-            .get_shard_iterator(
+            .get_shard_iterator_now(
                 &GetShardIterator {
                     target: StreamTarget::name("s"),
                     shard_id: "shardId-000000000000",
@@ -406,7 +403,7 @@ fn after_a_shards_starting_sequence_number_comes_its_first_record() {
                 T0 + 3,
             )
             .unwrap();
-        let batch = e.get_records(&it, None, T0 + 3).unwrap();
+        let batch = e.get_records_now(&it, None, T0 + 3).unwrap();
         assert_eq!(batch.records.len(), 2, "{kind:?}");
         assert_eq!(batch.records[0].sequence_number, first.sequence_number);
     }
@@ -430,22 +427,22 @@ fn subscriptions_claim_their_shard_and_deliver_records() {
     };
     put(&e, "s", "k", b"one", T0 + 10);
     let mut first = e
-        .subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 100)
+        .subscribe_now(&consumer.arn, "shardId-000000000000", &start, T0 + 100)
         .unwrap();
     check(
-        e.subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 4_000)
+        e.subscribe_now(&consumer.arn, "shardId-000000000000", &start, T0 + 4_000)
             .map(|_| ()),
         ErrorKind::ResourceInUse,
         "Another active subscription exists for this consumer: \
          000000000000:s:shardId-000000000000:reader",
     );
-    let event = e.next_event(&mut first, 1 << 20, T0 + 200).unwrap();
+    let event = e.next_event_now(&mut first, 1 << 20, T0 + 200).unwrap();
     assert_eq!(event.records.len(), 1);
     assert_eq!(
         event.continuation_sequence_number,
         event.records[0].sequence_number
     );
-    let idle = e.next_event(&mut first, 1 << 20, T0 + 300).unwrap();
+    let idle = e.next_event_now(&mut first, 1 << 20, T0 + 300).unwrap();
     assert!(idle.records.is_empty());
     // Resuming after the continuation number finds the next record, not the last again.
     put(&e, "s", "k", b"two", T0 + 400);
@@ -456,11 +453,11 @@ fn subscriptions_claim_their_shard_and_deliver_records() {
     };
     // After 5 s a new subscription takes over; the old one learns it.
     let mut second = e
-        .subscribe(&consumer.arn, "shardId-000000000000", &resume, T0 + 5_100)
+        .subscribe_now(&consumer.arn, "shardId-000000000000", &resume, T0 + 5_100)
         .unwrap();
     assert!(*first.superseded.borrow());
     e.end_subscription(&first);
-    let event = e.next_event(&mut second, 1 << 20, T0 + 5_200).unwrap();
+    let event = e.next_event_now(&mut second, 1 << 20, T0 + 5_200).unwrap();
     let data: Vec<&[u8]> = event.records.iter().map(|r| r.data.as_ref()).collect();
     assert_eq!(data, [b"two".as_slice()]);
     e.end_subscription(&second);
@@ -474,9 +471,9 @@ fn subscriptions_claim_their_shard_and_deliver_records() {
     .unwrap();
     e.tick(T0 + 6_001).unwrap();
     let mut third = e
-        .subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 12_000)
+        .subscribe_now(&consumer.arn, "shardId-000000000000", &start, T0 + 12_000)
         .unwrap();
-    let event = e.next_event(&mut third, 1 << 20, T0 + 12_001).unwrap();
+    let event = e.next_event_now(&mut third, 1 << 20, T0 + 12_001).unwrap();
     assert_eq!(event.records.len(), 2);
     let children = event
         .child_shards
@@ -490,7 +487,7 @@ fn subscriptions_claim_their_shard_and_deliver_records() {
     };
     e.deregister_consumer(&target, T0 + 13_000).unwrap();
     assert_eq!(
-        e.next_event(&mut third, 1 << 20, T0 + 13_001)
+        e.next_event_now(&mut third, 1 << 20, T0 + 13_001)
             .unwrap_err()
             .kind,
         ErrorKind::ResourceNotFound
@@ -518,16 +515,13 @@ fn shards_throttle_writes_reads_and_iterators_at_aws_rates() {
     // 1,000 records a second: two batches pass, the third is refused entry by entry.
     for _ in 0..2 {
         let outcome = e
-            .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 1)
+            .put_records_now(&StreamTarget::name("t"), &entries, None, true, T0 + 1)
             .unwrap();
         assert!(outcome.results.iter().all(|r| r.is_ok()));
         // Reads see durable records only: wait, as the server does before answering.
-        for durable in outcome.durable {
-            durable.wait_blocking().unwrap();
-        }
     }
     let third = e
-        .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 1)
+        .put_records_now(&StreamTarget::name("t"), &entries, None, true, T0 + 1)
         .unwrap();
     assert!(third.results.iter().all(|r| r.is_err()));
     let error = third.results[0].as_ref().unwrap_err();
@@ -538,24 +532,21 @@ fn shards_throttle_writes_reads_and_iterators_at_aws_rates() {
     );
     // PutRecord is refused as a whole, with the same error.
     check(
-        e.put_records(&StreamTarget::name("t"), &entries[..1], None, false, T0 + 1)
+        e.put_records_now(&StreamTarget::name("t"), &entries[..1], None, false, T0 + 1)
             .map(|_| ()),
         ErrorKind::ProvisionedThroughputExceeded,
         "Rate exceeded for shard shardId-000000000000 in stream t under account 000000000000.",
     );
     // A tenth of a second later, a hundred more fit.
     let later = e
-        .put_records(&StreamTarget::name("t"), &entries, None, true, T0 + 101)
+        .put_records_now(&StreamTarget::name("t"), &entries, None, true, T0 + 101)
         .unwrap();
     assert_eq!(later.results.iter().filter(|r| r.is_ok()).count(), 100);
-    for durable in later.durable {
-        durable.wait_blocking().unwrap();
-    }
     assert!(e.throttled_count() >= 900);
     // Five GetShardIterator calls a second per shard.
     let iterators: Vec<Result<String>> = (0..6)
         .map(|_| {
-            e.get_shard_iterator(
+            e.get_shard_iterator_now(
                 &GetShardIterator {
                     target: StreamTarget::name("t"),
                     shard_id: "shardId-000000000000",
@@ -574,14 +565,14 @@ fn shards_throttle_writes_reads_and_iterators_at_aws_rates() {
     );
     // Reads: 1,100 records of 11 bytes is ~12 KB: the next read waits ~6 ms for the bytes.
     let it = iterators[0].as_ref().unwrap();
-    let batch = e.get_records(it, None, T0 + 300).unwrap();
+    let batch = e.get_records_now(it, None, T0 + 300).unwrap();
     assert_eq!(batch.records.len(), 1100);
     let next = batch.next_shard_iterator.unwrap();
     assert_eq!(
-        e.get_records(&next, None, T0 + 301).unwrap_err().kind,
+        e.get_records_now(&next, None, T0 + 301).unwrap_err().kind,
         ErrorKind::ProvisionedThroughputExceeded
     );
-    assert!(e.get_records(&next, None, T0 + 310).is_ok());
+    assert!(e.get_records_now(&next, None, T0 + 310).is_ok());
 }
 
 #[test]
@@ -656,13 +647,13 @@ fn a_throttled_get_records_names_the_shard_as_aws_does_now() {
     let mut next = it;
     for _ in 0..5 {
         next = e
-            .get_records(&next, None, T0 + 1)
+            .get_records_now(&next, None, T0 + 1)
             .unwrap()
             .next_shard_iterator
             .unwrap();
     }
     check(
-        e.get_records(&next, None, T0 + 1).map(|_| ()),
+        e.get_records_now(&next, None, T0 + 1).map(|_| ()),
         ErrorKind::ProvisionedThroughputExceeded,
         "Rate exceeded for Shard - 000000000000/r/shardId-000000000000",
     );
@@ -739,7 +730,7 @@ fn on_demand_streams_split_hot_shards() {
     let mut throttled = 0;
     while now < T0 + 8_000 {
         let outcome = e
-            .put_records(&StreamTarget::name("od"), &hot, None, true, now)
+            .put_records_now(&StreamTarget::name("od"), &hot, None, true, now)
             .unwrap();
         throttled += outcome.results.iter().filter(|r| r.is_err()).count();
         e.tick(now).unwrap();
@@ -774,7 +765,7 @@ fn on_demand_streams_split_hot_shards() {
     );
     // Writes now land in the child that owns hash key 0.
     let placed = e
-        .put_records(&StreamTarget::name("od"), &hot[..1], None, false, now)
+        .put_records_now(&StreamTarget::name("od"), &hot[..1], None, false, now)
         .unwrap();
     let placed = placed.results[0].as_ref().unwrap();
     assert_eq!(placed.shard_id(), children[0].shard_id);
@@ -817,7 +808,7 @@ fn auto_record_distribution_spreads_records_and_needs_on_demand() {
         })
         .collect();
     let outcome = e
-        .put_records(&StreamTarget::name("a"), &entries, None, true, T0 + 1)
+        .put_records_now(&StreamTarget::name("a"), &entries, None, true, T0 + 1)
         .unwrap();
     let mut per_shard = std::collections::HashMap::new();
     for r in &outcome.results {
@@ -841,17 +832,17 @@ fn auto_record_distribution_spreads_records_and_needs_on_demand() {
     )
     .unwrap();
     let outcome = e
-        .put_records(&StreamTarget::name("a"), &entries[..1], None, true, T0 + 3)
+        .put_records_now(&StreamTarget::name("a"), &entries[..1], None, true, T0 + 3)
         .unwrap();
     let first = outcome.results[0].as_ref().unwrap().shard_index;
     for _ in 0..5 {
         let again = e
-            .put_records(&StreamTarget::name("a"), &entries[..1], None, true, T0 + 3)
+            .put_records_now(&StreamTarget::name("a"), &entries[..1], None, true, T0 + 3)
             .unwrap();
         assert_eq!(again.results[0].as_ref().unwrap().shard_index, first);
     }
     assert_eq!(
-        e.put_records(&StreamTarget::name("a"), &entries[1..2], None, true, T0 + 3)
+        e.put_records_now(&StreamTarget::name("a"), &entries[1..2], None, true, T0 + 3)
             .unwrap_err()
             .kind,
         ErrorKind::Validation
@@ -897,22 +888,22 @@ fn subscribe_to_shard_is_one_call_a_second_per_consumer_and_shard() {
         timestamp_ms: None,
     };
     let first = e
-        .subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 10)
+        .subscribe_now(&consumer.arn, "shardId-000000000000", &start, T0 + 10)
         .unwrap();
     e.end_subscription(&first);
     check(
-        e.subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 500)
+        e.subscribe_now(&consumer.arn, "shardId-000000000000", &start, T0 + 500)
             .map(|_| ()),
         ErrorKind::LimitExceeded,
         "Rate exceeded for stream s under account 000000000000.",
     );
     // Another shard has its own allowance; a second later the first shard does too.
     let other = e
-        .subscribe(&consumer.arn, "shardId-000000000001", &start, T0 + 500)
+        .subscribe_now(&consumer.arn, "shardId-000000000001", &start, T0 + 500)
         .unwrap();
     e.end_subscription(&other);
     let again = e
-        .subscribe(&consumer.arn, "shardId-000000000000", &start, T0 + 1_010)
+        .subscribe_now(&consumer.arn, "shardId-000000000000", &start, T0 + 1_010)
         .unwrap();
     e.end_subscription(&again);
 }
@@ -1019,21 +1010,21 @@ fn get_shard_iterator_reads_the_shard_id_first() {
         timestamp_ms: None,
     };
     check(
-        e.get_shard_iterator(&request("nope", "2.14E4"), T0),
+        e.get_shard_iterator_now(&request("nope", "2.14E4"), T0),
         ErrorKind::ResourceNotFound,
         "Could not find shard 2.14E4 in stream nope under account 000000000000.",
     );
     check(
-        e.get_shard_iterator(&request("nope", "-002147483647"), T0),
+        e.get_shard_iterator_now(&request("nope", "-002147483647"), T0),
         ErrorKind::ResourceNotFound,
         "Shard shardId-002147483647 in stream nope under account 000000000000 does not exist",
     );
     check(
-        e.get_shard_iterator(&request("g", "5"), T0),
+        e.get_shard_iterator_now(&request("g", "5"), T0),
         ErrorKind::ResourceNotFound,
         "Shard shardId-000000000005 in stream g under account 000000000000 does not exist",
     );
-    e.get_shard_iterator(&request("g", "x-0"), T0).unwrap();
+    e.get_shard_iterator_now(&request("g", "x-0"), T0).unwrap();
 }
 
 #[test]
@@ -1052,7 +1043,7 @@ fn throttle_metrics_have_a_zero_data_point_from_the_first_call() {
     assert_eq!(window(write).statistic(Statistic::Maximum), Some(0.0));
     assert_eq!(window(read).statistic(Statistic::Sum), None);
     let it = iterator(&e, "z", &placed.shard_id(), IteratorType::TrimHorizon, T0);
-    e.get_records(&it, None, T0).unwrap();
+    e.get_records_now(&it, None, T0).unwrap();
     assert_eq!(window(read).statistic(Statistic::Maximum), Some(0.0));
     // SubscribeToShard's throttle series too, from its first successful call.
     let subscribe = Metric::SubscribeToShardRateExceeded;
@@ -1067,17 +1058,18 @@ fn throttle_metrics_have_a_zero_data_point_from_the_first_call() {
     };
     // A missing shard is named as normalised, an unreadable one as sent.
     check(
-        e.subscribe(&consumer.arn, "x-7", &start, T0).map(|_| ()),
+        e.subscribe_now(&consumer.arn, "x-7", &start, T0)
+            .map(|_| ()),
         ErrorKind::ResourceNotFound,
         "Shard shardId-000000000007 in stream z under account 000000000000 does not exist",
     );
     check(
-        e.subscribe(&consumer.arn, "ABKLFD8", &start, T0)
+        e.subscribe_now(&consumer.arn, "ABKLFD8", &start, T0)
             .map(|_| ()),
         ErrorKind::ResourceNotFound,
         "Shard ABKLFD8 in stream z under account 000000000000 does not exist",
     );
-    let sub = e.subscribe(&consumer.arn, "0", &start, T0).unwrap();
+    let sub = e.subscribe_now(&consumer.arn, "0", &start, T0).unwrap();
     assert_eq!(window(subscribe).statistic(Statistic::Maximum), Some(0.0));
     e.end_subscription(&sub);
 }
@@ -1107,7 +1099,7 @@ fn a_put_records_gives_one_stream_data_point_per_shard_written() {
         })
         .collect();
     let outcome = e
-        .put_records(&StreamTarget::name("m"), &entries, None, true, T0)
+        .put_records_now(&StreamTarget::name("m"), &entries, None, true, T0)
         .unwrap();
     assert!(outcome.results.iter().all(|r| r.is_ok()));
     let window = |metric| {

@@ -545,9 +545,12 @@ mod tests {
         let outcome = engine
             .put_records(&StreamTarget::name("s"), &entries, None, true, at_ms)
             .unwrap();
-        for d in outcome.durable {
-            d.wait_blocking().unwrap();
-        }
+        let results = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(outcome.finish())
+            .unwrap();
+        assert!(results.iter().all(|r| r.is_ok()));
     }
 
     #[test]

@@ -251,7 +251,18 @@ pub async fn dispatch(
     match operation {
         "PutRecord" => put_record(engine, input, now_ms, format).await,
         "PutRecords" => put_records(engine, input, now_ms, format).await,
-        "GetRecords" => get_records(engine, input, now_ms, format).map_err(aws_error),
+        "GetRecords" => get_records(engine, input, now_ms, format)
+            .await
+            .map_err(aws_error),
+        "GetShardIterator" => {
+            engine
+                .admit_call(operation, Some(&target(input)), now_ms)
+                .map_err(aws_error)?;
+            let value = get_shard_iterator(engine, input, now_ms)
+                .await
+                .map_err(aws_error)?;
+            Ok(rivulet_protocol::encode_response(format, &value))
+        }
         _ => {
             let stream = target(input);
             let named = stream.name.is_some() || stream.arn.is_some();
@@ -269,10 +280,9 @@ pub async fn dispatch(
     }
 }
 
-/// Answers a control-plane operation (or GetShardIterator) as a response document.
+/// Answers a control-plane operation as a response document.
 fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply {
     let result = match operation {
-        "GetShardIterator" => get_shard_iterator(engine, input, now_ms),
         "CreateStream" => create_stream(engine, input, now_ms),
         "DeleteStream" => engine
             .delete_stream(
@@ -734,20 +744,26 @@ fn update_shard_count(engine: &Engine, input: &Value, now_ms: i64) -> Result<Val
     ]))
 }
 
-fn get_shard_iterator(engine: &Engine, input: &Value, now_ms: i64) -> Result<Value, ApiError> {
+async fn get_shard_iterator(
+    engine: &Engine,
+    input: &Value,
+    now_ms: i64,
+) -> Result<Value, ApiError> {
     let kind = text(input, "ShardIteratorType")
         .and_then(IteratorType::parse)
         .ok_or_else(|| ApiError::invalid("Invalid ShardIteratorType."))?;
-    let iterator = engine.get_shard_iterator(
-        &GetShardIterator {
-            target: target(input),
-            shard_id: text(input, "ShardId").unwrap_or_default(),
-            iterator_type: kind,
-            starting_sequence_number: text(input, "StartingSequenceNumber"),
-            timestamp_ms: timestamp_ms(input, "Timestamp"),
-        },
-        now_ms,
-    )?;
+    let iterator = engine
+        .get_shard_iterator(
+            &GetShardIterator {
+                target: target(input),
+                shard_id: text(input, "ShardId").unwrap_or_default(),
+                iterator_type: kind,
+                starting_sequence_number: text(input, "StartingSequenceNumber"),
+                timestamp_ms: timestamp_ms(input, "Timestamp"),
+            },
+            now_ms,
+        )
+        .await?;
     if flag(input, "DryRun") {
         return Err(ApiError::new(
             ErrorKind::DryRunOperation,
@@ -757,18 +773,20 @@ fn get_shard_iterator(engine: &Engine, input: &Value, now_ms: i64) -> Result<Val
     Ok(obj([("ShardIterator", s(iterator))]))
 }
 
-fn get_records(
+async fn get_records(
     engine: &Engine,
     input: &Value,
     now_ms: i64,
     format: Format,
 ) -> Result<Vec<u8>, ApiError> {
     let started = std::time::Instant::now();
-    let batch = engine.get_records(
-        text(input, "ShardIterator").unwrap_or_default(),
-        u32_arg(input, "Limit"),
-        now_ms,
-    )?;
+    let batch = engine
+        .get_records(
+            text(input, "ShardIterator").unwrap_or_default(),
+            u32_arg(input, "Limit"),
+            now_ms,
+        )
+        .await?;
     if flag(input, "DryRun") {
         return Err(ApiError::new(
             ErrorKind::DryRunOperation,
@@ -843,15 +861,6 @@ pub(crate) fn write_child_shards(w: &mut Writer, children: &[rivulet_engine::Chi
     w.end_list();
 }
 
-/// Waits until every append of a put is durable; a failed sync fails the request.
-async fn await_durable(durable: Vec<rivulet_log::Durable>) -> Result<(), AwsError> {
-    if let Err(error) = rivulet_log::Durable::wait_all(durable).await {
-        tracing::error!(%error, "sync failed; write not acknowledged");
-        return Err(AwsError::internal("Internal Service Failure"));
-    }
-    Ok(())
-}
-
 fn dry_run_put<T>(engine: &Engine, input: &Value, now_ms: i64) -> Result<T, AwsError> {
     // Every check a put makes, without writing: the stream must exist and accept writes.
     let view = engine
@@ -894,20 +903,19 @@ async fn put_record(
             now_ms,
         )
         .map_err(aws_error)?;
-    await_durable(outcome.durable).await?;
-    outcome
-        .metrics
-        .record_latency(Metric::PutRecordLatency, elapsed_ms(started), now_ms);
-    let result = match outcome.results.first() {
+    let (encrypted, metrics) = (outcome.encrypted, outcome.metrics.clone());
+    let results = outcome.finish().await.map_err(aws_error)?;
+    metrics.record_latency(Metric::PutRecordLatency, elapsed_ms(started), now_ms);
+    let result = match results.first() {
         Some(Ok(result)) => result,
         Some(Err(error)) => return Err(aws_error(error.clone())),
         None => return Err(AwsError::internal("no result")),
     };
     let mut w = Writer::new(format, 128);
-    w.begin_map(if outcome.encrypted { 3 } else { 2 });
+    w.begin_map(if encrypted { 3 } else { 2 });
     w.key("ShardId").str(result.shard_id_text().as_str());
     w.key("SequenceNumber").str(result.sequence_number.as_str());
-    if outcome.encrypted {
+    if encrypted {
         w.key("EncryptionType").str("KMS");
     }
     w.end_map();
@@ -935,19 +943,18 @@ async fn put_records(
     let outcome = engine
         .put_records(&target(input), &entries, None, true, now_ms)
         .map_err(aws_error)?;
-    await_durable(outcome.durable).await?;
-    outcome
-        .metrics
-        .record_latency(Metric::PutRecordsLatency, elapsed_ms(started), now_ms);
-    let failed = outcome.results.iter().filter(|r| r.is_err()).count();
-    let mut w = Writer::new(format, 64 + outcome.results.len() * 110);
-    w.begin_map(if outcome.encrypted { 3 } else { 2 });
+    let (encrypted, metrics) = (outcome.encrypted, outcome.metrics.clone());
+    let results = outcome.finish().await.map_err(aws_error)?;
+    metrics.record_latency(Metric::PutRecordsLatency, elapsed_ms(started), now_ms);
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let mut w = Writer::new(format, 64 + results.len() * 110);
+    w.begin_map(if encrypted { 3 } else { 2 });
     w.key("FailedRecordCount").int(failed as i64);
-    if outcome.encrypted {
+    if encrypted {
         w.key("EncryptionType").str("KMS");
     }
-    w.key("Records").begin_list(outcome.results.len());
-    for r in &outcome.results {
+    w.key("Records").begin_list(results.len());
+    for r in &results {
         match r {
             Ok(r) => {
                 w.begin_map(2);

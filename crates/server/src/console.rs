@@ -24,7 +24,7 @@ const CONSOLE_CSS: &str = include_str!("../console/console.css");
 #[derive(Clone, Copy)]
 pub struct Viewer<'a> {
     pub account: &'a str,
-    pub authorize: &'a dyn Fn(&str, &str, bool) -> Result<(), String>,
+    pub authorize: &'a (dyn Fn(&str, &str, bool) -> Result<(), String> + Sync),
 }
 
 impl Viewer<'_> {
@@ -161,7 +161,7 @@ fn query(uri: &http::Uri) -> HashMap<String, String> {
 
 /// Records of one shard, for a principal that may GetRecords on the stream (of its own
 /// account unless `account` names another).
-fn records(
+async fn records(
     accounts: &HashMap<String, Arc<Engine>>,
     own: &str,
     uri: &http::Uri,
@@ -211,7 +211,10 @@ fn records(
         .and_then(|l| l.parse().ok())
         .unwrap_or(100usize)
         .clamp(1, 1000);
-    match engine.browse_shard(stream, shard, &start, limit, now_ms) {
+    match engine
+        .browse_shard(stream, shard, &start, limit, now_ms)
+        .await
+    {
         Ok(records) => {
             let records: Vec<Value> = records
                 .iter()
@@ -235,7 +238,7 @@ fn records(
 }
 
 /// Serves the console's paths; `None` for paths that are not the console's.
-pub fn page(
+pub async fn page(
     uri: &http::Uri,
     accounts: &HashMap<String, Arc<Engine>>,
     own: &str,
@@ -252,7 +255,7 @@ pub fn page(
         "/_rivulet/console.js" => asset("text/javascript; charset=utf-8", CONSOLE_JS),
         "/_rivulet/console.css" => asset("text/css; charset=utf-8", CONSOLE_CSS),
         "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms, viewer)),
-        "/_rivulet/api/records" => records(accounts, own, uri, now_ms, viewer),
+        "/_rivulet/api/records" => records(accounts, own, uri, now_ms, viewer).await,
         _ => return None,
     })
 }

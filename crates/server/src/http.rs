@@ -301,7 +301,7 @@ fn check_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), AwsError> 
 /// Serves `/_rivulet/…` (GET and HEAD only; the prefix is ours, so unknown paths are 404s).
 /// `viewer` is the signed-in principal under `--auth sigv4`: each page asks it for the Kinesis
 /// or CloudWatch action the page needs.
-fn observability(
+async fn observability(
     request: &Request<Incoming>,
     accounts: &std::collections::HashMap<String, Arc<Engine>>,
     own: &str,
@@ -310,10 +310,13 @@ fn observability(
     viewer: Option<crate::console::Viewer<'_>>,
 ) -> Response<Body> {
     let page = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        crate::console::page(request.uri(), accounts, own, now_ms(), viewer).or_else(|| {
-            let path = request.uri().path();
-            crate::observe::page(path, accounts, own, alarms, stopping, viewer)
-        })
+        match crate::console::page(request.uri(), accounts, own, now_ms(), viewer).await {
+            Some(page) => Some(page),
+            None => {
+                let path = request.uri().path();
+                crate::observe::page(path, accounts, own, alarms, stopping, viewer)
+            }
+        }
     } else {
         Some(crate::observe::Page::json(
             405,
@@ -444,9 +447,7 @@ pub async fn handle(
             account: &caller.account_id,
             authorize: &authorize,
         });
-        return Ok(observability(
-            &request, &accounts, &own, &alarms, stopping, viewer,
-        ));
+        return Ok(observability(&request, &accounts, &own, &alarms, stopping, viewer).await);
     }
     if crate::console::is_browser_root(&request) {
         return Ok(redirect_to_console());
@@ -584,7 +585,7 @@ pub async fn handle(
     }
     if operation == "SubscribeToShard" {
         return Ok(
-            match subscribe::start(engine, &input, format, now_ms(), stopping, timing) {
+            match subscribe::start(engine, &input, format, now_ms(), stopping, timing).await {
                 Ok(events) => respond_with(
                     200,
                     Some(rivulet_protocol::eventstream::CONTENT_TYPE),

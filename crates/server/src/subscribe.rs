@@ -80,7 +80,7 @@ fn text(value: Option<&Value>) -> Option<&str> {
 }
 
 /// Starts a subscription, or answers why not (an ordinary error response).
-pub fn start(
+pub async fn start(
     engine: Arc<Engine>,
     input: &Value,
     format: Format,
@@ -106,6 +106,7 @@ pub fn start(
             &start,
             now_ms,
         )
+        .await
         .map_err(aws_error)?;
     let (events, receiver) = mpsc::channel(EVENTS_BUFFERED);
     tokio::spawn(push(engine, subscription, events, format, stopping, timing));
@@ -176,7 +177,10 @@ async fn push(
         sub.data.borrow_and_update();
         // Small enough reads that the rate below is smooth, not one burst then a long pause.
         let read_bytes = EVENT_BYTES_MAX.min((timing.bytes_per_second / 5).max(1) as usize);
-        let event = match engine.next_event(&mut sub, read_bytes, crate::http::now_ms()) {
+        let event = match engine
+            .next_event(&mut sub, read_bytes, crate::http::now_ms())
+            .await
+        {
             Ok(event) => event,
             Err(error) => {
                 let _ = events

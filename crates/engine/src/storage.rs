@@ -1,0 +1,236 @@
+//! The engine/storage seam: what the engine needs from wherever records and metadata live.
+//!
+//! Two implementations stand behind it: the embedded segment store (`rivulet-log`, below) and
+//! the cluster's JetStream store (`rivulet-cluster`). The engine holds a `dyn RecordStore` and
+//! one `dyn ShardLog` per shard, and never learns which one it runs on.
+//!
+//! The shape follows what the slower backend needs (`docs/design/cluster.md`, "The
+//! engine/storage seam"):
+//! - a write is one [`RecordStore::put`] per request, covering every shard it touches, because
+//!   JetStream stores a request as one atomic batch whose positions are known only once it is
+//!   acknowledged; the embedded store appends per shard and knows them at once;
+//! - reads that may cross a network return a [`StoreFuture`]; the engine awaits them outside
+//!   its locks. What a backend answers from its own state (the next position, the end watch)
+//!   stays synchronous.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rivulet_log::{Durable, Encryption, Keyring, Log, MetaOp, MetaStore, NewRecord, Store};
+use tokio::sync::watch;
+
+pub use rivulet_log::{ReadBatch, StoredRecord};
+
+use crate::{ApiError, Result};
+
+/// A storage operation in flight: ready at once on the embedded store, a network round trip on
+/// the cluster's.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+/// The records of one shard.
+///
+/// Positions ("offsets") strictly increase with each record stored; they need not be
+/// consecutive (JetStream's are its stream's sequence, shared by every shard of the stream).
+pub trait ShardLog: Send + Sync {
+    /// Durable records at positions >= `from`, in order: at most `max_records` and about
+    /// `max_bytes` of keys and values (at least one record when any is available), and where
+    /// the next read starts.
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> StoreFuture<ReadBatch>;
+    /// The position of the oldest retained durable record, or `end_offset` when none.
+    fn start_offset(&self) -> StoreFuture<u64>;
+    /// One past the newest durable record's position.
+    fn end_offset(&self) -> StoreFuture<u64>;
+    /// The position of the first durable record stored at or after `timestamp_ms`, or
+    /// `end_offset` when none.
+    fn offset_at_timestamp(&self, timestamp_ms: i64) -> StoreFuture<u64>;
+    /// A position above every record stored so far, acknowledged or not: where a shard that
+    /// closes now ends. Called with the stream's writers excluded.
+    fn next_offset(&self) -> Result<u64>;
+    /// Drops what is older than `cutoff_ms` (by whole segments or records, as the backend
+    /// stores them).
+    fn trim_older_than(&self, cutoff_ms: i64) -> Result<()>;
+    /// A receiver of `end_offset`, changed whenever it advances (push consumers wait on it).
+    fn watch_end(&self) -> Result<watch::Receiver<u64>>;
+    /// The implementation, for its own store's [`RecordStore::put`].
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// One shard's part of a put: its records in request order, sealed with `seal` when the stream
+/// is encrypted.
+pub struct ShardWrite<'a> {
+    pub log: &'a dyn ShardLog,
+    pub records: &'a [NewRecord<'a>],
+    pub seal: Option<Encryption<'a>>,
+}
+
+/// Where one shard's records of a put were stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// The positions of the shard's records, in request order.
+    pub offsets: Offsets,
+    /// The arrival time the store gave them.
+    pub timestamp_ms: i64,
+}
+
+/// The positions of a shard's records in one put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offsets {
+    /// Consecutive, from this one.
+    From(u64),
+    /// Each record's own.
+    Each(Vec<u64>),
+}
+
+impl Offsets {
+    /// The position of the `k`-th record.
+    pub fn at(&self, k: usize) -> Option<u64> {
+        match self {
+            Offsets::From(first) => Some(first + k as u64),
+            Offsets::Each(each) => each.get(k).copied(),
+        }
+    }
+}
+
+/// A put once every record of it is durable: each [`ShardWrite`]'s placement, in order.
+pub type PendingPut = StoreFuture<Vec<Placed>>;
+
+/// Durable key-value metadata with atomic multi-key commits.
+pub trait MetaBackend: Send + Sync {
+    /// The value of `key`.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Every key starting with `prefix`, in key order, with its value.
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Applies every operation, or none; durable when it returns.
+    fn commit(&self, ops: &[MetaOp]) -> Result<()>;
+}
+
+/// Where an engine keeps records and metadata: one per server, shared by every account.
+pub trait RecordStore: Send + Sync {
+    /// The log `id`, created if it does not exist.
+    fn log(&self, id: &str) -> Result<Arc<dyn ShardLog>>;
+    /// The ids of every log.
+    fn log_ids(&self) -> Result<Vec<String>>;
+    /// Removes the log `id` and its records.
+    fn remove_log(&self, id: &str) -> Result<()>;
+    /// Stores each write's records, all or nothing per shard, each shard's in order; the
+    /// returned future completes once every record is durable. Every `ShardWrite::log` is one
+    /// this store's `log` returned.
+    fn put(&self, writes: &[ShardWrite<'_>], timestamp_ms: i64) -> Result<PendingPut>;
+    /// The metadata.
+    fn meta(&self) -> &dyn MetaBackend;
+    /// Where encrypted records find their data keys.
+    fn set_keyring(&self, keyring: Arc<dyn Keyring>);
+    /// Stops cleanly: what is buffered is written and synced.
+    fn shutdown(&self);
+}
+
+fn ready<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {
+    Box::pin(std::future::ready(result))
+}
+
+/// A sync or write that failed leaves the request unacknowledged.
+fn sync_failed(error: rivulet_log::LogError) -> ApiError {
+    tracing::error!(%error, "sync failed; write not acknowledged");
+    ApiError::internal("Internal Service Failure")
+}
+
+impl ShardLog for Log {
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> StoreFuture<ReadBatch> {
+        ready(Log::read(self, from, max_records, max_bytes).map_err(ApiError::from))
+    }
+
+    fn start_offset(&self) -> StoreFuture<u64> {
+        ready(Log::start_offset(self).map_err(ApiError::from))
+    }
+
+    fn end_offset(&self) -> StoreFuture<u64> {
+        ready(Log::end_offset(self).map_err(ApiError::from))
+    }
+
+    fn offset_at_timestamp(&self, timestamp_ms: i64) -> StoreFuture<u64> {
+        ready(Log::offset_at_timestamp(self, timestamp_ms).map_err(ApiError::from))
+    }
+
+    fn next_offset(&self) -> Result<u64> {
+        Ok(Log::next_offset(self)?)
+    }
+
+    fn trim_older_than(&self, cutoff_ms: i64) -> Result<()> {
+        Log::trim_older_than(self, cutoff_ms)?;
+        Ok(())
+    }
+
+    fn watch_end(&self) -> Result<watch::Receiver<u64>> {
+        Ok(Log::watch_end(self)?)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl MetaBackend for MetaStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(MetaStore::get(self, key)?)
+    }
+
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(MetaStore::scan_prefix(self, prefix)?)
+    }
+
+    fn commit(&self, ops: &[MetaOp]) -> Result<()> {
+        Ok(MetaStore::commit(self, ops)?)
+    }
+}
+
+impl RecordStore for Store {
+    fn log(&self, id: &str) -> Result<Arc<dyn ShardLog>> {
+        Ok(Store::log(self, id)?)
+    }
+
+    fn log_ids(&self) -> Result<Vec<String>> {
+        Ok(Store::log_ids(self)?)
+    }
+
+    fn remove_log(&self, id: &str) -> Result<()> {
+        Ok(Store::remove_log(self, id)?)
+    }
+
+    /// One append (one batch) per shard, done before it returns, so the caller's lock orders
+    /// it; the future waits once for the journal group that covers them all.
+    fn put(&self, writes: &[ShardWrite<'_>], timestamp_ms: i64) -> Result<PendingPut> {
+        let mut placed = Vec::with_capacity(writes.len());
+        let mut durable: Vec<Durable> = Vec::with_capacity(writes.len());
+        for write in writes {
+            let log = write
+                .log
+                .as_any()
+                .downcast_ref::<Log>()
+                .ok_or_else(|| ApiError::internal("a log of another store"))?;
+            let appended = log.append_encrypted(write.records, timestamp_ms, 0, write.seal)?;
+            placed.push(Placed {
+                offsets: Offsets::From(appended.first_offset),
+                timestamp_ms: appended.timestamp_ms,
+            });
+            durable.push(appended.durable);
+        }
+        Ok(Box::pin(async move {
+            Durable::wait_all(durable).await.map_err(sync_failed)?;
+            Ok(placed)
+        }))
+    }
+
+    fn meta(&self) -> &dyn MetaBackend {
+        Store::meta(self)
+    }
+
+    fn set_keyring(&self, keyring: Arc<dyn Keyring>) {
+        Store::set_keyring(self, keyring);
+    }
+
+    fn shutdown(&self) {
+        Store::shutdown(self);
+    }
+}
