@@ -10,7 +10,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{EncryptionType, PutRecordsRequestEntry};
 use rivulet_server::ServerConfig;
 
-use crate::util::{TestServer, client_without_retries, create_stream, error_of};
+use crate::util::{TestServer, client_without_retries, create_stream, error_of, read_all};
 
 const PLAINTEXT: &str = "PLAINTEXT-CANARY-7f3a9c: card 4111-1111-1111-1111";
 const PARTITION_KEY: &str = "customer-partition-key-canary";
@@ -20,25 +20,6 @@ fn server_config(data: &Path, keys: &Path) -> ServerConfig {
     config.storage = rivulet_server::Storage::Dir(data.to_path_buf());
     config.kms_keys = Some(keys.to_path_buf());
     config
-}
-
-async fn read_all(c: &Client, stream: &str, shard: &str) -> Vec<aws_sdk_kinesis::types::Record> {
-    let mut iterator = crate::util::trim_horizon(c, stream, shard).await;
-    let mut out = Vec::new();
-    loop {
-        let page = c
-            .get_records()
-            .shard_iterator(&iterator)
-            .send()
-            .await
-            .expect("records");
-        let empty = page.records().is_empty();
-        out.extend(page.records().iter().cloned());
-        match page.next_shard_iterator() {
-            Some(next) if !empty => iterator = next.to_string(),
-            _ => return out,
-        }
-    }
 }
 
 async fn start_encryption(c: &Client, stream: &str, key: &str) {

@@ -3,6 +3,7 @@
 mod auth;
 mod authz;
 mod cli;
+mod cluster;
 mod consumers;
 mod durability;
 mod encryption;

@@ -244,6 +244,11 @@ pub async fn create_stream(c: &Client, name: &str) -> String {
         .send()
         .await
         .expect("create");
+    stream_arn(c, name).await
+}
+
+/// The ARN of the stream `name`.
+pub async fn stream_arn(c: &Client, name: &str) -> String {
     c.describe_stream_summary()
         .stream_name(name)
         .send()
@@ -332,4 +337,50 @@ pub fn aws_error(response: &RawResponse) -> (u16, String, String) {
             .unwrap_or_default()
             .to_string(),
     )
+}
+
+/// Every record of `shard` of the stream `name`, from TRIM_HORIZON to the end.
+pub async fn read_all(c: &Client, name: &str, shard: &str) -> Vec<aws_sdk_kinesis::types::Record> {
+    let mut iterator = trim_horizon(c, name, shard).await;
+    let mut out = Vec::new();
+    loop {
+        let page = c
+            .get_records()
+            .shard_iterator(&iterator)
+            .send()
+            .await
+            .expect("records");
+        let empty = page.records().is_empty();
+        out.extend(page.records().iter().cloned());
+        match page.next_shard_iterator() {
+            Some(next) if !empty => iterator = next.to_string(),
+            _ => return out,
+        }
+    }
+}
+
+/// The first GetRecords page of `shard` from the position `kind` (and `sequence`) names.
+pub async fn first_page(
+    c: &Client,
+    name: &str,
+    shard: &str,
+    kind: aws_sdk_kinesis::types::ShardIteratorType,
+    sequence: Option<&str>,
+) -> aws_sdk_kinesis::operation::get_records::GetRecordsOutput {
+    let iterator = c
+        .get_shard_iterator()
+        .stream_name(name)
+        .shard_id(shard)
+        .shard_iterator_type(kind)
+        .set_starting_sequence_number(sequence.map(str::to_string))
+        .send()
+        .await
+        .expect("iterator")
+        .shard_iterator
+        .expect("iterator");
+    c.get_records()
+        .shard_iterator(iterator)
+        .send()
+        .await
+        .expect("records")
 }

@@ -16,6 +16,7 @@
 //! - [`records`]: Kinesis records on JetStream (a stream per Kinesis stream, a subject per
 //!   shard, a put one atomic batch, idempotent by request id; reads, positions by time,
 //!   trims);
+//! - [`store`]: the engine's storage seam on all of the above (`rivulet serve --cluster`);
 //! - [`servers`]: a harness that runs real `nats-server` clusters on loopback for tests and
 //!   benchmarks, and stops them.
 
@@ -26,6 +27,7 @@ pub mod lease;
 pub mod meta;
 pub mod records;
 pub mod servers;
+pub mod store;
 
 /// The client, re-exported so that users of this crate share its pinned version and features.
 pub use async_nats;

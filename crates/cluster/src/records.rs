@@ -298,6 +298,103 @@ impl JetStreamRecords {
         Ok(batch.messages.first().map(|message| message.sequence))
     }
 
+    /// The position of `shard`'s last record, if it has any (from any replica: a follower
+    /// may lag).
+    pub async fn last_position(&self, id: &str, shard: u32) -> Result<Option<u64>, RecordError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let name = self.stream_name(id)?;
+        let js = async_nats::jetstream::new(self.client.clone());
+        let subject = self.subject(id, shard);
+        let last = async {
+            let stream = js.get_stream_no_info(&name).await.map_err(unavailable)?;
+            match stream.direct_get_last_for_subject(subject).await {
+                Ok(message) => Ok(Some(message.sequence)),
+                Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                Err(error) => Err(unavailable(error)),
+            }
+        };
+        tokio::time::timeout(self.timeout, last)
+            .await
+            .unwrap_or_else(|_| Err(RecordError::Unavailable("last position: no answer".into())))
+    }
+
+    /// The stream sequence of the last message stored in Kinesis stream `id`, any shard (0 for
+    /// none), as the stream's leader answers it.
+    pub async fn last_sequence(&self, id: &str) -> Result<u64, RecordError> {
+        #[derive(Deserialize)]
+        struct Info {
+            state: StreamState,
+        }
+        #[derive(Deserialize)]
+        struct StreamState {
+            last_seq: u64,
+        }
+        let name = self.stream_name(id)?;
+        let answer = self
+            .api(&format!("STREAM.INFO.{name}"), &serde_json::json!({}))
+            .await?;
+        let info: Info = serde_json::from_slice(&answer).map_err(unavailable)?;
+        Ok(info.state.last_seq)
+    }
+
+    /// The ids of every Kinesis stream's JetStream stream under this prefix.
+    pub async fn ids(&self) -> Result<Vec<String>, RecordError> {
+        #[derive(Deserialize)]
+        struct Names {
+            #[serde(default)]
+            streams: Option<Vec<String>>,
+            #[serde(default)]
+            total: usize,
+            #[serde(default)]
+            limit: usize,
+        }
+        let start = format!("{}_D_", self.prefix);
+        let mut ids = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let body =
+                serde_json::json!({"subject": format!("{}.d.>", self.prefix), "offset": offset});
+            let answer = self.api("STREAM.NAMES", &body).await?;
+            let names: Names = serde_json::from_slice(&answer).map_err(unavailable)?;
+            let page = names.streams.unwrap_or_default();
+            offset += page.len();
+            ids.extend(
+                page.iter()
+                    .filter_map(|name| name.strip_prefix(&start).map(str::to_string)),
+            );
+            if page.is_empty() || offset >= names.total || names.limit == 0 {
+                return Ok(ids);
+            }
+        }
+    }
+
+    /// The shards of Kinesis stream `id` that hold records.
+    pub async fn shards_with_records(&self, id: &str) -> Result<Vec<u32>, RecordError> {
+        #[derive(Deserialize)]
+        struct Info {
+            state: State,
+        }
+        #[derive(Deserialize)]
+        struct State {
+            #[serde(default)]
+            subjects: Option<std::collections::HashMap<String, u64>>,
+        }
+        let name = self.stream_name(id)?;
+        let prefix = format!("{}.d.{id}.", self.prefix);
+        let body = serde_json::json!({"subjects_filter": format!("{prefix}*")});
+        let answer = self.api(&format!("STREAM.INFO.{name}"), &body).await?;
+        let info: Info = serde_json::from_slice(&answer).map_err(unavailable)?;
+        let mut shards: Vec<u32> = info
+            .state
+            .subjects
+            .unwrap_or_default()
+            .keys()
+            .filter_map(|subject| subject.strip_prefix(&prefix)?.parse().ok())
+            .collect();
+        shards.sort_unstable();
+        Ok(shards)
+    }
+
     /// Removes `shard`'s records before position `before`; says how many went.
     pub async fn trim(&self, id: &str, shard: u32, before: u64) -> Result<u64, RecordError> {
         #[derive(Deserialize)]
@@ -315,6 +412,14 @@ impl JetStreamRecords {
         let purged: Purged = serde_json::from_slice(&answer)
             .map_err(|error| RecordError::Unavailable(error.to_string()))?;
         Ok(purged.purged)
+    }
+
+    /// Removes every record of `shard`.
+    pub async fn purge_shard(&self, id: &str, shard: u32) -> Result<(), RecordError> {
+        let name = self.stream_name(id)?;
+        let body = serde_json::json!({"filter": self.subject(id, shard)});
+        self.api(&format!("STREAM.PURGE.{name}"), &body).await?;
+        Ok(())
     }
 
     async fn direct(
@@ -344,6 +449,10 @@ impl JetStreamRecords {
             None => Ok(answer.payload),
         }
     }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> RecordError {
+    RecordError::Unavailable(error.to_string())
 }
 
 /// Each record's position, shard by shard, for a batch stored from `first` on (the batch

@@ -345,10 +345,26 @@ impl Engine {
             id.strip_prefix(namespace.as_str())
                 .is_some_and(|rest| rest.matches('/').count() == 1)
         };
+        // A stream none of whose logs is live goes as a whole; otherwise log by log.
+        let mut orphans: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let live_streams: std::collections::HashSet<&str> = live_logs
+            .iter()
+            .filter_map(|id| id.rsplit_once('/').map(|(stream, _)| stream))
+            .collect();
         for id in store.log_ids()? {
             if owned(&id) && !live_logs.contains(&id) {
-                tracing::info!(log = %id, "removing orphaned log");
-                store.remove_log(&id)?;
+                let stream = id.rsplit_once('/').map_or("", |(stream, _)| stream);
+                orphans.entry(stream.to_string()).or_default().push(id);
+            }
+        }
+        for (stream, ids) in orphans {
+            tracing::info!(logs = ?ids, "removing orphaned logs");
+            if live_streams.contains(stream.as_str()) {
+                for id in &ids {
+                    store.remove_log(id)?;
+                }
+            } else {
+                store.remove_stream(&stream, &ids)?;
             }
         }
         Ok(Engine {
@@ -601,9 +617,12 @@ impl Engine {
                 streams.remove(name);
             }
         }
-        for shard in &meta.shards {
-            self.store.remove_log(&log_id(meta, shard.index))?;
-        }
+        let ids: Vec<String> = meta
+            .shards
+            .iter()
+            .map(|shard| log_id(meta, shard.index))
+            .collect();
+        self.store.remove_stream(&meta.key, &ids)?;
         // With the logs gone, nothing is left that the stream's data keys decrypt. A crash
         // before this leaves the keys behind (a few bytes each), never a log without its key.
         if let Some(keys) = &self.data_keys {

@@ -114,6 +114,9 @@ pub trait RecordStore: Send + Sync {
     fn log_ids(&self) -> Result<Vec<String>>;
     /// Removes the log `id` and its records.
     fn remove_log(&self, id: &str) -> Result<()>;
+    /// Removes every log of the stream whose logs are named `<stream_key>/…`: `ids`, all of
+    /// them (the cluster's store keeps a stream's shards together and drops them at once).
+    fn remove_stream(&self, stream_key: &str, ids: &[String]) -> Result<()>;
     /// Stores each write's records, all or nothing per shard, each shard's in order; the
     /// returned future completes once every record is durable. Every `ShardWrite::log` is one
     /// this store's `log` returned.
@@ -196,6 +199,13 @@ impl RecordStore for Store {
 
     fn remove_log(&self, id: &str) -> Result<()> {
         Ok(Store::remove_log(self, id)?)
+    }
+
+    fn remove_stream(&self, _stream_key: &str, ids: &[String]) -> Result<()> {
+        for id in ids {
+            Store::remove_log(self, id)?;
+        }
+        Ok(())
     }
 
     /// One append (one batch) per shard, done before it returns, so the caller's lock orders

@@ -73,6 +73,31 @@ pub struct ServeArgs {
     /// Directory that holds the durable log and metadata [default: ./rivulet-data]
     #[arg(long, env = "RIVULET_DATA_DIR", conflicts_with = "in_memory")]
     pub data_dir: Option<PathBuf>,
+    /// Cluster mode: keep records and metadata in NATS JetStream, on these comma-separated
+    /// servers (`nats://host:port,…`; nats-server 2.14 or later with `sync_interval: always`),
+    /// instead of a data dir [default: off]
+    #[arg(long, env = "RIVULET_CLUSTER", conflicts_with_all = ["in_memory", "data_dir"])]
+    pub cluster: Option<String>,
+    /// Cluster mode: copies of every record and metadata key, each on its own NATS server
+    /// (1, 3 or 5) [default: 3]
+    #[arg(long, env = "RIVULET_REPLICAS")]
+    pub replicas: Option<usize>,
+    /// Cluster mode: this node's name [default: rivulet-<process id>]
+    #[arg(long, env = "RIVULET_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Cluster mode: the prefix of every JetStream stream and subject of this deployment (letters,
+    /// digits, `-` and `_`), so several share one NATS cluster [default: rivulet]
+    #[arg(long, env = "RIVULET_NATS_PREFIX")]
+    pub nats_prefix: Option<String>,
+    /// Cluster mode: NATS user name (with --nats-password)
+    #[arg(long, env = "RIVULET_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// Cluster mode: NATS password
+    #[arg(long, env = "RIVULET_NATS_PASSWORD", requires = "nats_user")]
+    pub nats_password: Option<String>,
+    /// Cluster mode: NATS authentication token
+    #[arg(long, env = "RIVULET_NATS_TOKEN")]
+    pub nats_token: Option<String>,
     /// Keep everything in memory (same semantics, nothing survives a restart)
     #[arg(long, env = "RIVULET_IN_MEMORY", num_args = 0..=1, default_missing_value = "true")]
     pub in_memory: Option<bool>,
@@ -200,10 +225,12 @@ pub enum Limits {
 }
 
 /// Where data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Storage {
     Dir(PathBuf),
     Memory,
+    /// NATS JetStream (`--cluster`).
+    Cluster(rivulet_cluster::store::ClusterSettings),
 }
 
 /// The settings a server runs with, every default applied.
@@ -277,7 +304,49 @@ impl ServeArgs {
         if in_memory && data_dir.is_some() {
             anyhow::bail!("--in-memory and --data-dir exclude each other");
         }
-        let storage = if in_memory {
+        let cluster = self.cluster.or(file.cluster);
+        let storage = if let Some(urls) = cluster {
+            if in_memory || data_dir.is_some() {
+                anyhow::bail!("--cluster excludes --in-memory and --data-dir");
+            }
+            let replicas = self.replicas.or(file.replicas).unwrap_or(3);
+            if ![1, 3, 5].contains(&replicas) {
+                anyhow::bail!("--replicas must be 1, 3 or 5, not {replicas}");
+            }
+            let prefix = self
+                .nats_prefix
+                .or(file.nats_prefix)
+                .unwrap_or_else(|| "rivulet".into());
+            let token_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            if prefix.is_empty() || !prefix.bytes().all(token_char) {
+                anyhow::bail!("--nats-prefix must be letters, digits, - and _, not {prefix:?}");
+            }
+            let user = self.nats_user.or(file.nats_user);
+            let password = self.nats_password.or(file.nats_password);
+            let user = match (user, password) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (None, None) => None,
+                _ => anyhow::bail!("--nats-user and --nats-password must be given together"),
+            };
+            Storage::Cluster(rivulet_cluster::store::ClusterSettings {
+                urls: urls
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|url| !url.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                replicas,
+                node_name: self
+                    .node_name
+                    .or(file.node_name)
+                    .unwrap_or_else(|| format!("rivulet-{}", std::process::id())),
+                prefix,
+                user,
+                token: self.nats_token.or(file.nats_token),
+                timeout: std::time::Duration::from_secs(10),
+                serving_wait: std::time::Duration::from_secs(15),
+            })
+        } else if in_memory {
             Storage::Memory
         } else {
             Storage::Dir(data_dir.unwrap_or_else(|| PathBuf::from("./rivulet-data")))
@@ -324,7 +393,7 @@ impl ServeArgs {
             Some(path) => Some(path),
             None => match &storage {
                 Storage::Dir(_) => default_kms_keys(),
-                Storage::Memory => None,
+                Storage::Memory | Storage::Cluster(_) => None,
             },
         };
         if let (Some(keys), Storage::Dir(dir)) = (&kms_keys, &storage) {
@@ -419,7 +488,7 @@ mod tests {
         let config = args.resolve().unwrap();
         assert_eq!(config.engine.region, "eu-west-1");
         assert_eq!(config.engine.shard_limit, 9);
-        assert_eq!(config.storage, Storage::Memory);
+        assert!(matches!(config.storage, Storage::Memory));
         assert_eq!(config.listen.port(), 4567);
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -446,6 +515,52 @@ mod tests {
         for refused in [0, 1025] {
             let error = with(refused).unwrap_err().to_string();
             assert!(error.contains("--journal-file-mib"), "{error}");
+        }
+    }
+
+    #[test]
+    fn cluster_settings_come_from_flags_and_are_checked() {
+        let with = |args: ServeArgs| args.resolve();
+        let config = with(ServeArgs {
+            cluster: Some("nats://127.0.0.1:4222, nats://127.0.0.1:4223".into()),
+            node_name: Some("n1".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        let Storage::Cluster(settings) = config.storage else {
+            panic!("cluster storage");
+        };
+        assert_eq!(
+            settings.urls,
+            ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+        );
+        assert_eq!(settings.replicas, 3);
+        assert_eq!(settings.prefix, "rivulet");
+        assert_eq!(settings.node_name, "n1");
+        let refused = [
+            ServeArgs {
+                cluster: Some("nats://a".into()),
+                replicas: Some(2),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                cluster: Some("nats://a".into()),
+                nats_prefix: Some("a.b".into()),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                cluster: Some("nats://a".into()),
+                in_memory: Some(true),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                cluster: Some("nats://a".into()),
+                nats_user: Some("u".into()),
+                ..ServeArgs::default()
+            },
+        ];
+        for args in refused {
+            assert!(with(args).is_err());
         }
     }
 

@@ -26,6 +26,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rivulet_engine::Engine;
 use rivulet_engine::encryption::DataKeys;
+use rivulet_engine::storage::RecordStore;
 use rivulet_log::{Backend, FileBackend, MemBackend, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,29 +52,40 @@ pub struct Server {
 impl Server {
     /// Opens storage, recovers, binds the listener and starts serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        // The key service, shared by every account's engine.
+        let kms = Arc::new(kms::LocalKms::open(
+            config.kms_keys.clone(),
+            &config.engine.region,
+        )?);
         let backend: Arc<dyn Backend> = match &config.storage {
             Storage::Dir(dir) => {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating data dir {}", dir.display()))?;
                 Arc::new(FileBackend::new(dir.clone()).context("opening data dir")?)
             }
-            Storage::Memory => Arc::new(MemBackend::new()),
+            Storage::Memory | Storage::Cluster(_) => Arc::new(MemBackend::new()),
         };
-        let store = Store::open(backend, config.store).context("opening the log store")?;
-        // The key service and the store's data keys, shared by every account's engine.
-        let kms = Arc::new(kms::LocalKms::open(
-            config.kms_keys.clone(),
-            &config.engine.region,
-        )?);
-        let data_keys = DataKeys::open(store.clone(), kms.clone())
-            .map_err(|e| anyhow::anyhow!("loading data keys: {e}"))?;
+        // The store's data keys, for encrypted streams: the embedded store seals whole batches.
+        // Cluster mode has no encryption at rest yet, so it has no key service: starting
+        // encryption answers KMSNotFoundException (docs/cluster.md).
+        let (store, data_keys): (Arc<dyn RecordStore>, _) = match &config.storage {
+            Storage::Cluster(settings) => {
+                let store = rivulet_cluster::store::ClusterStore::open(settings)
+                    .await
+                    .context("opening the cluster's storage")?;
+                (store, None)
+            }
+            Storage::Dir(_) | Storage::Memory => {
+                let store: Arc<dyn RecordStore> =
+                    Store::open(backend, config.store).context("opening the log store")?;
+                let data_keys = DataKeys::open(store.clone(), kms.clone())
+                    .map_err(|e| anyhow::anyhow!("loading data keys: {e}"))?;
+                (store, Some(data_keys))
+            }
+        };
         let engine = Arc::new(
-            Engine::open_with_keys(
-                store.clone(),
-                config.engine.clone(),
-                Some(data_keys.clone()),
-            )
-            .map_err(|e| anyhow::anyhow!("opening the engine: {e}"))?,
+            Engine::open_with_keys(store.clone(), config.engine.clone(), data_keys.clone())
+                .map_err(|e| anyhow::anyhow!("opening the engine: {e}"))?,
         );
         // One engine per account: the server's own, and each other account the credentials
         // name, in its own namespace of the same store. Each sees only its own streams.
@@ -93,9 +105,8 @@ impl Server {
                 namespace: format!("acct-{account}/"),
                 ..config.engine.clone()
             };
-            let other =
-                Engine::open_with_keys(store.clone(), engine_config, Some(data_keys.clone()))
-                    .map_err(|e| anyhow::anyhow!("opening account {account}: {e}"))?;
+            let other = Engine::open_with_keys(store.clone(), engine_config, data_keys.clone())
+                .map_err(|e| anyhow::anyhow!("opening account {account}: {e}"))?;
             accounts.insert(account, Arc::new(other));
         }
         let accounts = Arc::new(accounts);
@@ -106,14 +117,13 @@ impl Server {
         let mut tls_certificate = None;
         let tls_listener = match &config.tls {
             Some(settings) => {
-                let generated_dir = match &config.storage {
-                    Storage::Dir(dir) => dir.join("tls"),
-                    Storage::Memory => std::env::temp_dir().join(format!(
-                        "rivulet-tls-{}-{}",
-                        std::process::id(),
-                        local_addr.port()
-                    )),
-                };
+                let generated_dir =
+                    match &config.storage {
+                        Storage::Dir(dir) => dir.join("tls"),
+                        Storage::Memory | Storage::Cluster(_) => std::env::temp_dir().join(
+                            format!("rivulet-tls-{}-{}", std::process::id(), local_addr.port()),
+                        ),
+                    };
                 let tls = tls::setup(
                     settings.cert.as_deref(),
                     settings.key.as_deref(),

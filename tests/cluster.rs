@@ -1,0 +1,322 @@
+//! Cluster mode (`--cluster`): one Rivulet node on a real 3-server NATS cluster with R3
+//! JetStream, driven through `aws-sdk-kinesis`. Records, metadata and resharding live in
+//! JetStream: a restarted node (or another one after it) serves them as they were, and a
+//! second node is refused while the first one serves.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{
+    PutRecordsRequestEntry, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
+};
+use rivulet_cluster::servers::NatsCluster;
+use rivulet_cluster::store::ClusterSettings;
+use rivulet_server::{Server, ServerConfig, Storage};
+
+use crate::util::{TestServer, first_page, register_consumer, stream_arn, wait_active};
+
+fn settings(cluster: &NatsCluster, node: &str, serving_wait: Duration) -> ClusterSettings {
+    ClusterSettings {
+        urls: cluster.urls().split(',').map(str::to_string).collect(),
+        replicas: 3,
+        node_name: node.to_string(),
+        prefix: "riv".to_string(),
+        user: None,
+        token: None,
+        timeout: Duration::from_secs(10),
+        serving_wait,
+    }
+}
+
+fn config(settings: ClusterSettings) -> ServerConfig {
+    let mut config = ServerConfig::for_tests();
+    config.storage = Storage::Cluster(settings);
+    config
+}
+
+/// Every record of `shard` from TRIM_HORIZON: (sequence number, data).
+async fn read_all(
+    c: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+) -> Vec<(String, Vec<u8>)> {
+    crate::util::read_all(c, stream, shard)
+        .await
+        .iter()
+        .map(|r| (r.sequence_number().to_string(), r.data().as_ref().to_vec()))
+        .collect()
+}
+
+async fn list_shards(
+    c: &aws_sdk_kinesis::Client,
+) -> aws_sdk_kinesis::operation::list_shards::ListShardsOutput {
+    c.list_shards()
+        .stream_name("orders")
+        .send()
+        .await
+        .expect("list shards")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_serves_kinesis_from_jetstream_and_a_restart_keeps_everything() {
+    let nats = NatsCluster::start(3).await.expect("nats cluster");
+    let node = TestServer::with_config(config(settings(&nats, "a", Duration::from_secs(10)))).await;
+    let c = &node.client;
+
+    c.create_stream()
+        .stream_name("orders")
+        .shard_count(4)
+        .send()
+        .await
+        .expect("create");
+    wait_active(c, "orders").await;
+
+    // PutRecords over every shard, then PutRecord: each shard's numbers strictly increase.
+    let entries: Vec<PutRecordsRequestEntry> = (0..200)
+        .map(|i| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(format!("key-{i}"))
+                .data(Blob::new(format!("record-{i}")))
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let put = c
+        .put_records()
+        .stream_name("orders")
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("put records");
+    assert_eq!(put.failed_record_count(), Some(0));
+    let single = c
+        .put_record()
+        .stream_name("orders")
+        .partition_key("key-7")
+        .data(Blob::new("record-200"))
+        .send()
+        .await
+        .expect("put record");
+
+    let mut expected: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for (i, r) in put.records().iter().enumerate() {
+        expected
+            .entry(r.shard_id().expect("shard").to_string())
+            .or_default()
+            .push((
+                r.sequence_number().expect("sequence").to_string(),
+                format!("record-{i}"),
+            ));
+    }
+    expected
+        .entry(single.shard_id().to_string())
+        .or_default()
+        .push((single.sequence_number().to_string(), "record-200".into()));
+    let shards = list_shards(c).await;
+    assert_eq!(shards.shards().len(), 4);
+    let mut read = 0;
+    for shard in shards.shards() {
+        let records = read_all(c, "orders", shard.shard_id()).await;
+        let want = expected.remove(shard.shard_id()).unwrap_or_default();
+        let got: Vec<(String, String)> = records
+            .iter()
+            .map(|(seq, data)| (seq.clone(), String::from_utf8_lossy(data).into_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            want,
+            "shard {}: every record once, in order",
+            shard.shard_id()
+        );
+        // Decimal numbers of up to 56 digits: compared by length, then digit by digit.
+        let numbers: Vec<(usize, &str)> = records
+            .iter()
+            .map(|(seq, _)| (seq.len(), seq.as_str()))
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "numbers increase");
+        read += records.len();
+    }
+    assert_eq!(read, 201);
+
+    // AT_SEQUENCE_NUMBER and AFTER_SEQUENCE_NUMBER start where the numbers say; LATEST
+    // starts after the last record.
+    let shard = single.shard_id().to_string();
+    let page = first_page(
+        c,
+        "orders",
+        &shard,
+        ShardIteratorType::AtSequenceNumber,
+        Some(single.sequence_number()),
+    )
+    .await;
+    assert_eq!(page.records().len(), 1);
+    assert_eq!(page.records()[0].data().as_ref(), b"record-200");
+    let empty = first_page(c, "orders", &shard, ShardIteratorType::Latest, None).await;
+    assert!(empty.records().is_empty());
+    c.put_record()
+        .stream_name("orders")
+        .partition_key("key-7")
+        .data(Blob::new("after-latest"))
+        .send()
+        .await
+        .expect("put");
+    let after = c
+        .get_records()
+        .shard_iterator(empty.next_shard_iterator().expect("next"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(after.records().len(), 1);
+    assert_eq!(after.records()[0].data().as_ref(), b"after-latest");
+
+    // Resharding: the parent closes where its records end, the children take new writes.
+    c.split_shard()
+        .stream_name("orders")
+        .shard_to_split(&shard)
+        .new_starting_hash_key(
+            shards
+                .shards()
+                .iter()
+                .find(|s| s.shard_id() == shard)
+                .and_then(|s| s.hash_key_range())
+                .map(|range| {
+                    let start: u128 = range.starting_hash_key().parse().expect("start");
+                    let end: u128 = range.ending_hash_key().parse().expect("end");
+                    (start + (end - start) / 2).to_string()
+                })
+                .expect("range"),
+        )
+        .send()
+        .await
+        .expect("split");
+    wait_active(c, "orders").await;
+    let parent = read_all(c, "orders", &shard).await;
+    let last_page = first_page(
+        c,
+        "orders",
+        &shard,
+        ShardIteratorType::AfterSequenceNumber,
+        Some(&parent.last().expect("records").0),
+    )
+    .await;
+    assert_eq!(
+        last_page.child_shards().len(),
+        2,
+        "the closed parent names its children"
+    );
+    assert!(last_page.next_shard_iterator().is_none());
+
+    // An enhanced fan-out consumer gets a record pushed.
+    let stream_arn = stream_arn(c, "orders").await;
+    let consumer_arn = register_consumer(c, &stream_arn, "pushed").await;
+    for _ in 0..100 {
+        let status = c
+            .describe_stream_consumer()
+            .consumer_arn(&consumer_arn)
+            .send()
+            .await
+            .expect("describe consumer")
+            .consumer_description()
+            .map(|d| d.consumer_status().clone());
+        if status == Some(aws_sdk_kinesis::types::ConsumerStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let child = last_page.child_shards()[0].shard_id().to_string();
+    let mut events = c
+        .subscribe_to_shard()
+        .consumer_arn(&consumer_arn)
+        .shard_id(&child)
+        .starting_position(
+            StartingPosition::builder()
+                .r#type(ShardIteratorType::Latest)
+                .build()
+                .expect("position"),
+        )
+        .send()
+        .await
+        .expect("subscribe")
+        .event_stream;
+    let child_range = last_page.child_shards()[0]
+        .hash_key_range()
+        .expect("range")
+        .starting_hash_key()
+        .to_string();
+    c.put_record()
+        .stream_name("orders")
+        .partition_key("any")
+        .explicit_hash_key(&child_range)
+        .data(Blob::new("pushed"))
+        .send()
+        .await
+        .expect("put to child");
+    let pushed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await.expect("event") {
+                Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))
+                    if !event.records().is_empty() =>
+                {
+                    return event.records()[0].data().as_ref().to_vec();
+                }
+                Some(_) => continue,
+                None => panic!("the subscription ended"),
+            }
+        }
+    })
+    .await
+    .expect("pushed in time");
+    assert_eq!(pushed, b"pushed");
+    drop(events);
+
+    // While node a serves, node b is refused.
+    let refused = Server::start(config(settings(&nats, "b", Duration::from_secs(1)))).await;
+    let error = refused.err().expect("a second node is refused");
+    assert!(
+        format!("{error:#}").contains("another Rivulet node serves this cluster"),
+        "{error:#}"
+    );
+
+    // Node a stops (giving the lease back); node b then serves the same streams and records.
+    node.stop().await;
+    let b = TestServer::with_config(config(settings(&nats, "b", Duration::from_secs(10)))).await;
+    let c = &b.client;
+    let names = c.list_streams().send().await.expect("list");
+    assert_eq!(names.stream_names(), ["orders"]);
+    let again = read_all(c, "orders", &shard).await;
+    assert_eq!(
+        again, parent,
+        "the closed parent reads the same after a restart"
+    );
+    let shards = list_shards(c).await;
+    assert_eq!(shards.shards().len(), 6, "4 shards, one split in two");
+
+    // Deleting the stream removes its JetStream stream.
+    c.delete_stream()
+        .stream_name("orders")
+        .enforce_consumer_deletion(true)
+        .send()
+        .await
+        .expect("delete");
+    for _ in 0..200 {
+        if c.list_streams()
+            .send()
+            .await
+            .expect("list")
+            .stream_names()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let nats_client = nats.connect().await.expect("connect");
+    let left = rivulet_cluster::records::JetStreamRecords::new(nats_client, "riv", 3)
+        .ids()
+        .await
+        .expect("record streams");
+    assert!(left.is_empty(), "no record stream is left: {left:?}");
+    b.stop().await;
+    nats.stop().await.expect("stop nats");
+}
