@@ -1,7 +1,7 @@
-//! Cluster mode (`--cluster`): one Rivulet node on a real 3-server NATS cluster with R3
-//! JetStream, driven through `aws-sdk-kinesis`. Records, metadata and resharding live in
-//! JetStream: a restarted node (or another one after it) serves them as they were, and a
-//! second node is refused while the first one serves.
+//! Cluster mode (`--cluster`) on a real 3-server NATS cluster with R3 JetStream, driven
+//! through `aws-sdk-kinesis`: one Rivulet node (records, metadata and resharding live in
+//! JetStream, and another node serves them as they were), then three nodes as processes
+//! with requests spread over them, and a kill -9 of the leader.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,11 +12,13 @@ use aws_sdk_kinesis::types::{
 };
 use rivulet_cluster::servers::NatsCluster;
 use rivulet_cluster::store::ClusterSettings;
-use rivulet_server::{Server, ServerConfig, Storage};
+use rivulet_server::{ServerConfig, Storage};
 
-use crate::util::{TestServer, first_page, register_consumer, stream_arn, wait_active};
+use crate::util::{
+    Process, TestServer, client, first_page, register_consumer, stream_arn, wait_active,
+};
 
-fn settings(cluster: &NatsCluster, node: &str, serving_wait: Duration) -> ClusterSettings {
+fn settings(cluster: &NatsCluster, node: &str, leader_wait: Duration) -> ClusterSettings {
     ClusterSettings {
         urls: cluster.urls().split(',').map(str::to_string).collect(),
         replicas: 3,
@@ -25,7 +27,7 @@ fn settings(cluster: &NatsCluster, node: &str, serving_wait: Duration) -> Cluste
         user: None,
         token: None,
         timeout: Duration::from_secs(10),
-        serving_wait,
+        leader_wait,
     }
 }
 
@@ -56,6 +58,68 @@ async fn list_shards(
         .send()
         .await
         .expect("list shards")
+}
+
+/// A subscription from LATEST to `shard`, once consumer `consumer_arn` is ACTIVE.
+async fn subscribe_latest(
+    c: &aws_sdk_kinesis::Client,
+    consumer_arn: &str,
+    shard: &str,
+) -> aws_sdk_kinesis::primitives::event_stream::EventReceiver<
+    SubscribeToShardEventStream,
+    aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+> {
+    for _ in 0..200 {
+        let status = c
+            .describe_stream_consumer()
+            .consumer_arn(consumer_arn)
+            .send()
+            .await
+            .expect("describe consumer")
+            .consumer_description()
+            .map(|d| d.consumer_status().clone());
+        if status == Some(aws_sdk_kinesis::types::ConsumerStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.subscribe_to_shard()
+        .consumer_arn(consumer_arn)
+        .shard_id(shard)
+        .starting_position(
+            StartingPosition::builder()
+                .r#type(ShardIteratorType::Latest)
+                .build()
+                .expect("position"),
+        )
+        .send()
+        .await
+        .expect("subscribe")
+        .event_stream
+}
+
+/// The data of the first record a subscription pushes (within 10 s).
+async fn first_pushed(
+    events: &mut aws_sdk_kinesis::primitives::event_stream::EventReceiver<
+        SubscribeToShardEventStream,
+        aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+    >,
+) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await.expect("event") {
+                Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))
+                    if !event.records().is_empty() =>
+                {
+                    return event.records()[0].data().as_ref().to_vec();
+                }
+                Some(_) => continue,
+                None => panic!("the subscription ended"),
+            }
+        }
+    })
+    .await
+    .expect("pushed in time")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,35 +274,8 @@ async fn one_node_serves_kinesis_from_jetstream_and_a_restart_keeps_everything()
     // An enhanced fan-out consumer gets a record pushed.
     let stream_arn = stream_arn(c, "orders").await;
     let consumer_arn = register_consumer(c, &stream_arn, "pushed").await;
-    for _ in 0..100 {
-        let status = c
-            .describe_stream_consumer()
-            .consumer_arn(&consumer_arn)
-            .send()
-            .await
-            .expect("describe consumer")
-            .consumer_description()
-            .map(|d| d.consumer_status().clone());
-        if status == Some(aws_sdk_kinesis::types::ConsumerStatus::Active) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let child = last_page.child_shards()[0].shard_id().to_string();
-    let mut events = c
-        .subscribe_to_shard()
-        .consumer_arn(&consumer_arn)
-        .shard_id(&child)
-        .starting_position(
-            StartingPosition::builder()
-                .r#type(ShardIteratorType::Latest)
-                .build()
-                .expect("position"),
-        )
-        .send()
-        .await
-        .expect("subscribe")
-        .event_stream;
+    let mut events = subscribe_latest(c, &consumer_arn, &child).await;
     let child_range = last_page.child_shards()[0]
         .hash_key_range()
         .expect("range")
@@ -252,33 +289,12 @@ async fn one_node_serves_kinesis_from_jetstream_and_a_restart_keeps_everything()
         .send()
         .await
         .expect("put to child");
-    let pushed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await.expect("event") {
-                Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))
-                    if !event.records().is_empty() =>
-                {
-                    return event.records()[0].data().as_ref().to_vec();
-                }
-                Some(_) => continue,
-                None => panic!("the subscription ended"),
-            }
-        }
-    })
-    .await
-    .expect("pushed in time");
+    let pushed = first_pushed(&mut events).await;
     assert_eq!(pushed, b"pushed");
     drop(events);
 
-    // While node a serves, node b is refused.
-    let refused = Server::start(config(settings(&nats, "b", Duration::from_secs(1)))).await;
-    let error = refused.err().expect("a second node is refused");
-    assert!(
-        format!("{error:#}").contains("another Rivulet node serves this cluster"),
-        "{error:#}"
-    );
-
-    // Node a stops (giving the lease back); node b then serves the same streams and records.
+    // Node a stops (giving the lease back); node b then leads, with the same streams and
+    // records.
     node.stop().await;
     let b = TestServer::with_config(config(settings(&nats, "b", Duration::from_secs(10)))).await;
     let c = &b.client;
@@ -319,4 +335,214 @@ async fn one_node_serves_kinesis_from_jetstream_and_a_restart_keeps_everything()
     assert!(left.is_empty(), "no record stream is left: {left:?}");
     b.stop().await;
     nats.stop().await.expect("stop nats");
+}
+
+/// Every record once, per shard in order, whichever node wrote or reads it; control-plane
+/// calls on any node; a subscription on one node woken by puts on another; kill -9 of the
+/// leader: the other nodes' clients see no error, and leadership (a new stream becoming
+/// ACTIVE needs the leader's tick) moves within 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
+    let nats = NatsCluster::start(3).await.expect("nats cluster");
+    let urls = nats.urls();
+    let node = |name: &str| {
+        Process::spawn(&[
+            "--cluster",
+            &urls,
+            "--node-name",
+            name,
+            "--nats-prefix",
+            "riv3",
+            "--create-stream-ms",
+            "0",
+            "--update-stream-ms",
+            "0",
+            "--limits",
+            "off",
+            "--log",
+            "warn",
+        ])
+    };
+    // The first node leads (a deployment without a leader takes the first that asks).
+    let mut a = node("a");
+    let (b, c) = (node("b"), node("c"));
+    let (ca, cb, cc) = (client(a.addr), client(b.addr), client(c.addr));
+
+    // Created through a follower (forwarded to the leader), ACTIVE as another follower sees it.
+    cb.create_stream()
+        .stream_name("multi")
+        .shard_count(4)
+        .send()
+        .await
+        .expect("create through a follower");
+    wait_active(&cc, "multi").await;
+
+    // Puts through all three nodes at once.
+    let mut writers = Vec::new();
+    for (w, client) in [ca.clone(), cb.clone(), cc.clone()].into_iter().enumerate() {
+        writers.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for round in 0..10 {
+                let entries: Vec<PutRecordsRequestEntry> = (0..50)
+                    .map(|i| {
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(format!("k{w}-{round}-{i}"))
+                            .data(Blob::new(format!("w{w}-{round}-{i}")))
+                            .build()
+                            .expect("entry")
+                    })
+                    .collect();
+                let put = client
+                    .put_records()
+                    .stream_name("multi")
+                    .set_records(Some(entries))
+                    .send()
+                    .await
+                    .expect("put records");
+                assert_eq!(put.failed_record_count(), Some(0));
+                for (i, r) in put.records().iter().enumerate() {
+                    sent.push((
+                        r.shard_id().expect("shard").to_string(),
+                        r.sequence_number().expect("number").to_string(),
+                        format!("w{w}-{round}-{i}"),
+                    ));
+                }
+            }
+            sent
+        }));
+    }
+    let mut sent = Vec::new();
+    for writer in writers {
+        sent.extend(writer.await.expect("writer"));
+    }
+    let shards = ca
+        .list_shards()
+        .stream_name("multi")
+        .send()
+        .await
+        .expect("list shards");
+    let mut stored = Vec::new();
+    for (i, shard) in shards.shards().iter().enumerate() {
+        // Each shard read through another node.
+        let reader = [&ca, &cb, &cc][i % 3];
+        let records = read_all(reader, "multi", shard.shard_id()).await;
+        let numbers: Vec<(usize, &str)> = records
+            .iter()
+            .map(|(seq, _)| (seq.len(), seq.as_str()))
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "numbers increase");
+        stored.extend(records.into_iter().map(|(seq, data)| {
+            (
+                shard.shard_id().to_string(),
+                seq,
+                String::from_utf8_lossy(&data).into_owned(),
+            )
+        }));
+    }
+    sent.sort();
+    stored.sort();
+    assert_eq!(
+        stored, sent,
+        "every acknowledged record once, where it was placed"
+    );
+
+    // A split through a follower; writes through another follower then reach the children.
+    let first = &shards.shards()[0];
+    let range = first.hash_key_range().expect("range");
+    let (start, end): (u128, u128) = (
+        range.starting_hash_key().parse().expect("start"),
+        range.ending_hash_key().parse().expect("end"),
+    );
+    cc.split_shard()
+        .stream_name("multi")
+        .shard_to_split(first.shard_id())
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .expect("split through a follower");
+    wait_active(&cb, "multi").await;
+    let put = cb
+        .put_record()
+        .stream_name("multi")
+        .partition_key("x")
+        .explicit_hash_key(start.to_string())
+        .data(Blob::new("to a child"))
+        .send()
+        .await
+        .expect("put after the split");
+    assert_ne!(put.shard_id(), first.shard_id(), "the parent is closed");
+
+    // A subscription on a follower wakes for a put through the leader.
+    let stream_arn = stream_arn(&ca, "multi").await;
+    let consumer_arn = register_consumer(&cb, &stream_arn, "watcher").await;
+    let mut events = subscribe_latest(&cc, &consumer_arn, put.shard_id()).await;
+    ca.put_record()
+        .stream_name("multi")
+        .partition_key("x")
+        .explicit_hash_key(start.to_string())
+        .data(Blob::new("pushed across nodes"))
+        .send()
+        .await
+        .expect("put through the leader");
+    let pushed = first_pushed(&mut events).await;
+    assert_eq!(pushed, b"pushed across nodes");
+    drop(events);
+
+    // kill -9 the leader while a follower's client writes: it sees no error, and a stream
+    // created after the kill becomes ACTIVE once the leadership has moved.
+    let writing = tokio::spawn({
+        let cb = cb.clone();
+        async move {
+            let mut ok = 0;
+            let until = tokio::time::Instant::now() + Duration::from_secs(4);
+            while tokio::time::Instant::now() < until {
+                cb.put_record()
+                    .stream_name("multi")
+                    .partition_key(format!("during-{ok}"))
+                    .data(Blob::new("during"))
+                    .send()
+                    .await
+                    .expect("a follower's put while the leader dies");
+                ok += 1;
+            }
+            ok
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = std::time::Instant::now();
+    a.kill();
+    let puts = writing.await.expect("writer");
+    assert!(puts > 0);
+    cc.create_stream()
+        .stream_name("after")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create after the leader died");
+    wait_active_within(&cb, "after", Duration::from_secs(15)).await;
+    let moved = killed.elapsed();
+    assert!(
+        moved < Duration::from_secs(10),
+        "leadership moved in {moved:?}"
+    );
+    eprintln!("leadership moved {moved:?} after kill -9 of the leader");
+    drop((b, c));
+    nats.stop().await.expect("stop nats");
+}
+
+/// Waits until the stream `name` is ACTIVE, within `limit`.
+async fn wait_active_within(c: &aws_sdk_kinesis::Client, name: &str, limit: Duration) {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        let summary = c.describe_stream_summary().stream_name(name).send().await;
+        if let Ok(summary) = summary
+            && summary
+                .stream_description_summary()
+                .is_some_and(|s| s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {name} did not become ACTIVE within {limit:?}");
 }

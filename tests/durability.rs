@@ -1,9 +1,6 @@
 //! Durability: data survives a clean restart and a kill -9 under concurrent write load.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +9,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 
-use crate::util::{TestServer, client};
+use crate::util::{Process, TestServer, client};
 
 /// Every record of a stream, per shard in shard order: (shard, partition key, data, sequence).
 async fn read_all(c: &Client, stream: &str) -> Vec<(String, String, Vec<u8>, String)> {
@@ -114,64 +111,25 @@ async fn records_survive_a_clean_restart() {
     t.stop().await;
 }
 
-/// A server process over a data dir. Dropping it kills it (SIGKILL) and reaps it, so a failing
-/// test leaves no server behind.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Process {
-    /// kill -9, and wait until the process is gone.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn spawn_server(dir: &std::path::Path) -> Process {
     spawn_server_with(dir, &[])
 }
 
 /// `spawn_server` with more flags.
 fn spawn_server_with(dir: &std::path::Path, extra: &[&str]) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--create-stream-ms",
-            "0",
-            "--limits",
-            "off",
-            "--log",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn rivulet");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("ready line");
-    let addr = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok());
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("unexpected first line: {line:?}");
-    };
-    Process { child, addr }
+    let dir = dir.to_string_lossy();
+    let mut args = vec![
+        "--create-stream-ms",
+        "0",
+        "--limits",
+        "off",
+        "--log",
+        "warn",
+        "--data-dir",
+        dir.as_ref(),
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(&args)
 }
 
 /// Kill -9 a server under concurrent write load, many times; every acknowledged record must be

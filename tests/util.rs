@@ -384,3 +384,48 @@ pub async fn first_page(
         .await
         .expect("records")
 }
+
+/// A `rivulet serve` process. Dropping it kills it (SIGKILL) and reaps it, so a failing test
+/// leaves no server behind.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    /// `rivulet serve --listen 127.0.0.1:0` with `args`; returns once it listens.
+    pub fn spawn(args: &[&str]) -> Process {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn rivulet");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        let addr = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first line: {line:?}");
+        };
+        Process { child, addr }
+    }
+
+    /// kill -9, and wait until the process is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

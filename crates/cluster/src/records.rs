@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use rivulet_log::NewRecord;
 use serde::Deserialize;
 
-use crate::api::{ApiError, BATCH_DUPLICATE_MESSAGE_ID, Envelope};
+use crate::api::{ApiError, BATCH_DUPLICATE_MESSAGE_ID, Envelope, WRONG_LAST_SEQUENCE};
 use crate::{
     BatchError, BatchMessage, DirectGet, StoredMessage, direct_get_batch, publish_atomic_within,
 };
@@ -44,6 +44,9 @@ pub enum RecordError {
     /// request id tells).
     #[error("record store: {0}")]
     Unavailable(String),
+    /// A shard of the put was closed (`JetStreamRecords::close`): nothing was stored.
+    #[error("record store: a shard of the put is closed")]
+    Closed,
     /// A message of the stream is not a record frame.
     #[error("record store: stored message {0} is not a record")]
     Corrupt(u64),
@@ -115,11 +118,17 @@ impl JetStreamRecords {
         format!("{}.d.{id}.{shard}", self.prefix)
     }
 
+    /// The subject whose one message closes `shard` to writes (see [`JetStreamRecords::close`]).
+    fn epoch_subject(&self, id: &str, shard: u32) -> String {
+        format!("{}.e.{id}.{shard}", self.prefix)
+    }
+
     /// Creates the JetStream stream of Kinesis stream `id`, keeping records `max_age`.
     pub async fn create(&self, id: &str, max_age: Duration) -> Result<(), RecordError> {
         let name = self.stream_name(id)?;
         let config = serde_json::json!({
-            "name": name, "subjects": [format!("{}.d.{id}.>", self.prefix)],
+            "name": name,
+            "subjects": [format!("{}.d.{id}.>", self.prefix), format!("{}.e.{id}.>", self.prefix)],
             "num_replicas": self.replicas, "storage": "file", "retention": "limits",
             "discard": "old", "max_age": u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
             "duplicate_window": DUPLICATE_WINDOW_MS as u64 * 1_000_000,
@@ -160,10 +169,20 @@ impl JetStreamRecords {
         let mut messages = Vec::with_capacity(count);
         for (shard, records) in shards {
             let subject = self.subject(id, *shard);
-            for record in records.iter() {
+            for (k, record) in records.iter().enumerate() {
+                let mut headers = HeaderMap::new();
+                if k == 0 {
+                    // Only while the shard is open: its epoch subject holds no message until
+                    // `close`, and a batch checked after that stores nothing.
+                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                    headers.insert(
+                        "Nats-Expected-Last-Subject-Sequence-Subject",
+                        self.epoch_subject(id, *shard).as_str(),
+                    );
+                }
                 messages.push(BatchMessage {
                     subject: subject.clone(),
-                    headers: HeaderMap::new(),
+                    headers,
                     payload: encode(record, arrival_ms)?,
                 });
             }
@@ -191,6 +210,9 @@ impl JetStreamRecords {
                         .find_put(&name, &first_subject, arrival_ms, request_id)
                         .await?;
                     return Ok(positions(shards, first));
+                }
+                Err(BatchError::Api(error)) if error.err_code == WRONG_LAST_SEQUENCE => {
+                    return Err(RecordError::Closed);
                 }
                 Err(BatchError::Api(error)) if error.is_retryable() => {
                     last_error = error.to_string();
@@ -412,6 +434,49 @@ impl JetStreamRecords {
         let purged: Purged = serde_json::from_slice(&answer)
             .map_err(|error| RecordError::Unavailable(error.to_string()))?;
         Ok(purged.purged)
+    }
+
+    /// Closes `shard` to writes: from now on every put that writes to it stores nothing and
+    /// fails with [`RecordError::Closed`], whichever node sends it, and whether it was sent
+    /// before or after. Returns the position the shard ends at: its records are all below it.
+    /// Closing a closed shard returns the same position.
+    pub async fn close(&self, id: &str, shard: u32) -> Result<u64, RecordError> {
+        self.stream_name(id)?;
+        let subject = self.epoch_subject(id, shard);
+        let js = async_nats::jetstream::new(self.client.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        let closed = async {
+            let ack = js
+                .publish_with_headers(subject, headers, Bytes::new())
+                .await
+                .map_err(|error| error.to_string())?
+                .await;
+            match ack {
+                Ok(ack) => Ok(ack.sequence),
+                Err(error) => Err(error.to_string()),
+            }
+        };
+        match tokio::time::timeout(self.timeout, closed).await {
+            Ok(Ok(sequence)) => Ok(sequence),
+            // Closed before (a retry): its epoch message is where it ended.
+            Ok(Err(_)) | Err(_) => {
+                let name = self.stream_name(id)?;
+                let js = async_nats::jetstream::new(self.client.clone());
+                let epoch = self.epoch_subject(id, shard);
+                let last = async {
+                    let stream = js.get_stream_no_info(&name).await.map_err(unavailable)?;
+                    stream
+                        .get_last_raw_message_by_subject(&epoch)
+                        .await
+                        .map(|message| message.sequence)
+                        .map_err(unavailable)
+                };
+                tokio::time::timeout(self.timeout, last)
+                    .await
+                    .unwrap_or_else(|_| Err(unavailable("closing a shard: no answer")))
+            }
+        }
     }
 
     /// Removes every record of `shard`.

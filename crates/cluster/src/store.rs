@@ -4,13 +4,13 @@
 //! - Records: [`JetStreamRecords`]. The engine's log id `<stream key>/shardId-N` names the
 //!   JetStream stream of `<stream key>` (as one base64url token) and its subject `N`. A put is
 //!   one atomic batch for the whole request, run in a task of its own, so that it finishes
-//!   even if its request goes away, and so that closing a shard can wait for the puts in
-//!   flight.
-//! - Metadata: [`ClusterMeta`], read from this node's mirror, committed through this node's
-//!   serving lease ([`Leadership::commit`]): a node that lost the lease cannot write.
-//! - One node serves a deployment at a time, for now: the engine keeps its streams in memory
-//!   and nothing refreshes another node's copy yet. A second node waits for the lease and
-//!   refuses to start if it stays held (`docs/cluster.md`).
+//!   even if its request goes away. Each shard's first record in a batch expects the shard's
+//!   epoch subject to be empty; closing a shard writes its one epoch message, so JetStream
+//!   refuses every later put to it, whichever node sends it.
+//! - Metadata: [`ClusterMeta`], read from this node's mirror, committed only by the leader,
+//!   through its lease ([`Leadership::commit`]): a node that lost the lease cannot write.
+//!   Every node campaigns for the lease; the others follow the metadata and forward what
+//!   writes it to the leader (the server's `cluster` module).
 //!
 //! The engine calls the seam's synchronous methods (metadata commits, creating a shard's
 //! log, closing a shard) from tokio's worker threads: they block in place
@@ -38,8 +38,8 @@ use crate::lease::{Leadership, LeaseConfig};
 use crate::meta::{ClusterMeta, MetaError};
 use crate::records::{JetStreamRecords, RecordError};
 
-/// The metadata key of the serving lease.
-const SERVING_LEASE: &str = "__rivulet/serving";
+/// The metadata key of the leader's lease.
+const LEADER_LEASE: &str = "__rivulet/leader";
 /// How often a shard's retention trim asks JetStream at most.
 const TRIM_EVERY_MS: i64 = 60_000;
 /// How long a read waits for a lagging replica to show this node's own acknowledged writes.
@@ -52,7 +52,7 @@ pub struct ClusterSettings {
     pub urls: Vec<String>,
     /// Copies of every record and metadata key (1, 3 or 5; 3 is Kinesis's three zones).
     pub replicas: usize,
-    /// This node's name, in the serving lease.
+    /// This node's name, in the leader's lease and its control subject.
     pub node_name: String,
     /// The subject token that prefixes every stream and subject of the deployment.
     pub prefix: String,
@@ -62,30 +62,31 @@ pub struct ClusterSettings {
     pub token: Option<String>,
     /// How long one JetStream request waits for its answer.
     pub timeout: Duration,
-    /// How long a starting node waits for the serving lease (a node that stopped without
-    /// releasing it holds it for 6 s more) before giving up.
-    pub serving_wait: Duration,
+    /// How long a starting node waits to become the leader before it starts as a follower
+    /// (a deployment without a leader makes it the leader at once).
+    pub leader_wait: Duration,
 }
 
 /// The storage of `rivulet serve --cluster`.
 pub struct ClusterStore {
     runtime: tokio::runtime::Handle,
     client: async_nats::Client,
+    node_name: String,
+    prefix: String,
     records: JetStreamRecords,
     meta: ClusterMetaBackend,
     /// Kinesis streams whose JetStream stream exists (by token).
     created: Mutex<HashSet<String>>,
     logs: Mutex<HashMap<String, Arc<JetStreamShard>>>,
-    /// Puts in flight per Kinesis stream (by token): closing a shard waits for them.
-    in_flight: Arc<Mutex<HashMap<String, watch::Sender<usize>>>>,
     keyring: Mutex<Option<Arc<dyn Keyring>>>,
 }
 
-/// Metadata through the serving lease.
+/// Metadata, written only by the leader, through its lease (a deposed leader's late write
+/// fails whole).
 pub struct ClusterMetaBackend {
     runtime: tokio::runtime::Handle,
     meta: Arc<ClusterMeta>,
-    serving: Mutex<Option<Leadership>>,
+    leader: Mutex<Option<Leadership>>,
 }
 
 /// One shard's records.
@@ -99,7 +100,6 @@ pub struct JetStreamShard {
     end: Arc<watch::Sender<u64>>,
     /// When the retention trim last asked JetStream (ms since the epoch).
     trimmed_ms: AtomicI64,
-    in_flight: Arc<Mutex<HashMap<String, watch::Sender<usize>>>>,
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -112,6 +112,12 @@ fn record_error(error: RecordError) -> ApiError {
     match error {
         RecordError::Corrupt(_) => ApiError::internal(format!("Internal Service Failure: {error}")),
         RecordError::TooLarge(_) => ApiError::new(ErrorKind::Validation, error.to_string()),
+        // Another node closed a shard this node still routed to (its metadata is behind):
+        // nothing was stored, and the client's retry goes to the shard's children.
+        RecordError::Closed => {
+            tracing::info!("a put reached a shard closed by another node; refused whole");
+            ApiError::internal("Internal Service Failure")
+        }
         error => internal(error),
     }
 }
@@ -169,7 +175,8 @@ fn log_id(stream_key: &str, index: u32) -> String {
 }
 
 impl ClusterStore {
-    /// Connects, opens (or creates) the deployment's metadata, and takes the serving lease.
+    /// Connects, opens (or creates) the deployment's metadata, and campaigns for the
+    /// leader's lease.
     pub async fn open(settings: &ClusterSettings) -> anyhow::Result<Arc<ClusterStore>> {
         if settings.urls.is_empty() {
             anyhow::bail!("--cluster needs at least one nats:// URL");
@@ -198,45 +205,89 @@ impl ClusterStore {
                 .await
                 .map_err(|error| anyhow::anyhow!("opening the cluster's metadata: {error}"))?,
         );
-        let serving = Leadership::campaign(
+        let leader = Leadership::campaign(
             meta.clone(),
-            SERVING_LEASE,
+            LEADER_LEASE,
             &settings.node_name,
             LeaseConfig::default(),
         )
-        .map_err(|error| anyhow::anyhow!("serving lease: {error}"))?;
-        if tokio::time::timeout(settings.serving_wait, serving.acquired())
-            .await
-            .is_err()
-        {
-            serving.abandon();
-            anyhow::bail!(
-                "another Rivulet node serves this cluster (prefix {}); one node serves a \
-                 deployment at a time in this release",
-                settings.prefix
-            );
-        }
+        .map_err(|error| anyhow::anyhow!("leader lease: {error}"))?;
+        // A deployment with no leader yet (or one whose leader stopped cleanly) gets this
+        // node at once; otherwise the leader's lease decides, and this node follows.
+        let _ = tokio::time::timeout(settings.leader_wait, leader.acquired()).await;
         let runtime = tokio::runtime::Handle::current();
-        Ok(Arc::new(ClusterStore {
+        let notes = client
+            .subscribe(format!("{}.n.>", settings.prefix))
+            .await
+            .map_err(|error| anyhow::anyhow!("subscribing to put notices: {error}"))?;
+        let store = Arc::new(ClusterStore {
             runtime: runtime.clone(),
             records: JetStreamRecords::new(client.clone(), &settings.prefix, settings.replicas)
                 .with_timeout(settings.timeout),
             client,
+            node_name: settings.node_name.clone(),
+            prefix: settings.prefix.clone(),
             meta: ClusterMetaBackend {
                 runtime,
                 meta,
-                serving: Mutex::new(Some(serving)),
+                leader: Mutex::new(Some(leader)),
             },
             created: Mutex::new(HashSet::new()),
             logs: Mutex::new(HashMap::new()),
-            in_flight: Arc::new(Mutex::new(HashMap::new())),
             keyring: Mutex::new(None),
-        }))
+        });
+        tokio::spawn(follow_notices(Arc::downgrade(&store), notes));
+        Ok(store)
     }
 
     /// The NATS connection.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// Whether this node holds the leader's lease now: it alone writes metadata and runs the
+    /// background work.
+    pub fn is_leader(&self) -> bool {
+        self.meta
+            .leader
+            .lock()
+            .as_ref()
+            .is_some_and(|leader| leader.term().is_some())
+    }
+
+    /// The name of the node holding the leader's lease, as this node's metadata shows it.
+    pub fn leader_node(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Holder {
+            node: String,
+        }
+        let value = self.meta.meta.get(LEADER_LEASE)?;
+        serde_json::from_slice::<Holder>(&value)
+            .ok()
+            .map(|holder| holder.node)
+    }
+
+    /// The subject on which node `node` takes the requests other nodes forward to it.
+    pub fn control_subject(&self, node: &str) -> String {
+        format!("{}.ctl.{}", self.prefix, token(node))
+    }
+
+    /// The last metadata revision this node has applied.
+    pub fn applied(&self) -> u64 {
+        *self.meta.meta.changes().borrow()
+    }
+
+    /// Waits (up to `within`) until this node has applied metadata revision `revision`.
+    pub async fn wait_applied(&self, revision: u64, within: Duration) -> bool {
+        let mut changes = self.meta.meta.changes();
+        tokio::time::timeout(within, changes.wait_for(|applied| *applied >= revision))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     }
 
     fn block<F>(&self, future: F) -> F::Output
@@ -274,7 +325,6 @@ impl RecordStore for ClusterStore {
             index,
             end: Arc::new(watch::channel(0).0),
             trimmed_ms: AtomicI64::new(i64::MIN),
-            in_flight: self.in_flight.clone(),
         });
         Ok(self
             .logs
@@ -370,13 +420,11 @@ impl RecordStore for ClusterStore {
         let Some(token) = stream else {
             return Ok(Box::pin(async { Ok(Vec::new()) }));
         };
-        let guard = InFlight::enter(&self.in_flight, &token);
         let records = self.records.clone();
         let request_id = uuid::Uuid::new_v4().simple().to_string();
-        // A task of its own: the put completes (or fails) even if its request goes away, and
-        // `InFlight` tells a closing shard when it has.
+        let (client, notice) = (self.client.clone(), format!("{}.n.{token}", self.prefix));
+        // A task of its own: the put completes (or fails) even if its request goes away.
         let task = self.runtime.spawn(async move {
-            let _guard = guard;
             let borrowed: Vec<Vec<NewRecord<'_>>> = shards
                 .iter()
                 .map(|(_, records)| {
@@ -399,18 +447,21 @@ impl RecordStore for ClusterStore {
                 .await
                 .map_err(record_error)?;
             let mut placed = Vec::with_capacity(positions.len());
-            for (end, positions) in ends.iter().zip(positions) {
+            // Every node's subscriptions to these shards learn of the new end at once.
+            let mut ended = Vec::with_capacity(positions.len() * NOTICE_ENTRY_BYTES);
+            for ((end, positions), (index, _)) in ends.iter().zip(positions).zip(&shards) {
                 if let Some(last) = positions.last() {
-                    end.send_if_modified(|end| {
-                        let moved = *end <= *last;
-                        *end = (*end).max(last + 1);
-                        moved
-                    });
+                    advance(end, last + 1);
+                    ended.extend_from_slice(&index.to_le_bytes());
+                    ended.extend_from_slice(&(last + 1).to_le_bytes());
                 }
                 placed.push(Placed {
                     offsets: Offsets::Each(positions),
                     timestamp_ms,
                 });
+            }
+            if let Err(error) = client.publish(notice, ended.into()).await {
+                tracing::debug!(%error, "put notice not sent; subscribers elsewhere poll on");
             }
             Ok::<_, ApiError>(placed)
         });
@@ -428,13 +479,46 @@ impl RecordStore for ClusterStore {
         *self.keyring.lock() = Some(keyring);
     }
 
-    /// Gives the serving lease back, so another node may serve at once.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    /// Gives the leader's lease back (if held), so another node leads at once.
     fn shutdown(&self) {
-        let serving = self.meta.serving.lock().take();
-        if let Some(serving) = serving
-            && let Err(error) = self.block(serving.release())
+        let leader = self.meta.leader.lock().take();
+        if let Some(leader) = leader
+            && let Err(error) = self.block(leader.release())
         {
-            tracing::warn!(%error, "releasing the serving lease");
+            tracing::warn!(%error, "releasing the leader's lease");
+        }
+    }
+}
+
+/// A put notice's entry: a shard's index (u32) and its new end (u64), little-endian.
+const NOTICE_ENTRY_BYTES: usize = 12;
+
+/// Applies other nodes' put notices (`<prefix>.n.<stream token>`) to the shards this node has
+/// open, so that a subscription here wakes for a record written anywhere.
+async fn follow_notices(store: std::sync::Weak<ClusterStore>, mut notes: async_nats::Subscriber) {
+    use futures_util::StreamExt;
+    while let Some(note) = notes.next().await {
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        let Some(key) = note.subject.rsplit('.').next().and_then(stream_key) else {
+            continue;
+        };
+        for entry in note.payload.chunks_exact(NOTICE_ENTRY_BYTES) {
+            let (index, end) = entry.split_at(4);
+            let (Ok(index), Ok(end)) = (<[u8; 4]>::try_from(index), <[u8; 8]>::try_from(end))
+            else {
+                continue;
+            };
+            let id = log_id(&key, u32::from_le_bytes(index));
+            let log = store.logs.lock().get(&id).cloned();
+            if let Some(log) = log {
+                advance(&log.end, u64::from_le_bytes(end));
+            }
         }
     }
 }
@@ -447,46 +531,19 @@ struct OwnedRecord {
     value: Vec<u8>,
 }
 
-/// A put in flight on a Kinesis stream, counted until dropped.
-struct InFlight {
-    counts: Arc<Mutex<HashMap<String, watch::Sender<usize>>>>,
-    token: String,
-}
-
-impl InFlight {
-    fn enter(counts: &Arc<Mutex<HashMap<String, watch::Sender<usize>>>>, token: &str) -> Self {
-        counts
-            .lock()
-            .entry(token.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .send_modify(|n| *n += 1);
-        InFlight {
-            counts: counts.clone(),
-            token: token.to_string(),
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(count) = self.counts.lock().get(&self.token) {
-            count.send_modify(|n| *n = n.saturating_sub(1));
-        }
-    }
-}
-
 impl JetStreamShard {
     fn known_end(&self) -> u64 {
         *self.end.borrow()
     }
+}
 
-    fn saw_end(&self, end: u64) {
-        self.end.send_if_modified(|known| {
-            let moved = *known < end;
-            *known = (*known).max(end);
-            moved
-        });
-    }
+/// Moves a shard's known end up to `end` (never down), waking its watchers if it moved.
+fn advance(known: &watch::Sender<u64>, end: u64) {
+    known.send_if_modified(|known| {
+        let moved = *known < end;
+        *known = (*known).max(end);
+        moved
+    });
 }
 
 impl ShardLog for JetStreamShard {
@@ -512,12 +569,7 @@ impl ShardLog for JetStreamShard {
                 break page;
             };
             if page.pending == 0 {
-                let reached = page.next.max(from);
-                end.send_if_modified(|known| {
-                    let moved = *known < reached;
-                    *known = (*known).max(reached);
-                    moved
-                });
+                advance(&end, page.next.max(from));
             }
             Ok(ReadBatch {
                 next_offset: page.next.max(from),
@@ -568,11 +620,7 @@ impl ShardLog for JetStreamShard {
                 .await
                 .map_err(record_error)?;
             let found = last.map_or(1, |last| last + 1).max(known_end).max(1);
-            end.send_if_modified(|known| {
-                let moved = *known < found;
-                *known = (*known).max(found);
-                moved
-            });
+            advance(&end, found);
             Ok(found)
         })
     }
@@ -593,26 +641,12 @@ impl ShardLog for JetStreamShard {
         })
     }
 
-    /// Once this node's puts to the stream have finished (the engine holds the stream's write
-    /// lock, so no new one starts): one past the stream's last sequence, which is above every
-    /// record of this shard.
-    fn next_offset(&self) -> Result<u64, ApiError> {
-        let mut count = self
-            .in_flight
-            .lock()
-            .entry(self.token.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe();
-        let records = self.records.clone();
-        let token = self.token.clone();
-        let last = block_on(&self.runtime, async move {
-            let _ = count.wait_for(|n| *n == 0).await;
-            records.last_sequence(&token).await
-        })
-        .map_err(record_error)?;
-        let next = (last + 1).max(self.known_end());
-        self.saw_end(next);
-        Ok(next)
+    /// Writes the shard's epoch message: from then on JetStream refuses every put to it,
+    /// from any node, so nothing lands after the end returned (the epoch message's position).
+    fn close(&self) -> Result<u64, ApiError> {
+        let end = block_on(&self.runtime, self.records.close(&self.token, self.index))
+            .map_err(record_error)?;
+        Ok(end)
     }
 
     /// At most once a minute per shard, in the background: purges what arrived before
@@ -651,6 +685,38 @@ impl ShardLog for JetStreamShard {
     }
 }
 
+impl ClusterMetaBackend {
+    async fn create_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, ApiError> {
+        let revision = match self.meta.get_versioned(key) {
+            Ok(held) => return Ok(held.value),
+            Err(revision) => revision,
+        };
+        let put = MetaOp::Put {
+            key: key.to_string(),
+            value: value.to_vec(),
+        };
+        match self.meta.commit_if(&[put], &[(key, revision)]).await {
+            Ok(_) => Ok(value.to_vec()),
+            Err(MetaError::Conflict { .. }) => {
+                // Another node stored it first: wait until this node's mirror has it.
+                let mut changes = self.meta.changes();
+                let wait = async {
+                    loop {
+                        if let Some(held) = self.meta.get(key) {
+                            return held;
+                        }
+                        let _ = changes.changed().await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(10), wait)
+                    .await
+                    .map_err(|_| internal(format!("{key}: stored elsewhere, not seen here")))
+            }
+            Err(error) => Err(internal(error)),
+        }
+    }
+}
+
 impl MetaBackend for ClusterMetaBackend {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
         Ok(self.meta.get(key))
@@ -661,17 +727,28 @@ impl MetaBackend for ClusterMetaBackend {
     }
 
     fn commit(&self, ops: &[MetaOp]) -> Result<(), ApiError> {
-        let serving = self.serving.lock();
-        let Some(serving) = serving.as_ref() else {
+        let leader = self.leader.lock();
+        let Some(leader) = leader.as_ref() else {
             return Err(internal("the store is shut down"));
         };
-        match block_on(&self.runtime, serving.commit(ops)) {
+        match block_on(&self.runtime, leader.commit(ops)) {
             Ok(_) => Ok(()),
             Err(MetaError::Conflict { .. }) => Err(internal(
-                "this node no longer holds the serving lease; its write was refused",
+                "this node does not hold the leader's lease; its metadata write was refused",
             )),
             Err(error) => Err(internal(error)),
         }
+    }
+
+    fn create_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, ApiError> {
+        block_on(
+            &self.runtime,
+            ClusterMetaBackend::create_if_absent(self, key, value),
+        )
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.meta.changes())
     }
 }
 

@@ -102,6 +102,9 @@ impl Engine {
         stream: &std::sync::Arc<Stream>,
         now_ms: i64,
     ) -> Result<()> {
+        if !self.is_writer() {
+            return Ok(());
+        }
         let due = |c: &ConsumerMeta| c.status_until_ms.is_some_and(|until| until <= now_ms);
         if !stream.state.read().meta.consumers.iter().any(due) {
             return Ok(());

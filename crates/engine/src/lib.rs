@@ -265,6 +265,9 @@ pub struct Engine {
     subscription_bytes: AtomicU64,
     /// Data keys and the key service, for encrypted streams (`None`: encryption unavailable).
     data_keys: Option<Arc<encryption::DataKeys>>,
+    /// Whether this engine writes metadata: always on one node; in a cluster, only on the
+    /// elected leader, while the others follow the metadata (`Engine::refresh`).
+    writer: std::sync::atomic::AtomicBool,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -285,23 +288,21 @@ impl Engine {
         config: EngineConfig,
         data_keys: Option<Arc<encryption::DataKeys>>,
     ) -> Result<Engine> {
-        let secret = match store.meta().get(SECRET_KEY)? {
-            Some(bytes) if bytes.len() == SECRET_BYTES => {
-                let mut secret = [0u8; SECRET_BYTES];
-                secret.copy_from_slice(&bytes);
-                secret
-            }
+        let bytes = match store.meta().get(SECRET_KEY)? {
+            Some(bytes) if bytes.len() == SECRET_BYTES => bytes,
             _ => {
                 let mut secret = [0u8; SECRET_BYTES];
                 getrandom::fill(&mut secret)
                     .map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
-                store.meta().commit(&[MetaOp::Put {
-                    key: SECRET_KEY.into(),
-                    value: secret.to_vec(),
-                }])?;
-                secret
+                // Every node of a cluster must seal tokens with the same secret: the first
+                // one stored wins, whoever stored it.
+                store.meta().create_if_absent(SECRET_KEY, &secret)?
             }
         };
+        let secret: [u8; SECRET_BYTES] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| ApiError::internal("the token secret has the wrong length"))?;
         let commitment =
             match store
                 .meta()
@@ -312,7 +313,6 @@ impl Engine {
                 None => account::Commitment::default(),
             };
         let mut streams = BTreeMap::new();
-        let mut live_logs = std::collections::HashSet::new();
         let namespace = config.namespace.clone();
         for (key, value) in store
             .meta()
@@ -327,9 +327,7 @@ impl Engine {
             };
             let mut logs = HashMap::new();
             for shard in &meta.shards {
-                let id = log_id(&meta, shard.index);
-                logs.insert(shard.index, store.log(&id)?);
-                live_logs.insert(id);
+                logs.insert(shard.index, store.log(&log_id(&meta, shard.index))?);
             }
             let mut state = StreamState {
                 meta,
@@ -339,8 +337,52 @@ impl Engine {
             state.rebuild_routes();
             streams.insert(state.meta.name.clone(), Arc::new(Stream::new(state)));
         }
-        // Logs no stream owns are left over from a deletion a crash interrupted.
-        // Only this engine's: `<namespace><stream key>/<shard>`, the stream key without '/'.
+        let shared = store.is_shared();
+        Engine {
+            config,
+            store,
+            tokens: TokenCodec::new(secret),
+            streams: RwLock::new(streams),
+            nonce: AtomicU64::new(0),
+            subscriptions: subscribe::Subscriptions::default(),
+            throttled: AtomicU64::new(0),
+            calls: limits::CallLimits::default(),
+            commitment: parking_lot::Mutex::new(commitment),
+            subscription_bytes: AtomicU64::new(0),
+            data_keys,
+            writer: std::sync::atomic::AtomicBool::new(true),
+        }
+        .removing_orphans(!shared)
+    }
+
+    fn removing_orphans(self, remove: bool) -> Result<Engine> {
+        if remove {
+            self.remove_orphans()?;
+        }
+        Ok(self)
+    }
+
+    /// Removes the logs no stream owns: left over from a deletion a crash interrupted (or,
+    /// in a cluster, a creation a deposed leader did not finish). Only this engine's:
+    /// `<namespace><stream key>/<shard>`, the stream key without '/'. Done at open on a
+    /// store of one process; by a cluster's leader when it takes over.
+    pub fn remove_orphans(&self) -> Result<()> {
+        let namespace = &self.config.namespace;
+        let store = &self.store;
+        let live_logs: std::collections::HashSet<String> = self
+            .streams
+            .read()
+            .values()
+            .flat_map(|stream| {
+                let state = stream.state.read();
+                state
+                    .meta
+                    .shards
+                    .iter()
+                    .map(|shard| log_id(&state.meta, shard.index))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let owned = |id: &str| {
             id.strip_prefix(namespace.as_str())
                 .is_some_and(|rest| rest.matches('/').count() == 1)
@@ -367,19 +409,103 @@ impl Engine {
                 store.remove_stream(&stream, &ids)?;
             }
         }
-        Ok(Engine {
-            config,
-            store,
-            tokens: TokenCodec::new(secret),
-            streams: RwLock::new(streams),
-            nonce: AtomicU64::new(0),
-            subscriptions: subscribe::Subscriptions::default(),
-            throttled: AtomicU64::new(0),
-            calls: limits::CallLimits::default(),
-            commitment: parking_lot::Mutex::new(commitment),
-            subscription_bytes: AtomicU64::new(0),
-            data_keys,
-        })
+        Ok(())
+    }
+
+    /// Whether this engine writes metadata (and so settles lifecycles and runs the tick).
+    pub fn is_writer(&self) -> bool {
+        self.writer.load(Ordering::Acquire)
+    }
+
+    /// Makes this engine the writer of its metadata (a cluster's leader) or a follower of it.
+    /// A follower never settles a lifecycle step itself: it waits for the leader's.
+    pub fn set_writer(&self, writer: bool) {
+        self.writer.store(writer, Ordering::Release);
+    }
+
+    /// Follows the metadata another node wrote: streams created, changed or deleted there
+    /// appear here as they are stored. Streams whose document is unchanged keep their state
+    /// (limits, meters, metrics); a changed one keeps them too, with its shards and routes
+    /// rebuilt. Only for a follower (a writer's memory is ahead of what it stores).
+    pub fn refresh(&self) -> Result<()> {
+        if self.is_writer() {
+            return Ok(());
+        }
+        let namespace = &self.config.namespace;
+        let mut stored = BTreeMap::new();
+        for (key, value) in self
+            .store
+            .meta()
+            .scan_prefix(&format!("{namespace}{STREAM_KEY_PREFIX}"))?
+        {
+            match serde_json::from_slice::<StreamMeta>(&value) {
+                Ok(meta) => {
+                    stored.insert(meta.name.clone(), (meta, value));
+                }
+                Err(error) => tracing::error!(%key, %error, "unreadable stream metadata; skipped"),
+            }
+        }
+        let current: Vec<(String, Arc<Stream>)> = self
+            .streams
+            .read()
+            .iter()
+            .map(|(name, stream)| (name.clone(), stream.clone()))
+            .collect();
+        let mut fresh = Vec::new();
+        for (name, stream) in &current {
+            let Some((meta, bytes)) = stored.remove(name) else {
+                self.streams.write().remove(name);
+                continue;
+            };
+            let mut state = stream.state.write();
+            if state.meta.key != meta.key {
+                // Deleted and created again under the same name: a new stream.
+                drop(state);
+                fresh.push(meta);
+                continue;
+            }
+            if serde_json::to_vec(&state.meta).is_ok_and(|held| held == bytes) {
+                continue;
+            }
+            for shard in &meta.shards {
+                if let std::collections::hash_map::Entry::Vacant(entry) =
+                    state.logs.entry(shard.index)
+                {
+                    entry.insert(self.store.log(&log_id(&meta, shard.index))?);
+                }
+            }
+            state
+                .logs
+                .retain(|index, _| meta.shards.iter().any(|s| s.index == *index));
+            state.meta = meta;
+            state.rebuild_routes();
+        }
+        fresh.extend(stored.into_values().map(|(meta, _)| meta));
+        for meta in fresh {
+            let mut logs = HashMap::new();
+            for shard in &meta.shards {
+                logs.insert(shard.index, self.store.log(&log_id(&meta, shard.index))?);
+            }
+            let mut state = StreamState {
+                meta,
+                logs,
+                routes: Vec::new(),
+            };
+            state.rebuild_routes();
+            let name = state.meta.name.clone();
+            self.streams
+                .write()
+                .insert(name, Arc::new(Stream::new(state)));
+        }
+        if let Some(bytes) = self
+            .store
+            .meta()
+            .get(&format!("{namespace}{}", account::ACCOUNT_KEY))?
+            && let Ok(commitment) = serde_json::from_slice(&bytes)
+        {
+            *self.commitment.lock() = commitment;
+        }
+        Ok(())
     }
 
     /// Requests and PutRecords entries refused by throughput limits so far.
@@ -570,8 +696,12 @@ impl Engine {
         Ok((name, stream))
     }
 
-    /// Finishes a CREATING, UPDATING or DELETING state whose delay has passed.
+    /// Finishes a CREATING, UPDATING or DELETING state whose delay has passed (the writer
+    /// only: a follower sees the step once the writer has stored it).
     fn settle(&self, name: &str, stream: &Arc<Stream>, now_ms: i64) -> Result<()> {
+        if !self.is_writer() {
+            return Ok(());
+        }
         let mut state = stream.state.write();
         let Some(until) = state.meta.status_until_ms else {
             return Ok(());
@@ -631,8 +761,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Applies due lifecycle steps and retention; the server calls it periodically.
+    /// Applies due lifecycle steps and retention; the server calls it periodically. Only a
+    /// writer does anything.
     pub fn tick(&self, now_ms: i64) -> Result<()> {
+        if !self.is_writer() {
+            return Ok(());
+        }
         let streams: Vec<(String, Arc<Stream>)> = self
             .streams
             .read()

@@ -356,7 +356,7 @@ fn plan_uniform(state: &mut StreamState, target: u32) -> Vec<Step> {
 fn apply_step(engine: &Engine, state: &mut StreamState, step: Step, at_ms: i64) -> Result<()> {
     let close = |state: &mut StreamState, index: u32| -> Result<ShardMeta> {
         let end = match state.logs.get(&index) {
-            Some(log) => log.next_offset()?,
+            Some(log) => log.close()?,
             None => 0,
         };
         let shard = state

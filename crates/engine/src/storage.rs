@@ -10,8 +10,8 @@
 //!   JetStream stores a request as one atomic batch whose positions are known only once it is
 //!   acknowledged; the embedded store appends per shard and knows them at once;
 //! - reads that may cross a network return a [`StoreFuture`]; the engine awaits them outside
-//!   its locks. What a backend answers from its own state (the next position, the end watch)
-//!   stays synchronous.
+//!   its locks. What a backend answers from its own state (the end watch) stays
+//!   synchronous, and so does closing a shard, which happens under the stream's write lock.
 
 use std::any::Any;
 use std::future::Future;
@@ -45,9 +45,11 @@ pub trait ShardLog: Send + Sync {
     /// The position of the first durable record stored at or after `timestamp_ms`, or
     /// `end_offset` when none.
     fn offset_at_timestamp(&self, timestamp_ms: i64) -> StoreFuture<u64>;
-    /// A position above every record stored so far, acknowledged or not: where a shard that
-    /// closes now ends. Called with the stream's writers excluded.
-    fn next_offset(&self) -> Result<u64>;
+    /// Closes the shard to writes and returns where it ends: a position above every record
+    /// it stored, acknowledged or not. Called under the stream's write lock, so this node's
+    /// own writers are excluded; a backend that other nodes write to must refuse their later
+    /// writes itself.
+    fn close(&self) -> Result<u64>;
     /// Drops what is older than `cutoff_ms` (by whole segments or records, as the backend
     /// stores them).
     fn trim_older_than(&self, cutoff_ms: i64) -> Result<()>;
@@ -104,6 +106,13 @@ pub trait MetaBackend: Send + Sync {
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
     /// Applies every operation, or none; durable when it returns.
     fn commit(&self, ops: &[MetaOp]) -> Result<()>;
+    /// Stores `value` under `key` unless the key holds a value already; returns the value
+    /// stored, this one or the earlier one (the first writer wins, even among nodes).
+    fn create_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
+    /// A counter that moves whenever another node commits (`None`: no other node writes).
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Where an engine keeps records and metadata: one per server, shared by every account.
@@ -127,6 +136,12 @@ pub trait RecordStore: Send + Sync {
     fn set_keyring(&self, keyring: Arc<dyn Keyring>);
     /// Stops cleanly: what is buffered is written and synced.
     fn shutdown(&self);
+    /// Whether other processes write to this store too (a cluster's): then a log without
+    /// metadata may be one another node is creating, and only the metadata's writer removes
+    /// orphans ([`crate::Engine::remove_orphans`]).
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 fn ready<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {
@@ -156,7 +171,8 @@ impl ShardLog for Log {
         ready(Log::offset_at_timestamp(self, timestamp_ms).map_err(ApiError::from))
     }
 
-    fn next_offset(&self) -> Result<u64> {
+    /// The engine appends nothing to a closed shard, so its end is the next offset.
+    fn close(&self) -> Result<u64> {
         Ok(Log::next_offset(self)?)
     }
 
@@ -185,6 +201,21 @@ impl MetaBackend for MetaStore {
 
     fn commit(&self, ops: &[MetaOp]) -> Result<()> {
         Ok(MetaStore::commit(self, ops)?)
+    }
+
+    /// One process writes the embedded store, and the engine creates a key before using it.
+    fn create_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        if let Some(held) = MetaStore::get(self, key)? {
+            return Ok(held);
+        }
+        MetaStore::commit(
+            self,
+            &[MetaOp::Put {
+                key: key.to_string(),
+                value: value.to_vec(),
+            }],
+        )?;
+        Ok(value.to_vec())
     }
 }
 

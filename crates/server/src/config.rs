@@ -344,7 +344,7 @@ impl ServeArgs {
                 user,
                 token: self.nats_token.or(file.nats_token),
                 timeout: std::time::Duration::from_secs(10),
-                serving_wait: std::time::Duration::from_secs(15),
+                leader_wait: std::time::Duration::from_secs(2),
             })
         } else if in_memory {
             Storage::Memory

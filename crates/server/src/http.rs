@@ -374,6 +374,8 @@ pub struct Ctx {
     /// The connection's peer (`aws:SourceIp`) and whether it came over TLS.
     pub peer: Option<std::net::IpAddr>,
     pub secure: bool,
+    /// Cluster mode: this node's part (requests that change metadata go to the leader).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 pub async fn handle(
@@ -390,6 +392,7 @@ pub async fn handle(
         peer,
         secure,
         alarms,
+        cluster,
     } = ctx;
     let headers = request.headers();
     let cors = headers.contains_key(header::ORIGIN);
@@ -599,7 +602,13 @@ pub async fn handle(
             },
         );
     }
-    let reply = api::dispatch(&engine, operation, &input, now_ms(), format).await;
+    let reply = match &cluster {
+        // A follower passes what changes metadata to the leader.
+        Some(cluster) if cluster.forwards(operation, &engine) => {
+            cluster.forward(&engine, operation, format, &body).await
+        }
+        _ => api::dispatch(&engine, operation, &input, now_ms(), format).await,
+    };
     Ok(match reply {
         Ok(body) => respond(200, Some(format.content_type()), body, cors),
         Err(error) => {

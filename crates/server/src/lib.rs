@@ -6,6 +6,7 @@
 pub mod alarms;
 pub mod api;
 pub mod authz;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod http;
@@ -47,6 +48,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
     engine: Arc<Engine>,
+    /// Cluster mode's tasks: following the metadata, answering forwarded requests.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -68,11 +71,15 @@ impl Server {
         // The store's data keys, for encrypted streams: the embedded store seals whole batches.
         // Cluster mode has no encryption at rest yet, so it has no key service: starting
         // encryption answers KMSNotFoundException (docs/cluster.md).
+        let mut cluster = None;
         let (store, data_keys): (Arc<dyn RecordStore>, _) = match &config.storage {
             Storage::Cluster(settings) => {
                 let store = rivulet_cluster::store::ClusterStore::open(settings)
                     .await
                     .context("opening the cluster's storage")?;
+                cluster = Some(cluster::Cluster {
+                    store: store.clone(),
+                });
                 (store, None)
             }
             Storage::Dir(_) | Storage::Memory => {
@@ -110,6 +117,17 @@ impl Server {
             accounts.insert(account, Arc::new(other));
         }
         let accounts = Arc::new(accounts);
+        // Cluster mode: the leader writes, the others follow; each takes forwarded requests.
+        let mut background = Vec::new();
+        if let Some(cluster) = &cluster {
+            for engine in accounts.values() {
+                engine.set_writer(false);
+            }
+            background.push(tokio::spawn(cluster.clone().follow(accounts.clone())));
+            background.push(tokio::spawn(
+                cluster.clone().serve_forwarded(accounts.clone()),
+            ));
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -156,6 +174,7 @@ impl Server {
             policies: Arc::new(authz::PolicyCache::default()),
             peer: None,
             secure: false,
+            cluster,
         };
         let task = tokio::spawn(run(listener, tls_listener, ctx, stopped, kms));
         Ok(Server {
@@ -165,6 +184,7 @@ impl Server {
             stop,
             task,
             engine,
+            background,
         })
     }
 
@@ -192,6 +212,9 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.task.await.context("server task")??;
+        for task in &self.background {
+            task.abort();
+        }
         let store = self.engine.store().clone();
         tokio::task::spawn_blocking(move || store.shutdown())
             .await

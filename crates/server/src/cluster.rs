@@ -1,0 +1,309 @@
+//! Cluster mode's roles (`serve --cluster`): every node answers every request, one of them
+//! (the holder of the leader's lease) writes the metadata.
+//!
+//! - A node that is not the leader answers the data plane (PutRecord(s), GetRecords,
+//!   GetShardIterator, SubscribeToShard) and the reads of metadata (Describe*, List*,
+//!   GetResourcePolicy) itself, from its copy of the metadata. Every other operation changes
+//!   metadata: it forwards the request, as the client sent it, to the leader over NATS
+//!   (`<prefix>.ctl.<leader>`), which answers it as if it had come to it directly; the
+//!   follower then waits until its own copy of the metadata holds the change, so that its
+//!   client reads its own writes, and passes the answer on.
+//! - The leader runs the tick (lifecycle steps, resharding, retention, on-demand scaling,
+//!   consumer lifecycles). A node that wins the lease catches up with the metadata first;
+//!   one that loses it stops writing at once (its late writes would be refused anyway).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::StreamExt;
+use rivulet_cluster::store::ClusterStore;
+use rivulet_engine::Engine;
+use rivulet_protocol::{AwsError, Format};
+use serde::{Deserialize, Serialize};
+
+use crate::api;
+
+/// How long a forwarded request may take, leader changes included.
+const FORWARD_DEADLINE: Duration = Duration::from_secs(20);
+/// How long one forwarded request waits for the leader's answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A node's part in the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub store: Arc<ClusterStore>,
+}
+
+/// Operations every node answers itself: the data plane and reads of metadata.
+pub fn answers_locally(operation: &str) -> bool {
+    matches!(
+        operation,
+        "PutRecord"
+            | "PutRecords"
+            | "GetRecords"
+            | "GetShardIterator"
+            | "SubscribeToShard"
+            | "GetResourcePolicy"
+    ) || operation.starts_with("Describe")
+        || operation.starts_with("List")
+}
+
+#[derive(Serialize, Deserialize)]
+struct Forwarded {
+    account: String,
+    operation: String,
+    cbor: bool,
+    /// The request body as the client sent it, base64.
+    body: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Answer {
+    /// Set when the node asked is not the leader (any more): ask again.
+    #[serde(default)]
+    not_leader: bool,
+    /// The metadata revision the leader had applied when it answered.
+    #[serde(default)]
+    revision: u64,
+    /// The response body, base64.
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    error: Option<ForwardedError>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ForwardedError {
+    code: String,
+    message: Option<String>,
+    status: u16,
+    capital_message: bool,
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+impl Cluster {
+    /// Whether this node writes metadata now.
+    pub fn is_leader(&self) -> bool {
+        self.store.is_leader()
+    }
+
+    /// Whether this node passes `operation` to the leader: it changes metadata, and this
+    /// node does not write metadata now.
+    pub fn forwards(&self, operation: &str, engine: &Engine) -> bool {
+        let writes_here = self.is_leader() && engine.is_writer();
+        !answers_locally(operation) && !writes_here
+    }
+
+    /// Sends `operation` (its body as the client sent it, in `format`) to the leader and
+    /// returns its answer once this node's metadata holds what it changed.
+    pub async fn forward(
+        &self,
+        engine: &Engine,
+        operation: &str,
+        format: Format,
+        body: &[u8],
+    ) -> Result<Vec<u8>, AwsError> {
+        let request = Forwarded {
+            account: engine.config().account_id.clone(),
+            operation: operation.to_string(),
+            cbor: format == Format::Cbor,
+            body: b64().encode(body),
+        };
+        let payload = serde_json::to_vec(&request)
+            .map_err(|error| unavailable(format!("encoding a forwarded request: {error}")))?;
+        let deadline = tokio::time::Instant::now() + FORWARD_DEADLINE;
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(unavailable(format!("{operation}: no leader answered")));
+            }
+            let Some(leader) = self.store.leader_node() else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let subject = self.store.control_subject(&leader);
+            let answer = tokio::time::timeout(
+                FORWARD_TIMEOUT,
+                self.store.client().request(subject, payload.clone().into()),
+            )
+            .await;
+            let answer: Answer = match answer {
+                Ok(Ok(message)) => serde_json::from_slice(&message.payload).unwrap_or_default(),
+                // No such node (it died; its lease runs out within seconds), or no answer.
+                Ok(Err(_)) | Err(_) => Answer {
+                    not_leader: true,
+                    ..Answer::default()
+                },
+            };
+            if answer.not_leader {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            // Read your writes: this node's copy of the metadata first takes the change in.
+            if !self
+                .store
+                .wait_applied(answer.revision, FORWARD_TIMEOUT)
+                .await
+            {
+                return Err(unavailable(format!(
+                    "{operation}: metadata revision {} not applied here",
+                    answer.revision
+                )));
+            }
+            engine.refresh().map_err(api::aws_error)?;
+            return match (answer.body, answer.error) {
+                (_, Some(error)) => Err(AwsError {
+                    code: error.code,
+                    message: error.message,
+                    status: error.status,
+                    capital_message: error.capital_message,
+                }),
+                (Some(body), None) => b64()
+                    .decode(body)
+                    .map_err(|error| unavailable(format!("a forwarded answer: {error}"))),
+                (None, None) => Err(unavailable("an empty forwarded answer".to_string())),
+            };
+        }
+    }
+
+    /// Answers the requests other nodes forward to this one while it leads; says "not the
+    /// leader" otherwise. Runs until the connection closes.
+    pub async fn serve_forwarded(self, accounts: Arc<HashMap<String, Arc<Engine>>>) {
+        let subject = self.store.control_subject(self.store.node_name());
+        let mut requests = match self.store.client().subscribe(subject).await {
+            Ok(requests) => requests,
+            Err(error) => {
+                tracing::error!(%error, "cannot take forwarded requests");
+                return;
+            }
+        };
+        while let Some(message) = requests.next().await {
+            let Some(reply) = message.reply.clone() else {
+                continue;
+            };
+            let cluster = self.clone();
+            let accounts = accounts.clone();
+            tokio::spawn(async move {
+                let answer = cluster.answer(&accounts, &message.payload).await;
+                let payload = serde_json::to_vec(&answer).unwrap_or_default();
+                if let Err(error) = cluster.store.client().publish(reply, payload.into()).await {
+                    tracing::warn!(%error, "a forwarded request's answer was not sent");
+                }
+            });
+        }
+    }
+
+    async fn answer(&self, accounts: &HashMap<String, Arc<Engine>>, payload: &[u8]) -> Answer {
+        let not_leader = Answer {
+            not_leader: true,
+            ..Answer::default()
+        };
+        let Ok(request) = serde_json::from_slice::<Forwarded>(payload) else {
+            return not_leader;
+        };
+        let Some(engine) = accounts.get(&request.account) else {
+            return not_leader;
+        };
+        if !self.is_leader() || !engine.is_writer() {
+            return not_leader;
+        }
+        let format = if request.cbor {
+            Format::Cbor
+        } else {
+            Format::Json
+        };
+        let answered = match b64().decode(&request.body) {
+            Ok(body) => match rivulet_protocol::decode_request(&request.operation, format, &body) {
+                Ok(input) => {
+                    api::dispatch(
+                        engine,
+                        &request.operation,
+                        &input,
+                        crate::http::now_ms(),
+                        format,
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(unavailable(format!("a forwarded body: {error}"))),
+        };
+        let revision = self.store.applied();
+        match answered {
+            Ok(body) => Answer {
+                revision,
+                body: Some(b64().encode(body)),
+                ..Answer::default()
+            },
+            Err(error) => Answer {
+                revision,
+                error: Some(ForwardedError {
+                    code: error.code,
+                    message: error.message,
+                    status: error.status,
+                    capital_message: error.capital_message,
+                }),
+                ..Answer::default()
+            },
+        }
+    }
+
+    /// Follows the lease and the metadata: the engines write while this node leads (after
+    /// catching up), and follow every change another node stored otherwise.
+    pub async fn follow(self, accounts: Arc<HashMap<String, Arc<Engine>>>) {
+        let Some(mut changes) = self.store_changes() else {
+            return;
+        };
+        let mut check = tokio::time::interval(Duration::from_millis(50));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let moved = tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    true
+                }
+                _ = check.tick() => false,
+            };
+            let leader = self.is_leader();
+            let accounts = accounts.clone();
+            let settled = tokio::task::spawn_blocking(move || {
+                for engine in accounts.values() {
+                    if leader != engine.is_writer() {
+                        // Catch up as a follower first, then write (or stop writing).
+                        engine.set_writer(false);
+                        engine.refresh()?;
+                        engine.set_writer(leader);
+                        if leader {
+                            tracing::info!(account = %engine.config().account_id, "leading");
+                            engine.remove_orphans()?;
+                        }
+                    } else if moved && !leader {
+                        engine.refresh()?;
+                    }
+                }
+                Ok::<(), rivulet_engine::ApiError>(())
+            })
+            .await;
+            if let Ok(Err(error)) = settled {
+                tracing::warn!(%error, "following the cluster's metadata");
+            }
+        }
+    }
+
+    fn store_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        use rivulet_engine::storage::RecordStore;
+        self.store.meta().changes()
+    }
+}
+
+/// An answer for a request the cluster could not serve now; the SDKs retry it.
+fn unavailable(message: String) -> AwsError {
+    tracing::error!(%message, "cluster request failed");
+    AwsError::internal("Internal Service Failure")
+}
