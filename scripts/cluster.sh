@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts or stops a Rivulet cluster on loopback: 3 nats-server processes (JetStream, R3,
-# sync_interval: always) and Rivulet on top of them. For trying cluster mode out and for
+# sync_interval: always) and 3 Rivulet nodes on top of them. For trying cluster mode out and for
 # benchmarks; the configs it writes are the documented production starting point
 # (docs/cluster.md).
 #
@@ -11,8 +11,8 @@
 # Settings (environment): CLUSTER_DIR (state, configs, logs, JetStream data; default
 # target/cluster), NATS_PORT (first client port, default 4222; routes from 6222, monitoring
 # from 8222), RIVULET_PORT (first Kinesis port, default 4567), RIVULET (the binary; default
-# target/release/rivulet, built if missing), RIVULET_NODES (Rivulet nodes; default 1: one
-# node serves a deployment at a time in this release).
+# target/release/rivulet, built if missing), RIVULET_NODES (Rivulet nodes, on consecutive
+# ports; default 3), RIVULET_ARGS (more `rivulet serve` flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +20,7 @@ DIR=${CLUSTER_DIR:-target/cluster}
 NATS_PORT=${NATS_PORT:-4222}
 RIVULET_PORT=${RIVULET_PORT:-4567}
 RIVULET=${RIVULET:-target/release/rivulet}
-NODES=${RIVULET_NODES:-1}
+NODES=${RIVULET_NODES:-3}
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

@@ -441,9 +441,14 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
     }
     sent.sort();
     stored.sort();
-    assert_eq!(
-        stored, sent,
-        "every acknowledged record once, where it was placed"
+    let missing: Vec<_> = sent.iter().filter(|r| !stored.contains(r)).collect();
+    let extra: Vec<_> = stored.iter().filter(|r| !sent.contains(r)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && stored.len() == sent.len(),
+        "every acknowledged record once, where it was placed: {} sent, {} stored, missing \
+         {missing:?}, not sent {extra:?}",
+        sent.len(),
+        stored.len()
     );
 
     // A split through a follower; writes through another follower then reach the children.

@@ -158,13 +158,13 @@ impl Leadership {
 
     /// Stops campaigning as a crash would: no renewal, no release; others take the lease
     /// once it has gone unrenewed for its duration.
-    pub fn abandon(self) {
+    pub fn abandon(&self) {
         self.task.abort();
     }
 
     /// Stops campaigning and gives the lease back at once if held, so another node takes it
     /// without waiting for it to expire.
-    pub async fn release(self) -> Result<(), MetaError> {
+    pub async fn release(&self) -> Result<(), MetaError> {
         self.task.abort();
         let shared = &self.shared;
         let _writing = shared.writes.lock().await;

@@ -25,6 +25,8 @@ const FRAME_HEADER_BYTES: usize = 1 + 8 + 2;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a put's request id keeps a retry from storing it again.
 const DUPLICATE_WINDOW_MS: i64 = 120_000;
+/// JetStream's "no message found".
+const NO_MESSAGE_FOUND: u32 = 10037;
 /// Attempts of a put whose batch got no answer (or was refused for contention).
 const PUT_ATTEMPTS: usize = 3;
 
@@ -338,6 +340,34 @@ impl JetStreamRecords {
         tokio::time::timeout(self.timeout, last)
             .await
             .unwrap_or_else(|_| Err(RecordError::Unavailable("last position: no answer".into())))
+    }
+
+    /// The position of `shard`'s first record at or after `from`, as the stream's leader
+    /// answers it (direct gets may come from a replica that lags), if it has one.
+    pub async fn leader_next(
+        &self,
+        id: &str,
+        shard: u32,
+        from: u64,
+    ) -> Result<Option<u64>, RecordError> {
+        #[derive(Deserialize)]
+        struct Found {
+            message: Message,
+        }
+        #[derive(Deserialize)]
+        struct Message {
+            seq: u64,
+        }
+        let name = self.stream_name(id)?;
+        let body = serde_json::json!({"seq": from.max(1), "next_by_subj": self.subject(id, shard)});
+        match self.api(&format!("STREAM.MSG.GET.{name}"), &body).await {
+            Ok(answer) => {
+                let found: Found = serde_json::from_slice(&answer).map_err(unavailable)?;
+                Ok(Some(found.message.seq))
+            }
+            Err(RecordError::Api(error)) if error.err_code == NO_MESSAGE_FOUND => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// The stream sequence of the last message stored in Kinesis stream `id`, any shard (0 for

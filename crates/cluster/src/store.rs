@@ -86,7 +86,8 @@ pub struct ClusterStore {
 pub struct ClusterMetaBackend {
     runtime: tokio::runtime::Handle,
     meta: Arc<ClusterMeta>,
-    leader: Mutex<Option<Leadership>>,
+    /// Taken out (cloned) before any wait: never held across a network call.
+    leader: Mutex<Option<Arc<Leadership>>>,
 }
 
 /// One shard's records.
@@ -230,7 +231,7 @@ impl ClusterStore {
             meta: ClusterMetaBackend {
                 runtime,
                 meta,
-                leader: Mutex::new(Some(leader)),
+                leader: Mutex::new(Some(Arc::new(leader))),
             },
             created: Mutex::new(HashSet::new()),
             logs: Mutex::new(HashMap::new()),
@@ -554,17 +555,37 @@ impl ShardLog for JetStreamShard {
         let end = self.end.clone();
         Box::pin(async move {
             let mut tries = 0;
+            // The leader's next record of the shard, asked once: the page must reach it.
+            let mut leader_next: Option<Option<u64>> = None;
             let page = loop {
                 let page = records
                     .read(&token, index, from, max_records, max_bytes)
                     .await
                     .map_err(record_error)?;
-                // A replica behind this node's own acknowledged writes: ask again.
+                // A page that ends the shard may come from a replica that lags: behind this
+                // node's own acknowledged writes, or behind the stream's leader (a write
+                // acknowledged through another node). Then ask again, briefly, so that a
+                // record acknowledged anywhere before the read began is read.
                 let short = page.pending == 0 && page.records.len() < max_records;
-                if short && page.next < known_end && tries < READ_YOUR_WRITES_TRIES {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
+                if short && tries < READ_YOUR_WRITES_TRIES {
+                    let target = match leader_next {
+                        Some(target) => target,
+                        None => {
+                            let target = records
+                                .leader_next(&token, index, page.next)
+                                .await
+                                .map_err(record_error)?;
+                            leader_next = Some(target);
+                            target
+                        }
+                    };
+                    let behind =
+                        page.next < known_end || target.is_some_and(|next| page.next <= next);
+                    if behind {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
                 }
                 break page;
             };
@@ -727,8 +748,7 @@ impl MetaBackend for ClusterMetaBackend {
     }
 
     fn commit(&self, ops: &[MetaOp]) -> Result<(), ApiError> {
-        let leader = self.leader.lock();
-        let Some(leader) = leader.as_ref() else {
+        let Some(leader) = self.leader.lock().clone() else {
             return Err(internal("the store is shut down"));
         };
         match block_on(&self.runtime, leader.commit(ops)) {

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::api;
 
 /// How long a forwarded request may take, leader changes included.
-const FORWARD_DEADLINE: Duration = Duration::from_secs(20);
+const FORWARD_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a leader keeps the answer to a forwarded request, for a retry of it.
+const ANSWER_KEPT: Duration = Duration::from_secs(300);
 /// How long one forwarded request waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,7 +36,14 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Cluster {
     pub store: Arc<ClusterStore>,
+    /// The answers this node gave as the leader, by forwarded request id: a follower that
+    /// heard nothing asks again with the same id, and gets the same answer, the request
+    /// done once.
+    answered: Arc<parking_lot::Mutex<HashMap<String, Kept>>>,
 }
+
+/// An answer to a forwarded request, as kept for a retry (or being made).
+type Kept = (tokio::time::Instant, Arc<tokio::sync::OnceCell<Answer>>);
 
 /// Operations every node answers itself: the data plane and reads of metadata.
 pub fn answers_locally(operation: &str) -> bool {
@@ -52,6 +61,8 @@ pub fn answers_locally(operation: &str) -> bool {
 
 #[derive(Serialize, Deserialize)]
 struct Forwarded {
+    /// The same for every attempt at one client request.
+    id: String,
     account: String,
     operation: String,
     cbor: bool,
@@ -59,7 +70,7 @@ struct Forwarded {
     body: String,
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize, Default, Clone)]
 struct Answer {
     /// Set when the node asked is not the leader (any more): ask again.
     #[serde(default)]
@@ -74,7 +85,7 @@ struct Answer {
     error: Option<ForwardedError>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct ForwardedError {
     code: String,
     message: Option<String>,
@@ -87,6 +98,14 @@ fn b64() -> base64::engine::GeneralPurpose {
 }
 
 impl Cluster {
+    /// This node's part, over its store.
+    pub fn new(store: Arc<ClusterStore>) -> Self {
+        Cluster {
+            store,
+            answered: Arc::default(),
+        }
+    }
+
     /// Whether this node writes metadata now.
     pub fn is_leader(&self) -> bool {
         self.store.is_leader()
@@ -109,6 +128,7 @@ impl Cluster {
         body: &[u8],
     ) -> Result<Vec<u8>, AwsError> {
         let request = Forwarded {
+            id: uuid::Uuid::new_v4().simple().to_string(),
             account: engine.config().account_id.clone(),
             operation: operation.to_string(),
             cbor: format == Format::Cbor,
@@ -133,7 +153,8 @@ impl Cluster {
             .await;
             let answer: Answer = match answer {
                 Ok(Ok(message)) => serde_json::from_slice(&message.payload).unwrap_or_default(),
-                // No such node (it died; its lease runs out within seconds), or no answer.
+                // No such node (it died; its lease runs out within seconds), or no answer in
+                // time: ask again, with the same id, so the request is done once.
                 Ok(Err(_)) | Err(_) => Answer {
                     not_leader: true,
                     ..Answer::default()
@@ -211,6 +232,23 @@ impl Cluster {
         if !self.is_leader() || !engine.is_writer() {
             return not_leader;
         }
+        let cell = {
+            let mut answered = self.answered.lock();
+            let now = tokio::time::Instant::now();
+            answered.retain(|_, (at, _)| now.duration_since(*at) < ANSWER_KEPT);
+            answered
+                .entry(request.id.clone())
+                .or_insert_with(|| (now, Arc::default()))
+                .1
+                .clone()
+        };
+        cell.get_or_init(|| self.dispatch(engine, &request))
+            .await
+            .clone()
+    }
+
+    /// Answers a forwarded request as the leader.
+    async fn dispatch(&self, engine: &Engine, request: &Forwarded) -> Answer {
         let format = if request.cbor {
             Format::Cbor
         } else {

@@ -77,9 +77,7 @@ impl Server {
                 let store = rivulet_cluster::store::ClusterStore::open(settings)
                     .await
                     .context("opening the cluster's storage")?;
-                cluster = Some(cluster::Cluster {
-                    store: store.clone(),
-                });
+                cluster = Some(cluster::Cluster::new(store.clone()));
                 (store, None)
             }
             Storage::Dir(_) | Storage::Memory => {
