@@ -9,8 +9,9 @@
 #   scripts/cluster.sh status
 #
 # Settings (environment): CLUSTER_DIR (state, configs, logs, JetStream data; default
-# target/cluster), NATS_PORT (first client port, default 4222; routes from 6222, monitoring
-# from 8222), RIVULET_PORT (first Kinesis port, default 4567), RIVULET (the binary; default
+# target/cluster), NATS_PORT, ROUTE_PORT, MONITOR_PORT (the first server's client, cluster
+# and monitoring ports, default 4222, 6222 and 8222; the others follow), RIVULET_PORT (first
+# Kinesis port, default 4567), RIVULET (the binary; default
 # target/release/rivulet, built if missing), RIVULET_NODES (Rivulet nodes, on consecutive
 # ports; default 3), RIVULET_ARGS (more `rivulet serve` flags).
 set -euo pipefail
@@ -18,6 +19,8 @@ cd "$(dirname "$0")/.."
 
 DIR=${CLUSTER_DIR:-target/cluster}
 NATS_PORT=${NATS_PORT:-4222}
+ROUTE_PORT=${ROUTE_PORT:-6222}
+MONITOR_PORT=${MONITOR_PORT:-8222}
 RIVULET_PORT=${RIVULET_PORT:-4567}
 RIVULET=${RIVULET:-target/release/rivulet}
 NODES=${RIVULET_NODES:-3}
@@ -40,7 +43,7 @@ up() {
   nats=$(bash scripts/nats-server.sh)
   [ -x "$RIVULET" ] || cargo build --release --locked -p rivulet
   for i in 1 2 3; do
-    routes="$routes${routes:+, }nats-route://127.0.0.1:$((6221 + i))"
+    routes="$routes${routes:+, }nats-route://127.0.0.1:$((ROUTE_PORT + i - 1))"
     urls="$urls${urls:+,}nats://127.0.0.1:$((NATS_PORT + i - 1))"
   done
   for i in 1 2 3; do
@@ -48,7 +51,7 @@ up() {
     cat >"$DIR/n$i.conf" <<EOF
 server_name: n$i
 listen: 127.0.0.1:$((NATS_PORT + i - 1))
-http: 127.0.0.1:$((8221 + i))
+http: 127.0.0.1:$((MONITOR_PORT + i - 1))
 # Rivulet's PutRecords of 500 records is one atomic batch; 10 MiB requests need room.
 max_payload: 16MB
 jetstream {
@@ -58,7 +61,7 @@ jetstream {
 }
 cluster {
   name: rivulet
-  listen: 127.0.0.1:$((6221 + i))
+  listen: 127.0.0.1:$((ROUTE_PORT + i - 1))
   routes: [ $routes ]
 }
 EOF

@@ -5,7 +5,9 @@
 # (HTTP/2 for every call), and the web console in headless Chromium (playwright-core from npm,
 # Debian's /usr/bin/chromium; the screenshot lands in target/console.png). Installs their pinned
 # versions into target/sdk-venv and sdk-tests/js/node_modules; needs python3 (with venv and
-# pip), npm, and apt for chromium (installed here when missing).
+# pip), npm, and apt for chromium (installed here when missing). Then boto3, the CLI and the JS
+# SDK again against cluster mode (scripts/cluster.sh: 3 NATS servers, 3 Rivulet nodes, each
+# request to the next node); SDK_CLUSTER=0 skips that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,3 +79,21 @@ echo "client suites against $RIVULET_ENDPOINT"
 
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider sdk-tests/python
 (cd sdk-tests/js && npm test --silent)
+
+# The same suites against cluster mode: 3 nats-server (R3) and 3 Rivulet nodes, each request
+# sent to the next node in turn (what cluster mode does not have yet is skipped).
+if [ "${SDK_CLUSTER:-1}" = 1 ]; then
+  CLUSTER_DIR=$(mktemp -d)
+  export CLUSTER_DIR RIVULET=target/debug/rivulet NATS_PORT=24222 ROUTE_PORT=26222 \
+    MONITOR_PORT=28222 RIVULET_PORT=24567 RIVULET_NODES=3
+  export RIVULET_ARGS="--create-stream-ms 0 --delete-stream-ms 0 --update-stream-ms 0 \
+    --auth sigv4 --credentials $CREDENTIALS --log warn"
+  trap 'bash scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"; kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$LOG" "$CREDENTIALS"' EXIT
+  bash scripts/cluster.sh up
+  export RIVULET_ENDPOINT="http://127.0.0.1:24567"
+  export RIVULET_ENDPOINTS="http://127.0.0.1:24567,http://127.0.0.1:24568,http://127.0.0.1:24569"
+  export RIVULET_CLUSTER_MODE=1
+  echo "client suites against a 3-node cluster: $RIVULET_ENDPOINTS"
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider sdk-tests/python
+  (cd sdk-tests/js && node --test --test-concurrency=1 kinesis.test.mjs)
+fi

@@ -83,6 +83,21 @@ async fn subscribe_latest(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    subscribe(c, consumer_arn, shard)
+        .await
+        .expect("subscribe")
+        .event_stream
+}
+
+/// SubscribeToShard from LATEST.
+async fn subscribe(
+    c: &aws_sdk_kinesis::Client,
+    consumer_arn: &str,
+    shard: &str,
+) -> Result<
+    aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput,
+    aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError,
+> {
     c.subscribe_to_shard()
         .consumer_arn(consumer_arn)
         .shard_id(shard)
@@ -94,8 +109,7 @@ async fn subscribe_latest(
         )
         .send()
         .await
-        .expect("subscribe")
-        .event_stream
+        .map_err(|e| e.into_service_error())
 }
 
 /// The data of the first record a subscription pushes (within 10 s).
@@ -491,6 +505,18 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
         .expect("put through the leader");
     let pushed = first_pushed(&mut events).await;
     assert_eq!(pushed, b"pushed across nodes");
+    // One subscription per consumer and shard, across nodes: a second one within 5 s, on
+    // another node, is refused.
+    let second = subscribe(&ca, &consumer_arn, put.shard_id())
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(
+            second,
+            Err(aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError::ResourceInUseException(_))
+        ),
+        "{second:?}"
+    );
     drop(events);
 
     // kill -9 the leader while a follower's client writes: it sees no error, and a stream

@@ -1,6 +1,9 @@
 // Rivulet through @aws-sdk/client-kinesis v3, whose default handler speaks HTTP/2 to an
 // http:// endpoint (h2c with prior knowledge) for every call, SubscribeToShard included.
 // RIVULET_ENDPOINT (http://host:port) names a running server with zero lifecycle delays.
+// RIVULET_ENDPOINTS (comma-separated), when set, names every node of a cluster: each request
+// then goes to the next node in turn. RIVULET_CLUSTER_MODE=1 skips what cluster mode does not
+// have yet (encryption at rest).
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -28,12 +31,32 @@ import {
 const endpoint = process.env.RIVULET_ENDPOINT;
 assert.ok(endpoint, "RIVULET_ENDPOINT must be set");
 
-const client = new KinesisClient({
+const endpoints = (process.env.RIVULET_ENDPOINTS ?? endpoint).split(",");
+const cluster = process.env.RIVULET_CLUSTER_MODE === "1";
+let turn = 0;
+
+// Sends each of the client's requests to the next node in turn, before it is signed.
+function spread(client) {
+  if (endpoints.length > 1) {
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const node = new URL(endpoints[turn++ % endpoints.length]);
+        args.request.hostname = node.hostname;
+        args.request.port = Number(node.port);
+        return next(args);
+      },
+      { step: "build", name: "spreadOverNodes" },
+    );
+  }
+  return client;
+}
+
+const client = spread(new KinesisClient({
   endpoint,
   region: "us-east-1",
   credentials: { accessKeyId: "AKIDJS", secretAccessKey: "secret" },
   maxAttempts: 1,
-});
+}));
 
 const unique = (name) => `${name}-${process.pid}-${Date.now()}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -195,7 +218,7 @@ test("reshard while a consumer reads: parents drained before children", async ()
   await client.send(new DeleteStreamCommand({ StreamName: name }));
 });
 
-test("encryption at rest and a denied call over HTTP/2", async () => {
+test("encryption at rest and a denied call over HTTP/2", { skip: cluster && "cluster mode has no encryption at rest yet" }, async () => {
   const name = unique("js-encrypted");
   await createStream(name, 1);
   await assert.rejects(
@@ -220,12 +243,12 @@ test("encryption at rest and a denied call over HTTP/2", async () => {
   assert.equal(records[0].EncryptionType, "KMS");
 
   // A read-only principal is refused writes with AWS's AccessDeniedException.
-  const readonly = new KinesisClient({
+  const readonly = spread(new KinesisClient({
     endpoint,
     region: "us-east-1",
     credentials: { accessKeyId: "AKIDREADONLY", secretAccessKey: "secret" },
     maxAttempts: 1,
-  });
+  }));
   await assert.rejects(
     readonly.send(new PutRecordCommand({ StreamName: name, PartitionKey: "k", Data: new Uint8Array([1]) })),
     (e) =>

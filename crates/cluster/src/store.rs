@@ -28,7 +28,7 @@ use base64::Engine as _;
 use parking_lot::Mutex;
 use rivulet_engine::storage::{
     MetaBackend, Offsets, PendingPut, Placed, ReadBatch, RecordStore, ShardLog, ShardWrite,
-    StoreFuture, StoredRecord,
+    SharedSlots, StoreFuture, StoredRecord,
 };
 use rivulet_engine::{ApiError, ErrorKind};
 use rivulet_log::{Keyring, MetaOp, NewRecord};
@@ -79,6 +79,7 @@ pub struct ClusterStore {
     created: Mutex<HashSet<String>>,
     logs: Mutex<HashMap<String, Arc<JetStreamShard>>>,
     keyring: Mutex<Option<Arc<dyn Keyring>>>,
+    slots: Arc<ClusterSlots>,
 }
 
 /// Metadata, written only by the leader, through its lease (a deposed leader's late write
@@ -221,6 +222,13 @@ impl ClusterStore {
             .subscribe(format!("{}.n.>", settings.prefix))
             .await
             .map_err(|error| anyhow::anyhow!("subscribing to put notices: {error}"))?;
+        let slots = Arc::new(ClusterSlots {
+            runtime: runtime.clone(),
+            meta: meta.clone(),
+            holder: format!("{}/{}", settings.node_name, uuid::Uuid::new_v4().simple()),
+            live: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(follow_slots(Arc::downgrade(&slots), meta.changes()));
         let store = Arc::new(ClusterStore {
             runtime: runtime.clone(),
             records: JetStreamRecords::new(client.clone(), &settings.prefix, settings.replicas)
@@ -236,6 +244,7 @@ impl ClusterStore {
             created: Mutex::new(HashSet::new()),
             logs: Mutex::new(HashMap::new()),
             keyring: Mutex::new(None),
+            slots,
         });
         tokio::spawn(follow_notices(Arc::downgrade(&store), notes));
         Ok(store)
@@ -484,6 +493,10 @@ impl RecordStore for ClusterStore {
         true
     }
 
+    fn shared_slots(&self) -> Option<Arc<dyn SharedSlots>> {
+        Some(self.slots.clone())
+    }
+
     /// Gives the leader's lease back (if held), so another node leads at once.
     fn shutdown(&self) {
         let leader = self.meta.leader.lock().take();
@@ -521,6 +534,146 @@ async fn follow_notices(store: std::sync::Weak<ClusterStore>, mut notes: async_n
                 advance(&log.end, u64::from_le_bytes(end));
             }
         }
+    }
+}
+
+/// SubscribeToShard's slots across nodes, as metadata keys (`__rivulet/subs/<consumer
+/// ARN>#<shard>`) written by compare-and-set from any node: the holder (this node's run and
+/// the subscription's generation) and when it started. Every node follows the metadata and
+/// tells its own subscriptions when another one took their slot.
+pub struct ClusterSlots {
+    runtime: tokio::runtime::Handle,
+    meta: Arc<ClusterMeta>,
+    /// This node's run: its name and an incarnation id.
+    holder: String,
+    /// This node's subscriptions holding a slot: generation and the signal to end them.
+    live: Mutex<HashMap<String, LiveSlot>>,
+}
+
+/// A subscription of this node holding a slot: its generation, and what ends it.
+type LiveSlot = (u64, Arc<watch::Sender<bool>>);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SlotValue {
+    holder: String,
+    started_ms: i64,
+}
+
+fn slot_key(key: &str) -> String {
+    format!("__rivulet/subs/{key}")
+}
+
+impl ClusterSlots {
+    fn holder_of(&self, generation: u64) -> String {
+        format!("{}/{generation}", self.holder)
+    }
+
+    async fn take(
+        &self,
+        key: &str,
+        generation: u64,
+        now_ms: i64,
+        takeover_ms: i64,
+    ) -> Result<bool, ApiError> {
+        let key = slot_key(key);
+        let value = serde_json::to_vec(&SlotValue {
+            holder: self.holder_of(generation),
+            started_ms: now_ms,
+        })
+        .map_err(internal)?;
+        for _ in 0..10 {
+            let revision = match self.meta.get_versioned(&key) {
+                Ok(held) => {
+                    let live = serde_json::from_slice::<SlotValue>(&held.value)
+                        .is_ok_and(|slot| now_ms - slot.started_ms < takeover_ms);
+                    if live {
+                        return Ok(false);
+                    }
+                    held.revision
+                }
+                Err(revision) => revision,
+            };
+            let put = MetaOp::Put {
+                key: key.clone(),
+                value: value.clone(),
+            };
+            match self.meta.commit_if(&[put], &[(&key, revision)]).await {
+                Ok(_) => return Ok(true),
+                // Another node took or changed it meanwhile: look again.
+                Err(MetaError::Conflict { .. }) => continue,
+                Err(error) => return Err(internal(error)),
+            }
+        }
+        Err(internal(format!("{key}: contended")))
+    }
+}
+
+impl SharedSlots for ClusterSlots {
+    fn claim(
+        &self,
+        key: &str,
+        generation: u64,
+        now_ms: i64,
+        takeover_ms: i64,
+        superseded: Arc<watch::Sender<bool>>,
+    ) -> Result<bool, ApiError> {
+        // A takeover is refused for 5 s, so listing it after the commit misses none.
+        let claimed = block_on(
+            &self.runtime,
+            self.take(key, generation, now_ms, takeover_ms),
+        )?;
+        if claimed {
+            self.live
+                .lock()
+                .insert(slot_key(key), (generation, superseded));
+        }
+        Ok(claimed)
+    }
+
+    fn release(&self, key: &str, generation: u64) {
+        let key = slot_key(key);
+        {
+            let mut live = self.live.lock();
+            if live.get(&key).is_some_and(|(held, _)| *held == generation) {
+                live.remove(&key);
+            }
+        }
+        let meta = self.meta.clone();
+        let holder = self.holder_of(generation);
+        self.runtime.spawn(async move {
+            let Ok(held) = meta.get_versioned(&key) else {
+                return;
+            };
+            let ours = serde_json::from_slice::<SlotValue>(&held.value)
+                .is_ok_and(|slot| slot.holder == holder);
+            if ours {
+                let delete = MetaOp::Delete { key: key.clone() };
+                // A conflict means another subscription took it: nothing to give back.
+                let _ = meta.commit_if(&[delete], &[(&key, held.revision)]).await;
+            }
+        });
+    }
+}
+
+/// Ends this node's subscriptions whose slot another node's subscription took.
+async fn follow_slots(slots: std::sync::Weak<ClusterSlots>, mut changes: watch::Receiver<u64>) {
+    while changes.changed().await.is_ok() {
+        let Some(slots) = slots.upgrade() else {
+            return;
+        };
+        let mut live = slots.live.lock();
+        live.retain(|key, (generation, superseded)| {
+            let holder = slots.holder_of(*generation);
+            let still_ours = slots
+                .meta
+                .get(key)
+                .and_then(|value| serde_json::from_slice::<SlotValue>(&value).ok())
+                .is_some_and(|slot| slot.holder == holder);
+            if !still_ours {
+                superseded.send_replace(true);
+            }
+            still_ours
+        });
     }
 }
 
@@ -644,6 +797,12 @@ impl ShardLog for JetStreamShard {
             advance(&end, found);
             Ok(found)
         })
+    }
+
+    /// Every put below a closed shard's end was acknowledged before its epoch message was
+    /// written (later ones are refused), so all of it is durable.
+    fn closed_end(&self, end: u64) -> StoreFuture<u64> {
+        Box::pin(std::future::ready(Ok(end)))
     }
 
     fn offset_at_timestamp(&self, timestamp_ms: i64) -> StoreFuture<u64> {

@@ -988,12 +988,22 @@ impl ReadPlan {
                 encrypted: record.encrypted,
             });
         }
-        let tip = log.end_offset().await?;
+        let tip = match end_exclusive {
+            Some(end) => log.closed_end(end).await?,
+            None => log.end_offset().await?,
+        };
         let millis_behind_latest = match records.last() {
             Some(last) if next_offset < tip => (now_ms - last.arrival_ms).max(0),
             _ => 0,
         };
-        let drained = end_exclusive.is_some_and(|end| next_offset >= end && tip >= end);
+        // A closed shard is read to its end once everything below its end is durable and
+        // the reader is past its last record: at the end itself, or finding nothing more
+        // (positions need not be consecutive, so the last record may lie well below it).
+        let drained = end_exclusive
+            .is_some_and(|end| tip >= end && (next_offset >= end || records.is_empty()));
+        if drained && let Some(end) = end_exclusive {
+            next_offset = next_offset.max(end);
+        }
         Ok(ShardRead {
             records,
             bytes,

@@ -338,13 +338,14 @@ impl Engine {
             streams.insert(state.meta.name.clone(), Arc::new(Stream::new(state)));
         }
         let shared = store.is_shared();
+        let shared_slots = store.shared_slots();
         Engine {
             config,
             store,
             tokens: TokenCodec::new(secret),
             streams: RwLock::new(streams),
             nonce: AtomicU64::new(0),
-            subscriptions: subscribe::Subscriptions::default(),
+            subscriptions: subscribe::Subscriptions::new(shared_slots),
             throttled: AtomicU64::new(0),
             calls: limits::CallLimits::default(),
             commitment: parking_lot::Mutex::new(commitment),

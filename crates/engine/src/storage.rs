@@ -42,6 +42,12 @@ pub trait ShardLog: Send + Sync {
     fn start_offset(&self) -> StoreFuture<u64>;
     /// One past the newest durable record's position.
     fn end_offset(&self) -> StoreFuture<u64>;
+    /// The end of a shard that closed at `end` ([`ShardLog::close`]), for telling a reader it
+    /// has read everything: `end` once every record below it is durable.
+    fn closed_end(&self, end: u64) -> StoreFuture<u64> {
+        let _ = end;
+        self.end_offset()
+    }
     /// The position of the first durable record stored at or after `timestamp_ms`, or
     /// `end_offset` when none.
     fn offset_at_timestamp(&self, timestamp_ms: i64) -> StoreFuture<u64>;
@@ -136,12 +142,35 @@ pub trait RecordStore: Send + Sync {
     fn set_keyring(&self, keyring: Arc<dyn Keyring>);
     /// Stops cleanly: what is buffered is written and synced.
     fn shutdown(&self);
+    /// SubscribeToShard's slots shared with the other nodes of a cluster (`None`: this
+    /// process is the only one, and the engine's own registry is the whole truth).
+    fn shared_slots(&self) -> Option<Arc<dyn SharedSlots>> {
+        None
+    }
     /// Whether other processes write to this store too (a cluster's): then a log without
     /// metadata may be one another node is creating, and only the metadata's writer removes
     /// orphans ([`crate::Engine::remove_orphans`]).
     fn is_shared(&self) -> bool {
         false
     }
+}
+
+/// SubscribeToShard's rule across nodes: one subscription per consumer and shard, a newer one
+/// taking over once the live one is `takeover_ms` old.
+pub trait SharedSlots: Send + Sync {
+    /// Takes slot `key` for subscription `generation` (of this node) starting at `now_ms`;
+    /// `Ok(false)` if another subscription, on any node, took it less than `takeover_ms`
+    /// before. Once another takes it over, `superseded` turns `true`.
+    fn claim(
+        &self,
+        key: &str,
+        generation: u64,
+        now_ms: i64,
+        takeover_ms: i64,
+        superseded: Arc<watch::Sender<bool>>,
+    ) -> Result<bool>;
+    /// Gives slot `key` back, if subscription `generation` still holds it.
+    fn release(&self, key: &str, generation: u64);
 }
 
 fn ready<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {

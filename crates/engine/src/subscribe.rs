@@ -22,12 +22,28 @@ pub const SUBSCRIPTION_TAKEOVER_MS: i64 = 5_000;
 pub(crate) struct Subscriptions {
     slots: parking_lot::Mutex<HashMap<(String, u32), Slot>>,
     next_generation: std::sync::atomic::AtomicU64,
+    /// In a cluster: the slots every node sees.
+    shared: Option<std::sync::Arc<dyn crate::storage::SharedSlots>>,
+}
+
+impl Subscriptions {
+    pub(crate) fn new(shared: Option<std::sync::Arc<dyn crate::storage::SharedSlots>>) -> Self {
+        Subscriptions {
+            shared,
+            ..Default::default()
+        }
+    }
 }
 
 struct Slot {
     generation: u64,
     started_ms: i64,
-    superseded: watch::Sender<bool>,
+    superseded: std::sync::Arc<watch::Sender<bool>>,
+}
+
+/// A slot's name among the nodes: the consumer's ARN and the shard.
+fn shared_key(key: &(String, u32)) -> String {
+    format!("{}#{}", key.0, key.1)
 }
 
 /// A live subscription: where it is, and what to wait on.
@@ -134,17 +150,21 @@ impl Engine {
             .next_generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (superseded_tx, superseded) = watch::channel(false);
+        let superseded_tx = std::sync::Arc::new(superseded_tx);
+        let in_use = || {
+            ApiError::in_use(format!(
+                "Another active subscription exists for this consumer: \
+                 {account}:{name}:{}:{}",
+                shard_id(index),
+                consumer_name
+            ))
+        };
         {
-            let mut slots = self.subscriptions.slots.lock();
+            let slots = self.subscriptions.slots.lock();
             if let Some(live) = slots.get(&key)
                 && now_ms - live.started_ms < SUBSCRIPTION_TAKEOVER_MS
             {
-                return Err(ApiError::in_use(format!(
-                    "Another active subscription exists for this consumer: \
-                     {account}:{name}:{}:{}",
-                    shard_id(index),
-                    consumer_name
-                )));
+                return Err(in_use());
             }
             // One SubscribeToShard a second per consumer and shard.
             if let Some(scale) = self.config.limits_scale
@@ -163,6 +183,21 @@ impl Engine {
                 );
                 return Err(self.call_rate_exceeded(Some(&name)));
             }
+        }
+        // In a cluster, the rule holds across nodes: the slot is taken there too.
+        if let Some(shared) = &self.subscriptions.shared
+            && !shared.claim(
+                &shared_key(&key),
+                generation,
+                now_ms,
+                SUBSCRIPTION_TAKEOVER_MS,
+                superseded_tx.clone(),
+            )?
+        {
+            return Err(in_use());
+        }
+        {
+            let mut slots = self.subscriptions.slots.lock();
             // A subscription older than 5 s gives way to this one.
             if let Some(live) = slots.get(&key) {
                 live.superseded.send_replace(true);
@@ -296,6 +331,10 @@ impl Engine {
             .is_some_and(|s| s.generation == sub.generation)
         {
             slots.remove(&sub.key);
+        }
+        drop(slots);
+        if let Some(shared) = &self.subscriptions.shared {
+            shared.release(&shared_key(&sub.key), sub.generation);
         }
     }
 }
