@@ -138,7 +138,7 @@ async fn first_pushed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_serves_kinesis_from_jetstream_and_a_restart_keeps_everything() {
-    let nats = NatsCluster::start(3).await.expect("nats cluster");
+    let mut nats = NatsCluster::start(3).await.expect("nats cluster");
     let node = TestServer::with_config(config(settings(&nats, "a", Duration::from_secs(10)))).await;
     let c = &node.client;
 
@@ -307,6 +307,17 @@ async fn one_node_serves_kinesis_from_jetstream_and_a_restart_keeps_everything()
     assert_eq!(pushed, b"pushed");
     drop(events);
 
+    // A resource policy, to find again after the restarts.
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::111122223333:root"}},"Action":"kinesis:GetRecords","Resource":"{stream_arn}"}}]}}"#
+    );
+    c.put_resource_policy()
+        .resource_arn(&stream_arn)
+        .policy(&policy)
+        .send()
+        .await
+        .expect("put policy");
+
     // Node a stops (giving the lease back); node b then leads, with the same streams and
     // records.
     node.stop().await;
@@ -321,6 +332,42 @@ async fn one_node_serves_kinesis_from_jetstream_and_a_restart_keeps_everything()
     );
     let shards = list_shards(c).await;
     assert_eq!(shards.shards().len(), 6, "4 shards, one split in two");
+
+    // The whole cluster restarts: every NATS server killed, then started again, and a node
+    // on it finds every stream, consumer, policy and record.
+    b.stop().await;
+    for i in 0..3 {
+        nats.kill(i).await.expect("kill nats");
+    }
+    for i in 0..3 {
+        nats.restart(i).await.expect("restart nats");
+    }
+    nats.wait_ready(Duration::from_secs(60))
+        .await
+        .expect("nats ready");
+    let b = TestServer::with_config(config(settings(&nats, "c", Duration::from_secs(10)))).await;
+    let c = &b.client;
+    assert_eq!(
+        read_all(c, "orders", &shard).await,
+        parent,
+        "records survive a whole-cluster restart"
+    );
+    let consumers = c
+        .list_stream_consumers()
+        .stream_arn(&stream_arn)
+        .send()
+        .await
+        .expect("consumers");
+    assert_eq!(consumers.consumers().len(), 1);
+    assert_eq!(consumers.consumers()[0].consumer_name(), "pushed");
+    let kept = c
+        .get_resource_policy()
+        .resource_arn(&stream_arn)
+        .send()
+        .await
+        .expect("policy");
+    assert_eq!(kept.policy(), policy);
+    assert_eq!(list_shards(c).await.shards().len(), 6);
 
     // Deleting the stream removes its JetStream stream.
     c.delete_stream()
@@ -360,22 +407,12 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
     let nats = NatsCluster::start(3).await.expect("nats cluster");
     let urls = nats.urls();
     let node = |name: &str| {
-        Process::spawn(&[
-            "--cluster",
+        spawn_node(
             &urls,
-            "--node-name",
             name,
-            "--nats-prefix",
             "riv3",
-            "--create-stream-ms",
-            "0",
-            "--update-stream-ms",
-            "0",
-            "--limits",
-            "off",
-            "--log",
-            "warn",
-        ])
+            &["--update-stream-ms", "0", "--limits", "off"],
+        )
     };
     // The first node leads (a deployment without a leader takes the first that asks).
     let mut a = node("a");
@@ -389,7 +426,8 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
         .send()
         .await
         .expect("create through a follower");
-    wait_active(&cc, "multi").await;
+    // Another node applies the change a moment later (its copy of the metadata follows).
+    wait_active_within(&cc, "multi", Duration::from_secs(10)).await;
 
     // Puts through all three nodes at once.
     let mut writers = Vec::new();
@@ -479,7 +517,7 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
         .send()
         .await
         .expect("split through a follower");
-    wait_active(&cb, "multi").await;
+    wait_active_within(&cb, "multi", Duration::from_secs(10)).await;
     let put = cb
         .put_record()
         .stream_name("multi")
@@ -561,6 +599,24 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
     nats.stop().await.expect("stop nats");
 }
 
+/// A `rivulet serve --cluster` process on `urls`, with `extra` flags.
+fn spawn_node(urls: &str, name: &str, prefix: &str, extra: &[&str]) -> Process {
+    let mut args = vec![
+        "--cluster",
+        urls,
+        "--node-name",
+        name,
+        "--nats-prefix",
+        prefix,
+        "--create-stream-ms",
+        "0",
+        "--log",
+        "warn",
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(&args)
+}
+
 /// Waits until the stream `name` is ACTIVE, within `limit`.
 async fn wait_active_within(c: &aws_sdk_kinesis::Client, name: &str, limit: Duration) {
     let until = tokio::time::Instant::now() + limit;
@@ -576,4 +632,90 @@ async fn wait_active_within(c: &aws_sdk_kinesis::Client, name: &str, limit: Dura
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("stream {name} did not become ACTIVE within {limit:?}");
+}
+
+/// Throughput limits hold for a shard as a whole across nodes, within 10 %: three nodes each
+/// offered the shard's whole rate for 6 s accept about the rate once, not three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_s_limits_hold_across_nodes() {
+    let nats = NatsCluster::start(3).await.expect("nats cluster");
+    let urls = nats.urls();
+    // 0.2 of AWS's rates: 200 records/s per shard.
+    let node = |name: &str| {
+        spawn_node(
+            &urls,
+            name,
+            "rivl",
+            &["--limits", "aws", "--limits-scale", "0.2"],
+        )
+    };
+    let a = node("a");
+    let (b, c) = (node("b"), node("c"));
+    let clients: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|p| crate::util::client_without_retries(p.addr))
+        .collect();
+    clients[0]
+        .create_stream()
+        .stream_name("limited")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create");
+    wait_active_within(&clients[1], "limited", Duration::from_secs(10)).await;
+    // Each node is offered 200 records/s (10 every 50 ms): 600/s in all, 3× the limit.
+    let started = tokio::time::Instant::now();
+    let mut offered = Vec::new();
+    for client in clients.clone() {
+        offered.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while started.elapsed() < Duration::from_secs(6) {
+                tick.tick().await;
+                let entries: Vec<PutRecordsRequestEntry> = (0..10)
+                    .map(|i| {
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(format!("k{i}"))
+                            .data(Blob::new("x"))
+                            .build()
+                            .expect("entry")
+                    })
+                    .collect();
+                let put = client
+                    .put_records()
+                    .stream_name("limited")
+                    .set_records(Some(entries))
+                    .send()
+                    .await
+                    .expect("put");
+                let ok = put
+                    .records()
+                    .iter()
+                    .filter(|r| r.error_code().is_none())
+                    .count();
+                accepted.push((started.elapsed(), ok));
+            }
+            accepted
+        }));
+    }
+    let mut in_window = 0;
+    for node in offered {
+        // Seconds 2 to 6: past the buckets' first second of burst on every node.
+        in_window += node
+            .await
+            .expect("writer")
+            .iter()
+            .filter(|(at, _)| *at >= Duration::from_secs(2))
+            .map(|(_, ok)| ok)
+            .sum::<usize>();
+    }
+    let expected = 200.0 * 4.0;
+    let ratio = in_window as f64 / expected;
+    eprintln!("accepted {in_window} in 4 s against a limit of {expected} ({ratio:.2})");
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "accepted {in_window} records in 4 s, the shard's limit is {expected}"
+    );
+    drop((a, b, c));
+    nats.stop().await.expect("stop nats");
 }

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use rivulet_log::NewRecord;
 use serde::Deserialize;
 
-use crate::api::{ApiError, BATCH_DUPLICATE_MESSAGE_ID, Envelope, WRONG_LAST_SEQUENCE};
+use crate::api::{ApiError, BATCH_DUPLICATE_MESSAGE_ID, Envelope};
 use crate::{
     BatchError, BatchMessage, DirectGet, StoredMessage, direct_get_batch, publish_atomic_within,
 };
@@ -46,9 +46,6 @@ pub enum RecordError {
     /// request id tells).
     #[error("record store: {0}")]
     Unavailable(String),
-    /// A shard of the put was closed (`JetStreamRecords::close`): nothing was stored.
-    #[error("record store: a shard of the put is closed")]
-    Closed,
     /// A message of the stream is not a record frame.
     #[error("record store: stored message {0} is not a record")]
     Corrupt(u64),
@@ -171,20 +168,10 @@ impl JetStreamRecords {
         let mut messages = Vec::with_capacity(count);
         for (shard, records) in shards {
             let subject = self.subject(id, *shard);
-            for (k, record) in records.iter().enumerate() {
-                let mut headers = HeaderMap::new();
-                if k == 0 {
-                    // Only while the shard is open: its epoch subject holds no message until
-                    // `close`, and a batch checked after that stores nothing.
-                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
-                    headers.insert(
-                        "Nats-Expected-Last-Subject-Sequence-Subject",
-                        self.epoch_subject(id, *shard).as_str(),
-                    );
-                }
+            for record in records.iter() {
                 messages.push(BatchMessage {
                     subject: subject.clone(),
-                    headers,
+                    headers: HeaderMap::new(),
                     payload: encode(record, arrival_ms)?,
                 });
             }
@@ -212,9 +199,6 @@ impl JetStreamRecords {
                         .find_put(&name, &first_subject, arrival_ms, request_id)
                         .await?;
                     return Ok(positions(shards, first));
-                }
-                Err(BatchError::Api(error)) if error.err_code == WRONG_LAST_SEQUENCE => {
-                    return Err(RecordError::Closed);
                 }
                 Err(BatchError::Api(error)) if error.is_retryable() => {
                     last_error = error.to_string();
@@ -350,6 +334,18 @@ impl JetStreamRecords {
         shard: u32,
         from: u64,
     ) -> Result<Option<u64>, RecordError> {
+        let found = self.leader_get(id, from, &self.subject(id, shard)).await?;
+        Ok(found.map(|(seq, _)| seq))
+    }
+
+    /// The stream's first message at or after `from` on `subject` (wildcards allowed), as the
+    /// stream's leader answers: its sequence and subject.
+    async fn leader_get(
+        &self,
+        id: &str,
+        from: u64,
+        subject: &str,
+    ) -> Result<Option<(u64, String)>, RecordError> {
         #[derive(Deserialize)]
         struct Found {
             message: Message,
@@ -357,13 +353,14 @@ impl JetStreamRecords {
         #[derive(Deserialize)]
         struct Message {
             seq: u64,
+            subject: String,
         }
         let name = self.stream_name(id)?;
-        let body = serde_json::json!({"seq": from.max(1), "next_by_subj": self.subject(id, shard)});
+        let body = serde_json::json!({"seq": from.max(1), "next_by_subj": subject});
         match self.api(&format!("STREAM.MSG.GET.{name}"), &body).await {
             Ok(answer) => {
                 let found: Found = serde_json::from_slice(&answer).map_err(unavailable)?;
-                Ok(Some(found.message.seq))
+                Ok(Some((found.message.seq, found.message.subject)))
             }
             Err(RecordError::Api(error)) if error.err_code == NO_MESSAGE_FOUND => Ok(None),
             Err(error) => Err(error),
@@ -466,10 +463,10 @@ impl JetStreamRecords {
         Ok(purged.purged)
     }
 
-    /// Closes `shard` to writes: from now on every put that writes to it stores nothing and
-    /// fails with [`RecordError::Closed`], whichever node sends it, and whether it was sent
-    /// before or after. Returns the position the shard ends at: its records are all below it.
-    /// Closing a closed shard returns the same position.
+    /// Closes `shard`: writes its one epoch message, whose position is where the shard ends
+    /// (its readable records are all below it). A put that lands on the shard after it is
+    /// late: [`JetStreamRecords::closed_since`] tells its writer. Closing a closed shard
+    /// returns the same position.
     pub async fn close(&self, id: &str, shard: u32) -> Result<u64, RecordError> {
         self.stream_name(id)?;
         let subject = self.epoch_subject(id, shard);
@@ -509,11 +506,33 @@ impl JetStreamRecords {
         }
     }
 
+    /// The shards of Kinesis stream `id` closed at a position at or after `from`, with that
+    /// position, in order, as the stream's leader answers (so every close before a put this
+    /// node saw acknowledged is there).
+    pub async fn closed_since(&self, id: &str, from: u64) -> Result<Vec<(u32, u64)>, RecordError> {
+        let prefix = format!("{}.e.{id}.", self.prefix);
+        let epochs = format!("{prefix}*");
+        let mut closed = Vec::new();
+        let mut from = from.max(1);
+        while let Some((seq, subject)) = self.leader_get(id, from, &epochs).await? {
+            if let Some(shard) = subject
+                .strip_prefix(&prefix)
+                .and_then(|shard| shard.parse().ok())
+            {
+                closed.push((shard, seq));
+            }
+            from = seq + 1;
+        }
+        Ok(closed)
+    }
+
     /// Removes every record of `shard`.
     pub async fn purge_shard(&self, id: &str, shard: u32) -> Result<(), RecordError> {
         let name = self.stream_name(id)?;
-        let body = serde_json::json!({"filter": self.subject(id, shard)});
-        self.api(&format!("STREAM.PURGE.{name}"), &body).await?;
+        for subject in [self.subject(id, shard), self.epoch_subject(id, shard)] {
+            let body = serde_json::json!({ "filter": subject });
+            self.api(&format!("STREAM.PURGE.{name}"), &body).await?;
+        }
         Ok(())
     }
 

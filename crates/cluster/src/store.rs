@@ -4,9 +4,12 @@
 //! - Records: [`JetStreamRecords`]. The engine's log id `<stream key>/shardId-N` names the
 //!   JetStream stream of `<stream key>` (as one base64url token) and its subject `N`. A put is
 //!   one atomic batch for the whole request, run in a task of its own, so that it finishes
-//!   even if its request goes away. Each shard's first record in a batch expects the shard's
-//!   epoch subject to be empty; closing a shard writes its one epoch message, so JetStream
-//!   refuses every later put to it, whichever node sends it.
+//!   even if its request goes away. Closing a shard writes its one epoch message, whose
+//!   position is the shard's end. A put from a node whose metadata was behind may land on the
+//!   shard after that: once acknowledged, the writer asks the stream's leader for closes it
+//!   has not seen (one request per put, usually answering none), and the entries of a shard
+//!   that closed before its records landed fail (AWS's per-record InternalFailure), so the
+//!   client's retry reaches the children and no reader ever misses an acknowledged record.
 //! - Metadata: [`ClusterMeta`], read from this node's mirror, committed only by the leader,
 //!   through its lease ([`Leadership::commit`]): a node that lost the lease cannot write.
 //!   Every node campaigns for the lease; the others follow the metadata and forward what
@@ -80,6 +83,17 @@ pub struct ClusterStore {
     logs: Mutex<HashMap<String, Arc<JetStreamShard>>>,
     keyring: Mutex<Option<Arc<dyn Keyring>>>,
     slots: Arc<ClusterSlots>,
+    /// Per stream (by token): the closes this node has seen, for telling late puts.
+    closes: Arc<Mutex<HashMap<String, Closes>>>,
+}
+
+/// The shards of a stream this node knows closed, and how far it has looked for closes.
+#[derive(Default)]
+struct Closes {
+    /// Every close at a position below this is in `closed`.
+    scanned: u64,
+    /// Shard → the position it closed at.
+    closed: HashMap<u32, u64>,
 }
 
 /// Metadata, written only by the leader, through its lease (a deposed leader's late write
@@ -114,12 +128,6 @@ fn record_error(error: RecordError) -> ApiError {
     match error {
         RecordError::Corrupt(_) => ApiError::internal(format!("Internal Service Failure: {error}")),
         RecordError::TooLarge(_) => ApiError::new(ErrorKind::Validation, error.to_string()),
-        // Another node closed a shard this node still routed to (its metadata is behind):
-        // nothing was stored, and the client's retry goes to the shard's children.
-        RecordError::Closed => {
-            tracing::info!("a put reached a shard closed by another node; refused whole");
-            ApiError::internal("Internal Service Failure")
-        }
         error => internal(error),
     }
 }
@@ -245,6 +253,7 @@ impl ClusterStore {
             logs: Mutex::new(HashMap::new()),
             keyring: Mutex::new(None),
             slots,
+            closes: Arc::new(Mutex::new(HashMap::new())),
         });
         tokio::spawn(follow_notices(Arc::downgrade(&store), notes));
         Ok(store)
@@ -258,6 +267,11 @@ impl ClusterStore {
     /// This node's name.
     pub fn node_name(&self) -> &str {
         &self.node_name
+    }
+
+    /// The deployment's subject prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Whether this node holds the leader's lease now: it alone writes metadata and runs the
@@ -433,6 +447,7 @@ impl RecordStore for ClusterStore {
         let records = self.records.clone();
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         let (client, notice) = (self.client.clone(), format!("{}.n.{token}", self.prefix));
+        let closes = self.closes.clone();
         // A task of its own: the put completes (or fails) even if its request goes away.
         let task = self.runtime.spawn(async move {
             let borrowed: Vec<Vec<NewRecord<'_>>> = shards
@@ -456,11 +471,38 @@ impl RecordStore for ClusterStore {
                 .put(&token, &request, timestamp_ms, &request_id)
                 .await
                 .map_err(record_error)?;
+            // A shard closed (by the leader) before these records landed would hide them:
+            // look for closes at positions this node has not looked at yet, up to the put's.
+            let last = positions.iter().flatten().max().copied().unwrap_or(0);
+            let from = closes.lock().entry(token.clone()).or_default().scanned;
+            if from <= last {
+                let found = records
+                    .closed_since(&token, from)
+                    .await
+                    .map_err(record_error)?;
+                let mut known = closes.lock();
+                let stream = known.entry(token.clone()).or_default();
+                stream.closed.extend(found);
+                stream.scanned = stream.scanned.max(last + 1);
+            }
+            let closed = closes
+                .lock()
+                .get(&token)
+                .map(|stream| stream.closed.clone())
+                .unwrap_or_default();
             let mut placed = Vec::with_capacity(positions.len());
             // Every node's subscriptions to these shards learn of the new end at once.
             let mut ended = Vec::with_capacity(positions.len() * NOTICE_ENTRY_BYTES);
             for ((end, positions), (index, _)) in ends.iter().zip(positions).zip(&shards) {
-                if let Some(last) = positions.last() {
+                let late = closed
+                    .get(index)
+                    .is_some_and(|&at| positions.first().is_some_and(|&first| first > at));
+                if late {
+                    tracing::info!(
+                        shard = index,
+                        "a put landed after its shard closed; its entries fail"
+                    );
+                } else if let Some(last) = positions.last() {
                     advance(end, last + 1);
                     ended.extend_from_slice(&index.to_le_bytes());
                     ended.extend_from_slice(&(last + 1).to_le_bytes());
@@ -468,6 +510,7 @@ impl RecordStore for ClusterStore {
                 placed.push(Placed {
                     offsets: Offsets::Each(positions),
                     timestamp_ms,
+                    late,
                 });
             }
             if let Err(error) = client.publish(notice, ended.into()).await {
@@ -821,8 +864,8 @@ impl ShardLog for JetStreamShard {
         })
     }
 
-    /// Writes the shard's epoch message: from then on JetStream refuses every put to it,
-    /// from any node, so nothing lands after the end returned (the epoch message's position).
+    /// Writes the shard's epoch message; its position is the shard's end. A put that lands
+    /// after it is told late by its writer (see the put), never acknowledged.
     fn close(&self) -> Result<u64, ApiError> {
         let end = block_on(&self.runtime, self.records.close(&self.token, self.index))
             .map_err(record_error)?;

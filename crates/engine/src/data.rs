@@ -104,6 +104,13 @@ impl PutOutcome {
                 ));
             }
             for (shard, placed) in shards.iter().zip(&placed) {
+                if placed.late {
+                    // Refused per entry (AWS's per-record failure), so only these are retried.
+                    for &i in &members[shard.members.clone()] {
+                        results[i] = Some(Err(ApiError::internal("Internal service failure.")));
+                    }
+                    continue;
+                }
                 let arrival_s = (placed.timestamp_ms / 1000) as u32;
                 let mut encoder = shard.encoder.lock();
                 for (k, &i) in members[shard.members.clone()].iter().enumerate() {

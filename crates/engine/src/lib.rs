@@ -413,6 +413,44 @@ impl Engine {
         Ok(())
     }
 
+    /// What each shard's limits admitted on this node since the last call, by stream key and
+    /// shard: what a cluster node tells the others (`Engine::charge_usage`).
+    pub fn take_usage(&self) -> Vec<(String, u32, limits::Usage)> {
+        let streams: Vec<Arc<Stream>> = self.streams.read().values().cloned().collect();
+        let mut taken = Vec::new();
+        for stream in streams {
+            let key = stream.state.read().meta.key.clone();
+            for (index, limits) in stream.limits.lock().iter() {
+                let usage = limits.take_usage();
+                if !usage.is_empty() {
+                    taken.push((key.clone(), *index, usage));
+                }
+            }
+        }
+        taken
+    }
+
+    /// Charges what another node admitted on shard `shard` of the stream whose key is
+    /// `stream_key` to this node's buckets, so the shard's limits hold across the cluster.
+    pub fn charge_usage(&self, stream_key: &str, shard: u32, usage: &limits::Usage, now_ms: i64) {
+        let Some(name) = stream_key
+            .strip_prefix(self.config.namespace.as_str())
+            .and_then(|rest| rest.rsplit_once('.'))
+            .map(|(name, _)| name)
+        else {
+            return;
+        };
+        let Some(stream) = self.streams.read().get(name).cloned() else {
+            return;
+        };
+        if stream.state.read().meta.key != stream_key {
+            return;
+        }
+        if let Some(limits) = stream.shard_limits(self.config.limits_scale, shard, now_ms) {
+            limits.charge_usage(usage, now_ms);
+        }
+    }
+
     /// Whether this engine writes metadata (and so settles lifecycles and runs the tick).
     pub fn is_writer(&self) -> bool {
         self.writer.load(Ordering::Acquire)

@@ -65,6 +65,26 @@ struct Buckets {
     read_bytes: Bucket,
     read_calls: Bucket,
     iterator_calls: Bucket,
+    /// What this node admitted since its usage was last taken (`ShardLimits::take_usage`).
+    local: Usage,
+}
+
+/// What a shard's buckets admitted: in a cluster each node tells the others what it admitted,
+/// and charges what they did to its own buckets, so the limits hold for the shard as a whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub write_bytes: f64,
+    pub write_records: f64,
+    pub read_calls: f64,
+    pub read_bytes: f64,
+    pub iterator_calls: f64,
+}
+
+impl Usage {
+    /// Nothing was admitted.
+    pub fn is_empty(&self) -> bool {
+        *self == Usage::default()
+    }
 }
 
 /// One shard's buckets. Kept in memory only: a restart starts every shard with full buckets.
@@ -89,8 +109,32 @@ impl ShardLimits {
                 },
                 read_calls: bucket(READ_CALLS_PER_SECOND),
                 iterator_calls: bucket(ITERATOR_CALLS_PER_SECOND),
+                local: Usage::default(),
             }),
         }
+    }
+
+    /// What these buckets admitted since the last call.
+    pub fn take_usage(&self) -> Usage {
+        std::mem::take(&mut self.buckets.lock().local)
+    }
+
+    /// Charges what another node admitted on the same shard (possibly into debt, which the
+    /// refill pays back before this node admits more).
+    pub fn charge_usage(&self, usage: &Usage, now_ms: i64) {
+        let mut guard = self.buckets.lock();
+        let b = &mut *guard;
+        for (bucket, amount) in [
+            (&mut b.write_bytes, usage.write_bytes),
+            (&mut b.write_records, usage.write_records),
+            (&mut b.read_calls, usage.read_calls),
+            (&mut b.iterator_calls, usage.iterator_calls),
+        ] {
+            bucket.refill(now_ms);
+            bucket.take(amount);
+        }
+        b.read_bytes.refill(now_ms);
+        b.read_bytes.take(usage.read_bytes);
     }
 
     /// Admits one record of `bytes` (data plus partition key), or says it is throttled.
@@ -109,6 +153,7 @@ impl ShardLimits {
         b.read_bytes.refill(now_ms);
         if b.read_bytes.tokens >= 0.0 && b.read_calls.allows(1.0, now_ms) {
             b.read_calls.take(1.0);
+            b.local.read_calls += 1.0;
             true
         } else {
             false
@@ -117,7 +162,9 @@ impl ShardLimits {
 
     /// Charges the bytes a GetRecords call returned (possibly into debt).
     pub fn charge_read(&self, bytes: usize) {
-        self.buckets.lock().read_bytes.take(bytes as f64);
+        let mut b = self.buckets.lock();
+        b.read_bytes.take(bytes as f64);
+        b.local.read_bytes += bytes as f64;
     }
 
     /// Admits a GetShardIterator call.
@@ -125,6 +172,7 @@ impl ShardLimits {
         let mut b = self.buckets.lock();
         if b.iterator_calls.allows(1.0, now_ms) {
             b.iterator_calls.take(1.0);
+            b.local.iterator_calls += 1.0;
             true
         } else {
             false
@@ -143,6 +191,8 @@ impl Writes<'_> {
         if b.write_bytes.allows(bytes, now_ms) && b.write_records.allows(1.0, now_ms) {
             b.write_bytes.take(bytes);
             b.write_records.take(1.0);
+            b.local.write_bytes += bytes;
+            b.local.write_records += 1.0;
             true
         } else {
             false

@@ -80,6 +80,10 @@ pub struct Placed {
     pub offsets: Offsets,
     /// The arrival time the store gave them.
     pub timestamp_ms: i64,
+    /// The shard had closed before the records landed (another node closed it while this one
+    /// still routed to it): they are stored where no reader reads, and their entries fail, so
+    /// the client's retry goes to the shard's children. Only a cluster's store sets it.
+    pub late: bool,
 }
 
 /// The positions of a shard's records in one put.
@@ -283,6 +287,7 @@ impl RecordStore for Store {
             placed.push(Placed {
                 offsets: Offsets::From(appended.first_offset),
                 timestamp_ms: appended.timestamp_ms,
+                late: false,
             });
             durable.push(appended.durable);
         }

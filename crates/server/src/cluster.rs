@@ -27,6 +27,8 @@ use crate::api;
 
 /// How long a forwarded request may take, leader changes included.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(30);
+/// How often a node tells the others what its shards' limits admitted.
+const USAGE_EVERY: Duration = Duration::from_millis(100);
 /// How long a leader keeps the answer to a forwarded request, for a retry of it.
 const ANSWER_KEPT: Duration = Duration::from_secs(300);
 /// How long one forwarded request waits for the leader's answer.
@@ -330,6 +332,62 @@ impl Cluster {
             .await;
             if let Ok(Err(error)) = settled {
                 tracing::warn!(%error, "following the cluster's metadata");
+            }
+        }
+    }
+
+    /// Shares throughput use with the other nodes: every 100 ms, what this node's shards
+    /// admitted goes out on `<prefix>.l`, and what the others admitted is charged to this
+    /// node's buckets. So a shard's limits hold for the shard as a whole, not once per node.
+    pub async fn share_usage(self, accounts: Arc<HashMap<String, Arc<Engine>>>) {
+        #[derive(Serialize, Deserialize)]
+        struct Shared {
+            node: String,
+            account: String,
+            usage: Vec<(String, u32, rivulet_engine::limits::Usage)>,
+        }
+        let subject = format!("{}.l", self.store.prefix());
+        let me = self.store.node_name().to_string();
+        let mut others = match self.store.client().subscribe(subject.clone()).await {
+            Ok(others) => others,
+            Err(error) => {
+                tracing::error!(%error, "cannot share throughput use");
+                return;
+            }
+        };
+        let mut every = tokio::time::interval(USAGE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    for (account, engine) in accounts.iter() {
+                        let usage = engine.take_usage();
+                        if usage.is_empty() {
+                            continue;
+                        }
+                        let shared = Shared { node: me.clone(), account: account.clone(), usage };
+                        let Ok(payload) = serde_json::to_vec(&shared) else { continue };
+                        if let Err(error) =
+                            self.store.client().publish(subject.clone(), payload.into()).await
+                        {
+                            tracing::debug!(%error, "throughput use not shared");
+                        }
+                    }
+                }
+                message = others.next() => {
+                    let Some(message) = message else { return };
+                    let Ok(shared) = serde_json::from_slice::<Shared>(&message.payload) else {
+                        continue;
+                    };
+                    if shared.node == me {
+                        continue;
+                    }
+                    let Some(engine) = accounts.get(&shared.account) else { continue };
+                    let now = crate::http::now_ms();
+                    for (stream, shard, usage) in &shared.usage {
+                        engine.charge_usage(stream, *shard, usage, now);
+                    }
+                }
             }
         }
     }

@@ -125,6 +125,9 @@ impl Server {
             background.push(tokio::spawn(
                 cluster.clone().serve_forwarded(accounts.clone()),
             ));
+            if config.engine.limits_scale.is_some() {
+                background.push(tokio::spawn(cluster.clone().share_usage(accounts.clone())));
+            }
         }
         let listener = TcpListener::bind(config.listen)
             .await

@@ -1,0 +1,76 @@
+//! The engine's storage seam on a real R3 cluster: a put that lands on a shard after another
+//! node closed it is reported late (its entries fail, nothing readable is lost), a put before
+//! the close is read back below the shard's end.
+
+use std::time::Duration;
+
+use rivulet_cluster::servers::NatsCluster;
+use rivulet_cluster::store::{ClusterSettings, ClusterStore};
+use rivulet_engine::storage::{RecordStore, ShardWrite};
+use rivulet_log::NewRecord;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_after_its_shard_closed_is_late_and_one_before_is_read() {
+    let cluster = NatsCluster::start(3).await.expect("start nats");
+    let settings = ClusterSettings {
+        urls: cluster.urls().split(',').map(str::to_string).collect(),
+        replicas: 3,
+        node_name: "n".into(),
+        prefix: "rst".into(),
+        user: None,
+        token: None,
+        timeout: Duration::from_secs(10),
+        leader_wait: Duration::from_secs(5),
+    };
+    let store = ClusterStore::open(&settings).await.expect("open");
+    let parent = store.log("s.1/shardId-000000000000").expect("log");
+    let other = store.log("s.1/shardId-000000000001").expect("log");
+    let records = [NewRecord {
+        key: b"k",
+        value: b"v",
+    }];
+    let put = |logs: Vec<std::sync::Arc<dyn rivulet_engine::storage::ShardLog>>| {
+        let store = store.clone();
+        async move {
+            let writes: Vec<ShardWrite<'_>> = logs
+                .iter()
+                .map(|log| ShardWrite {
+                    log: &**log,
+                    records: &records,
+                    seal: None,
+                })
+                .collect();
+            let pending = store.put(&writes, 1_700_000_000_000).expect("put");
+            pending.await.expect("durable")
+        }
+    };
+    let before = put(vec![parent.clone(), other.clone()]).await;
+    assert!(before.iter().all(|placed| !placed.late));
+    // Closing happens on a tokio thread in the engine; here too.
+    let closing = parent.clone();
+    let end = tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .expect("join")
+        .expect("close");
+    let first = before[0].offsets.at(0).expect("a position");
+    assert!(
+        first < end,
+        "the record put before the close is below the end"
+    );
+    // A node whose metadata is behind writes to the closed shard and to an open one.
+    let after = put(vec![parent.clone(), other.clone()]).await;
+    assert!(after[0].late, "the closed shard's records are late");
+    assert!(!after[1].late, "the open shard's records are not");
+    // The reader of the closed shard sees the record from before, and reaches the end.
+    let read = parent.read(1, 100, 1 << 20).await.expect("read");
+    let below: Vec<u64> = read
+        .records
+        .iter()
+        .map(|r| r.offset)
+        .filter(|&offset| offset < end)
+        .collect();
+    assert_eq!(below, [first]);
+    assert_eq!(parent.closed_end(end).await.expect("end"), end);
+    store.shutdown();
+    cluster.stop().await.expect("stop");
+}
