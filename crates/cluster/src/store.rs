@@ -301,6 +301,21 @@ impl ClusterStore {
         format!("{}.ctl.{}", self.prefix, token(node))
     }
 
+    /// The last metadata revision committed anywhere, as the metadata stream's leader
+    /// answers it.
+    pub async fn latest_revision(&self) -> anyhow::Result<u64> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let info = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut stream = js.get_stream(format!("{}_META", self.prefix)).await?;
+            let info = stream.info().await?;
+            Ok::<u64, async_nats::Error>(info.state.last_sequence)
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the metadata's leader did not answer"))?
+        .map_err(|error| anyhow::anyhow!("metadata revision: {error}"))?;
+        Ok(info)
+    }
+
     /// The last metadata revision this node has applied.
     pub fn applied(&self) -> u64 {
         *self.meta.meta.changes().borrow()
@@ -642,8 +657,13 @@ impl ClusterSlots {
             };
             match self.meta.commit_if(&[put], &[(&key, revision)]).await {
                 Ok(_) => return Ok(true),
-                // Another node took or changed it meanwhile: look again.
-                Err(MetaError::Conflict { .. }) => continue,
+                // Another node took or changed it meanwhile: look again once this node's copy
+                // has moved on.
+                Err(MetaError::Conflict { .. }) => {
+                    let mut changes = self.meta.changes();
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+                }
                 Err(error) => return Err(internal(error)),
             }
         }
@@ -779,7 +799,9 @@ impl ShardLog for JetStreamShard {
                         page.next < known_end || target.is_some_and(|next| page.next <= next);
                     if behind {
                         tries += 1;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        // 5 ms, growing to 50: about 1.5 s in all before answering short.
+                        let pause = 5 * u64::from(tries.min(10));
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
                         continue;
                     }
                 }

@@ -73,6 +73,13 @@ pub struct SubscriptionEvent {
     pub child_shards: Option<Vec<ChildShard>>,
 }
 
+impl Subscription {
+    /// Where the next event's records start.
+    pub fn position(&self) -> u64 {
+        self.offset
+    }
+}
+
 impl Engine {
     /// SubscribeToShard: checks the consumer and shard, claims the (consumer, shard) slot and
     /// resolves the starting position.

@@ -120,6 +120,26 @@ impl Cluster {
         !answers_locally(operation) && !writes_here
     }
 
+    /// Brings this node's copy of the metadata, and `engine`, up to everything committed
+    /// anywhere so far; says whether it could. A follower answers from its copy,
+    /// which trails the leader's commits by milliseconds: a request that found no such stream
+    /// (or consumer) catches up and is answered again, so a client that created a stream
+    /// through one node finds it through any other at once.
+    pub async fn catch_up(&self, engine: &Engine) -> bool {
+        if self.is_leader() && engine.is_writer() {
+            return false;
+        }
+        let latest = match self.store.latest_revision().await {
+            Ok(latest) => latest,
+            Err(error) => {
+                tracing::warn!(%error, "cannot catch up with the metadata");
+                return false;
+            }
+        };
+        // The copy may hold the change already while the engine has not taken it in yet.
+        self.store.wait_applied(latest, FORWARD_TIMEOUT).await && engine.refresh().is_ok()
+    }
+
     /// Sends `operation` (its body as the client sent it, in `format`) to the leader and
     /// returns its answer once this node's metadata holds what it changed.
     pub async fn forward(

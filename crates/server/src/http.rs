@@ -587,27 +587,63 @@ pub async fn handle(
         }
     }
     if operation == "SubscribeToShard" {
-        return Ok(
-            match subscribe::start(engine, &input, format, now_ms(), stopping, timing).await {
-                Ok(events) => respond_with(
-                    200,
-                    Some(rivulet_protocol::eventstream::CONTENT_TYPE),
-                    Either::Right(events),
-                    cors,
-                ),
-                Err(error) => {
-                    log_failure(operation, &error);
-                    error_response(format, &error, cors)
-                }
-            },
-        );
+        let mut started = subscribe::start(
+            engine.clone(),
+            &input,
+            format,
+            now_ms(),
+            stopping.clone(),
+            timing,
+        )
+        .await;
+        // A node whose metadata trails (the consumer just registered or became ACTIVE
+        // elsewhere) catches up and tries again.
+        let trailing = |error: &AwsError| match error.code.as_str() {
+            "ResourceNotFoundException" => true,
+            // Not ACTIVE yet here; another subscription holding the slot is a real answer.
+            "ResourceInUseException" => error
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("is not in ACTIVE status")),
+            _ => false,
+        };
+        if let (Err(error), Some(cluster)) = (&started, &cluster)
+            && trailing(error)
+            && cluster.catch_up(&engine).await
+        {
+            started = subscribe::start(engine, &input, format, now_ms(), stopping, timing).await;
+        }
+        return Ok(match started {
+            Ok(events) => respond_with(
+                200,
+                Some(rivulet_protocol::eventstream::CONTENT_TYPE),
+                Either::Right(events),
+                cors,
+            ),
+            Err(error) => {
+                log_failure(operation, &error);
+                error_response(format, &error, cors)
+            }
+        });
     }
     let reply = match &cluster {
         // A follower passes what changes metadata to the leader.
         Some(cluster) if cluster.forwards(operation, &engine) => {
             cluster.forward(&engine, operation, format, &body).await
         }
-        _ => api::dispatch(&engine, operation, &input, now_ms(), format).await,
+        Some(cluster) => {
+            let reply = api::dispatch(&engine, operation, &input, now_ms(), format).await;
+            match reply {
+                Err(error)
+                    if error.code == "ResourceNotFoundException"
+                        && cluster.catch_up(&engine).await =>
+                {
+                    api::dispatch(&engine, operation, &input, now_ms(), format).await
+                }
+                reply => reply,
+            }
+        }
+        None => api::dispatch(&engine, operation, &input, now_ms(), format).await,
     };
     Ok(match reply {
         Ok(body) => respond(200, Some(format.content_type()), body, cors),

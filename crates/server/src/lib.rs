@@ -256,9 +256,13 @@ async fn run(
         tokio::select! {
             _ = stopped.changed() => break,
             _ = tick.tick() => {
-                let own = ctx.engine.config().account_id.clone();
-                let changes = ctx.alarms.evaluate(&accounts, &own, http::now_ms());
-                ctx.alarms.announce(changes);
+                // Alarms are evaluated (and their webhooks called) once: by the leader in a
+                // cluster.
+                if ctx.cluster.as_ref().is_none_or(|cluster| cluster.is_leader()) {
+                    let own = ctx.engine.config().account_id.clone();
+                    let changes = ctx.alarms.evaluate(&accounts, &own, http::now_ms());
+                    ctx.alarms.announce(changes);
+                }
                 let accounts = accounts.clone();
                 let kms = kms.clone();
                 let now = http::now_ms();

@@ -215,6 +215,12 @@ async fn push(
         if has_records {
             continue; // There may be more right away.
         }
+        if *sub.data.borrow() > sub.position() {
+            // The shard holds records past the position that this read did not return yet
+            // (a replica catching up, in cluster mode): read again shortly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
         let wake = (last_event + timing.heartbeat).min(deadline);
         tokio::select! {
             changed = sub.data.changed(), if data_open => {
