@@ -473,25 +473,35 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
         .send()
         .await
         .expect("list shards");
-    let mut stored = Vec::new();
-    for (i, shard) in shards.shards().iter().enumerate() {
-        // Each shard read through another node.
-        let reader = [&ca, &cb, &cc][i % 3];
-        let records = read_all(reader, "multi", shard.shard_id()).await;
-        let numbers: Vec<(usize, &str)> = records
-            .iter()
-            .map(|(seq, _)| (seq.len(), seq.as_str()))
-            .collect();
-        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "numbers increase");
-        stored.extend(records.into_iter().map(|(seq, data)| {
-            (
-                shard.shard_id().to_string(),
-                seq,
-                String::from_utf8_lossy(&data).into_owned(),
-            )
-        }));
-    }
+    // Records acknowledged through other nodes become readable here within milliseconds
+    // (their put notices): read until every one is there, or 10 s.
     sent.sort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let mut stored = Vec::new();
+        for (i, shard) in shards.shards().iter().enumerate() {
+            // Each shard read through another node.
+            let reader = [&ca, &cb, &cc][i % 3];
+            let records = read_all(reader, "multi", shard.shard_id()).await;
+            let numbers: Vec<(usize, &str)> = records
+                .iter()
+                .map(|(seq, _)| (seq.len(), seq.as_str()))
+                .collect();
+            assert!(numbers.windows(2).all(|w| w[0] < w[1]), "numbers increase");
+            stored.extend(records.into_iter().map(|(seq, data)| {
+                (
+                    shard.shard_id().to_string(),
+                    seq,
+                    String::from_utf8_lossy(&data).into_owned(),
+                )
+            }));
+        }
+        if stored.len() >= sent.len() || tokio::time::Instant::now() >= deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stored = stored;
     stored.sort();
     let missing: Vec<_> = sent.iter().filter(|r| !stored.contains(r)).collect();
     let extra: Vec<_> = stored.iter().filter(|r| !sent.contains(r)).collect();

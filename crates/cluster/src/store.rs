@@ -486,6 +486,20 @@ impl RecordStore for ClusterStore {
                 .put(&token, &request, timestamp_ms, &request_id)
                 .await
                 .map_err(record_error)?;
+            // Every node's subscriptions to these shards learn of the new end at once (the
+            // records are readable now; any that landed after their shard closed lie past
+            // its end, where no read looks).
+            let mut ended = Vec::with_capacity(positions.len() * NOTICE_ENTRY_BYTES);
+            for ((end, positions), (index, _)) in ends.iter().zip(&positions).zip(&shards) {
+                if let Some(last) = positions.last() {
+                    advance(end, last + 1);
+                    ended.extend_from_slice(&index.to_le_bytes());
+                    ended.extend_from_slice(&(last + 1).to_le_bytes());
+                }
+            }
+            if let Err(error) = client.publish(notice, ended.into()).await {
+                tracing::debug!(%error, "put notice not sent; subscribers elsewhere poll on");
+            }
             // A shard closed (by the leader) before these records landed would hide them:
             // look for closes at positions this node has not looked at yet, up to the put's.
             let last = positions.iter().flatten().max().copied().unwrap_or(0);
@@ -506,9 +520,7 @@ impl RecordStore for ClusterStore {
                 .map(|stream| stream.closed.clone())
                 .unwrap_or_default();
             let mut placed = Vec::with_capacity(positions.len());
-            // Every node's subscriptions to these shards learn of the new end at once.
-            let mut ended = Vec::with_capacity(positions.len() * NOTICE_ENTRY_BYTES);
-            for ((end, positions), (index, _)) in ends.iter().zip(positions).zip(&shards) {
+            for (positions, (index, _)) in positions.into_iter().zip(&shards) {
                 let late = closed
                     .get(index)
                     .is_some_and(|&at| positions.first().is_some_and(|&first| first > at));
@@ -517,19 +529,12 @@ impl RecordStore for ClusterStore {
                         shard = index,
                         "a put landed after its shard closed; its entries fail"
                     );
-                } else if let Some(last) = positions.last() {
-                    advance(end, last + 1);
-                    ended.extend_from_slice(&index.to_le_bytes());
-                    ended.extend_from_slice(&(last + 1).to_le_bytes());
                 }
                 placed.push(Placed {
                     offsets: Offsets::Each(positions),
                     timestamp_ms,
                     late,
                 });
-            }
-            if let Err(error) = client.publish(notice, ended.into()).await {
-                tracing::debug!(%error, "put notice not sent; subscribers elsewhere poll on");
             }
             Ok::<_, ApiError>(placed)
         });
@@ -752,19 +757,18 @@ impl JetStreamShard {
     fn known_end(&self) -> u64 {
         *self.end.borrow()
     }
-}
 
-/// Moves a shard's known end up to `end` (never down), waking its watchers if it moved.
-fn advance(known: &watch::Sender<u64>, end: u64) {
-    known.send_if_modified(|known| {
-        let moved = *known < end;
-        *known = (*known).max(end);
-        moved
-    });
-}
-
-impl ShardLog for JetStreamShard {
-    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> StoreFuture<ReadBatch> {
+    /// A page of the shard from `from`. A page that ends the shard may come from a replica
+    /// that lags: behind what this node knows stored (its own acknowledged puts, other nodes'
+    /// put notices), or, with `ask_leader`, behind the stream's leader. Then it asks again,
+    /// briefly, so that a record acknowledged before the read began is read.
+    fn read_page(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        ask_leader: bool,
+    ) -> StoreFuture<ReadBatch> {
         let records = self.records.clone();
         let (token, index) = (self.token.clone(), self.index);
         let known_end = self.known_end();
@@ -778,15 +782,11 @@ impl ShardLog for JetStreamShard {
                     .read(&token, index, from, max_records, max_bytes)
                     .await
                     .map_err(record_error)?;
-                // A page that ends the shard may come from a replica that lags: behind this
-                // node's own acknowledged writes, or behind the stream's leader (a write
-                // acknowledged through another node). Then ask again, briefly, so that a
-                // record acknowledged anywhere before the read began is read.
                 let short = page.pending == 0 && page.records.len() < max_records;
                 if short && tries < READ_YOUR_WRITES_TRIES {
                     let target = match leader_next {
                         Some(target) => target,
-                        None => {
+                        None if ask_leader => {
                             let target = records
                                 .leader_next(&token, index, page.next)
                                 .await
@@ -794,6 +794,7 @@ impl ShardLog for JetStreamShard {
                             leader_next = Some(target);
                             target
                         }
+                        None => None,
                     };
                     let behind =
                         page.next < known_end || target.is_some_and(|next| page.next <= next);
@@ -825,6 +826,28 @@ impl ShardLog for JetStreamShard {
                     .collect(),
             })
         })
+    }
+}
+
+/// Moves a shard's known end up to `end` (never down), waking its watchers if it moved.
+fn advance(known: &watch::Sender<u64>, end: u64) {
+    known.send_if_modified(|known| {
+        let moved = *known < end;
+        *known = (*known).max(end);
+        moved
+    });
+}
+
+impl ShardLog for JetStreamShard {
+    /// A GetRecords read: a page that ends the shard is also checked with the stream's
+    /// leader, so a record acknowledged through any node before the read is read.
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> StoreFuture<ReadBatch> {
+        self.read_page(from, max_records, max_bytes, true)
+    }
+
+    /// A subscription's read: it wakes on put notices, so it asks no further.
+    fn read_tail(&self, from: u64, max_records: usize, max_bytes: usize) -> StoreFuture<ReadBatch> {
+        self.read_page(from, max_records, max_bytes, false)
     }
 
     fn start_offset(&self) -> StoreFuture<u64> {
@@ -862,6 +885,12 @@ impl ShardLog for JetStreamShard {
             advance(&end, found);
             Ok(found)
         })
+    }
+
+    /// What this node knows stored (its own puts, other nodes' notices, its reads): no
+    /// network call on every read.
+    fn known_end_offset(&self) -> StoreFuture<u64> {
+        Box::pin(std::future::ready(Ok(self.known_end().max(1))))
     }
 
     /// Every put below a closed shard's end was acknowledged before its epoch message was

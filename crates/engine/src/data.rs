@@ -910,6 +910,7 @@ impl Engine {
                 .end_offset
                 .is_some()
                 .then(|| child_shards(&state.meta, index)),
+            tail: false,
         })
     }
 }
@@ -954,6 +955,8 @@ pub(crate) struct ReadPlan {
     pub(crate) created_s: u32,
     /// A closed shard's children, reported once it is read to its end.
     children: Option<Vec<ChildShard>>,
+    /// A subscription's read ([`ShardLog::read_tail`]).
+    pub(crate) tail: bool,
 }
 
 impl ReadPlan {
@@ -969,8 +972,13 @@ impl ReadPlan {
             layout,
             created_s,
             children,
+            tail,
         } = self;
-        let batch = log.read(offset, limit, max_bytes).await?;
+        let batch = if tail {
+            log.read_tail(offset, limit, max_bytes).await?
+        } else {
+            log.read(offset, limit, max_bytes).await?
+        };
         let mut next_offset = batch.next_offset.max(offset);
         let mut records = Vec::with_capacity(batch.records.len());
         let mut bytes = 0;
@@ -997,7 +1005,7 @@ impl ReadPlan {
         }
         let tip = match end_exclusive {
             Some(end) => log.closed_end(end).await?,
-            None => log.end_offset().await?,
+            None => log.known_end_offset().await?,
         };
         let millis_behind_latest = match records.last() {
             Some(last) if next_offset < tip => (now_ms - last.arrival_ms).max(0),

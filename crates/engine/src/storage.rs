@@ -38,10 +38,21 @@ pub trait ShardLog: Send + Sync {
     /// `max_bytes` of keys and values (at least one record when any is available), and where
     /// the next read starts.
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> StoreFuture<ReadBatch>;
+    /// [`ShardLog::read`] for a reader that [`ShardLog::watch_end`] wakes (a subscription):
+    /// it need not make sure no record acknowledged elsewhere is missing, since the watch
+    /// wakes it for those.
+    fn read_tail(&self, from: u64, max_records: usize, max_bytes: usize) -> StoreFuture<ReadBatch> {
+        self.read(from, max_records, max_bytes)
+    }
     /// The position of the oldest retained durable record, or `end_offset` when none.
     fn start_offset(&self) -> StoreFuture<u64>;
     /// One past the newest durable record's position.
     fn end_offset(&self) -> StoreFuture<u64>;
+    /// The end as far as this node knows without asking further (for MillisBehindLatest after
+    /// a read); `end_offset` where that costs nothing.
+    fn known_end_offset(&self) -> StoreFuture<u64> {
+        self.end_offset()
+    }
     /// The end of a shard that closed at `end` ([`ShardLog::close`]), for telling a reader it
     /// has read everything: `end` once every record below it is durable.
     fn closed_end(&self, end: u64) -> StoreFuture<u64> {

@@ -271,7 +271,7 @@ impl Engine {
                 )));
             }
             let shard_missing = || self.shard_not_found(&sub.stream, &shard_id(sub.shard));
-            let plan = self.plan_read(
+            let mut plan = self.plan_read(
                 &state,
                 sub.shard,
                 sub.offset,
@@ -279,6 +279,7 @@ impl Engine {
                 max_bytes,
                 &shard_missing,
             )?;
+            plan.tail = true;
             (plan, state.meta.enabled_shard_metrics())
         };
         let (layout, created_s) = (plan.layout, plan.created_s);
