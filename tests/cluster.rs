@@ -400,8 +400,8 @@ async fn one_node_serves_kinesis_from_jetstream_and_a_restart_keeps_everything()
 
 /// Every record once, per shard in order, whichever node wrote or reads it; control-plane
 /// calls on any node; a subscription on one node woken by puts on another; kill -9 of the
-/// leader: the other nodes' clients see no error, and leadership (a new stream becoming
-/// ACTIVE needs the leader's tick) moves within 10 s.
+/// leader: its subscriptions end with an error, the other nodes' clients see none, and
+/// leadership (a new stream becoming ACTIVE needs the leader's tick) moves within 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
     let nats = NatsCluster::start(3).await.expect("nats cluster");
@@ -567,6 +567,10 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
     );
     drop(events);
 
+    // A subscription on the node about to die (its slot free again: the one above ended).
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let mut dying = subscribe_latest(&ca, &consumer_arn, put.shard_id()).await;
+
     // kill -9 the leader while a follower's client writes: it sees no error, and a stream
     // created after the kill becomes ACTIVE once the leadership has moved.
     let writing = tokio::spawn({
@@ -590,6 +594,18 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = std::time::Instant::now();
     a.kill();
+    // Its subscription ends with an error (the SDKs retry a broken event stream).
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match dying.recv().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .expect("the subscription ends when its node dies");
+    assert!(ended.is_err(), "ended with an error: {ended:?}");
     let puts = writing.await.expect("writer");
     assert!(puts > 0);
     cc.create_stream()
