@@ -16,6 +16,7 @@ use rivulet_server::{ServerConfig, Storage};
 
 use crate::util::{
     Process, TestServer, client, first_page, register_consumer, stream_arn, wait_active,
+    wait_active_within,
 };
 
 fn settings(cluster: &NatsCluster, node: &str, leader_wait: Duration) -> ClusterSettings {
@@ -641,23 +642,6 @@ fn spawn_node(urls: &str, name: &str, prefix: &str, extra: &[&str]) -> Process {
     ];
     args.extend_from_slice(extra);
     Process::spawn(&args)
-}
-
-/// Waits until the stream `name` is ACTIVE, within `limit`.
-async fn wait_active_within(c: &aws_sdk_kinesis::Client, name: &str, limit: Duration) {
-    let until = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < until {
-        let summary = c.describe_stream_summary().stream_name(name).send().await;
-        if let Ok(summary) = summary
-            && summary
-                .stream_description_summary()
-                .is_some_and(|s| s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {name} did not become ACTIVE within {limit:?}");
 }
 
 /// Throughput limits hold for a shard as a whole across nodes, within 10 %: three nodes each

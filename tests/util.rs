@@ -294,22 +294,25 @@ pub fn allow_all(
 
 /// Waits (up to 5 s) until the stream `name` is ACTIVE, e.g. after an update.
 pub async fn wait_active(c: &Client, name: &str) {
-    for _ in 0..500 {
-        let summary = c
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .expect("summary");
-        let status = summary
-            .stream_description_summary()
-            .map(|s| s.stream_status().clone());
-        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+    wait_active_within(c, name, std::time::Duration::from_secs(5)).await;
+}
+
+/// Waits until the stream `name` is ACTIVE, within `limit`; an answer that it does not exist
+/// (yet, on another node of a cluster) is waited through too.
+pub async fn wait_active_within(c: &Client, name: &str, limit: Duration) {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        let summary = c.describe_stream_summary().stream_name(name).send().await;
+        if let Ok(summary) = summary
+            && summary
+                .stream_description_summary()
+                .is_some_and(|s| s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active)
+        {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("stream {name} did not become ACTIVE");
+    panic!("stream {name} did not become ACTIVE within {limit:?}");
 }
 
 /// A TRIM_HORIZON iterator for `shard` of the stream `name`.

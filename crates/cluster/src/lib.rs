@@ -16,6 +16,8 @@
 //! - [`records`]: Kinesis records on JetStream (a stream per Kinesis stream, a subject per
 //!   shard, a put one atomic batch, idempotent by request id; reads, positions by time,
 //!   trims);
+//! - [`roles`]: a node's roles over its engines: writer while it leads, follower otherwise,
+//!   throughput use shared with the other nodes;
 //! - [`store`]: the engine's storage seam on all of the above (`rivulet serve --cluster`);
 //! - [`servers`]: a harness that runs real `nats-server` clusters on loopback for tests and
 //!   benchmarks, and stops them.
@@ -26,6 +28,7 @@ pub mod direct;
 pub mod lease;
 pub mod meta;
 pub mod records;
+pub mod roles;
 pub mod servers;
 pub mod store;
 

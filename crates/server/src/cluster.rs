@@ -9,8 +9,9 @@
 //!   follower then waits until its own copy of the metadata holds the change, so that its
 //!   client reads its own writes, and passes the answer on.
 //! - The leader runs the tick (lifecycle steps, resharding, retention, on-demand scaling,
-//!   consumer lifecycles). A node that wins the lease catches up with the metadata first;
-//!   one that loses it stops writing at once (its late writes would be refused anyway).
+//!   consumer lifecycles). Switching the engines' role with the lease, following the
+//!   metadata and sharing throughput use are `rivulet_cluster::roles`: they need the engine
+//!   and NATS, not HTTP. This module is what needs the server's own dispatch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +28,6 @@ use crate::api;
 
 /// How long a forwarded request may take, leader changes included.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(30);
-/// How often a node tells the others what its shards' limits admitted.
-const USAGE_EVERY: Duration = Duration::from_millis(100);
 /// How long a leader keeps the answer to a forwarded request, for a retry of it.
 const ANSWER_KEPT: Duration = Duration::from_secs(300);
 /// How long one forwarded request waits for the leader's answer.
@@ -120,24 +119,11 @@ impl Cluster {
         !answers_locally(operation) && !writes_here
     }
 
-    /// Brings this node's copy of the metadata, and `engine`, up to everything committed
-    /// anywhere so far; says whether it could. A follower answers from its copy,
-    /// which trails the leader's commits by milliseconds: a request that found no such stream
-    /// (or consumer) catches up and is answered again, so a client that created a stream
-    /// through one node finds it through any other at once.
+    /// Brings this node's metadata and `engine` up to everything committed anywhere
+    /// (`rivulet_cluster::roles::catch_up`): a follower's answer "no such stream" is then
+    /// asked again.
     pub async fn catch_up(&self, engine: &Engine) -> bool {
-        if self.is_leader() && engine.is_writer() {
-            return false;
-        }
-        let latest = match self.store.latest_revision().await {
-            Ok(latest) => latest,
-            Err(error) => {
-                tracing::warn!(%error, "cannot catch up with the metadata");
-                return false;
-            }
-        };
-        // The copy may hold the change already while the engine has not taken it in yet.
-        self.store.wait_applied(latest, FORWARD_TIMEOUT).await && engine.refresh().is_ok()
+        rivulet_cluster::roles::catch_up(&self.store, engine).await
     }
 
     /// Sends `operation` (its body as the client sent it, in `format`) to the leader and
@@ -310,111 +296,6 @@ impl Cluster {
                 ..Answer::default()
             },
         }
-    }
-
-    /// Follows the lease and the metadata: the engines write while this node leads (after
-    /// catching up), and follow every change another node stored otherwise.
-    pub async fn follow(self, accounts: Arc<HashMap<String, Arc<Engine>>>) {
-        let Some(mut changes) = self.store_changes() else {
-            return;
-        };
-        let mut check = tokio::time::interval(Duration::from_millis(50));
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let moved = tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    true
-                }
-                _ = check.tick() => false,
-            };
-            let leader = self.is_leader();
-            let accounts = accounts.clone();
-            let settled = tokio::task::spawn_blocking(move || {
-                for engine in accounts.values() {
-                    if leader != engine.is_writer() {
-                        // Catch up as a follower first, then write (or stop writing).
-                        engine.set_writer(false);
-                        engine.refresh()?;
-                        engine.set_writer(leader);
-                        if leader {
-                            tracing::info!(account = %engine.config().account_id, "leading");
-                            engine.remove_orphans()?;
-                        }
-                    } else if moved && !leader {
-                        engine.refresh()?;
-                    }
-                }
-                Ok::<(), rivulet_engine::ApiError>(())
-            })
-            .await;
-            if let Ok(Err(error)) = settled {
-                tracing::warn!(%error, "following the cluster's metadata");
-            }
-        }
-    }
-
-    /// Shares throughput use with the other nodes: every 100 ms, what this node's shards
-    /// admitted goes out on `<prefix>.l`, and what the others admitted is charged to this
-    /// node's buckets. So a shard's limits hold for the shard as a whole, not once per node.
-    pub async fn share_usage(self, accounts: Arc<HashMap<String, Arc<Engine>>>) {
-        #[derive(Serialize, Deserialize)]
-        struct Shared {
-            node: String,
-            account: String,
-            usage: Vec<(String, u32, rivulet_engine::limits::Usage)>,
-        }
-        let subject = format!("{}.l", self.store.prefix());
-        let me = self.store.node_name().to_string();
-        let mut others = match self.store.client().subscribe(subject.clone()).await {
-            Ok(others) => others,
-            Err(error) => {
-                tracing::error!(%error, "cannot share throughput use");
-                return;
-            }
-        };
-        let mut every = tokio::time::interval(USAGE_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {
-                    for (account, engine) in accounts.iter() {
-                        let usage = engine.take_usage();
-                        if usage.is_empty() {
-                            continue;
-                        }
-                        let shared = Shared { node: me.clone(), account: account.clone(), usage };
-                        let Ok(payload) = serde_json::to_vec(&shared) else { continue };
-                        if let Err(error) =
-                            self.store.client().publish(subject.clone(), payload.into()).await
-                        {
-                            tracing::debug!(%error, "throughput use not shared");
-                        }
-                    }
-                }
-                message = others.next() => {
-                    let Some(message) = message else { return };
-                    let Ok(shared) = serde_json::from_slice::<Shared>(&message.payload) else {
-                        continue;
-                    };
-                    if shared.node == me {
-                        continue;
-                    }
-                    let Some(engine) = accounts.get(&shared.account) else { continue };
-                    let now = crate::http::now_ms();
-                    for (stream, shard, usage) in &shared.usage {
-                        engine.charge_usage(stream, *shard, usage, now);
-                    }
-                }
-            }
-        }
-    }
-
-    fn store_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        use rivulet_engine::storage::RecordStore;
-        self.store.meta().changes()
     }
 }
 

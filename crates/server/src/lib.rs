@@ -121,12 +121,18 @@ impl Server {
             for engine in accounts.values() {
                 engine.set_writer(false);
             }
-            background.push(tokio::spawn(cluster.clone().follow(accounts.clone())));
+            background.push(tokio::spawn(rivulet_cluster::roles::follow(
+                cluster.store.clone(),
+                accounts.clone(),
+            )));
             background.push(tokio::spawn(
                 cluster.clone().serve_forwarded(accounts.clone()),
             ));
             if config.engine.limits_scale.is_some() {
-                background.push(tokio::spawn(cluster.clone().share_usage(accounts.clone())));
+                background.push(tokio::spawn(rivulet_cluster::roles::share_usage(
+                    cluster.store.clone(),
+                    accounts.clone(),
+                )));
             }
         }
         let listener = TcpListener::bind(config.listen)

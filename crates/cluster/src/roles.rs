@@ -1,0 +1,146 @@
+//! A cluster node's roles, over its store and its engines (`rivulet serve --cluster`): the
+//! engines write metadata while this node holds the leader's lease and follow it otherwise;
+//! a follower catches up on demand; every node shares what its shards' limits admitted. The
+//! server adds what needs HTTP: forwarding requests to the leader.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rivulet_engine::Engine;
+use rivulet_engine::storage::RecordStore;
+use serde::{Deserialize, Serialize};
+
+use crate::store::ClusterStore;
+
+/// How often a node tells the others what its shards' limits admitted.
+const USAGE_EVERY: Duration = Duration::from_millis(100);
+/// How long catching up waits for this node's copy of the metadata.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Brings this node's copy of the metadata, and `engine`, up to everything committed
+/// anywhere so far; says whether it could. A follower answers from its copy,
+/// which trails the leader's commits by milliseconds: a request that found no such stream
+/// (or consumer) catches up and is answered again, so a client that created a stream
+/// through one node finds it through any other at once.
+pub async fn catch_up(store: &ClusterStore, engine: &Engine) -> bool {
+    if store.is_leader() && engine.is_writer() {
+        return false;
+    }
+    let latest = match store.latest_revision().await {
+        Ok(latest) => latest,
+        Err(error) => {
+            tracing::warn!(%error, "cannot catch up with the metadata");
+            return false;
+        }
+    };
+    // The copy may hold the change already while the engine has not taken it in yet.
+    store.wait_applied(latest, CATCH_UP_TIMEOUT).await && engine.refresh().is_ok()
+}
+
+/// Follows the lease and the metadata: the engines write while this node leads (after
+/// catching up), and follow every change another node stored otherwise.
+pub async fn follow(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<Engine>>>) {
+    let Some(mut changes) = store.meta().changes() else {
+        return;
+    };
+    let mut check = tokio::time::interval(Duration::from_millis(50));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let moved = tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                true
+            }
+            _ = check.tick() => false,
+        };
+        let leader = store.is_leader();
+        let accounts = accounts.clone();
+        let settled = tokio::task::spawn_blocking(move || {
+            for engine in accounts.values() {
+                if leader != engine.is_writer() {
+                    // Catch up as a follower first, then write (or stop writing).
+                    engine.set_writer(false);
+                    engine.refresh()?;
+                    engine.set_writer(leader);
+                    if leader {
+                        tracing::info!(account = %engine.config().account_id, "leading");
+                        engine.remove_orphans()?;
+                    }
+                } else if moved && !leader {
+                    engine.refresh()?;
+                }
+            }
+            Ok::<(), rivulet_engine::ApiError>(())
+        })
+        .await;
+        if let Ok(Err(error)) = settled {
+            tracing::warn!(%error, "following the cluster's metadata");
+        }
+    }
+}
+
+/// Shares throughput use with the other nodes: every 100 ms, what this node's shards
+/// admitted goes out on `<prefix>.l`, and what the others admitted is charged to this
+/// node's buckets. So a shard's limits hold for the shard as a whole, not once per node.
+pub async fn share_usage(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<Engine>>>) {
+    #[derive(Serialize, Deserialize)]
+    struct Shared {
+        node: String,
+        account: String,
+        usage: Vec<(String, u32, rivulet_engine::limits::Usage)>,
+    }
+    let subject = format!("{}.l", store.prefix());
+    let me = store.node_name().to_string();
+    let mut others = match store.client().subscribe(subject.clone()).await {
+        Ok(others) => others,
+        Err(error) => {
+            tracing::error!(%error, "cannot share throughput use");
+            return;
+        }
+    };
+    let mut every = tokio::time::interval(USAGE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                for (account, engine) in accounts.iter() {
+                    let usage = engine.take_usage();
+                    if usage.is_empty() {
+                        continue;
+                    }
+                    let shared = Shared { node: me.clone(), account: account.clone(), usage };
+                    let Ok(payload) = serde_json::to_vec(&shared) else { continue };
+                    if let Err(error) =
+                        store.client().publish(subject.clone(), payload.into()).await
+                    {
+                        tracing::debug!(%error, "throughput use not shared");
+                    }
+                }
+            }
+            message = others.next() => {
+                let Some(message) = message else { return };
+                let Ok(shared) = serde_json::from_slice::<Shared>(&message.payload) else {
+                    continue;
+                };
+                if shared.node == me {
+                    continue;
+                }
+                let Some(engine) = accounts.get(&shared.account) else { continue };
+                let now = now_ms();
+                for (stream, shard, usage) in &shared.usage {
+                    engine.charge_usage(stream, *shard, usage, now);
+                }
+            }
+        }
+    }
+}
