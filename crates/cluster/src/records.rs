@@ -309,6 +309,15 @@ impl JetStreamRecords {
     /// The position of `shard`'s last record, if it has any (from any replica: a follower
     /// may lag).
     pub async fn last_position(&self, id: &str, shard: u32) -> Result<Option<u64>, RecordError> {
+        Ok(self
+            .last_stored(id, shard)
+            .await?
+            .map(|(position, _)| position))
+    }
+
+    /// `shard`'s last record, if it has any (from any replica: a follower may lag): its
+    /// position and when the stream stored it (ms since the epoch, the stream's clock).
+    async fn last_stored(&self, id: &str, shard: u32) -> Result<Option<(u64, i64)>, RecordError> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
         let name = self.stream_name(id)?;
         let js = async_nats::jetstream::new(self.client.clone());
@@ -316,7 +325,11 @@ impl JetStreamRecords {
         let last = async {
             let stream = js.get_stream_no_info(&name).await.map_err(unavailable)?;
             match stream.direct_get_last_for_subject(subject).await {
-                Ok(message) => Ok(Some(message.sequence)),
+                Ok(message) => {
+                    let stored_ms = message.time.unix_timestamp_nanos() / 1_000_000;
+                    let stored_ms = i64::try_from(stored_ms).unwrap_or(i64::MAX);
+                    Ok(Some((message.sequence, stored_ms)))
+                }
                 Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
                 Err(error) => Err(unavailable(error)),
             }
@@ -324,6 +337,57 @@ impl JetStreamRecords {
         tokio::time::timeout(self.timeout, last)
             .await
             .unwrap_or_else(|_| Err(RecordError::Unavailable("last position: no answer".into())))
+    }
+
+    /// Where a reader from `at_ms` (AT_TIMESTAMP) starts: `shard`'s first record the stream
+    /// stored at or after it; with none, a position no record stored later is below (`None`
+    /// when the shard holds no record at all). A record may arrive between two questions and
+    /// the replica answering one may lag: an answer is taken only when the others agree.
+    pub async fn start_at_time(
+        &self,
+        id: &str,
+        shard: u32,
+        at_ms: i64,
+    ) -> Result<Option<u64>, RecordError> {
+        for tries in 0..40u64 {
+            if tries > 0 {
+                tokio::time::sleep(Duration::from_millis(5 * tries.min(10))).await;
+            }
+            if let Some(position) = self.position_at(id, shard, at_ms).await? {
+                return Ok(Some(position));
+            }
+            match self.last_stored(id, shard).await? {
+                Some((last, stored_ms)) if stored_ms < at_ms => return Ok(Some(last + 1)),
+                // One stored at or after it is there now: ask again.
+                Some(_) => {}
+                // Unless the replica that answered lags the stream's leader, there is none.
+                None if self.leader_next(id, shard, 1).await?.is_none() => return Ok(None),
+                None => {}
+            }
+        }
+        Err(RecordError::Unavailable(format!(
+            "{id}/{shard}: replicas disagree on the records after {at_ms}"
+        )))
+    }
+
+    /// Removes `shard`'s records the stream stored before `cutoff_ms` (the stream's clock);
+    /// says how many went. Never one stored at or after it: with none found at or after the
+    /// cutoff, it purges through the last record only if that one is older, as a record may
+    /// arrive between the two questions.
+    pub async fn trim_older_than(
+        &self,
+        id: &str,
+        shard: u32,
+        cutoff_ms: i64,
+    ) -> Result<u64, RecordError> {
+        let before = match self.position_at(id, shard, cutoff_ms).await? {
+            Some(position) => position,
+            None => match self.last_stored(id, shard).await? {
+                Some((last, stored_ms)) if stored_ms < cutoff_ms => last + 1,
+                _ => return Ok(0),
+            },
+        };
+        self.trim(id, shard, before).await
     }
 
     /// The position of `shard`'s first record at or after `from`, as the stream's leader

@@ -850,24 +850,28 @@ impl ShardLog for JetStreamShard {
         self.read_page(from, max_records, max_bytes, false)
     }
 
+    /// The oldest retained record (TRIM_HORIZON). In a shard with none yet, a position no
+    /// later record can be below: what this node knows stored, never the shard's last record
+    /// asked for afterwards (one may arrive in between; starting after it would skip it).
     fn start_offset(&self) -> StoreFuture<u64> {
         let records = self.records.clone();
         let (token, index) = (self.token.clone(), self.index);
         let known_end = self.known_end();
         Box::pin(async move {
+            // Any replica holds a prefix of the stream: its first record is the first.
             let first = records
                 .read(&token, index, 1, 1, 1)
                 .await
                 .map_err(record_error)?;
-            Ok(match first.records.first() {
-                Some(record) => record.position,
-                None => records
-                    .last_position(&token, index)
-                    .await
-                    .map_err(record_error)?
-                    .map_or(1, |last| last + 1)
-                    .max(known_end),
-            })
+            if let Some(record) = first.records.first() {
+                return Ok(record.position);
+            }
+            // That replica may lag: the stream's leader has every acknowledged record.
+            let first = records
+                .leader_next(&token, index, 1)
+                .await
+                .map_err(record_error)?;
+            Ok(first.unwrap_or(known_end.max(1)))
         })
     }
 
@@ -902,16 +906,14 @@ impl ShardLog for JetStreamShard {
     fn offset_at_timestamp(&self, timestamp_ms: i64) -> StoreFuture<u64> {
         let records = self.records.clone();
         let (token, index) = (self.token.clone(), self.index);
-        let end = self.end_offset();
+        let known_end = self.known_end();
         Box::pin(async move {
-            match records
-                .position_at(&token, index, timestamp_ms)
+            let start = records
+                .start_at_time(&token, index, timestamp_ms)
                 .await
-                .map_err(record_error)?
-            {
-                Some(position) => Ok(position),
-                None => end.await,
-            }
+                .map_err(record_error)?;
+            // No record yet: none stored later is below what this node knows stored.
+            Ok(start.unwrap_or(known_end.max(1)))
         })
     }
 
@@ -934,15 +936,7 @@ impl ShardLog for JetStreamShard {
         let records = self.records.clone();
         let (token, index) = (self.token.clone(), self.index);
         self.runtime.spawn(async move {
-            let trimmed = async {
-                if let Some(before) = records.position_at(&token, index, cutoff_ms).await? {
-                    records.trim(&token, index, before).await?;
-                } else if let Some(last) = records.last_position(&token, index).await? {
-                    // Everything is older than the cutoff.
-                    records.trim(&token, index, last + 1).await?;
-                }
-                Ok::<(), RecordError>(())
-            };
+            let trimmed = records.trim_older_than(&token, index, cutoff_ms);
             if let Err(error) = trimmed.await {
                 tracing::warn!(%error, shard = index, "retention trim failed; retried later");
             }

@@ -141,6 +141,53 @@ async fn records_are_put_read_retried_found_by_time_and_trimmed() {
         4
     );
 
+    // A retention trim purges what the stream stored before its cutoff, never a record
+    // stored at or after it, even one arriving while it looks: on fresh shards, each put
+    // races a trim whose cutoff is an hour back (a new stream's first tick does this).
+    for shard in 100..130u32 {
+        let request = format!("race-{shard}");
+        let writes = [(shard, &shard2[..])];
+        let put = store.put("s1", &writes, now_ms(), &request);
+        let trim = store.trim_older_than("s1", shard, now_ms() - 3_600_000);
+        let (put, trim) = tokio::join!(put, trim);
+        put.expect("put");
+        assert_eq!(trim.expect("trim"), 0, "shard {shard}");
+    }
+    cluster
+        .wait_current(&client, "riv_D_s1")
+        .await
+        .expect("replicas");
+    for shard in 100..130u32 {
+        let page = store.read("s1", shard, 1, 10, 1 << 20).await.expect("read");
+        assert_eq!(page.records.len(), 1, "shard {shard} lost its record");
+    }
+    // Everything stored before the cutoff goes (the first found at or after it stays).
+    store
+        .put("s1", &[(11, &shard2[..])], now_ms(), "old-11")
+        .await
+        .expect("put");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cutoff = now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store.trim_older_than("s1", 11, cutoff).await.expect("trim"),
+        1
+    );
+    store
+        .put("s1", &[(11, &shard2[..])], now_ms(), "new-11")
+        .await
+        .expect("put");
+    assert_eq!(
+        store.trim_older_than("s1", 11, cutoff).await.expect("trim"),
+        0
+    );
+    cluster
+        .wait_current(&client, "riv_D_s1")
+        .await
+        .expect("replicas");
+    let left = store.read("s1", 11, 1, 10, 1 << 20).await.expect("read");
+    assert_eq!(left.records.len(), 1);
+
     // Ids that are not one subject token are refused; a deleted stream's reads fail.
     assert!(matches!(
         store.create("a.b", Duration::from_secs(60)).await,

@@ -1,6 +1,7 @@
 //! The engine's storage seam on a real R3 cluster: a put that lands on a shard after another
 //! node closed it is reported late (its entries fail, nothing readable is lost), a put before
-//! the close is read back below the shard's end.
+//! the close is read back below the shard's end; a reader's start (oldest, by time) never lies
+//! after a record arriving while it is asked for.
 
 use std::time::Duration;
 
@@ -71,6 +72,35 @@ async fn a_put_after_its_shard_closed_is_late_and_one_before_is_read() {
         .collect();
     assert_eq!(below, [first]);
     assert_eq!(parent.closed_end(end).await.expect("end"), end);
+    // TRIM_HORIZON on a fresh shard while its first record arrives: the iterator's start
+    // is never after that record.
+    for shard in 100..130 {
+        let log = store.log(&format!("s.1/shardId-{shard:012}")).expect("log");
+        let (start, placed) = tokio::join!(log.start_offset(), put(vec![log.clone()]));
+        let start = start.expect("start");
+        let position = placed[0].offsets.at(0).expect("a position");
+        assert!(
+            start <= position,
+            "shard {shard}: start {start} > {position}"
+        );
+    }
+    // AT_TIMESTAMP the same way: a record stored after the time is never skipped.
+    for shard in 200..230 {
+        let log = store.log(&format!("s.1/shardId-{shard:012}")).expect("log");
+        let an_hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+            - 3_600_000;
+        let (start, placed) =
+            tokio::join!(log.offset_at_timestamp(an_hour_ago), put(vec![log.clone()]));
+        let start = start.expect("start");
+        let position = placed[0].offsets.at(0).expect("a position");
+        assert!(
+            start <= position,
+            "shard {shard}: start {start} > {position}"
+        );
+    }
     store.shutdown();
     cluster.stop().await.expect("stop");
 }
