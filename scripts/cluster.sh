@@ -69,12 +69,15 @@ EOF
     echo $! >"$DIR/n$i.pid"
   done
   for i in 1 2 3; do wait_port $((NATS_PORT + i - 1)); done
+  # The cluster's key service: one key file, the same for every node (kms init keeps an
+  # existing file's keys and adds the root the AWS-managed keys are derived from).
+  "$RIVULET" kms --kms-keys "$DIR/kms-keys.toml" init >/dev/null
   # Rivulet waits (up to a minute) until JetStream has elected its leaders.
   for n in $(seq "$NODES"); do
     running "$DIR/rivulet$n.pid" && { echo "rivulet$n already runs"; continue; }
     local port=$((RIVULET_PORT + n - 1))
     "$RIVULET" serve --listen "127.0.0.1:$port" --cluster "$urls" --replicas 3 \
-      --node-name "rivulet$n" ${RIVULET_ARGS:-} >>"$DIR/rivulet$n.log" 2>&1 &
+      --node-name "rivulet$n" --kms-keys "$DIR/kms-keys.toml" ${RIVULET_ARGS:-} >>"$DIR/rivulet$n.log" 2>&1 &
     echo $! >"$DIR/rivulet$n.pid"
     wait_port "$port"
     echo "Kinesis endpoint: http://127.0.0.1:$port"

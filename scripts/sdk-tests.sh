@@ -81,7 +81,7 @@ echo "client suites against $RIVULET_ENDPOINT"
 (cd sdk-tests/js && npm test --silent)
 
 # The same suites against cluster mode: 3 nats-server (R3) and 3 Rivulet nodes, each request
-# sent to the next node in turn (what cluster mode does not have yet is skipped).
+# sent to the next node in turn.
 if [ "${SDK_CLUSTER:-1}" = 1 ]; then
   CLUSTER_DIR=$(mktemp -d)
   export CLUSTER_DIR RIVULET=target/debug/rivulet NATS_PORT=24222 ROUTE_PORT=26222 \
@@ -92,7 +92,6 @@ if [ "${SDK_CLUSTER:-1}" = 1 ]; then
   bash scripts/cluster.sh up
   export RIVULET_ENDPOINT="http://127.0.0.1:24567"
   export RIVULET_ENDPOINTS="http://127.0.0.1:24567,http://127.0.0.1:24568,http://127.0.0.1:24569"
-  export RIVULET_CLUSTER_MODE=1
   echo "client suites against a 3-node cluster: $RIVULET_ENDPOINTS"
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider sdk-tests/python
   (cd sdk-tests/js && node --test --test-concurrency=1 kinesis.test.mjs)

@@ -729,3 +729,115 @@ async fn a_shard_s_limits_hold_across_nodes() {
     drop((a, b, c));
     nats.stop().await.expect("stop nats");
 }
+
+/// Encryption at rest across nodes: with one key file shared by every node, a stream
+/// encrypted through one node is written through any node, JetStream's files hold none of its
+/// data or partition keys in plaintext, and a node started later reads every record (the
+/// data keys are stored wrapped, and the AWS-managed key is the same on every node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_streams_leave_only_ciphertext_in_jetstream() {
+    use aws_sdk_kinesis::types::EncryptionType;
+
+    let nats = NatsCluster::start(3).await.expect("nats cluster");
+    let urls = nats.urls();
+    let keys_dir = tempfile::tempdir().expect("key dir");
+    let keys = keys_dir.path().join("kms-keys.toml");
+    crate::encryption::kms_cli(&keys, &["init"]);
+    let keys_arg = keys.display().to_string();
+    let node = |name: &str| spawn_node(&urls, name, "rive", &["--kms-keys", &keys_arg]);
+    let a = node("a");
+    let b = node("b");
+    let (ca, cb) = (client(a.addr), client(b.addr));
+
+    ca.create_stream()
+        .stream_name("sealed")
+        .shard_count(2)
+        .send()
+        .await
+        .expect("create");
+    wait_active_within(&cb, "sealed", Duration::from_secs(10)).await;
+    // Through the follower: forwarded to the leader, whose key service resolves the alias.
+    cb.start_stream_encryption()
+        .stream_name("sealed")
+        .encryption_type(EncryptionType::Kms)
+        .key_id("alias/aws/kinesis")
+        .send()
+        .await
+        .expect("start encryption");
+    wait_active_within(&ca, "sealed", Duration::from_secs(10)).await;
+    wait_active_within(&cb, "sealed", Duration::from_secs(10)).await;
+
+    // Written through both nodes: each seals with a data key of its own.
+    let entries: Vec<PutRecordsRequestEntry> = (0..20)
+        .map(|i| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(format!("sealed-key-{i}"))
+                .data(Blob::new(format!("sealed-secret-{i}")))
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let put = ca
+        .put_records()
+        .stream_name("sealed")
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("put records");
+    assert_eq!(put.failed_record_count(), Some(0));
+    assert_eq!(put.encryption_type(), Some(&EncryptionType::Kms));
+    let single = cb
+        .put_record()
+        .stream_name("sealed")
+        .partition_key("sealed-key-20")
+        .data(Blob::new("sealed-secret-20"))
+        .send()
+        .await
+        .expect("put record");
+    assert_eq!(single.encryption_type(), Some(&EncryptionType::Kms));
+
+    // A plaintext stream beside it: its data is found in the files (the search works).
+    ca.create_stream()
+        .stream_name("plain")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create plain");
+    wait_active_within(&ca, "plain", Duration::from_secs(10)).await;
+    ca.put_record()
+        .stream_name("plain")
+        .partition_key("k")
+        .data(Blob::new("plain-visible-marker"))
+        .send()
+        .await
+        .expect("put plain");
+
+    // Every node reads all of it back, a node started afterwards too.
+    let c = node("c");
+    let cc = client(c.addr);
+    wait_active_within(&cc, "sealed", Duration::from_secs(10)).await;
+    for reader in [&ca, &cb, &cc] {
+        let mut data = Vec::new();
+        for shard in ["shardId-000000000000", "shardId-000000000001"] {
+            for record in crate::util::read_all(reader, "sealed", shard).await {
+                assert_eq!(record.encryption_type(), Some(&EncryptionType::Kms));
+                data.push(String::from_utf8(record.data().as_ref().to_vec()).expect("utf-8"));
+            }
+        }
+        data.sort();
+        let mut want: Vec<String> = (0..21).map(|i| format!("sealed-secret-{i}")).collect();
+        want.sort();
+        assert_eq!(data, want);
+    }
+
+    assert!(
+        !crate::encryption::files_containing(nats.dir(), b"plain-visible-marker").is_empty(),
+        "the plaintext stream's record is in JetStream's files"
+    );
+    for needle in [&b"sealed-secret"[..], b"sealed-key"] {
+        let found = crate::encryption::files_containing(nats.dir(), needle);
+        assert!(found.is_empty(), "plaintext in {found:?}");
+    }
+    drop((a, b, c));
+    nats.stop().await.expect("stop nats");
+}

@@ -42,7 +42,7 @@ async fn summary_of(c: &Client, stream: &str) -> aws_sdk_kinesis::types::StreamD
         .expect("summary")
 }
 
-fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
+pub(crate) fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -192,7 +192,7 @@ async fn encrypted_records_never_reach_the_disk_in_plaintext() {
     t.stop().await;
 }
 
-fn kms_cli(key_file: &Path, args: &[&str]) -> String {
+pub(crate) fn kms_cli(key_file: &Path, args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
         .arg("kms")
         .args(args)

@@ -2,8 +2,7 @@
 // http:// endpoint (h2c with prior knowledge) for every call, SubscribeToShard included.
 // RIVULET_ENDPOINT (http://host:port) names a running server with zero lifecycle delays.
 // RIVULET_ENDPOINTS (comma-separated), when set, names every node of a cluster: each request
-// then goes to the next node in turn. RIVULET_CLUSTER_MODE=1 skips what cluster mode does not
-// have yet (encryption at rest).
+// then goes to the next node in turn.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -32,7 +31,6 @@ const endpoint = process.env.RIVULET_ENDPOINT;
 assert.ok(endpoint, "RIVULET_ENDPOINT must be set");
 
 const endpoints = (process.env.RIVULET_ENDPOINTS ?? endpoint).split(",");
-const cluster = process.env.RIVULET_CLUSTER_MODE === "1";
 let turn = 0;
 
 // Sends each of the client's requests to the next node in turn, before it is signed.
@@ -218,7 +216,7 @@ test("reshard while a consumer reads: parents drained before children", async ()
   await client.send(new DeleteStreamCommand({ StreamName: name }));
 });
 
-test("encryption at rest and a denied call over HTTP/2", { skip: cluster && "cluster mode has no encryption at rest yet" }, async () => {
+test("encryption at rest and a denied call over HTTP/2", async () => {
   const name = unique("js-encrypted");
   await createStream(name, 1);
   await assert.rejects(

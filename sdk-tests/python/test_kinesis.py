@@ -2,8 +2,7 @@
 
 RIVULET_ENDPOINT (http://host:port) names a running server with zero lifecycle delays.
 RIVULET_ENDPOINTS (comma-separated), when set, names every node of a cluster: each request
-then goes to the next node in turn. RIVULET_CLUSTER_MODE=1 skips what cluster mode does not
-have yet (encryption at rest).
+then goes to the next node in turn.
 """
 
 import itertools
@@ -19,7 +18,6 @@ import pytest
 from botocore.config import Config
 
 ENDPOINTS = os.environ.get("RIVULET_ENDPOINTS", os.environ["RIVULET_ENDPOINT"]).split(",")
-CLUSTER = os.environ.get("RIVULET_CLUSTER_MODE") == "1"
 _turn = itertools.cycle(ENDPOINTS)
 
 
@@ -322,7 +320,6 @@ def test_permissions_through_boto3_and_the_cli(kinesis):
     assert "AccessDeniedException" in denied.stderr
 
 
-@pytest.mark.skipif(CLUSTER, reason="cluster mode has no encryption at rest yet (docs/cluster.md)")
 def test_encryption_at_rest_through_boto3(kinesis):
     """StartStreamEncryption, records that report KMS, and KMS's not-found exception."""
     name = unique("encrypted")

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use bytes::{Bytes, BytesMut};
-use rivulet_log::NewRecord;
+use rivulet_log::{DataKey, Keyring, NewRecord};
 use serde::Deserialize;
 
 use crate::api::{ApiError, BATCH_DUPLICATE_MESSAGE_ID, Envelope};
@@ -21,6 +21,15 @@ use crate::{
 
 const FRAME_VERSION: u8 = 1;
 const FRAME_HEADER_BYTES: usize = 1 + 8 + 2;
+/// A sealed record's frame: version, arrival time, then the data key's id, the nonce, and
+/// the plain frame's key length, key and value sealed (AES-256-GCM, its tag last).
+const SEALED_FRAME_VERSION: u8 = 2;
+const SEALED_HEADER_BYTES: usize = 1 + 8 + 4 + NONCE_BYTES;
+const NONCE_BYTES: usize = 12;
+const TAG_BYTES: usize = 16;
+/// Nonces' counter: a data key seals in one process only (a fresh key per stream per run),
+/// so one counter per process never gives a key the same nonce twice.
+static NONCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// How long a request to JetStream waits for an answer, unless set otherwise.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a put's request id keeps a retry from storing it again.
@@ -46,9 +55,13 @@ pub enum RecordError {
     /// request id tells).
     #[error("record store: {0}")]
     Unavailable(String),
-    /// A message of the stream is not a record frame.
+    /// A message of the stream is not a record frame (or a sealed one failed
+    /// authentication).
     #[error("record store: stored message {0} is not a record")]
     Corrupt(u64),
+    /// A sealed record's data key is not known here (or its KMS key cannot unwrap it).
+    #[error("record store: data key {0} is not available")]
+    KeyUnavailable(u32),
 }
 
 /// A record as stored.
@@ -62,6 +75,8 @@ pub struct Record {
     pub key: Bytes,
     /// Its value.
     pub value: Bytes,
+    /// Stored sealed with a data key ([`JetStreamRecords::put_sealed`]); read back opened.
+    pub sealed: bool,
 }
 
 /// One page of a shard.
@@ -157,6 +172,21 @@ impl JetStreamRecords {
         arrival_ms: i64,
         request_id: &str,
     ) -> Result<Vec<Vec<u64>>, RecordError> {
+        self.put_sealed(id, shards, arrival_ms, request_id, None)
+            .await
+    }
+
+    /// [`JetStreamRecords::put`], with every record sealed with `seal` when given: the
+    /// stream's messages then hold only ciphertext (and the arrival time), and reads return
+    /// them opened with the keyring given to [`JetStreamRecords::read_opened`].
+    pub async fn put_sealed(
+        &self,
+        id: &str,
+        shards: &[(u32, &[NewRecord<'_>])],
+        arrival_ms: i64,
+        request_id: &str,
+        seal: Option<&DataKey>,
+    ) -> Result<Vec<Vec<u64>>, RecordError> {
         let name = self.stream_name(id)?;
         let count: usize = shards.iter().map(|(_, records)| records.len()).sum();
         if count == 0 || count > crate::batch::BATCH_MESSAGES_MAX {
@@ -169,10 +199,14 @@ impl JetStreamRecords {
         for (shard, records) in shards {
             let subject = self.subject(id, *shard);
             for record in records.iter() {
+                let payload = match seal {
+                    None => encode(record, arrival_ms)?,
+                    Some(key) => encode_sealed(record, arrival_ms, key, &subject)?,
+                };
                 messages.push(BatchMessage {
                     subject: subject.clone(),
                     headers: HeaderMap::new(),
-                    payload: encode(record, arrival_ms)?,
+                    payload,
                 });
             }
         }
@@ -265,6 +299,21 @@ impl JetStreamRecords {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Page, RecordError> {
+        self.read_opened(id, shard, from, limit, max_bytes, None)
+            .await
+    }
+
+    /// [`JetStreamRecords::read`], opening sealed records with the data keys of `keyring`
+    /// (without one, or without the record's key, a sealed record fails the read).
+    pub async fn read_opened(
+        &self,
+        id: &str,
+        shard: u32,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        keyring: Option<&dyn Keyring>,
+    ) -> Result<Page, RecordError> {
         let name = self.stream_name(id)?;
         let request = DirectGet {
             seq: Some(from.max(1)),
@@ -274,11 +323,14 @@ impl JetStreamRecords {
             ..Default::default()
         };
         let batch = self.direct(&name, &request).await?;
-        let records = batch
+        let mut records = batch
             .messages
             .iter()
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
+        for record in records.iter_mut().filter(|record| record.sealed) {
+            open_sealed(record, &self.subject(id, shard), keyring)?;
+        }
         let next = records.last().map_or(from, |record| record.position + 1);
         Ok(Page {
             records,
@@ -660,9 +712,93 @@ fn encode(record: &NewRecord<'_>, arrival_ms: i64) -> Result<Bytes, RecordError>
     Ok(frame.freeze())
 }
 
+/// A sealed frame: the plain frame's key length, key and value sealed under `key` with a
+/// fresh nonce, the frame's version and arrival time and the record's subject (its stream
+/// and shard) authenticated with it, so a sealed record cannot be moved unnoticed.
+fn encode_sealed(
+    record: &NewRecord<'_>,
+    arrival_ms: i64,
+    key: &DataKey,
+    subject: &str,
+) -> Result<Bytes, RecordError> {
+    let key_len = u16::try_from(record.key.len())
+        .map_err(|_| RecordError::TooLarge(format!("a key of {} bytes", record.key.len())))?;
+    let mut nonce = [0u8; NONCE_BYTES];
+    let counter = NONCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    nonce[4..].copy_from_slice(&counter.to_le_bytes());
+    let mut frame = Vec::with_capacity(
+        SEALED_HEADER_BYTES + 2 + record.key.len() + record.value.len() + TAG_BYTES,
+    );
+    frame.push(SEALED_FRAME_VERSION);
+    frame.extend_from_slice(&arrival_ms.to_le_bytes());
+    frame.extend_from_slice(&key.id().to_le_bytes());
+    frame.extend_from_slice(&nonce);
+    let aad = sealed_aad(&frame[..9], subject);
+    let mut body = Vec::with_capacity(2 + record.key.len() + record.value.len() + TAG_BYTES);
+    body.extend_from_slice(&key_len.to_le_bytes());
+    body.extend_from_slice(record.key);
+    body.extend_from_slice(record.value);
+    key.seal(nonce, &aad, &mut body)
+        .map_err(|error| RecordError::Unavailable(error.to_string()))?;
+    frame.extend_from_slice(&body);
+    Ok(Bytes::from(frame))
+}
+
+fn sealed_aad(head: &[u8], subject: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(head.len() + subject.len());
+    aad.extend_from_slice(head);
+    aad.extend_from_slice(subject.as_bytes());
+    aad
+}
+
+/// Opens a sealed record read from `subject` (its frame is in `record.value`).
+fn open_sealed(
+    record: &mut Record,
+    subject: &str,
+    keyring: Option<&dyn Keyring>,
+) -> Result<(), RecordError> {
+    let corrupt = || RecordError::Corrupt(record.position);
+    let frame = &record.value;
+    if frame.len() < SEALED_HEADER_BYTES + 2 + TAG_BYTES {
+        return Err(corrupt());
+    }
+    let key_id = u32::from_le_bytes(frame[9..13].try_into().map_err(|_| corrupt())?);
+    let nonce: [u8; NONCE_BYTES] = frame[13..SEALED_HEADER_BYTES]
+        .try_into()
+        .map_err(|_| corrupt())?;
+    let key = keyring
+        .and_then(|keyring| keyring.data_key(key_id))
+        .ok_or(RecordError::KeyUnavailable(key_id))?;
+    let aad = sealed_aad(&frame[..9], subject);
+    let mut body = frame[SEALED_HEADER_BYTES..].to_vec();
+    let plain = key.open(nonce, &aad, &mut body).ok_or_else(corrupt)?;
+    if plain.len() < 2 {
+        return Err(corrupt());
+    }
+    let key_len = usize::from(u16::from_le_bytes([plain[0], plain[1]]));
+    let key_end = 2 + key_len;
+    if plain.len() < key_end {
+        return Err(corrupt());
+    }
+    let plain = Bytes::copy_from_slice(plain);
+    record.key = plain.slice(2..key_end);
+    record.value = plain.slice(key_end..);
+    Ok(())
+}
+
 fn decode(message: &StoredMessage) -> Result<Record, RecordError> {
     let corrupt = || RecordError::Corrupt(message.sequence);
     let frame = &message.payload;
+    if frame.first() == Some(&SEALED_FRAME_VERSION) && frame.len() >= 9 {
+        let arrival_ms = i64::from_le_bytes(frame[1..9].try_into().map_err(|_| corrupt())?);
+        return Ok(Record {
+            position: message.sequence,
+            arrival_ms,
+            key: Bytes::new(),
+            value: frame.clone(),
+            sealed: true,
+        });
+    }
     if frame.len() < FRAME_HEADER_BYTES || frame[0] != FRAME_VERSION {
         return Err(corrupt());
     }
@@ -679,6 +815,7 @@ fn decode(message: &StoredMessage) -> Result<Record, RecordError> {
         arrival_ms,
         key: frame.slice(FRAME_HEADER_BYTES..key_end),
         value: frame.slice(key_end..),
+        sealed: false,
     })
 }
 

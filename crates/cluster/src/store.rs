@@ -34,7 +34,7 @@ use rivulet_engine::storage::{
     SharedSlots, StoreFuture, StoredRecord,
 };
 use rivulet_engine::{ApiError, ErrorKind};
-use rivulet_log::{Keyring, MetaOp, NewRecord};
+use rivulet_log::{DataKey, Keyring, MetaOp, NewRecord};
 use tokio::sync::watch;
 
 use crate::lease::{Leadership, LeaseConfig};
@@ -72,7 +72,9 @@ pub struct ClusterSettings {
 
 /// The storage of `rivulet serve --cluster`.
 pub struct ClusterStore {
+    /// The runtime serving requests: puts run there.
     runtime: tokio::runtime::Handle,
+    nats: NatsRuntime,
     client: async_nats::Client,
     node_name: String,
     prefix: String,
@@ -81,11 +83,15 @@ pub struct ClusterStore {
     /// Kinesis streams whose JetStream stream exists (by token).
     created: Mutex<HashSet<String>>,
     logs: Mutex<HashMap<String, Arc<JetStreamShard>>>,
-    keyring: Mutex<Option<Arc<dyn Keyring>>>,
+    /// The data keys of encrypted streams (the engine's), shared with every shard's log.
+    keyring: SharedKeyring,
     slots: Arc<ClusterSlots>,
     /// Per stream (by token): the closes this node has seen, for telling late puts.
     closes: Arc<Mutex<HashMap<String, Closes>>>,
 }
+
+/// The data keys the engine gives the store, once it has a key service.
+type SharedKeyring = Arc<Mutex<Option<Arc<dyn Keyring>>>>;
 
 /// The shards of a stream this node knows closed, and how far it has looked for closes.
 #[derive(Default)]
@@ -99,7 +105,7 @@ struct Closes {
 /// Metadata, written only by the leader, through its lease (a deposed leader's late write
 /// fails whole).
 pub struct ClusterMetaBackend {
-    runtime: tokio::runtime::Handle,
+    nats: NatsRuntime,
     meta: Arc<ClusterMeta>,
     /// Taken out (cloned) before any wait: never held across a network call.
     leader: Mutex<Option<Arc<Leadership>>>,
@@ -107,7 +113,7 @@ pub struct ClusterMetaBackend {
 
 /// One shard's records.
 pub struct JetStreamShard {
-    runtime: tokio::runtime::Handle,
+    nats: NatsRuntime,
     records: JetStreamRecords,
     token: String,
     index: u32,
@@ -116,6 +122,7 @@ pub struct JetStreamShard {
     end: Arc<watch::Sender<u64>>,
     /// When the retention trim last asked JetStream (ms since the epoch).
     trimmed_ms: AtomicI64,
+    keyring: SharedKeyring,
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -132,24 +139,73 @@ fn record_error(error: RecordError) -> ApiError {
     }
 }
 
-/// Runs `future` to its end from synchronous code on a tokio thread (or any other).
-fn block_on<F>(runtime: &tokio::runtime::Handle, future: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    match tokio::runtime::Handle::try_current() {
-        Ok(current) if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| current.block_on(future))
+/// The runtime of this node's NATS connection and of the tasks that follow NATS (the metadata
+/// mirror, the lease, put notices), apart from the runtime that serves requests.
+///
+/// A synchronous seam call (a metadata commit, closing a shard, a data key stored) blocks its
+/// thread, sometimes while the engine holds a stream's lock. Requests waiting for that lock
+/// block the serving runtime's other threads, so the NATS answer the call waits for must not
+/// need any of them: it is read, and its timers run, here.
+#[derive(Clone)]
+pub struct NatsRuntime {
+    handle: tokio::runtime::Handle,
+    _owner: Arc<OwnedRuntime>,
+}
+
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code too, where a runtime may not wait for its tasks.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
         }
-        // A current-thread runtime cannot block in place, and no runtime may be entered twice
-        // on one thread: run it on a thread of its own.
-        _ => std::thread::scope(|scope| {
-            scope
-                .spawn(|| runtime.block_on(future))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        }),
+    }
+}
+
+impl NatsRuntime {
+    fn start() -> std::io::Result<NatsRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rivulet-nats")
+            .enable_all()
+            .build()?;
+        Ok(NatsRuntime {
+            handle: runtime.handle().clone(),
+            _owner: Arc::new(OwnedRuntime(Some(runtime))),
+        })
+    }
+
+    /// Runs `future` to its end from synchronous code on a tokio thread (or any other), its
+    /// I/O and timers driven by this runtime.
+    fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(current)
+                if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(|| self.handle.block_on(future))
+            }
+            // A current-thread runtime cannot block in place, and no runtime may be entered
+            // inside another: run it on a thread of its own.
+            Ok(_) => std::thread::scope(|scope| {
+                scope
+                    .spawn(|| self.handle.block_on(future))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }),
+            Err(_) => self.handle.block_on(future),
+        }
+    }
+
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(future);
     }
 }
 
@@ -188,6 +244,21 @@ impl ClusterStore {
     /// Connects, opens (or creates) the deployment's metadata, and campaigns for the
     /// leader's lease.
     pub async fn open(settings: &ClusterSettings) -> anyhow::Result<Arc<ClusterStore>> {
+        let nats = NatsRuntime::start()?;
+        let serving = tokio::runtime::Handle::current();
+        let (settings, on) = (settings.clone(), nats.clone());
+        // Connected, and its followers started, on the NATS runtime.
+        nats.handle
+            .spawn(async move { ClusterStore::open_on(&settings, serving, on).await })
+            .await
+            .map_err(|error| anyhow::anyhow!("opening the cluster's storage: {error}"))?
+    }
+
+    async fn open_on(
+        settings: &ClusterSettings,
+        runtime: tokio::runtime::Handle,
+        nats: NatsRuntime,
+    ) -> anyhow::Result<Arc<ClusterStore>> {
         if settings.urls.is_empty() {
             anyhow::bail!("--cluster needs at least one nats:// URL");
         }
@@ -225,33 +296,33 @@ impl ClusterStore {
         // A deployment with no leader yet (or one whose leader stopped cleanly) gets this
         // node at once; otherwise the leader's lease decides, and this node follows.
         let _ = tokio::time::timeout(settings.leader_wait, leader.acquired()).await;
-        let runtime = tokio::runtime::Handle::current();
         let notes = client
             .subscribe(format!("{}.n.>", settings.prefix))
             .await
             .map_err(|error| anyhow::anyhow!("subscribing to put notices: {error}"))?;
         let slots = Arc::new(ClusterSlots {
-            runtime: runtime.clone(),
+            nats: nats.clone(),
             meta: meta.clone(),
             holder: format!("{}/{}", settings.node_name, uuid::Uuid::new_v4().simple()),
             live: Mutex::new(HashMap::new()),
         });
         tokio::spawn(follow_slots(Arc::downgrade(&slots), meta.changes()));
         let store = Arc::new(ClusterStore {
-            runtime: runtime.clone(),
+            runtime,
+            nats: nats.clone(),
             records: JetStreamRecords::new(client.clone(), &settings.prefix, settings.replicas)
                 .with_timeout(settings.timeout),
             client,
             node_name: settings.node_name.clone(),
             prefix: settings.prefix.clone(),
             meta: ClusterMetaBackend {
-                runtime,
+                nats,
                 meta,
                 leader: Mutex::new(Some(Arc::new(leader))),
             },
             created: Mutex::new(HashSet::new()),
             logs: Mutex::new(HashMap::new()),
-            keyring: Mutex::new(None),
+            keyring: Arc::new(Mutex::new(None)),
             slots,
             closes: Arc::new(Mutex::new(HashMap::new())),
         });
@@ -334,7 +405,7 @@ impl ClusterStore {
         F: Future + Send,
         F::Output: Send,
     {
-        block_on(&self.runtime, future)
+        self.nats.block_on(future)
     }
 
     /// Creates the JetStream stream of `token` once per run (creating it again is a no-op).
@@ -358,12 +429,13 @@ impl RecordStore for ClusterStore {
         let (token, index) = parse_log_id(id)?;
         self.ensure_stream(&token)?;
         let log = Arc::new(JetStreamShard {
-            runtime: self.runtime.clone(),
+            nats: self.nats.clone(),
             records: self.records.clone(),
             token,
             index,
             end: Arc::new(watch::channel(0).0),
             trimmed_ms: AtomicI64::new(i64::MIN),
+            keyring: self.keyring.clone(),
         });
         Ok(self
             .logs
@@ -427,17 +499,25 @@ impl RecordStore for ClusterStore {
         let mut shards: Vec<(u32, Vec<OwnedRecord>)> = Vec::with_capacity(writes.len());
         let mut ends: Vec<Arc<watch::Sender<u64>>> = Vec::with_capacity(writes.len());
         let mut stream: Option<String> = None;
+        let mut seal: Option<Arc<DataKey>> = None;
         for write in writes {
             let log = write
                 .log
                 .as_any()
                 .downcast_ref::<JetStreamShard>()
                 .ok_or_else(|| ApiError::internal("a log of another store"))?;
-            if write.seal.is_some() {
-                // Unreachable: without a key service the engine never seals (see `open`).
-                return Err(ApiError::internal(
-                    "encrypted records are not stored in cluster mode",
-                ));
+            if let Some(encryption) = &write.seal {
+                let id = encryption.key.id();
+                if seal.as_ref().is_none_or(|key| key.id() != id) {
+                    // The engine's keyring holds every key it seals with.
+                    let key = self
+                        .keyring
+                        .lock()
+                        .as_ref()
+                        .and_then(|keyring| keyring.data_key(id))
+                        .ok_or_else(|| internal(format!("data key {id} is not in the keyring")))?;
+                    seal = Some(key);
+                }
             }
             match &stream {
                 Some(token) if *token != log.token => {
@@ -483,7 +563,7 @@ impl RecordStore for ClusterStore {
                 .map(|((index, _), records)| (*index, records.as_slice()))
                 .collect();
             let positions = records
-                .put(&token, &request, timestamp_ms, &request_id)
+                .put_sealed(&token, &request, timestamp_ms, &request_id, seal.as_deref())
                 .await
                 .map_err(record_error)?;
             // Every node's subscriptions to these shards learn of the new end at once (the
@@ -605,7 +685,7 @@ async fn follow_notices(store: std::sync::Weak<ClusterStore>, mut notes: async_n
 /// the subscription's generation) and when it started. Every node follows the metadata and
 /// tells its own subscriptions when another one took their slot.
 pub struct ClusterSlots {
-    runtime: tokio::runtime::Handle,
+    nats: NatsRuntime,
     meta: Arc<ClusterMeta>,
     /// This node's run: its name and an incarnation id.
     holder: String,
@@ -686,10 +766,9 @@ impl SharedSlots for ClusterSlots {
         superseded: Arc<watch::Sender<bool>>,
     ) -> Result<bool, ApiError> {
         // A takeover is refused for 5 s, so listing it after the commit misses none.
-        let claimed = block_on(
-            &self.runtime,
-            self.take(key, generation, now_ms, takeover_ms),
-        )?;
+        let claimed = self
+            .nats
+            .block_on(self.take(key, generation, now_ms, takeover_ms))?;
         if claimed {
             self.live
                 .lock()
@@ -708,7 +787,7 @@ impl SharedSlots for ClusterSlots {
         }
         let meta = self.meta.clone();
         let holder = self.holder_of(generation);
-        self.runtime.spawn(async move {
+        self.nats.spawn(async move {
             let Ok(held) = meta.get_versioned(&key) else {
                 return;
             };
@@ -773,13 +852,22 @@ impl JetStreamShard {
         let (token, index) = (self.token.clone(), self.index);
         let known_end = self.known_end();
         let end = self.end.clone();
+        let keyring = self.keyring.clone();
         Box::pin(async move {
             let mut tries = 0;
             // The leader's next record of the shard, asked once: the page must reach it.
             let mut leader_next: Option<Option<u64>> = None;
             let page = loop {
+                let keyring = keyring.lock().clone();
                 let page = records
-                    .read(&token, index, from, max_records, max_bytes)
+                    .read_opened(
+                        &token,
+                        index,
+                        from,
+                        max_records,
+                        max_bytes,
+                        keyring.as_deref(),
+                    )
                     .await
                     .map_err(record_error)?;
                 let short = page.pending == 0 && page.records.len() < max_records;
@@ -821,7 +909,7 @@ impl JetStreamShard {
                         timestamp_ms: record.arrival_ms,
                         key: record.key,
                         value: record.value,
-                        encrypted: false,
+                        encrypted: record.sealed,
                     })
                     .collect(),
             })
@@ -856,11 +944,13 @@ impl ShardLog for JetStreamShard {
     fn start_offset(&self) -> StoreFuture<u64> {
         let records = self.records.clone();
         let (token, index) = (self.token.clone(), self.index);
+        let keyring = self.keyring.clone();
         let known_end = self.known_end();
         Box::pin(async move {
             // Any replica holds a prefix of the stream: its first record is the first.
+            let keyring = keyring.lock().clone();
             let first = records
-                .read(&token, index, 1, 1, 1)
+                .read_opened(&token, index, 1, 1, 1, keyring.as_deref())
                 .await
                 .map_err(record_error)?;
             if let Some(record) = first.records.first() {
@@ -920,7 +1010,9 @@ impl ShardLog for JetStreamShard {
     /// Writes the shard's epoch message; its position is the shard's end. A put that lands
     /// after it is told late by its writer (see the put), never acknowledged.
     fn close(&self) -> Result<u64, ApiError> {
-        let end = block_on(&self.runtime, self.records.close(&self.token, self.index))
+        let end = self
+            .nats
+            .block_on(self.records.close(&self.token, self.index))
             .map_err(record_error)?;
         Ok(end)
     }
@@ -935,7 +1027,7 @@ impl ShardLog for JetStreamShard {
         self.trimmed_ms.store(cutoff_ms, Ordering::Relaxed);
         let records = self.records.clone();
         let (token, index) = (self.token.clone(), self.index);
-        self.runtime.spawn(async move {
+        self.nats.spawn(async move {
             let trimmed = records.trim_older_than(&token, index, cutoff_ms);
             if let Err(error) = trimmed.await {
                 tracing::warn!(%error, shard = index, "retention trim failed; retried later");
@@ -998,7 +1090,7 @@ impl MetaBackend for ClusterMetaBackend {
         let Some(leader) = self.leader.lock().clone() else {
             return Err(internal("the store is shut down"));
         };
-        match block_on(&self.runtime, leader.commit(ops)) {
+        match self.nats.block_on(leader.commit(ops)) {
             Ok(_) => Ok(()),
             Err(MetaError::Conflict { .. }) => Err(internal(
                 "this node does not hold the leader's lease; its metadata write was refused",
@@ -1008,10 +1100,8 @@ impl MetaBackend for ClusterMetaBackend {
     }
 
     fn create_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, ApiError> {
-        block_on(
-            &self.runtime,
-            ClusterMetaBackend::create_if_absent(self, key, value),
-        )
+        self.nats
+            .block_on(ClusterMetaBackend::create_if_absent(self, key, value))
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {

@@ -104,3 +104,56 @@ async fn a_put_after_its_shard_closed_is_late_and_one_before_is_read() {
     store.shutdown();
     cluster.stop().await.expect("stop");
 }
+
+/// A synchronous seam call (here a metadata compare-and-set) made while the engine holds a
+/// stream's lock completes even when every thread of the serving runtime is blocked waiting
+/// for that lock: the NATS answer it waits for is read on the node's NATS runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_seam_call_needs_no_serving_thread() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let cluster = NatsCluster::start(1).await.expect("start nats");
+    let settings = ClusterSettings {
+        urls: cluster.urls().split(',').map(str::to_string).collect(),
+        replicas: 1,
+        node_name: "n".into(),
+        prefix: "rbl".into(),
+        user: None,
+        token: None,
+        timeout: Duration::from_secs(10),
+        leader_wait: Duration::from_secs(5),
+    };
+    let store = ClusterStore::open(&settings).await.expect("open");
+    let lock = Arc::new(parking_lot::RwLock::new(()));
+    let done = Arc::new(AtomicBool::new(false));
+    let holder = {
+        let (lock, store, done) = (lock.clone(), store.clone(), done.clone());
+        tokio::spawn(async move {
+            let _read = lock.read();
+            // Meanwhile the other worker blocks on the lock.
+            std::thread::sleep(Duration::from_millis(300));
+            let stored = store.meta().create_if_absent("k", b"v").expect("stored");
+            assert_eq!(stored, b"v");
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    for _ in 0..3 {
+        let lock = lock.clone();
+        tokio::spawn(async move {
+            drop(lock.write());
+        });
+    }
+    // Watched from this thread (not a worker): the runtime's own timers may not run.
+    let start = std::time::Instant::now();
+    while !done.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        done.load(Ordering::SeqCst),
+        "the call waited for a serving thread"
+    );
+    holder.await.expect("holder");
+    store.shutdown();
+    cluster.stop().await.expect("stop");
+}

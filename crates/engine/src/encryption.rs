@@ -116,10 +116,10 @@ impl DataKeys {
     }
 
     /// A new data key under `key_arn` for the stream `stream_key`, persisted (wrapped) before
-    /// it is returned.
+    /// it is returned. Its id is one no other key has, even one another node made meanwhile
+    /// (cluster mode): an id already taken is passed over.
     fn generate(&self, key_arn: &str, stream_key: &str) -> Result<Arc<DataKey>> {
         let (plain, wrapped) = self.kms.generate_data_key(key_arn)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = WrappedKey {
             key_arn: key_arn.to_string(),
             wrapped: base64::engine::general_purpose::STANDARD.encode(&wrapped),
@@ -128,10 +128,19 @@ impl DataKeys {
         let value = serde_json::to_vec(&entry)
             .map_err(|e| ApiError::internal(format!("data key encoding: {e}")))?;
         let store = self.store()?;
-        store.meta().commit(&[MetaOp::Put {
-            key: Self::entry_key(id),
-            value,
-        }])?;
+        let id = loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id == u32::MAX {
+                return Err(ApiError::internal("no data key id is left"));
+            }
+            if store
+                .meta()
+                .create_if_absent(&Self::entry_key(id), &value)?
+                == value
+            {
+                break id;
+            }
+        };
         let key = Arc::new(DataKey::new(id, &plain)?);
         self.open.write().insert(id, key.clone());
         self.owners.lock().insert(id, stream_key.to_string());
@@ -141,17 +150,32 @@ impl DataKeys {
     /// Deletes the data keys of a stream whose logs are gone: nothing is left that they
     /// decrypt.
     pub(crate) fn forget_stream(&self, stream_key: &str) -> Result<()> {
-        let ids: Vec<u32> = self
+        let mut ids: Vec<u32> = self
             .owners
             .lock()
             .iter()
             .filter(|(_, owner)| owner.as_str() == stream_key)
             .map(|(id, _)| *id)
             .collect();
+        let store = self.store()?;
+        // Other nodes' keys for the stream too (cluster mode): they are stored, not known here.
+        for (key, value) in store.meta().scan_prefix(DATA_KEY_PREFIX)? {
+            let id = key
+                .strip_prefix(DATA_KEY_PREFIX)
+                .and_then(|id| id.parse::<u32>().ok());
+            let owner = serde_json::from_slice::<WrappedKey>(&value)
+                .ok()
+                .and_then(|entry| entry.stream);
+            if let (Some(id), Some(owner)) = (id, owner)
+                && owner == stream_key
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
         if ids.is_empty() {
             return Ok(());
         }
-        let store = self.store()?;
         let ops: Vec<MetaOp> = ids
             .iter()
             .map(|id| MetaOp::Delete {
@@ -177,12 +201,34 @@ impl DataKeys {
     }
 }
 
+impl DataKeys {
+    /// A wrapped key stored after this keyring was opened (by another node, in cluster mode).
+    fn stored_later(&self, id: u32) -> Option<(String, Vec<u8>)> {
+        let value = self
+            .store()
+            .ok()?
+            .meta()
+            .get(&Self::entry_key(id))
+            .ok()
+            .flatten()?;
+        let entry: WrappedKey = serde_json::from_slice(&value).ok()?;
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(entry.wrapped)
+            .ok()?;
+        if let Some(stream) = entry.stream {
+            self.owners.lock().insert(id, stream);
+        }
+        Some((entry.key_arn, blob))
+    }
+}
+
 impl Keyring for DataKeys {
     fn data_key(&self, id: u32) -> Option<Arc<DataKey>> {
         if let Some(key) = self.open.read().get(&id) {
             return Some(key.clone());
         }
-        let (key_arn, wrapped) = self.wrapped.lock().get(&id).cloned()?;
+        let found = self.wrapped.lock().get(&id).cloned();
+        let (key_arn, wrapped) = found.or_else(|| self.stored_later(id))?;
         match self.kms.decrypt_data_key(&key_arn, &wrapped) {
             Ok(plain) => {
                 let key = match DataKey::new(id, &plain) {

@@ -51,6 +51,35 @@ impl DataKey {
     pub fn id(&self) -> u32 {
         self.id
     }
+
+    /// Seals `in_out` in place and appends the GCM tag (for stores that seal records one by
+    /// one). The caller guarantees `nonce` is never used twice with this key.
+    pub fn seal(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
+        // GCM refuses only inputs beyond 64 GiB.
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+            .map_err(|_| LogError::Encryption {
+                reason: "AES-256-GCM refused the record".into(),
+            })
+    }
+
+    /// Opens what [`DataKey::seal`] sealed, in place: the plaintext is the returned prefix of
+    /// `in_out`; `None` when it fails authentication (tampered, moved, or another key's).
+    pub fn open<'a>(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &'a mut [u8],
+    ) -> Option<&'a mut [u8]> {
+        self.key
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+            .ok()
+    }
 }
 
 /// How an append is encrypted: the key and the nonce prefix this log uses with it.

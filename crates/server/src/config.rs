@@ -26,6 +26,9 @@ pub struct KmsArgs {
 /// What `rivulet kms` does.
 #[derive(Debug, Subcommand)]
 pub enum KmsCommand {
+    /// Make the key file if it is missing, with the root that cluster nodes derive each
+    /// account's alias/aws/kinesis key from (give every node of a cluster the same file).
+    Init,
     /// Make a customer-managed key (prints its id and ARN).
     CreateKey {
         #[arg(long, default_value = "000000000000")]

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 /// The alias of the AWS-managed key for Kinesis, which every account has.
 pub const AWS_MANAGED_ALIAS: &str = "alias/aws/kinesis";
 const WRAP_FORMAT: u8 = 1;
+const MANAGED_DESCRIPTION: &str =
+    "Default key that protects my Kinesis data when no other key is defined";
 
 /// A key's state, as KMS names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,11 @@ impl KeyEntry {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFile {
+    /// Cluster mode: the secret each node derives every account's `alias/aws/kinesis` key
+    /// from, so that all nodes sharing the file have the same one (base64 of 32 bytes;
+    /// `rivulet kms init` writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_root: Option<String>,
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
 }
@@ -185,6 +192,9 @@ fn cipher(material: &str) -> Option<LessSafeKey> {
 pub struct LocalKms {
     /// `None`: keys live in memory only (`--in-memory`, tests).
     path: Option<PathBuf>,
+    /// Cluster mode: every node reads the same key file and none writes it; the AWS-managed
+    /// keys are derived from its `managed_root` instead of made and stored.
+    shared: bool,
     region: String,
     keys: RwLock<KeyFile>,
     /// The file's modification time when last read or written.
@@ -206,9 +216,20 @@ impl LocalKms {
         let seen = path.as_deref().and_then(modified);
         Ok(LocalKms {
             path,
+            shared: false,
             region: region.to_string(),
             keys: RwLock::new(keys),
             seen: Mutex::new(seen),
+        })
+    }
+
+    /// The key service of a cluster node: the key file is shared by every node, read, never
+    /// written (see [`LocalKms::shared`]).
+    pub fn open_shared(path: PathBuf, region: &str) -> anyhow::Result<LocalKms> {
+        let kms = LocalKms::open(Some(path), region)?;
+        Ok(LocalKms {
+            shared: true,
+            ..kms
         })
     }
 
@@ -314,32 +335,83 @@ impl LocalKms {
     }
 
     fn by_arn(&self, arn: &str) -> Option<KeyEntry> {
-        self.keys
+        let found = self
+            .keys
             .read()
             .keys
             .iter()
             .find(|k| k.arn() == arn)
-            .cloned()
+            .cloned();
+        found.or_else(|| {
+            // A derived AWS-managed key (cluster mode), not made on this node yet.
+            let account = arn
+                .strip_prefix("arn:aws:kms:")?
+                .strip_prefix(self.region.as_str())?
+                .strip_prefix(':')?
+                .split(':')
+                .next()?;
+            self.derived_managed(account).filter(|key| key.arn() == arn)
+        })
+    }
+
+    /// Cluster mode: `account`'s AWS-managed key, derived from the key file's
+    /// `managed_root` (HMAC-SHA256 of the region and account), the same on every node.
+    fn derived_managed(&self, account: &str) -> Option<KeyEntry> {
+        if !self.shared {
+            return None;
+        }
+        let root = STANDARD
+            .decode(self.keys.read().managed_root.as_ref()?)
+            .ok()?;
+        let root = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &root);
+        let derive = |what: &str| {
+            let message = format!("rivulet {what}\0{}\0{account}", self.region);
+            aws_lc_rs::hmac::sign(&root, message.as_bytes())
+        };
+        let material = STANDARD.encode(derive("aws-managed kinesis key material").as_ref());
+        let id_bytes: [u8; 16] = derive("aws-managed kinesis key id").as_ref()[..16]
+            .try_into()
+            .ok()?;
+        let id = uuid::Builder::from_random_bytes(id_bytes).into_uuid();
+        Some(self.managed_entry(id, account, material))
+    }
+
+    /// `account`'s AWS-managed key (`alias/aws/kinesis`) with this id and material.
+    fn managed_entry(&self, id: uuid::Uuid, account: &str, material: String) -> KeyEntry {
+        KeyEntry {
+            id: id.to_string(),
+            account_id: account.into(),
+            region: self.region.clone(),
+            description: MANAGED_DESCRIPTION.into(),
+            state: KeyState::Enabled,
+            aliases: vec![AWS_MANAGED_ALIAS.into()],
+            aws_managed: true,
+            material: vec![material],
+        }
     }
 
     fn create_managed(&self, account: &str) -> Result<KeyEntry, ApiError> {
+        if self.shared {
+            return self.derived_managed(account).ok_or_else(|| {
+                tracing::warn!(
+                    "alias/aws/kinesis needs the key file's managed_root in cluster mode \
+                     (rivulet kms init, then the same file on every node)"
+                );
+                kms_error(
+                    ErrorKind::KmsNotFound,
+                    format!(
+                        "Alias arn:aws:kms:{}:{account}:{AWS_MANAGED_ALIAS} is not found.",
+                        self.region
+                    ),
+                )
+            });
+        }
         let mut keys = self.keys.write();
         if let Some(at) = keys.find_alias(account, AWS_MANAGED_ALIAS) {
             return Ok(keys.keys[at].clone());
         }
         let material = random_material().map_err(|e| ApiError::internal(e.to_string()))?;
-        let entry = KeyEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            account_id: account.into(),
-            region: self.region.clone(),
-            description: "Default key that protects my Kinesis data when no other key is \
-                          defined"
-                .into(),
-            state: KeyState::Enabled,
-            aliases: vec![AWS_MANAGED_ALIAS.into()],
-            aws_managed: true,
-            material: vec![material],
-        };
+        let entry = self.managed_entry(uuid::Uuid::new_v4(), account, material);
         keys.keys.push(entry.clone());
         self.persist(&keys)?;
         Ok(entry)
@@ -466,6 +538,12 @@ pub fn run_cli(args: crate::config::KmsArgs) -> anyhow::Result<()> {
         Ok(())
     };
     match args.command {
+        KmsCommand::Init => {
+            if file.managed_root.is_none() {
+                file.managed_root = Some(random_material()?);
+            }
+            println!("{}", path.display());
+        }
         KmsCommand::CreateKey {
             account_id,
             region,
@@ -517,6 +595,40 @@ pub fn run_cli(args: crate::config::KmsArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_nodes_sharing_a_key_file_derive_the_same_managed_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        // Without the root, a cluster node has no AWS-managed key (and writes nothing).
+        KeyFile::default().save(&path).unwrap();
+        let rootless = LocalKms::open_shared(path.clone(), "us-east-1").unwrap();
+        let missing = rootless
+            .resolve("000000000000", AWS_MANAGED_ALIAS)
+            .unwrap_err();
+        assert_eq!(missing.kind, ErrorKind::KmsNotFound);
+        assert_eq!(KeyFile::load(&path).unwrap(), KeyFile::default());
+
+        let file = KeyFile {
+            managed_root: Some(random_material().unwrap()),
+            ..KeyFile::default()
+        };
+        file.save(&path).unwrap();
+        let (one, two) = (
+            LocalKms::open_shared(path.clone(), "us-east-1").unwrap(),
+            LocalKms::open_shared(path.clone(), "us-east-1").unwrap(),
+        );
+        let arn = one.resolve("000000000000", AWS_MANAGED_ALIAS).unwrap();
+        // The other node unwraps by ARN alone, before resolving the alias itself.
+        let (plain, wrapped) = one.generate_data_key(&arn).unwrap();
+        assert_eq!(two.decrypt_data_key(&arn, &wrapped).unwrap(), plain);
+        assert_eq!(two.resolve("000000000000", AWS_MANAGED_ALIAS).unwrap(), arn);
+        // Each account its own key; the file is never written.
+        let other = one.resolve("111111111111", AWS_MANAGED_ALIAS).unwrap();
+        assert_ne!(other, arn);
+        assert!(other.starts_with("arn:aws:kms:us-east-1:111111111111:key/"));
+        assert_eq!(KeyFile::load(&path).unwrap(), file);
+    }
 
     #[test]
     fn keys_resolve_wrap_and_follow_their_state() {

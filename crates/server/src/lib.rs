@@ -55,11 +55,14 @@ pub struct Server {
 impl Server {
     /// Opens storage, recovers, binds the listener and starts serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
-        // The key service, shared by every account's engine.
-        let kms = Arc::new(kms::LocalKms::open(
-            config.kms_keys.clone(),
-            &config.engine.region,
-        )?);
+        // The key service, shared by every account's engine. A cluster's nodes share one key
+        // file, which none of them writes.
+        let kms = Arc::new(match (&config.storage, &config.kms_keys) {
+            (Storage::Cluster(_), Some(path)) => {
+                kms::LocalKms::open_shared(path.clone(), &config.engine.region)?
+            }
+            _ => kms::LocalKms::open(config.kms_keys.clone(), &config.engine.region)?,
+        });
         let backend: Arc<dyn Backend> = match &config.storage {
             Storage::Dir(dir) => {
                 std::fs::create_dir_all(dir)
@@ -68,9 +71,9 @@ impl Server {
             }
             Storage::Memory | Storage::Cluster(_) => Arc::new(MemBackend::new()),
         };
-        // The store's data keys, for encrypted streams: the embedded store seals whole batches.
-        // Cluster mode has no encryption at rest yet, so it has no key service: starting
-        // encryption answers KMSNotFoundException (docs/cluster.md).
+        // The store's data keys, for encrypted streams: the embedded store seals whole batches,
+        // the cluster's store each record. A cluster node without a key file has no key
+        // service: starting encryption answers KMSNotFoundException (docs/cluster.md).
         let mut cluster = None;
         let (store, data_keys): (Arc<dyn RecordStore>, _) = match &config.storage {
             Storage::Cluster(settings) => {
@@ -78,7 +81,15 @@ impl Server {
                     .await
                     .context("opening the cluster's storage")?;
                 cluster = Some(cluster::Cluster::new(store.clone()));
-                (store, None)
+                let store: Arc<dyn RecordStore> = store;
+                let data_keys = match &config.kms_keys {
+                    Some(_) => Some(
+                        DataKeys::open(store.clone(), kms.clone())
+                            .map_err(|e| anyhow::anyhow!("loading data keys: {e}"))?,
+                    ),
+                    None => None,
+                };
+                (store, data_keys)
             }
             Storage::Dir(_) | Storage::Memory => {
                 let store: Arc<dyn RecordStore> =
