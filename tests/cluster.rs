@@ -768,15 +768,11 @@ async fn encrypted_streams_leave_only_ciphertext_in_jetstream() {
     wait_active_within(&cb, "sealed", Duration::from_secs(10)).await;
 
     // Written through both nodes: each seals with a data key of its own.
-    let entries: Vec<PutRecordsRequestEntry> = (0..20)
-        .map(|i| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(format!("sealed-key-{i}"))
-                .data(Blob::new(format!("sealed-secret-{i}")))
-                .build()
-                .expect("entry")
-        })
-        .collect();
+    let entries = crate::util::entries(
+        0..20,
+        |i| format!("sealed-key-{i}"),
+        |i| format!("sealed-secret-{i}").into_bytes(),
+    );
     let put = ca
         .put_records()
         .stream_name("sealed")
@@ -839,5 +835,99 @@ async fn encrypted_streams_leave_only_ciphertext_in_jetstream() {
         assert!(found.is_empty(), "plaintext in {found:?}");
     }
     drop((a, b, c));
+    nats.stop().await.expect("stop nats");
+}
+
+/// The cluster's totals: writes through one node show in every node's metrics (the console's
+/// totals, which alarms and Prometheus read too), each console answer names its node, and
+/// the leader's on-demand scaling counts writes made through another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_counts_the_cluster_s_traffic() {
+    use aws_sdk_kinesis::types::{StreamMode, StreamModeDetails};
+
+    let nats = NatsCluster::start(3).await.expect("nats cluster");
+    let urls = nats.urls();
+    // A shard takes 1 record/s here, so a few records a second make it hot.
+    let node = |name: &str| spawn_node(&urls, name, "rivt", &["--limits-scale", "0.001"]);
+    let a = node("a");
+    let b = node("b");
+    let cb = client(b.addr);
+    cb.create_stream()
+        .stream_name("busy")
+        .stream_mode_details(
+            StreamModeDetails::builder()
+                .stream_mode(StreamMode::OnDemand)
+                .build()
+                .expect("mode"),
+        )
+        .send()
+        .await
+        .expect("create");
+    wait_active_within(&cb, "busy", Duration::from_secs(10)).await;
+    // From the console (DescribeStreamSummary's rate is scaled down too).
+    let open_shards = |addr| async move {
+        crate::util::raw_path(addr, "GET", "/_rivulet/api/streams", &[], b"")
+            .await
+            .json()["streams"][0]["open_shards"]
+            .as_u64()
+            .expect("open shards")
+    };
+    let initial = open_shards(a.addr).await;
+
+    // Writes through the follower only, for 8 s.
+    let mut accepted = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    let mut round = 0;
+    while std::time::Instant::now() < until {
+        let entries = crate::util::entries(0..8, |i| format!("k{round}-{i}"), |_| b"x".to_vec());
+        let put = cb
+            .put_records()
+            .stream_name("busy")
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("put records");
+        accepted += 8 - put.failed_record_count().unwrap_or(0);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(accepted > 0);
+
+    // Both consoles show every accepted record (the other node's within a second or two),
+    // and say which node answered.
+    for (process, name) in [(&a, "a"), (&b, "b")] {
+        let mut seen = serde_json::Value::Null;
+        for _ in 0..100 {
+            let page =
+                crate::util::raw_path(process.addr, "GET", "/_rivulet/api/streams", &[], b"").await;
+            let node = page
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("x-rivulet-node"))
+                .map(|(_, v)| v.clone());
+            assert_eq!(node.as_deref(), Some(name));
+            let streams = page.json();
+            assert_eq!(streams["node"], name);
+            assert_eq!(streams["leader"], name == "a");
+            seen = streams["streams"][0]["totals"]["IncomingRecords"].clone();
+            if seen == serde_json::json!(accepted as f64) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, serde_json::json!(accepted as f64), "node {name}");
+    }
+
+    // The leader split hot shards it never wrote to itself.
+    let mut open = initial;
+    for _ in 0..100 {
+        open = open_shards(a.addr).await;
+        if open > initial {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(open > initial, "still {open} open shards");
+    drop((a, b));
     nats.stop().await.expect("stop nats");
 }

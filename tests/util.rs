@@ -432,3 +432,20 @@ impl Drop for Process {
         self.kill();
     }
 }
+
+/// PutRecords entries: partition key `key(i)` and data `data(i)` for each `i` of `range`.
+pub fn entries(
+    range: std::ops::Range<usize>,
+    key: impl Fn(usize) -> String,
+    data: impl Fn(usize) -> Vec<u8>,
+) -> Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry> {
+    range
+        .map(|i| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(key(i))
+                .data(aws_sdk_kinesis::primitives::Blob::new(data(i)))
+                .build()
+                .expect("entry")
+        })
+        .collect()
+}

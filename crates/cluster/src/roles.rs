@@ -1,7 +1,9 @@
 //! A cluster node's roles, over its store and its engines (`rivulet serve --cluster`): the
 //! engines write metadata while this node holds the leader's lease and follow it otherwise;
-//! a follower catches up on demand; every node shares what its shards' limits admitted. The
-//! server adds what needs HTTP: forwarding requests to the leader.
+//! a follower catches up on demand; every node shares what its shards' limits admitted and
+//! what it observed (metrics, on-demand write meters), so limits hold per shard and every
+//! node shows the cluster's totals. The server adds what needs HTTP: forwarding requests to
+//! the leader.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use crate::store::ClusterStore;
 
 /// How often a node tells the others what its shards' limits admitted.
 const USAGE_EVERY: Duration = Duration::from_millis(100);
+/// How often a node tells the others what it observed (in every this many usage rounds: 1 s).
+const OBSERVED_EVERY_ROUNDS: u32 = 10;
 /// How long catching up waits for this node's copy of the metadata.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -89,41 +93,66 @@ pub async fn follow(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<
     }
 }
 
-/// Shares throughput use with the other nodes: every 100 ms, what this node's shards
-/// admitted goes out on `<prefix>.l`, and what the others admitted is charged to this
-/// node's buckets. So a shard's limits hold for the shard as a whole, not once per node.
+/// Shares throughput use and observations with the other nodes on `<prefix>.l`: every 100 ms
+/// what this node's shards admitted, charged to the others' buckets (so a shard's limits hold
+/// for the shard as a whole, not once per node); every second what it observed (metric data
+/// points, on-demand write meters), counted by the others as theirs (so every node's metrics,
+/// console and alarms show the cluster's totals, and the leader's on-demand scaling sees every
+/// node's writes).
 pub async fn share_usage(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<Engine>>>) {
     #[derive(Serialize, Deserialize)]
     struct Shared {
         node: String,
         account: String,
+        #[serde(default)]
         usage: Vec<(String, u32, rivulet_engine::limits::Usage)>,
+        /// What the node observed, and when it looked (ms since the epoch, its clock).
+        #[serde(default)]
+        observed: Vec<rivulet_engine::share::Observed>,
+        #[serde(default)]
+        at_ms: i64,
     }
     let subject = format!("{}.l", store.prefix());
     let me = store.node_name().to_string();
     let mut others = match store.client().subscribe(subject.clone()).await {
         Ok(others) => others,
         Err(error) => {
-            tracing::error!(%error, "cannot share throughput use");
+            tracing::error!(%error, "cannot share throughput use and observations");
             return;
         }
     };
+    for engine in accounts.values() {
+        engine.set_sharing(true);
+    }
     let mut every = tokio::time::interval(USAGE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = 0u32;
     loop {
         tokio::select! {
             _ = every.tick() => {
+                round = round.wrapping_add(1);
                 for (account, engine) in accounts.iter() {
                     let usage = engine.take_usage();
-                    if usage.is_empty() {
+                    let observed = if round.is_multiple_of(OBSERVED_EVERY_ROUNDS) {
+                        engine.take_observed()
+                    } else {
+                        Vec::new()
+                    };
+                    if usage.is_empty() && observed.is_empty() {
                         continue;
                     }
-                    let shared = Shared { node: me.clone(), account: account.clone(), usage };
+                    let shared = Shared {
+                        node: me.clone(),
+                        account: account.clone(),
+                        usage,
+                        observed,
+                        at_ms: now_ms(),
+                    };
                     let Ok(payload) = serde_json::to_vec(&shared) else { continue };
                     if let Err(error) =
                         store.client().publish(subject.clone(), payload.into()).await
                     {
-                        tracing::debug!(%error, "throughput use not shared");
+                        tracing::debug!(%error, "throughput use and observations not shared");
                     }
                 }
             }
@@ -139,6 +168,9 @@ pub async fn share_usage(store: Arc<ClusterStore>, accounts: Arc<HashMap<String,
                 let now = now_ms();
                 for (stream, shard, usage) in &shared.usage {
                     engine.charge_usage(stream, *shard, usage, now);
+                }
+                for observed in &shared.observed {
+                    engine.apply_observed(observed, shared.at_ms);
                 }
             }
         }

@@ -28,15 +28,19 @@ pub(crate) struct Meter {
 
 impl Meter {
     pub(crate) fn record(&mut self, bytes: usize, records: usize, now_ms: i64) {
+        self.record_amount(bytes as f64, records as f64, now_ms);
+    }
+
+    /// Records writes another node metered (cluster mode), as of `now_ms`.
+    pub(crate) fn record_amount(&mut self, bytes: f64, records: f64, now_ms: i64) {
         let second = now_ms.div_euclid(1000);
+        // Another node's second may come after this node moved on: it joins the latest.
         match self.seconds.back_mut() {
-            Some(last) if last.0 == second => {
-                last.1 += bytes as f64;
-                last.2 += records as f64;
+            Some(last) if last.0 >= second => {
+                last.1 += bytes;
+                last.2 += records;
             }
-            _ => self
-                .seconds
-                .push_back((second, bytes as f64, records as f64)),
+            _ => self.seconds.push_back((second, bytes, records)),
         }
         while self
             .seconds
@@ -72,6 +76,12 @@ impl Stream {
             .entry(index)
             .or_default()
             .record(bytes, records, now_ms);
+        if self.metrics.sharing() {
+            let mut outbox = self.write_outbox.lock();
+            let written = outbox.entry(index).or_default();
+            written.0 += bytes as f64;
+            written.1 += records as f64;
+        }
     }
 }
 

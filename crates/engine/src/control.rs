@@ -8,8 +8,7 @@ use crate::meta::{
 };
 use crate::token::{Kind, Reader, Writer};
 use crate::{
-    ApiError, Engine, ErrorKind, Result, Stream, StreamState, StreamTarget, TOKEN_TTL_MS, hash,
-    log_id, seq,
+    ApiError, Engine, ErrorKind, Result, StreamState, StreamTarget, TOKEN_TTL_MS, hash, log_id, seq,
 };
 
 /// Shards a new on-demand stream starts with.
@@ -461,7 +460,7 @@ impl Engine {
             routes: Vec::new(),
         };
         state.rebuild_routes();
-        streams.insert(request.name, Arc::new(Stream::new(state)));
+        streams.insert(request.name, Arc::new(self.new_stream(state)));
         Ok(())
     }
 

@@ -23,6 +23,7 @@ mod resources;
 pub mod seq;
 #[cfg(test)]
 mod seq_tests;
+pub mod share;
 pub mod storage;
 mod subscribe;
 #[cfg(test)]
@@ -153,6 +154,8 @@ struct Stream {
     limits: parking_lot::Mutex<HashMap<u32, Arc<limits::ShardLimits>>>,
     /// Per-shard write meters of on-demand streams, for auto-scaling.
     meters: parking_lot::Mutex<HashMap<u32, autoscale::Meter>>,
+    /// Cluster mode: writes metered since the other nodes were last told (bytes, records).
+    write_outbox: parking_lot::Mutex<HashMap<u32, (f64, f64)>>,
     /// The epoch second auto-scaling last looked at this stream.
     scaled_at_s: std::sync::atomic::AtomicI64,
     /// Round-robin position for AUTO record distribution.
@@ -210,6 +213,7 @@ impl Stream {
             state: RwLock::new(state),
             limits: parking_lot::Mutex::new(HashMap::new()),
             meters: parking_lot::Mutex::new(HashMap::new()),
+            write_outbox: parking_lot::Mutex::new(HashMap::new()),
             scaled_at_s: std::sync::atomic::AtomicI64::new(0),
             auto_next: AtomicU64::new(0),
             data_key: parking_lot::Mutex::new(None),
@@ -268,6 +272,8 @@ pub struct Engine {
     /// Whether this engine writes metadata: always on one node; in a cluster, only on the
     /// elected leader, while the others follow the metadata (`Engine::refresh`).
     writer: std::sync::atomic::AtomicBool,
+    /// Cluster mode: streams keep what this node observed for the other nodes (`share`).
+    sharing: std::sync::atomic::AtomicBool,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -352,6 +358,7 @@ impl Engine {
             subscription_bytes: AtomicU64::new(0),
             data_keys,
             writer: std::sync::atomic::AtomicBool::new(true),
+            sharing: std::sync::atomic::AtomicBool::new(false),
         }
         .removing_orphans(!shared)
     }
@@ -433,22 +440,24 @@ impl Engine {
     /// Charges what another node admitted on shard `shard` of the stream whose key is
     /// `stream_key` to this node's buckets, so the shard's limits hold across the cluster.
     pub fn charge_usage(&self, stream_key: &str, shard: u32, usage: &limits::Usage, now_ms: i64) {
-        let Some(name) = stream_key
-            .strip_prefix(self.config.namespace.as_str())
-            .and_then(|rest| rest.rsplit_once('.'))
-            .map(|(name, _)| name)
-        else {
+        let Some(stream) = self.stream_by_key(stream_key) else {
             return;
         };
-        let Some(stream) = self.streams.read().get(name).cloned() else {
-            return;
-        };
-        if stream.state.read().meta.key != stream_key {
-            return;
-        }
         if let Some(limits) = stream.shard_limits(self.config.limits_scale, shard, now_ms) {
             limits.charge_usage(usage, now_ms);
         }
+    }
+
+    /// The stream whose key (`<namespace><name>.<creation>`) is `stream_key`, if this engine
+    /// has it.
+    fn stream_by_key(&self, stream_key: &str) -> Option<Arc<Stream>> {
+        let name = stream_key
+            .strip_prefix(self.config.namespace.as_str())
+            .and_then(|rest| rest.rsplit_once('.'))
+            .map(|(name, _)| name)?;
+        let stream = self.streams.read().get(name).cloned()?;
+        let same = stream.state.read().meta.key == stream_key;
+        same.then_some(stream)
     }
 
     /// Whether this engine writes metadata (and so settles lifecycles and runs the tick).
@@ -534,7 +543,7 @@ impl Engine {
             let name = state.meta.name.clone();
             self.streams
                 .write()
-                .insert(name, Arc::new(Stream::new(state)));
+                .insert(name, Arc::new(self.new_stream(state)));
         }
         if let Some(bytes) = self
             .store

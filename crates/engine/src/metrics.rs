@@ -6,6 +6,7 @@
 //! engine.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -176,7 +177,7 @@ impl Metric {
 }
 
 /// Sum, sample count and maximum of the data points of a span of time.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stat {
     pub sum: f64,
     pub count: u64,
@@ -199,7 +200,7 @@ impl Stat {
         self.last = value;
     }
 
-    fn merge(&mut self, other: &Stat) {
+    pub(crate) fn merge(&mut self, other: &Stat) {
         if other.count == 0 {
             return;
         }
@@ -343,6 +344,10 @@ pub struct StreamMetrics {
     shards: Mutex<HashMap<u32, Series>>,
     /// Per enhanced fan-out consumer: its last event's MillisBehindLatest and when it went out.
     consumer_lag: Mutex<HashMap<String, (i64, i64)>>,
+    /// Cluster mode: this node's data points are also kept here until the other nodes are
+    /// told of them ([`StreamMetrics::take_outbox`]), so every node shows the cluster's totals.
+    sharing: AtomicBool,
+    outbox: Mutex<HashMap<(Option<u32>, Metric), Stat>>,
 }
 
 impl Default for StreamMetrics {
@@ -351,6 +356,8 @@ impl Default for StreamMetrics {
             stream: Mutex::new(Series::new(BUCKETS)),
             shards: Mutex::new(HashMap::new()),
             consumer_lag: Mutex::new(HashMap::new()),
+            sharing: AtomicBool::new(false),
+            outbox: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -363,6 +370,61 @@ pub struct Observation<'a> {
 }
 
 impl StreamMetrics {
+    /// Keeps this node's data points for the other nodes too (cluster mode), or stops.
+    pub fn set_sharing(&self, sharing: bool) {
+        self.sharing.store(sharing, Ordering::Relaxed);
+        if !sharing {
+            self.outbox.lock().clear();
+        }
+    }
+
+    pub(crate) fn sharing(&self) -> bool {
+        self.sharing.load(Ordering::Relaxed)
+    }
+
+    /// This node's data points since the last call, merged per shard (`None`: the stream)
+    /// and metric.
+    pub fn take_outbox(&self) -> Vec<(Option<u32>, Metric, Stat)> {
+        std::mem::take(&mut *self.outbox.lock())
+            .into_iter()
+            .map(|((shard, metric), stat)| (shard, metric, stat))
+            .collect()
+    }
+
+    /// Records another node's data points (what its [`StreamMetrics::take_outbox`] gave) as
+    /// of `at_ms`; shard-level ones only where this node keeps the shard's series or
+    /// enhanced monitoring (`enabled`) asks for them.
+    pub fn record_remote(
+        &self,
+        points: &[(Option<u32>, Metric, Stat)],
+        enabled: &[Metric],
+        at_ms: i64,
+    ) {
+        let mut stream = self.stream.lock();
+        let mut shards = self.shards.lock();
+        for (shard, metric, stat) in points {
+            if stat.count == 0 {
+                continue;
+            }
+            match shard {
+                None => stream.record_stat(*metric, stat, at_ms),
+                Some(index) if enabled.contains(metric) => shards
+                    .entry(*index)
+                    .or_insert_with(|| Series::new(SHARD_BUCKETS))
+                    .record_stat(*metric, stat, at_ms),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn to_outbox(&self, shard: Option<u32>, metric: Metric, stat: &Stat) {
+        self.outbox
+            .lock()
+            .entry((shard, metric))
+            .or_default()
+            .merge(stat);
+    }
+
     /// Records data points; shard-level ones only for `enabled` shard-level metrics.
     pub fn record(&self, observation: &Observation<'_>, enabled: &[Metric], now_ms: i64) {
         {
@@ -370,6 +432,15 @@ impl StreamMetrics {
             for &(metric, value) in observation.values {
                 if metric != Metric::IteratorAgeMilliseconds {
                     stream.record(metric, value, now_ms);
+                }
+            }
+        }
+        if self.sharing() {
+            for &(metric, value) in observation.values {
+                if metric != Metric::IteratorAgeMilliseconds {
+                    let mut point = Stat::default();
+                    point.add(value);
+                    self.to_outbox(None, metric, &point);
                 }
             }
         }
@@ -382,10 +453,19 @@ impl StreamMetrics {
     /// with one lock instead of one per shard); the statistics come out as if recorded one by
     /// one.
     pub fn record_merged(&self, stats: &[(Metric, Stat)], now_ms: i64) {
-        let mut stream = self.stream.lock();
-        for (metric, stat) in stats {
-            if stat.count > 0 {
-                stream.record_stat(*metric, stat, now_ms);
+        {
+            let mut stream = self.stream.lock();
+            for (metric, stat) in stats {
+                if stat.count > 0 {
+                    stream.record_stat(*metric, stat, now_ms);
+                }
+            }
+        }
+        if self.sharing() {
+            for (metric, stat) in stats {
+                if stat.count > 0 {
+                    self.to_outbox(None, *metric, stat);
+                }
             }
         }
     }
@@ -401,13 +481,24 @@ impl StreamMetrics {
         if enabled.is_empty() {
             return;
         }
-        let mut shards = self.shards.lock();
-        let series = shards
-            .entry(shard)
-            .or_insert_with(|| Series::new(SHARD_BUCKETS));
-        for &(metric, value) in values {
-            if enabled.contains(&metric) {
-                series.record(metric, value, now_ms);
+        {
+            let mut shards = self.shards.lock();
+            let series = shards
+                .entry(shard)
+                .or_insert_with(|| Series::new(SHARD_BUCKETS));
+            for &(metric, value) in values {
+                if enabled.contains(&metric) {
+                    series.record(metric, value, now_ms);
+                }
+            }
+        }
+        if self.sharing() {
+            for &(metric, value) in values {
+                if enabled.contains(&metric) {
+                    let mut point = Stat::default();
+                    point.add(value);
+                    self.to_outbox(Some(shard), metric, &point);
+                }
             }
         }
     }

@@ -292,6 +292,10 @@ async function refresh() {
     ]);
     const now = streams.now_ms;
     $("clock").textContent = new Date(now).toLocaleTimeString();
+    // Cluster mode: the node that answered (its totals are the cluster's).
+    $("node").textContent = streams.node
+      ? `cluster node ${streams.node}${streams.leader ? " (leader)" : ""}`
+      : "";
     renderStreams(streams.streams, now);
     const selected = streams.streams.find((s) => `${s.account}/${s.name}` === state.selected);
     if (!selected) state.selected = null;

@@ -93,6 +93,7 @@ fn streams(
     accounts: &HashMap<String, Arc<Engine>>,
     now_ms: i64,
     viewer: Option<Viewer<'_>>,
+    node: Option<&Node>,
 ) -> Value {
     let mut ids: Vec<&String> = accounts.keys().collect();
     ids.sort();
@@ -147,7 +148,18 @@ fn streams(
             }));
         }
     }
-    json!({ "now_ms": now_ms, "streams": out })
+    let mut answer = json!({ "now_ms": now_ms, "streams": out });
+    if let Some(node) = node {
+        answer["node"] = json!(node.name);
+        answer["leader"] = json!(node.leader);
+    }
+    answer
+}
+
+/// Cluster mode: the node answering, whose metric totals are the cluster's.
+pub struct Node {
+    pub name: String,
+    pub leader: bool,
 }
 
 /// The query's parameters as browsers write them (`+` is a space), decoded by the same code
@@ -244,6 +256,7 @@ pub async fn page(
     own: &str,
     now_ms: i64,
     viewer: Option<Viewer<'_>>,
+    node: Option<&Node>,
 ) -> Option<Page> {
     let asset = |content_type: &'static str, text: &str| Page {
         status: 200,
@@ -254,7 +267,7 @@ pub async fn page(
         "/_rivulet/" | "/_rivulet/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/_rivulet/console.js" => asset("text/javascript; charset=utf-8", CONSOLE_JS),
         "/_rivulet/console.css" => asset("text/css; charset=utf-8", CONSOLE_CSS),
-        "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms, viewer)),
+        "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms, viewer, node)),
         "/_rivulet/api/records" => records(accounts, own, uri, now_ms, viewer).await,
         _ => return None,
     })

@@ -308,9 +308,10 @@ async fn observability(
     alarms: &crate::alarms::Alarms,
     stopping: bool,
     viewer: Option<crate::console::Viewer<'_>>,
+    node: Option<&crate::console::Node>,
 ) -> Response<Body> {
     let page = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        match crate::console::page(request.uri(), accounts, own, now_ms(), viewer).await {
+        match crate::console::page(request.uri(), accounts, own, now_ms(), viewer, node).await {
             Some(page) => Some(page),
             None => {
                 let path = request.uri().path();
@@ -326,7 +327,11 @@ async fn observability(
     let page = page.unwrap_or_else(|| {
         crate::observe::Page::json(404, &serde_json::json!({"message": "Not Found"}))
     });
-    respond(page.status, Some(page.content_type), page.body, true)
+    let mut response = respond(page.status, Some(page.content_type), page.body, true);
+    if let Some(name) = node.and_then(|node| HeaderValue::from_str(&node.name).ok()) {
+        response.headers_mut().insert("x-rivulet-node", name);
+    }
+    response
 }
 
 /// Under `--auth sigv4`, a `/_rivulet/` page other than the health and readiness probes needs
@@ -450,7 +455,20 @@ pub async fn handle(
             account: &caller.account_id,
             authorize: &authorize,
         });
-        return Ok(observability(&request, &accounts, &own, &alarms, stopping, viewer).await);
+        let node = cluster.as_ref().map(|cluster| crate::console::Node {
+            name: cluster.store.node_name().to_string(),
+            leader: cluster.is_leader(),
+        });
+        return Ok(observability(
+            &request,
+            &accounts,
+            &own,
+            &alarms,
+            stopping,
+            viewer,
+            node.as_ref(),
+        )
+        .await);
     }
     if crate::console::is_browser_root(&request) {
         return Ok(redirect_to_console());

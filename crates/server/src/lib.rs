@@ -139,12 +139,12 @@ impl Server {
             background.push(tokio::spawn(
                 cluster.clone().serve_forwarded(accounts.clone()),
             ));
-            if config.engine.limits_scale.is_some() {
-                background.push(tokio::spawn(rivulet_cluster::roles::share_usage(
-                    cluster.store.clone(),
-                    accounts.clone(),
-                )));
-            }
+            // Throughput use (for limits per shard) and observations (for the cluster's
+            // totals in metrics, the console, alarms and on-demand scaling).
+            background.push(tokio::spawn(rivulet_cluster::roles::share_usage(
+                cluster.store.clone(),
+                accounts.clone(),
+            )));
         }
         let listener = TcpListener::bind(config.listen)
             .await
