@@ -27,6 +27,8 @@ fn settings(cluster: &NatsCluster, node: &str, leader_wait: Duration) -> Cluster
         prefix: "riv".to_string(),
         user: None,
         token: None,
+        tls_ca: None,
+        tls_client: None,
         timeout: Duration::from_secs(10),
         leader_wait,
     }
@@ -34,7 +36,7 @@ fn settings(cluster: &NatsCluster, node: &str, leader_wait: Duration) -> Cluster
 
 fn config(settings: ClusterSettings) -> ServerConfig {
     let mut config = ServerConfig::for_tests();
-    config.storage = Storage::Cluster(settings);
+    config.storage = Storage::Cluster(Box::new(settings));
     config
 }
 
@@ -929,5 +931,117 @@ async fn every_node_counts_the_cluster_s_traffic() {
     }
     assert!(open > initial, "still {open} open shards");
     drop((a, b));
+    nats.stop().await.expect("stop nats");
+}
+
+/// PEM files of a CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn mutual_tls(dir: &std::path::Path) -> rivulet_cluster::servers::ServerTls {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let issue = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, name: &str| {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(names).expect("params");
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca).expect("sign");
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    };
+    let (cert, key) = issue(
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        "server",
+    );
+    let (client_cert, client_key) =
+        issue(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, "client");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).expect("write ca");
+    rivulet_cluster::servers::ServerTls {
+        ca: ca_path,
+        cert,
+        key,
+        client_cert,
+        client_key,
+    }
+}
+
+/// NATS servers that require TLS and verify clients: a node given the CA and a client
+/// certificate (`--nats-tls-*`) serves Kinesis on them; a file that is not PEM stops the node
+/// at start-up with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_nats_over_mutual_tls() {
+    let certs = tempfile::tempdir().expect("cert dir");
+    let tls = mutual_tls(certs.path());
+    let nats = NatsCluster::start_with(1, Some(tls.clone()))
+        .await
+        .expect("nats with tls");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (ca, cert, key) = (path(&tls.ca), path(&tls.client_cert), path(&tls.client_key));
+    let node = spawn_node(
+        &nats.urls(),
+        "a",
+        "rtls",
+        &[
+            "--replicas",
+            "1",
+            "--nats-tls-ca",
+            &ca,
+            "--nats-tls-cert",
+            &cert,
+            "--nats-tls-key",
+            &key,
+        ],
+    );
+    let c = client(node.addr);
+    c.create_stream()
+        .stream_name("secure")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create");
+    wait_active(&c, "secure").await;
+    c.put_record()
+        .stream_name("secure")
+        .partition_key("k")
+        .data(Blob::new("over tls"))
+        .send()
+        .await
+        .expect("put");
+    let records = read_all(&c, "secure", "shardId-000000000000").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].1, b"over tls");
+
+    let log = std::fs::read_to_string(nats.dir().join("n1.log")).expect("nats log");
+    assert!(log.contains("TLS required for client connections"), "{log}");
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster",
+            &nats.urls(),
+        ])
+        .args(["--nats-tls-ca", "Cargo.toml"])
+        .output()
+        .expect("run rivulet");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--nats-tls-ca Cargo.toml is not PEM"),
+        "{stderr}"
+    );
+    drop(node);
     nats.stop().await.expect("stop nats");
 }

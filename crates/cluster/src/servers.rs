@@ -18,6 +18,20 @@ pub struct NatsCluster {
     nodes: Vec<Node>,
     dir: tempfile::TempDir,
     binary: PathBuf,
+    tls: Option<ServerTls>,
+}
+
+/// TLS for the servers' client connections, verifying clients' certificates (PEM files).
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The CA that signed the servers' and the clients' certificates.
+    pub ca: PathBuf,
+    /// The servers' certificate (for 127.0.0.1) and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A client certificate and key signed by the CA (what the harness connects with).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 struct Node {
@@ -31,6 +45,12 @@ impl NatsCluster {
     /// Starts `size` servers (one JetStream server without clustering when `size` is 1) and
     /// waits until JetStream can place a stream replicated on all of them.
     pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        NatsCluster::start_with(size, None).await
+    }
+
+    /// [`NatsCluster::start`], with TLS on the client connections when given: clients must
+    /// speak TLS and show a certificate the CA signed.
+    pub async fn start_with(size: usize, tls: Option<ServerTls>) -> anyhow::Result<NatsCluster> {
         if size == 0 {
             bail!("a cluster needs at least one server");
         }
@@ -58,6 +78,12 @@ impl NatsCluster {
                     routes.join(", ")
                 ));
             }
+            if let Some(tls) = &tls {
+                config.push_str(&format!(
+                    "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
+                    tls.cert, tls.key, tls.ca
+                ));
+            }
             let path = dir.path().join(format!("{name}.conf"));
             std::fs::write(&path, config)?;
             nodes.push(Node {
@@ -67,7 +93,12 @@ impl NatsCluster {
                 child: None,
             });
         }
-        let mut cluster = NatsCluster { dir, binary, nodes };
+        let mut cluster = NatsCluster {
+            dir,
+            binary,
+            nodes,
+            tls,
+        };
         for i in 0..size {
             cluster.spawn(i)?;
         }
@@ -170,10 +201,14 @@ impl NatsCluster {
             .iter()
             .map(|node| format!("nats://127.0.0.1:{}", node.client_port))
             .collect();
-        Ok(async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(urls)
-            .await?)
+        let mut options = async_nats::ConnectOptions::new().retry_on_initial_connect();
+        if let Some(tls) = &self.tls {
+            options = options
+                .require_tls(true)
+                .add_root_certificates(tls.ca.clone())
+                .add_client_certificate(tls.client_cert.clone(), tls.client_key.clone());
+        }
+        Ok(options.connect(urls).await?)
     }
 
     /// Kills server `i` at once (SIGKILL), as a crash would.

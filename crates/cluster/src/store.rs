@@ -63,6 +63,11 @@ pub struct ClusterSettings {
     pub user: Option<(String, String)>,
     /// A NATS token, if the servers require one.
     pub token: Option<String>,
+    /// TLS to the servers: the CA their certificates are checked against, and this node's
+    /// client certificate and key for servers that verify clients (PEM files). Either one
+    /// requires TLS; so does a `tls://` URL.
+    pub tls_ca: Option<std::path::PathBuf>,
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// How long one JetStream request waits for its answer.
     pub timeout: Duration,
     /// How long a starting node waits to become the leader before it starts as a follower
@@ -271,6 +276,14 @@ impl ClusterStore {
         }
         if let Some(token) = &settings.token {
             options = options.token(token.clone());
+        }
+        if let Some(ca) = &settings.tls_ca {
+            options = options.require_tls(true).add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &settings.tls_client {
+            options = options
+                .require_tls(true)
+                .add_client_certificate(cert.clone(), key.clone());
         }
         let urls: Vec<async_nats::ServerAddr> = settings
             .urls

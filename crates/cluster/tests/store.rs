@@ -20,6 +20,8 @@ async fn a_put_after_its_shard_closed_is_late_and_one_before_is_read() {
         prefix: "rst".into(),
         user: None,
         token: None,
+        tls_ca: None,
+        tls_client: None,
         timeout: Duration::from_secs(10),
         leader_wait: Duration::from_secs(5),
     };
@@ -121,6 +123,8 @@ async fn a_blocking_seam_call_needs_no_serving_thread() {
         prefix: "rbl".into(),
         user: None,
         token: None,
+        tls_ca: None,
+        tls_client: None,
         timeout: Duration::from_secs(10),
         leader_wait: Duration::from_secs(5),
     };

@@ -101,6 +101,16 @@ pub struct ServeArgs {
     /// Cluster mode: NATS authentication token
     #[arg(long, env = "RIVULET_NATS_TOKEN")]
     pub nats_token: Option<String>,
+    /// Cluster mode: TLS to the NATS servers, whose certificates this CA (PEM) signed
+    #[arg(long, env = "RIVULET_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Cluster mode: this node's TLS client certificate (PEM), for NATS servers that verify
+    /// clients (with --nats-tls-key)
+    #[arg(long, env = "RIVULET_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Cluster mode: the key of --nats-tls-cert (PEM)
+    #[arg(long, env = "RIVULET_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
     /// Keep everything in memory (same semantics, nothing survives a restart)
     #[arg(long, env = "RIVULET_IN_MEMORY", num_args = 0..=1, default_missing_value = "true")]
     pub in_memory: Option<bool>,
@@ -233,7 +243,7 @@ pub enum Storage {
     Dir(PathBuf),
     Memory,
     /// NATS JetStream (`--cluster`).
-    Cluster(rivulet_cluster::store::ClusterSettings),
+    Cluster(Box<rivulet_cluster::store::ClusterSettings>),
 }
 
 /// The settings a server runs with, every default applied.
@@ -324,6 +334,30 @@ impl ServeArgs {
             if prefix.is_empty() || !prefix.bytes().all(token_char) {
                 anyhow::bail!("--nats-prefix must be letters, digits, - and _, not {prefix:?}");
             }
+            // Read now: a wrong path or file is a start-up error, not a connection that
+            // never comes up.
+            let pem = |path: PathBuf, what: &str| -> anyhow::Result<PathBuf> {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("{what} {}", path.display()))?;
+                if !text.contains("-----BEGIN ") {
+                    anyhow::bail!("{what} {} is not PEM", path.display());
+                }
+                Ok(path)
+            };
+            let tls_ca = match self.nats_tls_ca.or(file.nats_tls_ca) {
+                Some(path) => Some(pem(path, "--nats-tls-ca")?),
+                None => None,
+            };
+            let tls_client = match (
+                self.nats_tls_cert.or(file.nats_tls_cert),
+                self.nats_tls_key.or(file.nats_tls_key),
+            ) {
+                (Some(cert), Some(key)) => {
+                    Some((pem(cert, "--nats-tls-cert")?, pem(key, "--nats-tls-key")?))
+                }
+                (None, None) => None,
+                _ => anyhow::bail!("--nats-tls-cert and --nats-tls-key must be given together"),
+            };
             let user = self.nats_user.or(file.nats_user);
             let password = self.nats_password.or(file.nats_password);
             let user = match (user, password) {
@@ -331,7 +365,7 @@ impl ServeArgs {
                 (None, None) => None,
                 _ => anyhow::bail!("--nats-user and --nats-password must be given together"),
             };
-            Storage::Cluster(rivulet_cluster::store::ClusterSettings {
+            Storage::Cluster(Box::new(rivulet_cluster::store::ClusterSettings {
                 urls: urls
                     .split(',')
                     .map(str::trim)
@@ -346,9 +380,11 @@ impl ServeArgs {
                 prefix,
                 user,
                 token: self.nats_token.or(file.nats_token),
+                tls_ca,
+                tls_client,
                 timeout: std::time::Duration::from_secs(10),
                 leader_wait: std::time::Duration::from_secs(2),
-            })
+            }))
         } else if in_memory {
             Storage::Memory
         } else {
