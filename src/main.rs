@@ -42,6 +42,8 @@ enum Command {
     /// Manage the built-in key service's keys (the file a server's --kms-keys names; a running
     /// server picks changes up at once).
     Kms(KmsArgs),
+    /// Move a stopped single node's data dir into a new cluster deployment on NATS JetStream.
+    Migrate(rivulet_server::migrate::MigrateArgs),
 }
 
 #[tokio::main]
@@ -50,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Kms(args) => rivulet_server::kms::run_cli(args),
+        Command::Migrate(args) => rivulet_server::migrate::run(args).await,
         Command::Apply(args) => rivulet_cli::apply::run(args).await,
         Command::Bench(args) => rivulet_bench::run(*args).await,
         Command::Put(args) => rivulet_cli::put::run(args).await.map(|_| ()),

@@ -1045,3 +1045,144 @@ async fn a_node_reaches_nats_over_mutual_tls() {
     drop(node);
     nats.stop().await.expect("stop nats");
 }
+
+/// Each shard of `stream`: its id, parents, whether it is closed, and its records' data and
+/// arrival times in order.
+type ShardCopy = (String, Vec<String>, bool, Vec<(Vec<u8>, i64)>);
+
+async fn shard_copies(c: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ShardCopy> {
+    let mut out = Vec::new();
+    for shard in crate::util::shards_of(c, stream).await {
+        let records = crate::util::read_all(c, stream, shard.shard_id())
+            .await
+            .iter()
+            .map(|r| {
+                let at = r.approximate_arrival_timestamp().expect("arrival");
+                (r.data().as_ref().to_vec(), at.to_millis().expect("ms"))
+            })
+            .collect();
+        let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+            .into_iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        let closed = shard
+            .sequence_number_range()
+            .and_then(|r| r.ending_sequence_number())
+            .is_some();
+        out.push((shard.shard_id().to_string(), parents, closed, records));
+    }
+    out
+}
+
+/// `rivulet migrate`: a stopped single node's data dir moves into a new deployment: streams
+/// with their shards (a closed parent stays closed, its children keep their parents),
+/// records in order with their arrival times, tags and consumers. A deployment with a
+/// running node is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_data_dir_moves_into_a_cluster() {
+    let data = tempfile::tempdir().expect("data dir");
+    let single = TestServer::on_disk(data.path()).await;
+    let c = &single.client;
+    c.create_stream()
+        .stream_name("moved")
+        .shard_count(2)
+        .send()
+        .await
+        .expect("create");
+    wait_active(c, "moved").await;
+    let put = |range: std::ops::Range<usize>, tag: &'static str| {
+        let c = c.clone();
+        async move {
+            let entries = crate::util::entries(
+                range,
+                |i| format!("key-{i}"),
+                move |i| format!("{tag}-{i}").into_bytes(),
+            );
+            let out = c
+                .put_records()
+                .stream_name("moved")
+                .set_records(Some(entries))
+                .send()
+                .await
+                .expect("put");
+            assert_eq!(out.failed_record_count(), Some(0));
+        }
+    };
+    put(0..30, "before").await;
+    c.split_shard()
+        .stream_name("moved")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key("85070591730234615865843651857942052864")
+        .send()
+        .await
+        .expect("split");
+    wait_active(c, "moved").await;
+    put(30..40, "after").await;
+    c.add_tags_to_stream()
+        .stream_name("moved")
+        .tags("team", "data")
+        .send()
+        .await
+        .expect("tags");
+    let arn = stream_arn(c, "moved").await;
+    register_consumer(c, &arn, "reader").await;
+    let expected = shard_copies(c, "moved").await;
+    assert_eq!(expected.len(), 4);
+    single.stop().await;
+
+    let nats = NatsCluster::start(1).await.expect("nats");
+    let urls = nats.urls();
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(["migrate", "--to", &urls, "--replicas", "1"])
+            .args(["--nats-prefix", "rmig", "--from"])
+            .arg(data.path())
+            .output()
+            .expect("run rivulet migrate")
+    };
+    let mut done = migrate();
+    // The stopped server's directory lock may be held a moment longer by its last tasks.
+    for _ in 0..50 {
+        if done.status.success() || !String::from_utf8_lossy(&done.stderr).contains("in use") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        done = migrate();
+    }
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        stdout.contains("migrated 1 streams (4 shards, 40 records)"),
+        "{stdout}"
+    );
+
+    let node = spawn_node(&urls, "a", "rmig", &["--replicas", "1"]);
+    let cc = client(node.addr);
+    assert_eq!(shard_copies(&cc, "moved").await, expected);
+    let tags = cc
+        .list_tags_for_stream()
+        .stream_name("moved")
+        .send()
+        .await
+        .expect("tags");
+    assert_eq!(tags.tags()[0].key(), "team");
+    let consumers = cc
+        .list_stream_consumers()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .expect("consumers");
+    assert_eq!(consumers.consumers()[0].consumer_name(), "reader");
+    // The deployment runs now: a second migration is refused.
+    let refused = migrate();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("leads this deployment"), "{stderr}");
+    drop(node);
+    nats.stop().await.expect("stop nats");
+}

@@ -13,14 +13,8 @@ use crate::util::{Process, TestServer, client};
 
 /// Every record of a stream, per shard in shard order: (shard, partition key, data, sequence).
 async fn read_all(c: &Client, stream: &str) -> Vec<(String, String, Vec<u8>, String)> {
-    let shards = c
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .expect("list shards");
     let mut out = Vec::new();
-    for shard in shards.shards() {
+    for shard in crate::util::shards_of(c, stream).await {
         let mut it = c
             .get_shard_iterator()
             .stream_name(stream)

@@ -449,3 +449,14 @@ pub fn entries(
         })
         .collect()
 }
+
+/// The shards of `stream` (one ListShards page).
+pub async fn shards_of(c: &Client, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
+    c.list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards")
+        .shards()
+        .to_vec()
+}

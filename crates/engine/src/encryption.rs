@@ -24,7 +24,7 @@ use crate::{ApiError, Engine, ErrorKind, Result, StreamTarget};
 pub const ENCRYPTION_CHANGES_PER_DAY: usize = 25;
 const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Metadata keys of wrapped data keys (store-wide, outside any account's namespace).
-const DATA_KEY_PREFIX: &str = "datakey/";
+pub(crate) const DATA_KEY_PREFIX: &str = "datakey/";
 
 /// The key service (KMS) the engine uses: resolves key ids and wraps and unwraps data keys.
 /// Its errors are the KMS exceptions AWS returns (KMSNotFoundException, …).

@@ -17,6 +17,7 @@ pub mod hash;
 pub mod limits;
 pub mod meta;
 pub mod metrics;
+pub mod migrate;
 mod monitoring;
 mod reshard;
 mod resources;

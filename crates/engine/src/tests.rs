@@ -1126,3 +1126,39 @@ fn a_put_records_gives_one_stream_data_point_per_shard_written() {
         .total(Metric::IncomingRecords);
     assert_eq!((total.sum, total.count), (4.0, 3));
 }
+
+#[test]
+fn a_store_is_copied_into_an_empty_one_and_never_over_data() {
+    let source_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    let config = EngineConfig {
+        create_stream_ms: 0,
+        ..EngineConfig::default()
+    };
+    let source = Engine::open(source_store.clone(), config.clone()).unwrap();
+    create(&source, "copied", 1, T0);
+    for i in 0..5 {
+        put(&source, "copied", "k", format!("r{i}").as_bytes(), T0 + i);
+    }
+    let target_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    let copied = blocking::block_on(migrate::copy_store(&*source_store, &*target_store)).unwrap();
+    assert_eq!((copied.streams, copied.shards, copied.records), (1, 1, 5));
+    let target = Engine::open(target_store.clone(), config).unwrap();
+    let it = iterator(
+        &target,
+        "copied",
+        "shardId-000000000000",
+        IteratorType::TrimHorizon,
+        T0 + 10,
+    );
+    let batch = target.get_records_now(&it, None, T0 + 10).unwrap();
+    let data: Vec<&[u8]> = batch.records.iter().map(|r| &r.data[..]).collect();
+    assert_eq!(data, [b"r0", b"r1", b"r2", b"r3", b"r4"]);
+    assert_eq!(batch.records[4].arrival_ms, T0 + 4);
+    // Into a store that holds streams: refused, nothing written.
+    let again = blocking::block_on(migrate::copy_store(&*source_store, &*target_store));
+    check(
+        again,
+        ErrorKind::InvalidArgument,
+        "The destination already holds data (stream/copied); migrate into a new deployment.",
+    );
+}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod http;
 pub mod kms;
+pub mod migrate;
 pub mod observe;
 pub mod plan;
 pub mod sigv4;

@@ -1,0 +1,146 @@
+//! Copying every stream of one store into another through the storage seam (`rivulet migrate`:
+//! a single node's data dir into a cluster). Records are copied shard by shard, in order, with
+//! their arrival times; a closed shard is closed again in the destination, at the end its
+//! copy has there; then the metadata (streams, consumers, policies, tags, account settings)
+//! is committed, streams last-written so that a copy cut short leaves no stream visible (its
+//! records are orphans a cluster's leader removes). Positions are the destination's, so
+//! sequence numbers change: consumers resume by time (AT_TIMESTAMP) or from TRIM_HORIZON.
+
+use rivulet_log::{MetaOp, NewRecord};
+
+use crate::meta::{StreamMeta, shard_id};
+use crate::storage::{RecordStore, ShardWrite};
+use crate::{ApiError, Result, STREAM_KEY_PREFIX};
+
+/// Records read from the source per page.
+const PAGE_RECORDS: usize = 1000;
+/// Bytes read from the source per page (about).
+const PAGE_BYTES: usize = 4 << 20;
+/// Records written to the destination per put, at most (a JetStream atomic batch takes 1,000
+/// messages).
+const PUT_RECORDS: usize = 500;
+/// Metadata keys per commit.
+const COMMIT_KEYS: usize = 200;
+
+/// What a copy moved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub streams: usize,
+    pub shards: usize,
+    pub records: u64,
+    /// Metadata keys other than streams (consumers, policies, tags, settings).
+    pub other_keys: usize,
+}
+
+fn is_stream_key(key: &str) -> bool {
+    let rest = match key.strip_prefix("acct-") {
+        Some(rest) => rest.split_once('/').map_or("", |(_, rest)| rest),
+        None => key,
+    };
+    rest.starts_with(STREAM_KEY_PREFIX)
+}
+
+/// Copies everything `from` holds into `to`, which must hold no stream, consumer or other
+/// account data yet (only keys under `__rivulet/`, a cluster's own, and the token secret).
+/// Refuses a source with encrypted records: their data keys would have to be re-made.
+pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<Copied> {
+    let source = from.meta().scan_prefix("")?;
+    if source
+        .iter()
+        .any(|(key, _)| key.starts_with(crate::encryption::DATA_KEY_PREFIX))
+    {
+        return Err(ApiError::invalid(
+            "The data dir holds encrypted records; migrating them is not supported: stop \
+             encryption and let retention remove them, or keep this store.",
+        ));
+    }
+    if let Some((key, _)) = to
+        .meta()
+        .scan_prefix("")?
+        .into_iter()
+        .find(|(key, _)| !key.starts_with("__rivulet/") && key != crate::SECRET_KEY)
+    {
+        return Err(ApiError::invalid(format!(
+            "The destination already holds data ({key}); migrate into a new deployment."
+        )));
+    }
+    let mut copied = Copied::default();
+    let mut streams = Vec::new();
+    let mut others = Vec::new();
+    for (key, value) in source {
+        if !is_stream_key(&key) {
+            copied.other_keys += 1;
+            others.push(MetaOp::Put { key, value });
+            continue;
+        }
+        let mut meta: StreamMeta = serde_json::from_slice(&value)
+            .map_err(|e| ApiError::internal(format!("stream metadata {key}: {e}")))?;
+        for shard in &mut meta.shards {
+            let id = format!("{}/{}", meta.key, shard_id(shard.index));
+            copied.records += copy_shard(from, to, &id, shard.end_offset).await?;
+            if shard.end_offset.is_some() {
+                shard.end_offset = Some(to.log(&id)?.close()?);
+            }
+            copied.shards += 1;
+        }
+        copied.streams += 1;
+        let value = serde_json::to_vec(&meta)
+            .map_err(|e| ApiError::internal(format!("stream metadata {key}: {e}")))?;
+        streams.push(MetaOp::Put { key, value });
+    }
+    for ops in others
+        .chunks(COMMIT_KEYS)
+        .chain(streams.chunks(COMMIT_KEYS))
+    {
+        to.meta().commit(ops)?;
+    }
+    Ok(copied)
+}
+
+/// Copies the records of log `id` below `end` (all of them without one); says how many.
+async fn copy_shard(
+    from: &dyn RecordStore,
+    to: &dyn RecordStore,
+    id: &str,
+    end: Option<u64>,
+) -> Result<u64> {
+    let source = from.log(id)?;
+    let target = to.log(id)?;
+    let mut position = source.start_offset().await?;
+    let mut copied = 0u64;
+    loop {
+        let page = source.read(position, PAGE_RECORDS, PAGE_BYTES).await?;
+        let records: Vec<_> = page
+            .records
+            .iter()
+            .filter(|record| end.is_none_or(|end| record.offset < end))
+            .collect();
+        if records.is_empty() {
+            break;
+        }
+        // One put per run of records that arrived together (a put keeps one arrival time).
+        for run in records.chunk_by(|a, b| a.timestamp_ms == b.timestamp_ms) {
+            for part in run.chunks(PUT_RECORDS) {
+                let batch: Vec<NewRecord<'_>> = part
+                    .iter()
+                    .map(|record| NewRecord {
+                        key: &record.key,
+                        value: &record.value,
+                    })
+                    .collect();
+                let write = ShardWrite {
+                    log: &*target,
+                    records: &batch,
+                    seal: None,
+                };
+                let placed = to.put(&[write], part[0].timestamp_ms)?.await?;
+                if placed.iter().any(|placed| placed.late) {
+                    return Err(ApiError::internal(format!("{id}: closed while copied")));
+                }
+                copied += part.len() as u64;
+            }
+        }
+        position = page.next_offset.max(position + 1);
+    }
+    Ok(copied)
+}
