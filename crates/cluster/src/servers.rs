@@ -155,6 +155,28 @@ impl NatsCluster {
             .with_context(|| format!("no leader for stream {stream}: {info}"))
     }
 
+    /// The JetStream streams whose names start with `prefix` (e.g. `<prefix>_D_`: the
+    /// Kinesis streams of a deployment).
+    pub async fn stream_names(
+        &self,
+        client: &async_nats::Client,
+        prefix: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let answer = client
+            .request("$JS.API.STREAM.NAMES".to_string(), "".into())
+            .await?;
+        let names: serde_json::Value = serde_json::from_slice(&answer.payload)?;
+        Ok(names
+            .get("streams")
+            .and_then(|streams| streams.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|name| name.as_str())
+            .filter(|name| name.starts_with(prefix))
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Waits until every replica of JetStream stream `stream` is current (has applied all
     /// the leader has): direct gets, which any replica may answer, then see every write
     /// acknowledged before the call.
