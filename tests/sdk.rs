@@ -89,7 +89,12 @@ async fn drain(
 #[tokio::test]
 async fn stream_lifecycle_create_describe_list_delete() {
     let t = TestServer::start().await;
-    let c = &t.client;
+    stream_lifecycle_create_describe_list_delete_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn stream_lifecycle_create_describe_list_delete_on(c: Client) {
+    let c = &c;
     create(c, "alpha", 3).await;
     c.create_stream()
         .stream_name("beta")
@@ -194,13 +199,17 @@ async fn stream_lifecycle_create_describe_list_delete() {
     assert_eq!(limits.shard_limit(), 20_000);
     assert_eq!(limits.open_shard_count(), 4);
     assert_eq!(limits.on_demand_stream_count(), 1);
-    t.stop().await;
 }
 
 #[tokio::test]
 async fn put_and_get_round_trip_every_iterator_type() {
     let t = TestServer::start().await;
-    let c = &t.client;
+    put_and_get_round_trip_every_iterator_type_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn put_and_get_round_trip_every_iterator_type_on(c: Client) {
+    let c = &c;
     create(c, "s", 1).await;
     let before = DateTime::from_millis(
         std::time::SystemTime::now()
@@ -313,13 +322,17 @@ async fn put_and_get_round_trip_every_iterator_type() {
         .unwrap();
     assert_eq!(limited.records().len(), 2);
     assert!(limited.millis_behind_latest().unwrap() >= 0);
-    t.stop().await;
 }
 
 #[tokio::test]
 async fn put_records_routes_by_md5_and_explicit_hash_key() {
     let t = TestServer::start().await;
-    let c = &t.client;
+    put_records_routes_by_md5_and_explicit_hash_key_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn put_records_routes_by_md5_and_explicit_hash_key_on(c: Client) {
+    let c = &c;
     create(c, "batch", 4).await;
     let entries: Vec<PutRecordsRequestEntry> = (0..500)
         .map(|i| {
@@ -409,13 +422,17 @@ async fn put_records_routes_by_md5_and_explicit_hash_key() {
         "InvalidArgumentException".into(),
         "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was 340282366920938463463374607431768211456".into()
     ));
-    t.stop().await;
 }
 
 #[tokio::test]
 async fn split_and_merge_keep_lineage_and_end_parents_with_child_shards() {
     let t = TestServer::start().await;
-    let c = &t.client;
+    split_and_merge_keep_lineage_and_end_parents_with_child_shards_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn split_and_merge_keep_lineage_and_end_parents_with_child_shards_on(c: Client) {
+    let c = &c;
     create(c, "re", 1).await;
     c.put_record()
         .stream_name("re")
@@ -538,13 +555,17 @@ async fn split_and_merge_keep_lineage_and_end_parents_with_child_shards() {
         error_of(not_adjacent.into_service_error()).1,
         "Shards shardId-000000000000 and shardId-000000000002 in stream three under account 000000000000 are not an adjacent pair of shards eligible for merging"
     );
-    t.stop().await;
 }
 
 #[tokio::test]
 async fn update_shard_count_scales_uniformly_both_ways() {
     let t = TestServer::start().await;
-    let c = &t.client;
+    update_shard_count_scales_uniformly_both_ways_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn update_shard_count_scales_uniformly_both_ways_on(c: Client) {
+    let c = &c;
     create(c, "u", 2).await;
     let up = c
         .update_shard_count()
@@ -634,13 +655,17 @@ async fn update_shard_count_scales_uniformly_both_ways() {
         error_of(too_many.into_service_error()).0,
         "InvalidArgumentException"
     );
-    t.stop().await;
 }
 
 #[tokio::test]
 async fn retention_tags_and_max_record_size() {
     let t = TestServer::start().await;
-    let c = &t.client;
+    retention_tags_and_max_record_size_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn retention_tags_and_max_record_size_on(c: Client) {
+    let c = &c;
     create(c, "r", 1).await;
     c.increase_stream_retention_period()
         .stream_name("r")
@@ -775,13 +800,17 @@ async fn retention_tags_and_max_record_size() {
         error_of(wrong_account.into_service_error()).0,
         "ResourceNotFoundException"
     );
-    t.stop().await;
 }
 
 #[tokio::test]
 async fn list_shards_filters_and_pagination() {
     let t = TestServer::start().await;
-    let c = &t.client;
+    list_shards_filters_and_pagination_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn list_shards_filters_and_pagination_on(c: Client) {
+    let c = &c;
     create(c, "ls", 5).await;
     let first = c
         .list_shards()
@@ -862,13 +891,17 @@ async fn list_shards_filters_and_pagination() {
         .await
         .unwrap();
     assert_eq!(rest.stream_description().unwrap().shards().len(), 3);
-    t.stop().await;
 }
 
 #[tokio::test]
 async fn iterator_and_sequence_number_errors_match_aws() {
     let t = TestServer::start().await;
-    let c = &t.client;
+    iterator_and_sequence_number_errors_match_aws_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn iterator_and_sequence_number_errors_match_aws_on(c: Client) {
+    let c = &c;
     create(c, "e", 2).await;
     let put = c
         .put_record()
@@ -969,16 +1002,25 @@ async fn iterator_and_sequence_number_errors_match_aws() {
         .unwrap_err();
     assert!(error_of(future.into_service_error()).1.starts_with(
         "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: 4000000000000, currentTimestampInMillis: "));
-    t.stop().await;
+}
+
+/// Lifecycle delays of 300 ms: CREATING and DELETING are seen.
+fn slow_lifecycle() -> rivulet_server::ServerConfig {
+    let mut config = rivulet_server::ServerConfig::for_tests();
+    config.engine.create_stream_ms = 300;
+    config.engine.delete_stream_ms = 300;
+    config
 }
 
 #[tokio::test]
 async fn lifecycle_delays_show_creating_and_deleting() {
-    let mut config = rivulet_server::ServerConfig::for_tests();
-    config.engine.create_stream_ms = 300;
-    config.engine.delete_stream_ms = 300;
-    let t = TestServer::with_config(config).await;
-    let c = &t.client;
+    let t = TestServer::with_config(slow_lifecycle()).await;
+    lifecycle_delays_show_creating_and_deleting_on(t.client.clone()).await;
+    t.stop().await;
+}
+
+async fn lifecycle_delays_show_creating_and_deleting_on(c: Client) {
+    let c = &c;
     create(c, "slow", 1).await;
     let d = c
         .describe_stream_summary()
@@ -1035,5 +1077,70 @@ async fn lifecycle_delays_show_creating_and_deleting() {
     let _ = StreamModeDetails::builder()
         .stream_mode(StreamMode::OnDemand)
         .build();
-    t.stop().await;
+}
+
+/// A test body: the suite's assertions against whatever `c` talks to.
+type Body = fn(Client) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The suite above through three cluster nodes (`--cluster` on a 3-server R3 NATS cluster; a
+/// deployment of its own for each test), each request sent to the next node in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_through_three_cluster_nodes() {
+    let nats = rivulet_cluster::servers::NatsCluster::start(3)
+        .await
+        .expect("nats cluster");
+    let suite: Vec<(&str, rivulet_server::ServerConfig, Body)> = vec![
+        (
+            "stream_lifecycle_create_describe_list_delete",
+            rivulet_server::ServerConfig::for_tests(),
+            |c| Box::pin(stream_lifecycle_create_describe_list_delete_on(c)),
+        ),
+        (
+            "put_and_get_round_trip_every_iterator_type",
+            rivulet_server::ServerConfig::for_tests(),
+            |c| Box::pin(put_and_get_round_trip_every_iterator_type_on(c)),
+        ),
+        (
+            "put_records_routes_by_md5_and_explicit_hash_key",
+            rivulet_server::ServerConfig::for_tests(),
+            |c| Box::pin(put_records_routes_by_md5_and_explicit_hash_key_on(c)),
+        ),
+        (
+            "split_and_merge_keep_lineage_and_end_parents_with_child_shards",
+            rivulet_server::ServerConfig::for_tests(),
+            |c| Box::pin(split_and_merge_keep_lineage_and_end_parents_with_child_shards_on(c)),
+        ),
+        (
+            "update_shard_count_scales_uniformly_both_ways",
+            rivulet_server::ServerConfig::for_tests(),
+            |c| Box::pin(update_shard_count_scales_uniformly_both_ways_on(c)),
+        ),
+        (
+            "retention_tags_and_max_record_size",
+            rivulet_server::ServerConfig::for_tests(),
+            |c| Box::pin(retention_tags_and_max_record_size_on(c)),
+        ),
+        (
+            "list_shards_filters_and_pagination",
+            rivulet_server::ServerConfig::for_tests(),
+            |c| Box::pin(list_shards_filters_and_pagination_on(c)),
+        ),
+        (
+            "iterator_and_sequence_number_errors_match_aws",
+            rivulet_server::ServerConfig::for_tests(),
+            |c| Box::pin(iterator_and_sequence_number_errors_match_aws_on(c)),
+        ),
+        (
+            "lifecycle_delays_show_creating_and_deleting",
+            slow_lifecycle(),
+            |c| Box::pin(lifecycle_delays_show_creating_and_deleting_on(c)),
+        ),
+    ];
+    for (i, (name, config, body)) in suite.into_iter().enumerate() {
+        eprintln!("through three cluster nodes: {name}");
+        let nodes = crate::util::ClusterNodes::start(&nats, &format!("sdk{i}"), 3, config).await;
+        body(nodes.client.clone()).await;
+        nodes.stop().await;
+    }
+    nats.stop().await.expect("stop nats");
 }

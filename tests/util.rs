@@ -460,3 +460,94 @@ pub async fn shards_of(c: &Client, stream: &str) -> Vec<aws_sdk_kinesis::types::
         .shards()
         .to_vec()
 }
+
+/// Sends each request to the next of `nodes` in turn (before it is signed), as a client
+/// behind a round-robin load balancer would.
+#[derive(Debug)]
+struct Spread {
+    nodes: Vec<SocketAddr>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl aws_sdk_kinesis::config::Intercept for Spread {
+    fn name(&self) -> &'static str {
+        "Spread"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextMut<
+            '_,
+        >,
+        _components: &aws_sdk_kinesis::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_kinesis::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kinesis::error::BoxError> {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = self.nodes[turn % self.nodes.len()];
+        let request = context.request_mut();
+        let path = request
+            .uri()
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_string()))
+            .unwrap_or_else(|| "/".to_string());
+        request.set_uri(format!("http://{node}{path}"))?;
+        Ok(())
+    }
+}
+
+/// Rivulet nodes of one cluster deployment, in this process, and a client whose requests go
+/// to each node in turn.
+pub struct ClusterNodes {
+    nodes: Vec<TestServer>,
+    pub client: Client,
+}
+
+impl ClusterNodes {
+    /// `count` nodes with `config` (its storage replaced) on `nats`, under `prefix`; the first
+    /// leads.
+    pub async fn start(
+        nats: &rivulet_cluster::servers::NatsCluster,
+        prefix: &str,
+        count: usize,
+        config: ServerConfig,
+    ) -> ClusterNodes {
+        let mut nodes = Vec::new();
+        for i in 0..count {
+            let mut config = config.clone();
+            config.storage = Storage::Cluster(Box::new(rivulet_cluster::store::ClusterSettings {
+                urls: nats.urls().split(',').map(str::to_string).collect(),
+                replicas: 3.min(nats.size()),
+                node_name: format!("{prefix}-{i}"),
+                prefix: prefix.to_string(),
+                user: None,
+                token: None,
+                tls_ca: None,
+                tls_client: None,
+                timeout: Duration::from_secs(10),
+                // The first node leads at once; the others need not wait to.
+                leader_wait: Duration::from_millis(if i == 0 { 5000 } else { 100 }),
+            }));
+            nodes.push(TestServer::with_config(config).await);
+        }
+        let spread = Spread {
+            nodes: nodes.iter().map(|node| node.addr).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let client = Client::from_conf(
+            nodes[0]
+                .client
+                .config()
+                .to_builder()
+                .interceptor(spread)
+                .build(),
+        );
+        ClusterNodes { nodes, client }
+    }
+
+    /// Stops every node cleanly.
+    pub async fn stop(self) {
+        for node in self.nodes {
+            node.stop().await;
+        }
+    }
+}
