@@ -11,7 +11,12 @@ use rivulet_server::sigv4::Credential;
 
 use crate::util::{AUTH, TestServer, allow_all, error_of, raw};
 
-fn credential(key: &str, secret: &str, token: Option<&str>, expires: Option<i64>) -> Credential {
+pub(crate) fn credential(
+    key: &str,
+    secret: &str,
+    token: Option<&str>,
+    expires: Option<i64>,
+) -> Credential {
     Credential {
         access_key_id: key.into(),
         secret_access_key: secret.into(),
@@ -22,7 +27,12 @@ fn credential(key: &str, secret: &str, token: Option<&str>, expires: Option<i64>
     }
 }
 
-fn sdk(addr: std::net::SocketAddr, key: &str, secret: &str, token: Option<&str>) -> Client {
+pub(crate) fn sdk(
+    addr: std::net::SocketAddr,
+    key: &str,
+    secret: &str,
+    token: Option<&str>,
+) -> Client {
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))

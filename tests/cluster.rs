@@ -1312,3 +1312,90 @@ async fn killing_the_nats_leader_of_a_busy_stream_loses_no_acknowledged_record()
     drop(node);
     nats.stop().await.expect("stop nats");
 }
+
+/// `--auth sigv4` with two accounts on two nodes: each account's requests, through either
+/// node (a follower forwards them to the leader with their account), see only that
+/// account's streams and records, also after every node restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_stay_apart_across_nodes() {
+    use crate::auth::{credential, sdk};
+    use rivulet_server::sigv4::Credential;
+
+    let nats = NatsCluster::start(3).await.expect("nats cluster");
+    let credentials = std::sync::Arc::new(crate::util::allow_all(vec![
+        credential("AKIDHOME", "home-secret", None, None),
+        Credential {
+            account_id: "111111111111".into(),
+            ..credential("AKIDOTHER", "other-secret", None, None)
+        },
+    ]));
+    let mut config = ServerConfig::for_tests();
+    config.credentials = Some(credentials);
+    let nodes = crate::util::ClusterNodes::start(&nats, "racct", 2, config.clone()).await;
+    let [leader, follower] = nodes.addrs()[..] else {
+        panic!("two nodes")
+    };
+    // Each account writes through the other node than it reads through.
+    let home = sdk(leader, "AKIDHOME", "home-secret", None);
+    let other = sdk(follower, "AKIDOTHER", "other-secret", None);
+    for (client, data) in [(&home, "home"), (&other, "other")] {
+        client
+            .create_stream()
+            .stream_name("same-name")
+            .shard_count(1)
+            .send()
+            .await
+            .expect("create");
+        wait_active_within(client, "same-name", Duration::from_secs(10)).await;
+        client
+            .put_record()
+            .stream_name("same-name")
+            .partition_key("k")
+            .data(Blob::new(data))
+            .send()
+            .await
+            .expect("put");
+    }
+    home.create_stream()
+        .stream_name("home-only")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create");
+    wait_active_within(&home, "home-only", Duration::from_secs(10)).await;
+    nodes.stop().await;
+
+    let nodes = crate::util::ClusterNodes::start(&nats, "racct", 2, config).await;
+    let [first, second] = nodes.addrs()[..] else {
+        panic!("two nodes")
+    };
+    let home = sdk(second, "AKIDHOME", "home-secret", None);
+    let other = sdk(first, "AKIDOTHER", "other-secret", None);
+    let names = |c: aws_sdk_kinesis::Client| async move {
+        c.list_streams()
+            .send()
+            .await
+            .expect("list")
+            .stream_names()
+            .to_vec()
+    };
+    assert_eq!(names(home.clone()).await, ["home-only", "same-name"]);
+    assert_eq!(names(other.clone()).await, ["same-name"]);
+    let summary = other
+        .describe_stream_summary()
+        .stream_name("same-name")
+        .send()
+        .await
+        .expect("summary");
+    assert_eq!(
+        summary.stream_description_summary().map(|s| s.stream_arn()),
+        Some("arn:aws:kinesis:us-east-1:111111111111:stream/same-name")
+    );
+    for (client, expected) in [(&home, b"home".as_slice()), (&other, b"other".as_slice())] {
+        let records = read_all(client, "same-name", "shardId-000000000000").await;
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].1, expected);
+    }
+    nodes.stop().await;
+    nats.stop().await.expect("stop nats");
+}

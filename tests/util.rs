@@ -544,6 +544,11 @@ impl ClusterNodes {
         ClusterNodes { nodes, client }
     }
 
+    /// Each node's address.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|node| node.addr).collect()
+    }
+
     /// Stops every node cleanly.
     pub async fn stop(self) {
         for node in self.nodes {
