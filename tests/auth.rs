@@ -178,6 +178,20 @@ async fn each_account_sees_only_its_own_streams_across_restarts() {
     let t = start().await;
     let home = sdk(t.addr, "AKIDHOME", "home-secret", None);
     let other = sdk(t.addr, "AKIDOTHER", "other-secret", None);
+    write_apart(&home, &other).await;
+    t.stop().await;
+
+    // After a restart each account still has exactly its own streams and records.
+    let t = start().await;
+    let home = sdk(t.addr, "AKIDHOME", "home-secret", None);
+    let other = sdk(t.addr, "AKIDOTHER", "other-secret", None);
+    check_apart(&home, &other).await;
+    t.stop().await;
+}
+
+/// Account 000000000000 (`home`) and account 111111111111 (`other`) each create stream
+/// `same-name` and put one record ("home", "other"); `home` also creates `home-only`.
+pub(crate) async fn write_apart(home: &Client, other: &Client) {
     for (client, data) in [(&home, "home"), (&other, "other")] {
         client
             .create_stream()
@@ -186,6 +200,8 @@ async fn each_account_sees_only_its_own_streams_across_restarts() {
             .send()
             .await
             .expect("create");
+        crate::util::wait_active_within(client, "same-name", std::time::Duration::from_secs(10))
+            .await;
         client
             .put_record()
             .stream_name("same-name")
@@ -201,12 +217,11 @@ async fn each_account_sees_only_its_own_streams_across_restarts() {
         .send()
         .await
         .expect("create");
-    t.stop().await;
+    crate::util::wait_active_within(home, "home-only", std::time::Duration::from_secs(10)).await;
+}
 
-    // After a restart each account still has exactly its own streams and records.
-    let t = start().await;
-    let home = sdk(t.addr, "AKIDHOME", "home-secret", None);
-    let other = sdk(t.addr, "AKIDOTHER", "other-secret", None);
+/// What [`write_apart`] wrote, each account seeing only its own.
+pub(crate) async fn check_apart(home: &Client, other: &Client) {
     let names = |c: Client| async move {
         c.list_streams()
             .send()
@@ -237,7 +252,7 @@ async fn each_account_sees_only_its_own_streams_across_restarts() {
         error_of(missing.into_service_error()).1,
         "Stream home-only under account 111111111111 not found."
     );
-    for (client, expected) in [(&home, b"home".as_slice()), (&other, b"other".as_slice())] {
+    for (client, expected) in [(home, b"home".as_slice()), (other, b"other".as_slice())] {
         let it = client
             .get_shard_iterator()
             .stream_name("same-name")
@@ -259,5 +274,4 @@ async fn each_account_sees_only_its_own_streams_across_restarts() {
             .collect();
         assert_eq!(data, [expected]);
     }
-    t.stop().await;
 }
