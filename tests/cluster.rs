@@ -556,6 +556,23 @@ async fn three_nodes_answer_everything_and_survive_the_leader_s_death() {
         .expect("put through the leader");
     let pushed = first_pushed(&mut events).await;
     assert_eq!(pushed, b"pushed across nodes");
+    // The consumer's lag, noted by the node serving the subscription, shows on the others'
+    // consoles too (within the second it takes to share).
+    let mut lag = serde_json::Value::Null;
+    for _ in 0..50 {
+        let streams = crate::util::raw_path(a.addr, "GET", "/_rivulet/api/streams", &[], b"")
+            .await
+            .json();
+        lag = streams["streams"][0]["consumers"][0]["millis_behind"].clone();
+        if lag.is_number() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        lag.is_number(),
+        "no lag of the consumer on another node: {lag}"
+    );
     // One subscription per consumer and shard, across nodes: a second one within 5 s, on
     // another node, is refused.
     let second = subscribe(&ca, &consumer_arn, put.shard_id())

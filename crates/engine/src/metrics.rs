@@ -348,6 +348,7 @@ pub struct StreamMetrics {
     /// told of them ([`StreamMetrics::take_outbox`]), so every node shows the cluster's totals.
     sharing: AtomicBool,
     outbox: Mutex<HashMap<(Option<u32>, Metric), Stat>>,
+    lag_outbox: Mutex<HashMap<String, (i64, i64)>>,
 }
 
 impl Default for StreamMetrics {
@@ -358,6 +359,7 @@ impl Default for StreamMetrics {
             consumer_lag: Mutex::new(HashMap::new()),
             sharing: AtomicBool::new(false),
             outbox: Mutex::new(HashMap::new()),
+            lag_outbox: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -375,6 +377,7 @@ impl StreamMetrics {
         self.sharing.store(sharing, Ordering::Relaxed);
         if !sharing {
             self.outbox.lock().clear();
+            self.lag_outbox.lock().clear();
         }
     }
 
@@ -389,6 +392,24 @@ impl StreamMetrics {
             .into_iter()
             .map(|((shard, metric), stat)| (shard, metric, stat))
             .collect()
+    }
+
+    /// The consumers' lags this node noted since the last call: (consumer, MillisBehindLatest,
+    /// when).
+    pub fn take_lag_outbox(&self) -> Vec<(String, i64, i64)> {
+        std::mem::take(&mut *self.lag_outbox.lock())
+            .into_iter()
+            .map(|(consumer, (behind, at))| (consumer, behind, at))
+            .collect()
+    }
+
+    /// Notes another node's last lag of a consumer, unless this node saw a later one.
+    pub fn record_remote_lag(&self, consumer: &str, millis_behind: i64, at_ms: i64) {
+        let mut lags = self.consumer_lag.lock();
+        let newer = lags.get(consumer).is_none_or(|(_, seen)| *seen <= at_ms);
+        if newer {
+            lags.insert(consumer.to_string(), (millis_behind, at_ms));
+        }
     }
 
     /// Records another node's data points (what its [`StreamMetrics::take_outbox`] gave) as
@@ -538,6 +559,11 @@ impl StreamMetrics {
         self.consumer_lag
             .lock()
             .insert(consumer.to_string(), (millis_behind, now_ms));
+        if self.sharing() {
+            self.lag_outbox
+                .lock()
+                .insert(consumer.to_string(), (millis_behind, now_ms));
+        }
     }
 
     /// Each consumer's last MillisBehindLatest and when it was seen.

@@ -21,6 +21,9 @@ pub struct Observed {
     pub points: Vec<(Option<u32>, String, Stat)>,
     /// Writes per shard (bytes, records), for on-demand scaling.
     pub writes: Vec<(u32, f64, f64)>,
+    /// Enhanced fan-out consumers' last MillisBehindLatest here, and when (consumer ARN).
+    #[serde(default)]
+    pub lags: Vec<(String, i64, i64)>,
 }
 
 impl Engine {
@@ -56,7 +59,8 @@ impl Engine {
                 .into_iter()
                 .map(|(shard, (bytes, records))| (shard, bytes, records))
                 .collect();
-            if points.is_empty() && writes.is_empty() {
+            let lags = stream.metrics.take_lag_outbox();
+            if points.is_empty() && writes.is_empty() && lags.is_empty() {
                 continue;
             }
             let key = stream.state.read().meta.key.clone();
@@ -64,6 +68,7 @@ impl Engine {
                 stream: key,
                 points,
                 writes,
+                lags,
             });
         }
         taken
@@ -81,6 +86,9 @@ impl Engine {
             .collect();
         let enabled = stream.state.read().meta.enabled_shard_metrics();
         stream.metrics.record_remote(&points, &enabled, at_ms);
+        for (consumer, behind, at) in &observed.lags {
+            stream.metrics.record_remote_lag(consumer, *behind, *at);
+        }
         if !observed.writes.is_empty() {
             let mut meters = stream.meters.lock();
             for &(shard, bytes, records) in &observed.writes {
