@@ -52,11 +52,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Kms(args) => rivulet_server::kms::run_cli(args),
-        Command::Migrate(args) => rivulet_server::migrate::run(args).await,
-        Command::Apply(args) => rivulet_cli::apply::run(args).await,
-        Command::Bench(args) => rivulet_bench::run(*args).await,
-        Command::Put(args) => rivulet_cli::put::run(args).await.map(|_| ()),
-        Command::Tail(args) => rivulet_cli::tail::run(args).await.map(|_| ()),
+        Command::Migrate(args) => rivulet_server::migrate::run_task(args).await,
+        Command::Apply(args) => rivulet_cli::apply::run_task(args).await,
+        Command::Bench(args) => rivulet_bench::run_task(*args).await,
+        Command::Put(args) => rivulet_cli::put::run_task(args).await.map(|_| ()),
+        Command::Tail(args) => rivulet_cli::tail::run_task(args).await.map(|_| ()),
         Command::Plan(args) => {
             print!("{}", rivulet_server::plan::render(&args)?);
             Ok(())
@@ -75,7 +75,7 @@ async fn serve(args: rivulet_server::ServeArgs) -> anyhow::Result<()> {
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     let started = std::time::Instant::now();
-    let server = Server::start(config.clone()).await?;
+    let server = Server::start_task(config.clone()).await?;
     // One machine-readable line on stdout, for scripts and tests that start us on port 0.
     println!("rivulet listening on {}", server.local_addr());
     if let (Some(addr), Some((certificate, self_signed))) =
@@ -99,12 +99,12 @@ async fn serve(args: rivulet_server::ServeArgs) -> anyhow::Result<()> {
         && let Err(error) = apply_streams(&config, server.local_addr(), path).await
     {
         // The streams file was asked for: a server that cannot apply it stops, with the reason.
-        server.shutdown().await?;
+        server.shutdown_task().await?;
         return Err(error.context(format!("--streams {}", path.display())));
     }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests and syncing the log");
-    server.shutdown().await?;
+    server.shutdown_task().await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -136,8 +136,7 @@ async fn apply_streams(
             ))
         }
     };
-    let client = connection.client_with(credentials).await;
-    let report = rivulet_cli::apply::apply(&client, &file, false).await?;
+    let report = rivulet_cli::apply::apply_file_task(connection, credentials, file).await?;
     for line in report.lines() {
         tracing::info!(streams = %path.display(), "{line}");
     }

@@ -722,6 +722,13 @@ impl Progress {
     }
 }
 
+/// [`run`], boxed, for the `rivulet` binary (its generics are compiled here, not again there).
+pub fn run_task(
+    cli: BenchArgs,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>> {
+    Box::pin(run(cli))
+}
+
 /// Runs one workload and prints its results.
 pub async fn run(cli: BenchArgs) -> anyhow::Result<()> {
     let outcome = run_workload(&cli).await;

@@ -589,6 +589,24 @@ pub async fn apply(client: &Client, file: &StreamsFile, dry_run: bool) -> anyhow
     Ok(out)
 }
 
+/// `rivulet apply`, boxed ([`crate::Task`]).
+pub fn run_task(args: ApplyArgs) -> crate::Task<()> {
+    Box::pin(run(args))
+}
+
+/// Applies `file` to the endpoint of `connection`, signing with `credentials` when given:
+/// the report, boxed ([`crate::Task`]).
+pub fn apply_file_task(
+    connection: crate::Connection,
+    credentials: Option<crate::Credentials>,
+    file: StreamsFile,
+) -> crate::Task<String> {
+    Box::pin(async move {
+        let client = connection.client_with(credentials).await;
+        apply(&client, &file, false).await
+    })
+}
+
 /// `rivulet apply`.
 pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
     let file = StreamsFile::load(&args.file)?;

@@ -12,6 +12,11 @@ pub mod apply;
 pub mod put;
 pub mod tail;
 
+/// A command's work as a boxed future, for the `rivulet` binary: its state machine's drop
+/// glue and generics are compiled here, not again in the binary (which took a minute of a
+/// cold build's serial tail). Not `Send`: `tail` holds stdout's lock while it waits.
+pub type Task<T> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>;
+
 /// Where and how to connect, shared by every client command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {

@@ -118,6 +118,11 @@ async fn send(
     }
 }
 
+/// [`run`], boxed ([`crate::Task`]).
+pub fn run_task(args: PutArgs) -> crate::Task<PutSummary> {
+    Box::pin(run(args))
+}
+
 /// `rivulet put`.
 pub async fn run(args: PutArgs) -> anyhow::Result<PutSummary> {
     if !(1..=500).contains(&args.batch) {

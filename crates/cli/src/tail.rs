@@ -104,6 +104,11 @@ fn print_record(
     }
 }
 
+/// [`run`], boxed ([`crate::Task`]).
+pub fn run_task(args: TailArgs) -> crate::Task<u64> {
+    Box::pin(run(args))
+}
+
 /// `rivulet tail`: returns how many records it printed.
 pub async fn run(args: TailArgs) -> anyhow::Result<u64> {
     let client = args.connection.client().await;

@@ -36,6 +36,11 @@ use tokio::task::JoinHandle;
 
 pub use config::{ServeArgs, ServerConfig, Storage, TlsConfig};
 
+/// Work as a boxed future, for the `rivulet` binary: its state machine's drop glue and
+/// generics are compiled here, not again in the binary (a minute of a cold build's serial
+/// tail).
+pub type Task<T> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>> + Send>>;
+
 /// How often lifecycle delays and retention are applied.
 const TICK_INTERVAL: Duration = Duration::from_millis(50);
 /// How long in-flight requests get to finish at shutdown.
@@ -54,6 +59,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// [`Server::start`], boxed ([`Task`]).
+    pub fn start_task(config: ServerConfig) -> Task<Server> {
+        Box::pin(Server::start(config))
+    }
+
     /// Opens storage, recovers, binds the listener and starts serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
         // The key service, shared by every account's engine. A cluster's nodes share one key
@@ -225,6 +235,11 @@ impl Server {
     /// The engine behind the server.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// [`Server::shutdown`], boxed ([`Task`]).
+    pub fn shutdown_task(self) -> Task<()> {
+        Box::pin(self.shutdown())
     }
 
     /// Stops accepting, lets in-flight requests finish, and syncs the log.

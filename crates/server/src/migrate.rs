@@ -43,6 +43,11 @@ pub struct MigrateArgs {
     pub nats_tls_key: Option<PathBuf>,
 }
 
+/// [`run`], boxed ([`crate::Task`]).
+pub fn run_task(args: MigrateArgs) -> crate::Task<()> {
+    Box::pin(run(args))
+}
+
 /// Runs the migration and prints what it moved.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let serve = ServeArgs {
