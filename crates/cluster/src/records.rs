@@ -304,7 +304,8 @@ impl JetStreamRecords {
     }
 
     /// [`JetStreamRecords::read`], opening sealed records with the data keys of `keyring`
-    /// (without one, or without the record's key, a sealed record fails the read).
+    /// (a record whose key is not there fails the read). Without a keyring, sealed records
+    /// come back unopened (`sealed` set, the frame as the value): for their positions only.
     pub async fn read_opened(
         &self,
         id: &str,
@@ -328,8 +329,10 @@ impl JetStreamRecords {
             .iter()
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
-        for record in records.iter_mut().filter(|record| record.sealed) {
-            open_sealed(record, &self.subject(id, shard), keyring)?;
+        if let Some(keyring) = keyring {
+            for record in records.iter_mut().filter(|record| record.sealed) {
+                open_sealed(record, &self.subject(id, shard), keyring)?;
+            }
         }
         let next = records.last().map_or(from, |record| record.position + 1);
         Ok(Page {
@@ -744,6 +747,11 @@ fn encode_sealed(
     Ok(Bytes::from(frame))
 }
 
+/// The data key id a sealed frame names, if it is long enough to name one.
+pub fn sealed_key_id(frame: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(frame.get(9..13)?.try_into().ok()?))
+}
+
 fn sealed_aad(head: &[u8], subject: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(head.len() + subject.len());
     aad.extend_from_slice(head);
@@ -755,7 +763,7 @@ fn sealed_aad(head: &[u8], subject: &str) -> Vec<u8> {
 fn open_sealed(
     record: &mut Record,
     subject: &str,
-    keyring: Option<&dyn Keyring>,
+    keyring: &dyn Keyring,
 ) -> Result<(), RecordError> {
     let corrupt = || RecordError::Corrupt(record.position);
     let frame = &record.value;
@@ -767,7 +775,7 @@ fn open_sealed(
         .try_into()
         .map_err(|_| corrupt())?;
     let key = keyring
-        .and_then(|keyring| keyring.data_key(key_id))
+        .data_key(key_id)
         .ok_or(RecordError::KeyUnavailable(key_id))?;
     let aad = sealed_aad(&frame[..9], subject);
     let mut body = frame[SEALED_HEADER_BYTES..].to_vec();

@@ -169,8 +169,10 @@ pub async fn share_usage(store: Arc<ClusterStore>, accounts: Arc<HashMap<String,
                 for (stream, shard, usage) in &shared.usage {
                     engine.charge_usage(stream, *shard, usage, now);
                 }
+                // Counted as of now, by this node's clock (as the usage above): another
+                // node's clock may run ahead of this one's.
                 for observed in &shared.observed {
-                    engine.apply_observed(observed, shared.at_ms);
+                    engine.apply_observed(observed, now);
                 }
             }
         }

@@ -39,12 +39,14 @@ use tokio::sync::watch;
 
 use crate::lease::{Leadership, LeaseConfig};
 use crate::meta::{ClusterMeta, MetaError};
-use crate::records::{JetStreamRecords, RecordError};
+use crate::records::{JetStreamRecords, RecordError, sealed_key_id};
 
 /// The metadata key of the leader's lease.
 const LEADER_LEASE: &str = "__rivulet/leader";
 /// How often a shard's retention trim asks JetStream at most.
 const TRIM_EVERY_MS: i64 = 60_000;
+/// How many times (100 ms each at most) a read waits for a data key another node made.
+const KEY_WAITS: u32 = 20;
 /// How long a read waits for a lagging replica to show this node's own acknowledged writes.
 const READ_YOUR_WRITES_TRIES: u32 = 40;
 
@@ -128,6 +130,8 @@ pub struct JetStreamShard {
     /// When the retention trim last asked JetStream (ms since the epoch).
     trimmed_ms: AtomicI64,
     keyring: SharedKeyring,
+    /// This node's copy of the metadata moving (a data key another node made shows there).
+    meta_changes: watch::Receiver<u64>,
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -449,6 +453,7 @@ impl RecordStore for ClusterStore {
             end: Arc::new(watch::channel(0).0),
             trimmed_ms: AtomicI64::new(i64::MIN),
             keyring: self.keyring.clone(),
+            meta_changes: self.meta.meta.changes(),
         });
         Ok(self
             .logs
@@ -866,23 +871,45 @@ impl JetStreamShard {
         let known_end = self.known_end();
         let end = self.end.clone();
         let keyring = self.keyring.clone();
+        let mut meta_changes = self.meta_changes.clone();
         Box::pin(async move {
             let mut tries = 0;
+            let mut key_waits = 0;
             // The leader's next record of the shard, asked once: the page must reach it.
             let mut leader_next: Option<Option<u64>> = None;
             let page = loop {
-                let keyring = keyring.lock().clone();
-                let page = records
-                    .read_opened(
-                        &token,
-                        index,
-                        from,
-                        max_records,
-                        max_bytes,
-                        keyring.as_deref(),
-                    )
-                    .await
-                    .map_err(record_error)?;
+                let held = keyring.lock().clone();
+                let page = match held {
+                    Some(held) => {
+                        records
+                            .read_opened(&token, index, from, max_records, max_bytes, Some(&*held))
+                            .await
+                    }
+                    // No key service here: a sealed record cannot be served.
+                    None => records
+                        .read(&token, index, from, max_records, max_bytes)
+                        .await
+                        .and_then(|page| match page.records.iter().find(|r| r.sealed) {
+                            Some(sealed) => Err(RecordError::KeyUnavailable(
+                                sealed_key_id(&sealed.value).unwrap_or(0),
+                            )),
+                            None => Ok(page),
+                        }),
+                };
+                let page = match page {
+                    // A key another node made a moment ago: this node's copy of the
+                    // metadata shows it within milliseconds.
+                    Err(RecordError::KeyUnavailable(_)) if key_waits < KEY_WAITS => {
+                        key_waits += 1;
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(100),
+                            meta_changes.changed(),
+                        )
+                        .await;
+                        continue;
+                    }
+                    page => page.map_err(record_error)?,
+                };
                 let short = page.pending == 0 && page.records.len() < max_records;
                 if short && tries < READ_YOUR_WRITES_TRIES {
                     let target = match leader_next {
@@ -957,13 +984,12 @@ impl ShardLog for JetStreamShard {
     fn start_offset(&self) -> StoreFuture<u64> {
         let records = self.records.clone();
         let (token, index) = (self.token.clone(), self.index);
-        let keyring = self.keyring.clone();
         let known_end = self.known_end();
         Box::pin(async move {
             // Any replica holds a prefix of the stream: its first record is the first.
-            let keyring = keyring.lock().clone();
+            // Positions only: a sealed record need not be opened.
             let first = records
-                .read_opened(&token, index, 1, 1, 1, keyring.as_deref())
+                .read(&token, index, 1, 1, 1)
                 .await
                 .map_err(record_error)?;
             if let Some(record) = first.records.first() {

@@ -48,6 +48,15 @@ struct WrappedKey {
     /// the stream. Absent in entries written before keys were pruned: those are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stream: Option<String>,
+    /// Deleted with its stream: the entry stays, so its id is never given to another key (a
+    /// node that still holds the old key would read with it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+}
+
+/// Whether a `datakey/` entry is a key (not the mark a deleted key leaves).
+pub(crate) fn is_live_data_key(value: &[u8]) -> bool {
+    serde_json::from_slice::<WrappedKey>(value).is_ok_and(|entry| !entry.deleted)
 }
 
 /// Every data key of a store: the keyring its logs read encrypted batches with.
@@ -79,6 +88,10 @@ impl DataKeys {
             };
             let entry: WrappedKey = serde_json::from_slice(&value)
                 .map_err(|e| ApiError::internal(format!("data key {id}: {e}")))?;
+            next_id = next_id.max(id.saturating_add(1));
+            if entry.deleted {
+                continue;
+            }
             let blob = base64::engine::general_purpose::STANDARD
                 .decode(entry.wrapped)
                 .map_err(|e| ApiError::internal(format!("data key {id}: {e}")))?;
@@ -124,6 +137,7 @@ impl DataKeys {
             key_arn: key_arn.to_string(),
             wrapped: base64::engine::general_purpose::STANDARD.encode(&wrapped),
             stream: Some(stream_key.to_string()),
+            deleted: false,
         };
         let value = serde_json::to_vec(&entry)
             .map_err(|e| ApiError::internal(format!("data key encoding: {e}")))?;
@@ -176,10 +190,18 @@ impl DataKeys {
         if ids.is_empty() {
             return Ok(());
         }
+        let deleted = serde_json::to_vec(&WrappedKey {
+            key_arn: String::new(),
+            wrapped: String::new(),
+            stream: None,
+            deleted: true,
+        })
+        .map_err(|e| ApiError::internal(format!("data key encoding: {e}")))?;
         let ops: Vec<MetaOp> = ids
             .iter()
-            .map(|id| MetaOp::Delete {
+            .map(|id| MetaOp::Put {
                 key: Self::entry_key(*id),
+                value: deleted.clone(),
             })
             .collect();
         store.meta().commit(&ops)?;
@@ -212,6 +234,9 @@ impl DataKeys {
             .ok()
             .flatten()?;
         let entry: WrappedKey = serde_json::from_slice(&value).ok()?;
+        if entry.deleted {
+            return None;
+        }
         let blob = base64::engine::general_purpose::STANDARD
             .decode(entry.wrapped)
             .ok()?;
@@ -451,8 +476,16 @@ mod tests {
         engine.tick(T0 + 1).unwrap();
         put(&engine, "a", T0 + 2);
         put(&engine, "b", T0 + 2);
-        let stored =
-            |store: &rivulet_log::Store| store.meta().scan_prefix(DATA_KEY_PREFIX).unwrap().len();
+        // Live keys; a deleted one leaves a mark, so its id is never reused.
+        let stored = |store: &rivulet_log::Store| {
+            store
+                .meta()
+                .scan_prefix(DATA_KEY_PREFIX)
+                .unwrap()
+                .iter()
+                .filter(|(_, value)| is_live_data_key(value))
+                .count()
+        };
         assert_eq!(stored(&store), 2);
 
         engine
@@ -471,5 +504,9 @@ mod tests {
             .unwrap();
         engine.tick(T0 + 6).unwrap();
         assert_eq!(stored(&store), 0);
+        assert_eq!(store.meta().scan_prefix(DATA_KEY_PREFIX).unwrap().len(), 2);
+        // A key made now takes an id no deleted key had.
+        let keys = DataKeys::open(store.clone(), Arc::new(PlainKeys)).unwrap();
+        assert_eq!(keys.next_id.load(Ordering::Relaxed), 3);
     }
 }

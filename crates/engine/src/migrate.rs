@@ -45,10 +45,10 @@ fn is_stream_key(key: &str) -> bool {
 /// Refuses a source with encrypted records: their data keys would have to be re-made.
 pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<Copied> {
     let source = from.meta().scan_prefix("")?;
-    if source
-        .iter()
-        .any(|(key, _)| key.starts_with(crate::encryption::DATA_KEY_PREFIX))
-    {
+    if source.iter().any(|(key, value)| {
+        key.starts_with(crate::encryption::DATA_KEY_PREFIX)
+            && crate::encryption::is_live_data_key(value)
+    }) {
         return Err(ApiError::invalid(
             "The data dir holds encrypted records; migrating them is not supported: stop \
              encryption and let retention remove them, or keep this store.",
@@ -63,6 +63,17 @@ pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<
         return Err(ApiError::invalid(format!(
             "The destination already holds data ({key}); migrate into a new deployment."
         )));
+    }
+    // Records without metadata are an interrupted earlier migration's: start over, so that a
+    // retry stores nothing twice.
+    let mut leftovers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for id in to.log_ids()? {
+        if let Some((key, _)) = id.rsplit_once('/') {
+            leftovers.entry(key.to_string()).or_default().push(id);
+        }
+    }
+    for (key, ids) in leftovers {
+        to.remove_stream(&key, &ids)?;
     }
     let mut copied = Copied::default();
     let mut streams = Vec::new();

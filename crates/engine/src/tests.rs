@@ -1142,7 +1142,7 @@ fn a_store_is_copied_into_an_empty_one_and_never_over_data() {
     let target_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
     let copied = blocking::block_on(migrate::copy_store(&*source_store, &*target_store)).unwrap();
     assert_eq!((copied.streams, copied.shards, copied.records), (1, 1, 5));
-    let target = Engine::open(target_store.clone(), config).unwrap();
+    let target = Engine::open(target_store.clone(), config.clone()).unwrap();
     let it = iterator(
         &target,
         "copied",
@@ -1154,6 +1154,35 @@ fn a_store_is_copied_into_an_empty_one_and_never_over_data() {
     let data: Vec<&[u8]> = batch.records.iter().map(|r| &r.data[..]).collect();
     assert_eq!(data, [b"r0", b"r1", b"r2", b"r3", b"r4"]);
     assert_eq!(batch.records[4].arrival_ms, T0 + 4);
+    // A migration cut short (records copied, no metadata yet) and run again stores nothing
+    // twice: the leftover records are removed first.
+    let retried_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    blocking::block_on(migrate::copy_store(&*source_store, &*retried_store)).unwrap();
+    let metadata: Vec<rivulet_log::MetaOp> = retried_store
+        .meta()
+        .scan_prefix("")
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| rivulet_log::MetaOp::Delete { key })
+        .collect();
+    retried_store.meta().commit(&metadata).unwrap();
+    blocking::block_on(migrate::copy_store(&*source_store, &*retried_store)).unwrap();
+    let retried = Engine::open(retried_store.clone(), config.clone()).unwrap();
+    let it = iterator(
+        &retried,
+        "copied",
+        "shardId-000000000000",
+        IteratorType::TrimHorizon,
+        T0 + 10,
+    );
+    assert_eq!(
+        retried
+            .get_records_now(&it, None, T0 + 10)
+            .unwrap()
+            .records
+            .len(),
+        5
+    );
     // Into a store that holds streams: refused, nothing written.
     let again = blocking::block_on(migrate::copy_store(&*source_store, &*target_store));
     check(

@@ -320,12 +320,15 @@ impl LocalKms {
     }
 
     fn by_id(&self, account: &str, id: &str) -> Option<KeyEntry> {
-        self.keys
+        let found = self
+            .keys
             .read()
             .keys
             .iter()
             .find(|k| k.account_id == account && k.id == id)
-            .cloned()
+            .cloned();
+        // A derived AWS-managed key (cluster mode) by its id.
+        found.or_else(|| self.derived_managed(account).filter(|key| key.id == id))
     }
 
     fn by_alias(&self, account: &str, alias: &str) -> Option<KeyEntry> {
@@ -623,6 +626,10 @@ mod tests {
         let (plain, wrapped) = one.generate_data_key(&arn).unwrap();
         assert_eq!(two.decrypt_data_key(&arn, &wrapped).unwrap(), plain);
         assert_eq!(two.resolve("000000000000", AWS_MANAGED_ALIAS).unwrap(), arn);
+        // By its ARN or id too, as on one node.
+        assert_eq!(two.resolve("000000000000", &arn).unwrap(), arn);
+        let id = arn.rsplit('/').next().unwrap();
+        assert_eq!(two.resolve("000000000000", id).unwrap(), arn);
         // Each account its own key; the file is never written.
         let other = one.resolve("111111111111", AWS_MANAGED_ALIAS).unwrap();
         assert_ne!(other, arn);

@@ -99,8 +99,9 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         copied.streams, copied.shards, copied.records, copied.other_keys, settings.prefix
     );
     println!(
-        "sequence numbers are the cluster's now: consumers resume from AT_TIMESTAMP (arrival \
-         times are kept) or TRIM_HORIZON, not from checkpointed sequence numbers"
+        "sequence numbers are the cluster's now: consumers resume from TRIM_HORIZON, not from \
+         checkpointed sequence numbers; records keep their arrival times, but AT_TIMESTAMP and \
+         retention count from when they were migrated"
     );
     Ok(())
 }
