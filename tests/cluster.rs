@@ -21,16 +21,8 @@ use crate::util::{
 
 fn settings(cluster: &NatsCluster, node: &str, leader_wait: Duration) -> ClusterSettings {
     ClusterSettings {
-        urls: cluster.urls().split(',').map(str::to_string).collect(),
-        replicas: 3,
-        node_name: node.to_string(),
-        prefix: "riv".to_string(),
-        user: None,
-        token: None,
-        tls_ca: None,
-        tls_client: None,
-        timeout: Duration::from_secs(10),
         leader_wait,
+        ..cluster.settings(node, "riv")
     }
 }
 

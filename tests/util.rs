@@ -515,17 +515,9 @@ impl ClusterNodes {
         for i in 0..count {
             let mut config = config.clone();
             config.storage = Storage::Cluster(Box::new(rivulet_cluster::store::ClusterSettings {
-                urls: nats.urls().split(',').map(str::to_string).collect(),
-                replicas: 3.min(nats.size()),
-                node_name: format!("{prefix}-{i}"),
-                prefix: prefix.to_string(),
-                user: None,
-                token: None,
-                tls_ca: None,
-                tls_client: None,
-                timeout: Duration::from_secs(10),
                 // The first node leads at once; the others need not wait to.
                 leader_wait: Duration::from_millis(if i == 0 { 5000 } else { 100 }),
+                ..nats.settings(&format!("{prefix}-{i}"), prefix)
             }));
             nodes.push(TestServer::with_config(config).await);
         }

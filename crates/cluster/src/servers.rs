@@ -334,6 +334,23 @@ impl NatsCluster {
         Ok(())
     }
 
+    /// Settings for a Rivulet node named `node` on this cluster, under `prefix`: as many
+    /// replicas as servers (up to 3), no authentication, 10 s requests, 5 s to become leader.
+    pub fn settings(&self, node: &str, prefix: &str) -> crate::store::ClusterSettings {
+        crate::store::ClusterSettings {
+            urls: self.urls().split(',').map(str::to_string).collect(),
+            replicas: self.size().min(3),
+            node_name: node.to_string(),
+            prefix: prefix.to_string(),
+            user: None,
+            token: None,
+            tls_ca: None,
+            tls_client: None,
+            timeout: Duration::from_secs(10),
+            leader_wait: Duration::from_secs(5),
+        }
+    }
+
     /// The directory holding the servers' configs, logs and store dirs.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -6,25 +6,14 @@
 use std::time::Duration;
 
 use rivulet_cluster::servers::NatsCluster;
-use rivulet_cluster::store::{ClusterSettings, ClusterStore};
+use rivulet_cluster::store::ClusterStore;
 use rivulet_engine::storage::{RecordStore, ShardWrite};
 use rivulet_log::NewRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_after_its_shard_closed_is_late_and_one_before_is_read() {
     let cluster = NatsCluster::start(3).await.expect("start nats");
-    let settings = ClusterSettings {
-        urls: cluster.urls().split(',').map(str::to_string).collect(),
-        replicas: 3,
-        node_name: "n".into(),
-        prefix: "rst".into(),
-        user: None,
-        token: None,
-        tls_ca: None,
-        tls_client: None,
-        timeout: Duration::from_secs(10),
-        leader_wait: Duration::from_secs(5),
-    };
+    let settings = cluster.settings("n", "rst");
     let store = ClusterStore::open(&settings).await.expect("open");
     let parent = store.log("s.1/shardId-000000000000").expect("log");
     let other = store.log("s.1/shardId-000000000001").expect("log");
@@ -116,18 +105,7 @@ async fn a_blocking_seam_call_needs_no_serving_thread() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let cluster = NatsCluster::start(1).await.expect("start nats");
-    let settings = ClusterSettings {
-        urls: cluster.urls().split(',').map(str::to_string).collect(),
-        replicas: 1,
-        node_name: "n".into(),
-        prefix: "rbl".into(),
-        user: None,
-        token: None,
-        tls_ca: None,
-        tls_client: None,
-        timeout: Duration::from_secs(10),
-        leader_wait: Duration::from_secs(5),
-    };
+    let settings = cluster.settings("n", "rbl");
     let store = ClusterStore::open(&settings).await.expect("open");
     let lock = Arc::new(parking_lot::RwLock::new(()));
     let done = Arc::new(AtomicBool::new(false));
