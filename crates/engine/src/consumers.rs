@@ -154,7 +154,8 @@ impl Engine {
                  already exists."
             )));
         }
-        if state.meta.consumers.len() >= CONSUMERS_PER_STREAM_MAX {
+        // Queues count against the same limit.
+        if state.meta.consumers.len() + state.meta.queues.len() >= CONSUMERS_PER_STREAM_MAX {
             return Err(ApiError::new(
                 ErrorKind::LimitExceeded,
                 format!(

@@ -66,6 +66,7 @@ pub struct StreamView {
     pub open_shard_count: u32,
     pub max_record_size_kib: u32,
     pub consumer_count: u32,
+    pub queue_count: u32,
     pub record_distribution: RecordDistribution,
     pub warm_throughput: Option<crate::WarmThroughput>,
     pub encryption: Option<crate::StreamEncryption>,
@@ -285,6 +286,7 @@ impl Engine {
             open_shard_count: meta.shards.iter().filter(|s| s.is_open()).count() as u32,
             max_record_size_kib: meta.max_record_size_kib,
             consumer_count: meta.consumers.len() as u32,
+            queue_count: meta.queues.len() as u32,
             record_distribution: meta.record_distribution,
             warm_throughput: self.warm_throughput(meta),
             encryption: meta.encryption.clone(),
@@ -441,6 +443,7 @@ impl Engine {
             encryption: None,
             encryption_changes_ms: Vec::new(),
             shard_level_metrics: Vec::new(),
+            queues: Vec::new(),
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {
@@ -495,6 +498,14 @@ impl Engine {
             let mut state = stream.state.write();
             if state.meta.status == StreamStatus::Deleting {
                 return Ok(());
+            }
+            if !state.meta.queues.is_empty() {
+                return Err(ApiError::in_use(format!(
+                    "DeleteStream can\u{2019}t delete {account}:{name} because there are \
+                     queues associated with this data stream. Delete every queue on {name} \
+                     with DeleteQueue first.",
+                    account = self.config.account_id
+                )));
             }
             if !state.meta.consumers.is_empty() {
                 if !enforce_consumer_deletion {

@@ -218,6 +218,8 @@ pub struct StartAt<'a> {
 /// A record as GetRecords returns it.
 #[derive(Debug, Clone)]
 pub struct OutRecord {
+    /// The record's position in its shard's log.
+    pub offset: u64,
     pub sequence_number: SequenceNumber,
     pub arrival_ms: i64,
     pub data: Bytes,
@@ -990,6 +992,7 @@ impl ReadPlan {
             next_offset = record.offset + 1;
             bytes += record.value.len() + record.key.len();
             records.push(OutRecord {
+                offset: record.offset,
                 sequence_number: encoder.encode(SeqParts {
                     shard_created_s: created_s,
                     shard_index: index,

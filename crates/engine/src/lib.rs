@@ -19,6 +19,7 @@ pub mod meta;
 pub mod metrics;
 pub mod migrate;
 mod monitoring;
+mod queues;
 mod reshard;
 mod resources;
 pub mod seq;
@@ -47,6 +48,7 @@ pub use data::*;
 pub use error::{ApiError, ErrorKind, Result};
 pub use meta::{ConsumerStatus, RecordDistribution, StreamEncryption, StreamMode, StreamStatus};
 pub use monitoring::{MonitoringChange, ShardMetricsView, StreamMetricsView};
+pub use queues::*;
 pub use resources::ResourceAccess;
 pub use subscribe::*;
 
@@ -275,6 +277,8 @@ pub struct Engine {
     writer: std::sync::atomic::AtomicBool,
     /// Cluster mode: streams keep what this node observed for the other nodes (`share`).
     sharing: std::sync::atomic::AtomicBool,
+    /// State other domains keep per engine (the queues' delivery state), by type.
+    extensions: parking_lot::Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 fn log_id(meta: &StreamMeta, index: u32) -> String {
@@ -360,6 +364,7 @@ impl Engine {
             data_keys,
             writer: std::sync::atomic::AtomicBool::new(true),
             sharing: std::sync::atomic::AtomicBool::new(false),
+            extensions: parking_lot::Mutex::new(Vec::new()),
         }
         .removing_orphans(!shared)
     }
@@ -459,6 +464,22 @@ impl Engine {
         let stream = self.streams.read().get(name).cloned()?;
         let same = stream.state.read().meta.key == stream_key;
         same.then_some(stream)
+    }
+
+    /// The state of type `T` another domain keeps with this engine (its account), made on
+    /// first use: so it lives exactly as long as the engine and is never shared with
+    /// another server's engine for the same account.
+    pub fn extension<T: std::any::Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let mut extensions = self.extensions.lock();
+        if let Some(found) = extensions
+            .iter()
+            .find_map(|e| e.clone().downcast::<T>().ok())
+        {
+            return found;
+        }
+        let made = Arc::new(T::default());
+        extensions.push(made.clone());
+        made
     }
 
     /// Whether this engine writes metadata (and so settles lifecycles and runs the tick).
@@ -833,6 +854,7 @@ impl Engine {
                 self.settle(&name, &stream, now_ms)?;
             }
             self.settle_consumers(&name, &stream, now_ms)?;
+            self.settle_queues(&stream, now_ms)?;
             // Auto-scaling looks once a second.
             let second = now_ms.div_euclid(1000);
             if stream.scaled_at_s.swap(second, Ordering::Relaxed) != second {

@@ -226,6 +226,9 @@ pub struct StreamMeta {
     /// Shard-level metrics EnableEnhancedMonitoring turned on, by API name, in AWS's order.
     #[serde(default)]
     pub shard_level_metrics: Vec<String>,
+    /// Queues on the stream (CreateQueue), in creation order.
+    #[serde(default)]
+    pub queues: Vec<crate::queues::QueueMeta>,
 }
 
 impl StreamMeta {

@@ -82,6 +82,13 @@ impl Engine {
                  AUTO, which PROVISIONED mode does not support. Set USER_PARTITION_KEY first."
             )));
         }
+        if mode == StreamMode::Provisioned && !state.meta.queues.is_empty() {
+            return Err(ApiError::in_use(format!(
+                "Stream {name} under account {account} has queues, which only ON_DEMAND mode \
+                 supports. Delete its queues with DeleteQueue before switching it to \
+                 PROVISIONED mode."
+            )));
+        }
         state.meta.mode_switches_ms.retain(|t| now_ms - t < DAY_MS);
         if state.meta.mode_switches_ms.len() >= MODE_SWITCHES_PER_DAY_MAX {
             return Err(self.call_rate_exceeded(Some(&name)));

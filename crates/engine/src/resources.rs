@@ -1,4 +1,4 @@
-//! Streams and consumers addressed by ARN: resource policies (Put/Get/DeleteResourcePolicy),
+//! Streams, consumers and queues addressed by ARN: resource policies (Put/Get/DeleteResourcePolicy),
 //! tags through TagResource / UntagResource / ListTagsForResource (streams and consumers), and
 //! what authorization reads of a resource (its policy and tags). The policy text is kept as
 //! given; its grammar is checked by the caller (the engine does not read JSON).
@@ -30,6 +30,7 @@ enum Access {
 enum Resource<'a> {
     Stream,
     Consumer(&'a str),
+    Queue,
 }
 
 /// A stream named by a resource ARN.
@@ -52,7 +53,9 @@ impl Engine {
         now_ms: i64,
         f: impl FnOnce(&mut Option<String>, &mut Vec<(String, String)>) -> Result<T>,
     ) -> Result<T> {
-        let (stream_arn, resource) = if arn.contains("/consumer/") {
+        let (stream_arn, resource) = if crate::queues::parse_queue_arn(arn).is_some() {
+            (arn, Resource::Queue)
+        } else if arn.contains("/consumer/") {
             let parsed = parse_consumer_arn(arn)
                 .ok_or_else(|| ApiError::invalid(format!("Invalid ResourceARN {arn}.")))?;
             (parsed.stream_arn, Resource::Consumer(arn))
@@ -61,13 +64,17 @@ impl Engine {
                 .ok_or_else(|| ApiError::invalid(format!("Invalid ResourceARN {arn}.")))?;
             (arn, Resource::Stream)
         };
-        let (stream, consumer_name) = match resource {
+        let (stream, consumer_name, queue_id) = match resource {
             Resource::Stream => {
                 let target = StreamTarget {
                     name: None,
                     arn: Some(stream_arn),
                 };
-                (self.stream_by_target(&target, now_ms)?.1, None)
+                (self.stream_by_target(&target, now_ms)?.1, None, None)
+            }
+            Resource::Queue => {
+                let (stream, id) = self.find_queue(stream_arn, now_ms)?;
+                (stream, None, Some(id))
             }
             Resource::Consumer(consumer_arn) => {
                 let target = ConsumerTarget {
@@ -76,7 +83,7 @@ impl Engine {
                     consumer_arn: Some(consumer_arn),
                 };
                 let (stream, name) = self.find_consumer(&target, now_ms)?;
-                (stream, Some(name))
+                (stream, Some(name), None)
             }
         };
         let mut state = stream.state.write();
@@ -84,9 +91,17 @@ impl Engine {
             self.require_active(&state)?;
         }
         let meta: &mut StreamMeta = &mut state.meta;
-        let out = match &consumer_name {
-            None => f(&mut meta.resource_policy, &mut meta.tags)?,
-            Some(name) => {
+        let out = match (&consumer_name, &queue_id) {
+            (_, Some(id)) => {
+                let queue = meta
+                    .queues
+                    .iter_mut()
+                    .find(|q| &q.id == id)
+                    .ok_or_else(|| self.queue_not_found(arn))?;
+                f(&mut queue.resource_policy, &mut queue.tags)?
+            }
+            (None, None) => f(&mut meta.resource_policy, &mut meta.tags)?,
+            (Some(name), None) => {
                 let consumer = meta
                     .consumers
                     .iter_mut()
@@ -139,7 +154,8 @@ impl Engine {
     /// TagResource on a stream (AddTagsToStream, with its checks and messages) or a consumer
     /// (the character check; past the limit, LimitExceededException).
     pub fn tag_resource(&self, arn: &str, tags: &[(String, String)], now_ms: i64) -> Result<()> {
-        if !arn.contains("/consumer/") {
+        let queue = crate::queues::parse_queue_arn(arn).is_some();
+        if !queue && !arn.contains("/consumer/") {
             return self.add_tags(&stream_target(arn)?, tags, now_ms);
         }
         check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
@@ -149,8 +165,9 @@ impl Engine {
                 ApiError::new(
                     ErrorKind::LimitExceeded,
                     format!(
-                        "Failed to add tags to consumer {arn} under account {account} because a \
-                         given consumer cannot have more than {TAGS_PER_STREAM_MAX} tags."
+                        "Failed to add tags to {kind} {arn} under account {account} because a \
+                         given {kind} cannot have more than {TAGS_PER_STREAM_MAX} tags.",
+                        kind = if queue { "queue" } else { "consumer" }
                     ),
                 )
             })
@@ -159,7 +176,7 @@ impl Engine {
 
     /// UntagResource on a stream (RemoveTagsFromStream) or a consumer.
     pub fn untag_resource(&self, arn: &str, keys: &[String], now_ms: i64) -> Result<()> {
-        if !arn.contains("/consumer/") {
+        if crate::queues::parse_queue_arn(arn).is_none() && !arn.contains("/consumer/") {
             return self.remove_tags(&stream_target(arn)?, keys, now_ms);
         }
         check_tags(keys.iter().map(|k| (k.as_str(), "")))?;

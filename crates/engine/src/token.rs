@@ -31,6 +31,8 @@ pub enum Kind {
     ListShards = 2,
     ListStreams = 3,
     ListStreamConsumers = 4,
+    QueueReceipt = 5,
+    ListQueues = 6,
 }
 
 /// Signs and checks tokens with one secret.

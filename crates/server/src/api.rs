@@ -36,7 +36,7 @@ pub(crate) fn text<'v>(input: &'v Value, name: &str) -> Option<&'v str> {
     }
 }
 
-fn int(input: &Value, name: &str) -> Option<i64> {
+pub(crate) fn int(input: &Value, name: &str) -> Option<i64> {
     match field(input, name) {
         Some(Value::Int(n)) => Some(*n),
         _ => None,
@@ -58,7 +58,7 @@ fn blob<'v>(input: &'v Value, name: &str) -> Option<&'v [u8]> {
     }
 }
 
-fn timestamp_ms(input: &Value, name: &str) -> Option<i64> {
+pub(crate) fn timestamp_ms(input: &Value, name: &str) -> Option<i64> {
     match field(input, name) {
         Some(Value::Timestamp(secs)) => Some((secs * 1000.0).round() as i64),
         _ => None,
@@ -96,7 +96,7 @@ fn target(input: &Value) -> StreamTarget<'_> {
 }
 
 /// Builds a structure from members, leaving out `None`s.
-fn obj<const N: usize>(members: [(&str, Option<Value>); N]) -> Value {
+pub(crate) fn obj<const N: usize>(members: [(&str, Option<Value>); N]) -> Value {
     Value::Map(
         members
             .into_iter()
@@ -105,7 +105,7 @@ fn obj<const N: usize>(members: [(&str, Option<Value>); N]) -> Value {
     )
 }
 
-fn s(text: impl Into<String>) -> Option<Value> {
+pub(crate) fn s(text: impl Into<String>) -> Option<Value> {
     Some(Value::Str(text.into()))
 }
 
@@ -113,7 +113,7 @@ fn n(number: impl Into<i64>) -> Option<Value> {
     Some(Value::Int(number.into()))
 }
 
-fn ts(ms: i64) -> Option<Value> {
+pub(crate) fn ts(ms: i64) -> Option<Value> {
     Some(Value::Timestamp(ms as f64 / 1000.0))
 }
 
@@ -184,6 +184,7 @@ fn summary_value(view: StreamView) -> Value {
         ("KeyId", key_id),
         ("OpenShardCount", n(view.open_shard_count)),
         ("ConsumerCount", n(view.consumer_count)),
+        ("QueueCount", n(view.queue_count)),
         ("MaxRecordSizeInKiB", n(view.max_record_size_kib)),
         (
             "RecordDistributionStrategy",
@@ -254,6 +255,12 @@ pub async fn dispatch(
         "GetRecords" => get_records(engine, input, now_ms, format)
             .await
             .map_err(aws_error),
+        operation if crate::queues::is_data_operation(operation) => {
+            let value = crate::queues::data(engine, operation, input, crate::http::now_ms)
+                .await
+                .map_err(aws_error)?;
+            Ok(rivulet_protocol::encode_response(format, &value))
+        }
         "GetShardIterator" => {
             engine
                 .admit_call(operation, Some(&target(input)), now_ms)
@@ -282,6 +289,9 @@ pub async fn dispatch(
 
 /// Answers a control-plane operation as a response document.
 fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply {
+    if let Some(result) = crate::queues::answer(engine, operation, input, now_ms) {
+        return result.map_err(aws_error);
+    }
     let result = match operation {
         "CreateStream" => create_stream(engine, input, now_ms),
         "DeleteStream" => engine

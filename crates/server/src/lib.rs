@@ -14,6 +14,7 @@ pub mod kms;
 pub mod migrate;
 pub mod observe;
 pub mod plan;
+mod queues;
 pub mod sigv4;
 pub mod subscribe;
 pub mod tls;
@@ -301,7 +302,11 @@ async fn run(
                 let now = http::now_ms();
                 let outcome = tokio::task::spawn_blocking(move || {
                     kms.reload_if_changed();
-                    accounts.values().try_for_each(|engine| engine.tick(now))
+                    accounts.values().try_for_each(|engine| {
+                        engine.tick(now)?;
+                        rivulet_queue::Queues::of(engine).tick(engine, now);
+                        Ok::<(), rivulet_engine::ApiError>(())
+                    })
                 })
                 .await;
                 if let Ok(Err(error)) = outcome {
