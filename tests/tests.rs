@@ -11,6 +11,7 @@ mod kcl;
 mod limits;
 mod messages;
 mod observe;
+mod queues;
 mod sdk;
 mod sequence;
 mod subscribe;

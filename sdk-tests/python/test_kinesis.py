@@ -5,6 +5,7 @@ RIVULET_ENDPOINTS (comma-separated), when set, names every node of a cluster: ea
 then goes to the next node in turn.
 """
 
+import datetime
 import itertools
 import json
 import os
@@ -337,3 +338,291 @@ def test_encryption_at_rest_through_boto3(kinesis):
     assert put["EncryptionType"] == "KMS"
     records, _ = read_shard(kinesis, name, "shardId-000000000000")
     assert [(r["Data"], r["EncryptionType"]) for r in records] == [(b"secret", "KMS")]
+
+
+# Queues: on ON_DEMAND streams only. A new queue answers CREATING and is ACTIVE on a later look
+# (poll, as cluster nodes may answer in turn). The five control operations share the account's
+# 5 calls per second per operation, so `control` waits out "Rate exceeded" and nothing else.
+
+
+def control(call, **kwargs):
+    """`call(**kwargs)`, retried while the account's control-plane call rate is exceeded."""
+    for _ in range(50):
+        try:
+            return call(**kwargs)
+        except call.__self__.exceptions.LimitExceededException as error:
+            if not error.response["Error"]["Message"].startswith("Rate exceeded"):
+                raise
+            time.sleep(0.2)
+    return call(**kwargs)
+
+
+def on_demand(kinesis, name):
+    """Creates an ON_DEMAND stream, waits for it and returns its summary."""
+    kinesis.create_stream(StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
+    )
+    return kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+
+
+def queue_status(kinesis, arn, status):
+    """Polls DescribeQueue until the queue is in `status`; returns its description."""
+    for _ in range(50):
+        queue = control(kinesis.describe_queue, QueueARN=arn)["QueueDescription"]
+        if queue["QueueStatus"] == status:
+            return queue
+        time.sleep(0.1)
+    raise AssertionError(f"queue {arn} is still {queue['QueueStatus']}, not {status}")
+
+
+def new_queue(kinesis, stream_arn, name, start="LATEST", **create):
+    """Creates a queue on `stream_arn` from `start`, waits until it is ACTIVE and returns its
+    ARN."""
+    created = control(
+        kinesis.create_queue,
+        QueueName=name,
+        StreamConfigurationList=[{"StreamARN": stream_arn, "StartingPosition": {"Type": start}}],
+        **create,
+    )["QueueDescription"]
+    assert created["QueueStatus"] == "CREATING"
+    return queue_status(kinesis, created["QueueARN"], "ACTIVE")["QueueARN"]
+
+
+def receive(kinesis, arn, count, dead=False, **kwargs):
+    """Receives from `arn` until `count` records came back (a receive may return fewer than it
+    could); fails after 10 s."""
+    call = kinesis.receive_dead_letter_queue_records if dead else kinesis.receive_queue_records
+    records, deadline = [], time.monotonic() + 10
+    while len(records) < count and time.monotonic() < deadline:
+        records += call(QueueARN=arn, WaitTimeSeconds=1, **kwargs)["QueueRecords"]
+    assert len(records) == count, records
+    return records
+
+
+def handles(records):
+    return [{"ReceiptHandle": r["ReceiptHandle"]} for r in records]
+
+
+def gone(kinesis, arn):
+    """Polls DescribeQueue until the queue is gone (ResourceNotFoundException)."""
+    for _ in range(50):
+        try:
+            control(kinesis.describe_queue, QueueARN=arn)
+        except kinesis.exceptions.ResourceNotFoundException:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"queue {arn} was not deleted")
+
+
+def delete_queues(kinesis, *arns):
+    for arn in arns:
+        control(kinesis.delete_queue, QueueARN=arn)
+    for arn in arns:
+        gone(kinesis, arn)
+
+
+def test_queue_lifecycle_and_what_it_does_to_its_stream(kinesis):
+    """Create (defaults, CREATING then ACTIVE), QueueCount, Update (UPDATING then ACTIVE,
+    unspecified attributes unchanged), the stream operations a queue refuses, Delete (DELETING,
+    then gone)."""
+    name = unique("py-queue")
+    stream = on_demand(kinesis, name)
+    assert stream["QueueCount"] == 0
+    created = control(
+        kinesis.create_queue,
+        QueueName=name,
+        StreamConfigurationList=[{"StreamARN": stream["StreamARN"]}],
+    )["QueueDescription"]
+    arn = created["QueueARN"]
+    assert arn.startswith("arn:aws:kinesis:us-east-1:000000000000:queue/")
+    assert name not in arn  # the id is generated, not derived from the name
+    assert created["QueueName"] == name
+    assert created["QueueStatus"] == "CREATING"
+    assert abs(created["QueueCreationTimestamp"].timestamp() - time.time()) < 60
+    assert created["StreamConfigurationList"] == [
+        {"StreamARN": stream["StreamARN"], "StartingPosition": {"Type": "LATEST"}}
+    ]
+    assert created["QueueAttributes"] == {
+        "VisibilityTimeoutSeconds": 30,
+        "DeadLetterConfiguration": {"TargetType": "BUILT_IN", "MaxReceiveCount": 6},
+    }
+    active = queue_status(kinesis, arn, "ACTIVE")
+    assert (active["QueueName"], active["QueueAttributes"]) == (name, created["QueueAttributes"])
+    assert active["QueueCreationTimestamp"] == created["QueueCreationTimestamp"]
+    summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    assert (summary["QueueCount"], summary["ConsumerCount"]) == (1, 0)
+
+    updated = control(
+        kinesis.update_queue, QueueARN=arn, QueueAttributes={"VisibilityTimeoutSeconds": 5}
+    )["QueueDescription"]
+    assert updated["QueueStatus"] == "UPDATING"
+    active = queue_status(kinesis, arn, "ACTIVE")
+    assert active["QueueAttributes"] == {
+        "VisibilityTimeoutSeconds": 5,
+        "DeadLetterConfiguration": {"TargetType": "BUILT_IN", "MaxReceiveCount": 6},
+    }
+    control(
+        kinesis.update_queue,
+        QueueARN=arn,
+        QueueAttributes={"DeadLetterConfiguration": {"TargetType": "NONE"}},
+    )
+    active = queue_status(kinesis, arn, "ACTIVE")
+    assert active["QueueAttributes"]["VisibilityTimeoutSeconds"] == 5
+    assert active["QueueAttributes"]["DeadLetterConfiguration"]["TargetType"] == "NONE"
+
+    # A stream with a queue can be neither deleted (whatever EnforceConsumerDeletion says) nor
+    # switched to PROVISIONED.
+    for enforce in (False, True):
+        with pytest.raises(kinesis.exceptions.ResourceInUseException) as in_use:
+            kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=enforce)
+        assert "queues" in in_use.value.response["Error"]["Message"]
+    with pytest.raises(kinesis.exceptions.ResourceInUseException):
+        kinesis.update_stream_mode(
+            StreamARN=stream["StreamARN"], StreamModeDetails={"StreamMode": "PROVISIONED"}
+        )
+    assert kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+        "StreamModeDetails"
+    ] == {"StreamMode": "ON_DEMAND"}
+
+    assert control(kinesis.delete_queue, QueueARN=arn)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    try:
+        status = control(kinesis.describe_queue, QueueARN=arn)["QueueDescription"]["QueueStatus"]
+        assert status == "DELETING"
+    except kinesis.exceptions.ResourceNotFoundException:
+        pass  # already gone: another node may have finished the deletion
+    gone(kinesis, arn)
+    with pytest.raises(kinesis.exceptions.ResourceNotFoundException):
+        kinesis.receive_queue_records(QueueARN=arn, WaitTimeSeconds=1)
+    assert kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+        "QueueCount"
+    ] == 0
+    kinesis.delete_stream(StreamName=name)
+
+
+def test_queue_listing_sorts_filters_and_pages(kinesis):
+    """ListQueues: sorted by name, StreamFilter (with or without the stream's creation time),
+    MaxResults and NextToken, and boto3's paginator."""
+    name = unique("py-list")
+    first = on_demand(kinesis, name + "-1")
+    second = on_demand(kinesis, name + "-2")
+    arns = {}
+    for queue, stream in [("c", first), ("a", first), ("b", first), ("d", second)]:
+        arns[queue] = new_queue(kinesis, stream["StreamARN"], f"{name}-{queue}")
+    mine = [{"StreamARN": first["StreamARN"]}]
+    page = control(kinesis.list_queues, StreamFilter=mine, MaxResults=2)
+    assert [q["QueueName"] for q in page["QueueSummaries"]] == [f"{name}-a", f"{name}-b"]
+    rest = control(
+        kinesis.list_queues, StreamFilter=mine, MaxResults=2, NextToken=page["NextToken"]
+    )
+    assert [q["QueueName"] for q in rest["QueueSummaries"]] == [f"{name}-c"]
+    assert "NextToken" not in rest
+    summary = page["QueueSummaries"][0]
+    assert summary["QueueARN"] == arns["a"]
+    assert summary["QueueStatus"] == "ACTIVE"
+    assert abs(summary["QueueCreationTimestamp"].timestamp() - time.time()) < 60
+    assert summary["Streams"] == [
+        {
+            "StreamARN": first["StreamARN"],
+            "StreamCreationTimestamp": first["StreamCreationTimestamp"],
+        }
+    ]
+    # The stream's creation time narrows the filter: the right one matches, another does not.
+    exact = [dict(mine[0], StreamCreationTimestamp=first["StreamCreationTimestamp"])]
+    assert len(control(kinesis.list_queues, StreamFilter=exact)["QueueSummaries"]) == 3
+    other = [dict(mine[0], StreamCreationTimestamp=first["StreamCreationTimestamp"].replace(
+        year=first["StreamCreationTimestamp"].year - 1))]
+    assert control(kinesis.list_queues, StreamFilter=other)["QueueSummaries"] == []
+    theirs = control(kinesis.list_queues, StreamFilter=[{"StreamARN": second["StreamARN"]}])
+    assert [q["QueueARN"] for q in theirs["QueueSummaries"]] == [arns["d"]]
+    # Unfiltered, page by page (one name each): every queue of the account, in name order.
+    names = []
+    for page in kinesis.get_paginator("list_queues").paginate(
+        PaginationConfig={"PageSize": 3}
+    ):
+        assert len(page["QueueSummaries"]) <= 3
+        names += [q["QueueName"] for q in page["QueueSummaries"]]
+        time.sleep(0.2)  # the account's ListQueues rate
+    assert names == sorted(names)
+    assert [n for n in names if n.startswith(name + "-")] == [
+        f"{name}-{q}" for q in "abcd"
+    ]
+    delete_queues(kinesis, *arns.values())
+    assert control(kinesis.list_queues, StreamFilter=mine)["QueueSummaries"] == []
+    kinesis.delete_stream(StreamName=name + "-1")
+    kinesis.delete_stream(StreamName=name + "-2")
+
+
+def test_queue_creation_errors(kinesis):
+    """CreateQueue's refusals: capacity mode, starting positions, dead-letter settings, a
+    duplicate name, an unknown stream, and the limit of 20 consumers and queues per stream."""
+    name = unique("py-qerr")
+    stream = on_demand(kinesis, name)
+    arn = stream["StreamARN"]
+    provisioned = create(kinesis, name + "-prov", 1)["StreamARN"]
+
+    def refused(exception, message, stream_arn=arn, start=None, **create):
+        configuration = {"StreamARN": stream_arn}
+        if start is not None:
+            configuration["StartingPosition"] = start
+        with pytest.raises(exception) as error:
+            control(
+                kinesis.create_queue,
+                QueueName=name + "-refused",
+                StreamConfigurationList=[configuration],
+                **create,
+            )
+        assert message in error.value.response["Error"]["Message"]
+
+    validation = kinesis.exceptions.ValidationException
+    refused(validation, "ON_DEMAND", stream_arn=provisioned)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    refused(validation, "Timestamp", start={"Type": "LATEST", "Timestamp": now})
+    refused(validation, "Timestamp", start={"Type": "TRIM_HORIZON", "Timestamp": now})
+    refused(validation, "Timestamp", start={"Type": "AT_TIMESTAMP"})
+    refused(
+        validation,
+        "MaxReceiveCount",
+        QueueAttributes={"DeadLetterConfiguration": {"TargetType": "BUILT_IN"}},
+    )
+    refused(
+        kinesis.exceptions.ResourceNotFoundException,
+        "not found",
+        stream_arn=arn.replace(name, name + "-missing"),
+    )
+    # Queue names are unique in the account, whichever stream they read.
+    queues = [new_queue(kinesis, arn, name)]
+    other = on_demand(kinesis, name + "-other")
+    with pytest.raises(kinesis.exceptions.ResourceInUseException):
+        control(
+            kinesis.create_queue,
+            QueueName=name,
+            StreamConfigurationList=[{"StreamARN": other["StreamARN"]}],
+        )
+
+    # Queues and enhanced fan-out consumers share the stream's 20.
+    for i in range(9):
+        control(kinesis.register_stream_consumer, StreamARN=arn, ConsumerName=f"c{i}")
+    for i in range(10):
+        created = control(
+            kinesis.create_queue,
+            QueueName=f"{name}-{i}",
+            StreamConfigurationList=[{"StreamARN": arn}],
+        )
+        queues.append(created["QueueDescription"]["QueueARN"])
+    with pytest.raises(kinesis.exceptions.LimitExceededException) as limit:
+        control(
+            kinesis.create_queue,
+            QueueName=name + "-21",
+            StreamConfigurationList=[{"StreamARN": arn}],
+        )
+    assert "limit of 20" in limit.value.response["Error"]["Message"]
+    with pytest.raises(kinesis.exceptions.LimitExceededException) as limit:
+        control(kinesis.register_stream_consumer, StreamARN=arn, ConsumerName="c21")
+    assert "limit of 20" in limit.value.response["Error"]["Message"]
+    summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    assert (summary["QueueCount"], summary["ConsumerCount"]) == (11, 9)
+    delete_queues(kinesis, *queues)
+    kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+    kinesis.delete_stream(StreamName=name + "-other")
+    kinesis.delete_stream(StreamName=name + "-prov")

@@ -239,6 +239,11 @@ pub(crate) fn parse_queue_arn(arn: &str) -> Option<(&str, &str, &str)> {
     .then_some((region, account, id))
 }
 
+/// Whether `arn` names a queue (`arn:aws:kinesis:REGION:ACCOUNT:queue/ID`).
+pub fn is_queue_arn(arn: &str) -> bool {
+    parse_queue_arn(arn).is_some()
+}
+
 impl Engine {
     /// The ARN of the queue whose id is `id`.
     pub fn queue_arn(&self, id: &str) -> String {

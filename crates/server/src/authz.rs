@@ -131,6 +131,16 @@ fn resource(
             .unwrap_or_else(|| stream_arn.to_string());
         return (arn, engine);
     }
+    if let Some(arn) = text(input, "QueueARN") {
+        return (arn.to_string(), owner(arn));
+    }
+    if op == "CreateQueue"
+        && let Some(arn) = crate::api::list(input, "StreamConfigurationList")
+            .first()
+            .and_then(|entry| text(entry, "StreamARN"))
+    {
+        return (arn.to_string(), owner(arn));
+    }
     if let Some(arn) = text(input, "StreamARN") {
         return (arn.to_string(), owner(arn));
     }
@@ -324,6 +334,18 @@ const STREAM_SHAREABLE: &[&str] = &[
 /// Actions a consumer's resource policy may grant.
 const CONSUMER_SHAREABLE: &[&str] = &["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"];
 
+/// Actions a queue's resource policy may grant: its data operations and DescribeQueue.
+const QUEUE_SHAREABLE: &[&str] = &[
+    "kinesis:DescribeQueue",
+    "kinesis:ReceiveQueueRecords",
+    "kinesis:AcknowledgeQueueRecords",
+    "kinesis:UpdateQueueRecordsVisibility",
+    "kinesis:ReceiveDeadLetterQueueRecords",
+    "kinesis:AcknowledgeDeadLetterQueueRecords",
+    "kinesis:UpdateDeadLetterQueueRecordsVisibility",
+    "kinesis:RestoreDeadLetterQueueRecords",
+];
+
 fn invalid_policy(message: impl Into<String>) -> AwsError {
     AwsError::new("InvalidArgumentException", message)
 }
@@ -340,7 +362,9 @@ pub fn check_resource_policy(resource_arn: &str, text: &str) -> Result<(), AwsEr
     }
     let policy = Policy::parse(text, Kind::Resource)
         .map_err(|e| invalid_policy(format!("Invalid policy: {e}")))?;
-    let shareable = if resource_arn.contains("/consumer/") {
+    let shareable = if rivulet_engine::is_queue_arn(resource_arn) {
+        QUEUE_SHAREABLE
+    } else if resource_arn.contains("/consumer/") {
         CONSUMER_SHAREABLE
     } else {
         STREAM_SHAREABLE

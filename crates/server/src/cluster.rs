@@ -32,6 +32,8 @@ const FORWARD_DEADLINE: Duration = Duration::from_secs(30);
 const ANSWER_KEPT: Duration = Duration::from_secs(300);
 /// How long one forwarded request waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A forwarded queue Receive's answer: its long poll (up to 20 s) and then some.
+const FORWARD_RECEIVE_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// A node's part in the cluster.
 #[derive(Clone)]
@@ -144,7 +146,13 @@ impl Cluster {
         };
         let payload = serde_json::to_vec(&request)
             .map_err(|error| unavailable(format!("encoding a forwarded request: {error}")))?;
-        let deadline = tokio::time::Instant::now() + FORWARD_DEADLINE;
+        // A queue Receive long-polls on the leader: its answer may take 20 s.
+        let per_attempt = if operation.starts_with("Receive") {
+            FORWARD_RECEIVE_TIMEOUT
+        } else {
+            FORWARD_TIMEOUT
+        };
+        let deadline = tokio::time::Instant::now() + FORWARD_DEADLINE + per_attempt;
         loop {
             if tokio::time::Instant::now() >= deadline {
                 return Err(unavailable(format!("{operation}: no leader answered")));
@@ -155,8 +163,14 @@ impl Cluster {
             };
             let subject = self.store.control_subject(&leader);
             let answer = tokio::time::timeout(
-                FORWARD_TIMEOUT,
-                self.store.client().request(subject, payload.clone().into()),
+                per_attempt,
+                // The client's own request timeout (10 s) would cut a long poll short.
+                self.store.client().send_request(
+                    subject,
+                    rivulet_cluster::async_nats::Request::new()
+                        .payload(payload.clone().into())
+                        .timeout(Some(per_attempt)),
+                ),
             )
             .await;
             let answer: Answer = match answer {
