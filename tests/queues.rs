@@ -219,9 +219,11 @@ async fn eight_competing_consumers_get_every_record_exactly_once() {
     tokio::time::timeout(Duration::from_secs(600), all)
         .await
         .expect("the workers finish");
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), RECORDS, "every record received");
-    assert!(seen.values().all(|n| *n == 1), "none received twice");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), RECORDS, "every record received");
+        assert!(seen.values().all(|n| *n == 1), "none received twice");
+    }
     // Nothing is left: no record visible, in flight or dead.
     assert!(
         receive(t.addr, "ReceiveQueueRecords", &queue, 1)
