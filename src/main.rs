@@ -34,6 +34,9 @@ enum Command {
     Put(rivulet_cli::put::PutArgs),
     /// Follow a stream's records, across every shard and through resharding.
     Tail(rivulet_cli::tail::TailArgs),
+    /// Work with a queue's records from the shell (receive, acknowledge).
+    #[command(subcommand)]
+    Queue(rivulet_cli::queue::QueueCommand),
     /// How many shards a workload needs (provisioned), and what on-demand does with it.
     Plan(rivulet_server::plan::PlanArgs),
     /// The load generator behind docs/benchmarks.md, against any endpoint: JSON lines on
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => rivulet_bench::run_task(*args).await,
         Command::Put(args) => rivulet_cli::put::run_task(args).await.map(|_| ()),
         Command::Tail(args) => rivulet_cli::tail::run_task(args).await.map(|_| ()),
+        Command::Queue(command) => rivulet_cli::queue::run_task(command).await.map(|_| ()),
         Command::Plan(args) => {
             print!("{}", rivulet_server::plan::render(&args)?);
             Ok(())

@@ -476,3 +476,172 @@ async fn delivery_state_survives_kill_9() {
     assert_eq!(all.len(), RECORDS, "every record delivered");
     drop(server);
 }
+
+/// `rivulet queue receive` against a server that verifies signatures: every record on its own
+/// line, acknowledged, and nothing left afterwards. The queue is made with signed raw calls
+/// (`rivulet_cli::queue::Caller`, the CLI's own signer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_receives_and_acknowledges_with_real_signatures() {
+    let mut config = rivulet_server::ServerConfig::for_tests();
+    config.credentials = Some(Arc::new(crate::util::allow_all(vec![
+        crate::auth::credential("AKIDQUEUE", "queue-secret", None, None),
+    ])));
+    let t = TestServer::with_config(config).await;
+    let sdk = crate::auth::sdk(t.addr, "AKIDQUEUE", "queue-secret", None);
+    let stream_arn = on_demand_stream(&sdk, "cli").await;
+    let endpoint = format!("http://{}", t.addr);
+    let signed = rivulet_cli::queue::Caller::with(
+        &endpoint,
+        "us-east-1",
+        rivulet_cli::Credentials::new("AKIDQUEUE", "queue-secret", None, None, "test"),
+    )
+    .expect("caller");
+    let created = signed
+        .call(
+            "CreateQueue",
+            &json!({"QueueName": "shell", "StreamConfigurationList": [
+                {"StreamARN": stream_arn, "StartingPosition": {"Type": "TRIM_HORIZON"}}]}),
+        )
+        .await
+        .expect("CreateQueue, signed");
+    let queue = created["QueueDescription"]["QueueARN"]
+        .as_str()
+        .expect("arn")
+        .to_string();
+    // A wrong secret is refused.
+    let forged = rivulet_cli::queue::Caller::with(
+        &endpoint,
+        "us-east-1",
+        rivulet_cli::Credentials::new("AKIDQUEUE", "wrong", None, None, "test"),
+    )
+    .expect("caller");
+    let refused = forged
+        .call("DescribeQueue", &json!({"QueueARN": queue}))
+        .await
+        .expect_err("a bad signature");
+    assert!(
+        refused.to_string().starts_with("InvalidSignatureException"),
+        "{refused}"
+    );
+    put(&sdk, "cli", 0..25).await;
+    let run = |args: Vec<String>| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "AKIDQUEUE")
+            .env("AWS_SECRET_ACCESS_KEY", "queue-secret")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .output()
+            .expect("rivulet queue runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let args = |extra: &[&str]| {
+        let mut all: Vec<String> = [
+            "queue",
+            "receive",
+            "--queue",
+            &queue,
+            "--endpoint-url",
+            &endpoint,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all
+    };
+    // The ACTIVE wait: CreateQueue answered CREATING; a receive then finds nothing yet or
+    // everything, so take the 25 records with --count.
+    let (out, err) = run(args(&["--ack", "--count", "25", "--wait", "2"]));
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    let mut expected: Vec<String> = (0..25).map(|i| format!("r{i}")).collect();
+    expected.sort();
+    assert_eq!(lines, expected);
+    assert!(
+        err.contains("25 records received, 25 acknowledged"),
+        "{err}"
+    );
+    let (out, _) = run(args(&["--until-empty", "--wait", "1", "--quiet"]));
+    assert_eq!(out, "", "everything was acknowledged");
+    t.stop().await;
+}
+
+/// `/_rivulet/metrics` and the console's queue API count visible, in-flight and dead
+/// records, and receives, acknowledgements and redeliveries.
+#[tokio::test]
+async fn queue_metrics_count_what_the_queue_holds() {
+    let t = TestServer::start().await;
+    let stream_arn = on_demand_stream(&t.client, "m").await;
+    let queue = create_queue(
+        t.addr,
+        "metered",
+        &stream_arn,
+        "TRIM_HORIZON",
+        json!({"VisibilityTimeoutSeconds": 60,
+               "DeadLetterConfiguration": {"TargetType": "BUILT_IN", "MaxReceiveCount": 1}}),
+    )
+    .await;
+    put(&t.client, "m", 0..10).await;
+    let got = receive(t.addr, "ReceiveQueueRecords", &queue, 1).await;
+    let mut got_all = got.clone();
+    while got_all.len() < 4 {
+        got_all.extend(receive(t.addr, "ReceiveQueueRecords", &queue, 1).await);
+    }
+    // Keep 4 in flight: give the rest back (visibility 0: they die, MaxReceiveCount 1),
+    // acknowledging one of those 4 first.
+    let (kept, back) = got_all.split_at(4);
+    assert!(
+        batch(
+            t.addr,
+            "AcknowledgeQueueRecords",
+            &queue,
+            handles(&kept[..1])
+        )
+        .await
+        .is_empty()
+    );
+    let back: Vec<Value> = back
+        .iter()
+        .map(|g| json!({"ReceiptHandle": g.1, "VisibilityTimeoutSeconds": 0}))
+        .collect();
+    let dead_count = back.len() as u64;
+    assert!(
+        batch(t.addr, "UpdateQueueRecordsVisibility", &queue, back)
+            .await
+            .is_empty()
+    );
+    let received = got_all.len() as u64;
+    let page = crate::util::raw_path(t.addr, "GET", "/_rivulet/metrics", &[], b"").await;
+    let text = String::from_utf8_lossy(&page.body).into_owned();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains("QueueName=\"metered\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert_eq!(value("rivulet_queue_in_flight_records"), 3);
+    assert_eq!(value("rivulet_queue_dead_letter_records"), dead_count);
+    assert_eq!(value("rivulet_queue_visible_records"), 10 - received);
+    assert_eq!(value("rivulet_queue_receives_total"), received);
+    assert_eq!(value("rivulet_queue_acknowledgements_total"), 1);
+    assert_eq!(value("rivulet_queue_redeliveries_total"), 0);
+    let api = crate::util::raw_path(t.addr, "GET", "/_rivulet/api/queues", &[], b"").await;
+    let api = api.json();
+    let row = &api["queues"][0];
+    assert_eq!(row["name"], "metered");
+    assert_eq!(row["stream"], "m");
+    assert_eq!(row["in_flight"], 3);
+    assert_eq!(row["totals"]["receives"], received);
+    t.stop().await;
+}

@@ -1,4 +1,4 @@
-//! `rivulet apply`, `rivulet put` and `rivulet tail`: command-line clients that talk to any
+//! `rivulet apply`, `rivulet put`, `rivulet tail` and `rivulet queue`: command-line clients that talk to any
 //! Kinesis endpoint — a Rivulet server (the default, `http://127.0.0.1:4567`) or AWS — through
 //! the AWS SDK, with the usual credential chain (environment, profile files, …). Against a
 //! local endpoint without configured credentials, placeholder ones are used, since Rivulet
@@ -10,6 +10,7 @@ use aws_sdk_kinesis::config::{BehaviorVersion, Region};
 
 pub mod apply;
 pub mod put;
+pub mod queue;
 pub mod tail;
 
 /// A command's work as a boxed future, for the `rivulet` binary: its state machine's drop
@@ -57,6 +58,17 @@ impl Connection {
 
     /// [`Connection::client`], signing with `credentials` when given.
     pub async fn client_with(&self, credentials: Option<Credentials>) -> Client {
+        let shared = self.sdk_config(credentials).await;
+        let mut builder =
+            aws_sdk_kinesis::config::Builder::from(&shared).endpoint_url(&self.endpoint_url);
+        if shared.region().is_none() {
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        Client::from_conf(builder.build())
+    }
+
+    /// The SDK configuration (region, credentials) a client of this endpoint uses.
+    pub async fn sdk_config(&self, credentials: Option<Credentials>) -> aws_config::SdkConfig {
         use aws_sdk_kinesis::config::ProvideCredentials;
         let local = is_local(&self.endpoint_url);
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -85,14 +97,22 @@ impl Connection {
             });
             loader = loader.credentials_provider(credentials);
         }
-        let shared = loader.load().await;
-        let mut builder =
-            aws_sdk_kinesis::config::Builder::from(&shared).endpoint_url(&self.endpoint_url);
-        if shared.region().is_none() {
-            builder = builder.region(Region::new("us-east-1"));
-        }
-        Client::from_conf(builder.build())
+        loader.load().await
     }
+}
+
+/// A progress line on stderr drawn with `template` (hidden when `quiet`).
+pub(crate) fn spinner(quiet: bool, template: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// The service's error code and message of an SDK error, for messages and decisions.

@@ -136,20 +136,11 @@ pub async fn run(args: PutArgs) -> anyhow::Result<PutSummary> {
         )),
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos} records put to {msg} ({per_sec}, {elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_message(args.stream.clone());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    };
+    let bar = crate::spinner(
+        args.quiet,
+        "{spinner} {pos} records put to {msg} ({per_sec}, {elapsed})",
+    );
+    bar.set_message(args.stream.clone());
     let started = Instant::now();
     let mut summary = PutSummary::default();
     let mut batch = Vec::with_capacity(args.batch);

@@ -1,5 +1,5 @@
 // The Rivulet console: polls /_rivulet/api/streams once a second, turns metric totals into
-// per-second rates, and draws them; reads records of a shard through /_rivulet/api/records;
+// per-second rates, and draws them; lists queues from /_rivulet/api/queues; reads records of a shard through /_rivulet/api/records;
 // shows alarms from /_rivulet/alarms. Plain DOM and canvas: nothing to build.
 "use strict";
 
@@ -284,11 +284,38 @@ function renderAlarms(alarms) {
   }
 }
 
+function formatAge(ms) {
+  if (!ms) return "–";
+  if (ms >= 3600e3) return (ms / 3600e3).toFixed(1) + " h";
+  if (ms >= 60e3) return (ms / 60e3).toFixed(1) + " min";
+  return (ms / 1e3).toFixed(1) + " s";
+}
+
+function renderQueues(queues, now) {
+  const body = $("queues").querySelector("tbody");
+  body.replaceChildren();
+  $("no-queues").hidden = queues.length > 0;
+  for (const q of queues) {
+    const rate = rates(`queue:${q.arn}`, q.totals, now) || {};
+    body.append(el("tr", { "data-queue": q.name },
+      el("td", { title: q.arn }, q.name),
+      el("td", {}, q.stream),
+      el("td", {}, formatNumber(q.visible)),
+      el("td", {}, formatNumber(q.in_flight)),
+      el("td", {}, formatNumber(q.dead)),
+      el("td", {}, formatAge(q.oldest_age_ms)),
+      el("td", {}, formatNumber(rate.receives || 0)),
+      el("td", {}, formatNumber(rate.acknowledgements || 0)),
+      el("td", {}, formatNumber(rate.redeliveries || 0))));
+  }
+}
+
 async function refresh() {
   try {
-    const [streams, alarms] = await Promise.all([
+    const [streams, alarms, queues] = await Promise.all([
       fetch("/_rivulet/api/streams").then((r) => r.json()),
       fetch("/_rivulet/alarms").then((r) => r.json()),
+      fetch("/_rivulet/api/queues").then((r) => r.json()),
     ]);
     const now = streams.now_ms;
     $("clock").textContent = new Date(now).toLocaleTimeString();
@@ -297,6 +324,7 @@ async function refresh() {
       ? `cluster node ${streams.node}${streams.leader ? " (leader)" : ""}`
       : "";
     renderStreams(streams.streams, now);
+    renderQueues(queues.queues ?? [], now);
     const selected = streams.streams.find((s) => `${s.account}/${s.name}` === state.selected);
     if (!selected) state.selected = null;
     renderStream(selected);

@@ -1,7 +1,8 @@
 //! The web console at `/_rivulet/`: a page, a script and a style sheet built into the binary
 //! (no build step), and the JSON they read — every stream with its shape and metric totals
-//! (`/_rivulet/api/streams`; the page turns successive totals into per-second charts) and a
-//! record browser over a shard (`/_rivulet/api/records`). A browser's `GET /` is redirected
+//! (`/_rivulet/api/streams`; the page turns successive totals into per-second charts), every
+//! queue with its counts (`/_rivulet/api/queues`) and a record browser over a shard
+//! (`/_rivulet/api/records`). A browser's `GET /` is redirected
 //! here; everything else keeps answering as AWS does.
 
 use std::collections::HashMap;
@@ -156,6 +157,46 @@ fn streams(
     answer
 }
 
+/// Every queue the viewer may describe, with its counts (the page turns successive counters
+/// into per-second rates).
+async fn queues(
+    accounts: &HashMap<String, Arc<Engine>>,
+    now_ms: i64,
+    viewer: Option<Viewer<'_>>,
+) -> Value {
+    let mut ids: Vec<&String> = accounts.keys().collect();
+    ids.sort();
+    let mut out = Vec::new();
+    for account in ids {
+        let engine = &accounts[account];
+        for queue in rivulet_queue::Queues::of(engine)
+            .metrics(engine, now_ms)
+            .await
+        {
+            if viewer.is_some_and(|v| (v.authorize)("DescribeQueue", &queue.arn, false).is_err()) {
+                continue;
+            }
+            let c = &queue.counts;
+            out.push(json!({
+                "account": account,
+                "name": queue.name,
+                "arn": queue.arn,
+                "stream": queue.stream,
+                "visible": c.visible,
+                "in_flight": c.in_flight,
+                "dead": c.dead,
+                "oldest_age_ms": c.oldest_age_ms,
+                "totals": {
+                    "receives": c.receives,
+                    "redeliveries": c.redeliveries,
+                    "acknowledgements": c.acknowledgements,
+                },
+            }));
+        }
+    }
+    json!({ "now_ms": now_ms, "queues": out })
+}
+
 /// Cluster mode: the node answering, whose metric totals are the cluster's.
 pub struct Node {
     pub name: String,
@@ -269,6 +310,7 @@ pub async fn page(
         "/_rivulet/console.css" => asset("text/css; charset=utf-8", CONSOLE_CSS),
         "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms, viewer, node)),
         "/_rivulet/api/records" => records(accounts, own, uri, now_ms, viewer).await,
+        "/_rivulet/api/queues" => Page::json(200, &queues(accounts, now_ms, viewer).await),
         _ => return None,
     })
 }

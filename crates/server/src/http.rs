@@ -315,7 +315,7 @@ async fn observability(
             Some(page) => Some(page),
             None => {
                 let path = request.uri().path();
-                crate::observe::page(path, accounts, own, alarms, stopping, viewer)
+                crate::observe::page(path, accounts, own, alarms, stopping, viewer).await
             }
         }
     } else {

@@ -61,8 +61,87 @@ fn value_of(series: &Totals, metric: Metric) -> Option<f64> {
     })
 }
 
-/// The Prometheus exposition of every account's streams.
-pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
+/// The gauges and counters of every queue, by account.
+const QUEUE_SERIES: [(&str, &str, &str); 7] = [
+    (
+        "rivulet_queue_visible_records",
+        "gauge",
+        "Records a receive would get now: new ones and ones visible again.",
+    ),
+    (
+        "rivulet_queue_in_flight_records",
+        "gauge",
+        "Records received and not yet acknowledged, within their visibility timeout.",
+    ),
+    (
+        "rivulet_queue_dead_letter_records",
+        "gauge",
+        "Dead-letter records, received or not.",
+    ),
+    (
+        "rivulet_queue_oldest_record_age_milliseconds",
+        "gauge",
+        "Age of the oldest record not yet received, or visible again.",
+    ),
+    (
+        "rivulet_queue_receives_total",
+        "counter",
+        "Records received for the first time.",
+    ),
+    (
+        "rivulet_queue_redeliveries_total",
+        "counter",
+        "Records received again (visible again, or dead letters).",
+    ),
+    (
+        "rivulet_queue_acknowledgements_total",
+        "counter",
+        "Records acknowledged.",
+    ),
+];
+
+/// The queue series of every account's queues, in Prometheus text.
+async fn queue_metrics(accounts: &HashMap<String, Arc<Engine>>, ids: &[&String], out: &mut String) {
+    let now_ms = crate::http::now_ms();
+    let mut rows = Vec::new();
+    for account in ids {
+        let engine = &accounts[*account];
+        for queue in rivulet_queue::Queues::of(engine)
+            .metrics(engine, now_ms)
+            .await
+        {
+            rows.push(((*account).clone(), queue));
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    for (index, (name, kind, help)) in QUEUE_SERIES.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (account, queue) in &rows {
+            let c = &queue.counts;
+            let value = [
+                c.visible,
+                c.in_flight,
+                c.dead,
+                c.oldest_age_ms.max(0) as u64,
+                c.receives,
+                c.redeliveries,
+                c.acknowledgements,
+            ][index];
+            let _ = writeln!(
+                out,
+                "{name}{{AccountId=\"{}\",QueueName=\"{}\",StreamName=\"{}\"}} {value}",
+                label(account),
+                label(&queue.name),
+                label(&queue.stream)
+            );
+        }
+    }
+}
+
+/// The Prometheus exposition of every account's streams and queues.
+pub async fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
     let mut views = Vec::new();
     let mut ids: Vec<&String> = accounts.keys().collect();
     ids.sort();
@@ -136,6 +215,9 @@ pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
         );
         out.push_str(&lines);
     }
+    let mut ids: Vec<&String> = accounts.keys().collect();
+    ids.sort();
+    queue_metrics(accounts, &ids, &mut out).await;
     out
 }
 
@@ -143,7 +225,7 @@ pub fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
 /// With a `viewer` (under `--auth sigv4`), metrics and alarms are CloudWatch's actions
 /// (`cloudwatch:GetMetricData`, `cloudwatch:DescribeAlarms`, on no resource) and cover the
 /// viewer's account only.
-pub fn page(
+pub async fn page(
     path: &str,
     accounts: &HashMap<String, Arc<Engine>>,
     own: &str,
@@ -169,14 +251,17 @@ pub fn page(
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: match viewer {
-                None => prometheus(accounts),
-                Some(account) => prometheus(
-                    &accounts
-                        .get_key_value(account)
-                        .map(|(id, engine)| (id.clone(), engine.clone()))
-                        .into_iter()
-                        .collect(),
-                ),
+                None => prometheus(accounts).await,
+                Some(account) => {
+                    prometheus(
+                        &accounts
+                            .get_key_value(account)
+                            .map(|(id, engine)| (id.clone(), engine.clone()))
+                            .into_iter()
+                            .collect(),
+                    )
+                    .await
+                }
             }
             .into_bytes(),
         }),
