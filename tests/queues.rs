@@ -645,3 +645,77 @@ async fn queue_metrics_count_what_the_queue_holds() {
     assert_eq!(row["totals"]["receives"], received);
     t.stop().await;
 }
+
+/// Cluster mode: consumers on three nodes compete for one queue. Only the leader delivers
+/// (the others forward), so no record is handed out twice within its visibility timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumers_on_three_cluster_nodes_share_one_queue() {
+    const RECORDS: usize = 3_000;
+    let nats = rivulet_cluster::servers::NatsCluster::start(3)
+        .await
+        .expect("nats cluster");
+    let nodes =
+        crate::util::ClusterNodes::start(&nats, "rq", 3, rivulet_server::ServerConfig::for_tests())
+            .await;
+    let addrs = nodes.addrs();
+    let stream_arn = on_demand_stream(&nodes.client, "shared").await;
+    // Made through a follower, which forwards it to the leader.
+    let queue = create_queue(
+        addrs[1],
+        "competing",
+        &stream_arn,
+        "TRIM_HORIZON",
+        json!({}),
+    )
+    .await;
+    put(&nodes.client, "shared", 0..RECORDS).await;
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let mut workers = Vec::new();
+    for addr in addrs.iter().copied() {
+        let (seen, queue) = (seen.clone(), queue.clone());
+        workers.push(tokio::spawn(async move {
+            let mut mine = 0;
+            loop {
+                let got = receive(addr, "ReceiveQueueRecords", &queue, 1).await;
+                if got.is_empty() {
+                    if seen.lock().unwrap().len() >= RECORDS {
+                        return mine;
+                    }
+                    continue;
+                }
+                mine += got.len();
+                for (data, _, _, count) in &got {
+                    assert_eq!(*count, 1, "{data} handed out twice");
+                    *seen.lock().unwrap().entry(data.clone()).or_default() += 1;
+                }
+                let failed = batch(addr, "AcknowledgeQueueRecords", &queue, handles(&got)).await;
+                assert!(failed.is_empty(), "{failed:?}");
+            }
+        }));
+    }
+    let mut per_node = Vec::new();
+    for worker in workers {
+        per_node.push(
+            tokio::time::timeout(Duration::from_secs(300), worker)
+                .await
+                .expect("the consumers finish")
+                .expect("consumer"),
+        );
+    }
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), RECORDS, "every record delivered");
+        assert!(seen.values().all(|n| *n == 1), "none twice");
+    }
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "every node's consumer got records: {per_node:?}"
+    );
+    // Every node describes the queue and counts it on its stream.
+    for addr in &addrs {
+        let described = op(*addr, "DescribeQueue", json!({"QueueARN": queue})).await;
+        assert_eq!(described["QueueDescription"]["QueueStatus"], "ACTIVE");
+    }
+    nodes.stop().await;
+    nats.stop().await.expect("stop nats");
+}

@@ -344,7 +344,7 @@ impl Engine {
     fn remove_queue_state(&self, id: &str) -> Result<()> {
         let prefix = self.queue_state_prefix(id);
         let keys = self.store.meta().scan_prefix(&prefix)?;
-        for chunk in keys.chunks(1000) {
+        for chunk in keys.chunks(500) {
             let ops: Vec<rivulet_log::MetaOp> = chunk
                 .iter()
                 .map(|(key, _)| rivulet_log::MetaOp::Delete { key: key.clone() })

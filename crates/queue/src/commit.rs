@@ -43,14 +43,18 @@ impl Committer {
         // Not committed, and batches are committed only under `committing`: so `batch` is
         // still the open one.
         let taken = std::mem::take(&mut *self.open.lock());
-        let ops = std::mem::take(&mut *taken.ops.lock());
+        let ops = coalesce(std::mem::take(&mut *taken.ops.lock()));
         let result = if ops.is_empty() {
             Ok(())
         } else {
             let commit = meta.clone();
-            tokio::task::spawn_blocking(move || commit(&ops))
-                .await
-                .unwrap_or_else(|e| Err(format!("the commit task failed: {e}")))
+            tokio::task::spawn_blocking(move || {
+                // A cluster's atomic batches hold at most about a thousand messages.
+                ops.chunks(COMMIT_OPS_MAX)
+                    .try_for_each(|chunk| commit(chunk))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the commit task failed: {e}")))
         };
         let _ = taken.result.set(result.clone());
         if !Arc::ptr_eq(&taken, batch) {
@@ -61,9 +65,49 @@ impl Committer {
     }
 }
 
+/// Changes per metadata commit (the lease's renewal rides along in a cluster).
+const COMMIT_OPS_MAX: usize = 500;
+
+/// The batch's changes with only the last one of each key, in the order of those last ones:
+/// what applying them all in order leaves, and what a cluster's commit accepts (one message
+/// per key).
+fn coalesce(ops: Vec<MetaOp>) -> Vec<MetaOp> {
+    let key = |op: &MetaOp| match op {
+        MetaOp::Put { key, .. } | MetaOp::Delete { key } => key.clone(),
+    };
+    let mut last: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (index, op) in ops.iter().enumerate() {
+        last.insert(key(op), index);
+    }
+    ops.into_iter()
+        .enumerate()
+        .filter(|(index, op)| last.get(&key(op)) == Some(index))
+        .map(|(_, op)| op)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_keeps_each_key_s_last_change() {
+        let put = |key: &str, value: u8| MetaOp::Put {
+            key: key.into(),
+            value: vec![value],
+        };
+        let ops = vec![
+            put("a", 1),
+            put("b", 1),
+            MetaOp::Delete { key: "a".into() },
+            put("b", 2),
+            put("c", 1),
+        ];
+        assert_eq!(
+            coalesce(ops),
+            vec![MetaOp::Delete { key: "a".into() }, put("b", 2), put("c", 1)]
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_changes_share_commits() {
