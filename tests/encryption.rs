@@ -209,7 +209,7 @@ pub(crate) fn kms_cli(key_file: &Path, args: &[&str]) -> String {
 }
 
 /// Retries `call` until the server has reloaded the key file (it checks every tick).
-async fn eventually<F, Fut>(what: &str, mut call: F) -> (String, String)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut call: F) -> (String, String)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<(String, String)>>,

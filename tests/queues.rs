@@ -115,7 +115,12 @@ pub(crate) async fn put(c: &Client, stream: &str, range: std::ops::Range<usize>)
 /// A received record: (data as text, receipt handle, record id, receive count).
 type Got = (String, String, String, i64);
 
-async fn receive(addr: SocketAddr, operation: &str, queue: &str, wait_s: i64) -> Vec<Got> {
+pub(crate) async fn receive(
+    addr: SocketAddr,
+    operation: &str,
+    queue: &str,
+    wait_s: i64,
+) -> Vec<Got> {
     let answer = op(
         addr,
         operation,
@@ -718,4 +723,108 @@ async fn consumers_on_three_cluster_nodes_share_one_queue() {
     }
     nodes.stop().await;
     nats.stop().await.expect("stop nats");
+}
+
+/// An encrypted stream's queue delivers plaintext, and its Receive answers the KMS
+/// exceptions when the key is disabled (ReceiveQueueRecords lists them), then works again.
+#[tokio::test]
+async fn an_encrypted_stream_s_queue_delivers_plaintext_and_enforces_the_key() {
+    let keys = tempfile::tempdir().expect("key dir");
+    let key_file = keys.path().join("kms-keys.toml");
+    crate::encryption::kms_cli(&key_file, &["create-key", "--alias", "alias/q"]);
+    let data = tempfile::tempdir().expect("data dir");
+    let mut config = rivulet_server::ServerConfig::for_tests();
+    config.storage = rivulet_server::Storage::Dir(data.path().to_path_buf());
+    config.kms_keys = Some(key_file.clone());
+    let t = TestServer::with_config(config).await;
+    let stream_arn = on_demand_stream(&t.client, "sealed").await;
+    t.client
+        .start_stream_encryption()
+        .stream_name("sealed")
+        .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
+        .key_id("alias/q")
+        .send()
+        .await
+        .expect("start encryption");
+    crate::util::wait_active(&t.client, "sealed").await;
+    let queue = create_queue(t.addr, "plain", &stream_arn, "TRIM_HORIZON", json!({})).await;
+    put(&t.client, "sealed", 0..3).await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(receive(t.addr, "ReceiveQueueRecords", &queue, 2).await);
+    }
+    let mut data: Vec<String> = got.iter().map(|g| g.0.clone()).collect();
+    data.sort();
+    assert_eq!(data, ["r0", "r1", "r2"]);
+    // Disabled: Receive fails with KMSDisabledException (once the server reads the file).
+    crate::encryption::kms_cli(&key_file, &["disable-key", "alias/q"]);
+    let (code, _) = crate::encryption::eventually("disable", || async {
+        let response = call(
+            t.addr,
+            "ReceiveQueueRecords",
+            &json!({"QueueARN": queue, "WaitTimeSeconds": 1}).to_string(),
+        )
+        .await;
+        (response.status == 400)
+            .then(|| crate::util::aws_error(&response))
+            .map(|(_, c, m)| (c, m))
+    })
+    .await;
+    assert_eq!(code, "KMSDisabledException");
+    // Acknowledging reads no record data: it works meanwhile.
+    assert!(
+        batch(t.addr, "AcknowledgeQueueRecords", &queue, handles(&got))
+            .await
+            .is_empty()
+    );
+    crate::encryption::kms_cli(&key_file, &["enable-key", "alias/q"]);
+    // Once the server has read the key file again, writes work too.
+    for _ in 0..200 {
+        let put = t
+            .client
+            .put_record()
+            .stream_name("sealed")
+            .partition_key("k3")
+            .data(Blob::new("r3"))
+            .send()
+            .await;
+        if put.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = Vec::new();
+    for _ in 0..100 {
+        let response = call(
+            t.addr,
+            "ReceiveQueueRecords",
+            &json!({"QueueARN": queue, "WaitTimeSeconds": 1}).to_string(),
+        )
+        .await;
+        if response.status == 200 {
+            again = receive(t.addr, "ReceiveQueueRecords", &queue, 2).await;
+            again.extend(
+                response.json()["QueueRecords"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        let data = base64_decode(r["Data"].as_str().unwrap_or_default());
+                        (
+                            String::from_utf8(data).unwrap_or_default(),
+                            String::new(),
+                            String::new(),
+                            1,
+                        )
+                    }),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        again.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["r3"]
+    );
+    t.stop().await;
 }

@@ -217,6 +217,8 @@ pub struct QueueSource {
     pub stream_name: String,
     pub stream_key: String,
     pub retention_ms: i64,
+    /// The stream's encryption: a Receive checks its KMS key first.
+    pub encryption: Option<crate::StreamEncryption>,
     /// Every shard the stream still holds, open or closed.
     pub shards: Vec<QueueShard>,
 }
@@ -669,6 +671,7 @@ impl Engine {
             stream_name: state.meta.name.clone(),
             stream_key: state.meta.key.clone(),
             retention_ms: i64::from(state.meta.retention_hours) * 3_600_000,
+            encryption: state.meta.encryption.clone(),
             shards,
         })
     }
@@ -722,6 +725,11 @@ impl Engine {
             self.plan_read(&state, index, from, limit, 10 << 20, &missing)?
         };
         plan.run(now_ms).await
+    }
+
+    /// A Receive's key check on an encrypted stream: the KMS exceptions GetRecords answers.
+    pub fn check_queue_key(&self, source: &QueueSource) -> Result<()> {
+        self.check_read_key(source.encryption.as_ref())
     }
 
     /// Seals a queue receipt handle's payload.

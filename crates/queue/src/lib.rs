@@ -147,6 +147,7 @@ impl Queues {
         now_ms: i64,
     ) -> Result<Take> {
         let source = engine.queue_source(arn, now_ms)?;
+        engine.check_queue_key(&source)?;
         let queue = self.queue(&source);
         queue
             .receive(engine, &source, path, limit, visibility_s, now_ms)
@@ -201,3 +202,6 @@ fn entry_error(handle: &str, kind: ErrorKind, message: String) -> EntryError {
 fn internal(message: impl Into<String>) -> ApiError {
     ApiError::internal(message)
 }
+
+#[cfg(test)]
+mod tests;

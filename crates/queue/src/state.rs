@@ -276,7 +276,13 @@ impl Queue {
     }
 
     /// Loads the persisted state once (and again after a failed commit).
-    fn ensure_loaded(&self, state: &mut State, engine: &Engine, now_ms: i64) -> Result<()> {
+    fn ensure_loaded(
+        &self,
+        state: &mut State,
+        engine: &Engine,
+        max: Option<u32>,
+        now_ms: i64,
+    ) -> Result<()> {
         if self.reload.swap(false, Ordering::AcqRel) {
             *state = State::default();
         }
@@ -313,13 +319,12 @@ impl Queue {
                 pending.push((*shard, *position, *x));
             }
         }
+        let prefix = engine.queue_state_prefix(&self.id);
         for (shard, position, x) in pending {
             if x.until_ms > now_ms {
                 fresh.schedule(shard, position, &x);
-            } else if x.dead {
-                fresh.dead_ready.push_back((shard, position, x.generation));
             } else {
-                fresh.ready.push_back((shard, position, x.generation));
+                fresh.becomes_visible(&prefix, shard, position, x, max);
             }
         }
         fresh.loaded = true;
@@ -358,7 +363,7 @@ impl Queue {
         let max = max_receives(source);
         let (taken, ops, wake) = {
             let mut state = self.state.lock().await;
-            self.ensure_loaded(&mut state, engine, now_ms)?;
+            self.ensure_loaded(&mut state, engine, max, now_ms)?;
             state.forget_removed_shards(&prefix, source);
             state.expire(&prefix, max, now_ms);
             let mut taken = Vec::new();
@@ -621,7 +626,7 @@ impl Queue {
         let mut wake = false;
         let ops = {
             let mut state = self.state.lock().await;
-            self.ensure_loaded(&mut state, engine, now_ms)?;
+            self.ensure_loaded(&mut state, engine, max, now_ms)?;
             state.expire(&prefix, max, now_ms);
             for (text, change) in entries {
                 let invalid = || {
@@ -710,9 +715,10 @@ impl Queue {
         now_ms: i64,
     ) -> Result<crate::QueueCounts> {
         let prefix = engine.queue_state_prefix(&self.id);
+        let max = max_receives(source);
         let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state, engine, now_ms)?;
-        state.expire(&prefix, max_receives(source), now_ms);
+        self.ensure_loaded(&mut state, engine, max, now_ms)?;
+        state.expire(&prefix, max, now_ms);
         let mut counts = crate::QueueCounts {
             receives: self.receives.load(Ordering::Relaxed),
             acknowledgements: self.acknowledgements.load(Ordering::Relaxed),
