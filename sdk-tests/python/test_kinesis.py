@@ -1,4 +1,4 @@
-"""Rivulet through boto3 and the AWS CLI (HTTP/1.1, JSON), SubscribeToShard included.
+"""Rivulet through boto3 and the AWS CLI (HTTP/1.1, JSON), SubscribeToShard and queues included.
 
 RIVULET_ENDPOINT (http://host:port) names a running server with zero lifecycle delays.
 RIVULET_ENDPOINTS (comma-separated), when set, names every node of a cluster: each request
@@ -11,12 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 ENDPOINTS = os.environ.get("RIVULET_ENDPOINTS", os.environ["RIVULET_ENDPOINT"]).split(",")
 _turn = itertools.cycle(ENDPOINTS)
@@ -345,6 +347,21 @@ def test_encryption_at_rest_through_boto3(kinesis):
 # 5 calls per second per operation, so `control` waits out "Rate exceeded" and nothing else.
 
 
+@pytest.fixture(scope="module")
+def client():
+    """boto3 that never retries (the `kinesis` fixture retries a LimitExceededException once,
+    after a random back-off): `control` waits out the call rate itself, and an expected
+    LimitExceededException comes back at once."""
+    return spread(boto3.client(
+        "kinesis",
+        endpoint_url=ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDPY",
+        aws_secret_access_key="secret",
+        config=Config(retries={"total_max_attempts": 1}),
+    ))
+
+
 def control(call, **kwargs):
     """`call(**kwargs)`, retried while the account's control-plane call rate is exceeded."""
     for _ in range(50):
@@ -357,23 +374,37 @@ def control(call, **kwargs):
     return call(**kwargs)
 
 
+def eventually(check, seconds=5):
+    """`check()` once it passes: in cluster mode the node asked may not have seen a change
+    another node made a moment ago."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return check()
+        except (AssertionError, ClientError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def on_demand(kinesis, name):
     """Creates an ON_DEMAND stream, waits for it and returns its summary."""
-    kinesis.create_stream(StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    control(kinesis.create_stream, StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
     kinesis.get_waiter("stream_exists").wait(
         StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50}
     )
     return kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
 
 
-def queue_status(kinesis, arn, status):
-    """Polls DescribeQueue until the queue is in `status`; returns its description."""
+def queue_status(kinesis, arn, status, until=lambda queue: True):
+    """Polls DescribeQueue until the queue is in `status` (and `until(description)` holds);
+    returns its description."""
     for _ in range(50):
         queue = control(kinesis.describe_queue, QueueARN=arn)["QueueDescription"]
-        if queue["QueueStatus"] == status:
+        if queue["QueueStatus"] == status and until(queue):
             return queue
         time.sleep(0.1)
-    raise AssertionError(f"queue {arn} is still {queue['QueueStatus']}, not {status}")
+    raise AssertionError(f"queue {arn} is not {status} as expected: {queue}")
 
 
 def new_queue(kinesis, stream_arn, name, start="LATEST", **create):
@@ -415,22 +446,34 @@ def gone(kinesis, arn):
     raise AssertionError(f"queue {arn} was not deleted")
 
 
-def delete_queues(kinesis, *arns):
-    for arn in arns:
+def queue_count(kinesis, stream, count):
+    """Polls DescribeStreamSummary until `stream` counts `count` queues."""
+    for _ in range(50):
+        summary = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+        if summary["QueueCount"] == count:
+            return summary
+        time.sleep(0.1)
+    raise AssertionError(f"{stream} counts {summary['QueueCount']} queues, not {count}")
+
+
+def drop(kinesis, stream, queues, **delete):
+    """Deletes `queues` (all the queues of `stream`), waits until the stream counts none, then
+    deletes the stream."""
+    for arn in queues:
         control(kinesis.delete_queue, QueueARN=arn)
-    for arn in arns:
-        gone(kinesis, arn)
+    queue_count(kinesis, stream, 0)
+    eventually(lambda: kinesis.delete_stream(StreamName=stream, **delete))
 
 
-def test_queue_lifecycle_and_what_it_does_to_its_stream(kinesis):
+def test_queue_lifecycle_and_what_it_does_to_its_stream(client):
     """Create (defaults, CREATING then ACTIVE), QueueCount, Update (UPDATING then ACTIVE,
     unspecified attributes unchanged), the stream operations a queue refuses, Delete (DELETING,
     then gone)."""
     name = unique("py-queue")
-    stream = on_demand(kinesis, name)
+    stream = on_demand(client, name)
     assert stream["QueueCount"] == 0
     created = control(
-        kinesis.create_queue,
+        client.create_queue,
         QueueName=name,
         StreamConfigurationList=[{"StreamARN": stream["StreamARN"]}],
     )["QueueDescription"]
@@ -447,77 +490,95 @@ def test_queue_lifecycle_and_what_it_does_to_its_stream(kinesis):
         "VisibilityTimeoutSeconds": 30,
         "DeadLetterConfiguration": {"TargetType": "BUILT_IN", "MaxReceiveCount": 6},
     }
-    active = queue_status(kinesis, arn, "ACTIVE")
+    active = queue_status(client, arn, "ACTIVE")
     assert (active["QueueName"], active["QueueAttributes"]) == (name, created["QueueAttributes"])
     assert active["QueueCreationTimestamp"] == created["QueueCreationTimestamp"]
-    summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-    assert (summary["QueueCount"], summary["ConsumerCount"]) == (1, 0)
+    assert queue_count(client, name, 1)["ConsumerCount"] == 0
 
     updated = control(
-        kinesis.update_queue, QueueARN=arn, QueueAttributes={"VisibilityTimeoutSeconds": 5}
+        client.update_queue, QueueARN=arn, QueueAttributes={"VisibilityTimeoutSeconds": 5}
     )["QueueDescription"]
     assert updated["QueueStatus"] == "UPDATING"
-    active = queue_status(kinesis, arn, "ACTIVE")
+    # (Until the new visibility shows: another node may not have seen the update yet.)
+    active = queue_status(
+        client, arn, "ACTIVE", lambda q: q["QueueAttributes"]["VisibilityTimeoutSeconds"] == 5
+    )
     assert active["QueueAttributes"] == {
         "VisibilityTimeoutSeconds": 5,
         "DeadLetterConfiguration": {"TargetType": "BUILT_IN", "MaxReceiveCount": 6},
     }
-    control(
-        kinesis.update_queue,
+    updated = control(
+        client.update_queue,
         QueueARN=arn,
         QueueAttributes={"DeadLetterConfiguration": {"TargetType": "NONE"}},
+    )["QueueDescription"]
+    assert updated["QueueStatus"] == "UPDATING"
+    active = queue_status(
+        client,
+        arn,
+        "ACTIVE",
+        lambda q: q["QueueAttributes"]["DeadLetterConfiguration"]["TargetType"] == "NONE",
     )
-    active = queue_status(kinesis, arn, "ACTIVE")
     assert active["QueueAttributes"]["VisibilityTimeoutSeconds"] == 5
-    assert active["QueueAttributes"]["DeadLetterConfiguration"]["TargetType"] == "NONE"
 
     # A stream with a queue can be neither deleted (whatever EnforceConsumerDeletion says) nor
     # switched to PROVISIONED.
     for enforce in (False, True):
-        with pytest.raises(kinesis.exceptions.ResourceInUseException) as in_use:
-            kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=enforce)
+        with pytest.raises(client.exceptions.ResourceInUseException) as in_use:
+            client.delete_stream(StreamName=name, EnforceConsumerDeletion=enforce)
         assert "queues" in in_use.value.response["Error"]["Message"]
-    with pytest.raises(kinesis.exceptions.ResourceInUseException):
-        kinesis.update_stream_mode(
+    with pytest.raises(client.exceptions.ResourceInUseException):
+        client.update_stream_mode(
             StreamARN=stream["StreamARN"], StreamModeDetails={"StreamMode": "PROVISIONED"}
         )
-    assert kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+    assert client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
         "StreamModeDetails"
     ] == {"StreamMode": "ON_DEMAND"}
 
-    assert control(kinesis.delete_queue, QueueARN=arn)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert control(client.delete_queue, QueueARN=arn)["ResponseMetadata"]["HTTPStatusCode"] == 200
     try:
-        status = control(kinesis.describe_queue, QueueARN=arn)["QueueDescription"]["QueueStatus"]
+        status = control(client.describe_queue, QueueARN=arn)["QueueDescription"]["QueueStatus"]
         assert status == "DELETING"
-    except kinesis.exceptions.ResourceNotFoundException:
+    except client.exceptions.ResourceNotFoundException:
         pass  # already gone: another node may have finished the deletion
-    gone(kinesis, arn)
-    with pytest.raises(kinesis.exceptions.ResourceNotFoundException):
-        kinesis.receive_queue_records(QueueARN=arn, WaitTimeSeconds=1)
-    assert kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
-        "QueueCount"
-    ] == 0
-    kinesis.delete_stream(StreamName=name)
+    gone(client, arn)
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.receive_queue_records(QueueARN=arn, WaitTimeSeconds=1)
+    drop(client, name, [])
 
 
-def test_queue_listing_sorts_filters_and_pages(kinesis):
+def test_queue_listing_sorts_filters_and_pages(client):
     """ListQueues: sorted by name, StreamFilter (with or without the stream's creation time),
     MaxResults and NextToken, and boto3's paginator."""
     name = unique("py-list")
-    first = on_demand(kinesis, name + "-1")
-    second = on_demand(kinesis, name + "-2")
+    first = on_demand(client, name + "-1")
+    second = on_demand(client, name + "-2")
     arns = {}
     for queue, stream in [("c", first), ("a", first), ("b", first), ("d", second)]:
-        arns[queue] = new_queue(kinesis, stream["StreamARN"], f"{name}-{queue}")
+        arns[queue] = new_queue(client, stream["StreamARN"], f"{name}-{queue}")
     mine = [{"StreamARN": first["StreamARN"]}]
-    page = control(kinesis.list_queues, StreamFilter=mine, MaxResults=2)
-    assert [q["QueueName"] for q in page["QueueSummaries"]] == [f"{name}-a", f"{name}-b"]
-    rest = control(
-        kinesis.list_queues, StreamFilter=mine, MaxResults=2, NextToken=page["NextToken"]
-    )
-    assert [q["QueueName"] for q in rest["QueueSummaries"]] == [f"{name}-c"]
-    assert "NextToken" not in rest
-    summary = page["QueueSummaries"][0]
+
+    def listed(filters, *queues):
+        def check():
+            summaries = control(client.list_queues, StreamFilter=filters)["QueueSummaries"]
+            assert [q["QueueName"] for q in summaries] == [f"{name}-{q}" for q in queues]
+            return summaries
+
+        return eventually(check)
+
+    listed(mine, "a", "b", "c")
+
+    def two_pages():
+        page = control(client.list_queues, StreamFilter=mine, MaxResults=2)
+        assert [q["QueueName"] for q in page["QueueSummaries"]] == [f"{name}-a", f"{name}-b"]
+        rest = control(
+            client.list_queues, StreamFilter=mine, MaxResults=2, NextToken=page["NextToken"]
+        )
+        assert [q["QueueName"] for q in rest["QueueSummaries"]] == [f"{name}-c"]
+        assert "NextToken" not in rest
+        return page
+
+    summary = eventually(two_pages)["QueueSummaries"][0]
     assert summary["QueueARN"] == arns["a"]
     assert summary["QueueStatus"] == "ACTIVE"
     assert abs(summary["QueueCreationTimestamp"].timestamp() - time.time()) < 60
@@ -528,38 +589,47 @@ def test_queue_listing_sorts_filters_and_pages(kinesis):
         }
     ]
     # The stream's creation time narrows the filter: the right one matches, another does not.
-    exact = [dict(mine[0], StreamCreationTimestamp=first["StreamCreationTimestamp"])]
-    assert len(control(kinesis.list_queues, StreamFilter=exact)["QueueSummaries"]) == 3
-    other = [dict(mine[0], StreamCreationTimestamp=first["StreamCreationTimestamp"].replace(
-        year=first["StreamCreationTimestamp"].year - 1))]
-    assert control(kinesis.list_queues, StreamFilter=other)["QueueSummaries"] == []
-    theirs = control(kinesis.list_queues, StreamFilter=[{"StreamARN": second["StreamARN"]}])
-    assert [q["QueueARN"] for q in theirs["QueueSummaries"]] == [arns["d"]]
-    # Unfiltered, page by page (one name each): every queue of the account, in name order.
-    names = []
-    for page in kinesis.get_paginator("list_queues").paginate(
-        PaginationConfig={"PageSize": 3}
-    ):
-        assert len(page["QueueSummaries"]) <= 3
+    created = first["StreamCreationTimestamp"]
+    listed([dict(mine[0], StreamCreationTimestamp=created)], "a", "b", "c")
+    listed([dict(mine[0], StreamCreationTimestamp=created - datetime.timedelta(days=1))])
+    theirs = listed([{"StreamARN": second["StreamARN"]}], "d")
+    assert theirs[0]["QueueARN"] == arns["d"]
+    # Unfiltered: every queue of the account, in name order.
+    names, token = [], {}
+    while True:
+        page = control(client.list_queues, MaxResults=100, **token)
         names += [q["QueueName"] for q in page["QueueSummaries"]]
-        time.sleep(0.2)  # the account's ListQueues rate
+        if "NextToken" not in page:
+            break
+        token = {"NextToken": page["NextToken"]}
     assert names == sorted(names)
-    assert [n for n in names if n.startswith(name + "-")] == [
-        f"{name}-{q}" for q in "abcd"
+    assert [n for n in names if n.startswith(name + "-")] == [f"{name}-{q}" for q in "abcd"]
+    # boto3's paginator, one summary a page (this client retries "Rate exceeded").
+    patient = spread(boto3.client(
+        "kinesis",
+        endpoint_url=ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDPY",
+        aws_secret_access_key="secret",
+        config=Config(retries={"mode": "standard", "max_attempts": 10}),
+    ))
+    pages = list(patient.get_paginator("list_queues").paginate(
+        StreamFilter=mine, PaginationConfig={"PageSize": 1}
+    ))
+    assert [[q["QueueName"] for q in p["QueueSummaries"]] for p in pages] == [
+        [f"{name}-{q}"] for q in "abc"
     ]
-    delete_queues(kinesis, *arns.values())
-    assert control(kinesis.list_queues, StreamFilter=mine)["QueueSummaries"] == []
-    kinesis.delete_stream(StreamName=name + "-1")
-    kinesis.delete_stream(StreamName=name + "-2")
+    drop(client, name + "-1", [arns[q] for q in "abc"])
+    drop(client, name + "-2", [arns["d"]])
 
 
-def test_queue_creation_errors(kinesis):
+def test_queue_creation_errors(client):
     """CreateQueue's refusals: capacity mode, starting positions, dead-letter settings, a
     duplicate name, an unknown stream, and the limit of 20 consumers and queues per stream."""
     name = unique("py-qerr")
-    stream = on_demand(kinesis, name)
+    stream = on_demand(client, name)
     arn = stream["StreamARN"]
-    provisioned = create(kinesis, name + "-prov", 1)["StreamARN"]
+    provisioned = create(client, name + "-prov", 1)["StreamARN"]
 
     def refused(exception, message, stream_arn=arn, start=None, **create):
         configuration = {"StreamARN": stream_arn}
@@ -567,14 +637,14 @@ def test_queue_creation_errors(kinesis):
             configuration["StartingPosition"] = start
         with pytest.raises(exception) as error:
             control(
-                kinesis.create_queue,
+                client.create_queue,
                 QueueName=name + "-refused",
                 StreamConfigurationList=[configuration],
                 **create,
             )
         assert message in error.value.response["Error"]["Message"]
 
-    validation = kinesis.exceptions.ValidationException
+    validation = client.exceptions.ValidationException
     refused(validation, "ON_DEMAND", stream_arn=provisioned)
     now = datetime.datetime.now(datetime.timezone.utc)
     refused(validation, "Timestamp", start={"Type": "LATEST", "Timestamp": now})
@@ -586,43 +656,462 @@ def test_queue_creation_errors(kinesis):
         QueueAttributes={"DeadLetterConfiguration": {"TargetType": "BUILT_IN"}},
     )
     refused(
-        kinesis.exceptions.ResourceNotFoundException,
+        client.exceptions.ResourceNotFoundException,
         "not found",
         stream_arn=arn.replace(name, name + "-missing"),
     )
     # Queue names are unique in the account, whichever stream they read.
-    queues = [new_queue(kinesis, arn, name)]
-    other = on_demand(kinesis, name + "-other")
-    with pytest.raises(kinesis.exceptions.ResourceInUseException):
+    queues = [new_queue(client, arn, name)]
+    other = on_demand(client, name + "-other")
+    with pytest.raises(client.exceptions.ResourceInUseException):
         control(
-            kinesis.create_queue,
+            client.create_queue,
             QueueName=name,
             StreamConfigurationList=[{"StreamARN": other["StreamARN"]}],
         )
 
-    # Queues and enhanced fan-out consumers share the stream's 20.
-    for i in range(9):
-        control(kinesis.register_stream_consumer, StreamARN=arn, ConsumerName=f"c{i}")
-    for i in range(10):
-        created = control(
-            kinesis.create_queue,
-            QueueName=f"{name}-{i}",
-            StreamConfigurationList=[{"StreamARN": arn}],
-        )
-        queues.append(created["QueueDescription"]["QueueARN"])
-    with pytest.raises(kinesis.exceptions.LimitExceededException) as limit:
+    # Queues and enhanced fan-out consumers share the stream's 20: 8 queues, 12 consumers
+    # (interleaved, as each operation has its own call rate).
+    for i in range(19):
+        if i % 3:
+            control(client.register_stream_consumer, StreamARN=arn, ConsumerName=f"c{i}")
+        else:
+            created = control(
+                client.create_queue,
+                QueueName=f"{name}-{i}",
+                StreamConfigurationList=[{"StreamARN": arn}],
+            )
+            queues.append(created["QueueDescription"]["QueueARN"])
+    with pytest.raises(client.exceptions.LimitExceededException) as limit:
         control(
-            kinesis.create_queue,
+            client.create_queue,
             QueueName=name + "-21",
             StreamConfigurationList=[{"StreamARN": arn}],
         )
     assert "limit of 20" in limit.value.response["Error"]["Message"]
-    with pytest.raises(kinesis.exceptions.LimitExceededException) as limit:
-        control(kinesis.register_stream_consumer, StreamARN=arn, ConsumerName="c21")
+    with pytest.raises(client.exceptions.LimitExceededException) as limit:
+        control(client.register_stream_consumer, StreamARN=arn, ConsumerName="c21")
     assert "limit of 20" in limit.value.response["Error"]["Message"]
-    summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-    assert (summary["QueueCount"], summary["ConsumerCount"]) == (11, 9)
-    delete_queues(kinesis, *queues)
-    kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
-    kinesis.delete_stream(StreamName=name + "-other")
-    kinesis.delete_stream(StreamName=name + "-prov")
+    assert queue_count(client, name, 8)["ConsumerCount"] == 12
+    drop(client, name, queues, EnforceConsumerDeletion=True)
+    client.delete_stream(StreamName=name + "-other")
+    client.delete_stream(StreamName=name + "-prov")
+
+
+def test_queue_receive_acknowledge_and_visibility(client):
+    """Two TRIM_HORIZON queues on one stream: each delivers every record (RecordId = the
+    SequenceNumber, the same in both), per-entry results of AcknowledgeQueueRecords and
+    UpdateQueueRecordsVisibility, redelivery, and an empty answer after the wait."""
+    name = unique("py-recv")
+    stream = on_demand(client, name)
+    puts = {
+        client.put_record(StreamName=name, PartitionKey=f"k{i}", Data=f"d{i}".encode())[
+            "SequenceNumber"
+        ]: i
+        for i in range(3)
+    }
+    attributes = {"QueueAttributes": {"VisibilityTimeoutSeconds": 30}}
+    first = new_queue(client, stream["StreamARN"], name + "-1", "TRIM_HORIZON", **attributes)
+    second = new_queue(client, stream["StreamARN"], name + "-2", "TRIM_HORIZON", **attributes)
+
+    one = client.receive_queue_records(QueueARN=first, Limit=1, WaitTimeSeconds=5)
+    assert len(one["QueueRecords"]) == 1
+    records = one["QueueRecords"] + receive(client, first, 2)
+    assert sorted(r["RecordId"] for r in records) == sorted(puts)
+    for record in records:
+        i = puts[record["RecordId"]]
+        assert (record["PartitionKey"], record["Data"]) == (f"k{i}", f"d{i}".encode())
+        assert record["ReceiveCount"] == 1
+        assert abs(record["ApproximateArrivalTimestamp"].timestamp() - time.time()) < 60
+        assert record["FirstReceiveTimestamp"] >= record["ApproximateArrivalTimestamp"]
+        assert 0 < len(record["ReceiptHandle"]) <= 1024
+    # The other queue delivers the same records under the same ids, with its own handles.
+    others = receive(client, second, 3)
+    assert sorted(r["RecordId"] for r in others) == sorted(puts)
+    assert not {r["ReceiptHandle"] for r in others} & {r["ReceiptHandle"] for r in records}
+    # All three are in flight for 30 s: nothing to receive after a 1 s wait.
+    started = time.monotonic()
+    assert client.receive_queue_records(QueueARN=first, WaitTimeSeconds=1)["QueueRecords"] == []
+    assert 0.9 <= time.monotonic() - started < 5
+
+    by_key = {r["PartitionKey"]: r for r in records}
+    acked = client.acknowledge_queue_records(
+        QueueARN=first,
+        Entries=handles([by_key["k0"]])
+        + [{"ReceiptHandle": "garbage"}]
+        + handles([others[0]]),  # the other queue's
+    )
+    assert acked["Successful"] == handles([by_key["k0"]])
+    assert [(f["ReceiptHandle"], f["ErrorCode"]) for f in acked["Failed"]] == [
+        ("garbage", "InvalidArgumentException"),
+        (others[0]["ReceiptHandle"], "InvalidArgumentException"),
+    ]
+    assert all(f["ErrorMessage"] for f in acked["Failed"])
+    again = client.acknowledge_queue_records(QueueARN=first, Entries=handles([by_key["k0"]]))
+    assert again["Successful"] == []
+    assert [(f["ReceiptHandle"], f["ErrorCode"]) for f in again["Failed"]] == [
+        (by_key["k0"]["ReceiptHandle"], "ResourceNotFoundException")
+    ]
+
+    # Visibility 0: k1 is received again at once, counted twice, under a new handle.
+    visible = client.update_queue_records_visibility(
+        QueueARN=first,
+        Entries=[
+            {"ReceiptHandle": by_key["k1"]["ReceiptHandle"], "VisibilityTimeoutSeconds": 0},
+            {"ReceiptHandle": "garbage", "VisibilityTimeoutSeconds": 0},
+        ],
+    )
+    assert visible["Successful"] == handles([by_key["k1"]])
+    assert [(f["ReceiptHandle"], f["ErrorCode"]) for f in visible["Failed"]] == [
+        ("garbage", "InvalidArgumentException")
+    ]
+    [redelivered] = receive(client, first, 1, VisibilityTimeoutSeconds=1)
+    assert redelivered["RecordId"] == by_key["k1"]["RecordId"]
+    assert redelivered["Data"] == b"d1"
+    assert redelivered["ReceiveCount"] == 2
+    assert redelivered["FirstReceiveTimestamp"] == by_key["k1"]["FirstReceiveTimestamp"]
+    assert redelivered["ReceiptHandle"] != by_key["k1"]["ReceiptHandle"]
+    # The old handle is stale now.
+    stale = client.update_queue_records_visibility(
+        QueueARN=first,
+        Entries=[{"ReceiptHandle": by_key["k1"]["ReceiptHandle"], "VisibilityTimeoutSeconds": 5}],
+    )
+    assert [f["ErrorCode"] for f in stale["Failed"]] == ["ResourceNotFoundException"]
+    # This receipt's own visibility (1 s, not the queue's 30) expires: a third delivery.
+    [third] = receive(client, first, 1)
+    assert (third["RecordId"], third["ReceiveCount"]) == (redelivered["RecordId"], 3)
+    done = client.acknowledge_queue_records(
+        QueueARN=first, Entries=handles([third, by_key["k2"]])
+    )
+    assert (len(done["Successful"]), done["Failed"]) == (2, [])
+    assert client.receive_queue_records(QueueARN=first, WaitTimeSeconds=1)["QueueRecords"] == []
+    drop(client, name, [first, second])
+
+
+def test_queue_long_poll_returns_when_a_record_arrives(client):
+    """LATEST skips what was there before; a receive waiting 10 s returns as soon as a record
+    is put (from another thread, 1 s later). AT_TIMESTAMP starts at its time."""
+    name = unique("py-poll")
+    stream = on_demand(client, name)
+    client.put_record(StreamName=name, PartitionKey="p", Data=b"before")
+    time.sleep(0.05)
+    middle = datetime.datetime.now(datetime.timezone.utc)
+    time.sleep(0.05)
+    client.put_record(StreamName=name, PartitionKey="p", Data=b"after")
+    latest = new_queue(client, stream["StreamARN"], name + "-latest")
+    at = control(
+        client.create_queue,
+        QueueName=name + "-at",
+        StreamConfigurationList=[{
+            "StreamARN": stream["StreamARN"],
+            "StartingPosition": {"Type": "AT_TIMESTAMP", "Timestamp": middle},
+        }],
+    )["QueueDescription"]
+    start = at["StreamConfigurationList"][0]["StartingPosition"]
+    assert start["Type"] == "AT_TIMESTAMP"
+    assert abs(start["Timestamp"] - middle) < datetime.timedelta(milliseconds=2)
+    at = queue_status(client, at["QueueARN"], "ACTIVE")["QueueARN"]
+
+    def put_later():
+        time.sleep(1)
+        client.put_record(StreamName=name, PartitionKey="p", Data=b"late")
+
+    putter = threading.Thread(target=put_later)
+    started = time.monotonic()
+    putter.start()
+    got = client.receive_queue_records(QueueARN=latest, WaitTimeSeconds=10)["QueueRecords"]
+    waited = time.monotonic() - started
+    putter.join()
+    assert [r["Data"] for r in got] == [b"late"]
+    assert 0.9 <= waited < 5, waited
+    records = receive(client, at, 2)
+    assert sorted(r["Data"] for r in records) == [b"after", b"late"]
+    drop(client, name, [latest, at])
+
+
+def test_queue_dead_letters(client):
+    """MaxReceiveCount 2: a record received twice without an acknowledgement is a dead letter
+    once its last visibility timeout expires; the four dead-letter operations on it."""
+    name = unique("py-dlq")
+    stream = on_demand(client, name)
+    arn = new_queue(
+        client,
+        stream["StreamARN"],
+        name,
+        QueueAttributes={
+            "VisibilityTimeoutSeconds": 1,
+            "DeadLetterConfiguration": {"TargetType": "BUILT_IN", "MaxReceiveCount": 2},
+        },
+    )
+    for key in ("x", "y"):
+        client.put_record(StreamName=name, PartitionKey=key, Data=key.encode())
+    firsts = receive(client, arn, 2)
+    assert [r["ReceiveCount"] for r in firsts] == [1, 1]
+    # Their 1 s visibility expires: received a second (and last) time.
+    seconds = receive(client, arn, 2)
+    assert sorted((r["PartitionKey"], r["ReceiveCount"]) for r in seconds) == [
+        ("x", 2), ("y", 2)
+    ]
+    # Once that timeout expires they are dead letters: the normal path has nothing.
+    started = time.monotonic()
+    assert client.receive_queue_records(QueueARN=arn, WaitTimeSeconds=2)["QueueRecords"] == []
+    assert time.monotonic() - started >= 1.9
+    dead = receive(client, arn, 2, dead=True, VisibilityTimeoutSeconds=30)
+    by_key = {r["PartitionKey"]: r for r in dead}
+    assert sorted(by_key) == ["x", "y"]
+    assert {r["RecordId"] for r in dead} == {r["RecordId"] for r in firsts}
+    assert by_key["x"]["Data"] == b"x"
+    assert not {r["ReceiptHandle"] for r in dead} & {r["ReceiptHandle"] for r in seconds}
+
+    # A normal-path handle means nothing to a dead-letter operation.
+    wrong = client.acknowledge_dead_letter_queue_records(
+        QueueARN=arn, Entries=handles(seconds[:1])
+    )
+    assert wrong["Successful"] == []
+    assert [f["ErrorCode"] for f in wrong["Failed"]] == ["InvalidArgumentException"]
+    wrong = client.restore_dead_letter_queue_records(
+        QueueARN=arn, Entries=handles([{"ReceiptHandle": "garbage"}])
+    )
+    assert [f["ErrorCode"] for f in wrong["Failed"]] == ["InvalidArgumentException"]
+
+    # Visibility 0 on a dead letter: received from the dead-letter path again, new handle.
+    visible = client.update_dead_letter_queue_records_visibility(
+        QueueARN=arn,
+        Entries=[{"ReceiptHandle": by_key["x"]["ReceiptHandle"], "VisibilityTimeoutSeconds": 0}],
+    )
+    assert (visible["Successful"], visible["Failed"]) == (handles([by_key["x"]]), [])
+    [x] = receive(client, arn, 1, dead=True, VisibilityTimeoutSeconds=30)
+    assert x["RecordId"] == by_key["x"]["RecordId"]
+    assert x["ReceiptHandle"] != by_key["x"]["ReceiptHandle"]
+    stale = client.restore_dead_letter_queue_records(QueueARN=arn, Entries=handles([by_key["x"]]))
+    assert [f["ErrorCode"] for f in stale["Failed"]] == ["ResourceNotFoundException"]
+
+    # Acknowledging y discards it; restoring x sends it back to the normal path, count reset.
+    acked = client.acknowledge_dead_letter_queue_records(
+        QueueARN=arn, Entries=handles([by_key["y"]])
+    )
+    assert (acked["Successful"], acked["Failed"]) == (handles([by_key["y"]]), [])
+    restored = client.restore_dead_letter_queue_records(QueueARN=arn, Entries=handles([x]))
+    assert (restored["Successful"], restored["Failed"]) == (handles([x]), [])
+    [back] = receive(client, arn, 1, VisibilityTimeoutSeconds=30)
+    assert (back["RecordId"], back["Data"], back["ReceiveCount"]) == (x["RecordId"], b"x", 1)
+    assert client.acknowledge_queue_records(QueueARN=arn, Entries=handles([back]))["Failed"] == []
+    assert client.receive_dead_letter_queue_records(QueueARN=arn, WaitTimeSeconds=1)[
+        "QueueRecords"
+    ] == []
+    drop(client, name, [arn])
+
+
+def test_queue_without_dead_letters_redelivers(client):
+    """TargetType NONE: a record is redelivered past the default MaxReceiveCount of 6, and the
+    dead-letter path stays empty."""
+    name = unique("py-nodlq")
+    stream = on_demand(client, name)
+    arn = new_queue(
+        client,
+        stream["StreamARN"],
+        name,
+        QueueAttributes={"DeadLetterConfiguration": {"TargetType": "NONE"}},
+    )
+    client.put_record(StreamName=name, PartitionKey="k", Data=b"again")
+    counts = []
+    for _ in range(8):
+        [record] = receive(client, arn, 1)
+        assert record["Data"] == b"again"
+        counts.append(record["ReceiveCount"])
+        # Visible again at once (not acknowledged).
+        visible = client.update_queue_records_visibility(
+            QueueARN=arn,
+            Entries=[{"ReceiptHandle": record["ReceiptHandle"], "VisibilityTimeoutSeconds": 0}],
+        )
+        assert visible["Failed"] == []
+    assert counts == list(range(1, 9))
+    assert client.receive_dead_letter_queue_records(QueueARN=arn, WaitTimeSeconds=1)[
+        "QueueRecords"
+    ] == []
+    drop(client, name, [arn])
+
+
+def test_queue_receive_with_visibility_0_returns_a_record_once(client):
+    """A receive with VisibilityTimeoutSeconds 0 delivers each visible record once: one
+    receive is one delivery (ReceiveCount goes up by one), even though the record is visible
+    again at once."""
+    name = unique("py-vis0")
+    stream = on_demand(client, name)
+    arn = new_queue(
+        client,
+        stream["StreamARN"],
+        name,
+        QueueAttributes={"DeadLetterConfiguration": {"TargetType": "NONE"}},
+    )
+    put = client.put_record(StreamName=name, PartitionKey="k", Data=b"once")
+    for count in (1, 2, 3):
+        records = client.receive_queue_records(
+            QueueARN=arn, WaitTimeSeconds=5, VisibilityTimeoutSeconds=0
+        )["QueueRecords"]
+        assert [(r["RecordId"], r["ReceiveCount"]) for r in records] == [
+            (put["SequenceNumber"], count)
+        ]
+    drop(client, name, [arn])
+
+
+def test_queue_tags_policies_and_permissions(client):
+    """Tags and resource policies on a queue's ARN; the read-only user describes and lists
+    queues but may neither create nor receive, until the queue's policy lets it receive."""
+    name = unique("py-qtag")
+    stream = on_demand(client, name)
+    arn = new_queue(client, stream["StreamARN"], name, Tags={"team": "py", "tier": "1"})
+    other = new_queue(client, stream["StreamARN"], name + "-other")
+
+    def tagged(resource, *expected):
+        def check():
+            listed = client.list_tags_for_resource(ResourceARN=resource)["Tags"]
+            assert sorted((t["Key"], t["Value"]) for t in listed) == list(expected)
+
+        eventually(check)
+
+    tagged(arn, ("team", "py"), ("tier", "1"))
+    client.tag_resource(ResourceARN=arn, Tags={"tier": "2", "owner": "queues"})
+    tagged(arn, ("owner", "queues"), ("team", "py"), ("tier", "2"))
+    client.untag_resource(ResourceARN=arn, TagKeys=["team", "owner"])
+    tagged(arn, ("tier", "2"))
+    tagged(other)
+
+    readonly = spread(boto3.client(
+        "kinesis",
+        endpoint_url=ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDREADONLY",
+        aws_secret_access_key="secret",
+        config=Config(retries={"total_max_attempts": 1}),
+    ))
+    assert control(readonly.describe_queue, QueueARN=arn)["QueueDescription"]["QueueName"] == name
+    listed = control(readonly.list_queues, StreamFilter=[{"StreamARN": stream["StreamARN"]}])
+    assert [q["QueueARN"] for q in listed["QueueSummaries"]] == [arn, other]
+
+    def denied(call, action, resource, **kwargs):
+        try:
+            call(**kwargs)
+        except readonly.exceptions.ClientError as refused:
+            error = refused.response["Error"]
+            assert error["Code"] == "AccessDeniedException"
+            assert error["Message"] == (
+                "User: arn:aws:iam::000000000000:user/readonly is not authorized to perform: "
+                f"kinesis:{action} on resource: {resource} because no identity-based policy "
+                f"allows the kinesis:{action} action"
+            )
+            assert refused.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        else:
+            raise AssertionError(f"the read-only user was allowed kinesis:{action}")
+
+    def receive_denied(queue):
+        denied(readonly.receive_queue_records, "ReceiveQueueRecords", queue, QueueARN=queue,
+               WaitTimeSeconds=1)
+
+    receive_denied(arn)
+    denied(readonly.create_queue, "CreateQueue", stream["StreamARN"], QueueName=name + "-ro",
+           StreamConfigurationList=[{"StreamARN": stream["StreamARN"]}])
+
+    def policy_is(resource, expected):
+        def check():
+            assert client.get_resource_policy(ResourceARN=resource)["Policy"] == expected
+
+        eventually(check)
+
+    policy_is(arn, "{}")
+    policy = json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::000000000000:user/readonly"},
+            "Action": [
+                "kinesis:ReceiveQueueRecords",
+                "kinesis:AcknowledgeQueueRecords",
+                "kinesis:DescribeQueue",
+            ],
+            "Resource": arn,
+        }],
+    })
+    client.put_resource_policy(ResourceARN=arn, Policy=policy)
+    policy_is(arn, policy)
+    policy_is(other, "{}")
+    # The queue's policy lets the read-only user receive and acknowledge there, not elsewhere.
+    client.put_record(StreamName=name, PartitionKey="k", Data=b"shared")
+    [record] = eventually(lambda: receive(readonly, arn, 1))
+    assert record["Data"] == b"shared"
+    acked = readonly.acknowledge_queue_records(QueueARN=arn, Entries=handles([record]))
+    assert acked["Failed"] == []
+    receive_denied(other)
+    client.delete_resource_policy(ResourceARN=arn)
+    policy_is(arn, "{}")
+    eventually(lambda: receive_denied(arn))
+    drop(client, name, [arn, other])
+
+
+def test_queue_reports_its_effective_starting_position_once_active(client):
+    """While CREATING a queue echoes its starting position (no Timestamp for LATEST and
+    TRIM_HORIZON); once ACTIVE its Timestamp is always there, and for AT_TIMESTAMP it is the
+    later of the time given and the earliest time the stream can be read from (the service
+    model's QueueStartingPosition.Timestamp): never before the 24 h retention period."""
+    name = unique("py-qstart")
+    stream = on_demand(client, name)
+    long_before = stream["StreamCreationTimestamp"] - datetime.timedelta(days=2)
+    starts = {
+        "LATEST": {"Type": "LATEST"},
+        "TRIM_HORIZON": {"Type": "TRIM_HORIZON"},
+        "AT_TIMESTAMP": {"Type": "AT_TIMESTAMP", "Timestamp": long_before},
+    }
+    arns = {}
+    for kind, start in starts.items():
+        queue = control(
+            client.create_queue,
+            QueueName=f"{name}-{kind}",
+            StreamConfigurationList=[
+                {"StreamARN": stream["StreamARN"], "StartingPosition": start}
+            ],
+        )["QueueDescription"]
+        echoed = queue["StreamConfigurationList"][0]["StartingPosition"]
+        assert echoed["Type"] == kind
+        assert ("Timestamp" in echoed) == (kind == "AT_TIMESTAMP")
+        arns[kind] = queue["QueueARN"]
+    try:
+        wrong = {}
+        for kind, arn in arns.items():
+            active = queue_status(client, arn, "ACTIVE")
+            start = active["StreamConfigurationList"][0]["StartingPosition"]
+            assert start["Type"] == kind
+            now = datetime.datetime.now(datetime.timezone.utc)
+            at = start.get("Timestamp")
+            if at is None or not (
+                now - datetime.timedelta(hours=24, seconds=1) <= at
+                <= now + datetime.timedelta(seconds=1)
+            ):
+                wrong[kind] = start
+        assert wrong == {}, f"starting positions of ACTIVE queues, at {now}: {wrong}"
+    finally:
+        drop(client, name, list(arns.values()))
+
+
+def aws_cli_knows(command):
+    """Whether the AWS CLI's own model (awscli bundles its botocore) has `aws kinesis
+    COMMAND`."""
+    out = subprocess.run(
+        [sys.executable, "-m", "awscli", "kinesis", command, "help"],
+        env=dict(ENV, PAGER="cat", MANPAGER="cat"),
+        capture_output=True,
+        text=True,
+    )
+    return "Invalid choice" not in out.stderr
+
+
+def test_queue_list_queues_through_the_aws_cli(client):
+    """`aws kinesis list-queues --stream-filter`, where the CLI knows the command (awscli
+    1.46.3's own model does not, whatever botocore's has)."""
+    if not aws_cli_knows("list-queues"):
+        pytest.skip("this AWS CLI has no `aws kinesis list-queues`")
+    name = unique("py-qcli")
+    stream = on_demand(client, name)
+    arn = new_queue(client, stream["StreamARN"], name)
+    listed = aws("list-queues", "--stream-filter", f"StreamARN={stream['StreamARN']}")
+    assert [(q["QueueName"], q["QueueARN"]) for q in listed["QueueSummaries"]] == [(name, arn)]
+    drop(client, name, [arn])

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 mod floor;
 mod nats;
+mod queue;
 
 /// A fake but well-formed SigV4 header: emulators check its presence, not its value.
 const AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/kinesis/aws4_request, \
@@ -140,6 +141,9 @@ pub enum Workload {
     /// fresh one from the pinned nats-server unless --nats names one), by a minimal
     /// async-nats publisher; no endpoint is used.
     NatsFloor(nats::NatsFloorArgs),
+    /// Queues on a fresh on-demand stream: receive + acknowledge throughput, put → receive
+    /// latency while long polling, or memory per million records in flight.
+    Queue(queue::QueueArgs),
     /// Puts at a fixed rate while a reader polls; reports put→visible latency.
     Visible {
         #[arg(long, default_value_t = 1000)]
@@ -803,6 +807,7 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             report(&cli.label, "nats-floor", fields);
             return Ok(());
         }
+        Workload::Queue(args) => return queue::run(&endpoint, &cli.label, args).await,
         _ => {}
     }
     let shards = ensure_stream(&endpoint, &cli).await?;
@@ -810,7 +815,8 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
         Workload::Ready { .. }
         | Workload::Memory { .. }
         | Workload::SyncFloor { .. }
-        | Workload::NatsFloor(_) => {}
+        | Workload::NatsFloor(_)
+        | Workload::Queue(_) => {}
         Workload::PutRecords {
             record_bytes,
             batch,

@@ -174,6 +174,9 @@ pub struct QueueView {
     pub stream_arn: String,
     pub stream_created_ms: i64,
     pub start: QueueStart,
+    /// The starting position's `Timestamp` as a description shows it: while CREATING what
+    /// was configured (AT_TIMESTAMP's time, or none); afterwards the effective one.
+    pub start_shown_ms: Option<i64>,
     pub attributes: QueueAttributes,
 }
 
@@ -261,7 +264,24 @@ impl Engine {
     }
 
     fn queue_view(&self, meta: &StreamMeta, queue: &QueueMeta) -> QueueView {
+        // The earliest time the stream could be read from when the queue was created.
+        let readable_from = meta
+            .created_ms
+            .max(queue.created_ms - i64::from(meta.retention_hours) * 3_600_000);
+        let start_shown_ms = match (queue.status, queue.start.kind) {
+            (QueueStatus::Creating, _) => queue.start.timestamp_ms,
+            (_, QueueStartType::Latest) => Some(queue.created_ms),
+            (_, QueueStartType::TrimHorizon) => Some(readable_from),
+            (_, QueueStartType::AtTimestamp) => Some(
+                queue
+                    .start
+                    .timestamp_ms
+                    .unwrap_or(queue.created_ms)
+                    .max(readable_from),
+            ),
+        };
         QueueView {
+            start_shown_ms,
             name: queue.name.clone(),
             arn: self.queue_arn(&queue.id),
             status: queue.status,
@@ -461,9 +481,12 @@ impl Engine {
         };
         state.meta.queues.push(queue.clone());
         self.persist(&state.meta)?;
-        let mut view = self.queue_view(&state.meta, &queue);
         // Like a stream, a queue is answered CREATING however short the wait.
-        view.status = QueueStatus::Creating;
+        let creating = QueueMeta {
+            status: QueueStatus::Creating,
+            ..queue
+        };
+        let view = self.queue_view(&state.meta, &creating);
         Ok(view)
     }
 

@@ -73,6 +73,9 @@ struct State {
     round_robin: usize,
     /// Changes made by the call holding the state, for the group commit.
     ops: Vec<MetaOp>,
+    /// Records this receive handed out with a visibility timeout of 0: visible again once
+    /// it ends, so it does not take them twice.
+    visible_after: Vec<(u32, u64, Exception)>,
 }
 
 /// Counts of one queue's records, for metrics.
@@ -382,6 +385,10 @@ impl Queue {
                         now_ms,
                     )
                     .await;
+                let max_now = max_receives(source);
+                for (shard, position, x) in std::mem::take(&mut state.visible_after) {
+                    state.becomes_visible(&prefix, shard, position, x, max_now);
+                }
                 match outcome {
                     Ok(records) => taken = records,
                     Err(error) => {
@@ -588,7 +595,7 @@ impl Queue {
         };
         state.put_exception(prefix, shard, record.offset, x);
         if visibility_ms == 0 {
-            state.becomes_visible(prefix, shard, record.offset, x, None);
+            state.visible_after.push((shard, record.offset, x));
         } else {
             state.schedule(shard, record.offset, &x);
         }

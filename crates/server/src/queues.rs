@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use rivulet_engine::{
-    ApiError, CreateQueue, DeadLetter, Engine, QueueAttributesInput, QueueStartType, QueueView,
-};
+use rivulet_engine::{ApiError, CreateQueue, DeadLetter, Engine, QueueAttributesInput, QueueView};
 use rivulet_protocol::Value;
 use rivulet_queue::{BatchResult, Change, Path, Queues, Received, Take};
 
@@ -39,9 +37,7 @@ fn description(view: QueueView) -> Value {
         "Type".to_string(),
         Value::Str(view.start.kind.as_str().into()),
     )];
-    if view.start.kind == QueueStartType::AtTimestamp
-        && let Some(at) = view.start.timestamp_ms
-    {
+    if let Some(at) = view.start_shown_ms {
         start.push(("Timestamp".into(), Value::Timestamp(at as f64 / 1000.0)));
     }
     let dead_letter = match view.attributes.dead_letter {
