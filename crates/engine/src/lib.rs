@@ -277,6 +277,10 @@ pub struct Engine {
     writer: std::sync::atomic::AtomicBool,
     /// Cluster mode: streams keep what this node observed for the other nodes (`share`).
     sharing: std::sync::atomic::AtomicBool,
+    /// Held while CreateQueue checks and takes a queue name (unique in the account).
+    queue_creation: parking_lot::Mutex<()>,
+    /// How many times this engine became the writer (see `writer_term`).
+    writer_term: AtomicU64,
     /// State other domains keep per engine (the queues' delivery state), by type.
     extensions: parking_lot::Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
@@ -364,6 +368,8 @@ impl Engine {
             data_keys,
             writer: std::sync::atomic::AtomicBool::new(true),
             sharing: std::sync::atomic::AtomicBool::new(false),
+            queue_creation: parking_lot::Mutex::new(()),
+            writer_term: AtomicU64::new(0),
             extensions: parking_lot::Mutex::new(Vec::new()),
         }
         .removing_orphans(!shared)
@@ -490,7 +496,16 @@ impl Engine {
     /// Makes this engine the writer of its metadata (a cluster's leader) or a follower of it.
     /// A follower never settles a lifecycle step itself: it waits for the leader's.
     pub fn set_writer(&self, writer: bool) {
-        self.writer.store(writer, Ordering::Release);
+        let was = self.writer.swap(writer, Ordering::AcqRel);
+        if writer && !was {
+            self.writer_term.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts the times this engine became the writer: state kept in memory for the writer
+    /// alone (a queue's delivery state) is loaded again when it changes.
+    pub fn writer_term(&self) -> u64 {
+        self.writer_term.load(Ordering::Acquire)
     }
 
     /// Follows the metadata another node wrote: streams created, changed or deleted there

@@ -42,7 +42,8 @@ fn is_stream_key(key: &str) -> bool {
 
 /// Copies everything `from` holds into `to`, which must hold no stream, consumer or other
 /// account data yet (only keys under `__rivulet/`, a cluster's own, and the token secret).
-/// Refuses a source with encrypted records: their data keys would have to be re-made.
+/// Refuses a source with encrypted records (their data keys would have to be re-made) or
+/// with queues (their delivery state names positions the copy changes).
 pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<Copied> {
     let source = from.meta().scan_prefix("")?;
     if source.iter().any(|(key, value)| {
@@ -52,6 +53,19 @@ pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<
         return Err(ApiError::invalid(
             "The data dir holds encrypted records; migrating them is not supported: stop \
              encryption and let retention remove them, or keep this store.",
+        ));
+    }
+    // A queue's delivery state names positions in its stream's logs, which the copy
+    // numbers anew: cursors would point at other records.
+    let queued = source.iter().any(|(key, value)| {
+        is_stream_key(key)
+            && serde_json::from_slice::<StreamMeta>(value).is_ok_and(|meta| !meta.queues.is_empty())
+    });
+    if queued {
+        return Err(ApiError::invalid(
+            "The data dir holds queues; migrating them is not supported: their delivery \
+             state names positions the copy changes. Let their consumers finish, delete the \
+             queues, migrate, and create them again.",
         ));
     }
     if let Some((key, _)) = to

@@ -420,6 +420,8 @@ impl Engine {
         let stream = self.stream_for_consumers(stream_arn, now_ms)?;
         self.settle_queues(&stream, now_ms)?;
         let account = self.config.account_id.clone();
+        // Names are unique in the account: one creation at a time checks and takes one.
+        let _creating = self.queue_creation.lock();
         if self.queue_name_taken(request.name) {
             return Err(ApiError::in_use(format!(
                 "Queue {} under account {account} already exists.",
@@ -697,6 +699,23 @@ impl Engine {
             encryption: state.meta.encryption.clone(),
             shards,
         })
+    }
+
+    /// The ids of every queue of the account (DELETING ones too).
+    pub fn queue_ids(&self) -> std::collections::HashSet<String> {
+        self.streams
+            .read()
+            .values()
+            .flat_map(|s| {
+                s.state
+                    .read()
+                    .meta
+                    .queues
+                    .iter()
+                    .map(|q| q.id.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Every queue of the account with its stream's name, for metrics.

@@ -1191,3 +1191,44 @@ fn a_store_is_copied_into_an_empty_one_and_never_over_data() {
         "The destination already holds data (stream/copied); migrate into a new deployment.",
     );
 }
+
+#[test]
+fn a_store_with_queues_is_not_migrated() {
+    let source_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    let config = EngineConfig {
+        create_stream_ms: 0,
+        ..EngineConfig::default()
+    };
+    let source = Engine::open(source_store.clone(), config).unwrap();
+    source
+        .create_stream(
+            CreateStream {
+                name: "queued".into(),
+                shard_count: None,
+                mode: Some(StreamMode::OnDemand),
+                tags: Vec::new(),
+                max_record_size_kib: None,
+                record_distribution: None,
+                warm_throughput_mibps: None,
+            },
+            T0,
+        )
+        .unwrap();
+    source
+        .create_queue(
+            &crate::CreateQueue {
+                name: "q",
+                streams: vec![(&source.stream_arn("queued"), None, None)],
+                attributes: Default::default(),
+                tags: Vec::new(),
+            },
+            T0 + 1,
+        )
+        .unwrap();
+    let target_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    let refused = blocking::block_on(migrate::copy_store(&*source_store, &*target_store));
+    let error = refused.expect_err("queues are not migrated");
+    assert_eq!(error.kind, ErrorKind::InvalidArgument);
+    assert!(error.message.contains("holds queues"), "{}", error.message);
+    assert!(target_store.meta().scan_prefix("").unwrap().is_empty());
+}

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rivulet_engine::{ApiError, Engine, ErrorKind, QueueSource, Result};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 pub use state::QueueCounts;
 
@@ -47,11 +47,12 @@ pub enum Take {
     Wait(Wake),
 }
 
-/// What can make a record visible: a change to the queue (`notify`: a visibility of 0, a
-/// restore, an attribute change), a shard's durable end moving (`ends`), or the earliest
-/// visibility timeout (`at_ms`).
+/// What can make a record visible: a change to the queue (`changes`: a visibility of 0, a
+/// restore), a shard's durable end moving (`ends`), or the earliest visibility timeout
+/// (`at_ms`). The receivers were taken before the receive looked, so nothing that happened
+/// after the look is missed.
 pub struct Wake {
-    pub notify: Arc<Notify>,
+    pub changes: watch::Receiver<u64>,
     pub ends: Vec<watch::Receiver<u64>>,
     pub at_ms: Option<i64>,
 }
@@ -112,26 +113,22 @@ impl Queues {
     /// Forgets state that may be stale: every queue's on an engine that is not the writer
     /// (in a cluster only the leader delivers, and a node that leads again reloads it from
     /// the store), and that of queues that are gone.
-    pub fn tick(&self, engine: &Engine, now_ms: i64) {
+    pub fn tick(&self, engine: &Engine) {
         if !engine.is_writer() {
             self.queues.lock().clear();
             return;
         }
-        let live: std::collections::HashSet<String> = engine
-            .queue_sources(now_ms)
-            .into_iter()
-            .map(|s| s.id)
-            .collect();
+        let live = engine.queue_ids();
         self.queues.lock().retain(|id, _| live.contains(id));
     }
 }
 
 impl Queues {
-    fn queue(&self, source: &QueueSource) -> Arc<state::Queue> {
+    fn queue(&self, engine: &Engine, source: &QueueSource) -> Arc<state::Queue> {
         self.queues
             .lock()
             .entry(source.id.clone())
-            .or_insert_with(|| Arc::new(state::Queue::new(&source.id)))
+            .or_insert_with(|| Arc::new(state::Queue::new(&source.id, engine)))
             .clone()
     }
 
@@ -148,7 +145,7 @@ impl Queues {
     ) -> Result<Take> {
         let source = engine.queue_source(arn, now_ms)?;
         engine.check_queue_key(&source)?;
-        let queue = self.queue(&source);
+        let queue = self.queue(engine, &source);
         queue
             .receive(engine, &source, path, limit, visibility_s, now_ms)
             .await
@@ -164,7 +161,7 @@ impl Queues {
         now_ms: i64,
     ) -> Result<BatchResult> {
         let source = engine.queue_source(arn, now_ms)?;
-        let queue = self.queue(&source);
+        let queue = self.queue(engine, &source);
         queue.change(engine, &source, path, entries, now_ms).await
     }
 
@@ -172,7 +169,7 @@ impl Queues {
     pub async fn metrics(&self, engine: &Engine, now_ms: i64) -> Vec<QueueMetrics> {
         let mut out = Vec::new();
         for source in engine.queue_sources(now_ms) {
-            let queue = self.queue(&source);
+            let queue = self.queue(engine, &source);
             match queue.counts(engine, &source, now_ms).await {
                 Ok(counts) => out.push(QueueMetrics {
                     arn: source.arn.clone(),

@@ -12,7 +12,7 @@ use rivulet_engine::{
 };
 use rivulet_log::MetaOp;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::commit::Committer;
 use crate::{BatchResult, Change, Path, Received, Take, Wake, entry_error, internal};
@@ -62,6 +62,8 @@ type Entry = (u32, u64, u64);
 #[derive(Default)]
 struct State {
     loaded: bool,
+    /// The engine's writer term the state was loaded in.
+    term: u64,
     generation: u64,
     shards: BTreeMap<u32, Cursor>,
     /// In-flight records by the end of their timeout (stale entries are skipped).
@@ -96,8 +98,10 @@ pub struct QueueCounts {
 pub(crate) struct Queue {
     id: String,
     state: tokio::sync::Mutex<State>,
-    notify: Arc<Notify>,
-    committer: Committer,
+    /// Moves when a record becomes visible other than by its timeout (a visibility of 0, a
+    /// restore): long polls wait on it.
+    changes: watch::Sender<u64>,
+    committer: Arc<Committer>,
     /// A commit failed: memory may be ahead of the store, so the state is loaded again.
     reload: AtomicBool,
     receives: AtomicU64,
@@ -161,6 +165,11 @@ fn max_receives(source: &QueueSource) -> Option<u32> {
 }
 
 impl State {
+    /// Shard `index`'s cursor (a fresh one before its first read).
+    fn doc(&self, index: u32) -> CursorDoc {
+        self.shards.get(&index).map(|c| c.doc).unwrap_or_default()
+    }
+
     fn exception(&self, shard: u32, position: u64) -> Option<&Exception> {
         self.shards.get(&shard)?.exceptions.get(&position)
     }
@@ -265,12 +274,15 @@ impl State {
 }
 
 impl Queue {
-    pub(crate) fn new(id: &str) -> Queue {
+    pub(crate) fn new(id: &str, engine: &Engine) -> Queue {
+        let store = engine.store().clone();
+        let commit: crate::commit::CommitFn =
+            Arc::new(move |ops: &[MetaOp]| store.meta().commit(ops).map_err(|e| e.message));
         Queue {
             id: id.to_string(),
             state: tokio::sync::Mutex::new(State::default()),
-            notify: Arc::new(Notify::new()),
-            committer: Committer::default(),
+            changes: watch::Sender::new(0),
+            committer: Committer::new(commit),
             reload: AtomicBool::new(false),
             receives: AtomicU64::new(0),
             acknowledgements: AtomicU64::new(0),
@@ -278,20 +290,24 @@ impl Queue {
         }
     }
 
-    /// Loads the persisted state once (and again after a failed commit).
-    fn ensure_loaded(
+    /// Loads the persisted state once, and again after a failed commit or when this node
+    /// became the writer again (another node may have delivered meanwhile). Every change
+    /// added before is settled first, so the store holds all that will ever land.
+    async fn ensure_loaded(
         &self,
         state: &mut State,
         engine: &Engine,
         max: Option<u32>,
         now_ms: i64,
     ) -> Result<()> {
-        if self.reload.swap(false, Ordering::AcqRel) {
-            *state = State::default();
-        }
-        if state.loaded {
+        let stale = self.reload.swap(false, Ordering::AcqRel)
+            || self.committer.is_poisoned()
+            || state.term != engine.writer_term();
+        if state.loaded && !stale {
             return Ok(());
         }
+        self.committer.reset().await;
+        let term = engine.writer_term();
         let prefix = engine.queue_state_prefix(&self.id);
         let mut fresh = State::default();
         for (key, value) in engine.store().meta().scan_prefix(&prefix)? {
@@ -331,26 +347,27 @@ impl Queue {
             }
         }
         fresh.loaded = true;
+        fresh.term = term;
         *state = fresh;
         Ok(())
     }
 
-    /// Commits the changes the call made, and waits until they are durable.
-    async fn commit(&self, engine: &Engine, ops: Vec<MetaOp>) -> Result<()> {
-        if ops.is_empty() {
+    /// Adds the changes the call made to the group commit (while the state is held, so in
+    /// order); `None` when there are none.
+    fn stage(&self, state: &mut State) -> Option<Arc<crate::commit::Batch>> {
+        let ops = std::mem::take(&mut state.ops);
+        (!ops.is_empty()).then(|| self.committer.add(ops))
+    }
+
+    /// Waits until a staged batch is durable.
+    async fn durable(&self, batch: Option<Arc<crate::commit::Batch>>) -> Result<()> {
+        let Some(batch) = batch else {
             return Ok(());
-        }
-        let batch = self.committer.add(ops);
-        let store = engine.store().clone();
-        let meta: crate::commit::CommitFn =
-            Arc::new(move |ops: &[MetaOp]| store.meta().commit(ops).map_err(|e| e.message));
-        self.committer
-            .durable(&batch, &meta)
-            .await
-            .map_err(|message| {
-                self.reload.store(true, Ordering::Release);
-                internal(format!("the queue's state could not be stored: {message}"))
-            })
+        };
+        self.committer.durable(&batch).await.map_err(|message| {
+            self.reload.store(true, Ordering::Release);
+            internal(format!("the queue's state could not be stored: {message}"))
+        })
     }
 
     pub(crate) async fn receive(
@@ -364,69 +381,64 @@ impl Queue {
     ) -> Result<Take> {
         let prefix = engine.queue_state_prefix(&self.id);
         let max = max_receives(source);
-        let (taken, ops, wake) = {
+        // Watch first, look second: whatever changes after the look wakes the caller.
+        let changes = self.changes.subscribe();
+        let ends: Vec<watch::Receiver<u64>> = match (path, source.status) {
+            (Path::Normal, QueueStatus::Active | QueueStatus::Updating) => source
+                .shards
+                .iter()
+                .filter(|s| s.end_offset.is_none())
+                .filter_map(|s| s.log.watch_end().ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let (outcome, batch, requeued, at_ms) = {
             let mut state = self.state.lock().await;
-            self.ensure_loaded(&mut state, engine, max, now_ms)?;
+            self.ensure_loaded(&mut state, engine, max, now_ms).await?;
             state.forget_removed_shards(&prefix, source);
             state.expire(&prefix, max, now_ms);
-            let mut taken = Vec::new();
-            if source.status != QueueStatus::Creating {
+            let outcome = if source.status == QueueStatus::Creating {
+                Ok(Vec::new())
+            } else {
                 let visibility_ms =
                     i64::from(visibility_s.unwrap_or(source.attributes.visibility_timeout_s))
                         * 1000;
-                let outcome = self
-                    .take(
-                        &mut state,
-                        engine,
-                        source,
-                        path,
-                        limit,
-                        visibility_ms,
-                        now_ms,
-                    )
-                    .await;
-                let max_now = max_receives(source);
-                for (shard, position, x) in std::mem::take(&mut state.visible_after) {
-                    state.becomes_visible(&prefix, shard, position, x, max_now);
-                }
-                match outcome {
-                    Ok(records) => taken = records,
-                    Err(error) => {
-                        // What was changed in memory but not stored is dropped with it.
-                        self.reload.store(true, Ordering::Release);
-                        state.ops.clear();
-                        return Err(error);
-                    }
-                }
+                // On a failed read, what was handed out before it is kept and stored: those
+                // records are in flight and come back after their timeout.
+                self.take(
+                    &mut state,
+                    engine,
+                    source,
+                    path,
+                    limit,
+                    visibility_ms,
+                    now_ms,
+                )
+                .await
+            };
+            let requeued = !state.visible_after.is_empty();
+            for (shard, position, x) in std::mem::take(&mut state.visible_after) {
+                state.becomes_visible(&prefix, shard, position, x, max);
             }
-            let ops = std::mem::take(&mut state.ops);
-            let wake = taken.is_empty().then(|| {
-                let at_ms = match source.status {
-                    QueueStatus::Creating => Some(now_ms + 100),
-                    _ => state.expiries.peek().map(|Reverse((until, ..))| *until),
-                };
-                let ends = match (path, source.status) {
-                    (Path::Normal, QueueStatus::Active | QueueStatus::Updating) => source
-                        .shards
-                        .iter()
-                        .filter(|s| state.shards.get(&s.index).is_none_or(|c| !c.doc.done))
-                        .filter_map(|s| s.log.watch_end().ok())
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                Wake {
-                    notify: self.notify.clone(),
-                    ends,
-                    at_ms,
-                }
-            });
-            (taken, ops, wake)
+            let at_ms = match source.status {
+                QueueStatus::Creating => Some(now_ms + 100),
+                _ => state.expiries.peek().map(|Reverse((until, ..))| *until),
+            };
+            (outcome, self.stage(&mut state), requeued, at_ms)
         };
-        self.commit(engine, ops).await?;
-        match wake {
-            Some(wake) => Ok(Take::Wait(wake)),
-            None => Ok(Take::Records(taken)),
+        self.durable(batch).await?;
+        if requeued {
+            self.changes.send_modify(|n| *n += 1);
         }
+        let taken = outcome?;
+        if taken.is_empty() {
+            return Ok(Take::Wait(Wake {
+                changes,
+                ends,
+                at_ms,
+            }));
+        }
+        Ok(Take::Records(taken))
     }
 
     /// Hands out up to `limit` records: first those visible again, then new ones (normal
@@ -448,31 +460,45 @@ impl Queue {
         let mut out = Vec::new();
         let dead = path == Path::DeadLetter;
         while out.len() < limit {
+            // Looked at, and taken off its list only once handled: a receive cancelled
+            // during the read below (its client went away) leaves it where it was.
             let next = if dead {
-                state.dead_ready.pop_front()
+                state.dead_ready.front()
             } else {
-                state.ready.pop_front()
+                state.ready.front()
             };
-            let Some((shard, position, generation)) = next else {
+            let Some(&(shard, position, generation)) = next else {
                 break;
             };
+            let pop = |state: &mut State| {
+                if dead {
+                    state.dead_ready.pop_front();
+                } else {
+                    state.ready.pop_front();
+                }
+            };
             let Some(x) = state.exception(shard, position).copied() else {
+                pop(state);
                 continue;
             };
             if x.generation != generation || x.dead != dead || x.until_ms > now_ms {
+                pop(state);
                 continue;
             }
             if x.arrival_ms < oldest_kept {
+                pop(state);
                 state.remove_exception(&prefix, shard, position);
                 continue;
             }
             if !dead && max.is_some_and(|max| x.count >= max) {
+                pop(state);
                 state.becomes_visible(&prefix, shard, position, x, max);
                 continue;
             }
             let read = engine
                 .queue_read(source, shard, position, 1, now_ms)
                 .await?;
+            pop(state);
             let Some(record) = read.records.into_iter().find(|r| r.offset == position) else {
                 // Trimmed from the stream: nothing left to deliver.
                 state.remove_exception(&prefix, shard, position);
@@ -502,7 +528,8 @@ impl Queue {
                 break;
             }
             let shard = &source.shards[(first + k) % count];
-            let Some((doc, next, end)) = window(state, source, shard).await? else {
+            let Some((doc, next, end)) = window(state.doc(shard.index), source, shard).await?
+            else {
                 continue;
             };
             if next >= end {
@@ -519,48 +546,64 @@ impl Queue {
                 }
                 continue;
             }
-            let want = limit - out.len();
-            let read = engine
-                .queue_read(source, shard.index, next, want, now_ms)
-                .await?;
-            let mut cursor = next;
-            let total = read.records.len();
-            let mut used = 0;
-            for record in &read.records {
-                if out.len() >= limit {
-                    break;
+            // Records past retention are skipped; when a whole read was, read on.
+            let mut next = next;
+            loop {
+                let want = limit - out.len();
+                let before = out.len();
+                let read = engine
+                    .queue_read(source, shard.index, next, want, now_ms)
+                    .await?;
+                let mut cursor = next;
+                let total = read.records.len();
+                let mut used = 0;
+                for record in &read.records {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    used += 1;
+                    cursor = record.offset + 1;
+                    if record.arrival_ms < oldest_kept {
+                        continue;
+                    }
+                    self.receives.fetch_add(1, Ordering::Relaxed);
+                    out.push(self.hand_out(
+                        state,
+                        engine,
+                        &prefix,
+                        shard.index,
+                        record,
+                        None,
+                        path,
+                        visibility_ms,
+                        now_ms,
+                    ));
                 }
-                used += 1;
-                cursor = record.offset + 1;
-                if record.arrival_ms < oldest_kept {
-                    continue;
+                if used == total {
+                    cursor = cursor.max(read.next_offset);
                 }
-                self.receives.fetch_add(1, Ordering::Relaxed);
-                out.push(self.hand_out(
-                    state,
-                    engine,
+                let done = used == total && read.child_shards.is_some()
+                    || shard.end_offset.is_some_and(|end| cursor >= end);
+                state.put_cursor(
                     &prefix,
                     shard.index,
-                    record,
-                    None,
-                    path,
-                    visibility_ms,
-                    now_ms,
-                ));
+                    CursorDoc {
+                        next: Some(cursor),
+                        done,
+                    },
+                );
+                let handed = out.len() > before;
+                if handed
+                    || done
+                    || used < total
+                    || total == 0
+                    || cursor >= end
+                    || out.len() >= limit
+                {
+                    break;
+                }
+                next = cursor;
             }
-            if used == total {
-                cursor = cursor.max(read.next_offset);
-            }
-            let done = used == total && read.child_shards.is_some()
-                || shard.end_offset.is_some_and(|end| cursor >= end);
-            state.put_cursor(
-                &prefix,
-                shard.index,
-                CursorDoc {
-                    next: Some(cursor),
-                    done,
-                },
-            );
         }
         Ok(out)
     }
@@ -631,9 +674,9 @@ impl Queue {
         let max = max_receives(source);
         let mut result = BatchResult::default();
         let mut wake = false;
-        let ops = {
+        let batch = {
             let mut state = self.state.lock().await;
-            self.ensure_loaded(&mut state, engine, max, now_ms)?;
+            self.ensure_loaded(&mut state, engine, max, now_ms).await?;
             state.expire(&prefix, max, now_ms);
             for (text, change) in entries {
                 let invalid = || {
@@ -705,11 +748,11 @@ impl Queue {
                 }
                 result.successful.push(text.to_string());
             }
-            std::mem::take(&mut state.ops)
+            self.stage(&mut state)
         };
-        self.commit(engine, ops).await?;
+        self.durable(batch).await?;
         if wake {
-            self.notify.notify_waiters();
+            self.changes.send_modify(|n| *n += 1);
         }
         Ok(result)
     }
@@ -724,7 +767,7 @@ impl Queue {
         let prefix = engine.queue_state_prefix(&self.id);
         let max = max_receives(source);
         let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state, engine, max, now_ms)?;
+        self.ensure_loaded(&mut state, engine, max, now_ms).await?;
         state.expire(&prefix, max, now_ms);
         let mut counts = crate::QueueCounts {
             receives: self.receives.load(Ordering::Relaxed),
@@ -745,8 +788,11 @@ impl Queue {
                 }
             }
         }
-        for shard in &source.shards {
-            let Some((_, next, end)) = window(&state, source, shard).await? else {
+        let docs: Vec<CursorDoc> = source.shards.iter().map(|s| state.doc(s.index)).collect();
+        // The reads below need no state: other calls go on meanwhile.
+        drop(state);
+        for (shard, doc) in source.shards.iter().zip(docs) {
+            let Some((_, next, end)) = window(doc, source, shard).await? else {
                 continue;
             };
             if next < end {
@@ -761,7 +807,6 @@ impl Queue {
             }
         }
         counts.oldest_age_ms = oldest.map_or(0, |o| (now_ms - o).max(0));
-        drop(state);
         Ok(counts)
     }
 }
@@ -785,15 +830,10 @@ async fn start_of(source: &QueueSource, shard: &rivulet_engine::QueueShard) -> R
 /// A shard's cursor, where its next record is and where the shard ends, unless the queue is
 /// done with it.
 async fn window(
-    state: &State,
+    doc: CursorDoc,
     source: &QueueSource,
     shard: &rivulet_engine::QueueShard,
 ) -> Result<Option<(CursorDoc, u64, u64)>> {
-    let doc = state
-        .shards
-        .get(&shard.index)
-        .map(|c| c.doc)
-        .unwrap_or_default();
     if doc.done {
         return Ok(None);
     }

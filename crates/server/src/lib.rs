@@ -304,7 +304,7 @@ async fn run(
                     kms.reload_if_changed();
                     accounts.values().try_for_each(|engine| {
                         engine.tick(now)?;
-                        rivulet_queue::Queues::of(engine).tick(engine, now);
+                        rivulet_queue::Queues::of(engine).tick(engine);
                         Ok::<(), rivulet_engine::ApiError>(())
                     })
                 })

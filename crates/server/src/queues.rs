@@ -261,16 +261,22 @@ pub(crate) async fn data(
                         )]));
                     }
                     Take::Wait(wake) => {
-                        if now_ms >= deadline {
+                        // A node that stopped leading mid-poll answers what it has (nothing):
+                        // the client's next receive reaches the new leader.
+                        if now_ms >= deadline || !engine.is_writer() {
                             return Ok(obj([("QueueRecords", Some(Value::List(Vec::new())))]));
                         }
-                        let until = wake.at_ms.map_or(deadline, |at| at.min(deadline));
+                        // Also look again each second: a split's new shards are not watched.
+                        let until = wake
+                            .at_ms
+                            .map_or(deadline, |at| at.min(deadline))
+                            .min(now_ms + 1000);
                         let sleep = Duration::from_millis((until - now_ms).max(1) as u64);
-                        let notified = wake.notify.notified();
+                        let mut changes = wake.changes;
                         let mut ends = wake.ends;
                         if ends.is_empty() {
                             tokio::select! {
-                                () = notified => {}
+                                _ = changes.changed() => {}
                                 () = tokio::time::sleep(sleep) => {}
                             }
                         } else {
@@ -278,7 +284,7 @@ pub(crate) async fn data(
                                 ends.iter_mut().map(|end| Box::pin(end.changed())),
                             );
                             tokio::select! {
-                                () = notified => {}
+                                _ = changes.changed() => {}
                                 _ = moved => {}
                                 () = tokio::time::sleep(sleep) => {}
                             }
