@@ -739,15 +739,16 @@ impl Engine {
             .collect()
     }
 
-    /// Reads up to `limit` records of shard `index` of a queue's stream from `from`, as
-    /// GetRecords would (decrypted, with the KMS key's state checked), without limits or
-    /// metrics.
+    /// Reads up to `limit` records (about `max_bytes`, at least one) of shard `index` of a
+    /// queue's stream from `from`, as GetRecords would (decrypted, with the KMS key's state
+    /// checked), without limits or metrics.
     pub async fn queue_read(
         &self,
         source: &QueueSource,
         index: u32,
         from: u64,
         limit: usize,
+        max_bytes: usize,
         now_ms: i64,
     ) -> Result<ShardRead> {
         let stream = self.stream(&source.stream_name, now_ms)?;
@@ -764,7 +765,7 @@ impl Engine {
                     self.config.account_id
                 ))
             };
-            self.plan_read(&state, index, from, limit, 10 << 20, &missing)?
+            self.plan_read(&state, index, from, limit, max_bytes, &missing)?
         };
         plan.run(now_ms).await
     }

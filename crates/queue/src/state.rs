@@ -2,7 +2,7 @@
 //! changes, and its persistence (see the crate's documentation for the layout).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -56,6 +56,27 @@ struct Cursor {
     exceptions: BTreeMap<u64, Exception>,
 }
 
+/// Bytes asked of a read for one record (it returns the record, however large).
+const ONE_RECORD_BYTES: usize = 1;
+/// Records a read of new records asks for beyond the receive's own (the rest waits in the
+/// queue's read-ahead, so most receives read nothing: on JetStream a read is a network
+/// round trip made while the queue's state is held).
+const READ_AHEAD_RECORDS: usize = 200;
+/// Bytes of one read ahead, and of all of a queue's read-ahead together.
+const READ_AHEAD_BYTES: usize = 1 << 20;
+const READ_AHEAD_TOTAL_BYTES: usize = 8 << 20;
+
+/// Records read from a shard and not handed out yet, in order, all at or after the cursor.
+#[derive(Default)]
+struct ReadAhead {
+    records: VecDeque<OutRecord>,
+    /// Where the next read starts, once these are handed out.
+    next: u64,
+    /// The read reached the end of a closed shard.
+    drained: bool,
+    bytes: usize,
+}
+
 /// A (shard, position, generation) to look at later.
 type Entry = (u32, u64, u64);
 
@@ -78,6 +99,9 @@ struct State {
     /// Records this receive handed out with a visibility timeout of 0: visible again once
     /// it ends, so it does not take them twice.
     visible_after: Vec<(u32, u64, Exception)>,
+    /// New records read ahead, by shard (memory only: the cursor is what is stored).
+    read_ahead: HashMap<u32, ReadAhead>,
+    read_ahead_bytes: usize,
 }
 
 /// Counts of one queue's records, for metrics.
@@ -259,6 +283,9 @@ impl State {
             .copied()
             .collect();
         for shard in gone {
+            if let Some(ahead) = self.read_ahead.remove(&shard) {
+                self.read_ahead_bytes -= ahead.bytes;
+            }
             if let Some(cursor) = self.shards.remove(&shard) {
                 for position in cursor.exceptions.keys() {
                     self.ops.push(MetaOp::Delete {
@@ -496,7 +523,7 @@ impl Queue {
                 continue;
             }
             let read = engine
-                .queue_read(source, shard, position, 1, now_ms)
+                .queue_read(source, shard, position, 1, ONE_RECORD_BYTES, now_ms)
                 .await?;
             pop(state);
             let Some(record) = read.records.into_iter().find(|r| r.offset == position) else {
@@ -546,24 +573,42 @@ impl Queue {
                 }
                 continue;
             }
-            // Records past retention are skipped; when a whole read was, read on.
+            // Records past retention are skipped; when all that was read was, read on.
             let mut next = next;
             loop {
                 let want = limit - out.len();
                 let before = out.len();
-                let read = engine
-                    .queue_read(source, shard.index, next, want, now_ms)
-                    .await?;
+                let mut ahead = state.read_ahead.remove(&shard.index).unwrap_or_default();
+                state.read_ahead_bytes -= ahead.bytes;
+                if ahead.records.is_empty() {
+                    let room = READ_AHEAD_TOTAL_BYTES.saturating_sub(state.read_ahead_bytes);
+                    let (records, bytes) = if room >= READ_AHEAD_BYTES {
+                        (want + READ_AHEAD_RECORDS, READ_AHEAD_BYTES)
+                    } else {
+                        (want, ONE_RECORD_BYTES)
+                    };
+                    let read = engine
+                        .queue_read(source, shard.index, next, records, bytes, now_ms)
+                        .await?;
+                    ahead = ReadAhead {
+                        next: read.next_offset.max(next),
+                        drained: read.child_shards.is_some(),
+                        bytes: read.bytes,
+                        records: read.records.into(),
+                    };
+                }
                 let mut cursor = next;
-                let total = read.records.len();
-                let mut used = 0;
-                for record in &read.records {
-                    if out.len() >= limit {
+                let mut skipped = false;
+                while out.len() < limit {
+                    let Some(record) = ahead.records.pop_front() else {
                         break;
-                    }
-                    used += 1;
+                    };
+                    ahead.bytes = ahead
+                        .bytes
+                        .saturating_sub(record.data.len() + record.partition_key.len());
                     cursor = record.offset + 1;
                     if record.arrival_ms < oldest_kept {
+                        skipped = true;
                         continue;
                     }
                     self.receives.fetch_add(1, Ordering::Relaxed);
@@ -572,18 +617,23 @@ impl Queue {
                         engine,
                         &prefix,
                         shard.index,
-                        record,
+                        &record,
                         None,
                         path,
                         visibility_ms,
                         now_ms,
                     ));
                 }
-                if used == total {
-                    cursor = cursor.max(read.next_offset);
+                let emptied = ahead.records.is_empty();
+                if emptied {
+                    cursor = cursor.max(ahead.next);
                 }
-                let done = used == total && read.child_shards.is_some()
-                    || shard.end_offset.is_some_and(|end| cursor >= end);
+                let done =
+                    emptied && ahead.drained || shard.end_offset.is_some_and(|end| cursor >= end);
+                if !emptied {
+                    state.read_ahead_bytes += ahead.bytes;
+                    state.read_ahead.insert(shard.index, ahead);
+                }
                 state.put_cursor(
                     &prefix,
                     shard.index,
@@ -593,13 +643,7 @@ impl Queue {
                     },
                 );
                 let handed = out.len() > before;
-                if handed
-                    || done
-                    || used < total
-                    || total == 0
-                    || cursor >= end
-                    || out.len() >= limit
-                {
+                if handed || !skipped || done || !emptied || cursor >= end || out.len() >= limit {
                     break;
                 }
                 next = cursor;
@@ -799,7 +843,7 @@ impl Queue {
                 // Positions are consecutive on one node; in a cluster this is an estimate.
                 counts.visible += end - next;
                 let read = engine
-                    .queue_read(source, shard.index, next, 1, now_ms)
+                    .queue_read(source, shard.index, next, 1, ONE_RECORD_BYTES, now_ms)
                     .await;
                 if let Some(first) = read.ok().and_then(|r| r.records.into_iter().next()) {
                     oldest = Some(oldest.map_or(first.arrival_ms, |o| o.min(first.arrival_ms)));
