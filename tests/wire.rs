@@ -544,9 +544,9 @@ async fn envelope_errors_match_aws() {
     assert_eq!(empty.status, 400);
     assert_eq!(empty.json()["__type"], "SerializationException");
     // An operation of the model this server does not serve yet is not faked.
-    let consumers = call(t.addr, "ListQueues", r#"{}"#).await;
-    assert_eq!(consumers.status, 400);
-    assert_eq!(consumers.json()["__type"], "UnknownOperationException");
+    let channels = call(t.addr, "ListChannels", r#"{}"#).await;
+    assert_eq!(channels.status, 400);
+    assert_eq!(channels.json()["__type"], "UnknownOperationException");
     t.stop().await;
 }
 
