@@ -381,9 +381,16 @@ async fn delivery_state_survives_kill_9() {
     .await;
     put(&c, "k", 0..RECORDS).await;
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Acknowledgements sent whose answer never came (the kill): stored or not.
+    let unanswered: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let (acked, queue, addr) = (acked.clone(), queue.clone(), server.addr);
+        let (acked, unanswered, queue, addr) = (
+            acked.clone(),
+            unanswered.clone(),
+            queue.clone(),
+            server.addr,
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let response = call(
@@ -415,6 +422,10 @@ async fn delivery_state_survives_kill_9() {
                 if entries.is_empty() {
                     continue;
                 }
+                unanswered
+                    .lock()
+                    .unwrap()
+                    .extend(got.iter().map(|(data, _)| data.clone()));
                 let response = call(
                     addr,
                     "AcknowledgeQueueRecords",
@@ -432,7 +443,9 @@ async fn delivery_state_survives_kill_9() {
                     .filter_map(|s| s["ReceiptHandle"].as_str())
                     .collect();
                 let mut acked = acked.lock().unwrap();
+                let mut unanswered = unanswered.lock().unwrap();
                 for (data, handle) in &got {
+                    unanswered.remove(data);
                     if ok.contains(handle.as_str()) {
                         acked.insert(data.clone());
                     }
@@ -449,11 +462,21 @@ async fn delivery_state_survives_kill_9() {
         let _ = worker.await;
     }
     let acked_before = acked.lock().unwrap().clone();
+    let unanswered = unanswered.lock().unwrap().clone();
     assert!(acked_before.len() < RECORDS, "killed mid-run");
     let server = Process::spawn(&args);
     let mut after: HashSet<String> = HashSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while after.len() + acked_before.len() < RECORDS {
+    // Done once every record is acknowledged before, received after, or was in an
+    // acknowledgement whose answer the kill cut off (stored, so gone, or not, so back).
+    let covered = |after: &HashSet<String>| {
+        after
+            .union(&acked_before)
+            .chain(unanswered.difference(after))
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    while covered(&after) < RECORDS {
         assert!(
             std::time::Instant::now() < deadline,
             "records lost: {} acknowledged before, {} after",
@@ -477,7 +500,16 @@ async fn delivery_state_survives_kill_9() {
         .await;
         assert!(failed.is_empty(), "{failed:?}");
     }
-    let all: HashSet<String> = acked_before.union(&after).cloned().collect();
+    assert!(
+        unanswered.len() <= 40,
+        "at most one batch per consumer was cut off: {}",
+        unanswered.len()
+    );
+    let all: HashSet<String> = acked_before
+        .union(&after)
+        .chain(unanswered.iter())
+        .cloned()
+        .collect();
     assert_eq!(all.len(), RECORDS, "every record delivered");
     drop(server);
 }
