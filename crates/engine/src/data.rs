@@ -63,6 +63,19 @@ pub struct PutOutcome {
     pub encrypted: bool,
     /// The stream's metrics, for the request's latency once it is durable.
     pub metrics: crate::StreamMetricsHandle,
+    /// What the put's data points need once the store says where its records landed.
+    observation: PutObservation,
+}
+
+/// A put's data points recorded by [`PutOutcome::finish`]: records and bytes count where the
+/// store placed them, so a shard's records that landed late (and fail) are not counted in.
+struct PutObservation {
+    batch: bool,
+    /// Entries in the request.
+    total: usize,
+    /// Shard-level metrics enhanced monitoring enabled.
+    enabled: Vec<Metric>,
+    now_ms: i64,
 }
 
 /// What numbering a shard's records needs once the store has placed them.
@@ -73,6 +86,8 @@ struct WrittenShard {
     encoder: std::sync::Arc<parking_lot::Mutex<seq::SeqEncoder>>,
     /// The shard's range of `PutOutcome::members`.
     members: std::ops::Range<usize>,
+    /// Its records' keys and data, in bytes.
+    bytes: usize,
 }
 
 impl std::fmt::Debug for PutOutcome {
@@ -94,8 +109,16 @@ impl PutOutcome {
             members,
             shards,
             pending,
+            metrics,
+            observation,
             ..
         } = self;
+        // Records and bytes stored where readers read them, and entries that failed late.
+        let (mut stored_bytes, mut stored, mut late) = (0usize, 0usize, 0usize);
+        let mut incoming = [
+            (Metric::IncomingBytes, crate::metrics::Stat::default()),
+            (Metric::IncomingRecords, crate::metrics::Stat::default()),
+        ];
         if let Some(pending) = pending {
             let placed = pending.await?;
             if placed.len() != shards.len() {
@@ -109,8 +132,25 @@ impl PutOutcome {
                     for &i in &members[shard.members.clone()] {
                         results[i] = Some(Err(ApiError::internal("Internal service failure.")));
                     }
+                    late += shard.members.len();
                     continue;
                 }
+                let count = shard.members.len();
+                stored += count;
+                stored_bytes += shard.bytes;
+                let points = [
+                    (Metric::IncomingBytes, shard.bytes as f64),
+                    (Metric::IncomingRecords, count as f64),
+                ];
+                for ((_, stat), (_, value)) in incoming.iter_mut().zip(points) {
+                    stat.add(value);
+                }
+                metrics.0.metrics.record_shard(
+                    shard.index,
+                    &points,
+                    &observation.enabled,
+                    observation.now_ms,
+                );
                 let arrival_s = (placed.timestamp_ms / 1000) as u32;
                 let mut encoder = shard.encoder.lock();
                 for (k, &i) in members[shard.members.clone()].iter().enumerate() {
@@ -132,6 +172,19 @@ impl PutOutcome {
                 }
             }
         }
+        metrics
+            .0
+            .metrics
+            .record_merged(&incoming, observation.now_ms);
+        observe_put(
+            &metrics.0,
+            observation.batch,
+            stored_bytes,
+            observation.total,
+            stored,
+            late,
+            observation.now_ms,
+        );
         results
             .into_iter()
             .map(|r| r.ok_or_else(|| ApiError::internal("unrouted record")))
@@ -427,20 +480,18 @@ impl Engine {
         let mut results: Vec<Option<std::result::Result<PutResult, ApiError>>> =
             vec![None; entries.len()];
         routed.sort_unstable_by_key(|&(i, at)| (at, i));
-        let mut accepted_bytes = 0usize;
         // Every accepted record, shard after shard, and which entry each one is.
         let mut records: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
         let mut members: Vec<usize> = Vec::with_capacity(entries.len());
-        // Per shard written: its route and its records' range in `records`.
-        let mut written: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        // Per shard written: its route, its records' range in `records` and their bytes.
+        let mut written: Vec<(usize, std::ops::Range<usize>, usize)> = Vec::new();
         let enabled_metrics = state.meta.enabled_shard_metrics();
-        // One data point per shard written, for each of these stream-level metrics.
-        let mut per_shard = [
-            Metric::IncomingBytes,
-            Metric::IncomingRecords,
+        // One data point per shard a request writes to: throttled records now, records and
+        // bytes once the store placed them (`PutOutcome::finish`).
+        let mut throttles = [(
             Metric::WriteProvisionedThroughputExceeded,
-        ]
-        .map(|metric| (metric, crate::metrics::Stat::default()));
+            crate::metrics::Stat::default(),
+        )];
         for group in routed.chunk_by(|a, b| a.1 == b.1) {
             let route = &state.routes[group[0].1];
             let limits = stream.shard_limits(self.config.limits_scale, route.index, now_ms);
@@ -474,43 +525,29 @@ impl Engine {
                 Metric::WriteProvisionedThroughputExceeded,
                 f64::from(throttled),
             );
-            let observed: &[(Metric, f64)] = if accepted == 0 {
-                &[throttle]
-            } else {
-                &[
-                    (Metric::IncomingBytes, bytes as f64),
-                    (Metric::IncomingRecords, accepted as f64),
-                    throttle,
-                ]
-            };
-            // The stream's data points are merged here and recorded once, after the loop.
-            for &(metric, value) in observed {
-                if let Some((_, stat)) = per_shard.iter_mut().find(|(m, _)| *m == metric) {
-                    stat.add(value);
-                }
-            }
+            // The stream's data point is merged here and recorded once, after the loop.
+            throttles[0].1.add(throttle.1);
             stream
                 .metrics
-                .record_shard(route.index, observed, &enabled_metrics, now_ms);
+                .record_shard(route.index, &[throttle], &enabled_metrics, now_ms);
             if accepted == 0 {
                 continue;
             }
-            accepted_bytes += bytes;
             if state.meta.mode == crate::meta::StreamMode::OnDemand {
                 stream.meter_write(route.index, bytes, accepted, now_ms);
             }
-            written.push((group[0].1, first..records.len()));
+            written.push((group[0].1, first..records.len(), bytes));
         }
-        stream.metrics.record_merged(&per_shard, now_ms);
+        stream.metrics.record_merged(&throttles, now_ms);
         // PutRecord fails as a whole when its one record is throttled (nothing was written).
         if !batch && let Some(Some(Err(error))) = results.first() {
             let error = error.clone();
-            self.observe_put(&stream, &state.meta, batch, 0, 1, 0, now_ms);
+            observe_put(&stream, batch, 0, 1, 0, 0, now_ms);
             return Err(error);
         }
         let writes: Vec<ShardWrite<'_>> = written
             .iter()
-            .map(|(at, range)| {
+            .map(|(at, range, _)| {
                 let route = &state.routes[*at];
                 ShardWrite {
                     log: &*route.log,
@@ -531,7 +568,7 @@ impl Engine {
         drop(writes);
         let shards = written
             .into_iter()
-            .map(|(at, range)| {
+            .map(|(at, range, bytes)| {
                 let route = &state.routes[at];
                 WrittenShard {
                     index: route.index,
@@ -539,19 +576,10 @@ impl Engine {
                     layout: route.layout,
                     encoder: route.last_seq.clone(),
                     members: range,
+                    bytes,
                 }
             })
             .collect();
-        let succeeded = members.len();
-        self.observe_put(
-            &stream,
-            &state.meta,
-            batch,
-            accepted_bytes,
-            entries.len(),
-            succeeded,
-            now_ms,
-        );
         Ok(PutOutcome {
             results,
             members,
@@ -559,41 +587,13 @@ impl Engine {
             pending,
             encrypted: write_key.is_some(),
             metrics: crate::StreamMetricsHandle(stream.clone()),
+            observation: PutObservation {
+                batch,
+                total: entries.len(),
+                enabled: enabled_metrics,
+                now_ms,
+            },
         })
-    }
-
-    /// A put's stream-level data points.
-    #[allow(clippy::too_many_arguments)]
-    fn observe_put(
-        &self,
-        stream: &crate::Stream,
-        meta: &StreamMeta,
-        batch: bool,
-        accepted_bytes: usize,
-        total: usize,
-        succeeded: usize,
-        now_ms: i64,
-    ) {
-        let throttled = total - succeeded;
-        let observed: &[(Metric, f64)] = if batch {
-            &[
-                (Metric::PutRecordsBytes, accepted_bytes as f64),
-                (Metric::PutRecordsTotalRecords, total as f64),
-                (Metric::PutRecordsSuccessfulRecords, succeeded as f64),
-                (Metric::PutRecordsThrottledRecords, throttled as f64),
-                (Metric::PutRecordsFailedRecords, 0.0),
-                (
-                    Metric::PutRecordsSuccess,
-                    if succeeded > 0 { 1.0 } else { 0.0 },
-                ),
-            ]
-        } else {
-            &[
-                (Metric::PutRecordBytes, accepted_bytes as f64),
-                (Metric::PutRecordSuccess, succeeded as f64),
-            ]
-        };
-        stream.observe(meta, None, observed, now_ms);
     }
 
     /// GetShardIterator.
@@ -1044,6 +1044,39 @@ fn ordering_number_valid(text: &str, meta: &StreamMeta) -> bool {
         return true;
     }
     !matches!(seq::decode(text), Decoded::Zero | Decoded::Invalid)
+}
+
+/// A put's stream-level data points: bytes and records as stored, entries throttled, and
+/// entries that failed because their shard had closed before they landed.
+fn observe_put(
+    stream: &crate::Stream,
+    batch: bool,
+    stored_bytes: usize,
+    total: usize,
+    stored: usize,
+    failed: usize,
+    now_ms: i64,
+) {
+    let throttled = total - stored - failed;
+    let observed: &[(Metric, f64)] = if batch {
+        &[
+            (Metric::PutRecordsBytes, stored_bytes as f64),
+            (Metric::PutRecordsTotalRecords, total as f64),
+            (Metric::PutRecordsSuccessfulRecords, stored as f64),
+            (Metric::PutRecordsThrottledRecords, throttled as f64),
+            (Metric::PutRecordsFailedRecords, failed as f64),
+            (
+                Metric::PutRecordsSuccess,
+                if stored > 0 { 1.0 } else { 0.0 },
+            ),
+        ]
+    } else {
+        &[
+            (Metric::PutRecordBytes, stored_bytes as f64),
+            (Metric::PutRecordSuccess, stored as f64),
+        ]
+    };
+    stream.observe_enabled(&[], None, observed, now_ms);
 }
 
 #[cfg(test)]

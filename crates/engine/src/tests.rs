@@ -1232,3 +1232,92 @@ fn a_store_with_queues_is_not_migrated() {
     assert!(error.message.contains("holds queues"), "{}", error.message);
     assert!(target_store.meta().scan_prefix("").unwrap().is_empty());
 }
+
+/// A store whose puts to shard 1 land late, as a cluster's do on a shard another node just
+/// closed.
+struct LateOnShardOne(Arc<Store>);
+
+impl crate::storage::RecordStore for LateOnShardOne {
+    fn log(&self, id: &str) -> Result<Arc<dyn crate::storage::ShardLog>> {
+        crate::storage::RecordStore::log(&*self.0, id)
+    }
+    fn log_ids(&self) -> Result<Vec<String>> {
+        crate::storage::RecordStore::log_ids(&*self.0)
+    }
+    fn remove_log(&self, id: &str) -> Result<()> {
+        crate::storage::RecordStore::remove_log(&*self.0, id)
+    }
+    fn remove_stream(&self, stream_key: &str, ids: &[String]) -> Result<()> {
+        crate::storage::RecordStore::remove_stream(&*self.0, stream_key, ids)
+    }
+    fn put(
+        &self,
+        writes: &[crate::storage::ShardWrite<'_>],
+        timestamp_ms: i64,
+    ) -> Result<crate::storage::PendingPut> {
+        let late: Vec<bool> = writes
+            .iter()
+            .map(|w| {
+                w.log
+                    .as_any()
+                    .downcast_ref::<rivulet_log::Log>()
+                    .is_some_and(|log| log.id().ends_with("shardId-000000000001"))
+            })
+            .collect();
+        let pending = crate::storage::RecordStore::put(&*self.0, writes, timestamp_ms)?;
+        Ok(Box::pin(async move {
+            let mut placed = pending.await?;
+            for (p, late) in placed.iter_mut().zip(late) {
+                p.late = late;
+            }
+            Ok(placed)
+        }))
+    }
+    fn meta(&self) -> &dyn crate::storage::MetaBackend {
+        crate::storage::RecordStore::meta(&*self.0)
+    }
+    fn set_keyring(&self, keyring: Arc<dyn rivulet_log::Keyring>) {
+        crate::storage::RecordStore::set_keyring(&*self.0, keyring)
+    }
+    fn shutdown(&self) {
+        crate::storage::RecordStore::shutdown(&*self.0)
+    }
+}
+
+#[test]
+fn records_that_land_late_fail_and_are_not_counted_as_incoming() {
+    let store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    let e = Engine::open(
+        Arc::new(LateOnShardOne(store)),
+        EngineConfig {
+            create_stream_ms: 0,
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
+    create(&e, "late", 2, T0);
+    // Explicit hash keys: two records to shard 0, three to shard 1 (which lands late).
+    let half = (u128::MAX / 2 + 1).to_string();
+    let entries: Vec<PutEntry<'_>> = ["0", "1", half.as_str(), half.as_str(), half.as_str()]
+        .iter()
+        .map(|hash| PutEntry {
+            partition_key: Some("k"),
+            explicit_hash_key: Some(hash),
+            data: b"12345",
+        })
+        .collect();
+    let settled = e
+        .put_records_now(&StreamTarget::name("late"), &entries, None, true, T0 + 1)
+        .unwrap();
+    let failed: Vec<bool> = settled.results.iter().map(|r| r.is_err()).collect();
+    assert_eq!(failed, [false, false, true, true, true]);
+    let sum = |metric| {
+        e.metric_window("late", None, metric, T0 / 1000 - 60, T0 / 1000 + 60)
+            .unwrap()
+            .statistic(crate::metrics::Statistic::Sum)
+    };
+    assert_eq!(sum(crate::metrics::Metric::IncomingRecords), Some(2.0));
+    assert_eq!(sum(crate::metrics::Metric::IncomingBytes), Some(12.0));
+    assert_eq!(sum(crate::metrics::Metric::PutRecordsSuccessfulRecords), Some(2.0));
+    assert_eq!(sum(crate::metrics::Metric::PutRecordsFailedRecords), Some(3.0));
+}
