@@ -1318,6 +1318,12 @@ fn records_that_land_late_fail_and_are_not_counted_as_incoming() {
     };
     assert_eq!(sum(crate::metrics::Metric::IncomingRecords), Some(2.0));
     assert_eq!(sum(crate::metrics::Metric::IncomingBytes), Some(12.0));
-    assert_eq!(sum(crate::metrics::Metric::PutRecordsSuccessfulRecords), Some(2.0));
-    assert_eq!(sum(crate::metrics::Metric::PutRecordsFailedRecords), Some(3.0));
+    assert_eq!(
+        sum(crate::metrics::Metric::PutRecordsSuccessfulRecords),
+        Some(2.0)
+    );
+    assert_eq!(
+        sum(crate::metrics::Metric::PutRecordsFailedRecords),
+        Some(3.0)
+    );
 }

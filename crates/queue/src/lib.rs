@@ -8,7 +8,7 @@
 //! a position below a shard's cursor with no exception was acknowledged (or fell out of
 //! retention); an exception is a record in flight, visible again, or dead. Nothing stays per
 //! acknowledged record. The state is kept in the metadata store under
-//! `Engine::queue_state_prefix` (`c/<shard>` cursors, `x/<shard>/<position>` exceptions, `g`
+//! `Engine::queue_state_prefix` (`c/<shard>` cursors, `b/<shard>/<bucket>` exceptions by 1,024 positions, `g`
 //! the receipt generation), written by a group commit per queue, so concurrent calls share
 //! one durable commit and none is answered before its change is durable.
 //!

@@ -2,7 +2,7 @@
 //! changes, and its persistence (see the crate's documentation for the layout).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -18,7 +18,8 @@ use crate::commit::Committer;
 use crate::{BatchResult, Change, Path, Received, Take, Wake, entry_error, internal};
 
 /// A record that is not simply "below the cursor, so acknowledged": in flight (until a time
-/// to come), visible again (that time passed), or dead. Kept under `x/<shard>/<position>`.
+/// to come), visible again (that time passed), or dead. Kept with its bucket's others under
+/// `b/<shard>/<position / 1024>`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Exception {
     /// A dead-letter record.
@@ -96,6 +97,8 @@ struct State {
     round_robin: usize,
     /// Changes made by the call holding the state, for the group commit.
     ops: Vec<MetaOp>,
+    /// Buckets of exceptions changed by the call holding the state (shard, bucket).
+    dirty: BTreeSet<(u32, u64)>,
     /// Records this receive handed out with a visibility timeout of 0: visible again once
     /// it ends, so it does not take them twice.
     visible_after: Vec<(u32, u64, Exception)>,
@@ -121,6 +124,8 @@ pub struct QueueCounts {
 
 pub(crate) struct Queue {
     id: String,
+    /// Where its state is kept (`Engine::queue_state_prefix`).
+    prefix: String,
     state: tokio::sync::Mutex<State>,
     /// Moves when a record becomes visible other than by its timeout (a visibility of 0, a
     /// restore): long polls wait on it.
@@ -137,8 +142,13 @@ fn cursor_key(prefix: &str, shard: u32) -> String {
     format!("{prefix}c/{shard:010}")
 }
 
-fn exception_key(prefix: &str, shard: u32, position: u64) -> String {
-    format!("{prefix}x/{shard:010}/{position:020}")
+/// Positions per bucket of exceptions: a bucket is one metadata key, so a receive or an
+/// acknowledgement of records close together changes one key, not one per record (on
+/// JetStream each key changed is a replicated message).
+const BUCKET_POSITIONS: u64 = 1024;
+
+fn bucket_key(prefix: &str, shard: u32, bucket: u64) -> String {
+    format!("{prefix}b/{shard:010}/{bucket:020}")
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -198,11 +208,8 @@ impl State {
         self.shards.get(&shard)?.exceptions.get(&position)
     }
 
-    fn put_exception(&mut self, prefix: &str, shard: u32, position: u64, x: Exception) {
-        self.ops.push(MetaOp::Put {
-            key: exception_key(prefix, shard, position),
-            value: json(&x),
-        });
+    fn put_exception(&mut self, _prefix: &str, shard: u32, position: u64, x: Exception) {
+        self.dirty.insert((shard, position / BUCKET_POSITIONS));
         self.shards
             .entry(shard)
             .or_default()
@@ -210,13 +217,43 @@ impl State {
             .insert(position, x);
     }
 
-    fn remove_exception(&mut self, prefix: &str, shard: u32, position: u64) {
+    fn remove_exception(&mut self, _prefix: &str, shard: u32, position: u64) {
         if let Some(cursor) = self.shards.get_mut(&shard) {
             cursor.exceptions.remove(&position);
         }
-        self.ops.push(MetaOp::Delete {
-            key: exception_key(prefix, shard, position),
-        });
+        self.dirty.insert((shard, position / BUCKET_POSITIONS));
+    }
+
+    /// The changed buckets as metadata changes (a bucket left empty is deleted), ahead of
+    /// the call's other changes: a commit split in chunks stores exceptions before the
+    /// cursor that passes them.
+    fn bucket_ops(&mut self, prefix: &str) -> Vec<MetaOp> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut ops = Vec::with_capacity(dirty.len() + self.ops.len());
+        for (shard, bucket) in dirty {
+            let start = bucket * BUCKET_POSITIONS;
+            let members: Vec<(u64, Exception)> = self
+                .shards
+                .get(&shard)
+                .map(|c| {
+                    c.exceptions
+                        .range(start..start + BUCKET_POSITIONS)
+                        .map(|(p, x)| (*p, *x))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let key = bucket_key(prefix, shard, bucket);
+            ops.push(if members.is_empty() {
+                MetaOp::Delete { key }
+            } else {
+                MetaOp::Put {
+                    key,
+                    value: json(&members),
+                }
+            });
+        }
+        ops.append(&mut self.ops);
+        ops
     }
 
     fn put_cursor(&mut self, prefix: &str, shard: u32, doc: CursorDoc) {
@@ -287,12 +324,18 @@ impl State {
                 self.read_ahead_bytes -= ahead.bytes;
             }
             if let Some(cursor) = self.shards.remove(&shard) {
-                for position in cursor.exceptions.keys() {
+                let buckets: BTreeSet<u64> = cursor
+                    .exceptions
+                    .keys()
+                    .map(|p| p / BUCKET_POSITIONS)
+                    .collect();
+                for bucket in buckets {
                     self.ops.push(MetaOp::Delete {
-                        key: exception_key(prefix, shard, *position),
+                        key: bucket_key(prefix, shard, bucket),
                     });
                 }
             }
+            self.dirty.retain(|(s, _)| *s != shard);
             self.ops.push(MetaOp::Delete {
                 key: cursor_key(prefix, shard),
             });
@@ -307,6 +350,7 @@ impl Queue {
             Arc::new(move |ops: &[MetaOp]| store.meta().commit(ops).map_err(|e| e.message));
         Queue {
             id: id.to_string(),
+            prefix: engine.queue_state_prefix(id),
             state: tokio::sync::Mutex::new(State::default()),
             changes: watch::Sender::new(0),
             committer: Committer::new(commit),
@@ -346,17 +390,17 @@ impl Queue {
                 let shard: u32 = shard.parse().map_err(|_| corrupt())?;
                 fresh.shards.entry(shard).or_default().doc =
                     serde_json::from_slice(&value).map_err(|_| corrupt())?;
-            } else if let Some(rest) = rest.strip_prefix("x/") {
-                let (shard, position) = rest.split_once('/').ok_or_else(corrupt)?;
+            } else if let Some(rest) = rest.strip_prefix("b/") {
+                let (shard, _) = rest.split_once('/').ok_or_else(corrupt)?;
                 let shard: u32 = shard.parse().map_err(|_| corrupt())?;
-                let position: u64 = position.parse().map_err(|_| corrupt())?;
-                let x: Exception = serde_json::from_slice(&value).map_err(|_| corrupt())?;
+                let members: Vec<(u64, Exception)> =
+                    serde_json::from_slice(&value).map_err(|_| corrupt())?;
                 fresh
                     .shards
                     .entry(shard)
                     .or_default()
                     .exceptions
-                    .insert(position, x);
+                    .extend(members);
             }
         }
         let mut pending = Vec::new();
@@ -382,7 +426,7 @@ impl Queue {
     /// Adds the changes the call made to the group commit (while the state is held, so in
     /// order); `None` when there are none.
     fn stage(&self, state: &mut State) -> Option<Arc<crate::commit::Batch>> {
-        let ops = std::mem::take(&mut state.ops);
+        let ops = state.bucket_ops(&self.prefix);
         (!ops.is_empty()).then(|| self.committer.add(ops))
     }
 
