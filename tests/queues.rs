@@ -860,3 +860,35 @@ async fn an_encrypted_stream_s_queue_delivers_plaintext_and_enforces_the_key() {
     );
     t.stop().await;
 }
+
+/// A server that stops answers its queue long polls at once (empty), instead of holding the
+/// shutdown until they time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_ends_its_long_polls() {
+    let t = TestServer::start().await;
+    let stream_arn = on_demand_stream(&t.client, "stopping").await;
+    let queue = create_queue(t.addr, "idle", &stream_arn, "LATEST", json!({})).await;
+    let addr = t.addr;
+    let poll = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let response = call(
+            addr,
+            "ReceiveQueueRecords",
+            &json!({"QueueARN": queue, "WaitTimeSeconds": 20}).to_string(),
+        )
+        .await;
+        (response.status, response.json(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = std::time::Instant::now();
+    t.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the shutdown took {:?}",
+        stopping.elapsed()
+    );
+    let (status, answer, waited) = poll.await.expect("poll");
+    assert_eq!(status, 200);
+    assert_eq!(answer["QueueRecords"], json!([]));
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+}

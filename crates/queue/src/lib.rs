@@ -99,12 +99,32 @@ pub struct QueueMetrics {
 }
 
 /// The queues of one account (one engine): their delivery state, loaded on first use.
-#[derive(Default)]
 pub struct Queues {
     queues: parking_lot::Mutex<HashMap<String, Arc<state::Queue>>>,
+    /// Turns `true` when the server stops: long polls answer what they have at once.
+    stopping: watch::Sender<bool>,
+}
+
+impl Default for Queues {
+    fn default() -> Self {
+        Queues {
+            queues: parking_lot::Mutex::default(),
+            stopping: watch::Sender::new(false),
+        }
+    }
 }
 
 impl Queues {
+    /// The server stops: every long poll ends now, with what it has (nothing).
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Turns `true` when the server stops.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
     /// The queues of `engine`'s account.
     pub fn of(engine: &Engine) -> Arc<Queues> {
         engine.extension::<Queues>()

@@ -370,6 +370,10 @@ async fn run(
     }
     drop(listener);
     drop(tls_listener);
+    // Queue long polls answer at once (empty), so their connections need not be waited for.
+    for engine in accounts.values() {
+        rivulet_queue::Queues::of(engine).stop();
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()

@@ -248,6 +248,7 @@ pub(crate) async fn data(
             let visibility =
                 int(input, "VisibilityTimeoutSeconds").map(|v| v.clamp(0, 43_200) as u32);
             let deadline = now() + wait_s * 1000;
+            let mut stopping = queues.stopping();
             loop {
                 let now_ms = now();
                 match queues
@@ -263,7 +264,7 @@ pub(crate) async fn data(
                     Take::Wait(wake) => {
                         // A node that stopped leading mid-poll answers what it has (nothing):
                         // the client's next receive reaches the new leader.
-                        if now_ms >= deadline || !engine.is_writer() {
+                        if now_ms >= deadline || !engine.is_writer() || *stopping.borrow() {
                             return Ok(obj([("QueueRecords", Some(Value::List(Vec::new())))]));
                         }
                         // Also look again each second: a split's new shards are not watched.
@@ -277,6 +278,7 @@ pub(crate) async fn data(
                         if ends.is_empty() {
                             tokio::select! {
                                 _ = changes.changed() => {}
+                                _ = stopping.changed() => {}
                                 () = tokio::time::sleep(sleep) => {}
                             }
                         } else {
@@ -285,6 +287,7 @@ pub(crate) async fn data(
                             );
                             tokio::select! {
                                 _ = changes.changed() => {}
+                                _ = stopping.changed() => {}
                                 _ = moved => {}
                                 () = tokio::time::sleep(sleep) => {}
                             }
