@@ -5,7 +5,7 @@
 
 use crate::meta::{ConsumerMeta, ConsumerStatus, StreamMeta, StreamStatus};
 use crate::token::{Kind, Reader, Writer};
-use crate::{ApiError, Engine, ErrorKind, Result, Stream, StreamTarget, TOKEN_TTL_MS};
+use crate::{ApiError, Engine, ErrorKind, Result, Stream, StreamTarget};
 
 /// Registered consumers per stream.
 pub const CONSUMERS_PER_STREAM_MAX: usize = 20;
@@ -315,12 +315,7 @@ impl Engine {
             if key != state.meta.key {
                 return Err(invalid_token(token));
             }
-            if now_ms - issued > TOKEN_TTL_MS {
-                return Err(ApiError::new(
-                    ErrorKind::ExpiredNextToken,
-                    format!("The NextToken {token} has expired."),
-                ));
-            }
+            crate::check_token_age(token, issued, now_ms)?;
             skip = usize::try_from(position).unwrap_or(usize::MAX);
         }
         let limit = max_results

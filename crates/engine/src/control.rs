@@ -7,9 +7,7 @@ use crate::meta::{
     RecordDistribution, ShardMeta, StreamMeta, StreamMode, StreamStatus, parse_shard_id, shard_id,
 };
 use crate::token::{Kind, Reader, Writer};
-use crate::{
-    ApiError, Engine, ErrorKind, Result, StreamState, StreamTarget, TOKEN_TTL_MS, hash, log_id, seq,
-};
+use crate::{ApiError, Engine, ErrorKind, Result, StreamState, StreamTarget, hash, log_id, seq};
 
 /// Shards a new on-demand stream starts with.
 /// Streams that may be CREATING or DELETING at once, per account.
@@ -593,12 +591,7 @@ impl Engine {
                 .str()
                 .zip(reader.i64())
                 .ok_or_else(|| ApiError::invalid(format!("Invalid NextToken: {token}")))?;
-            if now_ms - issued > TOKEN_TTL_MS {
-                return Err(ApiError::new(
-                    ErrorKind::ExpiredNextToken,
-                    format!("The NextToken {token} has expired."),
-                ));
-            }
+            crate::check_token_age(token, issued, now_ms)?;
             after = Some(last);
         }
         // Advance lifecycles first so listings never show a stream past its deletion.
@@ -760,12 +753,7 @@ impl Engine {
         let code = r.u32().ok_or_else(invalid)?;
         let arg = r.i64().ok_or_else(invalid)?;
         let issued = r.i64().ok_or_else(invalid)?;
-        if now_ms - issued > TOKEN_TTL_MS {
-            return Err(ApiError::new(
-                ErrorKind::ExpiredNextToken,
-                format!("The NextToken {token} has expired."),
-            ));
-        }
+        crate::check_token_age(token, issued, now_ms)?;
         let filter = match code {
             0 => None,
             1 => Some(ShardFilter::AfterShardId(

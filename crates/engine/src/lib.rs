@@ -62,6 +62,18 @@ const SECRET_KEY: &str = "engine/token-secret";
 /// How long shard iterators and pagination tokens stay valid.
 pub const TOKEN_TTL_MS: i64 = 300_000;
 
+/// A pagination token older than [`TOKEN_TTL_MS`] (issued at `issued_ms`) is
+/// ExpiredNextTokenException, as AWS answers it.
+pub(crate) fn check_token_age(token: &str, issued_ms: i64, now_ms: i64) -> Result<()> {
+    if now_ms - issued_ms > TOKEN_TTL_MS {
+        return Err(ApiError::new(
+            ErrorKind::ExpiredNextToken,
+            format!("The NextToken {token} has expired."),
+        ));
+    }
+    Ok(())
+}
+
 /// Settings the engine takes from the server's configuration.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::meta::{StreamMeta, StreamMode, StreamStatus};
 use crate::storage::ShardLog;
 use crate::token::{Kind, Reader, Writer};
-use crate::{ApiError, Engine, ErrorKind, Result, ShardRead, TOKEN_TTL_MS};
+use crate::{ApiError, Engine, ErrorKind, Result, ShardRead};
 
 /// A queue's visibility timeout when CreateQueue gives none, in seconds.
 pub const VISIBILITY_TIMEOUT_DEFAULT_S: u32 = 30;
@@ -623,12 +623,7 @@ impl Engine {
             if filter != filter_tag {
                 return Err(invalid_token(token));
             }
-            if now_ms - issued > TOKEN_TTL_MS {
-                return Err(ApiError::new(
-                    ErrorKind::ExpiredNextToken,
-                    format!("The NextToken {token} has expired."),
-                ));
-            }
+            crate::check_token_age(token, issued, now_ms)?;
             after = Some(last.to_string());
         }
         let limit = max_results
@@ -721,18 +716,9 @@ impl Engine {
     /// Every queue of the account with its stream's name, for metrics.
     pub fn queue_sources(&self, now_ms: i64) -> Vec<QueueSource> {
         let arns: Vec<String> = self
-            .streams
-            .read()
-            .values()
-            .flat_map(|s| {
-                s.state
-                    .read()
-                    .meta
-                    .queues
-                    .iter()
-                    .map(|q| self.queue_arn(&q.id))
-                    .collect::<Vec<_>>()
-            })
+            .queue_ids()
+            .iter()
+            .map(|id| self.queue_arn(id))
             .collect();
         arns.iter()
             .filter_map(|arn| self.queue_source(arn, now_ms).ok())
