@@ -1362,3 +1362,96 @@ async fn accounts_stay_apart_across_nodes() {
     nodes.stop().await;
     nats.stop().await.expect("stop nats");
 }
+
+/// Read your writes across nodes: a change answered through one node is in the descriptions
+/// and listings every other node gives right after (a follower catches up before answering
+/// them), for tags and resharding, many times over, on followers that are slow to follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_through_one_node_is_seen_through_every_other_at_once() {
+    let nats = NatsCluster::start(3).await.expect("nats cluster");
+    // Followers that take 300 ms to take in what another node committed, as a loaded
+    // machine's may: what they answer must not depend on it.
+    let lag = Duration::from_millis(300);
+    let nodes =
+        crate::util::ClusterNodes::start_lagging(&nats, "ryw", 3, ServerConfig::for_tests(), lag)
+            .await;
+    let clients: Vec<aws_sdk_kinesis::Client> = nodes.addrs().into_iter().map(client).collect();
+    clients[0]
+        .create_stream()
+        .stream_name("ryw")
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    wait_active(&clients[0], "ryw").await;
+    for round in 0..12usize {
+        // Each round writes through another node (a follower two rounds in three).
+        let writer = &clients[round % 3];
+        writer
+            .add_tags_to_stream()
+            .stream_name("ryw")
+            .tags(format!("t{round}"), "v")
+            .send()
+            .await
+            .unwrap();
+        for reader in clients.iter() {
+            let tags = reader
+                .list_tags_for_stream()
+                .stream_name("ryw")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(tags.tags().len(), round + 1, "round {round}");
+        }
+    }
+    // Splits and merges, each read back at once through the two other nodes.
+    for round in 0..6usize {
+        let writer = &clients[round % 3];
+        let open: Vec<aws_sdk_kinesis::types::Shard> = crate::util::shards_of(writer, "ryw")
+            .await
+            .into_iter()
+            .filter(|s| {
+                s.sequence_number_range()
+                    .and_then(|r| r.ending_sequence_number())
+                    .is_none()
+            })
+            .collect();
+        if round % 2 == 0 {
+            writer
+                .split_shard()
+                .stream_name("ryw")
+                .shard_to_split(open[0].shard_id())
+                .new_starting_hash_key("170141183460469231731687303715884105728")
+                .send()
+                .await
+                .unwrap();
+        } else {
+            writer
+                .merge_shards()
+                .stream_name("ryw")
+                .shard_to_merge(open[0].shard_id())
+                .adjacent_shard_to_merge(open[1].shard_id())
+                .send()
+                .await
+                .unwrap();
+        }
+        wait_active(writer, "ryw").await;
+        let expected = if round % 2 == 0 { 2 } else { 1 };
+        for (i, reader) in clients.iter().enumerate() {
+            let summary = reader
+                .describe_stream_summary()
+                .stream_name("ryw")
+                .send()
+                .await
+                .unwrap();
+            let described = summary.stream_description_summary().unwrap();
+            assert_eq!(
+                described.open_shard_count(),
+                expected,
+                "round {round}, node {i}"
+            );
+        }
+    }
+    nodes.stop().await;
+    nats.stop().await.expect("stop nats");
+}

@@ -1138,7 +1138,12 @@ async fn the_suite_through_three_cluster_nodes() {
     ];
     for (i, (name, config, body)) in suite.into_iter().enumerate() {
         eprintln!("through three cluster nodes: {name}");
-        let nodes = crate::util::ClusterNodes::start(&nats, &format!("sdk{i}"), 3, config).await;
+        // Followers take 200 ms to take in what another node committed (a loaded machine's
+        // might): no answer may depend on how soon they do.
+        let lag = std::time::Duration::from_millis(200);
+        let nodes =
+            crate::util::ClusterNodes::start_lagging(&nats, &format!("sdk{i}"), 3, config, lag)
+                .await;
         body(nodes.client.clone()).await;
         nodes.stop().await;
     }

@@ -511,12 +511,25 @@ impl ClusterNodes {
         count: usize,
         config: ServerConfig,
     ) -> ClusterNodes {
+        Self::start_lagging(nats, prefix, count, config, Duration::ZERO).await
+    }
+
+    /// [`ClusterNodes::start`] with followers that take in the metadata other nodes commit
+    /// only `lag` after it comes (a slow node).
+    pub async fn start_lagging(
+        nats: &rivulet_cluster::servers::NatsCluster,
+        prefix: &str,
+        count: usize,
+        config: ServerConfig,
+        lag: Duration,
+    ) -> ClusterNodes {
         let mut nodes = Vec::new();
         for i in 0..count {
             let mut config = config.clone();
             config.storage = Storage::Cluster(Box::new(rivulet_cluster::store::ClusterSettings {
                 // The first node leads at once; the others need not wait to.
                 leader_wait: Duration::from_millis(if i == 0 { 5000 } else { 100 }),
+                follow_lag: lag,
                 ..nats.settings(&format!("{prefix}-{i}"), prefix)
             }));
             nodes.push(TestServer::with_config(config).await);

@@ -22,6 +22,8 @@ const USAGE_EVERY: Duration = Duration::from_millis(100);
 const OBSERVED_EVERY_ROUNDS: u32 = 10;
 /// How long catching up waits for this node's copy of the metadata.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long catching up waits for the follower loop before refreshing an engine itself.
+const FOLLOWER_WAIT: Duration = Duration::from_secs(1);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -45,6 +47,12 @@ pub async fn catch_up(store: &ClusterStore, engine: &Engine) -> bool {
             return false;
         }
     };
+    // The follower loop takes every change in within milliseconds: wait for it rather than
+    // read every stream's document again here. Only if it does not come (this node is
+    // becoming the leader, or the loop is stuck) does this request refresh the engine itself.
+    if store.wait_refreshed(latest, FOLLOWER_WAIT).await {
+        return true;
+    }
     // The copy may hold the change already while the engine has not taken it in yet.
     store.wait_applied(latest, CATCH_UP_TIMEOUT).await && engine.refresh().is_ok()
 }
@@ -57,19 +65,29 @@ pub async fn follow(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<
     };
     let mut check = tokio::time::interval(Duration::from_millis(50));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first round takes in what the copy holds now.
+    let mut first = true;
     loop {
-        let moved = tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return;
+        let moved = std::mem::take(&mut first)
+            || tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    true
                 }
-                true
-            }
-            _ = check.tick() => false,
-        };
+                _ = check.tick() => false,
+            };
         let leader = store.is_leader();
+        if moved && !leader && !store.follow_lag().is_zero() {
+            tokio::time::sleep(store.follow_lag()).await;
+        }
         let accounts = accounts.clone();
+        // What the copy held before the engines look: they take in at least this much.
+        let revision = store.applied();
         let settled = tokio::task::spawn_blocking(move || {
+            // Whether every engine took the stored metadata in just now.
+            let mut took_in = true;
             for engine in accounts.values() {
                 if leader != engine.is_writer() {
                     // Catch up as a follower first, then write (or stop writing).
@@ -82,13 +100,17 @@ pub async fn follow(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<
                     }
                 } else if moved && !leader {
                     engine.refresh()?;
+                } else {
+                    took_in = false;
                 }
             }
-            Ok::<(), rivulet_engine::ApiError>(())
+            Ok::<bool, rivulet_engine::ApiError>(took_in)
         })
         .await;
-        if let Ok(Err(error)) = settled {
-            tracing::warn!(%error, "following the cluster's metadata");
+        match settled {
+            Ok(Ok(true)) => store.set_refreshed(revision),
+            Ok(Err(error)) => tracing::warn!(%error, "following the cluster's metadata"),
+            _ => {}
         }
     }
 }

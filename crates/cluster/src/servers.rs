@@ -348,6 +348,7 @@ impl NatsCluster {
             tls_client: None,
             timeout: Duration::from_secs(10),
             leader_wait: Duration::from_secs(5),
+            follow_lag: Duration::ZERO,
         }
     }
 

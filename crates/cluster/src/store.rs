@@ -75,6 +75,9 @@ pub struct ClusterSettings {
     /// How long a starting node waits to become the leader before it starts as a follower
     /// (a deployment without a leader makes it the leader at once).
     pub leader_wait: Duration,
+    /// How long a follower holds back before taking in the metadata other nodes committed:
+    /// zero, except in tests that make a slow node's lag visible.
+    pub follow_lag: Duration,
 }
 
 /// The storage of `rivulet serve --cluster`.
@@ -95,6 +98,9 @@ pub struct ClusterStore {
     slots: Arc<ClusterSlots>,
     /// Per stream (by token): the closes this node has seen, for telling late puts.
     closes: Arc<Mutex<HashMap<String, Closes>>>,
+    /// The metadata revision every engine of this node has taken in (`roles::follow`).
+    refreshed: tokio::sync::watch::Sender<u64>,
+    follow_lag: Duration,
 }
 
 /// The data keys the engine gives the store, once it has a key service.
@@ -342,6 +348,8 @@ impl ClusterStore {
             keyring: Arc::new(Mutex::new(None)),
             slots,
             closes: Arc::new(Mutex::new(HashMap::new())),
+            refreshed: tokio::sync::watch::Sender::new(0),
+            follow_lag: settings.follow_lag,
         });
         tokio::spawn(follow_notices(Arc::downgrade(&store), notes));
         Ok(store)
@@ -394,14 +402,40 @@ impl ClusterStore {
     pub async fn latest_revision(&self) -> anyhow::Result<u64> {
         let js = async_nats::jetstream::new(self.client.clone());
         let info = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut stream = js.get_stream(format!("{}_META", self.prefix)).await?;
-            let info = stream.info().await?;
-            Ok::<u64, async_nats::Error>(info.state.last_sequence)
+            // One STREAM.INFO request, answered by the stream's leader.
+            let stream = js.get_stream(format!("{}_META", self.prefix)).await?;
+            Ok::<u64, async_nats::Error>(stream.cached_info().state.last_sequence)
         })
         .await
         .map_err(|_| anyhow::anyhow!("the metadata's leader did not answer"))?
         .map_err(|error| anyhow::anyhow!("metadata revision: {error}"))?;
         Ok(info)
+    }
+
+    /// How long a follower holds back before taking in metadata changes (tests only).
+    pub fn follow_lag(&self) -> Duration {
+        self.follow_lag
+    }
+
+    /// Records that every engine of this node has taken in metadata revision `revision`:
+    /// they answer from everything committed up to it.
+    pub fn set_refreshed(&self, revision: u64) {
+        self.refreshed.send_if_modified(|held| {
+            let newer = revision > *held;
+            if newer {
+                *held = revision;
+            }
+            newer
+        });
+    }
+
+    /// Waits (up to `within`) until every engine of this node has taken in metadata revision
+    /// `revision`.
+    pub async fn wait_refreshed(&self, revision: u64, within: Duration) -> bool {
+        let mut refreshed = self.refreshed.subscribe();
+        tokio::time::timeout(within, refreshed.wait_for(|held| *held >= revision))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     }
 
     /// The last metadata revision this node has applied.

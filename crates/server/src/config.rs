@@ -384,6 +384,7 @@ impl ServeArgs {
                 tls_client,
                 timeout: std::time::Duration::from_secs(10),
                 leader_wait: std::time::Duration::from_secs(2),
+                follow_lag: std::time::Duration::ZERO,
             }))
         } else if in_memory {
             Storage::Memory

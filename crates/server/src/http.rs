@@ -650,6 +650,13 @@ pub async fn handle(
             cluster.forward(&engine, operation, format, &body).await
         }
         Some(cluster) => {
+            // Read your writes across nodes: a description or a listing on a follower first
+            // takes in whatever any node committed before it (one round trip to JetStream),
+            // so a client that changed a stream through one node sees the change through
+            // every other at once. The data plane reads shards, not this copy.
+            if reads_metadata(operation) {
+                cluster.catch_up(&engine).await;
+            }
             let reply = api::dispatch(&engine, operation, &input, now_ms(), format).await;
             match reply {
                 Err(error)
@@ -670,6 +677,14 @@ pub async fn handle(
             error_response(format, &error, cors)
         }
     })
+}
+
+/// Whether `operation` answers from the metadata alone (descriptions and listings), so a
+/// follower catches up before answering it.
+fn reads_metadata(operation: &str) -> bool {
+    operation.starts_with("Describe")
+        || operation.starts_with("List")
+        || operation == "GetResourcePolicy"
 }
 
 /// Logs a server-side failure with its message, which the client does not get.
