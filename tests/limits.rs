@@ -217,6 +217,26 @@ async fn account_commitment_gates_warm_throughput_and_modes_switch() {
     let d = summary.stream_description_summary().expect("summary");
     assert_eq!(d.open_shard_count(), 8);
     assert_eq!(d.warm_throughput().and_then(|w| w.current_mibps()), Some(8));
+    // The same or a lower value releases the excess capacity: with no traffic, down to 4.
+    let released = c
+        .update_stream_warm_throughput()
+        .stream_name("warm")
+        .warm_throughput_mibps(4)
+        .send()
+        .await
+        .expect("release");
+    let w = released.warm_throughput().expect("warm");
+    assert_eq!((w.target_mibps(), w.current_mibps()), (Some(4), Some(8)));
+    let d = c
+        .describe_stream_summary()
+        .stream_name("warm")
+        .send()
+        .await
+        .expect("summary");
+    let d = d.stream_description_summary().expect("summary");
+    assert_eq!(d.open_shard_count(), 4);
+    let w = d.warm_throughput().expect("warm");
+    assert_eq!((w.target_mibps(), w.current_mibps()), (Some(4), Some(4)));
     // Disabling within the first day keeps it until the earliest allowed end.
     let disabled = c
         .update_account_settings()
@@ -258,6 +278,6 @@ async fn account_commitment_gates_warm_throughput_and_modes_switch() {
         d.stream_mode_details().map(|m| m.stream_mode()),
         Some(&StreamMode::Provisioned)
     );
-    assert_eq!(d.open_shard_count(), 8);
+    assert_eq!(d.open_shard_count(), 4);
     t.stop().await;
 }

@@ -450,3 +450,84 @@ async fn browsers_are_sent_to_the_console_and_its_api_answers() {
     assert_eq!(missing.json()["__type"], "ResourceNotFoundException");
     t.stop().await;
 }
+
+/// An on-demand stream under a spike, at `--on-demand-time-scale 60` (AWS's 15-minute step
+/// in 15 s): throttled at first, split once within seconds, and not again before the step's
+/// time is up; its load, peak and target are on `/_rivulet/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_spike_shows_in_the_scaler_s_metrics() {
+    let mut config = ServerConfig::for_tests();
+    config.engine.limits_scale = Some(0.01); // 10 records/s per shard
+    config.engine.on_demand_time_scale = 60.0;
+    let t = TestServer::with_config(config).await;
+    let c = client_without_retries(t.addr);
+    c.create_stream()
+        .stream_name("spiky")
+        .stream_mode_details(
+            aws_sdk_kinesis::types::StreamModeDetails::builder()
+                .stream_mode(aws_sdk_kinesis::types::StreamMode::OnDemand)
+                .build()
+                .expect("mode"),
+        )
+        .send()
+        .await
+        .expect("create");
+    let open = || async {
+        c.describe_stream_summary()
+            .stream_name("spiky")
+            .send()
+            .await
+            .expect("summary")
+            .stream_description_summary()
+            .expect("summary")
+            .open_shard_count()
+    };
+    // 400 records/s offered (ten times the 40 the 4 shards take), for 8 s.
+    let started = std::time::Instant::now();
+    let (mut offered, mut throttled) = (0, 0);
+    let mut round = 0;
+    while started.elapsed() < std::time::Duration::from_secs(8) {
+        let entries = (0..40)
+            .map(|i| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("k{round}-{i}"))
+                    .data(Blob::new("0123456789"))
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let put = c
+            .put_records()
+            .stream_name("spiky")
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("put records");
+        offered += 40;
+        throttled += put.failed_record_count().unwrap_or(0);
+        round += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        throttled > offered / 2,
+        "{throttled} of {offered} throttled"
+    );
+    // One step (every shard ran hot): 8 shards, and no second step within 15 s of it.
+    assert_eq!(open().await, 8);
+    let text = metrics(t.addr).await;
+    let stream = "{AccountId=\"000000000000\",StreamName=\"spiky\"}";
+    let peak = value(&text, &format!("rivulet_on_demand_peak_shards{stream}")).expect("peak");
+    // Accepted writes, averaged over 5 s: the 4 shards' 40 records/s, then the 8 shards' 80
+    // (and the new shards' first burst).
+    assert!((3.0..=12.0).contains(&peak), "peak {peak}\n{text}");
+    let target = value(&text, &format!("rivulet_on_demand_target_shards{stream}")).expect("target");
+    assert!(target >= 8.0, "target {target}");
+    assert_eq!(
+        value(
+            &text,
+            &format!("rivulet_on_demand_shard_limit_hits_total{stream}")
+        ),
+        Some(0.0)
+    );
+    assert!(value(&text, &format!("rivulet_on_demand_load_shards{stream}")).is_some());
+}

@@ -132,7 +132,9 @@ impl Engine {
     }
 
     /// UpdateStreamWarmThroughput: scales an on-demand stream up to at least `mibps` MiB/s of
-    /// write capacity (UPDATING meanwhile); a lower value only lowers the target.
+    /// write capacity (UPDATING meanwhile); the same or a lower value releases the capacity
+    /// the stream scaled up to beyond it and what its last minute's traffic needs
+    /// (`Engine::release_capacity`).
     pub fn update_warm_throughput(
         &self,
         target: &StreamTarget<'_>,
@@ -163,6 +165,10 @@ impl Engine {
                 Pending::UniformScaling { target: shards },
                 now_ms,
             )?;
+        } else if let Some(change) = self.release_capacity(&stream, &mut state.meta, mibps, now_ms)
+        {
+            // The same or a lower value releases excess capacity (On-demand Advantage).
+            self.begin_update(&mut state, change, now_ms)?;
         } else {
             self.persist(&state.meta)?;
         }

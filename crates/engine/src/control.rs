@@ -442,6 +442,7 @@ impl Engine {
             encryption_changes_ms: Vec::new(),
             shard_level_metrics: Vec::new(),
             queues: Vec::new(),
+            on_demand: Default::default(),
         };
         let mut logs = HashMap::new();
         for shard in &meta.shards {

@@ -5,7 +5,7 @@
 //! given `now_ms`; the server passes the wall clock, tests pass whatever time they like.
 
 mod account;
-mod autoscale;
+pub mod autoscale;
 #[cfg(test)]
 mod blocking;
 mod consumers;
@@ -89,6 +89,9 @@ pub struct EngineConfig {
     pub shard_limit: u32,
     /// Shard throughput limits: `None` off, `Some(x)` AWS's rates times `x`.
     pub limits_scale: Option<f64>,
+    /// How much faster than AWS's on-demand streams' clock runs (their 15-minute scaling
+    /// step, 30-day peak window and gradual scale-down): 1 is AWS's pace.
+    pub on_demand_time_scale: f64,
     /// Prefix of this engine's metadata keys and log ids in a store that several accounts'
     /// engines share: empty for the server's own account, `acct-<id>/` for the others.
     pub namespace: String,
@@ -104,6 +107,7 @@ impl Default for EngineConfig {
             update_stream_ms: 500,
             shard_limit: 20_000,
             limits_scale: None,
+            on_demand_time_scale: 1.0,
             namespace: String::new(),
         }
     }
@@ -173,6 +177,8 @@ struct Stream {
     write_outbox: parking_lot::Mutex<HashMap<u32, (f64, f64)>>,
     /// The epoch second auto-scaling last looked at this stream.
     scaled_at_s: std::sync::atomic::AtomicI64,
+    /// Scale-up steps the account's shard quota cut short.
+    shard_limit_hits: AtomicU64,
     /// Round-robin position for AUTO record distribution.
     auto_next: AtomicU64,
     /// The data key encrypted writes use in this run, with the KMS key it is wrapped by.
@@ -230,6 +236,7 @@ impl Stream {
             meters: parking_lot::Mutex::new(HashMap::new()),
             write_outbox: parking_lot::Mutex::new(HashMap::new()),
             scaled_at_s: std::sync::atomic::AtomicI64::new(0),
+            shard_limit_hits: AtomicU64::new(0),
             auto_next: AtomicU64::new(0),
             data_key: parking_lot::Mutex::new(None),
             metrics: metrics::StreamMetrics::default(),

@@ -229,6 +229,9 @@ pub struct StreamMeta {
     /// Queues on the stream (CreateQueue), in creation order.
     #[serde(default)]
     pub queues: Vec<crate::queues::QueueMeta>,
+    /// What an on-demand stream's capacity follows: its peaks and scaling steps.
+    #[serde(default, skip_serializing_if = "crate::autoscale::History::is_empty")]
+    pub on_demand: crate::autoscale::History,
 }
 
 impl StreamMeta {

@@ -40,6 +40,8 @@ pub struct StreamMetricsView {
     pub shard_level_metrics: Vec<Metric>,
     pub totals: Totals,
     pub shards: Vec<ShardMetricsView>,
+    /// An on-demand stream's capacity as its scaler sees it.
+    pub on_demand: Option<crate::autoscale::OnDemandView>,
 }
 
 /// The metric names a request names, `ALL` expanded, in AWS's order.
@@ -96,7 +98,7 @@ impl Engine {
     }
 
     /// Every stream's metrics and shape, in name order.
-    pub fn metrics_snapshot(&self) -> Vec<StreamMetricsView> {
+    pub fn metrics_snapshot(&self, now_ms: i64) -> Vec<StreamMetricsView> {
         let streams: Vec<_> = self.streams.read().values().cloned().collect();
         let mut out = Vec::with_capacity(streams.len());
         for stream in streams {
@@ -136,6 +138,7 @@ impl Engine {
                 shard_level_metrics: meta.enabled_shard_metrics(),
                 totals: stream.metrics.stream_totals(),
                 shards,
+                on_demand: self.on_demand_view(&stream, meta, now_ms),
             });
         }
         out

@@ -708,15 +708,7 @@ fn on_demand_streams_split_hot_shards() {
         limits_scale: Some(1.0),
         ..EngineConfig::default()
     });
-    e.create_stream(
-        CreateStream {
-            name: "od".into(),
-            mode: Some(StreamMode::OnDemand),
-            ..CreateStream::default()
-        },
-        T0,
-    )
-    .unwrap();
+    create_on_demand(&e);
     let data = [0u8; 100];
     let hot: Vec<PutEntry<'_>> = (0..80)
         .map(|_| PutEntry {
@@ -1326,4 +1318,307 @@ fn records_that_land_late_fail_and_are_not_counted_as_incoming() {
         sum(crate::metrics::Metric::PutRecordsFailedRecords),
         Some(3.0)
     );
+}
+
+/// An on-demand engine at AWS's pace × 60 (a 15-minute step is 15 s, the 30-day window 12 h,
+/// a scale-down step 6 min) with 10 records/s per shard, as `--on-demand-time-scale 60
+/// --limits-scale 0.01` would make it.
+fn on_demand_engine(shard_limit: u32) -> Engine {
+    let e = engine_with(on_demand_config(shard_limit));
+    create_on_demand(&e);
+    e
+}
+
+fn on_demand_config(shard_limit: u32) -> EngineConfig {
+    EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        limits_scale: Some(0.01),
+        on_demand_time_scale: 60.0,
+        shard_limit,
+        ..EngineConfig::default()
+    }
+}
+
+/// Creates the on-demand stream "od" (4 shards) at T0.
+fn create_on_demand(e: &Engine) {
+    e.create_stream(
+        CreateStream {
+            name: "od".into(),
+            mode: Some(StreamMode::OnDemand),
+            ..CreateStream::default()
+        },
+        T0,
+    )
+    .unwrap();
+}
+
+/// What a run of [`offer`] saw.
+#[derive(Default)]
+struct Offered {
+    offered: usize,
+    throttled: usize,
+    /// (second since T0, throttled in it, open shards at its end), one per second.
+    seconds: Vec<(i64, usize, usize)>,
+}
+
+fn open_shards(e: &Engine, now: i64) -> Vec<ShardView> {
+    e.list_shards(
+        &ListShards {
+            target: StreamTarget::name("od"),
+            ..ListShards::default()
+        },
+        now,
+    )
+    .unwrap()
+    .shards
+    .into_iter()
+    .filter(|s| s.ending_sequence_number.is_none())
+    .collect()
+}
+
+/// Offers `rate` records/s of 10 bytes to "od" from `from` to `to` (ms), spread evenly over
+/// the hash key space, a tenth every 100 ms, ticking as the server does.
+fn offer(e: &Engine, rate: usize, from: i64, to: i64, seen: &mut Offered) {
+    let data = [7u8; 10];
+    let mut now = from;
+    let mut round = 0u128;
+    let mut throttled_this_second = 0;
+    let mut sent = 0usize;
+    while now < to {
+        // The records due by the end of this 100 ms at `rate`.
+        let per_put = ((now + 100 - from) as usize * rate / 1000) - sent;
+        sent += per_put;
+        let stride = u128::MAX / per_put.max(1) as u128;
+        // Each round shifts the keys, so every part of every range takes its share.
+        let keys: Vec<String> = (0..per_put as u128)
+            .map(|j| (j * stride + (round * 7_919 % 97) * (stride / 97)).to_string())
+            .collect();
+        let entries: Vec<PutEntry<'_>> = keys
+            .iter()
+            .map(|k| PutEntry {
+                partition_key: Some("k"),
+                explicit_hash_key: Some(k.as_str()),
+                data: &data,
+            })
+            .collect();
+        if !entries.is_empty() {
+            let outcome = e
+                .put_records_now(&StreamTarget::name("od"), &entries, None, true, now)
+                .unwrap();
+            let failed = outcome.results.iter().filter(|r| r.is_err()).count();
+            seen.offered += entries.len();
+            seen.throttled += failed;
+            throttled_this_second += failed;
+        }
+        e.tick(now).unwrap();
+        now += 100;
+        round += 1;
+        if (now - T0) % 1000 == 0 {
+            let open = open_shards(e, now).len();
+            seen.seconds
+                .push(((now - T0) / 1000, throttled_this_second, open));
+            throttled_this_second = 0;
+        }
+    }
+}
+
+/// The seconds at which the open shard count changed, with the new count.
+fn steps(seen: &Offered, start: usize) -> Vec<(i64, usize)> {
+    let mut out = Vec::new();
+    let mut last = start;
+    for &(second, _, open) in &seen.seconds {
+        if open != last {
+            out.push((second, open));
+            last = open;
+        }
+    }
+    out
+}
+
+#[test]
+fn an_on_demand_spike_is_throttled_then_absorbed_in_doubling_steps() {
+    let e = on_demand_engine(20_000);
+    // 400 records/s: ten times the new stream's 4 shards × 10 records/s.
+    let mut seen = Offered::default();
+    offer(&e, 400, T0, T0 + 80_000, &mut seen);
+    let steps = steps(&seen, 4);
+    // One step per 15 s (AWS's 15 minutes), each at most doubling: 4 steps to take the
+    // spike, then one more for twice its peak.
+    let counts: Vec<usize> = steps.iter().map(|s| s.1).collect();
+    assert_eq!(counts, vec![8, 16, 32, 64, 128], "steps: {steps:?}");
+    for pair in steps.windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= 15, "steps 15 s apart: {steps:?}");
+    }
+    // Throttled until the fourth step, not after it.
+    let absorbed_at = steps[3].0;
+    let before: usize = seen
+        .seconds
+        .iter()
+        .filter(|s| s.0 <= steps[3].0)
+        .map(|s| s.1)
+        .sum();
+    assert!(
+        before > 5_000,
+        "the spike was throttled until then: {before}"
+    );
+    let after: usize = seen
+        .seconds
+        .iter()
+        .filter(|s| s.0 > absorbed_at + 1)
+        .map(|s| s.1)
+        .sum();
+    assert_eq!(after, 0, "absorbed after the fourth step ({absorbed_at} s)");
+    // Lineage: every split shows in ListShards.
+    let all = e
+        .list_shards(
+            &ListShards {
+                target: StreamTarget::name("od"),
+                ..ListShards::default()
+            },
+            T0 + 80_000,
+        )
+        .unwrap()
+        .shards;
+    assert_eq!(all.len(), 4 + 2 * (4 + 8 + 16 + 32 + 64));
+}
+
+#[test]
+fn an_on_demand_stream_takes_each_doubling_without_throttling() {
+    let e = on_demand_engine(20_000);
+    let mut seen = Offered::default();
+    // 1.8 shards' worth, then 3.6, 7.2 and 14.4: each level twice the last, held 20 s (longer
+    // than the 15 s step).
+    for (i, rate) in [18, 36, 72, 144].into_iter().enumerate() {
+        let from = T0 + i as i64 * 20_000;
+        offer(&e, rate, from, from + 20_000, &mut seen);
+    }
+    assert_eq!(seen.throttled, 0, "steps: {:?}", steps(&seen, 4));
+    assert_eq!(seen.offered, (18 + 36 + 72 + 144) * 20);
+    // The stream grew only as the traffic did, keeping every shard able to take twice its
+    // load: 14.4 shards' worth on 32 shards.
+    let open = open_shards(&e, T0 + 80_000).len();
+    assert_eq!(open, 32, "steps: {:?}", steps(&seen, 4));
+}
+
+#[test]
+fn an_on_demand_stream_scales_back_down_once_its_peak_leaves_the_window() {
+    let e = on_demand_engine(20_000);
+    let mut seen = Offered::default();
+    offer(&e, 400, T0, T0 + 80_000, &mut seen);
+    assert_eq!(open_shards(&e, T0 + 80_000).len(), 128);
+    // No load from here. The peak stays for the 30-day window (12 h at this scale): the
+    // capacity stays with it.
+    let mut now = T0 + 80_000;
+    let mut counts = vec![(now, 128)];
+    while now < T0 + 14 * HOUR_MS {
+        now += 10_000;
+        e.tick(now).unwrap();
+        let open = open_shards(&e, now).len();
+        if open != counts.last().unwrap().1 {
+            counts.push((now, open));
+        }
+    }
+    // The shards split for headroom beyond twice the peak (40 shards' worth) merge first,
+    // one step (6 min, AWS's 6 hours) after the last split; twice the peak stays until the
+    // peak leaves the window, then the stream halves per step down to the 4 it started with.
+    let shrinking: Vec<usize> = counts.iter().map(|c| c.1).collect();
+    assert_eq!(shrinking, vec![128, 80, 40, 20, 10, 5, 4], "{counts:?}");
+    assert!(counts[1].0 - T0 < HOUR_MS, "{counts:?}");
+    assert!(
+        counts[2].0 - T0 >= 12 * HOUR_MS,
+        "twice the peak kept within the window: {counts:?}"
+    );
+    for pair in counts[1..].windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= 6 * 60_000, "{counts:?}");
+    }
+    // Merges keep lineage: each open shard has two parents.
+    let open = open_shards(&e, now);
+    assert!(
+        open.iter()
+            .all(|s| s.parent_shard_id.is_some() && s.adjacent_parent_shard_id.is_some()),
+        "{open:?}"
+    );
+    // And it scales up again when traffic comes back.
+    let mut seen = Offered::default();
+    offer(&e, 80, now, now + 10_000, &mut seen);
+    assert!(open_shards(&e, now + 10_000).len() > 4);
+}
+
+#[test]
+fn releasing_warm_capacity_scales_an_on_demand_stream_down_at_once() {
+    let e = on_demand_engine(20_000);
+    let mut seen = Offered::default();
+    offer(&e, 400, T0, T0 + 80_000, &mut seen);
+    assert_eq!(open_shards(&e, T0 + 80_000).len(), 128);
+    let now = T0 + 200_000;
+    // Warm throughput needs the minimum throughput billing commitment (On-demand Advantage).
+    let refused = e
+        .update_warm_throughput(&StreamTarget::name("od"), 4, now)
+        .unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::InvalidArgument);
+    e.update_account_settings(true, now).unwrap();
+    let (_, warm) = e
+        .update_warm_throughput(&StreamTarget::name("od"), 4, now)
+        .unwrap();
+    assert_eq!((warm.target_mibps, warm.current_mibps), (4, 128));
+    assert_eq!(open_shards(&e, now + 1).len(), 4);
+    // The burst behind the capacity is forgotten: the stream does not scale up again.
+    for second in 1..60 {
+        e.tick(now + second * 1_000).unwrap();
+    }
+    assert_eq!(open_shards(&e, now + 60_000).len(), 4);
+}
+
+#[test]
+fn on_demand_scaling_stops_at_the_account_shard_limit() {
+    let e = on_demand_engine(10);
+    let mut seen = Offered::default();
+    offer(&e, 400, T0, T0 + 60_000, &mut seen);
+    let counts: Vec<usize> = steps(&seen, 4).iter().map(|s| s.1).collect();
+    assert_eq!(counts, vec![8, 10], "never more shards than the quota");
+    let view = e
+        .metrics_snapshot(T0 + 60_000)
+        .into_iter()
+        .find(|v| v.name == "od")
+        .and_then(|v| v.on_demand)
+        .unwrap();
+    assert!(view.shard_limit_hits >= 1, "{view:?}");
+    assert!(view.target_shards > 10, "{view:?}");
+    // The quota's error is the one CreateStream and UpdateShardCount give.
+    let error = e
+        .create_stream(
+            CreateStream {
+                name: "more".into(),
+                mode: Some(StreamMode::OnDemand),
+                ..CreateStream::default()
+            },
+            T0 + 60_000,
+        )
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::LimitExceeded);
+}
+
+#[test]
+fn an_on_demand_stream_s_peaks_survive_a_restart() {
+    let backend = Arc::new(MemBackend::new());
+    let config = on_demand_config(20_000);
+    let store = Store::open(backend.clone(), StoreConfig::default()).unwrap();
+    let e = Engine::open(store.clone(), config.clone()).unwrap();
+    create_on_demand(&e);
+    let mut seen = Offered::default();
+    offer(&e, 400, T0, T0 + 80_000, &mut seen);
+    store.shutdown();
+    drop(e);
+    let store = Store::open(backend, StoreConfig::default()).unwrap();
+    let e = Engine::open(store, config).unwrap();
+    // A new process has no meters, but the window's peak is in the stream's metadata: the
+    // stream keeps twice it (80 shards) rather than falling back to 4.
+    let mut now = T0 + 80_000;
+    while now < T0 + 2 * HOUR_MS {
+        now += 10_000;
+        e.tick(now).unwrap();
+    }
+    assert_eq!(open_shards(&e, now).len(), 80);
 }

@@ -115,7 +115,9 @@ function renderStreams(streams, now) {
       el("td", {}, s.name),
       el("td", {}, el("span", { class: `badge ${s.status}` }, s.status)),
       el("td", {}, s.mode),
-      el("td", {}, s.open_shards),
+      el("td", { title: s.on_demand ? `on-demand: peak ${s.on_demand.peak_shards.toFixed(2)} shards' worth of writes in 30 days, scaling towards ${s.on_demand.target_shards}` : "" },
+        s.on_demand && s.on_demand.target_shards !== s.open_shards
+          ? `${s.open_shards} → ${s.on_demand.target_shards}` : `${s.open_shards}`),
       el("td", {}, `${s.retention_hours} h`),
       el("td", {}, s.encryption),
       el("td", {}, formatNumber(inPerSecond)));

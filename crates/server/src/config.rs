@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// headroom) [default: 1]
     #[arg(long, env = "RIVULET_LIMITS_SCALE")]
     pub limits_scale: Option<f64>,
+    /// Speed up on-demand streams' clock: 60 makes AWS's 15-minute scaling step take 15 s
+    /// and its 30-day peak window 12 h [default: 1, AWS's pace]
+    #[arg(long, env = "RIVULET_ON_DEMAND_TIME_SCALE")]
+    pub on_demand_time_scale: Option<f64>,
     /// Also serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on this address [default: off]
     #[arg(long, env = "RIVULET_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -415,6 +419,15 @@ impl ServeArgs {
         if !(scale.is_finite() && scale > 0.0) {
             anyhow::bail!("--limits-scale must be a positive number, got {scale}");
         }
+        let on_demand_time_scale = self
+            .on_demand_time_scale
+            .or(file.on_demand_time_scale)
+            .unwrap_or(1.0);
+        if !(on_demand_time_scale.is_finite() && on_demand_time_scale > 0.0) {
+            anyhow::bail!(
+                "--on-demand-time-scale must be a positive number, got {on_demand_time_scale}"
+            );
+        }
         let limits_scale = match self.limits.or(file.limits).unwrap_or(Limits::Aws) {
             Limits::Aws => Some(scale),
             Limits::Off => None,
@@ -491,6 +504,7 @@ impl ServeArgs {
                     .or(file.shard_limit)
                     .unwrap_or(defaults.shard_limit),
                 limits_scale,
+                on_demand_time_scale,
                 namespace: String::new(),
             },
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
@@ -531,6 +545,24 @@ mod tests {
         assert!(matches!(config.storage, Storage::Memory));
         assert_eq!(config.listen.port(), 4567);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn on_demand_time_scale_defaults_to_aws_pace_and_must_be_positive() {
+        let with = |scale| {
+            ServeArgs {
+                on_demand_time_scale: scale,
+                in_memory: Some(true),
+                ..ServeArgs::default()
+            }
+            .resolve()
+        };
+        assert_eq!(with(None).unwrap().engine.on_demand_time_scale, 1.0);
+        assert_eq!(with(Some(60.0)).unwrap().engine.on_demand_time_scale, 60.0);
+        for refused in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let error = with(Some(refused)).unwrap_err().to_string();
+            assert!(error.contains("--on-demand-time-scale"), "{error}");
+        }
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn streams(
     ids.sort();
     let mut out = Vec::new();
     for account in ids {
-        for view in accounts[account].metrics_snapshot() {
+        for view in accounts[account].metrics_snapshot(now_ms) {
             if viewer.is_some_and(|v| !v.may_describe(&view.arn)) {
                 continue;
             }
@@ -146,6 +146,12 @@ fn streams(
                 "totals": totals(&view.totals, false),
                 "shards": shards,
                 "consumers": consumers,
+                "on_demand": view.on_demand.map(|v| json!({
+                    "load_shards": v.load_shards,
+                    "peak_shards": v.peak_shards,
+                    "target_shards": v.target_shards,
+                    "shard_limit_hits": v.shard_limit_hits,
+                })),
             }));
         }
     }

@@ -142,11 +142,12 @@ async fn queue_metrics(accounts: &HashMap<String, Arc<Engine>>, ids: &[&String],
 
 /// The Prometheus exposition of every account's streams and queues.
 pub async fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
+    let now_ms = crate::http::now_ms();
     let mut views = Vec::new();
     let mut ids: Vec<&String> = accounts.keys().collect();
     ids.sort();
     for account in ids {
-        for view in accounts[account].metrics_snapshot() {
+        for view in accounts[account].metrics_snapshot(now_ms) {
             views.push((account.clone(), view));
         }
     }
@@ -215,10 +216,66 @@ pub async fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
         );
         out.push_str(&lines);
     }
+    on_demand_metrics(&views, &mut out);
     let mut ids: Vec<&String> = accounts.keys().collect();
     ids.sort();
     queue_metrics(accounts, &ids, &mut out).await;
     out
+}
+
+/// On-demand streams' capacity as their scaler sees it: load, 30-day peak and target in
+/// shards' worth, and the scale-ups the account's shard quota cut short.
+fn on_demand_metrics(views: &[(String, rivulet_engine::StreamMetricsView)], out: &mut String) {
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&rivulet_engine::autoscale::OnDemandView) -> f64,
+    );
+    let series: [Series; 4] = [
+        (
+            "rivulet_on_demand_load_shards",
+            "gauge",
+            "On-demand stream's accepted writes (5 s average), in shards' worth of capacity.",
+            |v| v.load_shards,
+        ),
+        (
+            "rivulet_on_demand_peak_shards",
+            "gauge",
+            "On-demand stream's peak load of the 30-day window, in shards' worth of capacity.",
+            |v| v.peak_shards,
+        ),
+        (
+            "rivulet_on_demand_target_shards",
+            "gauge",
+            "Open shards the on-demand stream scales towards (twice the peak, at least 4).",
+            |v| f64::from(v.target_shards),
+        ),
+        (
+            "rivulet_on_demand_shard_limit_hits_total",
+            "counter",
+            "Scale-up steps the account's shard limit cut short.",
+            |v| v.shard_limit_hits as f64,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let mut lines = String::new();
+        for (account, view) in views {
+            if let Some(on_demand) = &view.on_demand {
+                let _ = writeln!(
+                    lines,
+                    "{name}{{AccountId=\"{}\",StreamName=\"{}\"}} {}",
+                    label(account),
+                    label(&view.name),
+                    value(on_demand)
+                );
+            }
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            out.push_str(&lines);
+        }
+    }
 }
 
 /// Serves a `/_rivulet/` path; `None` for paths that are not ours (the caller answers 404).
