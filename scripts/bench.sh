@@ -96,16 +96,23 @@ if [[ " $SERVERS " == *" rivulet "* ]]; then
   echo "{\"server\":\"rivulet-limits-aws\",\"workload\":\"throttle-server-cpu\",\"cpu_seconds\":$(( (after - before) ))e-2,\"seconds\":$SECS}" >>"$OUT"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 fi
-# On-demand scaling (issue 4): load doubling every 10 s from 100 records/s, at a twentieth of
-# AWS's rates (50 records/s per shard) so the whole curve fits in a minute.
+# On-demand scaling (issue 16): a spike to ten times a new stream's capacity, at a twentieth of
+# AWS's rates (50 records/s per shard) and AWS's pace sped up 60 times (a 15-minute step takes
+# 15 s); then the same spike, short, and a rest at 7,200 times (the 30-day window takes 6 min)
+# to show the way back down. `scripts/plot-on-demand.py` draws both (docs/on-demand-*.svg).
 if [[ " $SERVERS " == *" rivulet "* ]]; then
-  "$RIVULET" serve --listen 127.0.0.1:4618 --in-memory --create-stream-ms 0 --update-stream-ms 500 \
-    --limits-scale 0.05 >"$WORK/on-demand.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4618) 2>/dev/null && break; sleep 0.05; done
-  "$BENCH" --endpoint 127.0.0.1:4618 --label rivulet-on-demand --stream od \
-    on-demand --start-rate 100 --step-seconds 10 --steps 6 >>"$OUT" 2>/dev/null
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  for pace in "60 90 10" "7200 20 480"; do
+    read -r scale spike rest <<<"$pace"
+    "$RIVULET" serve --listen 127.0.0.1:4618 --in-memory --create-stream-ms 0 \
+      --update-stream-ms 500 --limits-scale 0.05 --on-demand-time-scale "$scale" \
+      >"$WORK/on-demand.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4618) 2>/dev/null && break; sleep 0.05; done
+    "$BENCH" --endpoint 127.0.0.1:4618 --label "rivulet-on-demand-x$scale" --stream od \
+      on-demand --start-rate 2000 --factor 1 --steps 1 --step-seconds "$spike" \
+      --rest-seconds "$rest" >>"$OUT" 2>/dev/null
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
 fi
 # Encryption at rest (issue 5): PutRecords 500x100 B into a plain and an encrypted stream of one
 # durable server, alternated twice so both see the same machine.

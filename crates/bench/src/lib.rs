@@ -111,9 +111,10 @@ pub enum Workload {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// An on-demand stream (created by this workload) under load that doubles every
-    /// `step_seconds`, from `start_rate` records/s, for `steps` steps; one result line per
-    /// second with records offered, accepted and throttled, and the open shard count.
+    /// An on-demand stream (created by this workload) under load that grows by `factor`
+    /// every `step_seconds`, from `start_rate` records/s, for `steps` steps, then rests
+    /// `rest_seconds` with no load; one result line per second with records offered,
+    /// accepted and throttled, and the open shard count. `--factor 1 --steps 1` is a spike.
     OnDemand {
         #[arg(long, default_value_t = 100)]
         start_rate: u64,
@@ -121,6 +122,10 @@ pub enum Workload {
         step_seconds: u64,
         #[arg(long, default_value_t = 6)]
         steps: u32,
+        #[arg(long, default_value_t = 2.0)]
+        factor: f64,
+        #[arg(long, default_value_t = 0)]
+        rest_seconds: u64,
     },
     /// The machine's ceiling for durable single-record puts: a minimal server in this process
     /// (raw TCP frames, no HTTP or JSON) that answers after an `fdatasync` (group commit), and
@@ -1142,6 +1147,8 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             start_rate,
             step_seconds,
             steps,
+            factor,
+            rest_seconds,
         } => {
             const BATCH: usize = 50;
             let mut s = endpoint.connect().await?;
@@ -1153,10 +1160,15 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             let (mut offered, mut accepted, mut throttled) = (0u64, 0u64, 0u64);
             let mut salt = 0usize;
             let mut current_step = 0u32;
-            while started.elapsed() < total {
+            let end = total + Duration::from_secs(rest_seconds);
+            while started.elapsed() < end {
                 let elapsed = started.elapsed();
                 let step = (elapsed.as_secs() / step_seconds.max(1)) as u32;
-                let rate = start_rate.saturating_mul(1u64 << step.min(40));
+                let rate = if elapsed < total {
+                    (start_rate as f64 * factor.powi(step.min(40) as i32)) as u64
+                } else {
+                    0
+                };
                 if step != current_step {
                     current_step = step;
                     sent_batches = 0;
