@@ -1507,7 +1507,8 @@ fn an_on_demand_stream_scales_back_down_once_its_peak_leaves_the_window() {
     let e = on_demand_engine(20_000);
     let mut seen = Offered::default();
     offer(&e, 400, T0, T0 + 80_000, &mut seen);
-    assert_eq!(open_shards(&e, T0 + 80_000).len(), 128);
+    let before = open_shards(&e, T0 + 80_000);
+    assert_eq!(before.len(), 128);
     // No load from here. The peak stays for the 30-day window (12 h at this scale): the
     // capacity stays with it.
     let mut now = T0 + 80_000;
@@ -1540,6 +1541,23 @@ fn an_on_demand_stream_scales_back_down_once_its_peak_leaves_the_window() {
             .all(|s| s.parent_shard_id.is_some() && s.adjacent_parent_shard_id.is_some()),
         "{open:?}"
     );
+    // A reader of a shard that was merged away reaches its end and is told where the records
+    // go next.
+    let mut it = iterator(
+        &e,
+        "od",
+        &before[0].shard_id,
+        IteratorType::TrimHorizon,
+        now,
+    );
+    let children = loop {
+        let batch = e.get_records_now(&it, None, now).unwrap();
+        match batch.next_shard_iterator {
+            Some(next) => it = next,
+            None => break batch.child_shards.unwrap_or_default(),
+        }
+    };
+    assert_eq!(children.len(), 1, "merged into one child");
     // And it scales up again when traffic comes back.
     let mut seen = Offered::default();
     offer(&e, 80, now, now + 10_000, &mut seen);
