@@ -1455,3 +1455,106 @@ async fn a_change_made_through_one_node_is_seen_through_every_other_at_once() {
     nodes.stop().await;
     nats.stop().await.expect("stop nats");
 }
+
+/// NATS authentication beyond user/password and tokens: a node brings an NKey seed
+/// (`--nats-nkey`) to servers that list its public key, or a `.creds` file (`--nats-creds`)
+/// to a 3-server cluster in operator (JWT) mode; a node with credentials the servers do not
+/// know is refused with the reason, and a file that is not a seed is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_authenticate_to_nats_with_an_nkey_or_a_creds_file() {
+    use rivulet_cluster::servers::NatsAuth;
+    for (auth, size) in [(NatsAuth::NKey, 1), (NatsAuth::Operator, 3)] {
+        let nats = NatsCluster::start_with_auth(size, None, Some(auth))
+            .await
+            .unwrap_or_else(|error| panic!("nats with {auth:?}: {error}"));
+        let settings = nats.settings("x", "x");
+        let (flag, file) = match auth {
+            NatsAuth::NKey => ("--nats-nkey", settings.nkey_seed.expect("seed file")),
+            NatsAuth::Operator => ("--nats-creds", settings.credentials.expect("creds file")),
+        };
+        let file = file.display().to_string();
+        let replicas = size.to_string();
+        let node = spawn_node(
+            &nats.urls(),
+            "a",
+            "rauth",
+            &["--replicas", &replicas, flag, &file],
+        );
+        // Meanwhile, a node whose key the servers do not know.
+        let stranger = nats.dir().join("stranger.nk");
+        let seed = nkeys_seed_for_test();
+        std::fs::write(&stranger, seed).expect("stranger seed");
+        let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--cluster",
+                &nats.urls(),
+            ])
+            .arg("--nats-nkey")
+            .arg(&stranger)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run rivulet");
+        let c = client(node.addr);
+        c.create_stream()
+            .stream_name("authed")
+            .shard_count(1)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("create with {auth:?}: {error:?}"));
+        wait_active(&c, "authed").await;
+        c.put_record()
+            .stream_name("authed")
+            .partition_key("k")
+            .data(Blob::new(format!("{auth:?}")))
+            .send()
+            .await
+            .expect("put");
+        let records = read_all(&c, "authed", "shardId-000000000000").await;
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].1, format!("{auth:?}").into_bytes());
+        let refused = tokio::time::timeout(Duration::from_secs(20), refused.wait_with_output())
+            .await
+            .expect("refused without waiting out the connection timeout")
+            .expect("run rivulet");
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+        assert!(
+            stderr.contains("refused this node's credentials")
+                && stderr.contains("authorization violation"),
+            "{stderr}"
+        );
+        drop(node);
+        nats.stop().await.expect("stop nats");
+    }
+    // Not a seed; two ways at once: refused before connecting.
+    for (args, says) in [
+        (
+            vec!["--nats-nkey", "Cargo.toml"],
+            "--nats-nkey Cargo.toml: not an NKey seed",
+        ),
+        (
+            vec!["--nats-nkey", "Cargo.toml", "--nats-token", "t"],
+            "give one way to authenticate to NATS",
+        ),
+    ] {
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--cluster", "nats://127.0.0.1:1"])
+            .args(&args)
+            .output()
+            .expect("run rivulet");
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
+
+/// A fresh user NKey seed, no server knows.
+fn nkeys_seed_for_test() -> String {
+    rivulet_cluster::servers::new_user_seed()
+}

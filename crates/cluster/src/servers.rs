@@ -19,6 +19,25 @@ pub struct NatsCluster {
     dir: tempfile::TempDir,
     binary: PathBuf,
     tls: Option<ServerTls>,
+    /// What clients authenticate with, when the servers require it.
+    auth: Option<ClientAuth>,
+}
+
+/// How the servers authenticate clients ([`NatsCluster::start_with_auth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// A user NKey listed in the servers' `authorization` block.
+    NKey,
+    /// Operator (decentralized JWT) mode: an operator, a system account and an account with
+    /// JetStream, preloaded in a memory resolver; clients bring a `.creds` file.
+    Operator,
+}
+
+/// The file a client authenticates with.
+#[derive(Clone, Debug)]
+enum ClientAuth {
+    NKey(PathBuf),
+    Credentials(PathBuf),
 }
 
 /// TLS for the servers' client connections, verifying clients' certificates (PEM files).
@@ -51,6 +70,17 @@ impl NatsCluster {
     /// [`NatsCluster::start`], with TLS on the client connections when given: clients must
     /// speak TLS and show a certificate the CA signed.
     pub async fn start_with(size: usize, tls: Option<ServerTls>) -> anyhow::Result<NatsCluster> {
+        NatsCluster::start_with_auth(size, tls, None).await
+    }
+
+    /// [`NatsCluster::start_with`], with the servers requiring `auth` of their clients: the
+    /// keys (and JWTs) are made here, and [`NatsCluster::settings`] and
+    /// [`NatsCluster::connect`] use them.
+    pub async fn start_with_auth(
+        size: usize,
+        tls: Option<ServerTls>,
+        auth: Option<NatsAuth>,
+    ) -> anyhow::Result<NatsCluster> {
         if size == 0 {
             bail!("a cluster needs at least one server");
         }
@@ -63,6 +93,13 @@ impl NatsCluster {
             .iter()
             .map(|[_, route, _]| format!("nats-route://127.0.0.1:{route}"))
             .collect();
+        let (auth_config, client_auth) = match auth {
+            None => (String::new(), None),
+            Some(auth) => {
+                let (config, client) = auth_files(auth, dir.path())?;
+                (config, Some(client))
+            }
+        };
         let mut nodes = Vec::new();
         for (i, [client, route, http]) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
@@ -84,6 +121,7 @@ impl NatsCluster {
                     tls.cert, tls.key, tls.ca
                 ));
             }
+            config.push_str(&auth_config);
             let path = dir.path().join(format!("{name}.conf"));
             std::fs::write(&path, config)?;
             nodes.push(Node {
@@ -98,6 +136,7 @@ impl NatsCluster {
             binary,
             nodes,
             tls,
+            auth: client_auth,
         };
         for i in 0..size {
             cluster.spawn(i)?;
@@ -230,6 +269,15 @@ impl NatsCluster {
                 .add_root_certificates(tls.ca.clone())
                 .add_client_certificate(tls.client_cert.clone(), tls.client_key.clone());
         }
+        match &self.auth {
+            Some(ClientAuth::NKey(seed)) => {
+                options = options.nkey(std::fs::read_to_string(seed)?.trim().to_string());
+            }
+            Some(ClientAuth::Credentials(path)) => {
+                options = options.credentials_file(path).await?;
+            }
+            None => {}
+        }
         Ok(options.connect(urls).await?)
     }
 
@@ -335,7 +383,8 @@ impl NatsCluster {
     }
 
     /// Settings for a Rivulet node named `node` on this cluster, under `prefix`: as many
-    /// replicas as servers (up to 3), no authentication, 10 s requests, 5 s to become leader.
+    /// replicas as servers (up to 3), the cluster's client credentials if it requires them,
+    /// 10 s requests, 5 s to become leader.
     pub fn settings(&self, node: &str, prefix: &str) -> crate::store::ClusterSettings {
         crate::store::ClusterSettings {
             urls: self.urls().split(',').map(str::to_string).collect(),
@@ -344,6 +393,14 @@ impl NatsCluster {
             prefix: prefix.to_string(),
             user: None,
             token: None,
+            nkey_seed: match &self.auth {
+                Some(ClientAuth::NKey(seed)) => Some(seed.clone()),
+                _ => None,
+            },
+            credentials: match &self.auth {
+                Some(ClientAuth::Credentials(path)) => Some(path.clone()),
+                _ => None,
+            },
             tls_ca: None,
             tls_client: None,
             timeout: Duration::from_secs(10),
@@ -395,4 +452,110 @@ fn free_port() -> anyhow::Result<u16> {
         }
     }
     bail!("no free port found")
+}
+
+/// A fresh user NKey seed (`SU…`), for tests that need credentials no server knows.
+pub fn new_user_seed() -> String {
+    nkeys::KeyPair::new_user().seed().unwrap_or_default()
+}
+
+/// Makes the keys (and JWTs) for `auth` in `dir`: the servers' configuration lines, and the
+/// file a client authenticates with.
+fn auth_files(auth: NatsAuth, dir: &Path) -> anyhow::Result<(String, ClientAuth)> {
+    let user = nkeys::KeyPair::new_user();
+    match auth {
+        NatsAuth::NKey => {
+            let seed = dir.join("client.nk");
+            std::fs::write(&seed, format!("{}\n", user.seed()?))?;
+            let config = format!(
+                "authorization {{\n  users = [ {{ nkey: \"{}\" }} ]\n}}\n",
+                user.public_key()
+            );
+            Ok((config, ClientAuth::NKey(seed)))
+        }
+        NatsAuth::Operator => {
+            let operator = nkeys::KeyPair::new_operator();
+            let system = nkeys::KeyPair::new_account();
+            let account = nkeys::KeyPair::new_account();
+            // Limits a JWT leaves out are 0 ("none"): every one is written, -1 for no limit.
+            // JetStream is on for an account whose storage limits are not 0.
+            let limits = |jetstream: bool| {
+                let mut limits = serde_json::json!({
+                    "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                    "wildcards": true, "conn": -1, "leaf": -1,
+                });
+                if jetstream {
+                    limits["mem_storage"] = (-1).into();
+                    limits["disk_storage"] = (-1).into();
+                    limits["streams"] = (-1).into();
+                    limits["consumer"] = (-1).into();
+                }
+                serde_json::json!({
+                    "limits": limits, "default_permissions": {"pub": {}, "sub": {}},
+                    "type": "account", "version": 2,
+                })
+            };
+            let operator_jwt = jwt(
+                &operator,
+                &operator.public_key(),
+                "rivulet-test",
+                serde_json::json!({
+                    "system_account": system.public_key(), "type": "operator", "version": 2,
+                }),
+            )?;
+            let system_jwt = jwt(&operator, &system.public_key(), "SYS", limits(false))?;
+            let account_jwt = jwt(&operator, &account.public_key(), "RIVULET", limits(true))?;
+            let user_jwt = jwt(
+                &account,
+                &user.public_key(),
+                "rivulet",
+                serde_json::json!({
+                    "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                    "type": "user", "version": 2,
+                }),
+            )?;
+            let creds = dir.join("client.creds");
+            std::fs::write(
+                &creds,
+                format!(
+                    "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+                     -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                    user.seed()?
+                ),
+            )?;
+            let config = format!(
+                "operator: \"{operator_jwt}\"\nsystem_account: {system}\nresolver: MEMORY\n\
+                 resolver_preload: {{\n  {system}: \"{system_jwt}\"\n  {account}: \"{account_jwt}\"\n}}\n",
+                system = system.public_key(),
+                account = account.public_key(),
+            );
+            Ok((config, ClientAuth::Credentials(creds)))
+        }
+    }
+}
+
+/// A NATS JWT (v2): `issuer` signs `subject`'s claims.
+fn jwt(
+    issuer: &nkeys::KeyPair,
+    subject: &str,
+    name: &str,
+    nats: serde_json::Value,
+) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({
+        // The servers do not check it; unique is enough.
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": iat, "iss": issuer.public_key(), "name": name, "sub": subject, "nats": nats,
+    });
+    let signed = format!(
+        "{}.{}",
+        b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        b64(&serde_json::to_vec(&claims)?)
+    );
+    let signature = issuer.sign(signed.as_bytes())?;
+    Ok(format!("{signed}.{}", b64(&signature)))
 }

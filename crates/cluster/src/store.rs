@@ -42,6 +42,8 @@ use crate::meta::{ClusterMeta, MetaError};
 use crate::records::{JetStreamRecords, RecordError, sealed_key_id};
 
 /// The metadata key of the leader's lease.
+/// How long a starting node waits for a NATS server to let it in (they may be starting too).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const LEADER_LEASE: &str = "__rivulet/leader";
 /// How often a shard's retention trim asks JetStream at most.
 const TRIM_EVERY_MS: i64 = 60_000;
@@ -65,6 +67,10 @@ pub struct ClusterSettings {
     pub user: Option<(String, String)>,
     /// A NATS token, if the servers require one.
     pub token: Option<String>,
+    /// A file holding this node's NKey seed (`SU…`), for servers that list its public key.
+    pub nkey_seed: Option<std::path::PathBuf>,
+    /// A `.creds` file (a user JWT and its NKey seed), for servers in operator (JWT) mode.
+    pub credentials: Option<std::path::PathBuf>,
     /// TLS to the servers: the CA their certificates are checked against, and this node's
     /// client certificate and key for servers that verify clients (PEM files). Either one
     /// requires TLS; so does a `tls://` URL.
@@ -287,6 +293,22 @@ impl ClusterStore {
         if let Some(token) = &settings.token {
             options = options.token(token.clone());
         }
+        if let Some(path) = &settings.nkey_seed {
+            let seed = std::fs::read_to_string(path)
+                .map_err(|error| anyhow::anyhow!("--nats-nkey {}: {error}", path.display()))?;
+            let seed = seed.trim().to_string();
+            // Checked here, so a wrong file says so rather than failing every connection.
+            nkeys::KeyPair::from_seed(&seed).map_err(|error| {
+                anyhow::anyhow!("--nats-nkey {}: not an NKey seed: {error}", path.display())
+            })?;
+            options = options.nkey(seed);
+        }
+        if let Some(path) = &settings.credentials {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|error| anyhow::anyhow!("--nats-creds {}: {error}", path.display()))?;
+        }
         if let Some(ca) = &settings.tls_ca {
             options = options.require_tls(true).add_root_certificates(ca.clone());
         }
@@ -301,9 +323,48 @@ impl ClusterStore {
             .map(|url| url.parse())
             .collect::<Result<_, _>>()
             .map_err(|error| anyhow::anyhow!("--cluster: {error}"))?;
-        let client = tokio::time::timeout(Duration::from_secs(30), options.connect(urls))
-            .await
-            .map_err(|_| anyhow::anyhow!("no NATS server answered within 30 s"))??;
+        // The first connection is retried (the servers may be starting): what went wrong is
+        // kept for the error if none succeeds in time, and refused credentials end it at once
+        // (they will not be accepted on the next try).
+        let last_error: Arc<Mutex<Option<String>>> = Arc::default();
+        let refused = Arc::new(tokio::sync::Notify::new());
+        let (seen, refuse) = (last_error.clone(), refused.clone());
+        let options = options.event_callback(move |event| {
+            let (seen, refuse) = (seen.clone(), refuse.clone());
+            async move {
+                let error = match event {
+                    async_nats::Event::ClientError(error) => error.to_string(),
+                    async_nats::Event::ServerError(error) => error.to_string(),
+                    _ => return,
+                };
+                if error.to_lowercase().contains("authorization violation") {
+                    refuse.notify_one();
+                }
+                *seen.lock() = Some(error);
+            }
+        });
+        // `connect` returns at once and connects in the background: wait for it here.
+        let client = options.connect(urls).await?;
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() >= deadline {
+                match last_error.lock().take() {
+                    Some(error) => {
+                        anyhow::bail!(
+                            "no NATS server let this node in within {CONNECT_TIMEOUT:?}: {error}"
+                        )
+                    }
+                    None => anyhow::bail!("no NATS server answered within {CONNECT_TIMEOUT:?}"),
+                }
+            }
+            tokio::select! {
+                () = refused.notified() => anyhow::bail!(
+                    "the NATS servers refused this node's credentials: {}",
+                    last_error.lock().take().unwrap_or_default()
+                ),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
         let meta = Arc::new(
             ClusterMeta::open(client.clone(), &settings.prefix, settings.replicas)
                 .await

@@ -101,6 +101,14 @@ pub struct ServeArgs {
     /// Cluster mode: NATS authentication token
     #[arg(long, env = "RIVULET_NATS_TOKEN")]
     pub nats_token: Option<String>,
+    /// Cluster mode: a file holding this node's NKey seed (`SU…`), for NATS servers that list
+    /// its public key among their users
+    #[arg(long, env = "RIVULET_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// Cluster mode: a NATS `.creds` file (a user JWT and its seed), for NATS servers in
+    /// operator (JWT) mode, such as Synadia Cloud
+    #[arg(long, env = "RIVULET_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
     /// Cluster mode: TLS to the NATS servers, whose certificates this CA (PEM) signed
     #[arg(long, env = "RIVULET_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
@@ -369,6 +377,21 @@ impl ServeArgs {
                 (None, None) => None,
                 _ => anyhow::bail!("--nats-user and --nats-password must be given together"),
             };
+            let token = self.nats_token.or(file.nats_token);
+            let nkey_seed = self.nats_nkey.or(file.nats_nkey);
+            let credentials = self.nats_creds.or(file.nats_creds);
+            let ways = [
+                user.is_some(),
+                token.is_some(),
+                nkey_seed.is_some(),
+                credentials.is_some(),
+            ];
+            if ways.iter().filter(|given| **given).count() > 1 {
+                anyhow::bail!(
+                    "give one way to authenticate to NATS: --nats-user/--nats-password, \
+                     --nats-token, --nats-nkey or --nats-creds"
+                );
+            }
             Storage::Cluster(Box::new(rivulet_cluster::store::ClusterSettings {
                 urls: urls
                     .split(',')
@@ -383,7 +406,9 @@ impl ServeArgs {
                     .unwrap_or_else(|| format!("rivulet-{}", std::process::id())),
                 prefix,
                 user,
-                token: self.nats_token.or(file.nats_token),
+                token,
+                nkey_seed,
+                credentials,
                 tls_ca,
                 tls_client,
                 timeout: std::time::Duration::from_secs(10),

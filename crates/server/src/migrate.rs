@@ -36,6 +36,10 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub nats_token: Option<String>,
     #[arg(long)]
+    pub nats_nkey: Option<PathBuf>,
+    #[arg(long)]
+    pub nats_creds: Option<PathBuf>,
+    #[arg(long)]
     pub nats_tls_ca: Option<PathBuf>,
     #[arg(long, requires = "nats_tls_key")]
     pub nats_tls_cert: Option<PathBuf>,
@@ -57,6 +61,8 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         nats_user: args.nats_user,
         nats_password: args.nats_password,
         nats_token: args.nats_token,
+        nats_nkey: args.nats_nkey,
+        nats_creds: args.nats_creds,
         nats_tls_ca: args.nats_tls_ca,
         nats_tls_cert: args.nats_tls_cert,
         nats_tls_key: args.nats_tls_key,
