@@ -122,18 +122,6 @@ pub async fn follow(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<
 /// console and alarms show the cluster's totals, and the leader's on-demand scaling sees every
 /// node's writes).
 pub async fn share_usage(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<Engine>>>) {
-    #[derive(Serialize, Deserialize)]
-    struct Shared {
-        node: String,
-        account: String,
-        #[serde(default)]
-        usage: Vec<(String, u32, rivulet_engine::limits::Usage)>,
-        /// What the node observed, and when it looked (ms since the epoch, its clock).
-        #[serde(default)]
-        observed: Vec<rivulet_engine::share::Observed>,
-        #[serde(default)]
-        at_ms: i64,
-    }
     let subject = format!("{}.l", store.prefix());
     let me = store.node_name().to_string();
     let mut others = match store.client().subscribe(subject.clone()).await {
@@ -163,18 +151,13 @@ pub async fn share_usage(store: Arc<ClusterStore>, accounts: Arc<HashMap<String,
                     if usage.is_empty() && observed.is_empty() {
                         continue;
                     }
-                    let shared = Shared {
-                        node: me.clone(),
-                        account: account.clone(),
-                        usage,
-                        observed,
-                        at_ms: now_ms(),
-                    };
-                    let Ok(payload) = serde_json::to_vec(&shared) else { continue };
-                    if let Err(error) =
-                        store.client().publish(subject.clone(), payload.into()).await
-                    {
-                        tracing::debug!(%error, "throughput use and observations not shared");
+                    for shared in pack(&me, account, usage, observed, now_ms()) {
+                        let Ok(payload) = serde_json::to_vec(&shared) else { continue };
+                        if let Err(error) =
+                            store.client().publish(subject.clone(), payload.into()).await
+                        {
+                            tracing::debug!(%error, "throughput use and observations not shared");
+                        }
                     }
                 }
             }
@@ -198,5 +181,163 @@ pub async fn share_usage(store: Arc<ClusterStore>, accounts: Arc<HashMap<String,
                 }
             }
         }
+    }
+}
+
+/// One message on `<prefix>.l`: what a node's shards admitted and what it observed, for one
+/// account. A round's worth may take several (see [`pack`]); each is applied on its own.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Shared {
+    node: String,
+    account: String,
+    #[serde(default)]
+    usage: Vec<(String, u32, rivulet_engine::limits::Usage)>,
+    /// What the node observed, and when it looked (ms since the epoch, its clock).
+    #[serde(default)]
+    observed: Vec<rivulet_engine::share::Observed>,
+    #[serde(default)]
+    at_ms: i64,
+}
+
+/// Entries (usage, data points, write meters, lags) per message: each is at most a few
+/// hundred bytes of JSON, so a message stays well below NATS's 1 MB payload limit whatever
+/// the number of streams and shards.
+const ENTRIES_PER_MESSAGE: usize = 2_000;
+
+/// A round's usage and observations as messages of at most [`ENTRIES_PER_MESSAGE`] entries,
+/// a stream's observations split across messages where needed (every entry adds to what the
+/// receiver counts, so the parts add up to the whole).
+fn pack(
+    node: &str,
+    account: &str,
+    usage: Vec<(String, u32, rivulet_engine::limits::Usage)>,
+    observed: Vec<rivulet_engine::share::Observed>,
+    at_ms: i64,
+) -> Vec<Shared> {
+    use rivulet_engine::share::Observed;
+    let fresh = || Shared {
+        node: node.to_string(),
+        account: account.to_string(),
+        at_ms,
+        ..Shared::default()
+    };
+    let mut messages = Vec::new();
+    let mut current = fresh();
+    let mut entries = 0usize;
+    for entry in usage {
+        if entries == ENTRIES_PER_MESSAGE {
+            messages.push(std::mem::replace(&mut current, fresh()));
+            entries = 0;
+        }
+        current.usage.push(entry);
+        entries += 1;
+    }
+    for whole in observed {
+        let Observed {
+            stream,
+            points,
+            writes,
+            lags,
+        } = whole;
+        let part = || Observed {
+            stream: stream.clone(),
+            points: Vec::new(),
+            writes: Vec::new(),
+            lags: Vec::new(),
+        };
+        let mut piece = part();
+        let mut points = points.into_iter();
+        let mut writes = writes.into_iter();
+        let mut lags = lags.into_iter();
+        loop {
+            if entries == ENTRIES_PER_MESSAGE {
+                let full = std::mem::replace(&mut piece, part());
+                if !(full.points.is_empty() && full.writes.is_empty() && full.lags.is_empty()) {
+                    current.observed.push(full);
+                }
+                messages.push(std::mem::replace(&mut current, fresh()));
+                entries = 0;
+            }
+            if let Some(point) = points.next() {
+                piece.points.push(point);
+            } else if let Some(write) = writes.next() {
+                piece.writes.push(write);
+            } else if let Some(lag) = lags.next() {
+                piece.lags.push(lag);
+            } else {
+                break;
+            }
+            entries += 1;
+        }
+        if !(piece.points.is_empty() && piece.writes.is_empty() && piece.lags.is_empty()) {
+            current.observed.push(piece);
+        }
+    }
+    if entries > 0 || messages.is_empty() {
+        messages.push(current);
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rivulet_engine::share::Observed;
+
+    #[test]
+    fn a_large_round_is_shared_in_messages_below_the_payload_limit() {
+        // 300 streams of 64 shards, every shard-level metric and its writes: 240 k entries.
+        let observed: Vec<Observed> = (0..300)
+            .map(|s| Observed {
+                stream: format!("acct-123456789012/stream-{s:04}-0123456789abcdef"),
+                points: (0..64u32)
+                    .flat_map(|shard| {
+                        (0..11).map(move |m| {
+                            (
+                                Some(shard),
+                                format!("WriteProvisionedThroughputExceeded{m}"),
+                                { rivulet_engine::metrics::Stat::default() },
+                            )
+                        })
+                    })
+                    .collect(),
+                writes: (0..64u32).map(|shard| (shard, 1e6, 1e3)).collect(),
+                lags: vec![(
+                    "arn:aws:kinesis:us-east-1:123456789012:stream/s/consumer/c:1".into(),
+                    5,
+                    6,
+                )],
+            })
+            .collect();
+        let usage: Vec<_> = (0..5_000u32)
+            .map(|i| {
+                (
+                    format!("stream-{i}"),
+                    i,
+                    rivulet_engine::limits::Usage::default(),
+                )
+            })
+            .collect();
+        let total_points: usize = observed.iter().map(|o| o.points.len()).sum();
+        let messages = pack("node-a", "123456789012", usage, observed, 42);
+        assert!(messages.len() > 100);
+        let (mut points, mut writes, mut lags, mut usages) = (0, 0, 0, 0);
+        for message in &messages {
+            let bytes = serde_json::to_vec(message).unwrap().len();
+            assert!(bytes < 1 << 20, "{bytes} bytes");
+            assert_eq!((message.node.as_str(), message.at_ms), ("node-a", 42));
+            usages += message.usage.len();
+            for o in &message.observed {
+                points += o.points.len();
+                writes += o.writes.len();
+                lags += o.lags.len();
+            }
+        }
+        assert_eq!(
+            (points, writes, lags, usages),
+            (total_points, 300 * 64, 300, 5_000)
+        );
+        // A quiet round is one small message.
+        assert_eq!(pack("n", "a", Vec::new(), Vec::new(), 0).len(), 1);
     }
 }
