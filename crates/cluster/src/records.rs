@@ -358,7 +358,13 @@ impl JetStreamRecords {
             ..Default::default()
         };
         let batch = self.direct(&name, &request).await?;
-        Ok(batch.messages.first().map(|message| message.sequence))
+        // A start time the server cannot represent (past the year 2262) finds the subject's
+        // first message: only one stored at or after `at_ms` is an answer.
+        Ok(batch
+            .messages
+            .first()
+            .filter(|message| stored_at_or_after(&message.time, at_ms))
+            .map(|message| message.sequence))
     }
 
     /// The position of `shard`'s last record, if it has any (from any replica: a follower
@@ -412,7 +418,14 @@ impl JetStreamRecords {
                 return Ok(Some(position));
             }
             match self.last_stored(id, shard).await? {
-                Some((last, stored_ms)) if stored_ms < at_ms => return Ok(Some(last + 1)),
+                // Every record through `last` is older; the replica that said so may lag
+                // the stream, though: only when the stream's leader has nothing after it is
+                // `last + 1` the answer (a record it has after it may be older too).
+                Some((last, stored_ms)) if stored_ms < at_ms => {
+                    if self.leader_next(id, shard, last + 1).await?.is_none() {
+                        return Ok(Some(last + 1));
+                    }
+                }
                 // One stored at or after it is there now: ask again.
                 Some(_) => {}
                 // Unless the replica that answered lags the stream's leader, there is none.
@@ -825,6 +838,13 @@ fn decode(message: &StoredMessage) -> Result<Record, RecordError> {
         value: frame.slice(key_end..),
         sealed: false,
     })
+}
+
+/// Whether a message stored at `time` (RFC 3339, as the server gives it) was stored at or
+/// after `at_ms`.
+fn stored_at_or_after(time: &str, at_ms: i64) -> bool {
+    time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+        .is_ok_and(|stored| stored.unix_timestamp_nanos() >= i128::from(at_ms) * 1_000_000)
 }
 
 /// `ms` since the epoch as RFC 3339 (what direct gets' `start_time` takes).

@@ -187,6 +187,21 @@ async fn records_are_put_read_retried_found_by_time_and_trimmed() {
         .expect("replicas");
     let left = store.read("s1", 11, 1, 10, 1 << 20).await.expect("read");
     assert_eq!(left.records.len(), 1);
+    // AT_TIMESTAMP: before the shard's records, at its first; past all of them, even past
+    // what the server's clock represents (the year 3000, which a direct get answers with the
+    // subject's first message), after its last.
+    let only = left.records[0].position;
+    assert_eq!(
+        store.start_at_time("s1", 11, 0).await.expect("start"),
+        Some(only)
+    );
+    for at_ms in [now_ms() + 3_600_000, 32_503_680_000_000] {
+        assert_eq!(
+            store.start_at_time("s1", 11, at_ms).await.expect("start"),
+            Some(only + 1),
+            "at {at_ms}"
+        );
+    }
 
     // Ids that are not one subject token are refused; a deleted stream's reads fail.
     assert!(matches!(
