@@ -421,12 +421,13 @@ impl JetStreamRecords {
                 // Every record through `last` is older; the replica that said so may lag
                 // the stream, though: only when the stream's leader has nothing after it is
                 // `last + 1` the answer (a record it has after it may be older too).
-                Some((last, stored_ms)) if stored_ms < at_ms => {
-                    if self.leader_next(id, shard, last + 1).await?.is_none() {
-                        return Ok(Some(last + 1));
-                    }
+                Some((last, stored_ms))
+                    if stored_ms < at_ms
+                        && self.leader_next(id, shard, last + 1).await?.is_none() =>
+                {
+                    return Ok(Some(last + 1));
                 }
-                // One stored at or after it is there now: ask again.
+                // One stored at or after it is there now, or the leader has more: ask again.
                 Some(_) => {}
                 // Unless the replica that answered lags the stream's leader, there is none.
                 None if self.leader_next(id, shard, 1).await?.is_none() => return Ok(None),
