@@ -298,6 +298,9 @@ pub struct Engine {
     sharing: std::sync::atomic::AtomicBool,
     /// Held while CreateQueue checks and takes a queue name (unique in the account).
     queue_creation: parking_lot::Mutex<()>,
+    /// Deleted queues whose delivery state is removed again once a commit that was in flight
+    /// when they went has landed: (queue id, when).
+    queue_sweeps: parking_lot::Mutex<Vec<(String, i64)>>,
     /// How many times this engine became the writer (see `writer_term`).
     writer_term: AtomicU64,
     /// State other domains keep per engine (the queues' delivery state), by type.
@@ -388,6 +391,7 @@ impl Engine {
             writer: std::sync::atomic::AtomicBool::new(true),
             sharing: std::sync::atomic::AtomicBool::new(false),
             queue_creation: parking_lot::Mutex::new(()),
+            queue_sweeps: parking_lot::Mutex::new(Vec::new()),
             writer_term: AtomicU64::new(0),
             extensions: parking_lot::Mutex::new(Vec::new()),
         }
@@ -401,8 +405,9 @@ impl Engine {
         Ok(self)
     }
 
-    /// Removes the logs no stream owns: left over from a deletion a crash interrupted (or,
-    /// in a cluster, a creation a deposed leader did not finish). Only this engine's:
+    /// Removes the logs no stream owns, and the delivery state of queues that are gone: left
+    /// over from a deletion a crash interrupted (or, in a cluster, a creation a deposed
+    /// leader did not finish). Only this engine's:
     /// `<namespace><stream key>/<shard>`, the stream key without '/'. Done at open on a
     /// store of one process; by a cluster's leader when it takes over.
     pub fn remove_orphans(&self) -> Result<()> {
@@ -438,6 +443,7 @@ impl Engine {
                 orphans.entry(stream.to_string()).or_default().push(id);
             }
         }
+        self.remove_orphaned_queue_state()?;
         for (stream, ids) in orphans {
             tracing::info!(logs = ?ids, "removing orphaned logs");
             if live_streams.contains(stream.as_str()) {
@@ -896,6 +902,7 @@ impl Engine {
             }
             self.enforce_retention(&stream, now_ms)?;
         }
+        self.sweep_queue_state(now_ms)?;
         Ok(())
     }
 

@@ -25,6 +25,9 @@ pub const MAX_RECEIVE_COUNT_DEFAULT: u32 = 6;
 const LIST_QUEUES_DEFAULT: usize = 100;
 /// Where a queue's delivery state is kept, after the engine's namespace.
 const QUEUE_STATE_PREFIX: &str = "queue/";
+/// How long after a queue goes its delivery state is removed again (any commit that was in
+/// flight has ended by then: a commit waits at most 30 s for the store).
+const QUEUE_SWEEP_AFTER_MS: i64 = 60_000;
 
 /// A queue's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,9 +360,58 @@ impl Engine {
         // The queue's delivery state goes first: a crash in between leaves a DELETING queue,
         // whose removal is then done again.
         for id in &gone {
-            self.remove_queue_state(id)?;
+            self.forget_queue_state(id, now_ms)?;
         }
         self.persist(&state.meta)
+    }
+
+    /// Removes a deleted queue's delivery state, and again later: a commit in flight as the
+    /// queue went may land after the first removal.
+    fn forget_queue_state(&self, id: &str, now_ms: i64) -> Result<()> {
+        self.remove_queue_state(id)?;
+        self.queue_sweeps
+            .lock()
+            .push((id.to_string(), now_ms + QUEUE_SWEEP_AFTER_MS));
+        Ok(())
+    }
+
+    /// Removes the delivery state of deleted queues again once their last commits have
+    /// ended (see `forget_queue_state`).
+    pub(crate) fn sweep_queue_state(&self, now_ms: i64) -> Result<()> {
+        let due: Vec<String> = {
+            let mut sweeps = self.queue_sweeps.lock();
+            let (due, later): (Vec<_>, Vec<_>) =
+                sweeps.drain(..).partition(|(_, at)| *at <= now_ms);
+            *sweeps = later;
+            due.into_iter().map(|(id, _)| id).collect()
+        };
+        for id in due {
+            self.remove_queue_state(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the delivery state of every queue that no stream has (a queue deleted while
+    /// a commit was in flight, before a restart or a change of leader).
+    pub(crate) fn remove_orphaned_queue_state(&self) -> Result<()> {
+        let prefix = format!("{}{QUEUE_STATE_PREFIX}", self.config.namespace);
+        let mut stored = std::collections::BTreeSet::new();
+        for (key, _) in self.store.meta().scan_prefix(&prefix)? {
+            if let Some(id) = key
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split('/').next())
+                .filter(|id| !id.is_empty())
+            {
+                stored.insert(id.to_string());
+            }
+        }
+        // The live queues after the scan: a queue created meanwhile is among them.
+        let live = self.queue_ids();
+        for id in stored.into_iter().filter(|id| !live.contains(id)) {
+            tracing::info!(queue = %id, "removing an orphaned queue's delivery state");
+            self.remove_queue_state(&id)?;
+        }
+        Ok(())
     }
 
     /// Removes every delivery-state key of queue `id`.
@@ -564,7 +616,7 @@ impl Engine {
                 q.pending_attributes = None;
             }
         } else {
-            self.remove_queue_state(&id)?;
+            self.forget_queue_state(&id, now_ms)?;
             state.meta.queues.retain(|q| q.id != id);
         }
         self.persist(&state.meta)

@@ -1640,3 +1640,59 @@ fn an_on_demand_stream_s_peaks_survive_a_restart() {
     }
     assert_eq!(open_shards(&e, now).len(), 80);
 }
+
+/// A deleted queue's delivery state goes with it, even what a commit in flight as it went
+/// wrote afterwards (removed again a minute later), and what a crash left (removed when the
+/// store is opened again).
+#[test]
+fn a_deleted_queue_s_delivery_state_does_not_outlive_it() {
+    let backend = Arc::new(MemBackend::new());
+    let config = EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        ..EngineConfig::default()
+    };
+    let store = Store::open(backend.clone(), StoreConfig::default()).unwrap();
+    let e = Engine::open(store.clone(), config.clone()).unwrap();
+    create_on_demand(&e);
+    let queue = e
+        .create_queue(
+            &crate::CreateQueue {
+                name: "q",
+                streams: vec![(&e.stream_arn("od"), None, None)],
+                attributes: Default::default(),
+                tags: Vec::new(),
+            },
+            T0 + 1,
+        )
+        .unwrap();
+    let id = e.queue_ids().into_iter().next().unwrap();
+    let prefix = e.queue_state_prefix(&id);
+    let write = |key: &str| {
+        store
+            .meta()
+            .commit(&[rivulet_log::MetaOp::Put {
+                key: key.to_string(),
+                value: b"{}".to_vec(),
+            }])
+            .unwrap();
+    };
+    write(&format!("{prefix}c/0"));
+    e.delete_queue(&queue.arn, T0 + 2).unwrap();
+    assert!(store.meta().scan_prefix(&prefix).unwrap().is_empty());
+    // A commit that was in flight lands after the deletion.
+    write(&format!("{prefix}b/0/0"));
+    e.tick(T0 + 30_000).unwrap();
+    assert_eq!(store.meta().scan_prefix(&prefix).unwrap().len(), 1);
+    e.tick(T0 + 62_002).unwrap();
+    assert!(store.meta().scan_prefix(&prefix).unwrap().is_empty());
+    // What a process stopped before its sweep left: gone when the store opens again.
+    write(&format!("{prefix}b/0/1"));
+    store.shutdown();
+    drop(e);
+    let store = Store::open(backend, StoreConfig::default()).unwrap();
+    let e = Engine::open(store.clone(), config).unwrap();
+    assert!(store.meta().scan_prefix(&prefix).unwrap().is_empty());
+    assert!(e.queue_ids().is_empty());
+}
