@@ -1121,6 +1121,13 @@ async fn a_single_node_data_dir_moves_into_a_cluster() {
         }
     };
     put(0..30, "before").await;
+    // A time between the two puts, for AT_TIMESTAMP after the migration.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let between_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     c.split_shard()
         .stream_name("moved")
         .shard_to_split("shardId-000000000000")
@@ -1189,6 +1196,36 @@ async fn a_single_node_data_dir_moves_into_a_cluster() {
         .await
         .expect("consumers");
     assert_eq!(consumers.consumers()[0].consumer_name(), "reader");
+    // AT_TIMESTAMP goes by the records' own arrival times, not by when the migration stored
+    // them: each shard's first record at or after `between_ms`, or none.
+    let mut found_after = 0;
+    for (shard, _, _, records) in &expected {
+        let iterator = cc
+            .get_shard_iterator()
+            .stream_name("moved")
+            .shard_id(shard)
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(
+                between_ms,
+            ))
+            .send()
+            .await
+            .expect("AT_TIMESTAMP iterator");
+        let page = cc
+            .get_records()
+            .shard_iterator(iterator.shard_iterator().expect("iterator"))
+            .send()
+            .await
+            .expect("get records");
+        let first = page.records().first().map(|r| r.data().as_ref().to_vec());
+        let wanted = records
+            .iter()
+            .find(|(_, arrived)| *arrived >= between_ms)
+            .map(|(data, _)| data.clone());
+        assert_eq!(first, wanted, "{shard}");
+        found_after += usize::from(wanted.is_some());
+    }
+    assert!(found_after >= 2, "the check saw records after the time");
     // The deployment runs now: a second migration is refused.
     let refused = migrate();
     assert!(!refused.status.success());

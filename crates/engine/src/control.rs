@@ -403,6 +403,7 @@ impl Engine {
                 closed_ms: None,
                 end_offset: None,
                 seq_layout: crate::meta::SeqLayout::Aws,
+                copied_end: None,
             })
             .collect();
         let (status, until) = if self.config.create_stream_ms > 0 {

@@ -679,7 +679,8 @@ impl Engine {
                 None => return ask(StartQuery::End),
             },
             IteratorType::AtTimestamp => {
-                return ask(StartQuery::At(start.timestamp_ms.unwrap_or(now_ms)));
+                let at = start.timestamp_ms.unwrap_or(now_ms);
+                return ask(StartQuery::At(at, shard.copied_end));
             }
             IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber => {
                 let text = start.sequence_number.unwrap_or_default();
@@ -929,8 +930,9 @@ pub(crate) enum StartQuery {
     Oldest,
     /// Past the newest (LATEST).
     End,
-    /// The first record at or after a time (AT_TIMESTAMP).
-    At(i64),
+    /// The first record at or after a time (AT_TIMESTAMP), and where the shard's records
+    /// copied in by a migration end (they are found by their own arrival times).
+    At(i64, Option<u64>),
 }
 
 impl Start {
@@ -939,9 +941,47 @@ impl Start {
             Start::At(offset) => Ok(offset),
             Start::Ask(log, StartQuery::Oldest) => log.start_offset().await,
             Start::Ask(log, StartQuery::End) => log.end_offset().await,
-            Start::Ask(log, StartQuery::At(ms)) => log.offset_at_timestamp(ms).await,
+            Start::Ask(log, StartQuery::At(ms, copied_end)) => {
+                let found = log.offset_at_timestamp(ms).await?;
+                match copied_end {
+                    // The store's answer goes by when it took records in; copied ones it
+                    // took in at the migration's time, all at once.
+                    Some(end) if found <= end => first_arrived_at_or_after(&*log, ms, end).await,
+                    _ => Ok(found),
+                }
+            }
         }
     }
+}
+
+/// The position of `log`'s first record below `end` that arrived at or after `at_ms` (by
+/// its arrival time), or `end` if none did: a binary search over positions, one
+/// single-record read a step. The records below `end` are in arrival order, as a shard's
+/// records are.
+async fn first_arrived_at_or_after(log: &dyn ShardLog, at_ms: i64, end: u64) -> Result<u64> {
+    // The first record at or after `from` and below `end`: its position and arrival time.
+    let first_from = |from: u64| async move {
+        let batch = log.read(from, 1, 1).await?;
+        Ok::<_, ApiError>(
+            batch
+                .records
+                .into_iter()
+                .next()
+                .filter(|r| r.offset < end)
+                .map(|r| (r.offset, r.timestamp_ms)),
+        )
+    };
+    // The smallest position whose first record (below `end`) arrived at or after `at_ms`, or
+    // that has none: past it nothing arrived earlier.
+    let (mut low, mut high) = (log.start_offset().await?.min(end), end);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match first_from(middle).await? {
+            Some((_, arrived)) if arrived < at_ms => low = middle + 1,
+            _ => high = middle,
+        }
+    }
+    Ok(first_from(low).await?.map_or(end, |(position, _)| position))
 }
 
 /// A read of one shard, planned under the stream's lock ([`Engine::plan_read`]).

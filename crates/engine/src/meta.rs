@@ -122,6 +122,10 @@ pub struct ShardMeta {
     /// keep the legacy layout (see `seq`).
     #[serde(default)]
     pub seq_layout: SeqLayout,
+    /// Records below this position were copied in by `rivulet migrate`: the store took them
+    /// in at the migration's time, so AT_TIMESTAMP finds them by their own arrival times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_end: Option<u64>,
 }
 
 /// Which sequence-number layout a shard uses, as persisted.

@@ -4,7 +4,8 @@
 //! copy has there; then the metadata (streams, consumers, policies, tags, account settings)
 //! is committed, streams last-written so that a copy cut short leaves no stream visible (its
 //! records are orphans a cluster's leader removes). Positions are the destination's, so
-//! sequence numbers change: consumers resume by time (AT_TIMESTAMP) or from TRIM_HORIZON.
+//! sequence numbers change: consumers resume by time (AT_TIMESTAMP, which finds the copies by
+//! their own arrival times through `ShardMeta::copied_end`) or from TRIM_HORIZON.
 
 use rivulet_log::{MetaOp, NewRecord};
 
@@ -103,9 +104,15 @@ pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<
         for shard in &mut meta.shards {
             let id = format!("{}/{}", meta.key, shard_id(shard.index));
             copied.records += copy_shard(from, to, &id, shard.end_offset).await?;
+            let log = to.log(&id)?;
             if shard.end_offset.is_some() {
-                shard.end_offset = Some(to.log(&id)?.close()?);
+                shard.end_offset = Some(log.close()?);
             }
+            // AT_TIMESTAMP finds the copies by their own arrival times.
+            shard.copied_end = Some(match shard.end_offset {
+                Some(end) => end,
+                None => log.end_offset().await?,
+            });
             copied.shards += 1;
         }
         copied.streams += 1;

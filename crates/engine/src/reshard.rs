@@ -448,5 +448,6 @@ fn child(
         closed_ms: None,
         end_offset: None,
         seq_layout: crate::meta::SeqLayout::Aws,
+        copied_end: None,
     }
 }
