@@ -13,6 +13,7 @@ use async_nats::HeaderMap;
 use bytes::{Bytes, BytesMut};
 use rivulet_log::{DataKey, Keyring, NewRecord};
 use serde::Deserialize;
+use serde_json::json;
 
 use crate::api::{ApiError, BATCH_DUPLICATE_MESSAGE_ID, Envelope};
 use crate::{
@@ -402,41 +403,72 @@ impl JetStreamRecords {
 
     /// Where a reader from `at_ms` (AT_TIMESTAMP) starts: `shard`'s first record the stream
     /// stored at or after it; with none, a position no record stored later is below (`None`
-    /// when the shard holds no record at all). A record may arrive between two questions and
-    /// the replica answering one may lag: an answer is taken only when the others agree.
+    /// when the shard holds no record at all). A direct get (any replica) answers when it
+    /// finds such a record: a replica holds a prefix of the stream, so its first one is the
+    /// first. Otherwise the replica may lag, and the stream's leader answers: after its last
+    /// record if that one is older, else its first record at or after the time (a record may
+    /// arrive between two questions: then they are asked again).
     pub async fn start_at_time(
         &self,
         id: &str,
         shard: u32,
         at_ms: i64,
     ) -> Result<Option<u64>, RecordError> {
-        for tries in 0..40u64 {
+        if let Some(position) = self.position_at(id, shard, at_ms).await? {
+            return Ok(Some(position));
+        }
+        let subject = self.subject(id, shard);
+        for tries in 0..20u64 {
             if tries > 0 {
                 tokio::time::sleep(Duration::from_millis(5 * tries.min(10))).await;
             }
-            if let Some(position) = self.position_at(id, shard, at_ms).await? {
-                return Ok(Some(position));
-            }
-            match self.last_stored(id, shard).await? {
-                // Every record through `last` is older; the replica that said so may lag
-                // the stream, though: only when the stream's leader has nothing after it is
-                // `last + 1` the answer (a record it has after it may be older too).
-                Some((last, stored_ms))
-                    if stored_ms < at_ms
-                        && self.leader_next(id, shard, last + 1).await?.is_none() =>
-                {
+            match self
+                .leader_message(id, json!({"last_by_subj": subject}))
+                .await?
+            {
+                None => return Ok(None),
+                Some((last, stored)) if !stored_at_or_after(&stored, at_ms) => {
                     return Ok(Some(last + 1));
                 }
-                // One stored at or after it is there now, or the leader has more: ask again.
                 Some(_) => {}
-                // Unless the replica that answered lags the stream's leader, there is none.
-                None if self.leader_next(id, shard, 1).await?.is_none() => return Ok(None),
-                None => {}
+            }
+            let first = json!({"start_time": rfc3339(at_ms), "next_by_subj": subject});
+            if let Some((position, stored)) = self.leader_message(id, first).await?
+                && stored_at_or_after(&stored, at_ms)
+            {
+                return Ok(Some(position));
             }
         }
         Err(RecordError::Unavailable(format!(
-            "{id}/{shard}: replicas disagree on the records after {at_ms}"
+            "{id}/{shard}: the records after {at_ms} kept changing"
         )))
+    }
+
+    /// The message a `STREAM.MSG.GET` request `body` names, as the stream's leader answers:
+    /// its sequence and when it was stored (RFC 3339).
+    async fn leader_message(
+        &self,
+        id: &str,
+        body: serde_json::Value,
+    ) -> Result<Option<(u64, String)>, RecordError> {
+        #[derive(Deserialize)]
+        struct Found {
+            message: Message,
+        }
+        #[derive(Deserialize)]
+        struct Message {
+            seq: u64,
+            time: String,
+        }
+        let name = self.stream_name(id)?;
+        match self.api(&format!("STREAM.MSG.GET.{name}"), &body).await {
+            Ok(answer) => {
+                let found: Found = serde_json::from_slice(&answer).map_err(unavailable)?;
+                Ok(Some((found.message.seq, found.message.time)))
+            }
+            Err(RecordError::Api(error)) if error.err_code == NO_MESSAGE_FOUND => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Removes `shard`'s records the stream stored before `cutoff_ms` (the stream's clock);

@@ -326,21 +326,26 @@ impl ClusterStore {
         // The first connection is retried (the servers may be starting): what went wrong is
         // kept for the error if none succeeds in time, and refused credentials end it at once
         // (they will not be accepted on the next try).
+        // A server whose account resolver is still loading may refuse once: refused as many
+        // times as there are servers (at least twice), the node gives up.
         let last_error: Arc<Mutex<Option<String>>> = Arc::default();
         let refused = Arc::new(tokio::sync::Notify::new());
+        let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let enough = urls.len().max(2);
         let (seen, refuse) = (last_error.clone(), refused.clone());
         let options = options.event_callback(move |event| {
-            let (seen, refuse) = (seen.clone(), refuse.clone());
+            let (seen, refuse, refusals) = (seen.clone(), refuse.clone(), refusals.clone());
             async move {
                 let error = match event {
                     async_nats::Event::ClientError(error) => error.to_string(),
                     async_nats::Event::ServerError(error) => error.to_string(),
                     _ => return,
                 };
-                if error.to_lowercase().contains("authorization violation") {
+                let refusal = error.to_lowercase().contains("authorization violation");
+                *seen.lock() = Some(error);
+                if refusal && refusals.fetch_add(1, Ordering::Relaxed) + 1 >= enough {
                     refuse.notify_one();
                 }
-                *seen.lock() = Some(error);
             }
         });
         // `connect` returns at once and connects in the background: wait for it here.

@@ -377,10 +377,14 @@ impl Engine {
             .max(history.last_down_ms)
             .unwrap_or(state.meta.created_ms);
         let down_due = now_ms - last_change >= self.on_demand_ms(STEP_DOWN_MS);
+        let mut limited = false;
         let (changes, up) = if (count < target || !hot.is_empty()) && up_due {
             let room = self.config.shard_limit.saturating_sub(account_open) as usize;
-            let (splits, limited) = plan_up(&open, &load, hot, target, room);
+            let splits;
+            (splits, limited) = plan_up(&open, &load, hot, target, room);
             if limited {
+                // Once per step, not once a second: the step counts as taken.
+                state.meta.on_demand.last_up_ms = Some(now_ms);
                 stream.shard_limit_hits.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     stream = %state.meta.name,
@@ -420,7 +424,7 @@ impl Engine {
                     self.queue_update(&mut state, change, now_ms)?;
                 }
             }
-            None if recorded => self.persist(&state.meta)?,
+            None if recorded || limited => self.persist(&state.meta)?,
             None => {}
         }
         Ok(())

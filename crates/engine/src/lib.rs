@@ -883,6 +883,8 @@ impl Engine {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // First, so that a failure in one stream's steps below does not hold it back.
+        self.sweep_queue_state(now_ms)?;
         for (name, stream) in streams {
             let due = stream
                 .state
@@ -902,7 +904,6 @@ impl Engine {
             }
             self.enforce_retention(&stream, now_ms)?;
         }
-        self.sweep_queue_state(now_ms)?;
         Ok(())
     }
 

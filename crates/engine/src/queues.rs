@@ -385,8 +385,15 @@ impl Engine {
             *sweeps = later;
             due.into_iter().map(|(id, _)| id).collect()
         };
-        for id in due {
-            self.remove_queue_state(&id)?;
+        let mut due = due.into_iter();
+        while let Some(id) = due.next() {
+            if let Err(error) = self.remove_queue_state(&id) {
+                // Tried again at the next tick, with those not reached.
+                let mut sweeps = self.queue_sweeps.lock();
+                sweeps.push((id, now_ms));
+                sweeps.extend(due.map(|id| (id, now_ms)));
+                return Err(error);
+            }
         }
         Ok(())
     }

@@ -290,6 +290,10 @@ pub(crate) fn apply(
         Pending::UniformScaling { target } => plan_uniform(state, *target),
         Pending::Mode { mode } => {
             state.meta.mode = *mode;
+            if *mode == StreamMode::OnDemand {
+                // The shards stay: the first scale-down step is a step's time away.
+                state.meta.on_demand.last_down_ms = Some(at_ms);
+            }
             return Ok(());
         }
         Pending::Encryption { encryption } => {
