@@ -427,16 +427,16 @@ impl JetStreamRecords {
                 .await?
             {
                 None => return Ok(None),
-                Some((last, stored)) if !stored_at_or_after(&stored, at_ms) => {
-                    return Ok(Some(last + 1));
+                Some(last) if !stored_at_or_after(&last.time, at_ms) => {
+                    return Ok(Some(last.seq + 1));
                 }
                 Some(_) => {}
             }
             let first = json!({"start_time": rfc3339(at_ms), "next_by_subj": subject});
-            if let Some((position, stored)) = self.leader_message(id, first).await?
-                && stored_at_or_after(&stored, at_ms)
+            if let Some(found) = self.leader_message(id, first).await?
+                && stored_at_or_after(&found.time, at_ms)
             {
-                return Ok(Some(position));
+                return Ok(Some(found.seq));
             }
         }
         Err(RecordError::Unavailable(format!(
@@ -444,27 +444,21 @@ impl JetStreamRecords {
         )))
     }
 
-    /// The message a `STREAM.MSG.GET` request `body` names, as the stream's leader answers:
-    /// its sequence and when it was stored (RFC 3339).
+    /// The message a `STREAM.MSG.GET` request `body` names, as the stream's leader answers.
     async fn leader_message(
         &self,
         id: &str,
         body: serde_json::Value,
-    ) -> Result<Option<(u64, String)>, RecordError> {
+    ) -> Result<Option<LeaderMessage>, RecordError> {
         #[derive(Deserialize)]
         struct Found {
-            message: Message,
-        }
-        #[derive(Deserialize)]
-        struct Message {
-            seq: u64,
-            time: String,
+            message: LeaderMessage,
         }
         let name = self.stream_name(id)?;
         match self.api(&format!("STREAM.MSG.GET.{name}"), &body).await {
             Ok(answer) => {
                 let found: Found = serde_json::from_slice(&answer).map_err(unavailable)?;
-                Ok(Some((found.message.seq, found.message.time)))
+                Ok(Some(found.message))
             }
             Err(RecordError::Api(error)) if error.err_code == NO_MESSAGE_FOUND => Ok(None),
             Err(error) => Err(error),
@@ -511,25 +505,9 @@ impl JetStreamRecords {
         from: u64,
         subject: &str,
     ) -> Result<Option<(u64, String)>, RecordError> {
-        #[derive(Deserialize)]
-        struct Found {
-            message: Message,
-        }
-        #[derive(Deserialize)]
-        struct Message {
-            seq: u64,
-            subject: String,
-        }
-        let name = self.stream_name(id)?;
-        let body = serde_json::json!({"seq": from.max(1), "next_by_subj": subject});
-        match self.api(&format!("STREAM.MSG.GET.{name}"), &body).await {
-            Ok(answer) => {
-                let found: Found = serde_json::from_slice(&answer).map_err(unavailable)?;
-                Ok(Some((found.message.seq, found.message.subject)))
-            }
-            Err(RecordError::Api(error)) if error.err_code == NO_MESSAGE_FOUND => Ok(None),
-            Err(error) => Err(error),
-        }
+        let body = json!({"seq": from.max(1), "next_by_subj": subject});
+        let found = self.leader_message(id, body).await?;
+        Ok(found.map(|message| (message.seq, message.subject)))
     }
 
     /// The stream sequence of the last message stored in Kinesis stream `id`, any shard (0 for
@@ -871,6 +849,15 @@ fn decode(message: &StoredMessage) -> Result<Record, RecordError> {
         value: frame.slice(key_end..),
         sealed: false,
     })
+}
+
+/// A message as `STREAM.MSG.GET` answers it (the parts read here).
+#[derive(Deserialize)]
+struct LeaderMessage {
+    seq: u64,
+    subject: String,
+    /// When the stream stored it (RFC 3339).
+    time: String,
 }
 
 /// Whether a message stored at `time` (RFC 3339, as the server gives it) was stored at or
