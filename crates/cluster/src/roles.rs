@@ -50,7 +50,8 @@ pub async fn catch_up(store: &ClusterStore, engine: &Engine) -> bool {
     // The follower loop takes every change in within milliseconds: wait for it rather than
     // read every stream's document again here. Only if it does not come (this node is
     // becoming the leader, or the loop is stuck) does this request refresh the engine itself.
-    if store.wait_refreshed(latest, FOLLOWER_WAIT).await {
+    let account = &engine.config().account_id;
+    if store.wait_refreshed(account, latest, FOLLOWER_WAIT).await {
         return true;
     }
     // The copy may hold the change already while the engine has not taken it in yet.
@@ -86,31 +87,41 @@ pub async fn follow(store: Arc<ClusterStore>, accounts: Arc<HashMap<String, Arc<
         // What the copy held before the engines look: they take in at least this much.
         let revision = store.applied();
         let settled = tokio::task::spawn_blocking(move || {
-            // Whether every engine took the stored metadata in just now.
-            let mut took_in = true;
-            for engine in accounts.values() {
-                if leader != engine.is_writer() {
-                    // Catch up as a follower first, then write (or stop writing).
-                    engine.set_writer(false);
-                    engine.refresh()?;
-                    engine.set_writer(leader);
-                    if leader {
-                        tracing::info!(account = %engine.config().account_id, "leading");
-                        engine.remove_orphans()?;
+            // The accounts whose engine took the stored metadata in just now; one engine's
+            // failure holds back neither the others nor their readers.
+            let mut took_in = Vec::new();
+            for (account, engine) in accounts.iter() {
+                let step = || -> Result<bool, rivulet_engine::ApiError> {
+                    if leader != engine.is_writer() {
+                        // Catch up as a follower first, then write (or stop writing).
+                        engine.set_writer(false);
+                        engine.refresh()?;
+                        engine.set_writer(leader);
+                        if leader {
+                            tracing::info!(%account, "leading");
+                            engine.remove_orphans()?;
+                        }
+                        Ok(true)
+                    } else if moved && !leader {
+                        engine.refresh()?;
+                        Ok(true)
+                    } else {
+                        Ok(false)
                     }
-                } else if moved && !leader {
-                    engine.refresh()?;
-                } else {
-                    took_in = false;
+                };
+                match step() {
+                    Ok(true) => took_in.push(account.clone()),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%account, %error, "following the cluster's metadata");
+                    }
                 }
             }
-            Ok::<bool, rivulet_engine::ApiError>(took_in)
+            took_in
         })
         .await;
-        match settled {
-            Ok(Ok(true)) => store.set_refreshed(revision),
-            Ok(Err(error)) => tracing::warn!(%error, "following the cluster's metadata"),
-            _ => {}
+        for account in settled.unwrap_or_default() {
+            store.set_refreshed(&account, revision);
         }
     }
 }

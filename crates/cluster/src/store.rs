@@ -104,8 +104,9 @@ pub struct ClusterStore {
     slots: Arc<ClusterSlots>,
     /// Per stream (by token): the closes this node has seen, for telling late puts.
     closes: Arc<Mutex<HashMap<String, Closes>>>,
-    /// The metadata revision every engine of this node has taken in (`roles::follow`).
-    refreshed: tokio::sync::watch::Sender<u64>,
+    /// The metadata revision each account's engine on this node has taken in
+    /// (`roles::follow`).
+    refreshed: Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
     follow_lag: Duration,
 }
 
@@ -414,7 +415,7 @@ impl ClusterStore {
             keyring: Arc::new(Mutex::new(None)),
             slots,
             closes: Arc::new(Mutex::new(HashMap::new())),
-            refreshed: tokio::sync::watch::Sender::new(0),
+            refreshed: Mutex::new(HashMap::new()),
             follow_lag: settings.follow_lag,
         });
         tokio::spawn(follow_notices(Arc::downgrade(&store), notes));
@@ -483,10 +484,19 @@ impl ClusterStore {
         self.follow_lag
     }
 
-    /// Records that every engine of this node has taken in metadata revision `revision`:
-    /// they answer from everything committed up to it.
-    pub fn set_refreshed(&self, revision: u64) {
-        self.refreshed.send_if_modified(|held| {
+    /// The watch of what `account`'s engine has taken in.
+    fn refreshed_of(&self, account: &str) -> tokio::sync::watch::Sender<u64> {
+        self.refreshed
+            .lock()
+            .entry(account.to_string())
+            .or_insert_with(|| tokio::sync::watch::Sender::new(0))
+            .clone()
+    }
+
+    /// Records that `account`'s engine on this node has taken in metadata revision
+    /// `revision`: it answers from everything committed up to it.
+    pub fn set_refreshed(&self, account: &str, revision: u64) {
+        self.refreshed_of(account).send_if_modified(|held| {
             let newer = revision > *held;
             if newer {
                 *held = revision;
@@ -495,10 +505,10 @@ impl ClusterStore {
         });
     }
 
-    /// Waits (up to `within`) until every engine of this node has taken in metadata revision
-    /// `revision`.
-    pub async fn wait_refreshed(&self, revision: u64, within: Duration) -> bool {
-        let mut refreshed = self.refreshed.subscribe();
+    /// Waits (up to `within`) until `account`'s engine on this node has taken in metadata
+    /// revision `revision`.
+    pub async fn wait_refreshed(&self, account: &str, revision: u64, within: Duration) -> bool {
+        let mut refreshed = self.refreshed_of(account).subscribe();
         tokio::time::timeout(within, refreshed.wait_for(|held| *held >= revision))
             .await
             .is_ok_and(|seen| seen.is_ok())
