@@ -1200,23 +1200,15 @@ async fn a_single_node_data_dir_moves_into_a_cluster() {
     // them: each shard's first record at or after `between_ms`, or none.
     let mut found_after = 0;
     for (shard, _, _, records) in &expected {
-        let iterator = cc
-            .get_shard_iterator()
-            .stream_name("moved")
-            .shard_id(shard)
-            .shard_iterator_type(ShardIteratorType::AtTimestamp)
-            .timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(
-                between_ms,
-            ))
-            .send()
-            .await
-            .expect("AT_TIMESTAMP iterator");
-        let page = cc
-            .get_records()
-            .shard_iterator(iterator.shard_iterator().expect("iterator"))
-            .send()
-            .await
-            .expect("get records");
+        let page = crate::util::first_page_from(
+            &cc,
+            "moved",
+            shard,
+            ShardIteratorType::AtTimestamp,
+            None,
+            Some(between_ms),
+        )
+        .await;
         let first = page.records().first().map(|r| r.data().as_ref().to_vec());
         let wanted = records
             .iter()

@@ -370,12 +370,25 @@ pub async fn first_page(
     kind: aws_sdk_kinesis::types::ShardIteratorType,
     sequence: Option<&str>,
 ) -> aws_sdk_kinesis::operation::get_records::GetRecordsOutput {
+    first_page_from(c, name, shard, kind, sequence, None).await
+}
+
+/// [`first_page`] with an AT_TIMESTAMP iterator's time too (ms since the epoch).
+pub async fn first_page_from(
+    c: &Client,
+    name: &str,
+    shard: &str,
+    kind: aws_sdk_kinesis::types::ShardIteratorType,
+    sequence: Option<&str>,
+    timestamp_ms: Option<i64>,
+) -> aws_sdk_kinesis::operation::get_records::GetRecordsOutput {
     let iterator = c
         .get_shard_iterator()
         .stream_name(name)
         .shard_id(shard)
         .shard_iterator_type(kind)
         .set_starting_sequence_number(sequence.map(str::to_string))
+        .set_timestamp(timestamp_ms.map(aws_sdk_kinesis::primitives::DateTime::from_millis))
         .send()
         .await
         .expect("iterator")

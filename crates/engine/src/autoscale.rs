@@ -338,10 +338,18 @@ impl Engine {
     /// Scales an ACTIVE on-demand stream one step up or down when its load calls for it and
     /// the pace allows; writes its new peaks down. Called once a second by the tick.
     pub(crate) fn autoscale(&self, stream: &Stream, now_ms: i64) -> Result<()> {
-        // Before this stream's lock: the count reads every stream's.
+        let scales = |meta: &StreamMeta| {
+            meta.mode == StreamMode::OnDemand && meta.status == StreamStatus::Active
+        };
+        // Most streams are not on-demand: they cost a read lock, not the account's count of
+        // open shards (every stream's lock) nor this stream's write lock.
+        if !scales(&stream.state.read().meta) {
+            return Ok(());
+        }
+        // Before this stream's write lock: the count reads every stream's.
         let account_open = self.open_shard_count();
         let mut state = stream.state.write();
-        if state.meta.mode != StreamMode::OnDemand || state.meta.status != StreamStatus::Active {
+        if !scales(&state.meta) {
             return Ok(());
         }
         let mut open: Vec<(u32, u128, u128)> = state
@@ -440,8 +448,8 @@ impl Engine {
         if meta.mode != StreamMode::OnDemand {
             return None;
         }
-        let open: Vec<u32> = meta.open_shards().iter().map(|s| s.index).collect();
-        let (_, load) = self.loads(stream, &open, now_ms);
+        // The stream's load alone: no shard's is needed here.
+        let (_, load) = self.loads(stream, &[], now_ms);
         let peak = meta.on_demand.peak().max(load);
         Some(OnDemandView {
             load_shards: load,

@@ -1192,20 +1192,7 @@ fn a_store_with_queues_is_not_migrated() {
         ..EngineConfig::default()
     };
     let source = Engine::open(source_store.clone(), config).unwrap();
-    source
-        .create_stream(
-            CreateStream {
-                name: "queued".into(),
-                shard_count: None,
-                mode: Some(StreamMode::OnDemand),
-                tags: Vec::new(),
-                max_record_size_kib: None,
-                record_distribution: None,
-                warm_throughput_mibps: None,
-            },
-            T0,
-        )
-        .unwrap();
+    create_on_demand_named(&source, "queued");
     source
         .create_queue(
             &crate::CreateQueue {
@@ -1343,9 +1330,14 @@ fn on_demand_config(shard_limit: u32) -> EngineConfig {
 
 /// Creates the on-demand stream "od" (4 shards) at T0.
 fn create_on_demand(e: &Engine) {
+    create_on_demand_named(e, "od");
+}
+
+/// Creates an on-demand stream (4 shards) at T0.
+fn create_on_demand_named(e: &Engine, name: &str) {
     e.create_stream(
         CreateStream {
-            name: "od".into(),
+            name: name.into(),
             mode: Some(StreamMode::OnDemand),
             ..CreateStream::default()
         },

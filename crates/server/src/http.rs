@@ -654,13 +654,13 @@ pub async fn handle(
             // takes in whatever any node committed before it (one round trip to JetStream),
             // so a client that changed a stream through one node sees the change through
             // every other at once. The data plane reads shards, not this copy.
-            if reads_metadata(operation) {
-                cluster.catch_up(&engine).await;
-            }
+            let caught_up = reads_metadata(operation) && cluster.catch_up(&engine).await;
             let reply = api::dispatch(&engine, operation, &input, now_ms(), format).await;
             match reply {
+                // A data-plane call that found nothing catches up once and asks again.
                 Err(error)
                     if error.code == "ResourceNotFoundException"
+                        && !caught_up
                         && cluster.catch_up(&engine).await =>
                 {
                     api::dispatch(&engine, operation, &input, now_ms(), format).await
