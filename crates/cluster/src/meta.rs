@@ -299,8 +299,25 @@ async fn follow(
         // skipped, and a message already applied (after a recreation) is not applied again.
         // A commit's messages are applied together, once its last one (which carries
         // `Nats-Batch-Commit`) has come, so no reader on this node sees half of a commit.
+        //
+        // The consumer is also made again when it stalls: after a NATS server dies, an
+        // ordered consumer can stay silent although the stream moved on (its recreation
+        // raced the election of a new stream leader). So after `STALL_CHECK` without a
+        // message the follower asks the stream's leader for its last sequence, and starts a
+        // new consumer if that is past what it applied.
         let mut batch = Batch::default();
-        while let Some(message) = messages.next().await {
+        loop {
+            let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(_) => {
+                    let done = *applied.borrow();
+                    if behind(&js, &stream_name, done).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let Ok(message) = message else { continue };
             let Ok(info) = message.info() else { continue };
             let (sequence, pending) = (info.stream_sequence, info.pending);
@@ -330,6 +347,22 @@ async fn follow(
         // message again.
         tokio::time::sleep(RETRY_PAUSE).await;
     }
+}
+
+/// How long a follower waits for a message before it checks that it is not behind.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
+/// Whether the metadata stream holds messages past `applied`, as its leader answers (within
+/// a few seconds; no answer, as while a leader is being elected, counts as not behind).
+async fn behind(js: &jetstream::Context, stream_name: &str, applied: u64) -> bool {
+    let info = async {
+        let stream = js.get_stream(stream_name).await?;
+        Ok::<u64, async_nats::Error>(stream.cached_info().state.last_sequence)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), info).await,
+        Ok(Ok(last)) if last > applied
+    )
 }
 
 /// The messages of one commit received so far.
