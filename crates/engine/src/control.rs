@@ -443,6 +443,7 @@ impl Engine {
             encryption_changes_ms: Vec::new(),
             shard_level_metrics: Vec::new(),
             queues: Vec::new(),
+            channels: Vec::new(),
             on_demand: Default::default(),
         };
         let mut logs = HashMap::new();
@@ -498,6 +499,14 @@ impl Engine {
             let mut state = stream.state.write();
             if state.meta.status == StreamStatus::Deleting {
                 return Ok(());
+            }
+            if !state.meta.channels.is_empty() {
+                return Err(ApiError::in_use(format!(
+                    "DeleteStream can\u{2019}t delete {account}:{name} because there are \
+                     channels associated with this data stream. Delete every channel on {name} \
+                     with DeleteChannel first.",
+                    account = self.config.account_id
+                )));
             }
             if !state.meta.queues.is_empty() {
                 return Err(ApiError::in_use(format!(

@@ -276,7 +276,7 @@ impl Keyring for DataKeys {
 }
 
 impl Engine {
-    fn data_keys(&self) -> Result<&Arc<DataKeys>> {
+    pub(crate) fn data_keys(&self) -> Result<&Arc<DataKeys>> {
         self.data_keys.as_ref().ok_or_else(|| {
             ApiError::new(
                 ErrorKind::KmsNotFound,

@@ -8,6 +8,7 @@ mod account;
 pub mod autoscale;
 #[cfg(test)]
 mod blocking;
+pub mod channels;
 mod consumers;
 mod control;
 mod data;
@@ -42,6 +43,7 @@ use rivulet_log::MetaOp;
 use storage::{RecordStore, ShardLog};
 
 pub use account::{Commitment, CommitmentView, WarmThroughput};
+pub use channels::{ChannelSource, ChannelStatus, ChannelView, is_channel_arn};
 pub use consumers::*;
 pub use control::*;
 pub use data::*;
@@ -444,6 +446,7 @@ impl Engine {
             }
         }
         self.remove_orphaned_queue_state()?;
+        self.remove_orphaned_channel_state()?;
         for (stream, ids) in orphans {
             tracing::info!(logs = ?ids, "removing orphaned logs");
             if live_streams.contains(stream.as_str()) {
@@ -897,6 +900,7 @@ impl Engine {
             }
             self.settle_consumers(&name, &stream, now_ms)?;
             self.settle_queues(&stream, now_ms)?;
+            self.settle_channels(&stream, now_ms)?;
             // Auto-scaling looks once a second.
             let second = now_ms.div_euclid(1000);
             if stream.scaled_at_s.swap(second, Ordering::Relaxed) != second {

@@ -233,6 +233,9 @@ pub struct StreamMeta {
     /// Queues on the stream (CreateQueue), in creation order.
     #[serde(default)]
     pub queues: Vec<crate::queues::QueueMeta>,
+    /// Channels delivering the stream (CreateChannel), in creation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<crate::channels::ChannelMeta>,
     /// What an on-demand stream's capacity follows: its peaks and scaling steps.
     #[serde(default, skip_serializing_if = "crate::autoscale::History::is_empty")]
     pub on_demand: crate::autoscale::History,

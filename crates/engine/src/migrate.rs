@@ -62,6 +62,18 @@ pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<
         is_stream_key(key)
             && serde_json::from_slice::<StreamMeta>(value).is_ok_and(|meta| !meta.queues.is_empty())
     });
+    let delivered = source.iter().any(|(key, value)| {
+        is_stream_key(key)
+            && serde_json::from_slice::<StreamMeta>(value)
+                .is_ok_and(|meta| !meta.channels.is_empty())
+    });
+    if delivered {
+        return Err(ApiError::invalid(
+            "The data dir holds channels; migrating them is not supported: their checkpoints \
+             name positions the copy changes. Delete the channels, migrate, and create them \
+             again.",
+        ));
+    }
     if queued {
         return Err(ApiError::invalid(
             "The data dir holds queues; migrating them is not supported: their delivery \

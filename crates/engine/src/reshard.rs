@@ -82,6 +82,13 @@ impl Engine {
                  AUTO, which PROVISIONED mode does not support. Set USER_PARTITION_KEY first."
             )));
         }
+        if mode == StreamMode::Provisioned && !state.meta.channels.is_empty() {
+            return Err(ApiError::in_use(format!(
+                "Stream {name} under account {account} has channels, which only ON_DEMAND \
+                 mode supports. Delete its channels with DeleteChannel before switching it to \
+                 PROVISIONED mode."
+            )));
+        }
         if mode == StreamMode::Provisioned && !state.meta.queues.is_empty() {
             return Err(ApiError::in_use(format!(
                 "Stream {name} under account {account} has queues, which only ON_DEMAND mode \

@@ -142,6 +142,17 @@ impl Engine {
     /// For authorization: the resource's policy and tags, or `None` when `arn` names nothing
     /// that exists (the operation itself then gives the error).
     pub fn resource_access(&self, arn: &str, now_ms: i64) -> Option<ResourceAccess> {
+        if crate::channels::is_channel_arn(arn) {
+            // A channel has tags but no resource policy.
+            return self
+                .with_channel_tags(arn, false, now_ms, |tags| {
+                    Ok(ResourceAccess {
+                        policy: None,
+                        tags: tags.clone(),
+                    })
+                })
+                .ok();
+        }
         self.with_resource(arn, Access::Read, now_ms, |policy, tags| {
             Ok(ResourceAccess {
                 policy: policy.clone(),
@@ -154,6 +165,22 @@ impl Engine {
     /// TagResource on a stream (AddTagsToStream, with its checks and messages) or a consumer
     /// (the character check; past the limit, LimitExceededException).
     pub fn tag_resource(&self, arn: &str, tags: &[(String, String)], now_ms: i64) -> Result<()> {
+        if crate::channels::is_channel_arn(arn) {
+            check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            let account = self.config.account_id.clone();
+            return self.with_channel_tags(arn, true, now_ms, |current| {
+                merge_tags(current, tags, || {
+                    ApiError::new(
+                        ErrorKind::LimitExceeded,
+                        format!(
+                            "Failed to add tags to channel {arn} under account {account} \
+                             because a given channel cannot have more than \
+                             {TAGS_PER_STREAM_MAX} tags."
+                        ),
+                    )
+                })
+            });
+        }
         let queue = crate::queues::parse_queue_arn(arn).is_some();
         if !queue && !arn.contains("/consumer/") {
             return self.add_tags(&stream_target(arn)?, tags, now_ms);
@@ -176,6 +203,13 @@ impl Engine {
 
     /// UntagResource on a stream (RemoveTagsFromStream) or a consumer.
     pub fn untag_resource(&self, arn: &str, keys: &[String], now_ms: i64) -> Result<()> {
+        if crate::channels::is_channel_arn(arn) {
+            check_tags(keys.iter().map(|k| (k.as_str(), "")))?;
+            return self.with_channel_tags(arn, true, now_ms, |current| {
+                current.retain(|(k, _)| !keys.contains(k));
+                Ok(())
+            });
+        }
         if crate::queues::parse_queue_arn(arn).is_none() && !arn.contains("/consumer/") {
             return self.remove_tags(&stream_target(arn)?, keys, now_ms);
         }
@@ -188,7 +222,11 @@ impl Engine {
 
     /// ListTagsForResource on a stream or consumer, in ListTagsForStream's order.
     pub fn resource_tags(&self, arn: &str, now_ms: i64) -> Result<Vec<(String, String)>> {
-        let mut tags = self.with_resource(arn, Access::Read, now_ms, |_, tags| Ok(tags.clone()))?;
+        let mut tags = if crate::channels::is_channel_arn(arn) {
+            self.with_channel_tags(arn, false, now_ms, |tags| Ok(tags.clone()))?
+        } else {
+            self.with_resource(arn, Access::Read, now_ms, |_, tags| Ok(tags.clone()))?
+        };
         sort_tags(&mut tags);
         Ok(tags)
     }

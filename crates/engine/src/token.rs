@@ -33,6 +33,7 @@ pub enum Kind {
     ListStreamConsumers = 4,
     QueueReceipt = 5,
     ListQueues = 6,
+    ListChannels = 7,
 }
 
 /// Signs and checks tokens with one secret.

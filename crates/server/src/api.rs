@@ -292,6 +292,9 @@ fn answer(engine: &Engine, operation: &str, input: &Value, now_ms: i64) -> Reply
     if let Some(result) = crate::queues::answer(engine, operation, input, now_ms) {
         return result.map_err(aws_error);
     }
+    if let Some(result) = crate::channels::answer(engine, operation, input, now_ms) {
+        return result.map_err(aws_error);
+    }
     let result = match operation {
         "CreateStream" => create_stream(engine, input, now_ms),
         "DeleteStream" => engine

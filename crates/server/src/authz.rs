@@ -134,7 +134,10 @@ fn resource(
     if let Some(arn) = text(input, "QueueARN") {
         return (arn.to_string(), owner(arn));
     }
-    if op == "CreateQueue"
+    if let Some(arn) = text(input, "ChannelARN") {
+        return (arn.to_string(), owner(arn));
+    }
+    if matches!(op, "CreateQueue" | "CreateChannel")
         && let Some(arn) = crate::api::list(input, "StreamConfigurationList")
             .first()
             .and_then(|entry| text(entry, "StreamARN"))

@@ -156,6 +156,15 @@ pub struct ServeArgs {
     /// and its 30-day peak window 12 h [default: 1, AWS's pace]
     #[arg(long, env = "RIVULET_ON_DEMAND_TIME_SCALE")]
     pub on_demand_time_scale: Option<f64>,
+    /// Channels deliver to a folder per bucket under this dir (an S3 bucket ARN
+    /// `arn:aws:s3:::NAME` is the folder NAME, which must exist) [default: <data-dir>/buckets;
+    /// with --in-memory or --cluster, channels need it]
+    #[arg(long, env = "RIVULET_BUCKET_DIR")]
+    pub bucket_dir: Option<PathBuf>,
+    /// Divide every channel's DataFreshnessInSeconds by this: 60 makes the 300-second minimum
+    /// 5 s [default: 1, AWS's pace]
+    #[arg(long, env = "RIVULET_CHANNEL_TIME_SCALE")]
+    pub channel_time_scale: Option<u32>,
     /// Also serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on this address [default: off]
     #[arg(long, env = "RIVULET_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -281,6 +290,10 @@ pub struct ServerConfig {
     /// Metric alarms and where their changes are POSTed.
     pub alarms: Vec<crate::alarms::AlarmRule>,
     pub alarm_webhook: Option<String>,
+    /// Where channels' bucket folders are (`None`: channels FAIL for want of a bucket).
+    pub bucket_dir: Option<PathBuf>,
+    /// Divides channels' DataFreshnessInSeconds.
+    pub channel_time_scale: u32,
 }
 
 impl ServerConfig {
@@ -306,6 +319,8 @@ impl ServerConfig {
             streams: None,
             alarms: Vec::new(),
             alarm_webhook: None,
+            bucket_dir: None,
+            channel_time_scale: 1,
         }
     }
 }
@@ -453,6 +468,17 @@ impl ServeArgs {
                 "--on-demand-time-scale must be a positive number, got {on_demand_time_scale}"
             );
         }
+        let channel_time_scale = self
+            .channel_time_scale
+            .or(file.channel_time_scale)
+            .unwrap_or(1);
+        if channel_time_scale == 0 {
+            anyhow::bail!("--channel-time-scale must be at least 1");
+        }
+        let bucket_dir = self.bucket_dir.or(file.bucket_dir).or(match &storage {
+            Storage::Dir(dir) => Some(dir.join("buckets")),
+            Storage::Memory | Storage::Cluster(_) => None,
+        });
         let limits_scale = match self.limits.or(file.limits).unwrap_or(Limits::Aws) {
             Limits::Aws => Some(scale),
             Limits::Off => None,
@@ -541,6 +567,8 @@ impl ServeArgs {
             },
             alarm_webhook: self.alarm_webhook.or(file.alarm_webhook),
             streams: self.streams.or(file.streams),
+            bucket_dir,
+            channel_time_scale,
         })
     }
 }

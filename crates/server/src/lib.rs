@@ -6,6 +6,7 @@
 pub mod alarms;
 pub mod api;
 pub mod authz;
+mod channels;
 pub mod cluster;
 pub mod config;
 pub mod console;
@@ -44,6 +45,8 @@ pub type Task<T> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Re
 
 /// How often lifecycle delays and retention are applied.
 const TICK_INTERVAL: Duration = Duration::from_millis(50);
+/// How often channels read their streams and write what is due.
+const CHANNEL_STEP: Duration = Duration::from_millis(200);
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -157,6 +160,24 @@ impl Server {
                 cluster.store.clone(),
                 accounts.clone(),
             )));
+        }
+        // Channels deliver on the engine that writes metadata (every engine on one node).
+        for engine in accounts.values() {
+            let store: Arc<dyn rivulet_channel::sink::ObjectStore> = match &config.bucket_dir {
+                Some(dir) => Arc::new(rivulet_channel::sink::LocalBuckets::new(
+                    dir.clone(),
+                    engine.config().account_id.clone(),
+                )),
+                None => Arc::new(rivulet_channel::sink::NoBuckets),
+            };
+            let delivery = Arc::new(rivulet_channel::Delivery::new(
+                engine.clone(),
+                store,
+                rivulet_channel::Settings {
+                    time_scale: config.channel_time_scale,
+                },
+            ));
+            background.push(tokio::spawn(delivery.run(CHANNEL_STEP, http::now_ms)));
         }
         let listener = TcpListener::bind(config.listen)
             .await
