@@ -2,6 +2,7 @@
 
 mod auth;
 mod authz;
+mod channels;
 mod cli;
 mod cluster;
 mod consumers;

@@ -21,6 +21,8 @@
 
 pub mod format;
 pub mod sink;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,0 +1,304 @@
+//! Delivery on an in-memory engine with a controlled clock and an in-memory object store that
+//! can fail on purpose: each record once across failed writes (before and after the object
+//! landed), parents before children across a split, and where a channel starts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rivulet_engine::channels::{CreateChannel, S3Storage};
+use rivulet_engine::{
+    ChannelStatus, CreateStream, Engine, EngineConfig, PutEntry, StreamMode, StreamTarget,
+};
+use rivulet_log::{MemBackend, Store, StoreConfig};
+
+use crate::sink::ObjectStore;
+use crate::{Delivery, Settings};
+
+const T0: i64 = 1_800_000_000_000;
+const OWNER: &str = "000000000000";
+
+/// How the next `put` fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    None,
+    /// Refused: nothing stored.
+    Before,
+    /// Stored, then reported as failed (a crash after the write, before the checkpoint).
+    After,
+}
+
+#[derive(Default)]
+struct MemBuckets {
+    objects: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    failure: Mutex<Option<Failure>>,
+    puts: Mutex<usize>,
+}
+
+impl ObjectStore for MemBuckets {
+    fn check_bucket(&self, bucket: &str, _owner: &str) -> Result<(), String> {
+        if bucket == "lake" {
+            Ok(())
+        } else {
+            Err(format!("The specified bucket does not exist: {bucket}."))
+        }
+    }
+    fn put(&self, bucket: &str, key: &str, body: &[u8]) -> Result<(), String> {
+        *self.puts.lock() += 1;
+        let failure = self.failure.lock().take().unwrap_or(Failure::None);
+        if failure == Failure::Before {
+            return Err("refused".into());
+        }
+        self.objects
+            .lock()
+            .insert((bucket.to_string(), key.to_string()), body.to_vec());
+        if failure == Failure::After {
+            return Err("stored, then the node stopped".into());
+        }
+        Ok(())
+    }
+}
+
+impl MemBuckets {
+    /// Every delivered line (JSON records), in key order.
+    fn lines(&self) -> Vec<String> {
+        self.objects
+            .lock()
+            .iter()
+            .filter(|((_, key), _)| !key.contains("/errors/"))
+            .flat_map(|(_, body)| {
+                String::from_utf8_lossy(body)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn engine() -> Arc<Engine> {
+    let store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).expect("store");
+    Arc::new(
+        Engine::open(
+            store,
+            EngineConfig {
+                create_stream_ms: 0,
+                delete_stream_ms: 0,
+                update_stream_ms: 0,
+                ..EngineConfig::default()
+            },
+        )
+        .expect("engine"),
+    )
+}
+
+fn stream(engine: &Engine, now_ms: i64) {
+    engine
+        .create_stream(
+            CreateStream {
+                name: "s".into(),
+                shard_count: None,
+                mode: Some(StreamMode::OnDemand),
+                tags: Vec::new(),
+                max_record_size_kib: None,
+                record_distribution: None,
+                warm_throughput_mibps: None,
+            },
+            now_ms,
+        )
+        .expect("stream");
+    engine.tick(now_ms + 1).expect("tick");
+}
+
+fn channel(engine: &Engine, bucket: &str, now_ms: i64) -> String {
+    engine
+        .create_channel(
+            &CreateChannel {
+                name: "c".into(),
+                role_arn: format!("arn:aws:iam::{OWNER}:role/delivery"),
+                streams: vec![(engine.stream_arn("s"), "JSON".into(), None)],
+                s3: Some((
+                    Some(300),
+                    None,
+                    S3Storage {
+                        bucket_arn: format!("arn:aws:s3:::{bucket}"),
+                        expected_owner: OWNER.into(),
+                        key_template: None,
+                        storage_class: None,
+                        compression: "NONE".into(),
+                    },
+                )),
+                tables: None,
+                encryption: None,
+                logging: None,
+                tags: Vec::new(),
+            },
+            now_ms,
+        )
+        .expect("channel")
+        .meta
+        .id
+}
+
+async fn put(engine: &Engine, range: std::ops::Range<usize>, now_ms: i64) {
+    let data: Vec<String> = range.map(|i| format!("{{\"i\":{i}}}")).collect();
+    let entries: Vec<PutEntry<'_>> = data
+        .iter()
+        .map(|d| PutEntry {
+            partition_key: Some(d),
+            explicit_hash_key: None,
+            data: d.as_bytes(),
+        })
+        .collect();
+    engine
+        .put_records(&StreamTarget::name("s"), &entries, None, true, now_ms)
+        .expect("put")
+        .finish()
+        .await
+        .expect("durable");
+}
+
+fn numbers(lines: &[String]) -> Vec<u64> {
+    let mut numbers: Vec<u64> = lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("json")["i"]
+                .as_u64()
+                .expect("i")
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+fn status(engine: &Engine, id: &str, now_ms: i64) -> ChannelStatus {
+    engine
+        .describe_channel(&engine.channel_arn(id), now_ms)
+        .expect("describe")
+        .meta
+        .status
+}
+
+#[tokio::test]
+async fn each_record_lands_once_across_failed_writes() {
+    let engine = engine();
+    let buckets = Arc::new(MemBuckets::default());
+    let delivery = Delivery::new(engine.clone(), buckets.clone(), Settings::default());
+    stream(&engine, T0);
+    put(&engine, 0..10, T0 + 2).await;
+    let id = channel(&engine, "lake", T0 + 3);
+    delivery.step(T0 + 4).await;
+    assert_eq!(status(&engine, &id, T0 + 4), ChannelStatus::Active);
+    // Records put before the channel was made are not delivered; these are.
+    put(&engine, 10..110, T0 + 5).await;
+    delivery.step(T0 + 6).await;
+    assert!(buckets.lines().is_empty(), "nothing is due before 300 s");
+    // The first write is refused; the next round writes the same object again.
+    *buckets.failure.lock() = Some(Failure::Before);
+    delivery.step(T0 + 5 + 300_000).await;
+    assert!(buckets.lines().is_empty());
+    delivery.step(T0 + 5 + 306_000).await;
+    assert_eq!(numbers(&buckets.lines()), (10..110).collect::<Vec<_>>());
+    // A write that landed but was not checkpointed is written again under the same key.
+    put(&engine, 110..200, T0 + 400_000).await;
+    *buckets.failure.lock() = Some(Failure::After);
+    delivery.step(T0 + 700_000).await;
+    let objects_after_crash = buckets.objects.lock().len();
+    // A new delivery (a restart) finishes the interrupted flush from its intent.
+    let restarted = Delivery::new(engine.clone(), buckets.clone(), Settings::default());
+    restarted.step(T0 + 700_100).await;
+    assert_eq!(buckets.objects.lock().len(), objects_after_crash);
+    assert_eq!(numbers(&buckets.lines()), (10..200).collect::<Vec<_>>());
+    // And goes on from the checkpoint.
+    put(&engine, 200..250, T0 + 800_000).await;
+    restarted.step(T0 + 1_200_000).await;
+    assert_eq!(numbers(&buckets.lines()), (10..250).collect::<Vec<_>>());
+    // The engine keeps the counters (the board is its extension): 240 records delivered,
+    // two failed writes.
+    let metrics = restarted.metrics();
+    assert_eq!(metrics[0].records_delivered, 240, "{metrics:?}");
+    assert_eq!(metrics[0].failures, 2, "{metrics:?}");
+}
+
+#[tokio::test]
+async fn a_missing_bucket_fails_the_channel_with_the_reason() {
+    let engine = engine();
+    let buckets = Arc::new(MemBuckets::default());
+    let delivery = Delivery::new(engine.clone(), buckets.clone(), Settings::default());
+    stream(&engine, T0);
+    let id = channel(&engine, "nowhere", T0 + 3);
+    delivery.step(T0 + 4).await;
+    let view = engine
+        .describe_channel(&engine.channel_arn(&id), T0 + 5)
+        .expect("describe");
+    assert_eq!(view.meta.status, ChannelStatus::Failed);
+    assert_eq!(
+        view.meta.reason.as_deref(),
+        Some("The specified bucket does not exist: nowhere.")
+    );
+}
+
+#[tokio::test]
+async fn parents_are_delivered_before_their_children() {
+    let engine = engine();
+    let buckets = Arc::new(MemBuckets::default());
+    let delivery = Delivery::new(engine.clone(), buckets.clone(), Settings::default());
+    stream(&engine, T0);
+    channel(&engine, "lake", T0 + 3);
+    delivery.step(T0 + 4).await;
+    put(&engine, 0..200, T0 + 5).await;
+    // The first shard splits in two while its records wait.
+    engine
+        .split_shard(
+            &StreamTarget::name("s"),
+            "shardId-000000000000",
+            "42535295865117307932921825928971026432",
+            T0 + 7,
+        )
+        .expect("split");
+    engine.tick(T0 + 8).expect("tick");
+    put(&engine, 200..400, T0 + 9).await;
+    // A round delivers the parents' records (past their freshness) and drains them; the
+    // children's records follow in later objects.
+    let mut now = T0 + 400_000;
+    for _ in 0..5 {
+        delivery.step(now).await;
+        now += 400_000;
+    }
+    let objects = buckets.objects.lock().clone();
+    let per_object: Vec<Vec<u64>> = objects
+        .values()
+        .map(|body| {
+            numbers(
+                &String::from_utf8_lossy(body)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let all: Vec<u64> = {
+        let mut all: Vec<u64> = per_object.iter().flatten().copied().collect();
+        all.sort_unstable();
+        all
+    };
+    assert_eq!(all, (0..400).collect::<Vec<_>>());
+    // Keys end in the object's number, so key order is delivery order: no record of the
+    // split shard's children comes before the last of its own records.
+    let shard_of = |i: u64| {
+        let key = format!("{{\"i\":{i}}}");
+        rivulet_engine::hash::partition_hash(&key) <= u128::MAX / 4
+    };
+    let positions: Vec<(usize, u64)> = per_object
+        .iter()
+        .enumerate()
+        .flat_map(|(n, o)| o.iter().map(move |&i| (n, i)))
+        .filter(|&(_, i)| shard_of(i))
+        .collect();
+    let last_parent = positions.iter().filter(|p| p.1 < 200).map(|p| p.0).max();
+    let first_child = positions.iter().filter(|p| p.1 >= 200).map(|p| p.0).min();
+    assert!(
+        matches!((last_parent, first_child), (Some(p), Some(c)) if p < c),
+        "{positions:?}"
+    );
+}
