@@ -1,5 +1,6 @@
 // The Rivulet console: polls /_rivulet/api/streams once a second, turns metric totals into
-// per-second rates, and draws them; lists queues from /_rivulet/api/queues; reads records of a shard through /_rivulet/api/records;
+// per-second rates, and draws them; lists queues from /_rivulet/api/queues and channels from
+// /_rivulet/api/channels; reads records of a shard through /_rivulet/api/records;
 // shows alarms from /_rivulet/alarms. Plain DOM and canvas: nothing to build.
 "use strict";
 
@@ -312,12 +313,32 @@ function renderQueues(queues, now) {
   }
 }
 
+function renderChannels(channels, now) {
+  const body = $("channels").querySelector("tbody");
+  body.replaceChildren();
+  $("no-channels").hidden = channels.length > 0;
+  for (const c of channels) {
+    const rate = rates(`channel:${c.arn}`, c.totals, now) || {};
+    body.append(el("tr", { "data-channel": c.name },
+      el("td", { title: c.arn }, c.name),
+      el("td", {}, c.stream),
+      el("td", {}, c.destination),
+      el("td", { title: c.reason || "" }, c.status),
+      el("td", {}, formatAge(c.lag_ms)),
+      el("td", {}, formatNumber(rate.records || 0)),
+      el("td", {}, formatNumber(c.totals.records)),
+      el("td", {}, formatNumber(c.totals.dead_letters)),
+      el("td", {}, formatNumber(c.totals.failures))));
+  }
+}
+
 async function refresh() {
   try {
-    const [streams, alarms, queues] = await Promise.all([
+    const [streams, alarms, queues, channels] = await Promise.all([
       fetch("/_rivulet/api/streams").then((r) => r.json()),
       fetch("/_rivulet/alarms").then((r) => r.json()),
       fetch("/_rivulet/api/queues").then((r) => r.json()),
+      fetch("/_rivulet/api/channels").then((r) => r.json()),
     ]);
     const now = streams.now_ms;
     $("clock").textContent = new Date(now).toLocaleTimeString();
@@ -327,6 +348,7 @@ async function refresh() {
       : "";
     renderStreams(streams.streams, now);
     renderQueues(queues.queues ?? [], now);
+    renderChannels(channels.channels ?? [], now);
     const selected = streams.streams.find((s) => `${s.account}/${s.name}` === state.selected);
     if (!selected) state.selected = null;
     renderStream(selected);

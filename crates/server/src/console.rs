@@ -203,6 +203,53 @@ async fn queues(
     json!({ "now_ms": now_ms, "queues": out })
 }
 
+/// Every channel the viewer may describe, with its status and delivery counters (as the
+/// node that delivers saw them).
+fn channels(
+    accounts: &HashMap<String, Arc<Engine>>,
+    now_ms: i64,
+    viewer: Option<Viewer<'_>>,
+) -> Value {
+    let mut ids: Vec<&String> = accounts.keys().collect();
+    ids.sort();
+    let mut out = Vec::new();
+    for account in ids {
+        let engine = &accounts[account];
+        let listed = engine
+            .list_channels(None, None, &[], now_ms)
+            .map(|page| page.channels)
+            .unwrap_or_default();
+        let board = rivulet_channel::Board::of(engine).snapshot();
+        for view in listed {
+            if viewer.is_some_and(|v| (v.authorize)("DescribeChannel", &view.arn, false).is_err())
+            {
+                continue;
+            }
+            let counts = board
+                .iter()
+                .find(|m| m.id == view.meta.id)
+                .cloned()
+                .unwrap_or_default();
+            out.push(json!({
+                "account": account,
+                "name": view.meta.name,
+                "arn": view.arn,
+                "stream": view.stream_arn.rsplit('/').next().unwrap_or_default(),
+                "status": view.meta.status.as_str(),
+                "reason": view.meta.reason,
+                "destination": view.meta.destination.kind(),
+                "lag_ms": counts.lag_ms,
+                "totals": {
+                    "records": counts.records_delivered,
+                    "dead_letters": counts.dead_letters,
+                    "failures": counts.failures,
+                },
+            }));
+        }
+    }
+    json!({ "now_ms": now_ms, "channels": out })
+}
+
 /// Cluster mode: the node answering, whose metric totals are the cluster's.
 pub struct Node {
     pub name: String,
@@ -317,6 +364,7 @@ pub async fn page(
         "/_rivulet/api/streams" => Page::json(200, &streams(accounts, now_ms, viewer, node)),
         "/_rivulet/api/records" => records(accounts, own, uri, now_ms, viewer).await,
         "/_rivulet/api/queues" => Page::json(200, &queues(accounts, now_ms, viewer).await),
+        "/_rivulet/api/channels" => Page::json(200, &channels(accounts, now_ms, viewer)),
         _ => return None,
     })
 }

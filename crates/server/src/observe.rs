@@ -140,6 +140,81 @@ async fn queue_metrics(accounts: &HashMap<String, Arc<Engine>>, ids: &[&String],
     }
 }
 
+/// The series of every channel (delivery runs on the node that writes metadata, so a
+/// cluster's leader shows them).
+const CHANNEL_SERIES: [(&str, &str, &str); 7] = [
+    (
+        "rivulet_channel_delivery_lag_milliseconds",
+        "gauge",
+        "Age of the oldest record read and not yet delivered (DeliveryToS3.DataFreshness).",
+    ),
+    (
+        "rivulet_channel_records_delivered_total",
+        "counter",
+        "Records delivered to the destination (DeliveryToS3.SuccessfulRecordCount).",
+    ),
+    (
+        "rivulet_channel_record_bytes_delivered_total",
+        "counter",
+        "Bytes of the records delivered (DeliveryToS3.BytesProcessed).",
+    ),
+    (
+        "rivulet_channel_objects_written_total",
+        "counter",
+        "Objects written, dead-letter objects included (DeliveryToS3.DeliverySuccess).",
+    ),
+    (
+        "rivulet_channel_bytes_written_total",
+        "counter",
+        "Bytes of the objects written, after compression (DeliveryToS3.BytesOut).",
+    ),
+    (
+        "rivulet_channel_dead_letters_total",
+        "counter",
+        "Records sent to the dead-letter prefix (DeliveryToS3.FailedRecordCount).",
+    ),
+    (
+        "rivulet_channel_failures_total",
+        "counter",
+        "Delivery attempts that failed and will be tried again.",
+    ),
+];
+
+/// The channel series of every account's channels, in Prometheus text.
+fn channel_metrics(accounts: &HashMap<String, Arc<Engine>>, ids: &[&String], out: &mut String) {
+    let mut rows = Vec::new();
+    for account in ids {
+        for channel in rivulet_channel::Board::of(&accounts[*account]).snapshot() {
+            rows.push(((*account).clone(), channel));
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    for (index, (name, kind, help)) in CHANNEL_SERIES.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (account, channel) in &rows {
+            let value = [
+                channel.lag_ms.max(0) as u64,
+                channel.records_delivered,
+                channel.bytes_delivered,
+                channel.objects_delivered,
+                channel.bytes_written,
+                channel.dead_letters,
+                channel.failures,
+            ][index];
+            let _ = writeln!(
+                out,
+                "{name}{{AccountId=\"{}\",ChannelName=\"{}\",ChannelId=\"{}\",StreamName=\"{}\"}} {value}",
+                label(account),
+                label(&channel.name),
+                label(&channel.id),
+                label(&channel.stream)
+            );
+        }
+    }
+}
+
 /// The Prometheus exposition of every account's streams and queues.
 pub async fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
     let now_ms = crate::http::now_ms();
@@ -220,6 +295,7 @@ pub async fn prometheus(accounts: &HashMap<String, Arc<Engine>>) -> String {
     let mut ids: Vec<&String> = accounts.keys().collect();
     ids.sort();
     queue_metrics(accounts, &ids, &mut out).await;
+    channel_metrics(accounts, &ids, &mut out);
     out
 }
 
