@@ -63,6 +63,7 @@ fn credentials() -> Credentials {
         user("AKIDCAROL", OTHER, &arn_of(OTHER, "carol")),
         user("AKIDSTREAMONLY", HOME, &arn_of(HOME, "streamonly")),
         user("AKIDWITHKEY", HOME, &arn_of(HOME, "withkey")),
+        user("AKIDPASSER", HOME, &arn_of(HOME, "passer")),
         user(
             "AKIDOTHERROOT",
             OTHER,
@@ -122,6 +123,14 @@ fn credentials() -> Credentials {
         r#"{"Statement":[{"Effect":"Allow","Action":"kinesis:*",
             "Resource":["arn:aws:kinesis:*:000000000000:stream/*",
                         "arn:aws:kms:us-east-1:000000000000:key/*"]}]}"#,
+    );
+    attach(
+        "passer",
+        HOME,
+        r#"{"Statement":[{"Effect":"Allow","Action":"kinesis:*",
+            "Resource":"arn:aws:kinesis:*:000000000000:*"},
+            {"Effect":"Allow","Action":"iam:PassRole",
+             "Resource":"arn:aws:iam::000000000000:role/delivery-*"}]}"#,
     );
     attach(
         "bob",
@@ -760,6 +769,70 @@ async fn stream_encryption_needs_the_key_allowed_too() {
     crate::util::wait_active(&root, "enc").await;
     let (code, _) = error_of(unknown.expect_err("unknown key"));
     assert_ne!(code, "AccessDeniedException");
+}
+
+/// CreateChannel passes the service execution role to Kinesis: the caller needs
+/// iam:PassRole on it, besides kinesis:CreateChannel.
+#[tokio::test]
+async fn creating_a_channel_needs_iam_pass_role_on_its_role() {
+    let t = server().await;
+    let root = sdk(t.addr, "AKIDROOT");
+    root.create_stream()
+        .stream_name("lake")
+        .stream_mode_details(
+            aws_sdk_kinesis::types::StreamModeDetails::builder()
+                .stream_mode(aws_sdk_kinesis::types::StreamMode::OnDemand)
+                .build()
+                .expect("mode"),
+        )
+        .send()
+        .await
+        .expect("create");
+    crate::util::wait_active(&root, "lake").await;
+    let signed = |key: &str| {
+        rivulet_cli::queue::Caller::with(
+            &format!("http://{}", t.addr),
+            "us-east-1",
+            aws_sdk_kinesis::config::Credentials::new(key, "secret", None, None, "test"),
+        )
+        .expect("caller")
+    };
+    let body = |role: &str| {
+        serde_json::json!({
+            "ChannelName": "to-lake",
+            "ServiceExecutionRoleARN": format!("arn:aws:iam::{HOME}:role/{role}"),
+            "StreamConfigurationList": [{"StreamARN": stream_arn("lake"),
+                "RecordConfiguration": {"RecordFormatType": "JSON"}}],
+            "S3DestinationConfiguration": {"StorageConfiguration": {
+                "BucketARN": "arn:aws:s3:::lake", "ExpectedBucketOwner": HOME,
+                "CompressionType": "NONE"}},
+        })
+    };
+    let error = signed("AKIDSTREAMONLY")
+        .call("CreateChannel", &body("delivery-lake"))
+        .await
+        .expect_err("no iam:PassRole");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "AccessDeniedException: User: {} is not authorized to perform: iam:PassRole on \
+             resource: arn:aws:iam::{HOME}:role/delivery-lake because no identity-based policy \
+             allows the iam:PassRole action",
+            arn_of(HOME, "streamonly")
+        )
+    );
+    // Allowed to pass other roles only.
+    let passer = signed("AKIDPASSER");
+    let error = passer
+        .call("CreateChannel", &body("admin"))
+        .await
+        .expect_err("not this role");
+    assert!(error.to_string().contains("iam:PassRole"), "{error}");
+    let created = passer
+        .call("CreateChannel", &body("delivery-lake"))
+        .await
+        .expect("allowed");
+    assert_eq!(created["ChannelDescription"]["ChannelStatus"], "CREATING");
 }
 
 /// Under `--auth sigv4` the console, metrics and alarms need HTTP Basic credentials (an access

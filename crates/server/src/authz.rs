@@ -295,7 +295,23 @@ pub fn authorize(
     if let Some(on_key) = &on_key {
         decision = rivulet_iam::authorize(identity, None, on_key);
     }
-    let request = on_key.as_ref().unwrap_or(&request);
+    // CreateChannel passes its service execution role to Kinesis: the caller's policies must
+    // allow iam:PassRole on that role, as AWS requires.
+    let role = match call.operation {
+        "CreateChannel" if decision.is_ok() => text(call.input, "ServiceExecutionRoleARN"),
+        _ => None,
+    };
+    let on_role = role.map(|role_arn| Request {
+        action: "iam:PassRole",
+        resource: role_arn,
+        resource_account: arn_account(role_arn).unwrap_or(&config.account_id),
+        ..request
+    });
+    if let Some(on_role) = &on_role {
+        decision = rivulet_iam::authorize(identity, None, on_role);
+    }
+    let request = on_key.as_ref().or(on_role.as_ref()).unwrap_or(&request);
+    let action = request.action.to_string();
     let resource_arn = request.resource;
     match decision {
         Ok(()) => Ok(engine),
