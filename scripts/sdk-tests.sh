@@ -26,6 +26,10 @@ VENV=target/sdk-venv
 (cd sdk-tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
 LOG=$(mktemp)
+# Channels deliver to a folder per bucket here; 300 s of freshness become 1 s. The variables
+# reach the server (its flags' environment variables) and the Python suite.
+RIVULET_BUCKET_DIR=$(mktemp -d)
+export RIVULET_BUCKET_DIR RIVULET_CHANNEL_TIME_SCALE=300
 # Signatures are verified: the clients sign with these real secrets.
 CREDENTIALS=$(mktemp)
 cat >"$CREDENTIALS" <<'TOML'
@@ -56,7 +60,7 @@ document = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Actio
 # reads the console's metrics and alarms (CloudWatch's actions), signing in with Basic.
 [[policies]]
 principal_arn = "arn:aws:iam::000000000000:user/python"
-document = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}]}'''
+document = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:*", "iam:PassRole"], "Resource": "*"}]}'''
 
 [[policies]]
 principal_arn = "arn:aws:iam::000000000000:user/javascript"
@@ -66,7 +70,7 @@ target/debug/rivulet serve --listen 127.0.0.1:0 --in-memory --create-stream-ms 0
   --delete-stream-ms 0 --update-stream-ms 0 --auth sigv4 --credentials "$CREDENTIALS" \
   >"$LOG" 2>&1 &
 PID=$!
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$LOG" "$CREDENTIALS"' EXIT
+trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$LOG" "$CREDENTIALS" "$RIVULET_BUCKET_DIR"' EXIT
 ADDR=
 for _ in $(seq 200); do
   ADDR=$(sed -n 's/^rivulet listening on //p' "$LOG")
@@ -88,7 +92,7 @@ if [ "${SDK_CLUSTER:-1}" = 1 ]; then
     MONITOR_PORT=28222 RIVULET_PORT=24567 RIVULET_NODES=3
   export RIVULET_ARGS="--create-stream-ms 0 --delete-stream-ms 0 --update-stream-ms 0 \
     --auth sigv4 --credentials $CREDENTIALS --log warn"
-  trap 'bash scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"; kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$LOG" "$CREDENTIALS"' EXIT
+  trap 'bash scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"; kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$LOG" "$CREDENTIALS" "$RIVULET_BUCKET_DIR"' EXIT
   bash scripts/cluster.sh up
   export RIVULET_ENDPOINT="http://127.0.0.1:24567"
   export RIVULET_ENDPOINTS="http://127.0.0.1:24567,http://127.0.0.1:24568,http://127.0.0.1:24569"

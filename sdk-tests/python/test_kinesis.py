@@ -1115,3 +1115,147 @@ def test_queue_list_queues_through_the_aws_cli(client):
     listed = aws("list-queues", "--stream-filter", f"StreamARN={stream['StreamARN']}")
     assert [(q["QueueName"], q["QueueARN"]) for q in listed["QueueSummaries"]] == [(name, arn)]
     drop(client, name, [arn])
+
+
+# Channels (issue 15). The server runs with --bucket-dir (RIVULET_BUCKET_DIR: a folder per
+# bucket) and --channel-time-scale 300 (RIVULET_CHANNEL_TIME_SCALE), so the 300-second minimum
+# freshness is one second.
+BUCKET_DIR = os.environ.get("RIVULET_BUCKET_DIR")
+ROLE = "arn:aws:iam::000000000000:role/kinesis-delivery"
+
+
+def channel_status(kinesis, arn, status):
+    """Polls DescribeChannel until the channel is in `status`; returns its description."""
+    for _ in range(100):
+        channel = control(kinesis.describe_channel, ChannelARN=arn)["ChannelDescription"]
+        if channel["ChannelStatus"] == status:
+            return channel
+        time.sleep(0.1)
+    raise AssertionError(f"channel {arn} is not {status}: {channel}")
+
+
+def bucket_objects(bucket):
+    """Every object of a bucket folder: key -> bytes (temporary files left out)."""
+    root = os.path.join(BUCKET_DIR, bucket)
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if not name.startswith("."):
+                path = os.path.join(folder, name)
+                with open(path, "rb") as f:
+                    out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+@pytest.mark.skipif(not BUCKET_DIR, reason="the server has no --bucket-dir")
+def test_channel_delivers_every_record_once_to_a_bucket_folder(client):
+    """CreateChannel through boto3 (defaults filled in), 10,000 records put, every one read
+    back once from the bucket's gzip objects, a record that is not JSON in the dead-letter
+    prefix, UpdateChannel, ListChannels, a missing bucket FAILED, DeleteChannel."""
+    import gzip
+
+    bucket = f"lake-{os.getpid()}-{time.time_ns()}"
+    os.makedirs(os.path.join(BUCKET_DIR, bucket))
+    stream = on_demand(client, unique("channel"))
+    created = control(
+        client.create_channel,
+        ChannelName=unique("to-lake"),
+        ServiceExecutionRoleARN=ROLE,
+        StreamConfigurationList=[{
+            "StreamARN": stream["StreamARN"],
+            "RecordConfiguration": {"RecordFormatType": "JSON"},
+        }],
+        S3DestinationConfiguration={"StorageConfiguration": {
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "ExpectedBucketOwner": "000000000000",
+            "CompressionType": "GZIP",
+        }},
+        Tags={"team": "data"},
+    )["ChannelDescription"]
+    assert created["ChannelStatus"] == "CREATING"
+    arn = created["ChannelARN"]
+    assert arn == f"arn:aws:kinesis:us-east-1:000000000000:channel/{created['ChannelId']}"
+    storage = created["S3DestinationConfiguration"]["StorageConfiguration"]
+    assert storage["StorageClass"] == "STANDARD"
+    assert storage["OutputKeyTemplate"].endswith("!{mm}!{extension}")
+    channel_status(client, arn, "ACTIVE")
+
+    records = [json.dumps({"i": i}).encode() for i in range(10_000)]
+    for start in range(0, len(records), 500):
+        # A new on-demand stream takes 4,000 records a second: throttled entries are put
+        # again, as a producer does.
+        pending = [{"Data": r, "PartitionKey": str(start + n)}
+                   for n, r in enumerate(records[start:start + 500])]
+        while pending:
+            answer = client.put_records(StreamName=stream["StreamName"], Records=pending)
+            pending = [entry for entry, result in zip(pending, answer["Records"])
+                       if "ErrorCode" in result]
+            if pending:
+                time.sleep(0.2)
+    client.put_record(StreamName=stream["StreamName"], Data=b"not json", PartitionKey="x")
+
+    def delivered():
+        lines, dead = [], []
+        for key, body in bucket_objects(bucket).items():
+            if key.startswith("kinesis-channel/errors/"):
+                dead += [json.loads(line) for line in body.decode().splitlines()]
+            else:
+                assert key.endswith(".gz"), key
+                lines += gzip.decompress(body).decode().splitlines()
+        assert len(lines) == len(records) and len(dead) == 1, (len(lines), len(dead))
+        return lines, dead
+
+    lines, dead = eventually(delivered, seconds=60)
+    assert sorted(json.loads(line)["i"] for line in lines) == list(range(10_000))
+    assert dead[0]["errorCode"] == "DESERIALIZATION_ERROR"
+    assert dead[0]["streamName"] == stream["StreamName"]
+
+    updated = control(
+        client.update_channel,
+        ChannelARN=arn,
+        S3DestinationConfiguration={"DataFreshnessInSeconds": 900},
+    )["ChannelDescription"]
+    assert updated["ChannelStatus"] == "UPDATING"
+    active = channel_status(client, arn, "ACTIVE")
+    assert active["S3DestinationConfiguration"]["DataFreshnessInSeconds"] == 900
+    listed = control(
+        client.list_channels, StreamFilter=[{"StreamARN": stream["StreamARN"]}]
+    )["ChannelSummaries"]
+    assert [c["ChannelARN"] for c in listed] == [arn]
+    assert listed[0]["ChannelDestinationType"] == "S3"
+    tags = control(client.list_tags_for_resource, ResourceARN=arn)["Tags"]
+    assert tags == [{"Key": "team", "Value": "data"}]
+
+    with pytest.raises(client.exceptions.ResourceInUseException):
+        control(client.delete_stream, StreamName=stream["StreamName"])
+
+    missing = on_demand(client, unique("channel-missing"))
+    failed = control(
+        client.create_channel,
+        ChannelName=unique("to-nowhere"),
+        ServiceExecutionRoleARN=ROLE,
+        StreamConfigurationList=[{
+            "StreamARN": missing["StreamARN"],
+            "RecordConfiguration": {"RecordFormatType": "STRING"},
+        }],
+        S3DestinationConfiguration={"StorageConfiguration": {
+            "BucketARN": "arn:aws:s3:::no-such-bucket",
+            "ExpectedBucketOwner": "000000000000",
+            "CompressionType": "NONE",
+        }},
+    )["ChannelDescription"]
+    described = channel_status(client, failed["ChannelARN"], "FAILED")
+    assert described["ChannelStatusReason"].startswith(
+        "The specified bucket does not exist: no-such-bucket"
+    )
+
+    for channel_arn in (arn, failed["ChannelARN"]):
+        control(client.delete_channel, ChannelARN=channel_arn)
+
+    def deleted(channel_arn):
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            control(client.describe_channel, ChannelARN=channel_arn)
+
+    eventually(lambda: deleted(arn))
+    eventually(lambda: deleted(failed["ChannelARN"]))
+    eventually(lambda: control(client.delete_stream, StreamName=stream["StreamName"]))
