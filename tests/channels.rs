@@ -617,3 +617,61 @@ async fn a_kill_9_mid_delivery_delivers_every_record_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Cluster mode: a channel made through a follower, records put through every node, and the
+/// leader's delivery writes each record once into the shared bucket folder; every node
+/// describes the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_delivers_through_its_leader() {
+    const RECORDS: usize = 3_000;
+    let dir = tempfile::tempdir().expect("dir");
+    let buckets = dir.path().join("buckets");
+    std::fs::create_dir_all(buckets.join("lake")).expect("bucket");
+    let nats = rivulet_cluster::servers::NatsCluster::start(3)
+        .await
+        .expect("nats cluster");
+    let mut config = rivulet_server::ServerConfig::for_tests();
+    config.bucket_dir = Some(buckets.clone());
+    config.channel_time_scale = 300;
+    let nodes = crate::util::ClusterNodes::start(&nats, "rc", 3, config).await;
+    let addrs = nodes.addrs();
+    let stream = on_demand_stream(&nodes.client, "shared").await;
+    // Made through a follower, which forwards it to the leader.
+    let arn = create(
+        addrs[1],
+        s3_channel("c", &stream, "JSON", storage("lake", "ZSTD")),
+    )
+    .await;
+    assert_eq!(settled(addrs[2], &arn).await["ChannelStatus"], "ACTIVE");
+    let records: Vec<Vec<u8>> = (0..RECORDS)
+        .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+        .collect();
+    put_all(&nodes.client, "shared", &records).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut numbers: Vec<u64> = Vec::new();
+        for (key, body) in files(&buckets.join("lake")) {
+            for line in String::from_utf8_lossy(&decompress(&key, &body)).lines() {
+                let value: Value = serde_json::from_str(line).expect("json");
+                numbers.push(value["i"].as_u64().expect("i"));
+            }
+        }
+        numbers.sort_unstable();
+        if numbers.len() >= RECORDS {
+            assert_eq!(numbers, (0..RECORDS as u64).collect::<Vec<_>>());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {RECORDS} delivered",
+            numbers.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for addr in &addrs {
+        let listed = op(*addr, "ListChannels", json!({})).await;
+        assert_eq!(listed["ChannelSummaries"][0]["ChannelARN"], json!(arn));
+    }
+    op(addrs[2], "DeleteChannel", json!({"ChannelARN": arn})).await;
+    nodes.stop().await;
+}

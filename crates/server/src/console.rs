@@ -221,8 +221,7 @@ fn channels(
             .unwrap_or_default();
         let board = rivulet_channel::Board::of(engine).snapshot();
         for view in listed {
-            if viewer.is_some_and(|v| (v.authorize)("DescribeChannel", &view.arn, false).is_err())
-            {
+            if viewer.is_some_and(|v| (v.authorize)("DescribeChannel", &view.arn, false).is_err()) {
                 continue;
             }
             let counts = board
