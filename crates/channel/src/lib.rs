@@ -20,6 +20,7 @@
 //! objects under the same keys before going on: a retry replaces an object with itself.
 
 pub mod format;
+pub mod seaweed;
 pub mod sink;
 #[cfg(test)]
 mod tests;
@@ -281,28 +282,24 @@ impl Delivery {
                 );
             }
         };
-        if meta.encryption_key.is_some() {
+        if meta.encryption_key.is_some() && !self.store.encrypts() {
             return Err(
-                "Encrypting delivered objects with a KMS key is not available for \
-                        local bucket folders yet: create the channel without \
-                        EncryptionConfiguration."
+                "Encrypting delivered objects with a KMS key needs an S3 endpoint \
+                 (--s3-endpoint, SSE-KMS); local bucket folders are not encrypted: create the \
+                 channel without EncryptionConfiguration."
                     .to_string(),
             );
         }
         let dead = meta.dead_letter_in_effect();
-        let mut checks = vec![(storage.bucket_arn.clone(), storage.expected_owner.clone())];
-        checks.push((dead.bucket_arn, dead.expected_owner));
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            for (arn, owner) in checks {
-                let bucket =
-                    bucket_name(&arn).ok_or_else(|| format!("Invalid bucket ARN {arn}."))?;
-                store.check_bucket(bucket, &owner)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| format!("the bucket check stopped: {e}"))?
+        let checks = [
+            (storage.bucket_arn.clone(), storage.expected_owner.clone()),
+            (dead.bucket_arn, dead.expected_owner),
+        ];
+        for (arn, owner) in &checks {
+            let bucket = bucket_name(arn).ok_or_else(|| format!("Invalid bucket ARN {arn}."))?;
+            self.store.check_bucket(bucket, owner).await?;
+        }
+        Ok(())
     }
 
     /// Loads the channel's checkpoints, and finishes a flush a crash interrupted.
@@ -537,12 +534,23 @@ impl Delivery {
             suffix: &suffix,
         };
         let mut writes = Vec::new();
+        let options = sink::PutOptions {
+            kms_key: meta.encryption_key.clone(),
+            storage_class: storage
+                .storage_class
+                .clone()
+                .filter(|class| class != "STANDARD"),
+        };
         if pending.records > 0 {
             let key = format::object_key(storage.key_template.as_deref(), &context);
             let bucket = bucket_name(&storage.bucket_arn)
                 .unwrap_or_default()
                 .to_string();
-            let body = format::compress(&storage.compression, pending.body)
+            let compression = storage.compression.clone();
+            let plain = pending.body;
+            let body = tokio::task::spawn_blocking(move || format::compress(&compression, plain))
+                .await
+                .map_err(|e| format!("compressing an object stopped: {e}"))?
                 .map_err(|e| format!("compressing an object: {e}"))?;
             writes.push((bucket, key, body));
         }
@@ -559,15 +567,9 @@ impl Delivery {
         }
         let bytes_out: u64 = writes.iter().map(|(_, _, body)| body.len() as u64).sum();
         let objects = writes.len() as u64;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            for (bucket, key, body) in writes {
-                store.put(&bucket, &key, &body)?;
-            }
-            Ok::<(), String>(())
-        })
-        .await
-        .map_err(|e| format!("the object write stopped: {e}"))??;
+        for (bucket, key, body) in writes {
+            self.store.put(&bucket, &key, body, &options).await?;
+        }
         let prefix = self.engine.channel_state_prefix(&meta.id);
         let mut ops = vec![MetaOp::Delete {
             key: format!("{prefix}intent"),

@@ -12,7 +12,7 @@ use rivulet_engine::{
 };
 use rivulet_log::{MemBackend, Store, StoreConfig};
 
-use crate::sink::ObjectStore;
+use crate::sink::{ObjectStore, PutOptions, StoreFuture};
 use crate::{Delivery, Settings};
 
 const T0: i64 = 1_800_000_000_000;
@@ -36,26 +36,36 @@ struct MemBuckets {
 }
 
 impl ObjectStore for MemBuckets {
-    fn check_bucket(&self, bucket: &str, _owner: &str) -> Result<(), String> {
-        if bucket == "lake" {
-            Ok(())
-        } else {
-            Err(format!("The specified bucket does not exist: {bucket}."))
-        }
+    fn check_bucket<'a>(&'a self, bucket: &'a str, _owner: &'a str) -> StoreFuture<'a> {
+        Box::pin(async move {
+            if bucket == "lake" {
+                Ok(())
+            } else {
+                Err(format!("The specified bucket does not exist: {bucket}."))
+            }
+        })
     }
-    fn put(&self, bucket: &str, key: &str, body: &[u8]) -> Result<(), String> {
-        *self.puts.lock() += 1;
-        let failure = self.failure.lock().take().unwrap_or(Failure::None);
-        if failure == Failure::Before {
-            return Err("refused".into());
-        }
-        self.objects
-            .lock()
-            .insert((bucket.to_string(), key.to_string()), body.to_vec());
-        if failure == Failure::After {
-            return Err("stored, then the node stopped".into());
-        }
-        Ok(())
+    fn put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Vec<u8>,
+        _options: &'a PutOptions,
+    ) -> StoreFuture<'a> {
+        Box::pin(async move {
+            *self.puts.lock() += 1;
+            let failure = self.failure.lock().take().unwrap_or(Failure::None);
+            if failure == Failure::Before {
+                return Err("refused".into());
+            }
+            self.objects
+                .lock()
+                .insert((bucket.to_string(), key.to_string()), body);
+            if failure == Failure::After {
+                return Err("stored, then the node stopped".into());
+            }
+            Ok(())
+        })
     }
 }
 

@@ -161,6 +161,11 @@ pub struct ServeArgs {
     /// with --in-memory or --cluster, channels need it]
     #[arg(long, env = "RIVULET_BUCKET_DIR")]
     pub bucket_dir: Option<PathBuf>,
+    /// Channels deliver to the buckets of this S3 endpoint instead of bucket folders
+    /// (SeaweedFS, MinIO or AWS; path-style; credentials from AWS's standard sources:
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles, instance metadata) [default: off]
+    #[arg(long, env = "RIVULET_S3_ENDPOINT", conflicts_with = "bucket_dir")]
+    pub s3_endpoint: Option<String>,
     /// Divide every channel's DataFreshnessInSeconds by this: 60 makes the 300-second minimum
     /// 5 s [default: 1, AWS's pace]
     #[arg(long, env = "RIVULET_CHANNEL_TIME_SCALE")]
@@ -292,6 +297,8 @@ pub struct ServerConfig {
     pub alarm_webhook: Option<String>,
     /// Where channels' bucket folders are (`None`: channels FAIL for want of a bucket).
     pub bucket_dir: Option<PathBuf>,
+    /// The S3 endpoint channels deliver to, instead of bucket folders.
+    pub s3_endpoint: Option<String>,
     /// Divides channels' DataFreshnessInSeconds.
     pub channel_time_scale: u32,
 }
@@ -320,6 +327,7 @@ impl ServerConfig {
             alarms: Vec::new(),
             alarm_webhook: None,
             bucket_dir: None,
+            s3_endpoint: None,
             channel_time_scale: 1,
         }
     }
@@ -475,7 +483,12 @@ impl ServeArgs {
         if channel_time_scale == 0 {
             anyhow::bail!("--channel-time-scale must be at least 1");
         }
-        let bucket_dir = self.bucket_dir.or(file.bucket_dir).or(match &storage {
+        let s3_endpoint = self.s3_endpoint.or(file.s3_endpoint);
+        let given_bucket_dir = self.bucket_dir.or(file.bucket_dir);
+        if s3_endpoint.is_some() && given_bucket_dir.is_some() {
+            anyhow::bail!("--s3-endpoint and --bucket-dir exclude each other");
+        }
+        let bucket_dir = given_bucket_dir.or(match &storage {
             Storage::Dir(dir) => Some(dir.join("buckets")),
             Storage::Memory | Storage::Cluster(_) => None,
         });
@@ -567,7 +580,12 @@ impl ServeArgs {
             },
             alarm_webhook: self.alarm_webhook.or(file.alarm_webhook),
             streams: self.streams.or(file.streams),
-            bucket_dir,
+            bucket_dir: if s3_endpoint.is_some() {
+                None
+            } else {
+                bucket_dir
+            },
+            s3_endpoint,
             channel_time_scale,
         })
     }

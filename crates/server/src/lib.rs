@@ -163,13 +163,18 @@ impl Server {
         }
         // Channels deliver on the engine that writes metadata (every engine on one node).
         for engine in accounts.values() {
-            let store: Arc<dyn rivulet_channel::sink::ObjectStore> = match &config.bucket_dir {
-                Some(dir) => Arc::new(rivulet_channel::sink::LocalBuckets::new(
-                    dir.clone(),
-                    engine.config().account_id.clone(),
-                )),
-                None => Arc::new(rivulet_channel::sink::NoBuckets),
-            };
+            let store: Arc<dyn rivulet_channel::sink::ObjectStore> =
+                match (&config.s3_endpoint, &config.bucket_dir) {
+                    (Some(endpoint), _) => Arc::new(rivulet_channel::sink::S3Buckets::new(
+                        endpoint.clone(),
+                        engine.config().region.clone(),
+                    )),
+                    (None, Some(dir)) => Arc::new(rivulet_channel::sink::LocalBuckets::new(
+                        dir.clone(),
+                        engine.config().account_id.clone(),
+                    )),
+                    (None, None) => Arc::new(rivulet_channel::sink::NoBuckets),
+                };
             let delivery = Arc::new(rivulet_channel::Delivery::new(
                 engine.clone(),
                 store,
