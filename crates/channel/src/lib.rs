@@ -22,6 +22,7 @@
 pub mod format;
 pub mod seaweed;
 pub mod sink;
+pub mod tables;
 #[cfg(test)]
 mod tests;
 
@@ -84,6 +85,8 @@ struct Pending {
     /// (from, to) per shard.
     ranges: BTreeMap<u32, (u64, u64)>,
     body: Vec<u8>,
+    /// A table destination's records, unframed (shard, record).
+    rows: Vec<(u32, rivulet_engine::OutRecord)>,
     dead: Vec<u8>,
     records: u64,
     record_bytes: u64,
@@ -135,6 +138,7 @@ pub struct Delivery {
     settings: Settings,
     runs: tokio::sync::Mutex<(u64, HashMap<String, Run>)>,
     metrics: Arc<Board>,
+    tables: Arc<tables::Tables>,
 }
 
 /// Every channel's metrics of one engine, by channel id, kept as the engine's extension so
@@ -170,7 +174,14 @@ impl Delivery {
             store,
             settings,
             runs: tokio::sync::Mutex::new((0, HashMap::new())),
+            tables: Arc::new(tables::Tables::new(tables::TableSettings::default())),
         }
+    }
+
+    /// Streaming tables go to these catalogs (without: such channels FAIL, saying why).
+    pub fn with_tables(mut self, tables: Arc<tables::Tables>) -> Delivery {
+        self.tables = tables;
+        self
     }
 
     /// Every channel's metrics.
@@ -275,11 +286,13 @@ impl Delivery {
         let storage = match &meta.destination {
             Destination::S3(storage) => storage,
             Destination::Tables(_) => {
-                return Err(
-                    "Delivery to streaming tables (S3 Tables) is not available on \
-                            this server yet: only general purpose S3 destinations are."
-                        .to_string(),
-                );
+                let dead = meta.dead_letter_in_effect();
+                let bucket = bucket_name(&dead.bucket_arn)
+                    .ok_or_else(|| format!("Invalid bucket ARN {}.", dead.bucket_arn))?;
+                self.store
+                    .check_bucket(bucket, &dead.expected_owner)
+                    .await?;
+                return self.tables.check(meta).await;
             }
         };
         if meta.encryption_key.is_some() && !self.store.encrypts() {
@@ -356,7 +369,8 @@ impl Delivery {
         now_ms: i64,
     ) -> Result<u64, String> {
         let mut position = from;
-        while position < to && pending.body.len() < OBJECT_BYTES_MAX {
+        let to_table = matches!(source.meta.destination, Destination::Tables(_));
+        while position < to && (pending.record_bytes as usize) < OBJECT_BYTES_MAX {
             let read = self
                 .engine
                 .channel_read(source, shard, position, READ_RECORDS, READ_BYTES, now_ms)
@@ -368,6 +382,18 @@ impl Delivery {
                     break;
                 }
                 last = record.offset + 1;
+                pending.oldest_ms = Some(
+                    pending
+                        .oldest_ms
+                        .map_or(record.arrival_ms, |o| o.min(record.arrival_ms)),
+                );
+                if to_table {
+                    // Decoded against the table's schema when written.
+                    pending.records += 1;
+                    pending.record_bytes += record.data.len() as u64;
+                    pending.rows.push((shard, record.clone()));
+                    continue;
+                }
                 let mut framed = Vec::new();
                 match format::frame(source.meta.format, &record.data, &mut framed) {
                     Ok(()) => {
@@ -380,11 +406,6 @@ impl Delivery {
                         pending.dead_letters += 1;
                     }
                 }
-                pending.oldest_ms = Some(
-                    pending
-                        .oldest_ms
-                        .map_or(record.arrival_ms, |o| o.min(record.arrival_ms)),
-                );
             }
             let next = if read.records.iter().any(|r| r.offset >= to) {
                 last
@@ -464,7 +485,7 @@ impl Delivery {
             i64::from(source.meta.freshness_s) * 1000 / i64::from(self.settings.time_scale.max(1));
         let pending = &run.pending;
         let due = !pending.is_empty()
-            && (pending.body.len() >= OBJECT_BYTES_MAX
+            && (pending.record_bytes as usize >= OBJECT_BYTES_MAX
                 || pending
                     .oldest_ms
                     .is_none_or(|oldest| now_ms - oldest >= freshness_ms));
@@ -517,6 +538,9 @@ impl Delivery {
         pending: Pending,
     ) -> Result<(), String> {
         let meta = &source.meta;
+        if matches!(meta.destination, Destination::Tables(_)) {
+            return self.commit_to_table(source, run, intent, pending).await;
+        }
         let Destination::S3(storage) = &meta.destination else {
             return Err("the channel does not deliver to a general purpose bucket".into());
         };
@@ -570,6 +594,33 @@ impl Delivery {
         for (bucket, key, body) in writes {
             self.store.put(&bucket, &key, body, &options).await?;
         }
+        self.checkpoint(source, run, intent)?;
+        if meta.logging.enabled {
+            tracing::info!(
+                target: "rivulet::channel_log",
+                channel = %meta.name,
+                records = pending.records,
+                dead_letters = pending.dead_letters,
+                "DestinationDelivery"
+            );
+        }
+        self.count(source, |m| {
+            m.records_delivered += pending.records;
+            m.bytes_delivered += pending.record_bytes;
+            m.objects_delivered += objects;
+            m.dead_letters += pending.dead_letters;
+            m.bytes_written += bytes_out;
+        });
+        Ok(())
+    }
+    /// Commits the shards' checkpoints of `intent` and removes it, in one commit.
+    fn checkpoint(
+        &self,
+        source: &ChannelSource,
+        run: &mut Run,
+        intent: &Intent,
+    ) -> Result<(), String> {
+        let meta = &source.meta;
         let prefix = self.engine.channel_state_prefix(&meta.id);
         let mut ops = vec![MetaOp::Delete {
             key: format!("{prefix}intent"),
@@ -603,21 +654,75 @@ impl Delivery {
             .meta()
             .commit(&ops)
             .map_err(|e| e.message)?;
-        if meta.logging.enabled {
-            tracing::info!(
-                target: "rivulet::channel_log",
-                channel = %meta.name,
-                records = pending.records,
-                dead_letters = pending.dead_letters,
-                "DestinationDelivery"
-            );
+        Ok(())
+    }
+
+    /// A streaming table's delivery: the rows that fit the table's schema in one commit (unless
+    /// a snapshot already carries this delivery), the others as dead letters; then the
+    /// checkpoints.
+    async fn commit_to_table(
+        &self,
+        source: &ChannelSource,
+        run: &mut Run,
+        intent: &Intent,
+        pending: Pending,
+    ) -> Result<(), String> {
+        let meta = &source.meta;
+        let records: Vec<bytes::Bytes> = pending.rows.iter().map(|(_, r)| r.data.clone()).collect();
+        let (rows, rejected) = self.tables.rows(meta, &records).await?;
+        let mut dead = Vec::new();
+        for (index, reason) in &rejected {
+            let (shard, record) = &pending.rows[*index];
+            let rejection = Rejection {
+                code: "INVALID_SCHEMA",
+                message: reason.clone(),
+            };
+            dead_letter(source, *shard, record, &rejection, &mut dead);
         }
+        let suffix = format!(
+            "-{}-{:016}",
+            &meta.id[..meta.id.len().min(8)],
+            intent.number
+        );
+        let context = KeyContext {
+            channel_name: &meta.name,
+            channel_id: &meta.id,
+            stream_name: &source.stream_name,
+            time_ms: intent.time_ms,
+            compression: "NONE",
+            suffix: &suffix,
+        };
+        let mut bytes_written = 0;
+        if !dead.is_empty() {
+            let target = meta.dead_letter_in_effect();
+            let prefix = target
+                .error_prefix
+                .unwrap_or_else(|| meta.error_prefix_default());
+            let key = format::dead_letter_key(&prefix, &context);
+            let bucket = bucket_name(&target.bucket_arn)
+                .unwrap_or_default()
+                .to_string();
+            bytes_written += dead.len() as u64;
+            self.store
+                .put(&bucket, &key, dead, &sink::PutOptions::default())
+                .await?;
+        }
+        let delivered = rows.as_ref().map_or(0, |r| r.num_rows() as u64);
+        if let Some(rows) = rows
+            && !self.tables.committed(meta, intent.number).await?
+        {
+            let ranges = serde_json::to_string(&intent.ranges).unwrap_or_default();
+            self.tables
+                .append(meta, intent.number, &ranges, rows)
+                .await?;
+        }
+        self.checkpoint(source, run, intent)?;
         self.count(source, |m| {
-            m.records_delivered += pending.records;
+            m.records_delivered += delivered;
             m.bytes_delivered += pending.record_bytes;
-            m.objects_delivered += objects;
-            m.dead_letters += pending.dead_letters;
-            m.bytes_written += bytes_out;
+            m.objects_delivered += u64::from(delivered > 0) + u64::from(!rejected.is_empty());
+            m.dead_letters += rejected.len() as u64;
+            m.bytes_written += bytes_written;
         });
         Ok(())
     }

@@ -516,6 +516,13 @@ impl Engine {
                          currently supports one streaming table.",
                     ));
                 };
+                if !matches!(format, RecordFormat::Json | RecordFormat::GsrJson) {
+                    return Err(ApiError::invalid(format!(
+                        "RecordFormatType {} is not supported for streaming table \
+                         (S3TablesDestinationConfiguration) destinations: use JSON or GSR_JSON.",
+                        format.as_str()
+                    )));
+                }
                 if schema_arn.is_none() {
                     return Err(ApiError::invalid(
                         "GSRSchemaARN is required when the channel destination is a streaming \

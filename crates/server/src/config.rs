@@ -166,6 +166,23 @@ pub struct ServeArgs {
     /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles, instance metadata) [default: off]
     #[arg(long, env = "RIVULET_S3_ENDPOINT", conflicts_with = "bucket_dir")]
     pub s3_endpoint: Option<String>,
+    /// Streaming tables (S3 Tables destinations) go through this Iceberg REST catalog, a table
+    /// bucket's ARN being its warehouse, their data files on --s3-endpoint [default: a SQL
+    /// catalog per table bucket folder under --table-bucket-dir]
+    #[arg(long, env = "RIVULET_ICEBERG_CATALOG")]
+    pub iceberg_catalog: Option<String>,
+    /// CLIENT_ID:SECRET for the Iceberg REST catalog's OAuth2 token endpoint [default: none]
+    #[arg(long, env = "RIVULET_ICEBERG_CATALOG_CREDENTIAL")]
+    pub iceberg_catalog_credential: Option<String>,
+    /// Table buckets as folders (each holds a sqlite catalog and its warehouse) when no
+    /// --iceberg-catalog is given [default: <data-dir>/table-buckets]
+    #[arg(long, env = "RIVULET_TABLE_BUCKET_DIR")]
+    pub table_bucket_dir: Option<PathBuf>,
+    /// JSON Schema documents for streaming tables: GSRSchemaARN
+    /// arn:aws:glue:REGION:ACCOUNT:schema/REGISTRY/NAME names REGISTRY/NAME.json here
+    /// [default: <data-dir>/schemas]
+    #[arg(long, env = "RIVULET_SCHEMA_DIR")]
+    pub schema_dir: Option<PathBuf>,
     /// Divide every channel's DataFreshnessInSeconds by this: 60 makes the 300-second minimum
     /// 5 s [default: 1, AWS's pace]
     #[arg(long, env = "RIVULET_CHANNEL_TIME_SCALE")]
@@ -299,6 +316,11 @@ pub struct ServerConfig {
     pub bucket_dir: Option<PathBuf>,
     /// The S3 endpoint channels deliver to, instead of bucket folders.
     pub s3_endpoint: Option<String>,
+    /// Where streaming tables go.
+    pub iceberg_catalog: Option<String>,
+    pub iceberg_catalog_credential: Option<String>,
+    pub table_bucket_dir: Option<PathBuf>,
+    pub schema_dir: Option<PathBuf>,
     /// Divides channels' DataFreshnessInSeconds.
     pub channel_time_scale: u32,
 }
@@ -328,6 +350,10 @@ impl ServerConfig {
             alarm_webhook: None,
             bucket_dir: None,
             s3_endpoint: None,
+            iceberg_catalog: None,
+            iceberg_catalog_credential: None,
+            table_bucket_dir: None,
+            schema_dir: None,
             channel_time_scale: 1,
         }
     }
@@ -488,6 +514,18 @@ impl ServeArgs {
         if s3_endpoint.is_some() && given_bucket_dir.is_some() {
             anyhow::bail!("--s3-endpoint and --bucket-dir exclude each other");
         }
+        let under_data_dir = |name: &str| match &storage {
+            Storage::Dir(dir) => Some(dir.join(name)),
+            Storage::Memory | Storage::Cluster(_) => None,
+        };
+        let table_bucket_dir = self
+            .table_bucket_dir
+            .or(file.table_bucket_dir)
+            .or_else(|| under_data_dir("table-buckets"));
+        let schema_dir = self
+            .schema_dir
+            .or(file.schema_dir)
+            .or_else(|| under_data_dir("schemas"));
         let bucket_dir = given_bucket_dir.or(match &storage {
             Storage::Dir(dir) => Some(dir.join("buckets")),
             Storage::Memory | Storage::Cluster(_) => None,
@@ -586,6 +624,12 @@ impl ServeArgs {
                 bucket_dir
             },
             s3_endpoint,
+            iceberg_catalog: self.iceberg_catalog.or(file.iceberg_catalog),
+            iceberg_catalog_credential: self
+                .iceberg_catalog_credential
+                .or(file.iceberg_catalog_credential),
+            table_bucket_dir,
+            schema_dir,
             channel_time_scale,
         })
     }

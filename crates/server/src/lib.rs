@@ -175,13 +175,25 @@ impl Server {
                     )),
                     (None, None) => Arc::new(rivulet_channel::sink::NoBuckets),
                 };
-            let delivery = Arc::new(rivulet_channel::Delivery::new(
-                engine.clone(),
-                store,
-                rivulet_channel::Settings {
-                    time_scale: config.channel_time_scale,
-                },
-            ));
+            let tables =
+                rivulet_channel::tables::Tables::new(rivulet_channel::tables::TableSettings {
+                    catalog_uri: config.iceberg_catalog.clone(),
+                    catalog_credential: config.iceberg_catalog_credential.clone(),
+                    s3_endpoint: config.s3_endpoint.clone(),
+                    region: engine.config().region.clone(),
+                    table_bucket_dir: config.table_bucket_dir.clone(),
+                    schema_dir: config.schema_dir.clone(),
+                });
+            let delivery = Arc::new(
+                rivulet_channel::Delivery::new(
+                    engine.clone(),
+                    store,
+                    rivulet_channel::Settings {
+                        time_scale: config.channel_time_scale,
+                    },
+                )
+                .with_tables(Arc::new(tables)),
+            );
             background.push(tokio::spawn(delivery.run(CHANNEL_STEP, http::now_ms)));
         }
         let listener = TcpListener::bind(config.listen)
