@@ -312,3 +312,141 @@ async fn parents_are_delivered_before_their_children() {
         "{positions:?}"
     );
 }
+
+/// A streaming table on the local SQL catalog: rows that fit land once, the others are dead
+/// letters; a delivery redone after its commit (the checkpoint lost) finds its snapshot and
+/// does not append again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_gets_each_row_once_even_when_a_delivery_is_redone() {
+    use futures_util::TryStreamExt;
+    use rivulet_engine::channels::{DeadLetterTarget, TableTarget};
+
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(dir.path().join("tables/warehouse")).expect("table bucket");
+    std::fs::create_dir_all(dir.path().join("schemas/reg")).expect("schemas");
+    std::fs::write(
+        dir.path().join("schemas/reg/orders.json"),
+        r#"{"type": "object", "required": ["id", "at"], "properties": {
+            "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+            "item": {"type": "string"}}}"#,
+    )
+    .expect("schema");
+    let tables = Arc::new(crate::tables::Tables::new(crate::tables::TableSettings {
+        table_bucket_dir: Some(dir.path().to_path_buf()),
+        schema_dir: Some(dir.path().join("schemas")),
+        region: "us-east-1".into(),
+        ..Default::default()
+    }));
+    let engine = engine();
+    let buckets = Arc::new(MemBuckets::default());
+    let delivery = Delivery::new(engine.clone(), buckets.clone(), Settings::default())
+        .with_tables(tables.clone());
+    stream(&engine, T0);
+    let id = engine
+        .create_channel(
+            &CreateChannel {
+                name: "t".into(),
+                role_arn: format!("arn:aws:iam::{OWNER}:role/delivery"),
+                streams: vec![(
+                    engine.stream_arn("s"),
+                    "JSON".into(),
+                    Some(format!("arn:aws:glue:us-east-1:{OWNER}:schema/reg/orders")),
+                )],
+                s3: None,
+                tables: Some((
+                    Some(300),
+                    DeadLetterTarget {
+                        bucket_arn: "arn:aws:s3:::lake".into(),
+                        expected_owner: OWNER.into(),
+                        error_prefix: None,
+                    },
+                    vec![TableTarget {
+                        table_bucket_arn: format!(
+                            "arn:aws:s3tables:us-east-1:{OWNER}:bucket/tables"
+                        ),
+                        namespace: "sales".into(),
+                        table: "orders".into(),
+                        compression: "ZSTD".into(),
+                        partition: Some(vec![("TIME_HOUR".into(), "at".into())]),
+                    }],
+                )),
+                encryption: None,
+                logging: None,
+                tags: Vec::new(),
+            },
+            T0 + 3,
+        )
+        .expect("channel")
+        .meta
+        .id;
+    delivery.step(T0 + 4).await;
+    assert_eq!(status(&engine, &id, T0 + 4), ChannelStatus::Active);
+    let data: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"id": {i}, "at": "2026-12-03T0{}:00:00Z", "item": "x"}}"#, i % 3))
+        .chain([r#"{"item": "no id"}"#.to_string(), "not json".to_string()])
+        .collect();
+    let entries: Vec<PutEntry<'_>> = data
+        .iter()
+        .map(|d| PutEntry {
+            partition_key: Some(d),
+            explicit_hash_key: None,
+            data: d.as_bytes(),
+        })
+        .collect();
+    engine
+        .put_records(&StreamTarget::name("s"), &entries, None, true, T0 + 5)
+        .expect("put")
+        .finish()
+        .await
+        .expect("durable");
+    delivery.step(T0 + 400_000).await;
+    let meta = engine
+        .describe_channel(&engine.channel_arn(&id), T0 + 400_001)
+        .expect("describe")
+        .meta;
+    let count = |table: iceberg::table::Table| async move {
+        let batches: Vec<arrow_array::RecordBatch> = table
+            .scan()
+            .build()
+            .expect("scan")
+            .to_arrow()
+            .await
+            .expect("arrow")
+            .try_collect()
+            .await
+            .expect("batches");
+        batches.iter().map(|b| b.num_rows()).sum::<usize>()
+    };
+    assert_eq!(count(tables.table(&meta).await.expect("table")).await, 100);
+    let dead = buckets.objects.lock().len();
+    assert_eq!(dead, 1, "one dead-letter object");
+    assert!(tables.committed(&meta, 0).await.expect("snapshots"));
+    // The checkpoint is lost (the intent is put back, the cursors removed): a new delivery
+    // redoes delivery 0, finds its snapshot, and appends nothing.
+    let prefix = engine.channel_state_prefix(&id);
+    let stored = engine.store().meta().scan_prefix(&prefix).expect("scan");
+    let mut ops: Vec<rivulet_log::MetaOp> = stored
+        .iter()
+        .filter(|(key, _)| key.contains("/c/"))
+        .map(|(key, _)| rivulet_log::MetaOp::Delete { key: key.clone() })
+        .collect();
+    let table = tables.table(&meta).await.expect("table");
+    let snapshot = table.metadata().current_snapshot().expect("snapshot");
+    let ranges: Vec<(u32, u64, u64)> = serde_json::from_str(
+        &snapshot.summary().additional_properties[crate::tables::RANGES_PROPERTY],
+    )
+    .expect("ranges");
+    assert!(ranges.iter().any(|&(_, from, to)| to > from), "{ranges:?}");
+    ops.push(rivulet_log::MetaOp::Put {
+        key: format!("{prefix}intent"),
+        value: serde_json::to_vec(&serde_json::json!({
+            "number": 0, "time_ms": T0 + 400_000, "ranges": ranges, "done": []
+        }))
+        .expect("json"),
+    });
+    engine.store().meta().commit(&ops).expect("commit");
+    let restarted = Delivery::new(engine.clone(), buckets.clone(), Settings::default())
+        .with_tables(tables.clone());
+    restarted.step(T0 + 800_000).await;
+    assert_eq!(count(tables.table(&meta).await.expect("table")).await, 100);
+}
