@@ -19,6 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+mod channel;
 mod floor;
 mod nats;
 mod queue;
@@ -149,6 +150,8 @@ pub enum Workload {
     /// Queues on a fresh on-demand stream: receive + acknowledge throughput, put → receive
     /// latency while long polling, or memory per million records in flight.
     Queue(queue::QueueArgs),
+    /// A channel delivering a stream under load (issue 15): delivered/s, lag, CPU.
+    Channel(channel::ChannelArgs),
     /// Puts at a fixed rate while a reader polls; reports put→visible latency.
     Visible {
         #[arg(long, default_value_t = 1000)]
@@ -813,6 +816,7 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         Workload::Queue(args) => return queue::run(&endpoint, &cli.label, args).await,
+        Workload::Channel(args) => return channel::run(&endpoint, &cli.label, args).await,
         _ => {}
     }
     let shards = ensure_stream(&endpoint, &cli).await?;
@@ -821,7 +825,8 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
         | Workload::Memory { .. }
         | Workload::SyncFloor { .. }
         | Workload::NatsFloor(_)
-        | Workload::Queue(_) => {}
+        | Workload::Queue(_)
+        | Workload::Channel(_) => {}
         Workload::PutRecords {
             record_bytes,
             batch,

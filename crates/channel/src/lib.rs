@@ -19,6 +19,7 @@
 //! checkpoints and, if an intent is left, reads those ranges again and writes the same
 //! objects under the same keys before going on: a retry replaces an object with itself.
 
+pub mod crypt;
 pub mod format;
 pub mod seaweed;
 pub mod sink;
@@ -77,6 +78,18 @@ struct Intent {
     ranges: Vec<(u32, u64, u64)>,
     /// Shards delivered to their ends by this flush.
     done: Vec<u32>,
+}
+
+impl Intent {
+    /// The unique suffix of this delivery's keys (AWS appends one of up to 38 characters):
+    /// the channel id's first 8 characters and the delivery's number.
+    fn key_suffix(&self, channel_id: &str) -> String {
+        format!(
+            "-{}-{:016}",
+            &channel_id[..channel_id.len().min(8)],
+            self.number
+        )
+    }
 }
 
 /// Records read but not delivered yet.
@@ -287,9 +300,11 @@ impl Delivery {
             Destination::S3(storage) => storage,
             Destination::Tables(_) => {
                 if meta.encryption_key.is_some() {
-                    return Err("Encrypting table data files with a KMS key is not available \
+                    return Err(
+                        "Encrypting table data files with a KMS key is not available \
                                 yet: create the channel without EncryptionConfiguration."
-                        .to_string());
+                            .to_string(),
+                    );
                 }
                 let dead = meta.dead_letter_in_effect();
                 let bucket = bucket_name(&dead.bucket_arn)
@@ -301,12 +316,8 @@ impl Delivery {
             }
         };
         if meta.encryption_key.is_some() && !self.store.encrypts() {
-            return Err(
-                "Encrypting delivered objects with a KMS key needs an S3 endpoint \
-                 (--s3-endpoint, SSE-KMS); local bucket folders are not encrypted: create the \
-                 channel without EncryptionConfiguration."
-                    .to_string(),
-            );
+            // Bucket folders: Rivulet's own key service encrypts each object.
+            self.folder_key(meta)?;
         }
         let dead = meta.dead_letter_in_effect();
         let checks = [
@@ -318,6 +329,23 @@ impl Delivery {
             self.store.check_bucket(bucket, owner).await?;
         }
         Ok(())
+    }
+
+    /// For a bucket folder, the key service and the ARN of the channel's KMS key (which must
+    /// be usable now).
+    fn folder_key(
+        &self,
+        meta: &rivulet_engine::channels::ChannelMeta,
+    ) -> Result<(Arc<dyn rivulet_engine::encryption::KeyService>, String), String> {
+        let key_id = meta.encryption_key.as_deref().unwrap_or_default();
+        let kms = self.engine.key_service().ok_or_else(|| {
+            "No key service is configured, so objects cannot be encrypted with a KMS key."
+                .to_string()
+        })?;
+        let key_arn = kms
+            .resolve(&self.engine.config().account_id, key_id)
+            .map_err(|e| format!("{}: {}", e.kind.code(), e.message))?;
+        Ok((kms, key_arn))
     }
 
     /// Loads the channel's checkpoints, and finishes a flush a crash interrupted.
@@ -549,11 +577,7 @@ impl Delivery {
         let Destination::S3(storage) = &meta.destination else {
             return Err("the channel does not deliver to a general purpose bucket".into());
         };
-        let suffix = format!(
-            "-{}-{:016}",
-            &meta.id[..meta.id.len().min(8)],
-            intent.number
-        );
+        let suffix = intent.key_suffix(&meta.id);
         let context = KeyContext {
             channel_name: &meta.name,
             channel_id: &meta.id,
@@ -584,19 +608,26 @@ impl Delivery {
             writes.push((bucket, key, body));
         }
         if pending.dead_letters > 0 {
-            let dead = meta.dead_letter_in_effect();
-            let prefix = dead
-                .error_prefix
-                .unwrap_or_else(|| meta.error_prefix_default());
-            let key = format::dead_letter_key(&prefix, &context);
-            let bucket = bucket_name(&dead.bucket_arn)
-                .unwrap_or_default()
-                .to_string();
+            let (bucket, key) = dead_letter_place(meta, &context);
             writes.push((bucket, key, pending.dead));
         }
         let bytes_out: u64 = writes.iter().map(|(_, _, body)| body.len() as u64).sum();
         let objects = writes.len() as u64;
+        // Bucket folders: each object sealed with a fresh data key of the channel's KMS key.
+        let sealing = match &meta.encryption_key {
+            Some(_) if !self.store.encrypts() => Some(self.folder_key(meta)?),
+            _ => None,
+        };
         for (bucket, key, body) in writes {
+            let body = match &sealing {
+                Some((kms, key_arn)) => {
+                    let (kms, key_arn) = (kms.clone(), key_arn.clone());
+                    tokio::task::spawn_blocking(move || crypt::seal(kms.as_ref(), &key_arn, &body))
+                        .await
+                        .map_err(|e| format!("encrypting an object stopped: {e}"))??
+                }
+                None => body,
+            };
             self.store.put(&bucket, &key, body, &options).await?;
         }
         self.checkpoint(source, run, intent)?;
@@ -684,11 +715,7 @@ impl Delivery {
             };
             dead_letter(source, *shard, record, &rejection, &mut dead);
         }
-        let suffix = format!(
-            "-{}-{:016}",
-            &meta.id[..meta.id.len().min(8)],
-            intent.number
-        );
+        let suffix = intent.key_suffix(&meta.id);
         let context = KeyContext {
             channel_name: &meta.name,
             channel_id: &meta.id,
@@ -699,14 +726,7 @@ impl Delivery {
         };
         let mut bytes_written = 0;
         if !dead.is_empty() {
-            let target = meta.dead_letter_in_effect();
-            let prefix = target
-                .error_prefix
-                .unwrap_or_else(|| meta.error_prefix_default());
-            let key = format::dead_letter_key(&prefix, &context);
-            let bucket = bucket_name(&target.bucket_arn)
-                .unwrap_or_default()
-                .to_string();
+            let (bucket, key) = dead_letter_place(meta, &context);
             bytes_written += dead.len() as u64;
             self.store
                 .put(&bucket, &key, dead, &sink::PutOptions::default())
@@ -731,6 +751,21 @@ impl Delivery {
         });
         Ok(())
     }
+}
+
+/// The bucket and key of a delivery's dead-letter object.
+fn dead_letter_place(
+    meta: &rivulet_engine::channels::ChannelMeta,
+    context: &KeyContext<'_>,
+) -> (String, String) {
+    let target = meta.dead_letter_in_effect();
+    let prefix = target
+        .error_prefix
+        .unwrap_or_else(|| meta.error_prefix_default());
+    let bucket = bucket_name(&target.bucket_arn)
+        .unwrap_or_default()
+        .to_string();
+    (bucket, format::dead_letter_key(&prefix, context))
 }
 
 /// A dead letter: the record's identifiers and why it was not delivered (not its payload,

@@ -394,10 +394,7 @@ impl Tables {
 
 /// Decodes each record on its own (to find those that do not fit), then the fitting ones
 /// together.
-fn decode(
-    schema: arrow_schema::SchemaRef,
-    records: &[bytes::Bytes],
-) -> Result<Decoded, String> {
+fn decode(schema: arrow_schema::SchemaRef, records: &[bytes::Bytes]) -> Result<Decoded, String> {
     let mut rejected = Vec::new();
     let mut fitting = Vec::new();
     for (index, record) in records.iter().enumerate() {

@@ -382,7 +382,12 @@ async fn a_table_gets_each_row_once_even_when_a_delivery_is_redone() {
     delivery.step(T0 + 4).await;
     assert_eq!(status(&engine, &id, T0 + 4), ChannelStatus::Active);
     let data: Vec<String> = (0..100)
-        .map(|i| format!(r#"{{"id": {i}, "at": "2026-12-03T0{}:00:00Z", "item": "x"}}"#, i % 3))
+        .map(|i| {
+            format!(
+                r#"{{"id": {i}, "at": "2026-12-03T0{}:00:00Z", "item": "x"}}"#,
+                i % 3
+            )
+        })
         .chain([r#"{"item": "no id"}"#.to_string(), "not json".to_string()])
         .collect();
     let entries: Vec<PutEntry<'_>> = data

@@ -273,20 +273,7 @@ pub struct ChannelSource {
 
 /// The region, account and id in `arn:aws:kinesis:REGION:ACCOUNT:channel/ID`.
 pub(crate) fn parse_channel_arn(arn: &str) -> Option<(&str, &str, &str)> {
-    let rest = arn.strip_prefix("arn:")?;
-    let (partition, rest) = rest.split_once(':')?;
-    if !partition.starts_with("aws") {
-        return None;
-    }
-    let rest = rest.strip_prefix("kinesis:")?;
-    let (region, rest) = rest.split_once(':')?;
-    let (account, rest) = rest.split_once(':')?;
-    let rest = rest.strip_prefix("channel/")?;
-    (account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && !rest.is_empty()
-        && !rest.bytes().any(|b| b.is_ascii_whitespace()))
-    .then_some((region, account, rest))
+    crate::queues::parse_resource_arn(arn, "channel/")
 }
 
 /// Whether `arn` names a channel (`arn:aws:kinesis:REGION:ACCOUNT:channel/…`).
@@ -422,32 +409,14 @@ impl Engine {
 
     /// Removes every delivery-state key of channel `id`.
     fn remove_channel_state(&self, id: &str) -> Result<()> {
-        let prefix = self.channel_state_prefix(id);
-        let keys = self.store.meta().scan_prefix(&prefix)?;
-        for chunk in keys.chunks(500) {
-            let ops: Vec<rivulet_log::MetaOp> = chunk
-                .iter()
-                .map(|(key, _)| rivulet_log::MetaOp::Delete { key: key.clone() })
-                .collect();
-            self.store.meta().commit(&ops)?;
-        }
-        Ok(())
+        self.remove_meta_prefix(&self.channel_state_prefix(id))
     }
 
     /// Removes the delivery state of every channel no stream has (deleted before a restart
     /// or a change of leader finished the removal).
     pub(crate) fn remove_orphaned_channel_state(&self) -> Result<()> {
-        let prefix = format!("{}{CHANNEL_STATE_PREFIX}", self.config.namespace);
-        let mut stored = std::collections::BTreeSet::new();
-        for (key, _) in self.store.meta().scan_prefix(&prefix)? {
-            if let Some(id) = key
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split('/').next())
-                .filter(|id| !id.is_empty())
-            {
-                stored.insert(id.to_string());
-            }
-        }
+        let stored =
+            self.stored_state_ids(&format!("{}{CHANNEL_STATE_PREFIX}", self.config.namespace))?;
         let live: std::collections::HashSet<String> = self
             .streams
             .read()

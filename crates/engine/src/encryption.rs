@@ -276,6 +276,11 @@ impl Keyring for DataKeys {
 }
 
 impl Engine {
+    /// The key service, if the server has one (channels encrypt bucket-folder objects with it).
+    pub fn key_service(&self) -> Option<Arc<dyn KeyService>> {
+        self.data_keys.as_ref().map(|keys| keys.kms().clone())
+    }
+
     pub(crate) fn data_keys(&self) -> Result<&Arc<DataKeys>> {
         self.data_keys.as_ref().ok_or_else(|| {
             ApiError::new(

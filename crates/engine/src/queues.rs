@@ -231,6 +231,15 @@ pub struct QueueSource {
 
 /// The id in `arn:aws:kinesis:REGION:ACCOUNT:queue/ID`.
 pub(crate) fn parse_queue_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    parse_resource_arn(arn, "queue/")
+}
+
+/// The region, account and id of `arn:aws…:kinesis:REGION:ACCOUNT:<kind>ID` (`kind` is
+/// `queue/` or `channel/`): a 12-digit account and an id without spaces.
+pub(crate) fn parse_resource_arn<'a>(
+    arn: &'a str,
+    kind: &str,
+) -> Option<(&'a str, &'a str, &'a str)> {
     let rest = arn.strip_prefix("arn:")?;
     let (partition, rest) = rest.split_once(':')?;
     if !partition.starts_with("aws") {
@@ -239,7 +248,7 @@ pub(crate) fn parse_queue_arn(arn: &str) -> Option<(&str, &str, &str)> {
     let rest = rest.strip_prefix("kinesis:")?;
     let (region, rest) = rest.split_once(':')?;
     let (account, rest) = rest.split_once(':')?;
-    let id = rest.strip_prefix("queue/")?;
+    let id = rest.strip_prefix(kind)?;
     (account.len() == 12
         && account.bytes().all(|b| b.is_ascii_digit())
         && !id.is_empty()
@@ -401,17 +410,8 @@ impl Engine {
     /// Removes the delivery state of every queue that no stream has (a queue deleted while
     /// a commit was in flight, before a restart or a change of leader).
     pub(crate) fn remove_orphaned_queue_state(&self) -> Result<()> {
-        let prefix = format!("{}{QUEUE_STATE_PREFIX}", self.config.namespace);
-        let mut stored = std::collections::BTreeSet::new();
-        for (key, _) in self.store.meta().scan_prefix(&prefix)? {
-            if let Some(id) = key
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split('/').next())
-                .filter(|id| !id.is_empty())
-            {
-                stored.insert(id.to_string());
-            }
-        }
+        let stored =
+            self.stored_state_ids(&format!("{}{QUEUE_STATE_PREFIX}", self.config.namespace))?;
         // The live queues after the scan: a queue created meanwhile is among them.
         let live = self.queue_ids();
         for id in stored.into_iter().filter(|id| !live.contains(id)) {
@@ -423,8 +423,12 @@ impl Engine {
 
     /// Removes every delivery-state key of queue `id`.
     fn remove_queue_state(&self, id: &str) -> Result<()> {
-        let prefix = self.queue_state_prefix(id);
-        let keys = self.store.meta().scan_prefix(&prefix)?;
+        self.remove_meta_prefix(&self.queue_state_prefix(id))
+    }
+
+    /// Removes every metadata key under `prefix`, 500 a commit (a domain's delivery state).
+    pub(crate) fn remove_meta_prefix(&self, prefix: &str) -> Result<()> {
+        let keys = self.store.meta().scan_prefix(prefix)?;
         for chunk in keys.chunks(500) {
             let ops: Vec<rivulet_log::MetaOp> = chunk
                 .iter()
@@ -433,6 +437,24 @@ impl Engine {
             self.store.meta().commit(&ops)?;
         }
         Ok(())
+    }
+
+    /// The ids that have metadata under `root` (`<root><id>/…`): a domain's stored state.
+    pub(crate) fn stored_state_ids(
+        &self,
+        root: &str,
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let mut stored = std::collections::BTreeSet::new();
+        for (key, _) in self.store.meta().scan_prefix(root)? {
+            if let Some(id) = key
+                .strip_prefix(root)
+                .and_then(|rest| rest.split('/').next())
+                .filter(|id| !id.is_empty())
+            {
+                stored.insert(id.to_string());
+            }
+        }
+        Ok(stored)
     }
 
     /// CreateQueue.

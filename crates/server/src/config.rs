@@ -53,6 +53,9 @@ pub enum KmsCommand {
     ScheduleKeyDeletion { key: String },
     /// Undo schedule-key-deletion; the key comes back disabled, as in KMS.
     CancelKeyDeletion { key: String },
+    /// Decrypt an object a channel encrypted in a bucket folder (EncryptionConfiguration),
+    /// writing its plaintext to stdout.
+    OpenObject { path: PathBuf },
 }
 
 /// The key file used when none is named: in the user's configuration directory, never in a

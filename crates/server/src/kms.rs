@@ -530,6 +530,16 @@ pub fn run_cli(args: crate::config::KmsArgs) -> anyhow::Result<()> {
         .kms_keys
         .or_else(crate::config::default_kms_keys)
         .context("no key file: give --kms-keys FILE")?;
+    if let KmsCommand::OpenObject { path: object } = &args.command {
+        use std::io::Write as _;
+        let kms = LocalKms::open(Some(path.clone()), "us-east-1")?;
+        let sealed =
+            std::fs::read(object).with_context(|| format!("reading {}", object.display()))?;
+        let plain = rivulet_channel::crypt::open(&kms, &sealed)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", object.display()))?;
+        std::io::stdout().write_all(&plain)?;
+        return Ok(());
+    }
     let mut file = KeyFile::load(&path)?;
     let mut set_state = |key: &str, from: &[KeyState], to: KeyState| -> anyhow::Result<()> {
         let entry = file.find(key)?;
@@ -586,6 +596,7 @@ pub fn run_cli(args: crate::config::KmsArgs) -> anyhow::Result<()> {
         KmsCommand::CancelKeyDeletion { key } => {
             set_state(&key, &[KeyState::PendingDeletion], KeyState::Disabled)?
         }
+        KmsCommand::OpenObject { .. } => return Ok(()),
         KmsCommand::RotateKey { key } => {
             let entry = file.find(&key)?;
             entry.material.push(random_material()?);
