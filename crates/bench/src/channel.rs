@@ -121,30 +121,8 @@ pub(crate) async fn run(
     let channel = format!("bench-{stamp}");
     let mut s = endpoint.connect().await?;
     let host = endpoint.addr.clone();
-    call_json(
-        &mut s,
-        &host,
-        "CreateStream",
-        json!({"StreamName": stream, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}),
-    )
-    .await?;
+    let arn = crate::queue::on_demand_stream(&mut s, &host, &stream).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let arn = loop {
-        let d = call_json(
-            &mut s,
-            &host,
-            "DescribeStreamSummary",
-            json!({"StreamName": stream}),
-        )
-        .await?;
-        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
-            break d["StreamDescriptionSummary"]["StreamARN"].clone();
-        }
-        if Instant::now() > deadline {
-            bail!("stream {stream} did not become ACTIVE");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     let dead_letters = json!({"BucketARN": format!("arn:aws:s3:::{}", args.bucket),
                               "ExpectedBucketOwner": "000000000000"});
     let mut body = json!({

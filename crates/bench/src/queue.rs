@@ -53,33 +53,8 @@ async fn setup(endpoint: &Endpoint, prefix: &str) -> anyhow::Result<(String, Str
     let stream = format!("{prefix}-queue-{stamp}");
     let mut s = endpoint.connect().await?;
     let host = endpoint.addr.as_str();
-    call_json(
-        &mut s,
-        host,
-        "CreateStream",
-        json!({"StreamName": stream, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}),
-    )
-    .await?;
+    let arn = on_demand_stream(&mut s, host, &stream).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let arn = loop {
-        let d = call_json(
-            &mut s,
-            host,
-            "DescribeStreamSummary",
-            json!({"StreamName": stream}),
-        )
-        .await?;
-        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
-            break d["StreamDescriptionSummary"]["StreamARN"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-        }
-        if Instant::now() > deadline {
-            bail!("stream {stream} did not become ACTIVE");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     let created = call_json(
         &mut s,
         host,
@@ -99,6 +74,41 @@ async fn setup(endpoint: &Endpoint, prefix: &str) -> anyhow::Result<(String, Str
         }
         if Instant::now() > deadline {
             bail!("queue {queue} did not become ACTIVE");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates the on-demand stream `stream` and waits until it is ACTIVE; returns its ARN.
+pub(crate) async fn on_demand_stream(
+    s: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    host: &str,
+    stream: &str,
+) -> anyhow::Result<String> {
+    call_json(
+        s,
+        host,
+        "CreateStream",
+        json!({"StreamName": stream, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = call_json(
+            s,
+            host,
+            "DescribeStreamSummary",
+            json!({"StreamName": stream}),
+        )
+        .await?;
+        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+            return Ok(d["StreamDescriptionSummary"]["StreamARN"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string());
+        }
+        if Instant::now() > deadline {
+            bail!("stream {stream} did not become ACTIVE");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
