@@ -2,7 +2,8 @@
 # Channels (issue 15): a stream taking RATE records a second (default 50,000: JSON, ~100 B, in
 # 500-record PutRecords) while a channel delivers it, with DataFreshnessInSeconds at its
 # minimum (300 s, run 300 times faster: 1 s). One release server per destination:
-#   none          the same load without a channel (the server's CPU for taking it in)
+#   none          the same load without a channel (the server's CPU for taking it in), with a
+#                 data dir and in memory (the S3 and REST runs are in memory)
 #   bucket-local  objects (ZSTD) in a bucket folder           (the embedded default)
 #   table-local   an Iceberg table (Parquet ZSTD) on the sqlite catalog of a table bucket folder
 #   bucket-s3     objects (ZSTD) in SeaweedFS's S3             (--s3-endpoint)
@@ -16,7 +17,7 @@ SECS=${SECONDS_PER_WORKLOAD:-20}
 OUT=${OUT:-target/bench/channels.jsonl}
 WORK=$(mktemp -d)
 mkdir -p "$(dirname "$OUT")"
-cargo build --release --locked --bin rivulet --bin rivulet-bench >&2
+cargo build --release --locked -p rivulet -p rivulet-bench >&2
 RIVULET=${CARGO_TARGET_DIR:-target}/release/rivulet
 BENCH=${CARGO_TARGET_DIR:-target}/release/rivulet-bench
 WEED=$(bash scripts/seaweedfs.sh)
@@ -44,6 +45,7 @@ DATA="$WORK/data"
 mkdir -p "$DATA/buckets/bench" "$DATA/table-buckets/bench-tables" "$DATA/schemas/bench"
 echo "$SCHEMA" >"$DATA/schemas/bench/records.json"
 run rivulet-none "$(free_port)" none --data-dir "$WORK/none"
+run rivulet-none-in-memory "$(free_port)" none --in-memory
 run rivulet-bucket-local "$(free_port)" bucket --data-dir "$DATA"
 run rivulet-table-local "$(free_port)" table --data-dir "$DATA"
 
@@ -67,6 +69,7 @@ AWS_ACCESS_KEY_ID=rivulet AWS_SECRET_ACCESS_KEY=rivulet-secret "$WEED" -logdir="
   -admin.ui=false -webdav=false -master.telemetry=false -tableBucket=bench-tables \
   >"$D/out.log" 2>&1 &
 PIDS+=("$!")
+disown "$!"
 for _ in $(seq 600); do grep -q "All enabled components are running" "$D/out.log" && break; sleep 0.1; done
 S3="http://127.0.0.1:${P[6]}"
 target/sdk-venv/bin/python - "$S3" <<'PY' 2>/dev/null || python3 - "$S3" <<'PY2'

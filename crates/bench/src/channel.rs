@@ -273,7 +273,15 @@ pub(crate) async fn run(
             "lag_p99_ms": percentile(&lags, 0.99),
             "lag_max_ms": lags.last().copied().unwrap_or(f64::NAN),
             "server_cpu_seconds": cpu_seconds,
-            "cpu_seconds_per_million": cpu_seconds.map(|c| c / delivered.max(1.0) * 1e6),
+            // Per million records delivered (without a channel: taken in).
+            "cpu_seconds_per_million": cpu_seconds.map(|c| {
+                let records = if with_channel {
+                    delivered
+                } else {
+                    accepted.load(Ordering::Relaxed) as f64
+                };
+                c / records.max(1.0) * 1e6
+            }),
         }),
     );
     Ok(())
