@@ -213,3 +213,93 @@ def test_kill_9_mid_delivery_keeps_every_record_exactly_once(weed):
         eventually(delivered)
     finally:
         server.kill()
+
+
+class Recorder:
+    """A stand-in S3 endpoint that records each request's method, path and headers and
+    answers as S3 does for an empty bucket and a stored object: enough to see what a channel
+    sends (SeaweedFS refuses SSE-KMS without a KMS of its own)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, body=b"", extra=()):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                recorder.requests.append((self.command, self.path, dict(self.headers)))
+                self.send_response(200)
+                for name, value in extra:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self._answer(b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
+                             b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>x</Name>'
+                             b'<KeyCount>0</KeyCount><MaxKeys>1</MaxKeys>'
+                             b'<IsTruncated>false</IsTruncated></ListBucketResult>',
+                             [("Content-Type", "application/xml")])
+
+            def do_PUT(self):
+                self._answer(extra=[("ETag", '"0"')])
+
+            def do_HEAD(self):
+                self._answer()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def test_encryption_configuration_puts_objects_with_sse_kms():
+    """With EncryptionConfiguration, every PUT asks S3 for SSE-KMS with the channel's key."""
+    keys = tempfile.mkdtemp(prefix="rivulet-kms-")
+    key_file = os.path.join(keys, "kms-keys.toml")
+    import subprocess
+
+    from seaweed import RIVULET_BIN
+    subprocess.run([RIVULET_BIN, "kms", "create-key", "--alias", "alias/lake",
+                    "--kms-keys", key_file], check=True, capture_output=True)
+    recorder = Recorder()
+    server = Rivulet("--in-memory", "--s3-endpoint", recorder.endpoint, "--kms-keys", key_file,
+                     *FAST)
+    try:
+        kinesis = server.kinesis()
+        arn = stream(kinesis, "sealed")
+        channel_arn = kinesis.create_channel(
+            ChannelName="sealed", ServiceExecutionRoleARN=ROLE,
+            StreamConfigurationList=[{"StreamARN": arn,
+                                      "RecordConfiguration": {"RecordFormatType": "JSON"}}],
+            S3DestinationConfiguration={"StorageConfiguration": {
+                "BucketARN": "arn:aws:s3:::lake", "ExpectedBucketOwner": "000000000000",
+                "CompressionType": "GZIP", "StorageClass": "INTELLIGENT_TIERING"}},
+            EncryptionConfiguration={"EncryptionType": "KMS", "KeyId": "alias/lake"},
+        )["ChannelDescription"]["ChannelARN"]
+        wait_status(kinesis, channel_arn, "ACTIVE")
+        put(kinesis, "sealed", [json.dumps({"i": i}).encode() for i in range(100)])
+
+        def sealed_put():
+            puts = [h for method, _, h in recorder.requests if method == "PUT"]
+            assert puts, recorder.requests
+            lower = {k.lower(): v for k, v in puts[0].items()}
+            assert lower.get("x-amz-server-side-encryption") == "aws:kms", lower
+            assert lower.get("x-amz-server-side-encryption-aws-kms-key-id") == "alias/lake", lower
+            assert lower.get("x-amz-storage-class") == "INTELLIGENT_TIERING", lower
+
+        eventually(sealed_put, seconds=30)
+    finally:
+        server.kill()
+        recorder.stop()

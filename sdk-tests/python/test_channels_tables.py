@@ -106,6 +106,7 @@ def eventually(check, seconds=60):
 
 def check_table(table):
     """Every record once, in the declared schema (hour-partitioned)."""
+    assert [f.name for f in table.schema().fields] == ["id", "at", "item", "price", "tags"]
     schema = {f.name: (str(f.field_type), f.required) for f in table.schema().fields}
     assert schema["id"] == ("long", True)
     assert schema["at"] == ("timestamptz", True)

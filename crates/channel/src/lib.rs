@@ -299,13 +299,6 @@ impl Delivery {
         let storage = match &meta.destination {
             Destination::S3(storage) => storage,
             Destination::Tables(_) => {
-                if meta.encryption_key.is_some() {
-                    return Err(
-                        "Encrypting table data files with a KMS key is not available \
-                                yet: create the channel without EncryptionConfiguration."
-                            .to_string(),
-                    );
-                }
                 let dead = meta.dead_letter_in_effect();
                 let bucket = bucket_name(&dead.bucket_arn)
                     .ok_or_else(|| format!("Invalid bucket ARN {}.", dead.bucket_arn))?;

@@ -97,13 +97,19 @@ impl Tables {
         }
     }
 
-    /// The catalog of the table bucket `arn` names.
-    async fn catalog(&self, arn: &str) -> Result<Arc<dyn Catalog>, String> {
+    /// The catalog of the channel's table bucket (one per bucket and encryption key: data
+    /// files on S3 carry SSE-KMS headers naming the channel's key).
+    async fn catalog(&self, meta: &ChannelMeta) -> Result<Arc<dyn Catalog>, String> {
+        let arn = target(meta)?.table_bucket_arn.as_str();
         let bucket = table_bucket_name(arn)
             .ok_or_else(|| format!("Invalid TableBucketARN {arn}."))?
             .to_string();
+        let id = format!(
+            "{bucket}|{}",
+            meta.encryption_key.as_deref().unwrap_or_default()
+        );
         let mut catalogs = self.catalogs.lock().await;
-        if let Some(catalog) = catalogs.get(&bucket) {
+        if let Some(catalog) = catalogs.get(&id) {
             return Ok(catalog.clone());
         }
         let catalog: Arc<dyn Catalog> = match &self.settings.catalog_uri {
@@ -123,6 +129,10 @@ impl Tables {
                 }
                 if let Some(endpoint) = &self.settings.s3_endpoint {
                     props.insert("s3.endpoint".into(), endpoint.clone());
+                }
+                if let Some(key) = &meta.encryption_key {
+                    props.insert("s3.sse.type".into(), "kms".into());
+                    props.insert("s3.sse.key".into(), key.clone());
                 }
                 for (variable, property) in [
                     ("AWS_ACCESS_KEY_ID", "s3.access-key-id"),
@@ -149,6 +159,15 @@ impl Tables {
                 Arc::new(catalog)
             }
             None => {
+                if meta.encryption_key.is_some() {
+                    return Err(
+                        "Encrypting table data files with a KMS key needs an Iceberg \
+                                REST catalog with data on S3 (--iceberg-catalog, SSE-KMS); \
+                                table buckets in folders are not encrypted: create the channel \
+                                without EncryptionConfiguration."
+                            .to_string(),
+                    );
+                }
                 let root = self.settings.table_bucket_dir.as_ref().ok_or_else(|| {
                     format!(
                         "No table buckets are configured, so table bucket {bucket} cannot be \
@@ -186,7 +205,7 @@ impl Tables {
                 Arc::new(catalog)
             }
         };
-        catalogs.insert(bucket, catalog.clone());
+        catalogs.insert(id, catalog.clone());
         Ok(catalog)
     }
 
@@ -212,7 +231,7 @@ impl Tables {
                 path.display()
             )
         })?;
-        let document: serde_json::Value = serde_json::from_slice(&document)
+        let document: Doc = serde_json::from_slice(&document)
             .map_err(|e| format!("The schema {} is not JSON: {e}.", path.display()))?;
         let table = target(meta)?;
         let partition_source: Vec<&str> = table
@@ -232,7 +251,7 @@ impl Tables {
     /// The channel's table, created from its schema when missing.
     pub async fn table(&self, meta: &ChannelMeta) -> Result<iceberg::table::Table, String> {
         let table = target(meta)?;
-        let catalog = self.catalog(&table.table_bucket_arn).await?;
+        let catalog = self.catalog(meta).await?;
         let namespace = NamespaceIdent::new(table.namespace.clone());
         let ident = TableIdent::new(namespace.clone(), table.table.clone());
         if catalog.table_exists(&ident).await.map_err(text)? {
@@ -326,7 +345,7 @@ impl Tables {
         rows: RecordBatch,
     ) -> Result<(), String> {
         let table_target = target(meta)?;
-        let catalog = self.catalog(&table_target.table_bucket_arn).await?;
+        let catalog = self.catalog(meta).await?;
         let table = self.table(meta).await?;
         let metadata = table.metadata();
         let schema = metadata.current_schema().clone();
@@ -436,14 +455,92 @@ fn decode(schema: arrow_schema::SchemaRef, records: &[bytes::Bytes]) -> Result<D
     Ok((batch, rejected))
 }
 
+/// A JSON document that keeps its objects' keys in the order written (serde_json's `Value`
+/// sorts them), so a table's columns come in the schema's order.
+#[derive(Debug, Clone)]
+pub enum Doc {
+    Map(Vec<(String, Doc)>),
+    List(Vec<Doc>),
+    Scalar(serde_json::Value),
+}
+
+impl Doc {
+    fn get(&self, key: &str) -> Option<&Doc> {
+        match self {
+            Doc::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+    fn entries(&self) -> Option<&[(String, Doc)]> {
+        match self {
+            Doc::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+    fn items(&self) -> Option<&[Doc]> {
+        match self {
+            Doc::List(items) => Some(items),
+            _ => None,
+        }
+    }
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Doc::Scalar(serde_json::Value::String(text)) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Doc {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Doc, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Doc;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Doc, E> {
+                Ok(Doc::Scalar(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<Doc, E> {
+                Ok(Doc::Scalar(serde_json::Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Doc, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Doc::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Doc, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Doc::Map(entries))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// A JSON Schema document as an Iceberg schema, as AWS maps GSR JSON schemas: string (with
 /// `format` date-time → timestamptz, date → date), integer → long, number → double, boolean,
 /// object with properties → struct, array → list, enum → string; `required` fields (and the
 /// partition source columns) are required.
-pub fn json_schema_to_iceberg(
-    document: &serde_json::Value,
-    partition_source: &[&str],
-) -> Result<Schema, String> {
+pub fn json_schema_to_iceberg(document: &Doc, partition_source: &[&str]) -> Result<Schema, String> {
     let mut next_id = 0;
     let fields = struct_fields(document, &mut next_id, partition_source, 0)?;
     Schema::builder()
@@ -454,7 +551,7 @@ pub fn json_schema_to_iceberg(
 }
 
 fn struct_fields(
-    document: &serde_json::Value,
+    document: &Doc,
     next_id: &mut i32,
     forced_required: &[&str],
     depth: usize,
@@ -464,12 +561,12 @@ fn struct_fields(
     }
     let properties = document
         .get("properties")
-        .and_then(|p| p.as_object())
+        .and_then(Doc::entries)
         .ok_or("The schema's root (or an object in it) has no properties.")?;
     let required: Vec<&str> = document
         .get("required")
-        .and_then(|r| r.as_array())
-        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .and_then(Doc::items)
+        .map(|r| r.iter().filter_map(Doc::as_str).collect())
         .unwrap_or_default();
     let mut fields = Vec::new();
     for (name, property) in properties {
@@ -487,26 +584,22 @@ fn struct_fields(
     Ok(fields)
 }
 
-fn json_type(
-    property: &serde_json::Value,
-    next_id: &mut i32,
-    depth: usize,
-) -> Result<Type, String> {
+fn json_type(property: &Doc, next_id: &mut i32, depth: usize) -> Result<Type, String> {
     if property.get("enum").is_some() {
         return Ok(Type::Primitive(PrimitiveType::String));
     }
     let kind = match property.get("type") {
-        Some(serde_json::Value::String(kind)) => kind.as_str(),
+        Some(Doc::Scalar(serde_json::Value::String(kind))) => kind.as_str(),
         // ["string", "null"]: the first type that is not null.
-        Some(serde_json::Value::Array(kinds)) => kinds
+        Some(Doc::List(kinds)) => kinds
             .iter()
-            .filter_map(|k| k.as_str())
+            .filter_map(Doc::as_str)
             .find(|k| *k != "null")
             .unwrap_or("string"),
-        _ => return Err(format!("A property has no type: {property}.")),
+        _ => return Err("A property of the schema has no type.".to_string()),
     };
     Ok(match kind {
-        "string" => match property.get("format").and_then(|f| f.as_str()) {
+        "string" => match property.get("format").and_then(Doc::as_str) {
             Some("date-time") => Type::Primitive(PrimitiveType::Timestamptz),
             Some("date") => Type::Primitive(PrimitiveType::Date),
             _ => Type::Primitive(PrimitiveType::String),
@@ -541,7 +634,8 @@ mod tests {
 
     #[test]
     fn json_schemas_map_to_iceberg_types() {
-        let document = serde_json::json!({
+        let document: Doc = serde_json::from_str(
+            r#"{
             "type": "object",
             "required": ["id"],
             "properties": {
@@ -550,10 +644,19 @@ mod tests {
                 "name": {"type": ["string", "null"]},
                 "price": {"type": "number"},
                 "tags": {"type": "array", "items": {"type": "string"}},
-                "where": {"type": "object", "properties": {"city": {"type": "string"}}},
-            }
-        });
+                "where": {"type": "object", "properties": {"city": {"type": "string"}}}
+            }}"#,
+        )
+        .unwrap();
         let schema = json_schema_to_iceberg(&document, &["at"]).unwrap();
+        // Columns in the order the schema declares them.
+        let names: Vec<&str> = schema
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["id", "at", "name", "price", "tags", "where"]);
         let field = |name: &str| schema.field_by_name(name).unwrap().clone();
         assert!(field("id").required);
         assert!(field("at").required, "a partition source is required");
@@ -568,15 +671,17 @@ mod tests {
         );
         assert!(matches!(*field("tags").field_type, Type::List(_)));
         assert!(matches!(*field("where").field_type, Type::Struct(_)));
-        assert!(json_schema_to_iceberg(&serde_json::json!({"type": "object"}), &[]).is_err());
+        let empty: Doc = serde_json::from_str(r#"{"type": "object"}"#).unwrap();
+        assert!(json_schema_to_iceberg(&empty, &[]).is_err());
     }
 
     #[test]
     fn records_that_do_not_fit_are_rejected_with_the_reason() {
-        let document = serde_json::json!({
-            "type": "object", "required": ["id"],
-            "properties": {"id": {"type": "integer"}, "name": {"type": "string"}}
-        });
+        let document: Doc = serde_json::from_str(
+            r#"{"type": "object", "required": ["id"],
+                "properties": {"id": {"type": "integer"}, "name": {"type": "string"}}}"#,
+        )
+        .unwrap();
         let schema = json_schema_to_iceberg(&document, &[]).unwrap();
         let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).unwrap());
         let records: Vec<bytes::Bytes> = [
