@@ -414,6 +414,12 @@ impl Tables {
 /// Decodes each record on its own (to find those that do not fit), then the fitting ones
 /// together.
 fn decode(schema: arrow_schema::SchemaRef, records: &[bytes::Bytes]) -> Result<Decoded, String> {
+    // Most deliveries hold only fitting records: one pass of arrow-json's tape decoder over
+    // all of them. Any error (or a record that held more than one document) falls back to
+    // deciding record by record.
+    if let Some(batch) = decode_all(schema.clone(), records) {
+        return Ok((Some(batch), Vec::new()));
+    }
     let mut rejected = Vec::new();
     let mut fitting = Vec::new();
     for (index, record) in records.iter().enumerate() {
@@ -453,6 +459,31 @@ fn decode(schema: arrow_schema::SchemaRef, records: &[bytes::Bytes]) -> Result<D
     decoder.serialize(&values).map_err(text)?;
     let batch = decoder.flush().map_err(text)?;
     Ok((batch, rejected))
+}
+
+/// Every record as one row, or `None` when any does not decode as exactly one row.
+fn decode_all(schema: arrow_schema::SchemaRef, records: &[bytes::Bytes]) -> Option<RecordBatch> {
+    if records.is_empty() {
+        return None;
+    }
+    let mut buffer = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
+    for record in records {
+        if !record.trim_ascii_start().starts_with(b"{") {
+            return None;
+        }
+        buffer.extend_from_slice(record);
+        buffer.push(b'\n');
+    }
+    let mut decoder = arrow_json::ReaderBuilder::new(schema)
+        .with_batch_size(records.len() + 1)
+        .build_decoder()
+        .ok()?;
+    let consumed = decoder.decode(&buffer).ok()?;
+    if consumed != buffer.len() {
+        return None;
+    }
+    let batch = decoder.flush().ok()??;
+    (batch.num_rows() == records.len()).then_some(batch)
 }
 
 /// A JSON document that keeps its objects' keys in the order written (serde_json's `Value`
@@ -694,8 +725,16 @@ mod tests {
         .iter()
         .map(|r| bytes::Bytes::from(r.to_string()))
         .collect();
-        let (batch, rejected) = decode(arrow, &records).unwrap();
+        let (batch, rejected) = decode(arrow.clone(), &records).unwrap();
         assert_eq!(batch.unwrap().num_rows(), 2);
+        // All fitting: one pass; a record holding two documents is not two rows.
+        let fitting = [records[0].clone(), records[4].clone()];
+        assert_eq!(decode_all(arrow.clone(), &fitting).unwrap().num_rows(), 2);
+        let two = bytes::Bytes::from_static(b"{\"id\": 3}\n{\"id\": 4}");
+        assert!(decode_all(arrow.clone(), std::slice::from_ref(&two)).is_none());
+        let (batch, rejected_two) = decode(arrow, &[two]).unwrap();
+        assert!(batch.is_none());
+        assert_eq!(rejected_two.len(), 1);
         let indexes: Vec<usize> = rejected.iter().map(|(i, _)| *i).collect();
         assert_eq!(indexes, [1, 2, 3], "{rejected:?}");
     }
