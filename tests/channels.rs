@@ -659,6 +659,28 @@ async fn a_cluster_delivers_through_its_leader() {
         let listed = op(*addr, "ListChannels", json!({})).await;
         assert_eq!(listed["ChannelSummaries"][0]["ChannelARN"], json!(arn));
     }
+    // Every node's metrics page counts what the leader delivered (the totals travel with
+    // the checkpoints).
+    for addr in &addrs {
+        let mut counted = None;
+        for _ in 0..100 {
+            let page = crate::util::raw_path(*addr, "GET", "/_rivulet/metrics", &[], b"").await;
+            let text = String::from_utf8_lossy(&page.body).to_string();
+            counted = text
+                .lines()
+                .find(|l| {
+                    l.starts_with("rivulet_channel_records_delivered_total")
+                        && l.contains("ChannelName=\"c\"")
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok());
+            if counted == Some(RECORDS as u64) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(counted, Some(RECORDS as u64), "node {addr}");
+    }
     op(addrs[2], "DeleteChannel", json!({"ChannelARN": arn})).await;
     nodes.stop().await;
 }

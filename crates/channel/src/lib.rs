@@ -124,6 +124,74 @@ struct Run {
     pending: Pending,
     next_object: u64,
     retry_at_ms: i64,
+    totals: Totals,
+}
+
+/// A channel's delivery totals, kept in its checkpoint commits (`channel/<id>/m`), so they
+/// survive restarts and every node of a cluster reads them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Totals {
+    records: u64,
+    record_bytes: u64,
+    objects: u64,
+    bytes_written: u64,
+    dead_letters: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: Totals) {
+        self.records += other.records;
+        self.record_bytes += other.record_bytes;
+        self.objects += other.objects;
+        self.bytes_written += other.bytes_written;
+        self.dead_letters += other.dead_letters;
+    }
+
+    fn show(&self, m: &mut ChannelMetrics) {
+        m.records_delivered = self.records;
+        m.bytes_delivered = self.record_bytes;
+        m.objects_delivered = self.objects;
+        m.bytes_written = self.bytes_written;
+        m.dead_letters = self.dead_letters;
+    }
+}
+
+/// Every channel of `engine` with its metrics: the totals from the metadata store (any node),
+/// the status, lag and failures from this node's delivery when it runs here.
+pub fn metrics(engine: &Engine) -> Vec<ChannelMetrics> {
+    let live = Board::of(engine).snapshot();
+    engine
+        .channel_views()
+        .into_iter()
+        .map(|view| {
+            let mut m = live
+                .iter()
+                .find(|m| m.id == view.meta.id)
+                .cloned()
+                .unwrap_or_default();
+            m.name = view.meta.name.clone();
+            m.id = view.meta.id.clone();
+            m.stream = view
+                .stream_arn
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            m.status = view.meta.status.as_str().to_string();
+            let key = format!("{}m", engine.channel_state_prefix(&view.meta.id));
+            if let Some(totals) = engine
+                .store()
+                .meta()
+                .get(&key)
+                .ok()
+                .flatten()
+                .and_then(|v| serde_json::from_slice::<Totals>(&v).ok())
+            {
+                totals.show(&mut m);
+            }
+            m
+        })
+        .collect()
 }
 
 /// What `/_rivulet/metrics` and the console show of one channel.
@@ -357,6 +425,8 @@ impl Delivery {
                 ) {
                     cursors.insert(shard, cursor);
                 }
+            } else if rest == "m" {
+                run.totals = serde_json::from_slice(&value).unwrap_or_default();
             } else if rest == "n" {
                 next_object = serde_json::from_slice(&value).unwrap_or(0);
             } else if rest == "intent" {
@@ -623,7 +693,18 @@ impl Delivery {
             };
             self.store.put(&bucket, &key, body, &options).await?;
         }
-        self.checkpoint(source, run, intent)?;
+        self.checkpoint(
+            source,
+            run,
+            intent,
+            Totals {
+                records: pending.records,
+                record_bytes: pending.record_bytes,
+                objects,
+                bytes_written: bytes_out,
+                dead_letters: pending.dead_letters,
+            },
+        )?;
         if meta.logging.enabled {
             tracing::info!(
                 target: "rivulet::channel_log",
@@ -633,13 +714,6 @@ impl Delivery {
                 "DestinationDelivery"
             );
         }
-        self.count(source, |m| {
-            m.records_delivered += pending.records;
-            m.bytes_delivered += pending.record_bytes;
-            m.objects_delivered += objects;
-            m.dead_letters += pending.dead_letters;
-            m.bytes_written += bytes_out;
-        });
         Ok(())
     }
     /// Commits the shards' checkpoints of `intent` and removes it, in one commit.
@@ -648,12 +722,21 @@ impl Delivery {
         source: &ChannelSource,
         run: &mut Run,
         intent: &Intent,
+        delivered: Totals,
     ) -> Result<(), String> {
         let meta = &source.meta;
         let prefix = self.engine.channel_state_prefix(&meta.id);
-        let mut ops = vec![MetaOp::Delete {
-            key: format!("{prefix}intent"),
-        }];
+        let mut totals = run.totals;
+        totals.add(delivered);
+        let mut ops = vec![
+            MetaOp::Delete {
+                key: format!("{prefix}intent"),
+            },
+            MetaOp::Put {
+                key: format!("{prefix}m"),
+                value: serde_json::to_vec(&totals).unwrap_or_default(),
+            },
+        ];
         for &(shard, _, to) in &intent.ranges {
             let cursor = Cursor {
                 next: to,
@@ -683,6 +766,8 @@ impl Delivery {
             .meta()
             .commit(&ops)
             .map_err(|e| e.message)?;
+        run.totals = totals;
+        self.count(source, |m| totals.show(m));
         Ok(())
     }
 
@@ -734,14 +819,18 @@ impl Delivery {
                 .append(meta, intent.number, &ranges, rows)
                 .await?;
         }
-        self.checkpoint(source, run, intent)?;
-        self.count(source, |m| {
-            m.records_delivered += delivered;
-            m.bytes_delivered += pending.record_bytes;
-            m.objects_delivered += u64::from(delivered > 0) + u64::from(!rejected.is_empty());
-            m.dead_letters += rejected.len() as u64;
-            m.bytes_written += bytes_written;
-        });
+        self.checkpoint(
+            source,
+            run,
+            intent,
+            Totals {
+                records: delivered,
+                record_bytes: pending.record_bytes,
+                objects: u64::from(delivered > 0) + u64::from(!rejected.is_empty()),
+                bytes_written,
+                dead_letters: rejected.len() as u64,
+            },
+        )?;
         Ok(())
     }
 }

@@ -785,6 +785,25 @@ impl Engine {
         })
     }
 
+    /// Every channel of the account, as described (no lifecycle step is applied).
+    pub fn channel_views(&self) -> Vec<ChannelView> {
+        let streams: Vec<Arc<crate::Stream>> = self.streams.read().values().cloned().collect();
+        let mut views: Vec<ChannelView> = streams
+            .iter()
+            .flat_map(|stream| {
+                let state = stream.state.read();
+                state
+                    .meta
+                    .channels
+                    .iter()
+                    .map(|c| self.channel_view(&state.meta, c))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        views.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        views
+    }
+
     /// Every channel of the account with its stream's shards, for delivery (DELETING ones
     /// too: delivery stops for them).
     pub fn channel_sources(&self, now_ms: i64) -> Vec<ChannelSource> {

@@ -215,12 +215,8 @@ fn channels(
     let mut out = Vec::new();
     for account in ids {
         let engine = &accounts[account];
-        let listed = engine
-            .list_channels(None, None, &[], now_ms)
-            .map(|page| page.channels)
-            .unwrap_or_default();
-        let board = rivulet_channel::Board::of(engine).snapshot();
-        for view in listed {
+        let board = rivulet_channel::metrics(engine);
+        for view in engine.channel_views() {
             if viewer.is_some_and(|v| (v.authorize)("DescribeChannel", &view.arn, false).is_err()) {
                 continue;
             }

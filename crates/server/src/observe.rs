@@ -140,8 +140,8 @@ async fn queue_metrics(accounts: &HashMap<String, Arc<Engine>>, ids: &[&String],
     }
 }
 
-/// The series of every channel (delivery runs on the node that writes metadata, so a
-/// cluster's leader shows them).
+/// The series of every channel. The totals are in the metadata store, so every node of a
+/// cluster shows them; the lag and the failures are the delivering node's (the leader's).
 const CHANNEL_SERIES: [(&str, &str, &str); 7] = [
     (
         "rivulet_channel_delivery_lag_milliseconds",
@@ -184,7 +184,7 @@ const CHANNEL_SERIES: [(&str, &str, &str); 7] = [
 fn channel_metrics(accounts: &HashMap<String, Arc<Engine>>, ids: &[&String], out: &mut String) {
     let mut rows = Vec::new();
     for account in ids {
-        for channel in rivulet_channel::Board::of(&accounts[*account]).snapshot() {
+        for channel in rivulet_channel::metrics(&accounts[*account]) {
             rows.push(((*account).clone(), channel));
         }
     }
