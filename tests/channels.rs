@@ -366,6 +366,16 @@ async fn the_control_plane_answers_like_aws() {
     let tags = op(addr, "ListTagsForResource", json!({"ResourceARN": arn})).await;
     assert_eq!(tags["Tags"], json!([{"Key": "env", "Value": "test"}]));
 
+    // A channel has no resource policy.
+    let (_, kind, message) = refused(addr, "GetResourcePolicy", json!({"ResourceARN": arn})).await;
+    assert_eq!(
+        (kind.as_str(), message.as_str()),
+        (
+            "InvalidArgumentException",
+            format!("Invalid ResourceARN {arn}.").as_str()
+        )
+    );
+
     // UpdateChannel: only the freshness and the logging, through UPDATING.
     let (_, kind, _) = refused(
         addr,

@@ -737,9 +737,17 @@ impl Delivery {
                 value: serde_json::to_vec(&totals).unwrap_or_default(),
             },
         ];
-        for &(shard, _, to) in &intent.ranges {
+        // Each shard read moves to the end of its range; a shard drained with nothing left to
+        // read (no range) is marked done where its reading stopped.
+        let ranged = intent.ranges.iter().map(|&(shard, _, to)| (shard, to));
+        let drained_only = intent
+            .done
+            .iter()
+            .filter(|shard| !intent.ranges.iter().any(|&(s, _, _)| s == **shard))
+            .map(|&shard| (shard, run.reading.get(&shard).copied().unwrap_or_default()));
+        for (shard, next) in ranged.chain(drained_only).collect::<Vec<_>>() {
             let cursor = Cursor {
-                next: to,
+                next,
                 done: intent.done.contains(&shard),
             };
             ops.push(MetaOp::Put {
@@ -747,19 +755,6 @@ impl Delivery {
                 value: serde_json::to_vec(&cursor).unwrap_or_default(),
             });
             run.cursors.insert(shard, cursor);
-        }
-        for &shard in &intent.done {
-            if !intent.ranges.iter().any(|&(s, _, _)| s == shard) {
-                let cursor = Cursor {
-                    next: run.reading.get(&shard).copied().unwrap_or_default(),
-                    done: true,
-                };
-                ops.push(MetaOp::Put {
-                    key: cursor_key(&prefix, shard),
-                    value: serde_json::to_vec(&cursor).unwrap_or_default(),
-                });
-                run.cursors.insert(shard, cursor);
-            }
         }
         self.engine
             .store()
@@ -783,7 +778,9 @@ impl Delivery {
     ) -> Result<(), String> {
         let meta = &source.meta;
         let records: Vec<bytes::Bytes> = pending.rows.iter().map(|(_, r)| r.data.clone()).collect();
-        let (rows, rejected) = self.tables.rows(meta, &records).await?;
+        // One load of the table (two catalog requests on REST) serves the whole delivery.
+        let table = self.tables.table(meta).await?;
+        let (rows, rejected) = tables::Tables::rows(&table, &records).await?;
         let mut dead = Vec::new();
         for (index, reason) in &rejected {
             let (shard, record) = &pending.rows[*index];
@@ -812,11 +809,11 @@ impl Delivery {
         }
         let delivered = rows.as_ref().map_or(0, |r| r.num_rows() as u64);
         if let Some(rows) = rows
-            && !self.tables.committed(meta, intent.number).await?
+            && !tables::Tables::committed(&table, meta, intent.number)
         {
             let ranges = serde_json::to_string(&intent.ranges).unwrap_or_default();
             self.tables
-                .append(meta, intent.number, &ranges, rows)
+                .append(meta, &table, intent.number, &ranges, rows)
                 .await?;
         }
         self.checkpoint(

@@ -307,25 +307,23 @@ impl Tables {
         }
     }
 
-    /// Whether delivery `number` of the channel is committed (a snapshot carries it).
-    pub async fn committed(&self, meta: &ChannelMeta, number: u64) -> Result<bool, String> {
-        let table = self.table(meta).await?;
+    /// Whether delivery `number` of the channel is committed to `table` (a snapshot carries
+    /// it).
+    pub fn committed(table: &iceberg::table::Table, meta: &ChannelMeta, number: u64) -> bool {
         let number = number.to_string();
-        Ok(table.metadata().snapshots().any(|snapshot| {
+        table.metadata().snapshots().any(|snapshot| {
             let properties = &snapshot.summary().additional_properties;
             properties.get(CHANNEL_PROPERTY) == Some(&meta.id)
                 && properties.get(DELIVERY_PROPERTY) == Some(&number)
-        }))
+        })
     }
 
     /// Splits JSON records into rows of the table's schema and the rejected ones (by index,
     /// with the reason).
     pub async fn rows(
-        &self,
-        meta: &ChannelMeta,
+        table: &iceberg::table::Table,
         records: &[bytes::Bytes],
     ) -> Result<Decoded, String> {
-        let table = self.table(meta).await?;
         let schema = Arc::new(
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(text)?,
@@ -336,17 +334,18 @@ impl Tables {
             .map_err(text)?
     }
 
-    /// Appends `rows` as delivery `number`, the shard ranges in the snapshot's properties.
+    /// Appends `rows` to `table` (the channel's, as `table` loaded it) as delivery `number`,
+    /// the shard ranges in the snapshot's properties.
     pub async fn append(
         &self,
         meta: &ChannelMeta,
+        table: &iceberg::table::Table,
         number: u64,
         ranges: &str,
         rows: RecordBatch,
     ) -> Result<(), String> {
         let table_target = target(meta)?;
         let catalog = self.catalog(meta).await?;
-        let table = self.table(meta).await?;
         let metadata = table.metadata();
         let schema = metadata.current_schema().clone();
         let compression = match table_target.compression.as_str() {
@@ -391,7 +390,7 @@ impl Tables {
             }
             writer.close().await.map_err(text)?
         };
-        let transaction = Transaction::new(&table);
+        let transaction = Transaction::new(table);
         let action = transaction
             .fast_append()
             .add_data_files(data_files)

@@ -425,7 +425,11 @@ async fn a_table_gets_each_row_once_even_when_a_delivery_is_redone() {
     assert_eq!(count(tables.table(&meta).await.expect("table")).await, 100);
     let dead = buckets.objects.lock().len();
     assert_eq!(dead, 1, "one dead-letter object");
-    assert!(tables.committed(&meta, 0).await.expect("snapshots"));
+    assert!(crate::tables::Tables::committed(
+        &tables.table(&meta).await.expect("table"),
+        &meta,
+        0
+    ));
     // The checkpoint is lost (the intent is put back, the cursors removed): a new delivery
     // redoes delivery 0, finds its snapshot, and appends nothing.
     let prefix = engine.channel_state_prefix(&id);

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{StreamMeta, StreamMode, StreamStatus};
 use crate::storage::ShardLog;
-use crate::token::{Kind, Reader, Writer};
+use crate::token::Kind;
 use crate::{ApiError, Engine, ErrorKind, Result, ShardRead};
 
 /// The metadata prefix of channels' delivery state (`channel/<id>/…`).
@@ -622,17 +622,36 @@ impl Engine {
             .any(|s| s.state.read().meta.channels.iter().any(|c| c.name == name))
     }
 
-    /// DescribeChannel.
-    pub fn describe_channel(&self, arn: &str, now_ms: i64) -> Result<ChannelView> {
+    /// Runs `f` on the channel `arn` names under its stream's lock (persisting the document
+    /// when `change`), and describes the channel as it then is. Tags (`resources.rs`), Describe,
+    /// Update and Delete all go through here.
+    pub(crate) fn with_channel<T>(
+        &self,
+        arn: &str,
+        change: bool,
+        now_ms: i64,
+        f: impl FnOnce(&mut ChannelMeta) -> Result<T>,
+    ) -> Result<(T, ChannelView)> {
         let (stream, id) = self.find_channel(arn, now_ms)?;
-        let state = stream.state.read();
-        state
+        let mut state = stream.state.write();
+        let channel = state
             .meta
             .channels
-            .iter()
+            .iter_mut()
             .find(|c| c.id == id)
-            .map(|c| self.channel_view(&state.meta, c))
-            .ok_or_else(|| self.channel_not_found(arn))
+            .ok_or_else(|| self.channel_not_found(arn))?;
+        let out = f(channel)?;
+        let channel = channel.clone();
+        if change {
+            self.persist(&state.meta)?;
+        }
+        Ok((out, self.channel_view(&state.meta, &channel)))
+    }
+
+    /// DescribeChannel.
+    pub fn describe_channel(&self, arn: &str, now_ms: i64) -> Result<ChannelView> {
+        self.with_channel(arn, false, now_ms, |_| Ok(()))
+            .map(|(_, view)| view)
     }
 
     /// UpdateChannel: the channel goes UPDATING, and the changes apply when it ends.
@@ -642,59 +661,51 @@ impl Engine {
         update: &ChannelUpdate,
         now_ms: i64,
     ) -> Result<ChannelView> {
-        let (stream, id) = self.find_channel(arn, now_ms)?;
         let next_freshness = update.freshness_s.map(|s| freshness(Some(i64::from(s))));
-        let mut state = stream.state.write();
         let delay = self.config.update_stream_ms;
-        let channel = state
-            .meta
-            .channels
-            .iter_mut()
-            .find(|c| c.id == id)
-            .ok_or_else(|| self.channel_not_found(arn))?;
-        if channel.status != ChannelStatus::Active {
-            return Err(ApiError::in_use(format!(
-                "Channel {arn} under account {} not ACTIVE, instead in state {}",
-                self.config.account_id,
-                channel.status.as_str()
-            )));
-        }
-        if let Some(kind) = &update.destination_kind
-            && kind != channel.destination.kind()
-        {
-            return Err(ApiError::invalid(format!(
-                "Channel {arn} delivers to {}: its update must name that destination.",
-                if channel.destination.kind() == "S3" {
-                    "a general purpose S3 bucket (S3DestinationConfiguration)"
-                } else {
-                    "a streaming table (S3TablesDestinationConfiguration)"
-                }
-            )));
-        }
-        if let Some(next) = next_freshness {
-            next?;
-        }
-        channel.status = ChannelStatus::Updating;
-        channel.status_until_ms = Some(now_ms + delay);
-        channel.pending = Some(update.clone());
-        let channel = channel.clone();
-        self.persist(&state.meta)?;
-        Ok(self.channel_view(&state.meta, &channel))
+        let account = &self.config.account_id;
+        let changed = self.with_channel(arn, true, now_ms, |channel| {
+            if channel.status != ChannelStatus::Active {
+                return Err(ApiError::in_use(format!(
+                    "Channel {arn} under account {account} not ACTIVE, instead in state {}",
+                    channel.status.as_str()
+                )));
+            }
+            if let Some(kind) = &update.destination_kind
+                && kind != channel.destination.kind()
+            {
+                return Err(ApiError::invalid(format!(
+                    "Channel {arn} delivers to {}: its update must name that destination.",
+                    if channel.destination.kind() == "S3" {
+                        "a general purpose S3 bucket (S3DestinationConfiguration)"
+                    } else {
+                        "a streaming table (S3TablesDestinationConfiguration)"
+                    }
+                )));
+            }
+            if let Some(next) = next_freshness {
+                next?;
+            }
+            channel.status = ChannelStatus::Updating;
+            channel.status_until_ms = Some(now_ms + delay);
+            channel.pending = Some(update.clone());
+            Ok(())
+        });
+        changed.map(|(_, view)| view)
     }
 
     /// DeleteChannel: the channel goes DELETING, then away with its delivery state.
     pub fn delete_channel(&self, arn: &str, now_ms: i64) -> Result<()> {
-        let (stream, id) = self.find_channel(arn, now_ms)?;
-        let mut state = stream.state.write();
         let delay = self.config.delete_stream_ms;
-        if let Some(c) = state.meta.channels.iter_mut().find(|c| c.id == id)
-            && c.status != ChannelStatus::Deleting
-        {
-            c.status = ChannelStatus::Deleting;
-            c.status_until_ms = Some(now_ms + delay);
-            c.pending = None;
-        }
-        self.persist(&state.meta)
+        self.with_channel(arn, true, now_ms, |c| {
+            if c.status != ChannelStatus::Deleting {
+                c.status = ChannelStatus::Deleting;
+                c.status_until_ms = Some(now_ms + delay);
+                c.pending = None;
+            }
+            Ok(())
+        })
+        .map(|_| ())
     }
 
     /// ListChannels: every channel of the account, or those on the streams `filters` name
@@ -711,14 +722,7 @@ impl Engine {
         for stream in streams {
             self.settle_channels(&stream, now_ms)?;
             let state = stream.state.read();
-            let arn = self.stream_arn(&state.meta.name);
-            let wanted = filters.is_empty()
-                || filters.iter().any(|(filter_arn, created)| {
-                    *filter_arn == arn
-                        && created.is_none_or(|ms| {
-                            ms.div_euclid(1000) == state.meta.created_ms.div_euclid(1000)
-                        })
-                });
+            let wanted = self.stream_filtered(&state.meta, filters);
             if wanted {
                 all.extend(
                     state
@@ -729,56 +733,18 @@ impl Engine {
                 );
             }
         }
-        all.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
-        let filter_tag: String = filters
-            .iter()
-            .map(|(arn, created)| format!("{arn}@{}", created.unwrap_or(-1)))
-            .collect::<Vec<_>>()
-            .join(",");
-        let invalid_token = |token: &str| ApiError::invalid(format!("Invalid NextToken: {token}"));
-        let mut after: Option<String> = None;
-        if let Some(token) = next_token {
-            let payload = self
-                .tokens
-                .open(Kind::ListChannels, token)
-                .ok_or_else(|| invalid_token(token))?;
-            let mut reader = Reader(&payload);
-            let (filter, last, issued) = match (reader.str(), reader.str(), reader.i64()) {
-                (Some(filter), Some(last), Some(issued)) => (filter, last, issued),
-                _ => return Err(invalid_token(token)),
-            };
-            if filter != filter_tag {
-                return Err(invalid_token(token));
-            }
-            crate::check_token_age(token, issued, now_ms)?;
-            after = Some(last.to_string());
-        }
         let limit = max_results
             .map_or(LIST_CHANNELS_MAX, |m| m as usize)
             .clamp(1, LIST_CHANNELS_MAX);
-        let rest: Vec<ChannelView> = all
-            .into_iter()
-            .filter(|c| {
-                after
-                    .as_deref()
-                    .is_none_or(|last| c.meta.name.as_str() > last)
-            })
-            .collect();
-        let more = rest.len() > limit;
-        let channels: Vec<ChannelView> = rest.into_iter().take(limit).collect();
-        let next_token = match (more, channels.last()) {
-            (true, Some(last)) => Some(
-                self.tokens.seal(
-                    Kind::ListChannels,
-                    &Writer::default()
-                        .str(&filter_tag)
-                        .str(&last.meta.name)
-                        .i64(now_ms)
-                        .0,
-                ),
-            ),
-            _ => None,
-        };
+        let (channels, next_token) = self.page_by_key(
+            Kind::ListChannels,
+            all,
+            |c| c.meta.name.clone(),
+            filters,
+            next_token,
+            limit,
+            now_ms,
+        )?;
         Ok(ChannelList {
             channels,
             next_token,
@@ -914,30 +880,6 @@ impl Engine {
             self.plan_read(&state, index, from, limit, max_bytes, &missing)?
         };
         plan.run(now_ms).await
-    }
-
-    /// Runs `f` on the tags of the channel `arn` names, under its stream's lock; a change is
-    /// persisted before the lock is released.
-    pub(crate) fn with_channel_tags<T>(
-        &self,
-        arn: &str,
-        change: bool,
-        now_ms: i64,
-        f: impl FnOnce(&mut Vec<(String, String)>) -> Result<T>,
-    ) -> Result<T> {
-        let (stream, id) = self.find_channel(arn, now_ms)?;
-        let mut state = stream.state.write();
-        let channel = state
-            .meta
-            .channels
-            .iter_mut()
-            .find(|c| c.id == id)
-            .ok_or_else(|| self.channel_not_found(arn))?;
-        let out = f(&mut channel.tags)?;
-        if change {
-            self.persist(&state.meta)?;
-        }
-        Ok(out)
     }
 }
 

@@ -665,14 +665,7 @@ impl Engine {
         for stream in streams {
             self.settle_queues(&stream, now_ms)?;
             let state = stream.state.read();
-            let arn = self.stream_arn(&state.meta.name);
-            let wanted = filters.is_empty()
-                || filters.iter().any(|(filter_arn, created)| {
-                    *filter_arn == arn
-                        && created.is_none_or(|ms| {
-                            ms.div_euclid(1000) == state.meta.created_ms.div_euclid(1000)
-                        })
-                });
+            let wanted = self.stream_filtered(&state.meta, filters);
             if wanted {
                 all.extend(
                     state
@@ -683,7 +676,51 @@ impl Engine {
                 );
             }
         }
-        all.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.arn.cmp(&b.arn)));
+        let limit = max_results
+            .map_or(LIST_QUEUES_DEFAULT, |m| m as usize)
+            .max(1);
+        let (queues, next_token) = self.page_by_key(
+            Kind::ListQueues,
+            all,
+            |q| format!("{}\n{}", q.name, q.arn),
+            filters,
+            next_token,
+            limit,
+            now_ms,
+        )?;
+        Ok(QueueList { queues, next_token })
+    }
+
+    /// Whether a stream passes a list's StreamFilter: none given, or one naming its ARN (and,
+    /// when given, its creation time, to the second).
+    pub(crate) fn stream_filtered(
+        &self,
+        meta: &StreamMeta,
+        filters: &[(&str, Option<i64>)],
+    ) -> bool {
+        let arn = self.stream_arn(&meta.name);
+        filters.is_empty()
+            || filters.iter().any(|(filter_arn, created)| {
+                *filter_arn == arn
+                    && created
+                        .is_none_or(|ms| ms.div_euclid(1000) == meta.created_ms.div_euclid(1000))
+            })
+    }
+
+    /// One page of `items` in the order of `key` (unique), after the item a sealed NextToken of
+    /// `kind` names (issued for the same filters, not expired); the token for the next page.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn page_by_key<T>(
+        &self,
+        kind: Kind,
+        mut items: Vec<T>,
+        key: impl Fn(&T) -> String,
+        filters: &[(&str, Option<i64>)],
+        next_token: Option<&str>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<(Vec<T>, Option<String>)> {
+        items.sort_by_cached_key(|item| key(item));
         let filter_tag: String = filters
             .iter()
             .map(|(arn, created)| format!("{arn}@{}", created.unwrap_or(-1)))
@@ -694,7 +731,7 @@ impl Engine {
         if let Some(token) = next_token {
             let payload = self
                 .tokens
-                .open(Kind::ListQueues, token)
+                .open(kind, token)
                 .ok_or_else(|| invalid_token(token))?;
             let mut reader = Reader(&payload);
             let (filter, last, issued) = match (reader.str(), reader.str(), reader.i64()) {
@@ -707,33 +744,30 @@ impl Engine {
             crate::check_token_age(token, issued, now_ms)?;
             after = Some(last.to_string());
         }
-        let limit = max_results
-            .map_or(LIST_QUEUES_DEFAULT, |m| m as usize)
-            .max(1);
-        let rest: Vec<QueueView> = all
+        let rest: Vec<T> = items
             .into_iter()
-            .filter(|q| {
+            .filter(|item| {
                 after
                     .as_deref()
-                    .is_none_or(|last| format!("{}\n{}", q.name, q.arn).as_str() > last)
+                    .is_none_or(|last| key(item).as_str() > last)
             })
             .collect();
         let more = rest.len() > limit;
-        let queues: Vec<QueueView> = rest.into_iter().take(limit).collect();
-        let next_token = match (more, queues.last()) {
+        let page: Vec<T> = rest.into_iter().take(limit).collect();
+        let next_token = match (more, page.last()) {
             (true, Some(last)) => Some(
                 self.tokens.seal(
-                    Kind::ListQueues,
+                    kind,
                     &Writer::default()
                         .str(&filter_tag)
-                        .str(&format!("{}\n{}", last.name, last.arn))
+                        .str(&key(last))
                         .i64(now_ms)
                         .0,
                 ),
             ),
             _ => None,
         };
-        Ok(QueueList { queues, next_token })
+        Ok((page, next_token))
     }
 
     /// The queue `arn` names and its stream's shards, for delivery. Errors as the queue's

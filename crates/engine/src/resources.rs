@@ -31,6 +31,8 @@ enum Resource<'a> {
     Stream,
     Consumer(&'a str),
     Queue,
+    /// A channel: tags, no resource policy.
+    Channel,
 }
 
 /// A stream named by a resource ARN.
@@ -41,6 +43,14 @@ fn stream_target(arn: &str) -> Result<StreamTarget<'_>> {
         name: None,
         arn: Some(arn),
     })
+}
+
+/// Resource policies name streams, consumers and queues; a channel ARN is not one of them.
+fn refuse_channel(arn: &str) -> Result<()> {
+    if crate::channels::is_channel_arn(arn) {
+        return Err(ApiError::invalid(format!("Invalid ResourceARN {arn}.")));
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -55,6 +65,8 @@ impl Engine {
     ) -> Result<T> {
         let (stream_arn, resource) = if crate::queues::parse_queue_arn(arn).is_some() {
             (arn, Resource::Queue)
+        } else if crate::channels::is_channel_arn(arn) {
+            (arn, Resource::Channel)
         } else if arn.contains("/consumer/") {
             let parsed = parse_consumer_arn(arn)
                 .ok_or_else(|| ApiError::invalid(format!("Invalid ResourceARN {arn}.")))?;
@@ -65,6 +77,15 @@ impl Engine {
             (arn, Resource::Stream)
         };
         let (stream, consumer_name, queue_id) = match resource {
+            Resource::Channel => {
+                // Channels have no resource policy: what `f` sees is always none.
+                let change = access != Access::Read;
+                return self
+                    .with_channel(arn, change, now_ms, |channel| {
+                        f(&mut None, &mut channel.tags)
+                    })
+                    .map(|(out, _)| out);
+            }
             Resource::Stream => {
                 let target = StreamTarget {
                     name: None,
@@ -118,6 +139,7 @@ impl Engine {
 
     /// PutResourcePolicy: replaces the resource's policy.
     pub fn put_resource_policy(&self, arn: &str, policy: &str, now_ms: i64) -> Result<()> {
+        refuse_channel(arn)?;
         self.with_resource(arn, Access::ChangeWhenActive, now_ms, |current, _| {
             *current = Some(policy.to_string());
             Ok(())
@@ -126,6 +148,7 @@ impl Engine {
 
     /// GetResourcePolicy: the policy, or `{}` when there is none (as AWS answers).
     pub fn get_resource_policy(&self, arn: &str, now_ms: i64) -> Result<String> {
+        refuse_channel(arn)?;
         self.with_resource(arn, Access::Read, now_ms, |current, _| {
             Ok(current.clone().unwrap_or_else(|| "{}".to_string()))
         })
@@ -133,6 +156,7 @@ impl Engine {
 
     /// DeleteResourcePolicy. Deleting a policy that is not there changes nothing.
     pub fn delete_resource_policy(&self, arn: &str, now_ms: i64) -> Result<()> {
+        refuse_channel(arn)?;
         self.with_resource(arn, Access::ChangeWhenActive, now_ms, |current, _| {
             *current = None;
             Ok(())
@@ -142,17 +166,6 @@ impl Engine {
     /// For authorization: the resource's policy and tags, or `None` when `arn` names nothing
     /// that exists (the operation itself then gives the error).
     pub fn resource_access(&self, arn: &str, now_ms: i64) -> Option<ResourceAccess> {
-        if crate::channels::is_channel_arn(arn) {
-            // A channel has tags but no resource policy.
-            return self
-                .with_channel_tags(arn, false, now_ms, |tags| {
-                    Ok(ResourceAccess {
-                        policy: None,
-                        tags: tags.clone(),
-                    })
-                })
-                .ok();
-        }
         self.with_resource(arn, Access::Read, now_ms, |policy, tags| {
             Ok(ResourceAccess {
                 policy: policy.clone(),
@@ -165,26 +178,15 @@ impl Engine {
     /// TagResource on a stream (AddTagsToStream, with its checks and messages) or a consumer
     /// (the character check; past the limit, LimitExceededException).
     pub fn tag_resource(&self, arn: &str, tags: &[(String, String)], now_ms: i64) -> Result<()> {
-        if crate::channels::is_channel_arn(arn) {
-            check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-            let account = self.config.account_id.clone();
-            return self.with_channel_tags(arn, true, now_ms, |current| {
-                merge_tags(current, tags, || {
-                    ApiError::new(
-                        ErrorKind::LimitExceeded,
-                        format!(
-                            "Failed to add tags to channel {arn} under account {account} \
-                             because a given channel cannot have more than \
-                             {TAGS_PER_STREAM_MAX} tags."
-                        ),
-                    )
-                })
-            });
-        }
-        let queue = crate::queues::parse_queue_arn(arn).is_some();
-        if !queue && !arn.contains("/consumer/") {
+        let kind = if crate::queues::parse_queue_arn(arn).is_some() {
+            "queue"
+        } else if crate::channels::is_channel_arn(arn) {
+            "channel"
+        } else if arn.contains("/consumer/") {
+            "consumer"
+        } else {
             return self.add_tags(&stream_target(arn)?, tags, now_ms);
-        }
+        };
         check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let account = self.config.account_id.clone();
         self.with_resource(arn, Access::Change, now_ms, |_, current| {
@@ -194,7 +196,6 @@ impl Engine {
                     format!(
                         "Failed to add tags to {kind} {arn} under account {account} because a \
                          given {kind} cannot have more than {TAGS_PER_STREAM_MAX} tags.",
-                        kind = if queue { "queue" } else { "consumer" }
                     ),
                 )
             })
@@ -203,14 +204,10 @@ impl Engine {
 
     /// UntagResource on a stream (RemoveTagsFromStream) or a consumer.
     pub fn untag_resource(&self, arn: &str, keys: &[String], now_ms: i64) -> Result<()> {
-        if crate::channels::is_channel_arn(arn) {
-            check_tags(keys.iter().map(|k| (k.as_str(), "")))?;
-            return self.with_channel_tags(arn, true, now_ms, |current| {
-                current.retain(|(k, _)| !keys.contains(k));
-                Ok(())
-            });
-        }
-        if crate::queues::parse_queue_arn(arn).is_none() && !arn.contains("/consumer/") {
+        if crate::queues::parse_queue_arn(arn).is_none()
+            && !crate::channels::is_channel_arn(arn)
+            && !arn.contains("/consumer/")
+        {
             return self.remove_tags(&stream_target(arn)?, keys, now_ms);
         }
         check_tags(keys.iter().map(|k| (k.as_str(), "")))?;
@@ -222,11 +219,7 @@ impl Engine {
 
     /// ListTagsForResource on a stream or consumer, in ListTagsForStream's order.
     pub fn resource_tags(&self, arn: &str, now_ms: i64) -> Result<Vec<(String, String)>> {
-        let mut tags = if crate::channels::is_channel_arn(arn) {
-            self.with_channel_tags(arn, false, now_ms, |tags| Ok(tags.clone()))?
-        } else {
-            self.with_resource(arn, Access::Read, now_ms, |_, tags| Ok(tags.clone()))?
-        };
+        let mut tags = self.with_resource(arn, Access::Read, now_ms, |_, tags| Ok(tags.clone()))?;
         sort_tags(&mut tags);
         Ok(tags)
     }

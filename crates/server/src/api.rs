@@ -96,6 +96,21 @@ fn target(input: &Value) -> StreamTarget<'_> {
 }
 
 /// Builds a structure from members, leaving out `None`s.
+/// ListQueues' and ListChannels' StreamFilter (StreamARN and creation time) and MaxResults.
+pub(crate) fn list_filters(input: &Value) -> (Vec<(&str, Option<i64>)>, Option<u32>) {
+    let filters = list(input, "StreamFilter")
+        .iter()
+        .map(|f| {
+            (
+                text(f, "StreamARN").unwrap_or_default(),
+                timestamp_ms(f, "StreamCreationTimestamp"),
+            )
+        })
+        .collect();
+    let max = int(input, "MaxResults").map(|m| m.clamp(0, i64::from(u32::MAX)) as u32);
+    (filters, max)
+}
+
 pub(crate) fn obj<const N: usize>(members: [(&str, Option<Value>); N]) -> Value {
     Value::Map(
         members

@@ -9,7 +9,7 @@ use rivulet_engine::channels::{
 use rivulet_engine::{ApiError, Engine};
 use rivulet_protocol::Value;
 
-use crate::api::{field, int, list, obj, s, string_map, text, timestamp_ms, ts};
+use crate::api::{field, int, list, obj, s, string_map, text, ts};
 
 fn dead_letter(input: &Value) -> Option<DeadLetterTarget> {
     let d = field(input, "DeadLetterQueueS3Configuration")?;
@@ -313,16 +313,7 @@ pub(crate) fn answer(
             .delete_channel(arn(), now_ms)
             .map(|()| Value::Map(vec![])),
         "ListChannels" => {
-            let filters: Vec<(&str, Option<i64>)> = list(input, "StreamFilter")
-                .iter()
-                .map(|f| {
-                    (
-                        text(f, "StreamARN").unwrap_or_default(),
-                        timestamp_ms(f, "StreamCreationTimestamp"),
-                    )
-                })
-                .collect();
-            let max = int(input, "MaxResults").map(|m| m.clamp(0, i64::from(u32::MAX)) as u32);
+            let (filters, max) = crate::api::list_filters(input);
             engine
                 .list_channels(max, text(input, "NextToken"), &filters, now_ms)
                 .map(|page| {

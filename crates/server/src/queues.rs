@@ -133,16 +133,7 @@ pub(crate) fn answer(
             .delete_queue(arn(), now_ms)
             .map(|()| Value::Map(vec![])),
         "ListQueues" => {
-            let filters: Vec<(&str, Option<i64>)> = list(input, "StreamFilter")
-                .iter()
-                .map(|f| {
-                    (
-                        text(f, "StreamARN").unwrap_or_default(),
-                        timestamp_ms(f, "StreamCreationTimestamp"),
-                    )
-                })
-                .collect();
-            let max = int(input, "MaxResults").map(|m| m.clamp(0, i64::from(u32::MAX)) as u32);
+            let (filters, max) = crate::api::list_filters(input);
             engine
                 .list_queues(max, text(input, "NextToken"), &filters, now_ms)
                 .map(|page| {
