@@ -1086,6 +1086,40 @@ async fn shard_copies(c: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ShardCop
     out
 }
 
+/// Runs `rivulet migrate` from `data` into the deployment on `urls` under `prefix` (one
+/// replica), with `extra` arguments; retried while the stopped server's directory lock is
+/// still held by its last tasks.
+fn run_migrate(
+    urls: &str,
+    prefix: &str,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"));
+    command
+        .args([
+            "migrate",
+            "--to",
+            urls,
+            "--replicas",
+            "1",
+            "--nats-prefix",
+            prefix,
+        ])
+        .args(extra)
+        .arg("--from")
+        .arg(data);
+    let mut done = command.output().expect("run rivulet migrate");
+    for _ in 0..50 {
+        if done.status.success() || !String::from_utf8_lossy(&done.stderr).contains("in use") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        done = command.output().expect("run rivulet migrate");
+    }
+    done
+}
+
 /// `rivulet migrate`: a stopped single node's data dir moves into a new deployment: streams
 /// with their shards (a closed parent stays closed, its children keep their parents),
 /// records in order with their arrival times, tags and consumers. A deployment with a
@@ -1151,23 +1185,8 @@ async fn a_single_node_data_dir_moves_into_a_cluster() {
 
     let nats = NatsCluster::start(1).await.expect("nats");
     let urls = nats.urls();
-    let migrate = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
-            .args(["migrate", "--to", &urls, "--replicas", "1"])
-            .args(["--nats-prefix", "rmig", "--from"])
-            .arg(data.path())
-            .output()
-            .expect("run rivulet migrate")
-    };
-    let mut done = migrate();
-    // The stopped server's directory lock may be held a moment longer by its last tasks.
-    for _ in 0..50 {
-        if done.status.success() || !String::from_utf8_lossy(&done.stderr).contains("in use") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        done = migrate();
-    }
+    let migrate = || run_migrate(&urls, "rmig", data.path(), &[]);
+    let done = migrate();
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(
         done.status.success(),
@@ -1223,6 +1242,163 @@ async fn a_single_node_data_dir_moves_into_a_cluster() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("leads this deployment"), "{stderr}");
+    drop(node);
+    nats.stop().await.expect("stop nats");
+}
+
+/// `rivulet migrate` with encrypted streams: given the single node's key file and the
+/// deployment's, the copies are sealed again (JetStream's files hold no plaintext of them),
+/// under the same customer-managed key (added to the deployment's file) or the deployment's
+/// own AWS-managed key; records written after encryption stopped stay plaintext; a node on
+/// the shared key file reads everything back. Without the deployment's key file the
+/// migration is refused, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_streams_move_into_a_cluster_encrypted() {
+    use aws_sdk_kinesis::types::EncryptionType;
+
+    let data = tempfile::tempdir().expect("data dir");
+    let keys = tempfile::tempdir().expect("key dir");
+    let single_keys = keys.path().join("single.toml");
+    let shared_keys = keys.path().join("shared.toml");
+    let created =
+        crate::encryption::kms_cli(&single_keys, &["create-key", "--alias", "alias/orders"]);
+    let orders_arn = created.split_whitespace().nth(1).expect("arn").to_string();
+    let single =
+        TestServer::with_config(crate::encryption::server_config(data.path(), &single_keys)).await;
+    let c = &single.client;
+    for (stream, key) in [("orders", "alias/orders"), ("managed", "alias/aws/kinesis")] {
+        c.create_stream()
+            .stream_name(stream)
+            .shard_count(2)
+            .send()
+            .await
+            .expect("create");
+        wait_active(c, stream).await;
+        crate::encryption::start_encryption(c, stream, key).await;
+        wait_active(c, stream).await;
+    }
+    let put = |stream: &'static str, tag: &'static str| {
+        let c = c.clone();
+        async move {
+            let entries = crate::util::entries(
+                0..10,
+                move |i| format!("{tag}-key-{i}"),
+                move |i| format!("{tag}-{i}").into_bytes(),
+            );
+            let out = c
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+                .expect("put");
+            assert_eq!(out.failed_record_count(), Some(0));
+        }
+    };
+    put("orders", "sealed-orders").await;
+    put("managed", "sealed-managed").await;
+    c.stop_stream_encryption()
+        .stream_name("orders")
+        .encryption_type(EncryptionType::Kms)
+        .key_id("alias/orders")
+        .send()
+        .await
+        .expect("stop encryption");
+    wait_active(c, "orders").await;
+    put("orders", "plain-orders").await;
+    single.stop().await;
+
+    let nats = NatsCluster::start(1).await.expect("nats");
+    let urls = nats.urls();
+    let single_keys_arg = single_keys.display().to_string();
+    let shared_keys_arg = shared_keys.display().to_string();
+    let migrate = |extra: &[&str]| {
+        let mut args = vec!["--from-kms-keys", &single_keys_arg];
+        args.extend_from_slice(extra);
+        run_migrate(&urls, "renc", data.path(), &args)
+    };
+    let refused = migrate(&[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("give --kms-keys"), "{stderr}");
+    let done = migrate(&["--kms-keys", &shared_keys_arg]);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        stdout.contains("migrated 2 streams (4 shards, 30 records)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("added 1 customer-managed keys and a managed_root"),
+        "{stdout}"
+    );
+
+    // No plaintext of the sealed records in JetStream's files; the plain ones are there.
+    for needle in [&b"sealed-orders"[..], b"sealed-managed"] {
+        let found = crate::encryption::files_containing(nats.dir(), needle);
+        assert!(found.is_empty(), "plaintext in {found:?}");
+    }
+    assert!(!crate::encryption::files_containing(nats.dir(), b"plain-orders").is_empty());
+
+    let shared = shared_keys.display().to_string();
+    let node = spawn_node(
+        &urls,
+        "a",
+        "renc",
+        &["--replicas", "1", "--kms-keys", &shared],
+    );
+    let cc = client(node.addr);
+    let read = |stream: &'static str| {
+        let cc = cc.clone();
+        async move {
+            let mut out = Vec::new();
+            for shard in ["shardId-000000000000", "shardId-000000000001"] {
+                for record in crate::util::read_all(&cc, stream, shard).await {
+                    let data = String::from_utf8(record.data().as_ref().to_vec()).expect("utf-8");
+                    let sealed = record.encryption_type() == Some(&EncryptionType::Kms);
+                    out.push((data, sealed));
+                }
+            }
+            out.sort();
+            out
+        }
+    };
+    let mut want: Vec<(String, bool)> = (0..10)
+        .map(|i| (format!("plain-orders-{i}"), false))
+        .chain((0..10).map(|i| (format!("sealed-orders-{i}"), true)))
+        .collect();
+    want.sort();
+    assert_eq!(read("orders").await, want);
+    let mut want: Vec<(String, bool)> = (0..10)
+        .map(|i| (format!("sealed-managed-{i}"), true))
+        .collect();
+    want.sort();
+    assert_eq!(read("managed").await, want);
+    // The managed stream is under the deployment's AWS-managed key now, and still encrypted:
+    // new writes are sealed too. The customer-managed key is the same key.
+    let summary = cc
+        .describe_stream_summary()
+        .stream_name("managed")
+        .send()
+        .await
+        .expect("describe");
+    let description = summary.stream_description_summary().expect("summary");
+    assert_eq!(description.encryption_type(), Some(&EncryptionType::Kms));
+    assert_eq!(description.key_id(), Some("alias/aws/kinesis"));
+    let put = cc
+        .put_record()
+        .stream_name("managed")
+        .partition_key("k")
+        .data(Blob::new("after-the-move"))
+        .send()
+        .await
+        .expect("put after");
+    assert_eq!(put.encryption_type(), Some(&EncryptionType::Kms));
+    assert!(crate::encryption::kms_cli(&shared_keys, &["list-keys"]).contains(&orders_arn));
     drop(node);
     nats.stop().await.expect("stop nats");
 }

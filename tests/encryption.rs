@@ -15,14 +15,14 @@ use crate::util::{TestServer, client_without_retries, create_stream, error_of, r
 const PLAINTEXT: &str = "PLAINTEXT-CANARY-7f3a9c: card 4111-1111-1111-1111";
 const PARTITION_KEY: &str = "customer-partition-key-canary";
 
-fn server_config(data: &Path, keys: &Path) -> ServerConfig {
+pub(crate) fn server_config(data: &Path, keys: &Path) -> ServerConfig {
     let mut config = ServerConfig::for_tests();
     config.storage = rivulet_server::Storage::Dir(data.to_path_buf());
     config.kms_keys = Some(keys.to_path_buf());
     config
 }
 
-async fn start_encryption(c: &Client, stream: &str, key: &str) {
+pub(crate) async fn start_encryption(c: &Client, stream: &str, key: &str) {
     c.start_stream_encryption()
         .stream_name(stream)
         .encryption_type(EncryptionType::Kms)

@@ -131,7 +131,7 @@ impl DataKeys {
     /// A new data key under `key_arn` for the stream `stream_key`, persisted (wrapped) before
     /// it is returned. Its id is one no other key has, even one another node made meanwhile
     /// (cluster mode): an id already taken is passed over.
-    fn generate(&self, key_arn: &str, stream_key: &str) -> Result<Arc<DataKey>> {
+    pub(crate) fn generate(&self, key_arn: &str, stream_key: &str) -> Result<Arc<DataKey>> {
         let (plain, wrapped) = self.kms.generate_data_key(key_arn)?;
         let entry = WrappedKey {
             key_arn: key_arn.to_string(),
@@ -214,6 +214,48 @@ impl DataKeys {
             open.remove(&id);
         }
         Ok(())
+    }
+
+    /// The stored live data keys, by id.
+    fn live_entries(&self) -> Result<Vec<(u32, WrappedKey)>> {
+        let mut found = Vec::new();
+        for (key, value) in self.store()?.meta().scan_prefix(DATA_KEY_PREFIX)? {
+            let id = key
+                .strip_prefix(DATA_KEY_PREFIX)
+                .and_then(|id| id.parse::<u32>().ok());
+            if let (Some(id), Ok(entry)) = (id, serde_json::from_slice::<WrappedKey>(&value))
+                && !entry.deleted
+            {
+                found.push((id, entry));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The KMS keys that wrap the stored data keys of stream `stream_key`, newest data key
+    /// first (a stream whose encryption was stopped still has records under them).
+    pub(crate) fn stream_key_arns(&self, stream_key: &str) -> Result<Vec<String>> {
+        let mut found = self.live_entries()?;
+        found.retain(|(_, entry)| entry.stream.as_deref() == Some(stream_key));
+        found.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        let mut arns: Vec<String> = Vec::new();
+        for (_, entry) in found {
+            if !arns.contains(&entry.key_arn) {
+                arns.push(entry.key_arn);
+            }
+        }
+        Ok(arns)
+    }
+
+    /// The KMS keys that wrap any live data key of the store.
+    pub fn key_arns(&self) -> Result<Vec<String>> {
+        let mut arns: Vec<String> = Vec::new();
+        for (_, entry) in self.live_entries()? {
+            if !arns.contains(&entry.key_arn) {
+                arns.push(entry.key_arn);
+            }
+        }
+        Ok(arns)
     }
 
     /// How many data keys the store holds.

@@ -6,9 +6,17 @@
 //! records are orphans a cluster's leader removes). Positions are the destination's, so
 //! sequence numbers change: consumers resume by time (AT_TIMESTAMP, which finds the copies by
 //! their own arrival times through `ShardMeta::copied_end`) or from TRIM_HORIZON.
+//!
+//! Encrypted records stay encrypted: the source's keyring opens them as they are read, and
+//! each stream's copies are sealed again with a data key the destination makes under the
+//! stream's KMS key ([`Reencrypt`]). The source's wrapped data keys are not copied.
 
-use rivulet_log::{MetaOp, NewRecord};
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use rivulet_log::{DataKey, Encryption, MetaOp, NewRecord};
+
+use crate::encryption::{DATA_KEY_PREFIX, DataKeys};
 use crate::meta::{StreamMeta, shard_id};
 use crate::storage::{RecordStore, ShardWrite};
 use crate::{ApiError, Result, STREAM_KEY_PREFIX};
@@ -33,6 +41,28 @@ pub struct Copied {
     pub other_keys: usize,
 }
 
+/// What re-encrypts a source's encrypted records in the destination.
+pub struct Reencrypt {
+    /// The source store's keyring (its reads come back opened).
+    pub source: Arc<DataKeys>,
+    /// The destination store's keyring: it makes each encrypted stream's new data key.
+    pub target: Arc<DataKeys>,
+    /// Each KMS key ARN of the source → the same key's ARN in the destination (they differ
+    /// for AWS-managed keys, which each deployment has its own of).
+    pub key_arns: HashMap<String, String>,
+}
+
+impl Reencrypt {
+    fn target_arn(&self, source_arn: &str, stream: &str) -> Result<String> {
+        self.key_arns.get(source_arn).cloned().ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Stream {stream} is encrypted with KMS key {source_arn}, which the source's key \
+                 file does not hold."
+            ))
+        })
+    }
+}
+
 fn is_stream_key(key: &str) -> bool {
     let rest = match key.strip_prefix("acct-") {
         Some(rest) => rest.split_once('/').map_or("", |(_, rest)| rest),
@@ -42,18 +72,20 @@ fn is_stream_key(key: &str) -> bool {
 }
 
 /// Copies everything `from` holds into `to`, which must hold no stream, consumer or other
-/// account data yet (only keys under `__rivulet/`, a cluster's own, and the token secret).
-/// Refuses a source with encrypted records (their data keys would have to be re-made) or
-/// with queues (their delivery state names positions the copy changes).
-pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<Copied> {
+/// account data yet (only keys under `__rivulet/`, a cluster's own, the token secret, and
+/// data keys an earlier attempt made). A source with encrypted records needs `reencrypt`.
+/// Refuses a source with queues or channels (their delivery state names positions the copy
+/// changes).
+pub async fn copy_store(
+    from: &dyn RecordStore,
+    to: &dyn RecordStore,
+    reencrypt: Option<&Reencrypt>,
+) -> Result<Copied> {
     let source = from.meta().scan_prefix("")?;
-    if source.iter().any(|(key, value)| {
-        key.starts_with(crate::encryption::DATA_KEY_PREFIX)
-            && crate::encryption::is_live_data_key(value)
-    }) {
+    if reencrypt.is_none() && holds_encrypted_records(from)? {
         return Err(ApiError::invalid(
-            "The data dir holds encrypted records; migrating them is not supported: stop \
-             encryption and let retention remove them, or keep this store.",
+            "The data dir holds encrypted records: migrating them needs the key files (the \
+             source's and the deployment's).",
         ));
     }
     // A queue's delivery state names positions in its stream's logs, which the copy
@@ -81,12 +113,11 @@ pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<
              queues, migrate, and create them again.",
         ));
     }
-    if let Some((key, _)) = to
-        .meta()
-        .scan_prefix("")?
-        .into_iter()
-        .find(|(key, _)| !key.starts_with("__rivulet/") && key != crate::SECRET_KEY)
-    {
+    if let Some((key, _)) = to.meta().scan_prefix("")?.into_iter().find(|(key, _)| {
+        !key.starts_with("__rivulet/")
+            && key != crate::SECRET_KEY
+            && !key.starts_with(DATA_KEY_PREFIX)
+    }) {
         return Err(ApiError::invalid(format!(
             "The destination already holds data ({key}); migrate into a new deployment."
         )));
@@ -106,6 +137,10 @@ pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<
     let mut streams = Vec::new();
     let mut others = Vec::new();
     for (key, value) in source {
+        // The source's data keys are wrapped by its own KMS keys: the destination makes its own.
+        if key.starts_with(DATA_KEY_PREFIX) {
+            continue;
+        }
         if !is_stream_key(&key) {
             copied.other_keys += 1;
             others.push(MetaOp::Put { key, value });
@@ -113,9 +148,30 @@ pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<
         }
         let mut meta: StreamMeta = serde_json::from_slice(&value)
             .map_err(|e| ApiError::internal(format!("stream metadata {key}: {e}")))?;
+        let mut sealing = Sealing {
+            reencrypt,
+            stream: &meta,
+            key: None,
+        };
+        for shard in &meta.shards {
+            let id = format!("{}/{}", meta.key, shard_id(shard.index));
+            copied.records +=
+                copy_shard(from, to, &id, shard.end_offset, shard.index, &mut sealing).await?;
+        }
+        if let (Some(reencrypt), Some(encryption)) = (reencrypt, meta.encryption.as_mut()) {
+            let arn = reencrypt.target_arn(&encryption.key_arn, &meta.name)?;
+            // A KeyId that named the source's key by its ARN or id names the destination's.
+            if encryption.key_id == encryption.key_arn
+                || encryption
+                    .key_arn
+                    .ends_with(&format!("key/{}", encryption.key_id))
+            {
+                encryption.key_id = arn.clone();
+            }
+            encryption.key_arn = arn;
+        }
         for shard in &mut meta.shards {
             let id = format!("{}/{}", meta.key, shard_id(shard.index));
-            copied.records += copy_shard(from, to, &id, shard.end_offset).await?;
             let log = to.log(&id)?;
             if shard.end_offset.is_some() {
                 shard.end_offset = Some(log.close()?);
@@ -141,12 +197,61 @@ pub async fn copy_store(from: &dyn RecordStore, to: &dyn RecordStore) -> Result<
     Ok(copied)
 }
 
-/// Copies the records of log `id` below `end` (all of them without one); says how many.
+/// Whether the store holds a live data key (so, maybe, encrypted records).
+pub fn holds_encrypted_records(store: &dyn RecordStore) -> Result<bool> {
+    Ok(store
+        .meta()
+        .scan_prefix(DATA_KEY_PREFIX)?
+        .iter()
+        .any(|(_, value)| crate::encryption::is_live_data_key(value)))
+}
+
+/// The data key one stream's encrypted copies are sealed with, made on first need.
+struct Sealing<'a> {
+    reencrypt: Option<&'a Reencrypt>,
+    stream: &'a StreamMeta,
+    key: Option<Arc<DataKey>>,
+}
+
+impl Sealing<'_> {
+    fn key(&mut self) -> Result<Arc<DataKey>> {
+        if let Some(key) = &self.key {
+            return Ok(key.clone());
+        }
+        let name = &self.stream.name;
+        let reencrypt = self.reencrypt.ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Stream {name} holds encrypted records, and no key files were given."
+            ))
+        })?;
+        // The stream's key now, or (encryption stopped since) the key of its newest data key.
+        let source_arn = match &self.stream.encryption {
+            Some(encryption) => encryption.key_arn.clone(),
+            None => reencrypt
+                .source
+                .stream_key_arns(&self.stream.key)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    ApiError::internal(format!("stream {name}: encrypted records without a key"))
+                })?,
+        };
+        let arn = reencrypt.target_arn(&source_arn, name)?;
+        let key = reencrypt.target.generate(&arn, &self.stream.key)?;
+        self.key = Some(key.clone());
+        Ok(key)
+    }
+}
+
+/// Copies the records of log `id` (shard `index`) below `end` (all of them without one),
+/// sealing again those stored encrypted; says how many.
 async fn copy_shard(
     from: &dyn RecordStore,
     to: &dyn RecordStore,
     id: &str,
     end: Option<u64>,
+    index: u32,
+    sealing: &mut Sealing<'_>,
 ) -> Result<u64> {
     let source = from.log(id)?;
     let target = to.log(id)?;
@@ -162,8 +267,15 @@ async fn copy_shard(
         if records.is_empty() {
             break;
         }
-        // One put per run of records that arrived together (a put keeps one arrival time).
-        for run in records.chunk_by(|a, b| a.timestamp_ms == b.timestamp_ms) {
+        // One put per run of records that arrived together (a put keeps one arrival time) and
+        // were stored alike (encrypted or not).
+        for run in
+            records.chunk_by(|a, b| a.timestamp_ms == b.timestamp_ms && a.encrypted == b.encrypted)
+        {
+            let key = match run[0].encrypted {
+                true => Some(sealing.key()?),
+                false => None,
+            };
             for part in run.chunks(PUT_RECORDS) {
                 let batch: Vec<NewRecord<'_>> = part
                     .iter()
@@ -175,7 +287,10 @@ async fn copy_shard(
                 let write = ShardWrite {
                     log: &*target,
                     records: &batch,
-                    seal: None,
+                    seal: key.as_deref().map(|key| Encryption {
+                        key,
+                        nonce_prefix: index,
+                    }),
                 };
                 let placed = to.put(&[write], part[0].timestamp_ms)?.await?;
                 if placed.iter().any(|placed| placed.late) {

@@ -1132,7 +1132,8 @@ fn a_store_is_copied_into_an_empty_one_and_never_over_data() {
         put(&source, "copied", "k", format!("r{i}").as_bytes(), T0 + i);
     }
     let target_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
-    let copied = blocking::block_on(migrate::copy_store(&*source_store, &*target_store)).unwrap();
+    let copied =
+        blocking::block_on(migrate::copy_store(&*source_store, &*target_store, None)).unwrap();
     assert_eq!((copied.streams, copied.shards, copied.records), (1, 1, 5));
     let target = Engine::open(target_store.clone(), config.clone()).unwrap();
     let it = iterator(
@@ -1149,7 +1150,7 @@ fn a_store_is_copied_into_an_empty_one_and_never_over_data() {
     // A migration cut short (records copied, no metadata yet) and run again stores nothing
     // twice: the leftover records are removed first.
     let retried_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
-    blocking::block_on(migrate::copy_store(&*source_store, &*retried_store)).unwrap();
+    blocking::block_on(migrate::copy_store(&*source_store, &*retried_store, None)).unwrap();
     let metadata: Vec<rivulet_log::MetaOp> = retried_store
         .meta()
         .scan_prefix("")
@@ -1158,7 +1159,7 @@ fn a_store_is_copied_into_an_empty_one_and_never_over_data() {
         .map(|(key, _)| rivulet_log::MetaOp::Delete { key })
         .collect();
     retried_store.meta().commit(&metadata).unwrap();
-    blocking::block_on(migrate::copy_store(&*source_store, &*retried_store)).unwrap();
+    blocking::block_on(migrate::copy_store(&*source_store, &*retried_store, None)).unwrap();
     let retried = Engine::open(retried_store.clone(), config.clone()).unwrap();
     let it = iterator(
         &retried,
@@ -1176,7 +1177,7 @@ fn a_store_is_copied_into_an_empty_one_and_never_over_data() {
         5
     );
     // Into a store that holds streams: refused, nothing written.
-    let again = blocking::block_on(migrate::copy_store(&*source_store, &*target_store));
+    let again = blocking::block_on(migrate::copy_store(&*source_store, &*target_store, None));
     check(
         again,
         ErrorKind::InvalidArgument,
@@ -1205,11 +1206,176 @@ fn a_store_with_queues_is_not_migrated() {
         )
         .unwrap();
     let target_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
-    let refused = blocking::block_on(migrate::copy_store(&*source_store, &*target_store));
+    let refused = blocking::block_on(migrate::copy_store(&*source_store, &*target_store, None));
     let error = refused.expect_err("queues are not migrated");
     assert_eq!(error.kind, ErrorKind::InvalidArgument);
     assert!(error.message.contains("holds queues"), "{}", error.message);
     assert!(target_store.meta().scan_prefix("").unwrap().is_empty());
+}
+
+/// A key service for one deployment: its ARNs carry the deployment's name, and it unwraps
+/// only the data keys it wrapped.
+struct Vault(&'static str);
+
+impl crate::encryption::KeyService for Vault {
+    fn resolve(&self, account: &str, key_id: &str) -> Result<String> {
+        Ok(format!(
+            "arn:aws:kms:us-east-1:{account}:key/{}-{key_id}",
+            self.0
+        ))
+    }
+    fn check(&self, _key_arn: &str) -> Result<()> {
+        Ok(())
+    }
+    fn generate_data_key(&self, key_arn: &str) -> Result<([u8; 32], Vec<u8>)> {
+        assert!(key_arn.contains(&format!("key/{}-", self.0)), "{key_arn}");
+        let plain = [key_arn.len() as u8; 32];
+        Ok((plain, plain.iter().map(|b| b ^ 0x5a).collect()))
+    }
+    fn decrypt_data_key(&self, key_arn: &str, wrapped: &[u8]) -> Result<[u8; 32]> {
+        if !key_arn.contains(&format!("key/{}-", self.0)) {
+            return Err(ApiError::new(
+                ErrorKind::KmsAccessDenied,
+                "not this vault's key",
+            ));
+        }
+        let plain: Vec<u8> = wrapped.iter().map(|b| b ^ 0x5a).collect();
+        Ok(plain.try_into().unwrap())
+    }
+}
+
+/// Encrypted records are migrated encrypted: the destination seals them again under data
+/// keys of its own key service (the AWS-managed key is the destination's), records written
+/// after encryption stopped stay plaintext, and the streams name the destination's keys.
+#[test]
+fn encrypted_records_are_migrated_sealed_with_the_destination_s_keys() {
+    use crate::encryption::DataKeys;
+
+    let config = EngineConfig {
+        create_stream_ms: 0,
+        update_stream_ms: 0,
+        ..EngineConfig::default()
+    };
+    let source_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    let source_keys = DataKeys::open(source_store.clone(), Arc::new(Vault("src"))).unwrap();
+    let source = Engine::open_with_keys(
+        source_store.clone(),
+        config.clone(),
+        Some(source_keys.clone()),
+    )
+    .unwrap();
+    let encrypt = |name: &str, key: &str, now: i64| {
+        source
+            .start_stream_encryption(&StreamTarget::name(name), "KMS", key, now)
+            .unwrap();
+        source.tick(now + 1).unwrap();
+    };
+    create(&source, "sealed", 1, T0);
+    create(&source, "managed", 2, T0);
+    encrypt("sealed", "k1", T0 + 1);
+    encrypt("managed", "alias/aws/kinesis", T0 + 1);
+    for i in 0..3 {
+        put(
+            &source,
+            "sealed",
+            "k",
+            format!("s{i}").as_bytes(),
+            T0 + 10 + i,
+        );
+    }
+    source
+        .stop_stream_encryption(&StreamTarget::name("sealed"), "KMS", "k1", T0 + 20)
+        .unwrap();
+    source.tick(T0 + 21).unwrap();
+    put(&source, "sealed", "k", b"p0", T0 + 22);
+    put(&source, "sealed", "k", b"p1", T0 + 22);
+    put(&source, "managed", "k", b"m0", T0 + 23);
+    let src_arn = |key: &str| format!("arn:aws:kms:us-east-1:000000000000:key/src-{key}");
+    let dst_arn = |key: &str| format!("arn:aws:kms:us-east-1:000000000000:key/dst-{key}");
+
+    let target_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    // Without the key files: refused, nothing written.
+    let refused = blocking::block_on(migrate::copy_store(&*source_store, &*target_store, None));
+    let error = refused.expect_err("encrypted records need the key files");
+    assert!(
+        error.message.contains("needs the key files"),
+        "{}",
+        error.message
+    );
+    assert!(target_store.meta().scan_prefix("").unwrap().is_empty());
+
+    let target_keys = DataKeys::open(target_store.clone(), Arc::new(Vault("dst"))).unwrap();
+    let mut reencrypt = migrate::Reencrypt {
+        source: source_keys,
+        target: target_keys.clone(),
+        key_arns: [(src_arn("k1"), dst_arn("k1"))].into_iter().collect(),
+    };
+    // A key the source's key file lacks: refused, naming it.
+    let missing = blocking::block_on(migrate::copy_store(
+        &*source_store,
+        &*target_store,
+        Some(&reencrypt),
+    ));
+    let error = missing.expect_err("the managed key is not mapped");
+    assert!(
+        error.message.contains(&src_arn("alias/aws/kinesis")),
+        "{}",
+        error.message
+    );
+    // With every key: copied (what the failed attempt left is started over).
+    reencrypt
+        .key_arns
+        .insert(src_arn("alias/aws/kinesis"), dst_arn("alias/aws/kinesis"));
+    let copied = blocking::block_on(migrate::copy_store(
+        &*source_store,
+        &*target_store,
+        Some(&reencrypt),
+    ))
+    .unwrap();
+    assert_eq!((copied.streams, copied.shards, copied.records), (2, 3, 6));
+    drop(reencrypt);
+
+    // The destination reads them with its own keys only ("dst" unwraps no "src" key).
+    let target = Engine::open_with_keys(target_store.clone(), config, Some(target_keys)).unwrap();
+    let read = |stream: &str, shard: &str| {
+        let it = iterator(&target, stream, shard, IteratorType::TrimHorizon, T0 + 30);
+        let batch = target.get_records_now(&it, None, T0 + 30).unwrap();
+        batch
+            .records
+            .iter()
+            .map(|r| (String::from_utf8(r.data.to_vec()).unwrap(), r.encrypted))
+            .collect::<Vec<_>>()
+    };
+    let sealed = read("sealed", "shardId-000000000000");
+    assert_eq!(
+        sealed,
+        [
+            ("s0".to_string(), true),
+            ("s1".to_string(), true),
+            ("s2".to_string(), true),
+            ("p0".to_string(), false),
+            ("p1".to_string(), false),
+        ]
+    );
+    let mut managed = read("managed", "shardId-000000000000");
+    managed.extend(read("managed", "shardId-000000000001"));
+    assert_eq!(managed, [("m0".to_string(), true)]);
+    // The streams name the destination's keys; the KeyId the caller gave is kept.
+    let described = target
+        .describe_stream_summary(&StreamTarget::name("managed"), T0 + 30)
+        .unwrap();
+    let encryption = described.encryption.expect("encrypted");
+    assert_eq!(encryption.key_arn, dst_arn("alias/aws/kinesis"));
+    assert_eq!(encryption.key_id, "alias/aws/kinesis");
+    // No data key of the source was copied: the destination has its own two, one a stream.
+    let stored = target_store
+        .meta()
+        .scan_prefix("datakey/")
+        .unwrap()
+        .into_iter()
+        .filter(|(_, value)| crate::encryption::is_live_data_key(value))
+        .count();
+    assert_eq!(stored, 2);
 }
 
 /// A store whose puts to shard 1 land late, as a cluster's do on a shard another node just

@@ -145,6 +145,50 @@ impl KeyFile {
         Ok(entry)
     }
 
+    /// Gives the file the root cluster nodes derive AWS-managed keys from, unless it has one;
+    /// says whether it added it.
+    pub fn ensure_managed_root(&mut self) -> anyhow::Result<bool> {
+        if self.managed_root.is_some() {
+            return Ok(false);
+        }
+        self.managed_root = Some(random_material()?);
+        Ok(true)
+    }
+
+    /// Adds `other`'s customer-managed keys that this file lacks (`rivulet migrate`: a single
+    /// node's keys into a deployment's shared file); says how many. A key id both files hold
+    /// with different material is refused.
+    pub fn add_customer_keys(&mut self, other: &KeyFile) -> anyhow::Result<usize> {
+        let mut added = 0;
+        for key in other.keys.iter().filter(|key| !key.aws_managed) {
+            match self
+                .keys
+                .iter()
+                .find(|have| have.id == key.id && have.account_id == key.account_id)
+            {
+                Some(have) if have.material == key.material => {}
+                Some(have) => anyhow::bail!(
+                    "{} is in both key files with different key material",
+                    have.arn()
+                ),
+                None => {
+                    for alias in &key.aliases {
+                        if self.find_alias(&key.account_id, alias).is_some() {
+                            anyhow::bail!(
+                                "alias {alias} of account {} names another key in the \
+                                 destination key file",
+                                key.account_id
+                            );
+                        }
+                    }
+                    self.keys.push(key.clone());
+                    added += 1;
+                }
+            }
+        }
+        Ok(added)
+    }
+
     fn find_alias(&self, account_id: &str, alias: &str) -> Option<usize> {
         self.keys
             .iter()
@@ -552,9 +596,7 @@ pub fn run_cli(args: crate::config::KmsArgs) -> anyhow::Result<()> {
     };
     match args.command {
         KmsCommand::Init => {
-            if file.managed_root.is_none() {
-                file.managed_root = Some(random_material()?);
-            }
+            file.ensure_managed_root()?;
             println!("{}", path.display());
         }
         KmsCommand::CreateKey {
