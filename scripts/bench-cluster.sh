@@ -53,6 +53,11 @@ for nodes in 1 3; do
   echo "nodes=$nodes put-record rivulet_cpu_ticks=$(($(cpu) - c0))" >>"$CPU"
   "${b[@]}" --stream v4 --shards 4 visible >>"$OUT"
   "${b[@]}" --stream e4 --shards 4 subscribe >>"$OUT"
+  # The put through another node than the subscription's: each event follows a put notice.
+  if [ "$nodes" -gt 1 ]; then
+    "$B" --endpoint 127.0.0.1:14567 --label "rivulet-$nodes-nodes-r3-4-cross" --stream x4 \
+      --shards 4 subscribe --put-endpoint 127.0.0.1:14568 >>"$OUT"
+  fi
   "$B" --label "floor-r3-after-$nodes" nats-floor --nats "$URLS" --seconds 10 >>"$OUT"
   bash scripts/cluster.sh down
 done

@@ -6,6 +6,7 @@
 //! connection is one hyper HTTP/1.1 connection driven by its own task, and responses are only
 //! parsed where the workload needs a value from them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -103,6 +104,10 @@ pub enum Workload {
         rate: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Put through this endpoint instead (cluster mode: another node than the
+        /// subscription's, so each event follows a put notice between nodes)
+        #[arg(long)]
+        put_endpoint: Option<String>,
     },
     /// Offers PutRecords at `rate` records/s (100 B, batches of 100) to the stream and reports
     /// how many were accepted and throttled per second (run it on a 1-shard stream).
@@ -476,10 +481,12 @@ fn timed_writer(
     rate: u64,
     origin: Instant,
     stop: &Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+) -> tokio::task::JoinHandle<anyhow::Result<Vec<(u64, u64)>>> {
     let (endpoint, stop, stream) = (endpoint.clone(), stop.clone(), stream.to_string());
     tokio::spawn(async move {
         let mut s = endpoint.connect().await?;
+        // Each put's send and acknowledgement times (µs since `origin`).
+        let mut acknowledged = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         while !stop.load(Ordering::Relaxed) {
@@ -495,21 +502,48 @@ fn timed_writer(
                 Bytes::from(body.to_string()),
             )
             .await?;
+            acknowledged.push((sent_us, origin.elapsed().as_micros() as u64));
         }
-        anyhow::Ok(())
+        anyhow::Ok(acknowledged)
     })
 }
 
-/// The latency of each timed record in a JSON `Records` list, in ms.
-fn latencies_of(records: &Value, seen_us: u64, out: &mut Vec<f64>) {
+/// Each timed record of a JSON `Records` list: when it was sent and when it was seen (µs).
+fn latencies_of(records: &Value, seen_us: u64, out: &mut Vec<(u64, u64)>) {
     for r in records.as_array().into_iter().flatten() {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(r["Data"].as_str().unwrap_or_default())
             .unwrap_or_default();
         if let Ok(sent) = <[u8; 8]>::try_from(bytes.as_slice()) {
-            out.push(seen_us.saturating_sub(u64::from_le_bytes(sent)) as f64 / 1000.0);
+            out.push((u64::from_le_bytes(sent), seen_us));
         }
     }
+}
+
+/// p50 and p99 of put → seen, of the put's own acknowledgement (put → ack), and of ack →
+/// seen (what the read or push adds once the write is acknowledged), in ms.
+fn seen_latencies(seen: &[(u64, u64)], acknowledged: &[(u64, u64)]) -> Value {
+    let acked: HashMap<u64, u64> = acknowledged.iter().copied().collect();
+    let ms = |us: u64| us as f64 / 1000.0;
+    let mut total: Vec<f64> = seen
+        .iter()
+        .map(|(sent, at)| ms(at.saturating_sub(*sent)))
+        .collect();
+    let mut put: Vec<f64> = acknowledged
+        .iter()
+        .map(|(sent, at)| ms(at.saturating_sub(*sent)))
+        .collect();
+    let mut after: Vec<f64> = seen
+        .iter()
+        .filter_map(|(sent, at)| acked.get(sent).map(|acked| ms(at.saturating_sub(*acked))))
+        .collect();
+    for list in [&mut total, &mut put, &mut after] {
+        list.sort_by(f64::total_cmp);
+    }
+    json!({"samples": total.len(), "p50_ms": percentile(&total, 0.5),
+           "p99_ms": percentile(&total, 0.99), "put_p50_ms": percentile(&put, 0.5),
+           "put_p99_ms": percentile(&put, 0.99), "ack_to_seen_p50_ms": percentile(&after, 0.5),
+           "ack_to_seen_p99_ms": percentile(&after, 0.99)})
 }
 
 /// Splits complete event-stream messages off the front of `buf`: (`:event-type` or
@@ -993,7 +1027,11 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
                        "records_loaded_now": loaded}),
             );
         }
-        Workload::Subscribe { rate, seconds } => {
+        Workload::Subscribe {
+            rate,
+            seconds,
+            put_endpoint,
+        } => {
             let shard = shards.first().cloned().unwrap_or_default();
             let mut s = endpoint.connect().await?;
             let host = endpoint.addr.clone();
@@ -1059,7 +1097,11 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             let mut events = response.into_body();
             let origin = Instant::now();
             let stop = Arc::new(AtomicBool::new(false));
-            let writer = timed_writer(&endpoint, &cli.stream, rate, origin, &stop);
+            let putter = match put_endpoint {
+                Some(addr) => Arc::new(Endpoint { addr }),
+                None => endpoint.clone(),
+            };
+            let writer = timed_writer(&putter, &cli.stream, rate, origin, &stop);
             let mut latencies = Vec::new();
             let mut buf = Vec::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
@@ -1081,7 +1123,9 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             }
             bar.finish();
             stop.store(true, Ordering::Relaxed);
-            writer.await??;
+            let acknowledged = writer.await??;
+            let mut fields = seen_latencies(&latencies, &acknowledged);
+            fields["rate"] = json!(rate);
             let _ = call_json(
                 &mut s,
                 &host,
@@ -1089,13 +1133,7 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
                 json!({"ConsumerARN": consumer_arn}),
             )
             .await;
-            latencies.sort_by(f64::total_cmp);
-            report(
-                &cli.label,
-                "put-to-event",
-                json!({"rate": rate, "samples": latencies.len(), "p50_ms": percentile(&latencies, 0.5),
-                       "p99_ms": percentile(&latencies, 0.99)}),
-            );
+            report(&cli.label, "put-to-event", fields);
         }
         Workload::Throttle { rate, seconds } => {
             const BATCH: u64 = 100;
@@ -1255,14 +1293,10 @@ async fn run_workload(cli: &BenchArgs) -> anyhow::Result<()> {
             }
             bar.finish();
             stop.store(true, Ordering::Relaxed);
-            writer.await??;
-            latencies.sort_by(f64::total_cmp);
-            report(
-                &cli.label,
-                "put-to-visible",
-                json!({"rate": rate, "samples": latencies.len(), "p50_ms": percentile(&latencies, 0.5),
-                       "p99_ms": percentile(&latencies, 0.99)}),
-            );
+            let acknowledged = writer.await??;
+            let mut fields = seen_latencies(&latencies, &acknowledged);
+            fields["rate"] = json!(rate);
+            report(&cli.label, "put-to-visible", fields);
         }
     }
     Ok(())

@@ -313,19 +313,16 @@ async fn latency(
     let writer = crate::timed_writer(endpoint, stream, args.rate, origin, &stop);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    writer.await??;
+    let acknowledged = writer.await??;
     let mut latencies = Vec::new();
     for consumer in consumers {
         latencies.extend(consumer.await??);
     }
     bar.finish();
-    latencies.sort_by(f64::total_cmp);
-    report(
-        label,
-        "queue-put-to-receive",
-        json!({"rate": args.rate, "consumers": args.consumers, "samples": latencies.len(),
-               "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99)}),
-    );
+    let mut fields = crate::seen_latencies(&latencies, &acknowledged);
+    fields["rate"] = json!(args.rate);
+    fields["consumers"] = json!(args.consumers);
+    report(label, "queue-put-to-receive", fields);
     Ok(())
 }
 

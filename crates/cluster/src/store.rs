@@ -49,8 +49,19 @@ const LEADER_LEASE: &str = "__rivulet/leader";
 const TRIM_EVERY_MS: i64 = 60_000;
 /// How many times (100 ms each at most) a read waits for a data key another node made.
 const KEY_WAITS: u32 = 20;
-/// How long a read waits for a lagging replica to show this node's own acknowledged writes.
-const READ_YOUR_WRITES_TRIES: u32 = 40;
+/// The pause before a read's `tries`-th retry while a lagging replica does not show this
+/// node's own acknowledged writes yet, in ms; `None` once it has waited about 1.5 s. A replica
+/// lags by a write's replication, well under a millisecond when nothing fails: the first
+/// retries come at once (another replica may answer) and soon after, so that a subscription
+/// woken by a put is not held back by a replica one step behind.
+fn read_your_writes_pause(tries: usize) -> Option<u64> {
+    const FIRST: [u64; 8] = [0, 0, 1, 1, 2, 5, 10, 20];
+    match tries {
+        0..8 => Some(FIRST[tries]),
+        8..36 => Some(50),
+        _ => None,
+    }
+}
 
 /// How to reach and lay out a deployment.
 #[derive(Clone, Debug)]
@@ -983,7 +994,7 @@ impl JetStreamShard {
         let keyring = self.keyring.clone();
         let mut meta_changes = self.meta_changes.clone();
         Box::pin(async move {
-            let mut tries = 0;
+            let mut tries = 0usize;
             let mut key_waits = 0;
             // The leader's next record of the shard, asked once: the page must reach it.
             let mut leader_next: Option<Option<u64>> = None;
@@ -1021,7 +1032,7 @@ impl JetStreamShard {
                     page => page.map_err(record_error)?,
                 };
                 let short = page.pending == 0 && page.records.len() < max_records;
-                if short && tries < READ_YOUR_WRITES_TRIES {
+                if short && let Some(pause) = read_your_writes_pause(tries) {
                     let target = match leader_next {
                         Some(target) => target,
                         None if ask_leader => {
@@ -1038,9 +1049,10 @@ impl JetStreamShard {
                         page.next < known_end || target.is_some_and(|next| page.next <= next);
                     if behind {
                         tries += 1;
-                        // 5 ms, growing to 50: about 1.5 s in all before answering short.
-                        let pause = 5 * u64::from(tries.min(10));
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                        match pause {
+                            0 => tokio::task::yield_now().await,
+                            pause => tokio::time::sleep(Duration::from_millis(pause)).await,
+                        }
                         continue;
                     }
                 }

@@ -216,9 +216,12 @@ async fn push(
             continue; // There may be more right away.
         }
         if *sub.data.borrow() > sub.position() {
-            // The shard holds records past the position that this read did not return yet
-            // (a replica catching up, in cluster mode): read again shortly.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The shard holds records past the position that this read did not return. A put
+            // acknowledged while the read was under way: read again at once. Else a replica
+            // that lags past the store's own waiting (cluster mode): read again shortly.
+            if !sub.data.has_changed().unwrap_or(false) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             continue;
         }
         let wake = (last_event + timing.heartbeat).min(deadline);
