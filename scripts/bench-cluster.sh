@@ -48,6 +48,9 @@ for nodes in 1 3; do
   done
   b=("$B" --endpoint 127.0.0.1:14567 --label "rivulet-$nodes-nodes-r3-4")
   "${b[@]}" --stream s4 --shards 4 get-records --records 100000 >>"$OUT"
+  # Every shard of a wide stream read at once (the dense read path).
+  "$B" --endpoint 127.0.0.1:14567 --label "rivulet-$nodes-nodes-r3-512" --stream r512 --shards 512 \
+    get-records --records 100000 >>"$OUT"
   c0=$(cpu)
   "${b[@]}" --stream p4 --shards 4 put-record --seconds 10 >>"$OUT"
   echo "nodes=$nodes put-record rivulet_cpu_ticks=$(($(cpu) - c0))" >>"$CPU"

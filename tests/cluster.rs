@@ -1086,6 +1086,163 @@ async fn shard_copies(c: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ShardCop
     out
 }
 
+/// A wide stream read back as a KCL application reads it: every shard of a 64-shard stream
+/// at once, through two nodes in turn (one wrote the records, one did not), in small pages.
+/// Each shard gives exactly its records in order: the nodes serve these reads from one read
+/// of the JetStream stream (`rivulet_cluster::dense`), handing each shard its part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shard_of_a_wide_stream_reads_back_in_order_through_any_node() {
+    let nats = NatsCluster::start(1).await.expect("nats");
+    let nodes =
+        crate::util::ClusterNodes::start(&nats, "rwide", 2, ServerConfig::for_tests()).await;
+    let c = &nodes.client;
+    c.create_stream()
+        .stream_name("wide")
+        .shard_count(64)
+        .send()
+        .await
+        .expect("create");
+    wait_active_within(c, "wide", Duration::from_secs(10)).await;
+    // Shard n owns hash keys from n * 2^128 / 64: each record names its shard explicitly.
+    let shard_key = |shard: u128| (shard * (u128::MAX / 64 + 1) + 7).to_string();
+    let mut want: Vec<Vec<String>> = vec![Vec::new(); 64];
+    for round in 0..10 {
+        let entries: Vec<PutRecordsRequestEntry> = (0..500u128)
+            .map(|i| {
+                let shard = (i * 37 + round) % 64;
+                let data = format!("{shard}-{round}-{i}");
+                want[shard as usize].push(data.clone());
+                PutRecordsRequestEntry::builder()
+                    .partition_key("k")
+                    .explicit_hash_key(shard_key(shard))
+                    .data(Blob::new(data))
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let out = c
+            .put_records()
+            .stream_name("wide")
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(out.failed_record_count(), Some(0));
+    }
+    let shards = crate::util::shards_of(c, "wide").await;
+    let mut readers = Vec::new();
+    for (at, shard) in shards.iter().enumerate() {
+        let (c, id) = (c.clone(), shard.shard_id().to_string());
+        readers.push(tokio::spawn(async move {
+            let mut iterator = crate::util::trim_horizon(&c, "wide", &id).await;
+            let mut got = Vec::new();
+            loop {
+                let page = c
+                    .get_records()
+                    .shard_iterator(&iterator)
+                    .limit(25)
+                    .send()
+                    .await
+                    .expect("get records");
+                if page.records().is_empty() {
+                    return (at, got);
+                }
+                got.extend(
+                    page.records()
+                        .iter()
+                        .map(|r| String::from_utf8_lossy(r.data().as_ref()).into_owned()),
+                );
+                iterator = page.next_shard_iterator().expect("open shard").to_string();
+            }
+        }));
+    }
+    for reader in readers {
+        let (at, got) = reader.await.expect("reader");
+        assert_eq!(got, want[at], "shard {at}");
+    }
+    nodes.stop().await;
+    nats.stop().await.expect("stop nats");
+}
+
+/// Quorum lost, through the Kinesis API: with two of three NATS servers killed, PutRecord
+/// answers an AWS error the SDKs retry (InternalFailure, HTTP 500) within seconds, never a
+/// false acknowledgement; once a second server is back, puts succeed again, and every
+/// acknowledged record reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_puts_answer_an_aws_error_then_recover() {
+    let mut nats = NatsCluster::start(3).await.expect("nats cluster");
+    let node = TestServer::with_config(config(ClusterSettings {
+        timeout: Duration::from_secs(2),
+        ..settings(&nats, "a", Duration::from_secs(10))
+    }))
+    .await;
+    let c = crate::util::client_without_retries(node.addr);
+    c.create_stream()
+        .stream_name("q")
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create");
+    wait_active_within(&c, "q", Duration::from_secs(10)).await;
+    let put = |data: &'static str| {
+        c.put_record()
+            .stream_name("q")
+            .partition_key("k")
+            .data(Blob::new(data))
+            .send()
+    };
+    put("before").await.expect("a put with a quorum");
+
+    nats.kill(1).await.expect("kill");
+    nats.kill(2).await.expect("kill");
+    let started = std::time::Instant::now();
+    let refused = put("no-quorum")
+        .await
+        .expect_err("no acknowledgement without a quorum");
+    let (code, _) = crate::util::error_of(refused);
+    assert_eq!(code, "InternalFailure");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
+    nats.restart(1).await.expect("restart");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match put("after").await {
+            Ok(_) => break,
+            Err(error) => {
+                let (code, message) = crate::util::error_of(error);
+                assert_eq!(code, "InternalFailure", "{message}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no recovery: {message}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    // Both acknowledged records read back (the refused one may or may not have been
+    // stored: an error is no acknowledgement either way).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let data: Vec<Vec<u8>> = crate::util::read_all(&c, "q", "shardId-000000000000")
+            .await
+            .iter()
+            .map(|r| r.data().as_ref().to_vec())
+            .collect();
+        if data.last().map(Vec::as_slice) == Some(&b"after"[..]) {
+            assert_eq!(data.first().map(Vec::as_slice), Some(&b"before"[..]));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never read back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.stop().await;
+    nats.stop().await.expect("stop nats");
+}
+
 /// Runs `rivulet migrate` from `data` into the deployment on `urls` under `prefix` (one
 /// replica), with `extra` arguments; retried while the stopped server's directory lock is
 /// still held by its last tasks.

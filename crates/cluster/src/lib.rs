@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod dense;
 pub mod direct;
 pub mod lease;
 pub mod meta;

@@ -91,6 +91,18 @@ pub struct Page {
     pub pending: u64,
 }
 
+/// A page of every shard of a stream ([`JetStreamRecords::read_every_shard`]).
+#[derive(Clone, Debug, Default)]
+pub struct EveryShard {
+    /// Each record with its shard, in stream order.
+    pub records: Vec<(u32, Record)>,
+    /// Where the next read starts: every record of the stream below it is in this page or
+    /// an earlier one.
+    pub next: u64,
+    /// Records of the stream after this page (0: the page reached the stream's end).
+    pub pending: u64,
+}
+
 /// The record store of one deployment.
 #[derive(Clone)]
 pub struct JetStreamRecords {
@@ -337,6 +349,54 @@ impl JetStreamRecords {
         }
         let next = records.last().map_or(from, |record| record.position + 1);
         Ok(Page {
+            records,
+            next,
+            pending: batch.num_pending,
+        })
+    }
+
+    /// Every shard's records from position `from` on, in stream order (up to `limit`
+    /// messages, within about `max_bytes`): one pass over the stream however many shards it
+    /// has, where a shard's own read skips over every other shard's records. Each record
+    /// comes with its shard; sealed ones are opened with `keyring` (or come back unopened
+    /// without one, as [`JetStreamRecords::read_opened`] does).
+    pub async fn read_every_shard(
+        &self,
+        id: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        keyring: Option<&dyn Keyring>,
+    ) -> Result<EveryShard, RecordError> {
+        let name = self.stream_name(id)?;
+        let request = DirectGet {
+            seq: Some(from.max(1)),
+            next_by_subj: Some(format!("{}.d.{id}.*", self.prefix)),
+            batch: limit.max(1),
+            max_bytes: Some(max_bytes.max(1)),
+            ..Default::default()
+        };
+        let batch = self.direct(&name, &request).await?;
+        let mut records = Vec::with_capacity(batch.messages.len());
+        for message in &batch.messages {
+            let shard = message
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|shard| shard.parse::<u32>().ok())
+                .ok_or(RecordError::Corrupt(message.sequence))?;
+            let mut record = decode(message)?;
+            if let Some(keyring) = keyring
+                && record.sealed
+            {
+                open_sealed(&mut record, &message.subject, keyring)?;
+            }
+            records.push((shard, record));
+        }
+        let next = records
+            .last()
+            .map_or(from, |(_, record)| record.position + 1);
+        Ok(EveryShard {
             records,
             next,
             pending: batch.num_pending,

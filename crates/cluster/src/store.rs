@@ -37,6 +37,7 @@ use rivulet_engine::{ApiError, ErrorKind};
 use rivulet_log::{DataKey, Keyring, MetaOp, NewRecord};
 use tokio::sync::watch;
 
+use crate::dense::{Dense, DenseStream};
 use crate::lease::{Leadership, LeaseConfig};
 use crate::meta::{ClusterMeta, MetaError};
 use crate::records::{JetStreamRecords, RecordError, sealed_key_id};
@@ -110,6 +111,8 @@ pub struct ClusterStore {
     /// Kinesis streams whose JetStream stream exists (by token).
     created: Mutex<HashSet<String>>,
     logs: Mutex<HashMap<String, Arc<JetStreamShard>>>,
+    /// Each stream's dense read window (`dense.rs`), by stream token.
+    dense: Mutex<HashMap<String, Arc<DenseStream>>>,
     /// The data keys of encrypted streams (the engine's), shared with every shard's log.
     keyring: SharedKeyring,
     slots: Arc<ClusterSlots>,
@@ -156,6 +159,8 @@ pub struct JetStreamShard {
     keyring: SharedKeyring,
     /// This node's copy of the metadata moving (a data key another node made shows there).
     meta_changes: watch::Receiver<u64>,
+    /// The stream's dense read window, shared by its shards.
+    dense: Arc<DenseStream>,
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -423,6 +428,7 @@ impl ClusterStore {
             },
             created: Mutex::new(HashSet::new()),
             logs: Mutex::new(HashMap::new()),
+            dense: Mutex::new(HashMap::new()),
             keyring: Arc::new(Mutex::new(None)),
             slots,
             closes: Arc::new(Mutex::new(HashMap::new())),
@@ -566,6 +572,12 @@ impl RecordStore for ClusterStore {
         }
         let (token, index) = parse_log_id(id)?;
         self.ensure_stream(&token)?;
+        let dense = self
+            .dense
+            .lock()
+            .entry(token.clone())
+            .or_insert_with(|| Arc::new(DenseStream::new(self.records.clone(), &token)))
+            .clone();
         let log = Arc::new(JetStreamShard {
             nats: self.nats.clone(),
             records: self.records.clone(),
@@ -575,13 +587,14 @@ impl RecordStore for ClusterStore {
             trimmed_ms: AtomicI64::new(i64::MIN),
             keyring: self.keyring.clone(),
             meta_changes: self.meta.meta.changes(),
+            dense,
         });
-        Ok(self
-            .logs
-            .lock()
-            .entry(id.to_string())
-            .or_insert(log)
-            .clone())
+        let mut logs = self.logs.lock();
+        let log = logs.entry(id.to_string()).or_insert_with(|| {
+            log.dense.count_shard(true);
+            log
+        });
+        Ok(log.clone())
     }
 
     /// Every shard that holds records, and shard 0 of a stream with none, so that the
@@ -610,6 +623,10 @@ impl RecordStore for ClusterStore {
     fn remove_log(&self, id: &str) -> Result<(), ApiError> {
         let (token, index) = parse_log_id(id)?;
         self.logs.lock().remove(id);
+        if let Some(dense) = self.dense.lock().get(&token) {
+            dense.count_shard(false);
+            dense.clear();
+        }
         match self.block(self.records.purge_shard(&token, index)) {
             Ok(()) => Ok(()),
             // The stream is already gone.
@@ -627,6 +644,9 @@ impl RecordStore for ClusterStore {
             }
         }
         self.created.lock().remove(&token);
+        if let Some(dense) = self.dense.lock().remove(&token) {
+            dense.clear();
+        }
         match self.block(self.records.delete(&token)) {
             Ok(()) => Ok(()),
             Err(RecordError::Api(error)) if error.err_code == STREAM_NOT_FOUND => Ok(()),
@@ -993,7 +1013,23 @@ impl JetStreamShard {
         let end = self.end.clone();
         let keyring = self.keyring.clone();
         let mut meta_changes = self.meta_changes.clone();
+        let dense = self.dense.clone();
         Box::pin(async move {
+            // A GetRecords far behind the shard's end: from the stream's dense read.
+            let mut from = from;
+            if ask_leader {
+                let held = keyring.lock().clone();
+                let limits = (max_records, max_bytes);
+                match dense.read(index, from, limits, known_end, held).await {
+                    Dense::Page { records, next } => {
+                        return Ok(ReadBatch {
+                            next_offset: next.max(from),
+                            records: records.into_iter().map(stored).collect(),
+                        });
+                    }
+                    Dense::Alone { from: at } => from = at,
+                }
+            }
             let mut tries = 0usize;
             let mut key_waits = 0;
             // The leader's next record of the shard, asked once: the page must reach it.
@@ -1063,19 +1099,20 @@ impl JetStreamShard {
             }
             Ok(ReadBatch {
                 next_offset: page.next.max(from),
-                records: page
-                    .records
-                    .into_iter()
-                    .map(|record| StoredRecord {
-                        offset: record.position,
-                        timestamp_ms: record.arrival_ms,
-                        key: record.key,
-                        value: record.value,
-                        encrypted: record.sealed,
-                    })
-                    .collect(),
+                records: page.records.into_iter().map(stored).collect(),
             })
         })
+    }
+}
+
+/// A record as the engine reads it.
+fn stored(record: crate::records::Record) -> StoredRecord {
+    StoredRecord {
+        offset: record.position,
+        timestamp_ms: record.arrival_ms,
+        key: record.key,
+        value: record.value,
+        encrypted: record.sealed,
     }
 }
 
@@ -1186,6 +1223,7 @@ impl ShardLog for JetStreamShard {
             return Ok(());
         }
         self.trimmed_ms.store(cutoff_ms, Ordering::Relaxed);
+        self.dense.forget_older(self.index, cutoff_ms);
         let records = self.records.clone();
         let (token, index) = (self.token.clone(), self.index);
         self.nats.spawn(async move {
