@@ -238,10 +238,8 @@ impl DenseStream {
         };
         for _ in 0..=READS_PER_PAGE {
             let behind = {
+                self.drop_if_idle();
                 let mut window = self.window.lock();
-                if window.used.is_some_and(|used| used.elapsed() > IDLE) {
-                    window.clear();
-                }
                 if !window.is_empty() && window.lo <= at && at < window.hi {
                     at = window.take(shard, at, limits, &mut out).max(at);
                     window.used = Some(Instant::now());
@@ -344,6 +342,14 @@ impl DenseStream {
     /// Forgets `shard`'s records that arrived before `cutoff_ms` (retention trims them).
     pub fn forget_older(&self, shard: u32, cutoff_ms: i64) {
         self.window.lock().forget_older(shard, cutoff_ms);
+    }
+
+    /// Drops what the window holds if nobody read from it for a while.
+    pub fn drop_if_idle(&self) {
+        let mut window = self.window.lock();
+        if window.used.is_some_and(|used| used.elapsed() > IDLE) {
+            window.clear();
+        }
     }
 
     /// Drops what the window holds (the stream or a shard was removed).

@@ -436,6 +436,7 @@ impl ClusterStore {
             follow_lag: settings.follow_lag,
         });
         tokio::spawn(follow_notices(Arc::downgrade(&store), notes));
+        tokio::spawn(sweep_dense_windows(Arc::downgrade(&store)));
         Ok(store)
     }
 
@@ -806,6 +807,21 @@ impl RecordStore for ClusterStore {
             && let Err(error) = self.block(leader.release())
         {
             tracing::warn!(%error, "releasing the leader's lease");
+        }
+    }
+}
+
+/// Frees the dense read windows nobody reads from any more, every second, while the store
+/// is open (a window is otherwise only looked at when read).
+async fn sweep_dense_windows(store: std::sync::Weak<ClusterStore>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        let windows: Vec<Arc<DenseStream>> = store.dense.lock().values().cloned().collect();
+        drop(store);
+        for window in windows {
+            window.drop_if_idle();
         }
     }
 }
