@@ -26,6 +26,9 @@ use crate::records::{EveryShard, JetStreamRecords, Record};
 
 /// Record bytes one stream's window holds at most on a node.
 pub const WINDOW_BYTES: usize = 32 << 20;
+/// Record bytes all of a node's windows hold at most (about: one read more may pass it);
+/// past it, readers read their shards alone.
+pub const NODE_BYTES: usize = 128 << 20;
 /// A read at least this many stream positions behind what the node knows of its shard's end
 /// uses the window (nearer the end, a shard's own read scans little).
 pub const MIN_DISTANCE: u64 = 2_000;
@@ -46,6 +49,10 @@ const IDLE: Duration = Duration::from_secs(5);
 /// After a read of the stream found its end, how long other readers take that as the end
 /// (they read their shards alone meanwhile, which at the end is short).
 const DRY: Duration = Duration::from_millis(200);
+/// After a read of the stream failed, how long other readers read their shards alone.
+const FAILED: Duration = Duration::from_secs(5);
+/// How long a reader waits for another's read of the stream before reading its shard alone.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// What the window gave one shard's read.
 #[derive(Debug)]
@@ -68,6 +75,8 @@ struct Window {
     used: Option<Instant>,
     /// Where and when a read of the stream last found nothing more.
     dry: Option<(u64, Instant)>,
+    /// Where and when a read of the stream last failed.
+    failed: Option<(u64, Instant)>,
     /// Shards interleaved in the last read of the stream: with few, each shard's own read
     /// skips little, and readers in parallel beat one read at a time.
     interleaved: Option<usize>,
@@ -136,6 +145,21 @@ impl Window {
             self.bytes += bytes;
         }
         self.lo = start;
+        // Within the bound: the newest records go, and the window ends before them.
+        while self.bytes > WINDOW_BYTES
+            && let Some((position, shard, bytes)) = self.order.pop_back()
+        {
+            if let Some(records) = self.shards.get_mut(&shard)
+                && records.back().is_some_and(|r| r.position == position)
+            {
+                records.pop_back();
+                if records.is_empty() {
+                    self.shards.remove(&shard);
+                }
+                self.bytes -= bytes;
+            }
+            self.hi = position;
+        }
         true
     }
 
@@ -183,18 +207,41 @@ pub struct DenseStream {
     shards: AtomicUsize,
     /// One read of the stream at a time: readers waiting for the same range find it read.
     reading: tokio::sync::Mutex<()>,
+    /// Bytes every window of the node holds (shared by them).
+    held: Arc<AtomicUsize>,
 }
 
 impl DenseStream {
-    /// The window of stream `token` of `records`, empty.
-    pub fn new(records: JetStreamRecords, token: &str) -> DenseStream {
+    /// The window of stream `token` of `records`, empty; `held` counts the bytes of every
+    /// window of the node.
+    pub fn new(records: JetStreamRecords, token: &str, held: Arc<AtomicUsize>) -> DenseStream {
         DenseStream {
             records,
             token: token.to_string(),
             window: Mutex::default(),
             shards: AtomicUsize::new(0),
             reading: tokio::sync::Mutex::default(),
+            held,
         }
+    }
+
+    /// Runs `change` on the window, keeping the node's count of held bytes true.
+    fn change<T>(&self, change: impl FnOnce(&mut Window) -> T) -> T {
+        let mut window = self.window.lock();
+        let before = window.bytes;
+        let out = change(&mut window);
+        let after = window.bytes;
+        if after >= before {
+            self.held.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.held.fetch_sub(before - after, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Whether the node's windows may take another read.
+    fn room(&self) -> bool {
+        self.held.load(Ordering::Relaxed) < NODE_BYTES
     }
 
     /// Counts a shard of the stream opened (`true`) or removed (`false`) on this node.
@@ -259,17 +306,23 @@ impl DenseStream {
             // Just behind the window (a reader starting a little lower): read the gap in front
             // of it; farther behind, the shard alone.
             if let Some(gap) = behind {
-                if gap > READ_MESSAGES as u64 || !self.read_gap(at, gap, &keyring).await {
+                if gap > READ_MESSAGES as u64
+                    || !self.room()
+                    || !self.read_gap(at, gap, &keyring).await
+                {
                     return done(out, at);
                 }
                 continue;
             }
             // `at` is at or past the window's end (or the window is empty): read on, unless the
             // shard holds nothing more that this node knows of.
-            if known_end > 0 && at >= known_end {
+            if (known_end > 0 && at >= known_end) || !self.room() {
                 return done(out, at);
             }
-            let _reading = self.reading.lock().await;
+            // Behind a read that takes long (a replica not answering), read the shard alone.
+            let Ok(_reading) = tokio::time::timeout(LOCK_WAIT, self.reading.lock()).await else {
+                return done(out, at);
+            };
             let start = {
                 let window = self.window.lock();
                 if !window.is_empty() && at < window.hi {
@@ -279,10 +332,13 @@ impl DenseStream {
                     return done(out, at);
                 }
                 let start = if window.is_empty() { at } else { window.hi };
-                // Another reader just found the stream's end there.
+                // Another reader just found the stream's end there, or failed to read it.
                 if window
                     .dry
                     .is_some_and(|(dry, when)| dry == start && when.elapsed() < DRY)
+                    || window
+                        .failed
+                        .is_some_and(|(failed, when)| failed == start && when.elapsed() < FAILED)
                 {
                     return done(out, at);
                 }
@@ -292,14 +348,13 @@ impl DenseStream {
                 .read_every_shard(token, start, READ_MESSAGES, READ_BYTES, keyring.as_deref())
                 .await;
             match page {
-                Ok(page) if !page.records.is_empty() => {
-                    let mut window = self.window.lock();
+                Ok(page) if !page.records.is_empty() => self.change(|window| {
                     // Only onto the window's end (it may have been dropped meanwhile).
                     if window.is_empty() || window.hi == start {
                         window.extend(start, page);
                         window.used = Some(Instant::now());
                     }
-                }
+                }),
                 // The replica has nothing more: the shard's own read deals with the end.
                 Ok(_) => {
                     self.window.lock().dry = Some((start, Instant::now()));
@@ -307,6 +362,7 @@ impl DenseStream {
                 }
                 Err(error) => {
                     tracing::debug!(%error, "dense read failed; the shard is read alone");
+                    self.window.lock().failed = Some((start, Instant::now()));
                     return done(out, at);
                 }
             }
@@ -317,7 +373,9 @@ impl DenseStream {
     /// Reads the `gap` positions from `at` in front of the window into it; says whether the
     /// window now starts at or before `at`.
     async fn read_gap(&self, at: u64, gap: u64, keyring: &Option<Arc<dyn Keyring>>) -> bool {
-        let _reading = self.reading.lock().await;
+        let Ok(_reading) = tokio::time::timeout(LOCK_WAIT, self.reading.lock()).await else {
+            return false;
+        };
         let lo = self.window.lock().lo;
         if lo <= at {
             return true; // Another reader read it meanwhile.
@@ -328,10 +386,8 @@ impl DenseStream {
             .read_every_shard(&self.token, at, limit, READ_BYTES, keyring.as_deref())
             .await
         {
-            Ok(page) => {
-                let mut window = self.window.lock();
-                window.lo == lo && !window.is_empty() && window.prepend(at, page)
-            }
+            Ok(page) => self
+                .change(|window| window.lo == lo && !window.is_empty() && window.prepend(at, page)),
             Err(error) => {
                 tracing::debug!(%error, "dense read failed; the shard is read alone");
                 false
@@ -341,20 +397,21 @@ impl DenseStream {
 
     /// Forgets `shard`'s records that arrived before `cutoff_ms` (retention trims them).
     pub fn forget_older(&self, shard: u32, cutoff_ms: i64) {
-        self.window.lock().forget_older(shard, cutoff_ms);
+        self.change(|window| window.forget_older(shard, cutoff_ms));
     }
 
     /// Drops what the window holds if nobody read from it for a while.
     pub fn drop_if_idle(&self) {
-        let mut window = self.window.lock();
-        if window.used.is_some_and(|used| used.elapsed() > IDLE) {
-            window.clear();
-        }
+        self.change(|window| {
+            if window.used.is_some_and(|used| used.elapsed() > IDLE) {
+                window.clear();
+            }
+        });
     }
 
     /// Drops what the window holds (the stream or a shard was removed).
     pub fn clear(&self) {
-        self.window.lock().clear();
+        self.change(Window::clear);
     }
 }
 

@@ -358,8 +358,8 @@ impl JetStreamRecords {
     /// Every shard's records from position `from` on, in stream order (up to `limit`
     /// messages, within about `max_bytes`): one pass over the stream however many shards it
     /// has, where a shard's own read skips over every other shard's records. Each record
-    /// comes with its shard; sealed ones are opened with `keyring` (or come back unopened
-    /// without one, as [`JetStreamRecords::read_opened`] does).
+    /// comes with its shard; sealed ones are opened with `keyring` (without one, a sealed
+    /// record fails the read: `KeyUnavailable`).
     pub async fn read_every_shard(
         &self,
         id: &str,
@@ -386,9 +386,12 @@ impl JetStreamRecords {
                 .and_then(|shard| shard.parse::<u32>().ok())
                 .ok_or(RecordError::Corrupt(message.sequence))?;
             let mut record = decode(message)?;
-            if let Some(keyring) = keyring
-                && record.sealed
-            {
+            if record.sealed {
+                // Without a keyring a sealed record cannot be served (unlike `read`, whose
+                // callers may want positions only).
+                let keyring = keyring.ok_or_else(|| {
+                    RecordError::KeyUnavailable(sealed_key_id(&record.value).unwrap_or(0))
+                })?;
                 open_sealed(&mut record, &message.subject, keyring)?;
             }
             records.push((shard, record));

@@ -113,6 +113,8 @@ pub struct ClusterStore {
     logs: Mutex<HashMap<String, Arc<JetStreamShard>>>,
     /// Each stream's dense read window (`dense.rs`), by stream token.
     dense: Mutex<HashMap<String, Arc<DenseStream>>>,
+    /// Bytes all of them hold.
+    dense_held: Arc<std::sync::atomic::AtomicUsize>,
     /// The data keys of encrypted streams (the engine's), shared with every shard's log.
     keyring: SharedKeyring,
     slots: Arc<ClusterSlots>,
@@ -429,6 +431,7 @@ impl ClusterStore {
             created: Mutex::new(HashSet::new()),
             logs: Mutex::new(HashMap::new()),
             dense: Mutex::new(HashMap::new()),
+            dense_held: Arc::default(),
             keyring: Arc::new(Mutex::new(None)),
             slots,
             closes: Arc::new(Mutex::new(HashMap::new())),
@@ -577,7 +580,13 @@ impl RecordStore for ClusterStore {
             .dense
             .lock()
             .entry(token.clone())
-            .or_insert_with(|| Arc::new(DenseStream::new(self.records.clone(), &token)))
+            .or_insert_with(|| {
+                Arc::new(DenseStream::new(
+                    self.records.clone(),
+                    &token,
+                    self.dense_held.clone(),
+                ))
+            })
             .clone();
         let log = Arc::new(JetStreamShard {
             nats: self.nats.clone(),
@@ -623,9 +632,11 @@ impl RecordStore for ClusterStore {
 
     fn remove_log(&self, id: &str) -> Result<(), ApiError> {
         let (token, index) = parse_log_id(id)?;
-        self.logs.lock().remove(id);
+        let opened = self.logs.lock().remove(id).is_some();
         if let Some(dense) = self.dense.lock().get(&token) {
-            dense.count_shard(false);
+            if opened {
+                dense.count_shard(false);
+            }
             dense.clear();
         }
         match self.block(self.records.purge_shard(&token, index)) {
@@ -1032,6 +1043,7 @@ impl JetStreamShard {
         let dense = self.dense.clone();
         Box::pin(async move {
             // A GetRecords far behind the shard's end: from the stream's dense read.
+            let asked = from;
             let mut from = from;
             if ask_leader {
                 let held = keyring.lock().clone();
@@ -1110,8 +1122,14 @@ impl JetStreamShard {
                 }
                 break page;
             };
+            // What this replica holds of the shard reaches this far (not the position the
+            // window vouched for, which lies past the shard's records).
             if page.pending == 0 {
-                advance(&end, page.next.max(from));
+                let reached = match page.records.last() {
+                    Some(last) => last.position + 1,
+                    None => asked,
+                };
+                advance(&end, reached.max(asked));
             }
             Ok(ReadBatch {
                 next_offset: page.next.max(from),

@@ -95,7 +95,7 @@ async fn every_shard_read_at_once_comes_from_one_read_of_the_stream() {
     assert_eq!(last, u64::from(SHARDS) * PER_SHARD as u64);
 
     // Every shard at once, pages of 30 records, no end known (a node that wrote nothing).
-    let dense = Arc::new(DenseStream::new(store.clone(), "w"));
+    let dense = Arc::new(DenseStream::new(store.clone(), "w", Arc::default()));
     for _ in 0..SHARDS {
         dense.count_shard(true);
     }

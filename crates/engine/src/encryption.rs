@@ -41,8 +41,8 @@ pub trait KeyService: Send + Sync {
 }
 
 #[derive(Serialize, Deserialize)]
-struct WrappedKey {
-    key_arn: String,
+pub(crate) struct WrappedKey {
+    pub(crate) key_arn: String,
     wrapped: String,
     /// The stream (its metadata key) whose batches the key encrypts; the key is deleted with
     /// the stream. Absent in entries written before keys were pruned: those are kept.
@@ -51,10 +51,11 @@ struct WrappedKey {
     /// Deleted with its stream: the entry stays, so its id is never given to another key (a
     /// node that still holds the old key would read with it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    deleted: bool,
+    pub(crate) deleted: bool,
 }
 
 /// Whether a `datakey/` entry is a key (not the mark a deleted key leaves).
+#[cfg(test)]
 pub(crate) fn is_live_data_key(value: &[u8]) -> bool {
     serde_json::from_slice::<WrappedKey>(value).is_ok_and(|entry| !entry.deleted)
 }
@@ -240,17 +241,6 @@ impl DataKeys {
         found.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
         let mut arns: Vec<String> = Vec::new();
         for (_, entry) in found {
-            if !arns.contains(&entry.key_arn) {
-                arns.push(entry.key_arn);
-            }
-        }
-        Ok(arns)
-    }
-
-    /// The KMS keys that wrap any live data key of the store.
-    pub fn key_arns(&self) -> Result<Vec<String>> {
-        let mut arns: Vec<String> = Vec::new();
-        for (_, entry) in self.live_entries()? {
             if !arns.contains(&entry.key_arn) {
                 arns.push(entry.key_arn);
             }

@@ -82,9 +82,9 @@ pub async fn copy_store(
     reencrypt: Option<&Reencrypt>,
 ) -> Result<Copied> {
     let source = from.meta().scan_prefix("")?;
-    if reencrypt.is_none() && holds_encrypted_records(from)? {
+    if reencrypt.is_none() && !kms_keys_used(from)?.is_empty() {
         return Err(ApiError::invalid(
-            "The data dir holds encrypted records: migrating them needs the key files (the \
+            "The data dir holds encrypted streams: migrating them needs the key files (the \
              source's and the deployment's).",
         ));
     }
@@ -197,13 +197,32 @@ pub async fn copy_store(
     Ok(copied)
 }
 
-/// Whether the store holds a live data key (so, maybe, encrypted records).
-pub fn holds_encrypted_records(store: &dyn RecordStore) -> Result<bool> {
-    Ok(store
-        .meta()
-        .scan_prefix(DATA_KEY_PREFIX)?
-        .iter()
-        .any(|(_, value)| crate::encryption::is_live_data_key(value)))
+/// The KMS keys a store's encryption uses: those wrapping its live data keys (the records
+/// sealed with them) and those its streams are encrypted with now (a stream may have none
+/// of its data keys yet). Empty: no key file is needed to migrate it.
+pub fn kms_keys_used(store: &dyn RecordStore) -> Result<Vec<String>> {
+    let mut arns: Vec<String> = Vec::new();
+    for (key, value) in store.meta().scan_prefix("")? {
+        let arn = if key.starts_with(DATA_KEY_PREFIX) {
+            serde_json::from_slice::<crate::encryption::WrappedKey>(&value)
+                .ok()
+                .filter(|entry| !entry.deleted)
+                .map(|entry| entry.key_arn)
+        } else if is_stream_key(&key) {
+            serde_json::from_slice::<StreamMeta>(&value)
+                .ok()
+                .and_then(|meta| meta.encryption)
+                .map(|encryption| encryption.key_arn)
+        } else {
+            None
+        };
+        if let Some(arn) = arn
+            && !arns.contains(&arn)
+        {
+            arns.push(arn);
+        }
+    }
+    Ok(arns)
 }
 
 /// The data key one stream's encrypted copies are sealed with, made on first need.

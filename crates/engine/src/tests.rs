@@ -1272,8 +1272,11 @@ fn encrypted_records_are_migrated_sealed_with_the_destination_s_keys() {
     };
     create(&source, "sealed", 1, T0);
     create(&source, "managed", 2, T0);
+    // Encrypted, and no record written since: no data key of its own yet.
+    create(&source, "fresh", 1, T0);
     encrypt("sealed", "k1", T0 + 1);
     encrypt("managed", "alias/aws/kinesis", T0 + 1);
+    encrypt("fresh", "k2", T0 + 1);
     for i in 0..3 {
         put(
             &source,
@@ -1296,7 +1299,7 @@ fn encrypted_records_are_migrated_sealed_with_the_destination_s_keys() {
     let target_store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
     // Without the key files: refused, nothing written.
     let refused = blocking::block_on(migrate::copy_store(&*source_store, &*target_store, None));
-    let error = refused.expect_err("encrypted records need the key files");
+    let error = refused.expect_err("encrypted streams need the key files");
     assert!(
         error.message.contains("needs the key files"),
         "{}",
@@ -1305,10 +1308,21 @@ fn encrypted_records_are_migrated_sealed_with_the_destination_s_keys() {
     assert!(target_store.meta().scan_prefix("").unwrap().is_empty());
 
     let target_keys = DataKeys::open(target_store.clone(), Arc::new(Vault("dst"))).unwrap();
+    // Every key the store's encryption uses, a stream's key without data keys too.
+    let mut used = migrate::kms_keys_used(&*source_store).unwrap();
+    used.sort();
+    let mut want = vec![src_arn("alias/aws/kinesis"), src_arn("k1"), src_arn("k2")];
+    want.sort();
+    assert_eq!(used, want);
     let mut reencrypt = migrate::Reencrypt {
         source: source_keys,
         target: target_keys.clone(),
-        key_arns: [(src_arn("k1"), dst_arn("k1"))].into_iter().collect(),
+        key_arns: [
+            (src_arn("k1"), dst_arn("k1")),
+            (src_arn("k2"), dst_arn("k2")),
+        ]
+        .into_iter()
+        .collect(),
     };
     // A key the source's key file lacks: refused, naming it.
     let missing = blocking::block_on(migrate::copy_store(
@@ -1332,7 +1346,7 @@ fn encrypted_records_are_migrated_sealed_with_the_destination_s_keys() {
         Some(&reencrypt),
     ))
     .unwrap();
-    assert_eq!((copied.streams, copied.shards, copied.records), (2, 3, 6));
+    assert_eq!((copied.streams, copied.shards, copied.records), (3, 4, 6));
     drop(reencrypt);
 
     // The destination reads them with its own keys only ("dst" unwraps no "src" key).
@@ -1367,6 +1381,10 @@ fn encrypted_records_are_migrated_sealed_with_the_destination_s_keys() {
     let encryption = described.encryption.expect("encrypted");
     assert_eq!(encryption.key_arn, dst_arn("alias/aws/kinesis"));
     assert_eq!(encryption.key_id, "alias/aws/kinesis");
+    let fresh = target
+        .describe_stream_summary(&StreamTarget::name("fresh"), T0 + 30)
+        .unwrap();
+    assert_eq!(fresh.encryption.expect("encrypted").key_arn, dst_arn("k2"));
     // No data key of the source was copied: the destination has its own two, one a stream.
     let stored = target_store
         .meta()

@@ -121,14 +121,14 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         );
     }
     let target_store: Arc<dyn RecordStore> = target.clone();
-    let reencrypt = match rivulet_engine::migrate::holds_encrypted_records(&*source) {
-        Ok(false) => Ok(None),
-        Ok(true) => key_files(
+    let reencrypt = match rivulet_engine::migrate::kms_keys_used(&*source) {
+        Ok(used) if used.is_empty() => Ok(None),
+        Ok(used) => key_files(
             args.from_kms_keys,
             args.kms_keys,
             &region,
-            &source,
-            &target_store,
+            used,
+            (&source, &target_store),
         )
         .map(Some),
         Err(error) => Err(anyhow::anyhow!("{}", error.message)),
@@ -163,8 +163,8 @@ fn key_files(
     from: Option<PathBuf>,
     to: Option<PathBuf>,
     region: &str,
-    source: &Arc<dyn RecordStore>,
-    target: &Arc<dyn RecordStore>,
+    used: Vec<String>,
+    (source, target): (&Arc<dyn RecordStore>, &Arc<dyn RecordStore>),
 ) -> anyhow::Result<Reencrypt> {
     let from = from.or_else(crate::config::default_kms_keys).context(
         "the data dir holds encrypted records: give --from-kms-keys, the single node's key file",
@@ -183,9 +183,6 @@ fn key_files(
     let source_kms: Arc<dyn KeyService> = Arc::new(LocalKms::open(Some(from.clone()), region)?);
     let source_keys = DataKeys::open(source.clone(), source_kms)
         .map_err(|e| anyhow::anyhow!("loading the data dir's data keys: {}", e.message))?;
-    let used = source_keys
-        .key_arns()
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let mut shared = KeyFile::load(&to)?;
     let added = shared.add_customer_keys(&source_file)?;
     let rooted = shared.ensure_managed_root()?;
@@ -206,7 +203,7 @@ fn key_files(
             .find(|key| key.arn() == arn)
             .with_context(|| {
                 format!(
-                    "the data dir's records are encrypted under {arn}, which {} does not \
+                    "the data dir's streams are encrypted under {arn}, which {} does not \
                      hold: give --from-kms-keys the key file the single node read",
                     from.display()
                 )
