@@ -112,20 +112,36 @@ impl Window {
         self.interleaved = Some(interleaved);
         self.hi = self.hi.max(page.next);
         while self.bytes > WINDOW_BYTES
-            && let Some((position, shard, bytes)) = self.order.pop_front()
+            && let Some(position) = self.evict(false)
         {
-            // Unless retention's trim took it already.
-            if let Some(records) = self.shards.get_mut(&shard)
-                && records.front().is_some_and(|r| r.position == position)
-            {
-                records.pop_front();
+            self.lo = position + 1;
+        }
+    }
+
+    /// Drops the window's oldest record (its newest with `newest`); returns its position.
+    fn evict(&mut self, newest: bool) -> Option<u64> {
+        let (position, shard, bytes) = match newest {
+            true => self.order.pop_back()?,
+            false => self.order.pop_front()?,
+        };
+        // Unless retention's trim took it already.
+        if let Some(records) = self.shards.get_mut(&shard) {
+            let held = match newest {
+                true => records.back(),
+                false => records.front(),
+            };
+            if held.is_some_and(|r| r.position == position) {
+                match newest {
+                    true => records.pop_back(),
+                    false => records.pop_front(),
+                };
                 if records.is_empty() {
                     self.shards.remove(&shard);
                 }
                 self.bytes -= bytes;
             }
-            self.lo = position + 1;
         }
+        Some(position)
     }
 
     /// Puts `page`, read from `start` below the window, in front of it, if it reaches the
@@ -147,17 +163,8 @@ impl Window {
         self.lo = start;
         // Within the bound: the newest records go, and the window ends before them.
         while self.bytes > WINDOW_BYTES
-            && let Some((position, shard, bytes)) = self.order.pop_back()
+            && let Some(position) = self.evict(true)
         {
-            if let Some(records) = self.shards.get_mut(&shard)
-                && records.back().is_some_and(|r| r.position == position)
-            {
-                records.pop_back();
-                if records.is_empty() {
-                    self.shards.remove(&shard);
-                }
-                self.bytes -= bytes;
-            }
             self.hi = position;
         }
         true
