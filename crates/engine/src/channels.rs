@@ -400,9 +400,10 @@ impl Engine {
             })
             .collect();
         // The delivery state goes first: a crash in between leaves a DELETING channel, whose
-        // removal is then done again.
+        // removal is then done again; what a commit in flight writes after it goes a minute
+        // later.
         for id in &gone {
-            self.remove_channel_state(id)?;
+            self.forget_state(&self.channel_state_prefix(id), now_ms)?;
         }
         self.persist(&state.meta)
     }

@@ -300,9 +300,9 @@ pub struct Engine {
     sharing: std::sync::atomic::AtomicBool,
     /// Held while CreateQueue checks and takes a queue name (unique in the account).
     queue_creation: parking_lot::Mutex<()>,
-    /// Deleted queues whose delivery state is removed again once a commit that was in flight
-    /// when they went has landed: (queue id, when).
-    queue_sweeps: parking_lot::Mutex<Vec<(String, i64)>>,
+    /// Deleted queues' and channels' delivery state, removed again once a commit that was in
+    /// flight when they went has landed: (the state's key prefix, when).
+    state_sweeps: parking_lot::Mutex<Vec<(String, i64)>>,
     /// How many times this engine became the writer (see `writer_term`).
     writer_term: AtomicU64,
     /// State other domains keep per engine (the queues' delivery state), by type.
@@ -393,7 +393,7 @@ impl Engine {
             writer: std::sync::atomic::AtomicBool::new(true),
             sharing: std::sync::atomic::AtomicBool::new(false),
             queue_creation: parking_lot::Mutex::new(()),
-            queue_sweeps: parking_lot::Mutex::new(Vec::new()),
+            state_sweeps: parking_lot::Mutex::new(Vec::new()),
             writer_term: AtomicU64::new(0),
             extensions: parking_lot::Mutex::new(Vec::new()),
         }
@@ -887,7 +887,7 @@ impl Engine {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         // First, so that a failure in one stream's steps below does not hold it back.
-        self.sweep_queue_state(now_ms)?;
+        self.sweep_state(now_ms)?;
         for (name, stream) in streams {
             let due = stream
                 .state

@@ -27,7 +27,7 @@ const LIST_QUEUES_DEFAULT: usize = 100;
 const QUEUE_STATE_PREFIX: &str = "queue/";
 /// How long after a queue goes its delivery state is removed again (any commit that was in
 /// flight has ended by then: a commit waits at most 30 s for the store).
-const QUEUE_SWEEP_AFTER_MS: i64 = 60_000;
+const STATE_SWEEP_AFTER_MS: i64 = 60_000;
 
 /// A queue's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,33 +374,38 @@ impl Engine {
         self.persist(&state.meta)
     }
 
-    /// Removes a deleted queue's delivery state, and again later: a commit in flight as the
-    /// queue went may land after the first removal.
+    /// Removes a deleted queue's delivery state, and again later (`forget_state`).
     fn forget_queue_state(&self, id: &str, now_ms: i64) -> Result<()> {
-        self.remove_queue_state(id)?;
-        self.queue_sweeps
+        self.forget_state(&self.queue_state_prefix(id), now_ms)
+    }
+
+    /// Removes the delivery state under `prefix` of a deleted queue or channel, and again a
+    /// minute later: a commit in flight as it went may land after the first removal.
+    pub(crate) fn forget_state(&self, prefix: &str, now_ms: i64) -> Result<()> {
+        self.remove_meta_prefix(prefix)?;
+        self.state_sweeps
             .lock()
-            .push((id.to_string(), now_ms + QUEUE_SWEEP_AFTER_MS));
+            .push((prefix.to_string(), now_ms + STATE_SWEEP_AFTER_MS));
         Ok(())
     }
 
-    /// Removes the delivery state of deleted queues again once their last commits have
-    /// ended (see `forget_queue_state`).
-    pub(crate) fn sweep_queue_state(&self, now_ms: i64) -> Result<()> {
+    /// Removes the delivery state of deleted queues and channels again once their last
+    /// commits have ended (see `forget_state`).
+    pub(crate) fn sweep_state(&self, now_ms: i64) -> Result<()> {
         let due: Vec<String> = {
-            let mut sweeps = self.queue_sweeps.lock();
+            let mut sweeps = self.state_sweeps.lock();
             let (due, later): (Vec<_>, Vec<_>) =
                 sweeps.drain(..).partition(|(_, at)| *at <= now_ms);
             *sweeps = later;
-            due.into_iter().map(|(id, _)| id).collect()
+            due.into_iter().map(|(prefix, _)| prefix).collect()
         };
         let mut due = due.into_iter();
-        while let Some(id) = due.next() {
-            if let Err(error) = self.remove_queue_state(&id) {
+        while let Some(prefix) = due.next() {
+            if let Err(error) = self.remove_meta_prefix(&prefix) {
                 // Tried again at the next tick, with those not reached.
-                let mut sweeps = self.queue_sweeps.lock();
-                sweeps.push((id, now_ms));
-                sweeps.extend(due.map(|id| (id, now_ms)));
+                let mut sweeps = self.state_sweeps.lock();
+                sweeps.push((prefix, now_ms));
+                sweeps.extend(due.map(|prefix| (prefix, now_ms)));
                 return Err(error);
             }
         }

@@ -1874,6 +1874,66 @@ fn a_deleted_queue_s_delivery_state_does_not_outlive_it() {
     assert!(e.queue_ids().is_empty());
 }
 
+/// A deleted channel's delivery state goes with it, and what a checkpoint commit in flight
+/// as it went wrote afterwards goes a minute later.
+#[test]
+fn a_deleted_channel_s_delivery_state_does_not_outlive_it() {
+    let config = EngineConfig {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        ..EngineConfig::default()
+    };
+    let store = Store::open(Arc::new(MemBackend::new()), StoreConfig::default()).unwrap();
+    let e = Engine::open(store.clone(), config).unwrap();
+    create_on_demand(&e);
+    let channel = e
+        .create_channel(
+            &crate::channels::CreateChannel {
+                name: "c".into(),
+                role_arn: "arn:aws:iam::000000000000:role/delivery".into(),
+                streams: vec![(e.stream_arn("od"), "JSON".into(), None)],
+                s3: Some((
+                    Some(300),
+                    None,
+                    crate::channels::S3Storage {
+                        bucket_arn: "arn:aws:s3:::lake".into(),
+                        expected_owner: "000000000000".into(),
+                        key_template: None,
+                        storage_class: None,
+                        compression: "NONE".into(),
+                    },
+                )),
+                tables: None,
+                encryption: None,
+                logging: None,
+                tags: Vec::new(),
+            },
+            T0 + 1,
+        )
+        .unwrap();
+    let prefix = e.channel_state_prefix(&channel.meta.id);
+    let write = |key: &str| {
+        store
+            .meta()
+            .commit(&[rivulet_log::MetaOp::Put {
+                key: key.to_string(),
+                value: b"{}".to_vec(),
+            }])
+            .unwrap();
+    };
+    write(&format!("{prefix}c/0"));
+    e.delete_channel(&channel.arn, T0 + 2).unwrap();
+    e.tick(T0 + 3).unwrap();
+    assert!(store.meta().scan_prefix(&prefix).unwrap().is_empty());
+    // A checkpoint commit that was in flight lands after the deletion.
+    write(&format!("{prefix}c/1"));
+    e.tick(T0 + 30_000).unwrap();
+    assert_eq!(store.meta().scan_prefix(&prefix).unwrap().len(), 1);
+    e.tick(T0 + 60_004).unwrap();
+    assert!(store.meta().scan_prefix(&prefix).unwrap().is_empty());
+}
+
 #[test]
 fn a_stream_switched_to_on_demand_keeps_its_shards_for_a_step() {
     let e = engine_with(on_demand_config(20_000));
