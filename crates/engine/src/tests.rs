@@ -1818,6 +1818,18 @@ fn an_on_demand_stream_s_peaks_survive_a_restart() {
     assert_eq!(open_shards(&e, now).len(), 80);
 }
 
+/// Commits `key` (with an empty document) straight into the store's metadata, as a commit in
+/// flight would.
+fn put_meta_key(store: &Store, key: &str) {
+    store
+        .meta()
+        .commit(&[rivulet_log::MetaOp::Put {
+            key: key.to_string(),
+            value: b"{}".to_vec(),
+        }])
+        .unwrap();
+}
+
 /// A deleted queue's delivery state goes with it, even what a commit in flight as it went
 /// wrote afterwards (removed again a minute later), and what a crash left (removed when the
 /// store is opened again).
@@ -1846,15 +1858,7 @@ fn a_deleted_queue_s_delivery_state_does_not_outlive_it() {
         .unwrap();
     let id = e.queue_ids().into_iter().next().unwrap();
     let prefix = e.queue_state_prefix(&id);
-    let write = |key: &str| {
-        store
-            .meta()
-            .commit(&[rivulet_log::MetaOp::Put {
-                key: key.to_string(),
-                value: b"{}".to_vec(),
-            }])
-            .unwrap();
-    };
+    let write = |key: &str| put_meta_key(&store, key);
     write(&format!("{prefix}c/0"));
     e.delete_queue(&queue.arn, T0 + 2).unwrap();
     assert!(store.meta().scan_prefix(&prefix).unwrap().is_empty());
@@ -1913,15 +1917,7 @@ fn a_deleted_channel_s_delivery_state_does_not_outlive_it() {
         )
         .unwrap();
     let prefix = e.channel_state_prefix(&channel.meta.id);
-    let write = |key: &str| {
-        store
-            .meta()
-            .commit(&[rivulet_log::MetaOp::Put {
-                key: key.to_string(),
-                value: b"{}".to_vec(),
-            }])
-            .unwrap();
-    };
+    let write = |key: &str| put_meta_key(&store, key);
     write(&format!("{prefix}c/0"));
     e.delete_channel(&channel.arn, T0 + 2).unwrap();
     e.tick(T0 + 3).unwrap();
