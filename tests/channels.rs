@@ -191,14 +191,7 @@ async fn put_all(c: &Client, stream: &str, records: &[Vec<u8>]) {
                     .expect("entry")
             })
             .collect();
-        let answer = c
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("put");
-        assert_eq!(answer.failed_record_count(), Some(0));
+        crate::util::put_all(c, stream, entries).await;
     }
 }
 

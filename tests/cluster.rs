@@ -1120,14 +1120,7 @@ async fn every_shard_of_a_wide_stream_reads_back_in_order_through_any_node() {
                     .expect("entry")
             })
             .collect();
-        let out = c
-            .put_records()
-            .stream_name("wide")
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("put");
-        assert_eq!(out.failed_record_count(), Some(0));
+        crate::util::put_all(c, "wide", entries).await;
     }
     let shards = crate::util::shards_of(c, "wide").await;
     let mut readers = Vec::new();
@@ -1301,14 +1294,7 @@ async fn a_single_node_data_dir_moves_into_a_cluster() {
                 |i| format!("key-{i}"),
                 move |i| format!("{tag}-{i}").into_bytes(),
             );
-            let out = c
-                .put_records()
-                .stream_name("moved")
-                .set_records(Some(entries))
-                .send()
-                .await
-                .expect("put");
-            assert_eq!(out.failed_record_count(), Some(0));
+            crate::util::put_all(&c, "moved", entries).await;
         }
     };
     put(0..30, "before").await;
@@ -1442,14 +1428,7 @@ async fn encrypted_streams_move_into_a_cluster_encrypted() {
                 move |i| format!("{tag}-key-{i}"),
                 move |i| format!("{tag}-{i}").into_bytes(),
             );
-            let out = c
-                .put_records()
-                .stream_name(stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-                .expect("put");
-            assert_eq!(out.failed_record_count(), Some(0));
+            crate::util::put_all(&c, stream, entries).await;
         }
     };
     put("orders", "sealed-orders").await;

@@ -463,6 +463,22 @@ pub fn entries(
         .collect()
 }
 
+/// One PutRecords of `entries` to `stream`, every entry accepted.
+pub async fn put_all(
+    c: &Client,
+    stream: &str,
+    entries: Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>,
+) {
+    let out = c
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("put records");
+    assert_eq!(out.failed_record_count(), Some(0));
+}
+
 /// The shards of `stream` (one ListShards page).
 pub async fn shards_of(c: &Client, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
     c.list_shards()

@@ -186,18 +186,25 @@ impl Window {
     /// Moves `shard`'s records from `from` on (within the window) into `out`, within the
     /// page's limits; returns where the shard's next read starts: after the last record
     /// taken, or the window's end once it has none left.
-    fn take(&self, shard: u32, from: u64, limits: (usize, usize), out: &mut Vec<Record>) -> u64 {
+    /// `page` is what the page holds so far: its records and their bytes.
+    fn take(
+        &self,
+        shard: u32,
+        from: u64,
+        limits: (usize, usize),
+        page: (&mut Vec<Record>, &mut usize),
+    ) -> u64 {
         let (max_records, max_bytes) = limits;
+        let (out, bytes) = page;
         let Some(records) = self.shards.get(&shard) else {
             return self.hi;
         };
         let at = records.partition_point(|record| record.position < from);
-        let mut bytes: usize = out.iter().map(|r| r.key.len() + r.value.len()).sum();
         for record in records.iter().skip(at) {
-            if out.len() >= max_records || (bytes >= max_bytes && !out.is_empty()) {
+            if out.len() >= max_records || (*bytes >= max_bytes && !out.is_empty()) {
                 return record.position;
             }
-            bytes += record.key.len() + record.value.len();
+            *bytes += record.key.len() + record.value.len();
             out.push(record.clone());
         }
         self.hi
@@ -282,6 +289,7 @@ impl DenseStream {
         }
         let (max_records, max_bytes) = limits;
         let mut out = Vec::new();
+        let mut bytes = 0;
         let mut at = from;
         let done = |out: Vec<Record>, at: u64| match out.is_empty() {
             true => Dense::Alone { from: at },
@@ -295,9 +303,10 @@ impl DenseStream {
                 self.drop_if_idle();
                 let mut window = self.window.lock();
                 if !window.is_empty() && window.lo <= at && at < window.hi {
-                    at = window.take(shard, at, limits, &mut out).max(at);
+                    at = window
+                        .take(shard, at, limits, (&mut out, &mut bytes))
+                        .max(at);
                     window.used = Some(Instant::now());
-                    let bytes: usize = out.iter().map(|r| r.key.len() + r.value.len()).sum();
                     if out.len() >= max_records || bytes >= max_bytes || at < window.hi {
                         return done(out, at);
                     }
@@ -452,14 +461,22 @@ mod tests {
         assert_eq!((window.lo, window.hi), (10, 20));
         let mut out = Vec::new();
         // Shard 1 from 12: 13, 15, 17, 19, then the window's end.
-        assert_eq!(window.take(1, 12, (100, 1 << 20), &mut out), 20);
+        let mut bytes = 0;
+        assert_eq!(
+            window.take(1, 12, (100, 1 << 20), (&mut out, &mut bytes)),
+            20
+        );
         let positions: Vec<u64> = out.iter().map(|r| r.position).collect();
         assert_eq!(positions, [13, 15, 17, 19]);
+        assert_eq!(bytes, 4 * 100);
         // A page limit stops at the next record.
         let mut out = Vec::new();
-        assert_eq!(window.take(0, 10, (2, 1 << 20), &mut out), 14);
+        assert_eq!(window.take(0, 10, (2, 1 << 20), (&mut out, &mut 0)), 14);
         // A shard with no record in the window: its next read starts at the end.
-        assert_eq!(window.take(7, 10, (2, 1 << 20), &mut Vec::new()), 20);
+        assert_eq!(
+            window.take(7, 10, (2, 1 << 20), (&mut Vec::new(), &mut 0)),
+            20
+        );
         // Past the bound, the oldest go first and the window starts after them.
         let per_record = 100;
         let many = WINDOW_BYTES / per_record + 10;

@@ -328,15 +328,8 @@ impl JetStreamRecords {
         max_bytes: usize,
         keyring: Option<&dyn Keyring>,
     ) -> Result<Page, RecordError> {
-        let name = self.stream_name(id)?;
-        let request = DirectGet {
-            seq: Some(from.max(1)),
-            next_by_subj: Some(self.subject(id, shard)),
-            batch: limit.max(1),
-            max_bytes: Some(max_bytes.max(1)),
-            ..Default::default()
-        };
-        let batch = self.direct(&name, &request).await?;
+        let subject = self.subject(id, shard);
+        let batch = self.page(id, from, subject, limit, max_bytes).await?;
         let mut records = batch
             .messages
             .iter()
@@ -368,15 +361,8 @@ impl JetStreamRecords {
         max_bytes: usize,
         keyring: Option<&dyn Keyring>,
     ) -> Result<EveryShard, RecordError> {
-        let name = self.stream_name(id)?;
-        let request = DirectGet {
-            seq: Some(from.max(1)),
-            next_by_subj: Some(format!("{}.d.{id}.*", self.prefix)),
-            batch: limit.max(1),
-            max_bytes: Some(max_bytes.max(1)),
-            ..Default::default()
-        };
-        let batch = self.direct(&name, &request).await?;
+        let every_shard = format!("{}.d.{id}.*", self.prefix);
+        let batch = self.page(id, from, every_shard, limit, max_bytes).await?;
         let mut records = Vec::with_capacity(batch.messages.len());
         for message in &batch.messages {
             let shard = message
@@ -750,6 +736,26 @@ impl JetStreamRecords {
         direct_get_batch(&self.client, "$JS.API", name, request, self.timeout)
             .await
             .map_err(|error| RecordError::Unavailable(error.to_string()))
+    }
+
+    /// The messages on `subject` (wildcards allowed) of stream `id` from `from` on: up to
+    /// `limit`, within about `max_bytes`.
+    async fn page(
+        &self,
+        id: &str,
+        from: u64,
+        subject: String,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<crate::DirectBatch, RecordError> {
+        let request = DirectGet {
+            seq: Some(from.max(1)),
+            next_by_subj: Some(subject),
+            batch: limit.max(1),
+            max_bytes: Some(max_bytes.max(1)),
+            ..Default::default()
+        };
+        self.direct(&self.stream_name(id)?, &request).await
     }
 
     /// One JetStream API request; its answer's body, or its error.

@@ -82,23 +82,21 @@ pub async fn copy_store(
     reencrypt: Option<&Reencrypt>,
 ) -> Result<Copied> {
     let source = from.meta().scan_prefix("")?;
-    if reencrypt.is_none() && !kms_keys_used(from)?.is_empty() {
+    if reencrypt.is_none() && !keys_used(&source).is_empty() {
         return Err(ApiError::invalid(
             "The data dir holds encrypted streams: migrating them needs the key files (the \
              source's and the deployment's).",
         ));
     }
     // A queue's delivery state names positions in its stream's logs, which the copy
-    // numbers anew: cursors would point at other records.
-    let queued = source.iter().any(|(key, value)| {
-        is_stream_key(key)
-            && serde_json::from_slice::<StreamMeta>(value).is_ok_and(|meta| !meta.queues.is_empty())
-    });
-    let delivered = source.iter().any(|(key, value)| {
-        is_stream_key(key)
-            && serde_json::from_slice::<StreamMeta>(value)
-                .is_ok_and(|meta| !meta.channels.is_empty())
-    });
+    // numbers anew: cursors would point at other records; so do channels' checkpoints.
+    let metas: Vec<StreamMeta> = source
+        .iter()
+        .filter(|(key, _)| is_stream_key(key))
+        .filter_map(|(_, value)| serde_json::from_slice(value).ok())
+        .collect();
+    let queued = metas.iter().any(|meta| !meta.queues.is_empty());
+    let delivered = metas.iter().any(|meta| !meta.channels.is_empty());
     if delivered {
         return Err(ApiError::invalid(
             "The data dir holds channels; migrating them is not supported: their checkpoints \
@@ -201,15 +199,20 @@ pub async fn copy_store(
 /// sealed with them) and those its streams are encrypted with now (a stream may have none
 /// of its data keys yet). Empty: no key file is needed to migrate it.
 pub fn kms_keys_used(store: &dyn RecordStore) -> Result<Vec<String>> {
+    Ok(keys_used(&store.meta().scan_prefix("")?))
+}
+
+/// [`kms_keys_used`] over a store's metadata entries.
+fn keys_used(entries: &[(String, Vec<u8>)]) -> Vec<String> {
     let mut arns: Vec<String> = Vec::new();
-    for (key, value) in store.meta().scan_prefix("")? {
+    for (key, value) in entries {
         let arn = if key.starts_with(DATA_KEY_PREFIX) {
-            serde_json::from_slice::<crate::encryption::WrappedKey>(&value)
+            serde_json::from_slice::<crate::encryption::WrappedKey>(value)
                 .ok()
                 .filter(|entry| !entry.deleted)
                 .map(|entry| entry.key_arn)
-        } else if is_stream_key(&key) {
-            serde_json::from_slice::<StreamMeta>(&value)
+        } else if is_stream_key(key) {
+            serde_json::from_slice::<StreamMeta>(value)
                 .ok()
                 .and_then(|meta| meta.encryption)
                 .map(|encryption| encryption.key_arn)
@@ -222,7 +225,7 @@ pub fn kms_keys_used(store: &dyn RecordStore) -> Result<Vec<String>> {
             arns.push(arn);
         }
     }
-    Ok(arns)
+    arns
 }
 
 /// The data key one stream's encrypted copies are sealed with, made on first need.
