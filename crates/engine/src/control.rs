@@ -462,6 +462,7 @@ impl Engine {
             meta,
             logs,
             routes: Vec::new(),
+            route_index: hash::StartIndex::default(),
         };
         state.rebuild_routes();
         streams.insert(request.name, Arc::new(self.new_stream(state)));

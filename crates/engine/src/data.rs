@@ -126,7 +126,14 @@ impl PutOutcome {
                     "the store placed another number of shards",
                 ));
             }
-            for (shard, placed) in shards.iter().zip(&placed) {
+            for (at, (shard, placed)) in shards.iter().zip(&placed).enumerate() {
+                // Over many shards each encoder is cold: the next ones are asked for ahead.
+                if let Some(ahead) = shards.get(at + 2) {
+                    rivulet_log::hint::prefetch_write(
+                        std::sync::Arc::as_ptr(&ahead.encoder),
+                        size_of::<parking_lot::Mutex<seq::SeqEncoder>>(),
+                    );
+                }
                 if placed.late {
                     // Refused per entry (AWS's per-record failure), so only these are retried.
                     for &i in &members[shard.members.clone()] {

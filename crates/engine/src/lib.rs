@@ -135,6 +135,8 @@ struct StreamState {
     logs: HashMap<u32, Arc<dyn ShardLog>>,
     /// Open shards sorted by starting hash key.
     routes: Vec<Route>,
+    /// Finds a hash key's place in `routes`.
+    route_index: hash::StartIndex,
 }
 
 impl StreamState {
@@ -154,15 +156,13 @@ impl StreamState {
             }
         }
         routes.sort_by_key(|r| r.start);
+        self.route_index = hash::StartIndex::new(routes.iter().map(|r| r.start).collect());
         self.routes = routes;
     }
 
     /// The position in `routes` of the open shard owning `hash`.
     fn route_at(&self, hash: u128) -> Option<usize> {
-        let at = self
-            .routes
-            .partition_point(|r| r.start <= hash)
-            .checked_sub(1)?;
+        let at = self.route_index.find(hash)?;
         let route = self.routes.get(at)?;
         (route.start <= hash && hash <= route.end).then_some(at)
     }
@@ -372,6 +372,7 @@ impl Engine {
                 meta,
                 logs,
                 routes: Vec::new(),
+                route_index: hash::StartIndex::default(),
             };
             state.rebuild_routes();
             streams.insert(state.meta.name.clone(), Arc::new(Stream::new(state)));
@@ -603,6 +604,7 @@ impl Engine {
                 meta,
                 logs,
                 routes: Vec::new(),
+                route_index: hash::StartIndex::default(),
             };
             state.rebuild_routes();
             let name = state.meta.name.clone();

@@ -188,6 +188,10 @@ pub trait SharedSlots: Send + Sync {
     fn release(&self, key: &str, generation: u64);
 }
 
+/// How many logs ahead `RecordStore::put` asks the cache for each of `Log::prefetch`'s steps
+/// (1, 2 and 3): far enough for a miss to arrive before the step that reads it.
+const PREFETCH_DISTANCES: [usize; 3] = [2, 4, 6];
+
 fn ready<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {
     Box::pin(std::future::ready(result))
 }
@@ -288,12 +292,25 @@ impl RecordStore for Store {
     fn put(&self, writes: &[ShardWrite<'_>], timestamp_ms: i64) -> Result<PendingPut> {
         let mut placed = Vec::with_capacity(writes.len());
         let mut durable: Vec<Durable> = Vec::with_capacity(writes.len());
-        for write in writes {
-            let log = write
-                .log
-                .as_any()
-                .downcast_ref::<Log>()
-                .ok_or_else(|| ApiError::internal("a log of another store"))?;
+        let logs = writes
+            .iter()
+            .map(|write| write.log.as_any().downcast_ref::<Log>())
+            .collect::<Option<Vec<&Log>>>()
+            .ok_or_else(|| ApiError::internal("a log of another store"))?;
+        // Over many shards each log is cold: its next ones are asked for ahead (see
+        // `Log::prefetch`).
+        let prefetch = |at: usize| {
+            for (step, distance) in PREFETCH_DISTANCES.iter().enumerate() {
+                if let Some(ahead) = logs.get(at + distance) {
+                    ahead.prefetch(step + 1);
+                }
+            }
+        };
+        for log in logs.iter().take(PREFETCH_DISTANCES[2]) {
+            log.prefetch(3);
+        }
+        for (at, (write, log)) in writes.iter().zip(&logs).enumerate() {
+            prefetch(at);
             let appended = log.append_encrypted(write.records, timestamp_ms, 0, write.seal)?;
             placed.push(Placed {
                 offsets: Offsets::From(appended.first_offset),

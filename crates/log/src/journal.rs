@@ -321,7 +321,10 @@ impl Journal {
             };
             match result {
                 Ok(()) => {
-                    for pending in &group.pending {
+                    for (at, pending) in group.pending.iter().enumerate() {
+                        if let Some(ahead) = group.pending.get(at + 2) {
+                            ahead.log.prefetch_state();
+                        }
                         pending.log.fill_and_mark_durable(
                             pending.base,
                             pending.size_bytes,

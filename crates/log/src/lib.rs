@@ -25,6 +25,7 @@ mod backend;
 mod crypt;
 mod error;
 mod format;
+pub mod hint;
 mod journal;
 mod log;
 mod mem;

@@ -225,6 +225,9 @@ pub(crate) struct LogInner {
     pub ctx: Arc<Ctx>,
     pub state: Mutex<LogState>,
     pub durable: Arc<DurableState>,
+    /// Where the next append's pending bytes will go, as an address (0: no pending buffer):
+    /// a hint for [`Log::prefetch`], which may read it stale.
+    pub tail: AtomicUsize,
 }
 
 pub(crate) struct LogState {
@@ -679,6 +682,11 @@ impl LogInner {
         Ok(())
     }
 
+    /// Asks the cache for the log's state, to be locked and written soon.
+    pub(crate) fn prefetch_state(&self) {
+        crate::hint::prefetch_write(self as *const LogInner, size_of::<LogInner>());
+    }
+
     /// Once the journal group holding its batches is synced: publishes the durable end the
     /// group reached. What the log has pending is written to its segment (one write for all of
     /// its batches since the last) only once it reaches `fill_bytes`, or the store's pending
@@ -1087,6 +1095,32 @@ impl Log {
         &self.id
     }
 
+    /// Asks the cache for what an append to this log will touch, `step` appends ahead of it:
+    /// 3 and more, the log's handle; 2, its state; 1, its pending tail and directory name. A
+    /// caller appending to many logs calls it for the logs it will append to next, each step
+    /// in turn, so the misses overlap (each step reads what the one before brought in).
+    pub fn prefetch(&self, step: usize) {
+        match step {
+            0 => {}
+            1 => {
+                if let Some(inner) = self.inner.get() {
+                    let tail = inner.tail.load(Ordering::Relaxed);
+                    if tail != 0 {
+                        crate::hint::prefetch_write(tail as *const u8, 192);
+                    }
+                    crate::hint::prefetch_write(inner.dir.as_ptr(), inner.dir.len());
+                    crate::hint::prefetch_write(Arc::as_ptr(&inner.durable), 64);
+                }
+            }
+            2 => {
+                if let Some(inner) = self.inner.get() {
+                    inner.prefetch_state();
+                }
+            }
+            _ => crate::hint::prefetch_write(self as *const Log, size_of::<Log>()),
+        }
+    }
+
     /// Appends one batch atomically (all or nothing after a crash). Offsets are assigned
     /// consecutively from `max(next_offset, min_first_offset)`; the timestamp is clamped to be
     /// at least the previous append's, and the stored value is returned. Returns at once; the
@@ -1191,6 +1225,9 @@ impl Log {
                     }
                 }
                 state.active.pending.extend_from_slice(&buf);
+                let pending = &state.active.pending;
+                let tail = pending.as_ptr() as usize + pending.len();
+                inner.tail.store(tail, Ordering::Relaxed);
                 inner.ctx.pending_bytes.add(buf.len() as u64);
             } else if let Err(error) = inner
                 .active_file(&mut state.active)

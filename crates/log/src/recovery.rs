@@ -80,6 +80,7 @@ fn new_inner(
         uid,
         dir,
         ctx: Arc::clone(ctx),
+        tail: std::sync::atomic::AtomicUsize::new(0),
         state: Mutex::new(LogState {
             sealed,
             active,
