@@ -319,6 +319,29 @@ pub(crate) struct IteratorPosition {
     issued_ms: i64,
 }
 
+/// Orders `(entry, route)` pairs (given in entry order) by route, each route's entries still in
+/// entry order: by counting when the routes are not many more than the entries (a PutRecords
+/// over 512 shards; a comparison sort was 1 % of its server time), else by a stable sort.
+fn group_by_route(routed: &mut Vec<(usize, usize)>, routes: usize) {
+    if routes > 2 * routed.len() || routed.iter().any(|&(_, at)| at >= routes) {
+        routed.sort_by_key(|&(_, at)| at);
+        return;
+    }
+    let mut next = vec![0usize; routes + 1];
+    for &(_, at) in routed.iter() {
+        next[at + 1] += 1;
+    }
+    for k in 1..next.len() {
+        next[k] += next[k - 1];
+    }
+    let mut grouped = vec![(0, 0); routed.len()];
+    for &(i, at) in routed.iter() {
+        grouped[next[at]] = (i, at);
+        next[at] += 1;
+    }
+    *routed = grouped;
+}
+
 fn record_too_large(path: &str, data_len: usize, limit_bytes: usize) -> ApiError {
     ApiError::new(
         ErrorKind::Validation,
@@ -486,7 +509,7 @@ impl Engine {
         // on, each record passes its shard's buckets or fails alone.
         let mut results: Vec<Option<std::result::Result<PutResult, ApiError>>> =
             vec![None; entries.len()];
-        routed.sort_unstable_by_key(|&(i, at)| (at, i));
+        group_by_route(&mut routed, state.routes.len());
         // Every accepted record, shard after shard, and which entry each one is.
         let mut records: Vec<NewRecord<'_>> = Vec::with_capacity(entries.len());
         let mut members: Vec<usize> = Vec::with_capacity(entries.len());
@@ -1129,6 +1152,26 @@ fn observe_put(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_group_by_route_in_entry_order_either_way() {
+        for routes in [1, 3, 8, 600] {
+            let mut state = 7usize;
+            let routed: Vec<(usize, usize)> = (0..40)
+                .map(|i| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (i, (state >> 33) % routes)
+                })
+                .collect();
+            let mut expected = routed.clone();
+            expected.sort_unstable_by_key(|&(i, at)| (at, i));
+            let mut grouped = routed.clone();
+            group_by_route(&mut grouped, routes);
+            assert_eq!(grouped, expected, "{routes} routes");
+        }
+    }
 
     #[test]
     fn iterator_type_names_round_trip() {

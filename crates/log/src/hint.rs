@@ -5,8 +5,9 @@
 /// Bytes in a cache line.
 const LINE: usize = 64;
 
-/// Asks for the `bytes` from `at` to be brought into the cache, to be written. A hint only: it
-/// never faults, whatever the address, and does nothing on other architectures.
+/// Asks for the `bytes` from `at` to be brought into the cache, to be written (a plain prefetch
+/// where the build does not target the write-prefetch instruction). A hint only: it never
+/// faults, whatever the address, and does nothing on other architectures.
 #[inline(always)]
 pub fn prefetch_write<T>(at: *const T, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
