@@ -37,8 +37,23 @@ fn file_path(number: u64) -> String {
     format!("{JOURNAL_DIR}/{number:020}.jnl")
 }
 
+/// A retired journal file kept for reuse (see "Journal files" in docs/storage-format.md).
+fn spare_path(number: u64) -> String {
+    format!("{JOURNAL_DIR}/{number:020}.spare")
+}
+
+/// Retired files kept for reuse, at most.
+const SPARE_FILES_MAX: usize = 2;
+
+fn parse_spare_name(name: &str) -> Option<u64> {
+    parse_number(name.strip_suffix(".spare")?)
+}
+
 fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".jnl")?;
+    parse_number(name.strip_suffix(".jnl")?)
+}
+
+fn parse_number(digits: &str) -> Option<u64> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -124,6 +139,10 @@ struct State {
     full_files: Vec<u64>,
     /// Segment files replay wrote to, unsynced: the next checkpoint syncs them by path.
     replayed_segments: Vec<String>,
+    /// Retired journal files kept to be the next ones (their numbers as spares): writing over
+    /// blocks a file already has makes a group's `fdatasync` one write, where a sparse file's
+    /// also writes its inode.
+    spares: Vec<u64>,
 }
 
 /// The file the writer appends groups to.
@@ -187,6 +206,7 @@ impl Journal {
                 // checkpoint retires them like any full file.
                 full_files: replayed.files.clone(),
                 replayed_segments: replayed.segments.clone(),
+                spares: replayed.spares.clone(),
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -388,8 +408,24 @@ impl Journal {
             self.checkpoint_due.notify_all();
             current.number += 1;
         }
+        let path = file_path(current.number);
+        let spare = self.state.lock().spares.pop();
+        if let Some(spare) = spare {
+            // Its groups name its old number, so replay reads none of them in the new one.
+            self.backend.rename(&spare_path(spare), &path)?;
+            let file = self.backend.open_file(&path, false)?;
+            let capacity = file.len()?;
+            if capacity >= group_len {
+                // The name is durable before a group is written under it.
+                self.backend.sync_dir(JOURNAL_DIR)?;
+                current.file = Some(file);
+                current.position = 0;
+                current.capacity = capacity;
+                return Ok(());
+            }
+        }
         let capacity = self.file_bytes.max(group_len);
-        let file = self.backend.open_file(&file_path(current.number), true)?;
+        let file = self.backend.open_file(&path, true)?;
         file.set_len(capacity)?;
         file.sync_data()?;
         self.backend.sync_dir(JOURNAL_DIR)?;
@@ -474,12 +510,24 @@ impl Journal {
             return Ok(());
         }
         let mut current = self.current.lock();
+        let mut spares = self.state.lock().spares.len();
         for number in &files {
             if everything && *number == current.number {
                 current.file = None;
                 current.number += 1;
             }
-            match self.backend.remove_file(&file_path(*number)) {
+            let path = file_path(*number);
+            // A file of the full size is kept, up to `SPARE_FILES_MAX`, as a spare.
+            if spares < SPARE_FILES_MAX
+                && let Ok(file) = self.backend.open_file(&path, false)
+                && file.len()? >= self.file_bytes
+            {
+                self.backend.rename(&path, &spare_path(*number))?;
+                self.state.lock().spares.push(*number);
+                spares += 1;
+                continue;
+            }
+            match self.backend.remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => return Err(error),
@@ -676,6 +724,8 @@ pub(crate) struct Replayed {
     /// The segment files replay wrote to: the first checkpoint syncs them by path, whether or
     /// not their logs have been opened since.
     pub segments: Vec<String>,
+    /// Retired files kept for reuse (not replayed).
+    pub spares: Vec<u64>,
 }
 
 /// A segment file and the contiguous bytes replay gathered for it, from a position.
@@ -687,12 +737,15 @@ type Run = (Arc<dyn BackendFile>, u64, Vec<u8>);
 /// the segments written: a crash before that replays them again.
 pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
     backend.create_dir(JOURNAL_DIR)?;
+    let mut spares = Vec::new();
     let mut numbers: Vec<u64> = backend
         .list_dir(JOURNAL_DIR)?
         .iter()
         .filter_map(|entry| {
             let number = parse_file_name(&entry.name);
-            if number.is_none() {
+            if let Some(spare) = parse_spare_name(&entry.name) {
+                spares.push(spare);
+            } else if number.is_none() {
                 tracing::warn!(name = %entry.name, "ignoring unknown entry in journal directory");
             }
             number
@@ -700,10 +753,13 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
         .collect();
     numbers.sort_unstable();
     let Some(&last) = numbers.last() else {
+        // Past every spare: a file reusing one must never take its old number, which its
+        // stale groups carry.
         return Ok(Replayed {
             files: Vec::new(),
-            next_file: 0,
+            next_file: spares.iter().max().map_or(0, |n| n + 1),
             segments: Vec::new(),
+            spares,
         });
     };
     // One buffer for every file of both passes (they are the same size but for an oversized
@@ -790,8 +846,11 @@ pub(crate) fn replay(backend: &dyn Backend) -> io::Result<Replayed> {
     }
     Ok(Replayed {
         files: numbers,
-        next_file: last + 1,
+        // Past the spares too: a file reusing one must never take its old number, which its
+        // stale groups carry.
+        next_file: spares.iter().copied().max().unwrap_or(0).max(last) + 1,
         segments: runs.into_keys().collect(),
+        spares,
     })
 }
 

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use rivulet_log::{Backend, CrashBackend, FileBackend, Store, StoreConfig};
+use rivulet_log::{CrashBackend, FileBackend, Store, StoreConfig};
 
-use crate::util::{append_durable, append_one, copy_tree, read_all, small_config};
+use crate::util::{append_durable, append_one, copy_tree, journal_files, read_all, small_config};
 
 #[test]
 fn a_crash_before_any_checkpoint_is_replayed_from_the_journal() {
@@ -36,9 +36,9 @@ fn a_crash_before_any_checkpoint_is_replayed_from_the_journal() {
         assert_eq!(&records[4].value[..], &[i as u8, 2]);
     }
     // Replayed, kept until a checkpoint has synced the segments, then retired.
-    assert!(!image.list_dir("journal").expect("list").is_empty());
+    assert!(!journal_files(&image).is_empty());
     store.shutdown();
-    let left = image.list_dir("journal").expect("list");
+    let left = journal_files(&image);
     assert!(left.is_empty(), "{left:?}");
     // And what replay wrote is in the segments now.
     let store = Store::open(Arc::new(image.snapshot()), small_config()).expect("reopen");
@@ -79,7 +79,7 @@ fn a_clean_stop_leaves_an_empty_journal_and_synced_segments() {
     }
     store.shutdown();
     drop(store);
-    assert!(backend.list_dir("journal").expect("list").is_empty());
+    assert!(journal_files(&*backend).is_empty());
     let store = Store::open(backend, small_config()).expect("reopen");
     assert_eq!(read_all(&store.log("clean").expect("log"), 0).len(), 50);
 }
@@ -305,7 +305,7 @@ fn after_a_failure_the_journal_keeps_what_only_it_holds() {
     store.shutdown();
     drop(store);
     let image = backend.snapshot();
-    assert!(!image.list_dir("journal").expect("list").is_empty());
+    assert!(!journal_files(&image).is_empty());
     let store = Store::open(Arc::new(image), config).expect("reopen");
     let values: Vec<Vec<u8>> = read_all(&store.log("held").expect("log"), 0)
         .iter()

@@ -17,7 +17,7 @@ use rivulet_log::{
     StoredRecord,
 };
 
-use crate::util::small_config;
+use crate::util::{journal_files, small_config, spare_journal_files};
 
 /// The logs of the workload; `GONE` (last) is removed halfway and created again.
 const LOG_IDS: [&str; 4] = ["p/0", "p/1", "enc", GONE];
@@ -499,16 +499,6 @@ fn every_prefix_recovers(config: StoreConfig) {
     let total = images.len();
     // The workload did what it is here to test: segments rolled, journal files filled and
     // retired, and every incarnation got appends.
-    let journal_files = |image: &CrashBackend| -> Vec<String> {
-        let mut names: Vec<String> = image
-            .list_dir("journal")
-            .unwrap_or_default()
-            .into_iter()
-            .map(|entry| entry.name)
-            .collect();
-        names.sort();
-        names
-    };
     let most_segments = images
         .iter()
         .filter_map(|image| image.list_dir("logs/p~0").ok())
@@ -519,6 +509,12 @@ fn every_prefix_recovers(config: StoreConfig) {
         before.iter().any(|name| !after.contains(name))
     });
     let most_journal_files = images.iter().map(|i| journal_files(i).len()).max();
+    // Retired files kept as spares and written over as later files, stale groups and all.
+    let reused = images
+        .windows(2)
+        .filter(|pair| spare_journal_files(&pair[1]) < spare_journal_files(&pair[0]))
+        .count();
+    assert!(reused >= 1, "no spare journal file was reused");
     assert!(most_segments >= Some(4), "{most_segments:?} segments");
     let retired = retired.count();
     // At least one while appends ran, and the clean stop's.

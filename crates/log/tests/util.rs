@@ -114,3 +114,27 @@ pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The journal files in use in `backend`'s data dir (not the retired ones kept as spares),
+/// sorted.
+pub fn journal_files(backend: &dyn rivulet_log::Backend) -> Vec<String> {
+    let mut names: Vec<String> = backend
+        .list_dir("journal")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|entry| entry.name)
+        .filter(|name| name.ends_with(".jnl"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The retired journal files kept for reuse.
+pub fn spare_journal_files(backend: &dyn rivulet_log::Backend) -> usize {
+    backend
+        .list_dir("journal")
+        .unwrap_or_default()
+        .iter()
+        .filter(|entry| entry.name.ends_with(".spare"))
+        .count()
+}
