@@ -45,6 +45,13 @@ fn spare_path(number: u64) -> String {
 /// Retired files kept for reuse, at most.
 const SPARE_FILES_MAX: usize = 2;
 
+fn remove_if_present(backend: &dyn Backend, path: &str) -> io::Result<()> {
+    match backend.remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
 fn parse_spare_name(name: &str) -> Option<u64> {
     parse_number(name.strip_suffix(".spare")?)
 }
@@ -415,7 +422,7 @@ impl Journal {
             self.backend.rename(&spare_path(spare), &path)?;
             let file = self.backend.open_file(&path, false)?;
             let capacity = file.len()?;
-            if capacity >= group_len {
+            if capacity >= self.file_bytes.max(group_len) {
                 // The name is durable before a group is written under it.
                 self.backend.sync_dir(JOURNAL_DIR)?;
                 current.file = Some(file);
@@ -506,11 +513,30 @@ impl Journal {
             self.progress.notify_all();
             return Err(io::Error::other(reason));
         }
+        // A clean stop keeps none, and removes those kept: a stopped data dir holds no batch
+        // outside its segments.
+        let spares = if everything {
+            std::mem::take(&mut self.state.lock().spares)
+        } else {
+            Vec::new()
+        };
+        if !spares.is_empty() {
+            for spare in spares {
+                remove_if_present(&*self.backend, &spare_path(spare))?;
+            }
+            if files.is_empty() {
+                return self.backend.sync_dir(JOURNAL_DIR);
+            }
+        }
         if files.is_empty() {
             return Ok(());
         }
         let mut current = self.current.lock();
-        let mut spares = self.state.lock().spares.len();
+        let mut spares = if everything {
+            SPARE_FILES_MAX
+        } else {
+            self.state.lock().spares.len()
+        };
         for number in &files {
             if everything && *number == current.number {
                 current.file = None;
@@ -527,11 +553,7 @@ impl Journal {
                 spares += 1;
                 continue;
             }
-            match self.backend.remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
+            remove_if_present(&*self.backend, &path)?;
         }
         self.state
             .lock()
