@@ -15,17 +15,8 @@ SECS=${SECONDS_PER_WORKLOAD:-10}
 WARM=${WARM_SECONDS:-4}
 ROUNDS=${ROUNDS:-3}
 OUT=${OUT:-target/bench/putrecord.jsonl}
-WORK=$(mktemp -d)
 PORT=4636
-mkdir -p "$(dirname "$OUT")"
-cleanup() {
-  local pids
-  pids=$(jobs -p)
-  [ -n "$pids" ] && kill $pids 2>/dev/null && wait $pids 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT HUP
+source scripts/bench-lib.sh
 
 [ -x "$RIVULET" ] && [ -x "$BENCH" ] || cargo build --release --locked -p rivulet -p rivulet-bench
 # LABEL_SUFFIX WARM_SECONDS: one PutRecord run on a fresh server, after the warm-up if any.

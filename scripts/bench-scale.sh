@@ -20,17 +20,9 @@ SECS=${SECONDS_PER_WORKLOAD:-10}
 OUT=${OUT:-target/bench/scale.jsonl}
 FILL_GB=${FILL_GB:-10}
 IDLE_SHARDS=${IDLE_SHARDS:-20000}
-WORK=${WORK:-$(mktemp -d)}
 PORT=4640
-mkdir -p "$(dirname "$OUT")"
-cleanup() {
-  local pids
-  pids=$(jobs -p)
-  [ -n "$pids" ] && kill -9 $pids 2>/dev/null && wait $pids 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT HUP
+KILL_SIGNAL=KILL
+source scripts/bench-lib.sh
 
 [ -x "$RIVULET" ] && [ -x "$BENCH" ] || cargo build --release --locked -p rivulet -p rivulet-bench
 serve() { # DATA_DIR: starts the server in the background, sets $pid once it listens

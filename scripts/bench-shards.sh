@@ -13,16 +13,7 @@ SECS=${SECONDS_PER_WORKLOAD:-10}
 OUT=${OUT:-target/bench/shards.jsonl}
 BENCH=${BENCH:-target/release/rivulet-bench}
 SWEEP=${SHARDS:-4 64 512 4096}
-WORK=$(mktemp -d)
-mkdir -p "$(dirname "$OUT")"
-cleanup() {
-  local pids
-  pids=$(jobs -p)
-  [ -n "$pids" ] && kill $pids 2>/dev/null && wait $pids 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT HUP
+source scripts/bench-lib.sh
 
 [ -x "$RIVULET" ] && [ -x "$BENCH" ] || cargo build --release --locked -p rivulet -p rivulet-bench
 for shards in $SWEEP; do

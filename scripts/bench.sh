@@ -13,21 +13,9 @@ cd "$(dirname "$0")/.."
 
 PEERS=${PEERS:-/tmp/peers}
 SECS=${SECONDS_PER_WORKLOAD:-10}
-WORK=$(mktemp -d)
 OUT=${OUT:-target/bench/results.jsonl}
-mkdir -p "$(dirname "$OUT")"
+source scripts/bench-lib.sh
 : >"$OUT"
-# Stop any server still running and remove the data: `kill -- -$$` would signal this shell
-# too, which then dies before the rm, leaving gigabytes of benchmark data behind.
-cleanup() {
-  local pids
-  pids=$(jobs -p)
-  [ -n "$pids" ] && kill $pids 2>/dev/null && wait $pids 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-# A signal ends the script through `exit`, so the EXIT trap runs then too.
-trap 'exit 143' TERM INT HUP
 
 cargo build --release --locked -p rivulet -p rivulet-bench
 BENCH=target/release/rivulet-bench
