@@ -23,7 +23,10 @@ use crate::{LogError, StoreConfig};
 
 /// The journal's directory, relative to the store root.
 pub(crate) const JOURNAL_DIR: &str = "journal";
-const GROUP_MAGIC: [u8; 4] = *b"RVJ1";
+/// A group whose `header_crc` covers the header and every entry.
+const GROUP_MAGIC: [u8; 4] = *b"RVJ2";
+/// A group of an earlier release, whose `header_crc` covers the header only: still replayed.
+const GROUP_MAGIC_V1: [u8; 4] = *b"RVJ1";
 const GROUP_HEADER_BYTES: usize = 32;
 const ENTRY_HEADER_BYTES: usize = 32;
 /// An entry holding one batch, bound for a segment.
@@ -388,14 +391,12 @@ impl Journal {
         if current.file.is_none() || current.position + len > current.capacity {
             self.start_file(&mut current, len)?;
         }
-        let header = &mut group.bytes[..GROUP_HEADER_BYTES];
-        header[0..4].copy_from_slice(&GROUP_MAGIC);
-        header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
-        header[12..16].copy_from_slice(&group.entry_count.to_le_bytes());
-        header[16..24].copy_from_slice(&group.seq.to_le_bytes());
-        header[24..32].copy_from_slice(&current.number.to_le_bytes());
-        let crc = crc32c::crc32c(&header[8..]);
-        header[4..8].copy_from_slice(&crc.to_le_bytes());
+        seal_group(
+            &mut group.bytes,
+            group.entry_count,
+            group.seq,
+            current.number,
+        );
         let file = current
             .file
             .clone()
@@ -668,11 +669,21 @@ fn complete_groups(bytes: &[u8], number: u64) -> Vec<Vec<Entry<'_>>> {
     let mut at = 0usize;
     while bytes.len() - at >= GROUP_HEADER_BYTES {
         let header = &bytes[at..at + GROUP_HEADER_BYTES];
-        if header[0..4] != GROUP_MAGIC || u32_at(header, 4) != crc32c::crc32c(&header[8..]) {
+        let len = u32_at(header, 8) as usize;
+        if len < GROUP_HEADER_BYTES || len > bytes.len() - at {
             break;
         }
-        let len = u32_at(header, 8) as usize;
-        if u64_at(header, 24) != number || len < GROUP_HEADER_BYTES || len > bytes.len() - at {
+        // A group written over a reused file's old ones must be whole: a torn group's missing
+        // bytes may be old entries that pass their own checks.
+        let crc = match header[0..4].try_into() {
+            Ok(GROUP_MAGIC) => crc32c::crc32c_append(
+                crc32c::crc32c(&header[8..]),
+                &bytes[at + GROUP_HEADER_BYTES..at + len],
+            ),
+            Ok(GROUP_MAGIC_V1) => crc32c::crc32c(&header[8..]),
+            _ => break,
+        };
+        if u32_at(header, 4) != crc || u64_at(header, 24) != number {
             break;
         }
         let Some(entries) = group_entries(&bytes[at + GROUP_HEADER_BYTES..at + len]) else {
@@ -684,7 +695,9 @@ fn complete_groups(bytes: &[u8], number: u64) -> Vec<Vec<Entry<'_>>> {
         groups.push(entries);
         at += len;
     }
-    if at + GROUP_HEADER_BYTES <= bytes.len() && bytes[at..at + 4] == GROUP_MAGIC {
+    if at + GROUP_HEADER_BYTES <= bytes.len()
+        && (bytes[at..at + 4] == GROUP_MAGIC || bytes[at..at + 4] == GROUP_MAGIC_V1)
+    {
         tracing::debug!(
             file = number,
             position = at,
@@ -692,6 +705,20 @@ fn complete_groups(bytes: &[u8], number: u64) -> Vec<Vec<Entry<'_>>> {
         );
     }
     groups
+}
+
+/// Completes a group's header (its first `GROUP_HEADER_BYTES` of `bytes`, the entries after
+/// them) for file `file_number`: `header_crc` covers the header's other fields and every entry.
+fn seal_group(bytes: &mut [u8], entry_count: u32, seq: u64, file_number: u64) {
+    let len = bytes.len() as u32;
+    let (header, entries) = bytes.split_at_mut(GROUP_HEADER_BYTES);
+    header[0..4].copy_from_slice(&GROUP_MAGIC);
+    header[8..12].copy_from_slice(&len.to_le_bytes());
+    header[12..16].copy_from_slice(&entry_count.to_le_bytes());
+    header[16..24].copy_from_slice(&seq.to_le_bytes());
+    header[24..32].copy_from_slice(&file_number.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), entries);
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A group's entries, or `None` if any entry or its batch fails its checks.
@@ -905,13 +932,7 @@ mod tests {
         group.push_entry(KIND_BATCH, "logs/a", 0, 0, &batch);
         group.push_entry(KIND_REMOVED, "logs/b", 0, 0, &[]);
         let len = group.bytes.len();
-        let header = &mut group.bytes[..GROUP_HEADER_BYTES];
-        header[0..4].copy_from_slice(&GROUP_MAGIC);
-        header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
-        header[12..16].copy_from_slice(&2u32.to_le_bytes());
-        header[24..32].copy_from_slice(&5u64.to_le_bytes());
-        let crc = crc32c::crc32c(&header[8..]);
-        header[4..8].copy_from_slice(&crc.to_le_bytes());
+        seal_group(&mut group.bytes, 2, 1, 5);
         let mut file = group.bytes.clone();
         file.extend_from_slice(&group.bytes);
         file.resize(file.len() + 100, 0);
@@ -926,5 +947,56 @@ mod tests {
         let mut torn = file.clone();
         torn[len + GROUP_HEADER_BYTES + ENTRY_HEADER_BYTES + 10] ^= 1;
         assert_eq!(complete_groups(&torn, 5).len(), 1);
+    }
+
+    /// A group torn over a reused file's old group: the new header and entry header reached
+    /// the disk, but the bytes after them are an old batch of the same length, which passes
+    /// its own checksums. The group's checksum over its entries refuses it.
+    #[test]
+    fn a_group_torn_over_old_entries_is_refused() {
+        let batch = |value: &'static [u8]| {
+            let mut buf = Vec::new();
+            let records = [crate::NewRecord { key: b"k", value }];
+            format::encode_batch(&mut buf, 7, 1000, &records, None).unwrap();
+            buf
+        };
+        let (new, old) = (batch(b"new"), batch(b"old"));
+        assert_eq!(new.len(), old.len());
+        let mut group = Group::new(1, Vec::new());
+        group.push_entry(KIND_BATCH, "logs/x", 0, 0, &new);
+        seal_group(&mut group.bytes, 1, 1, 9);
+        assert_eq!(complete_groups(&group.bytes, 9).len(), 1);
+        let mut torn = group.bytes.clone();
+        let at = torn.len() - old.len();
+        torn[at..].copy_from_slice(&old);
+        assert!(
+            group_entries(&torn[GROUP_HEADER_BYTES..]).is_some(),
+            "each entry checks"
+        );
+        assert!(complete_groups(&torn, 9).is_empty());
+    }
+
+    /// Groups of an earlier release, whose checksum covers the header only, still replay.
+    #[test]
+    fn groups_of_the_earlier_format_are_replayed() {
+        let mut buf = Vec::new();
+        let records = [crate::NewRecord {
+            key: b"k",
+            value: b"v",
+        }];
+        format::encode_batch(&mut buf, 7, 1000, &records, None).unwrap();
+        let mut group = Group::new(1, Vec::new());
+        group.push_entry(KIND_BATCH, "logs/a", 0, 0, &buf);
+        let len = group.bytes.len() as u32;
+        let header = &mut group.bytes[..GROUP_HEADER_BYTES];
+        header[0..4].copy_from_slice(&GROUP_MAGIC_V1);
+        header[8..12].copy_from_slice(&len.to_le_bytes());
+        header[12..16].copy_from_slice(&1u32.to_le_bytes());
+        header[24..32].copy_from_slice(&3u64.to_le_bytes());
+        let crc = crc32c::crc32c(&header[8..]);
+        header[4..8].copy_from_slice(&crc.to_le_bytes());
+        let groups = complete_groups(&group.bytes, 3);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0][0].batch, &buf[..]);
     }
 }
