@@ -17,3 +17,14 @@ cleanup() {
 trap cleanup EXIT
 # A signal ends the script through `exit`, so the EXIT trap runs then too.
 trap 'exit 143' TERM INT HUP
+
+# The arguments the Rivulet benchmark scripts share, `[LABEL] [RIVULET_BINARY]`, with the load
+# generator ($BENCH) and the timed run's seconds ($SECONDS_PER_WORKLOAD); builds both binaries
+# when one is missing.
+bench_args() {
+  LABEL=${1:-rivulet}
+  RIVULET=${2:-target/release/rivulet}
+  BENCH=${BENCH:-target/release/rivulet-bench}
+  SECS=${SECONDS_PER_WORKLOAD:-10}
+  [ -x "$RIVULET" ] && [ -x "$BENCH" ] || cargo build --release --locked -p rivulet -p rivulet-bench
+}

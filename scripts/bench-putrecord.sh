@@ -8,17 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LABEL=${1:-rivulet}
-RIVULET=${2:-target/release/rivulet}
-BENCH=${BENCH:-target/release/rivulet-bench}
-SECS=${SECONDS_PER_WORKLOAD:-10}
 WARM=${WARM_SECONDS:-4}
 ROUNDS=${ROUNDS:-3}
 OUT=${OUT:-target/bench/putrecord.jsonl}
 PORT=4636
 source scripts/bench-lib.sh
+bench_args "$@"
 
-[ -x "$RIVULET" ] && [ -x "$BENCH" ] || cargo build --release --locked -p rivulet -p rivulet-bench
 # LABEL_SUFFIX WARM_SECONDS: one PutRecord run on a fresh server, after the warm-up if any.
 rivulet() {
   "$RIVULET" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --create-stream-ms 0 \

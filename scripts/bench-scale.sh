@@ -13,18 +13,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LABEL=${1:-rivulet}
-RIVULET=${2:-target/release/rivulet}
-BENCH=${BENCH:-target/release/rivulet-bench}
-SECS=${SECONDS_PER_WORKLOAD:-10}
 OUT=${OUT:-target/bench/scale.jsonl}
 FILL_GB=${FILL_GB:-10}
 IDLE_SHARDS=${IDLE_SHARDS:-20000}
 PORT=4640
 KILL_SIGNAL=KILL
 source scripts/bench-lib.sh
+bench_args "$@"
 
-[ -x "$RIVULET" ] && [ -x "$BENCH" ] || cargo build --release --locked -p rivulet -p rivulet-bench
 serve() { # DATA_DIR: starts the server in the background, sets $pid once it listens
   "$RIVULET" serve --listen "127.0.0.1:$PORT" --data-dir "$1" --create-stream-ms 0 \
     --limits off >>"$WORK/serve.log" 2>&1 &

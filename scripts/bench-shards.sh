@@ -7,15 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LABEL=${1:-rivulet}
-RIVULET=${2:-target/release/rivulet}
-SECS=${SECONDS_PER_WORKLOAD:-10}
 OUT=${OUT:-target/bench/shards.jsonl}
-BENCH=${BENCH:-target/release/rivulet-bench}
 SWEEP=${SHARDS:-4 64 512 4096}
 source scripts/bench-lib.sh
+bench_args "$@"
 
-[ -x "$RIVULET" ] && [ -x "$BENCH" ] || cargo build --release --locked -p rivulet -p rivulet-bench
 for shards in $SWEEP; do
   port=4630
   "$RIVULET" serve --listen "127.0.0.1:$port" --data-dir "$WORK/data-$shards" --create-stream-ms 0 \
