@@ -37,6 +37,61 @@ impl SequenceNumber {
     }
 }
 
+/// A base of 10^9: a chunk's nine digits.
+const CHUNK: u64 = 1_000_000_000;
+/// Chunks of nine digits that hold any 192-bit number (58 digits at most).
+const CHUNKS: usize = 7;
+/// A number in base 10^9, least significant chunk first.
+type Chunks = [u64; CHUNKS];
+
+/// The eight decimal digits of `n` (below 10^8) as ASCII, most significant first, computed
+/// in lanes of one 64-bit word: halves of four digits, then pairs, then digits.
+fn eight_digits(n: u32) -> [u8; 8] {
+    let n = u64::from(n);
+    let halves = (n / 10_000) | ((n % 10_000) << 32);
+    // Each half (below 10^4) over 100: `x * 5243 >> 19` is exact there.
+    let hundreds = ((halves * 5243) >> 19) & 0x0000_007f_0000_007f;
+    let pairs = hundreds | (halves - hundreds * 100) << 16;
+    // Each pair (below 100) over 10: `x * 103 >> 10` is exact there.
+    let tens = ((pairs * 103) >> 10) & 0x000f_000f_000f_000f;
+    let digits = tens | (pairs - tens * 10) << 8;
+    (digits + 0x3030_3030_3030_3030).to_le_bytes()
+}
+
+impl SequenceNumber {
+    /// The decimal text of a number given in chunks (each below 10^9): the leading chunk
+    /// without leading zeros (zero itself is one digit), the others nine digits each.
+    fn from_chunks(chunks: &Chunks) -> SequenceNumber {
+        let nine = |chunk: u64| {
+            let n = chunk as u32;
+            let mut nine = [0u8; 9];
+            nine[0] = b'0' + (n / 100_000_000) as u8;
+            nine[1..].copy_from_slice(&eight_digits(n % 100_000_000));
+            nine
+        };
+        let top = chunks.iter().rposition(|&c| c != 0).unwrap_or(0);
+        let mut out = SequenceNumber {
+            len: 0,
+            digits: [0; SEQUENCE_DIGITS_MAX],
+        };
+        let leading = nine(chunks[top]);
+        let zeros = leading.iter().take(8).take_while(|&&d| d == b'0').count();
+        let lead_len = 9 - zeros;
+        for (to, from) in out.digits.iter_mut().zip(&leading[zeros..]) {
+            *to = *from;
+        }
+        // Fixed-length copies: a copy of a length known only at run time is a call.
+        for (slot, &chunk) in out.digits[lead_len..]
+            .chunks_exact_mut(9)
+            .zip(chunks[..top].iter().rev())
+        {
+            slot.copy_from_slice(&nine(chunk));
+        }
+        out.len = (lead_len + 9 * top) as u8;
+        out
+    }
+}
+
 impl std::fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -149,52 +204,32 @@ impl U192 {
     }
 
     fn to_decimal(self) -> SequenceNumber {
-        // Base-10^9 chunks by long division over 32-bit limbs: every step is a u64 division by
-        // a constant, which compiles to multiplications (u128 division would be a libcall).
-        const CHUNK: u64 = 1_000_000_000;
+        SequenceNumber::from_chunks(&self.to_chunks())
+    }
+
+    /// The number in base 10^9, least significant chunk first, by long division over 32-bit
+    /// limbs: every step is a u64 division by a constant, which compiles to multiplications
+    /// (u128 division would be a libcall).
+    fn to_chunks(self) -> Chunks {
         let mut limbs = [0u32; 6]; // most significant first
         for (i, limb) in self.0.iter().rev().enumerate() {
             limbs[2 * i] = (limb >> 32) as u32;
             limbs[2 * i + 1] = *limb as u32;
         }
-        let mut chunks = [0u32; 7];
-        let mut count = 0;
-        loop {
+        let mut chunks = [0u64; CHUNKS];
+        for chunk in &mut chunks {
             let mut remainder = 0u64;
             for limb in &mut limbs {
                 let value = (remainder << 32) | u64::from(*limb);
                 *limb = (value / CHUNK) as u32;
                 remainder = value % CHUNK;
             }
-            chunks[count] = remainder as u32;
-            count += 1;
-            if limbs == [0; 6] || count == chunks.len() {
+            *chunk = remainder;
+            if limbs == [0; 6] {
                 break;
             }
         }
-        let mut out = SequenceNumber {
-            len: 0,
-            digits: [0; SEQUENCE_DIGITS_MAX],
-        };
-        for (i, chunk) in chunks[..count].iter().rev().enumerate() {
-            let mut digits = [0u8; 9];
-            let mut n = *chunk;
-            for d in digits.iter_mut().rev() {
-                *d = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
-            // The leading chunk has no leading zeros (but zero itself is one digit).
-            let skip = if i == 0 {
-                digits.iter().take(8).take_while(|&&d| d == b'0').count()
-            } else {
-                0
-            };
-            let len = usize::from(out.len);
-            let part = &digits[skip..];
-            out.digits[len..len + part.len()].copy_from_slice(part);
-            out.len += part.len() as u8;
-        }
-        out
+        chunks
     }
 
     /// Bits `[low, low + width)`.
@@ -261,6 +296,11 @@ mod legacy {
 
 /// Encodes a sequence number as its decimal string.
 pub fn encode(parts: SeqParts) -> SequenceNumber {
+    number(parts).to_decimal()
+}
+
+/// The number a sequence number's parts make.
+fn number(parts: SeqParts) -> U192 {
     let mut n = U192::default();
     match parts.layout {
         Layout::Aws => {
@@ -282,140 +322,75 @@ pub fn encode(parts: SeqParts) -> SequenceNumber {
         }
     }
     n.set_bits(HEAD_LOW, 4, 2);
-    n.to_decimal()
+    n
 }
 
-/// What one more on the counter adds to a sequence number, in decimal: `2^COUNTER_LOW` of the
-/// layout.
-fn counter_step_decimal(layout: Layout) -> &'static [u8] {
+/// What one more on the counter adds to a sequence number, `2^COUNTER_LOW` of the layout, in
+/// chunks: the counter times it, plus the number with a zero counter, is the number.
+fn counter_step_chunks(layout: Layout) -> [u64; 3] {
     match layout {
-        Layout::Aws => b"1208925819614629174706176",
-        Layout::Legacy { .. } => b"4503599627370496",
+        // 1208925819614629174706176 = 2^80
+        Layout::Aws => [174_706_176, 819_614_629, 1_208_925],
+        // 4503599627370496 = 2^52
+        Layout::Legacy { .. } => [627_370_496, 4_503_599, 0],
     }
 }
 
-impl SequenceNumber {
-    /// The number plus `step` (decimal digits); the caller checks the counter does not wrap.
-    fn plus(&self, step: &[u8]) -> SequenceNumber {
-        let mut out = *self;
-        let len = usize::from(out.len);
-        let mut carry = 0u8;
-        let mut i = 0;
-        while i < len && (i < step.len() || carry > 0) {
-            let at = len - 1 - i;
-            let add = step.len().checked_sub(1 + i).map_or(0, |j| step[j] - b'0');
-            let digit = out.digits[at] - b'0' + add + carry;
-            out.digits[at] = b'0' + digit % 10;
-            carry = digit / 10;
-            i += 1;
-        }
-        if carry > 0 && len < SEQUENCE_DIGITS_MAX {
-            out.digits.copy_within(0..len, 1);
-            out.digits[0] = b'0' + carry;
-            out.len += 1;
-        }
-        out
-    }
-}
-
-/// Encodes runs of sequence numbers: a number whose counter differs from the previous one's,
-/// all else equal (the records of one batch, or a shard's next batch), costs a short decimal
-/// addition or subtraction instead of a full conversion.
+/// Encodes the sequence numbers of one shard: the number with a zero counter is kept in
+/// chunks, and a number with another counter, all else equal (the records of one batch, or
+/// the shard's next batch, in whatever order requests finish), costs a short multiply-add in
+/// base 10^9 and its formatting instead of a full conversion.
 #[derive(Default)]
 pub struct SeqEncoder {
-    last: Option<(SeqParts, SequenceNumber)>,
+    /// The parts with a zero counter, and that number's chunks.
+    zero: Option<(SeqParts, Chunks)>,
 }
 
 impl SeqEncoder {
     pub fn encode(&mut self, parts: SeqParts) -> SequenceNumber {
-        let text = match &self.last {
-            Some((prev, text))
-                if SeqParts {
-                    counter: parts.counter,
-                    ..*prev
-                } == parts =>
-            {
-                text.moved(prev.counter, parts.counter, parts.layout)
-                    .unwrap_or_else(|| encode(parts))
-            }
-            _ => encode(parts),
+        if parts.counter & COUNTER_TOP_BIT != 0 {
+            // Never issued (offsets stay below 2^63); AWS's layout would drop the bit.
+            return encode(parts);
+        }
+        let key = SeqParts {
+            counter: 0,
+            ..parts
         };
-        self.last = Some((parts, text));
-        text
-    }
-}
-
-/// `step` (decimal digits) times `factor`, in decimal: its digits and how many.
-fn times(step: &[u8], factor: u64) -> ([u8; SEQUENCE_DIGITS_MAX], usize) {
-    let mut out = [0u8; SEQUENCE_DIGITS_MAX];
-    let mut len = 0;
-    let mut carry = 0u128;
-    for &digit in step.iter().rev() {
-        let value = u128::from(digit - b'0') * u128::from(factor) + carry;
-        out[len] = b'0' + (value % 10) as u8;
-        carry = value / 10;
-        len += 1;
-    }
-    while carry > 0 && len < out.len() {
-        out[len] = b'0' + (carry % 10) as u8;
-        carry /= 10;
-        len += 1;
-    }
-    out[..len].reverse();
-    (out, len)
-}
-
-impl SequenceNumber {
-    /// This number (whose counter is `from`) with its counter at `to`, all else equal: `None`
-    /// when the difference is too large to be worth a decimal step.
-    fn moved(&self, from: u64, to: u64, layout: Layout) -> Option<SequenceNumber> {
-        let step = counter_step_decimal(layout);
-        match to.checked_sub(from) {
-            Some(0) => Some(*self),
-            Some(1) => Some(self.plus(step)),
+        let zero = match &self.zero {
+            Some((held, chunks)) if *held == key => *chunks,
             _ => {
-                let (digits, len) = times(step, to.abs_diff(from));
-                // Shorter than the number, so it never drops a digit of the step.
-                if len >= usize::from(self.len) {
-                    return None;
-                }
-                let step = &digits[..len];
-                Some(if to > from {
-                    self.plus(step)
-                } else {
-                    self.minus(step)
-                })
+                let chunks = number(key).to_chunks();
+                self.zero = Some((key, chunks));
+                chunks
             }
+        };
+        let step = counter_step_chunks(parts.layout);
+        let counter = [
+            parts.counter % CHUNK,
+            parts.counter / CHUNK % CHUNK,
+            parts.counter / (CHUNK * CHUNK),
+        ];
+        // Each product is below 10^18 (the top counter chunk is below 10), so a chunk's sum
+        // with its carry stays far below 2^64.
+        let [c0, c1, c2] = counter;
+        let [s0, s1, s2] = step;
+        let products = [
+            c0 * s0,
+            c0 * s1 + c1 * s0,
+            c0 * s2 + c1 * s1 + c2 * s0,
+            c1 * s2 + c2 * s1,
+            c2 * s2,
+            0,
+            0,
+        ];
+        let mut out = [0u64; CHUNKS];
+        let mut carry = 0u64;
+        for ((slot, zero), product) in out.iter_mut().zip(zero).zip(products) {
+            let value = zero + product + carry;
+            *slot = value % CHUNK;
+            carry = value / CHUNK;
         }
-    }
-
-    /// The number minus `step` (decimal digits, shorter than the number and not above it).
-    fn minus(&self, step: &[u8]) -> SequenceNumber {
-        let mut out = *self;
-        let len = usize::from(out.len);
-        let mut borrow = 0u8;
-        let mut i = 0;
-        while i < len && (i < step.len() || borrow > 0) {
-            let at = len - 1 - i;
-            let sub = step.len().checked_sub(1 + i).map_or(0, |j| step[j] - b'0') + borrow;
-            let digit = out.digits[at] - b'0';
-            (out.digits[at], borrow) = if digit >= sub {
-                (b'0' + digit - sub, 0)
-            } else {
-                (b'0' + digit + 10 - sub, 1)
-            };
-            i += 1;
-        }
-        let zeros = out.digits[..len - 1]
-            .iter()
-            .take_while(|&&d| d == b'0')
-            .count();
-        if zeros > 0 {
-            out.digits.copy_within(zeros..len, 0);
-            out.digits[len - zeros..len].fill(0);
-            out.len -= zeros as u8;
-        }
-        out
+        SequenceNumber::from_chunks(&out)
     }
 }
 
@@ -645,24 +620,62 @@ mod tests {
 
     #[test]
     fn counter_step_is_two_to_the_counter_offset() {
-        assert_eq!(
-            counter_step_decimal(Layout::Aws),
-            (1u128 << COUNTER_LOW).to_string().as_bytes()
-        );
-        assert_eq!(
-            counter_step_decimal(LEGACY),
-            (1u128 << legacy::COUNTER_LOW).to_string().as_bytes()
-        );
-        // A carry out of the top digit lengthens the number.
-        let mut nines = SequenceNumber {
-            len: 20,
-            digits: [b'9'; SEQUENCE_DIGITS_MAX],
+        let value = |chunks: [u64; 3]| {
+            chunks
+                .iter()
+                .rev()
+                .fold(0u128, |n, &c| n * u128::from(CHUNK) + u128::from(c))
         };
-        nines.digits[20..].fill(0);
-        let next = nines.plus(counter_step_decimal(LEGACY));
         assert_eq!(
-            next.as_str(),
-            (99_999_999_999_999_999_999u128 + (1u128 << legacy::COUNTER_LOW)).to_string()
+            value(counter_step_chunks(Layout::Aws)),
+            1u128 << COUNTER_LOW
         );
+        assert_eq!(
+            value(counter_step_chunks(LEGACY)),
+            1u128 << legacy::COUNTER_LOW
+        );
+    }
+
+    /// Decimal digits by repeated division by ten, one digit at a time: slow and plain, so a
+    /// check on the chunked conversion.
+    fn plain_decimal(n: U192) -> String {
+        let mut limbs = n.0;
+        let mut digits = Vec::new();
+        loop {
+            let mut remainder = 0u128;
+            for limb in limbs.iter_mut().rev() {
+                let value = (remainder << 64) | u128::from(*limb);
+                *limb = (value / 10) as u64;
+                remainder = value % 10;
+            }
+            digits.push(b'0' + remainder as u8);
+            if limbs == [0; 3] {
+                break;
+            }
+        }
+        digits.reverse();
+        String::from_utf8(digits).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn eight_digits_are_the_numbers(n in 0..100_000_000u32) {
+            let text = format!("{n:08}");
+            prop_assert_eq!(&eight_digits(n)[..], text.as_bytes());
+        }
+
+        #[test]
+        fn decimal_text_is_the_numbers(
+            limbs in prop_oneof![
+                any::<[u64; 3]>(),
+                any::<u64>().prop_map(|n| [n, 0, 0]),
+                (0..2_000_000_000u64).prop_map(|n| [n, 0, 0]),
+                Just([0, 0, 0]),
+                Just([u64::MAX; 3]),
+            ],
+        ) {
+            let n = U192(limbs);
+            prop_assert_eq!(n.to_decimal().to_string(), plain_decimal(n));
+        }
     }
 }
