@@ -9,7 +9,7 @@ use crate::metrics::Metric;
 
 use crate::limits::ShardLimits;
 use crate::meta::{RecordDistribution, StreamMeta, StreamStatus, shard_id};
-use crate::seq::{self, Decoded, SeqParts, SequenceNumber};
+use crate::seq::{self, Decoded, SequenceNumber};
 use crate::token::{Kind, Reader, Writer};
 use crate::{
     ApiError, Engine, ErrorKind, Result, StreamState, StreamTarget, TOKEN_TTL_MS, hash, time,
@@ -81,9 +81,8 @@ struct PutObservation {
 /// What numbering a shard's records needs once the store has placed them.
 struct WrittenShard {
     index: u32,
-    created_s: u32,
-    layout: seq::Layout,
-    encoder: std::sync::Arc<parking_lot::Mutex<seq::SeqEncoder>>,
+    /// A copy of the route's: no count or lock shared with the other puts to the shard.
+    numbers: seq::ShardNumbers,
     /// The shard's range of `PutOutcome::members`.
     members: std::ops::Range<usize>,
     /// Its records' keys and data, in bytes.
@@ -126,14 +125,7 @@ impl PutOutcome {
                     "the store placed another number of shards",
                 ));
             }
-            for (at, (shard, placed)) in shards.iter().zip(&placed).enumerate() {
-                // Over many shards each encoder is cold: the next ones are asked for ahead.
-                if let Some(ahead) = shards.get(at + 2) {
-                    rivulet_log::hint::prefetch_write(
-                        std::sync::Arc::as_ptr(&ahead.encoder),
-                        size_of::<parking_lot::Mutex<seq::SeqEncoder>>(),
-                    );
-                }
+            for (shard, placed) in shards.iter().zip(&placed) {
                 if placed.late {
                     // Refused per entry (AWS's per-record failure), so only these are retried.
                     for &i in &members[shard.members.clone()] {
@@ -159,19 +151,12 @@ impl PutOutcome {
                     observation.now_ms,
                 );
                 let arrival_s = (placed.timestamp_ms / 1000) as u32;
-                let mut encoder = shard.encoder.lock();
                 for (k, &i) in members[shard.members.clone()].iter().enumerate() {
                     let counter = placed
                         .offsets
                         .at(k)
                         .ok_or_else(|| ApiError::internal("a record the store did not place"))?;
-                    let sequence_number = encoder.encode(SeqParts {
-                        shard_created_s: shard.created_s,
-                        shard_index: shard.index,
-                        counter,
-                        arrival_s,
-                        layout: shard.layout,
-                    });
+                    let sequence_number = shard.numbers.encode(counter, arrival_s);
                     results[i] = Some(Ok(PutResult {
                         shard_index: shard.index,
                         sequence_number,
@@ -602,9 +587,7 @@ impl Engine {
                 let route = &state.routes[at];
                 WrittenShard {
                     index: route.index,
-                    created_s: route.created_s,
-                    layout: route.layout,
-                    encoder: route.last_seq.clone(),
+                    numbers: route.numbers,
                     members: range,
                     bytes,
                 }
@@ -1054,7 +1037,7 @@ impl ReadPlan {
         let mut next_offset = batch.next_offset.max(offset);
         let mut records = Vec::with_capacity(batch.records.len());
         let mut bytes = 0;
-        let mut encoder = seq::SeqEncoder::default();
+        let numbers = seq::ShardNumbers::new(created_s, index, layout);
         for record in batch.records {
             if end_exclusive.is_some_and(|end| record.offset >= end) {
                 break;
@@ -1063,13 +1046,7 @@ impl ReadPlan {
             bytes += record.value.len() + record.key.len();
             records.push(OutRecord {
                 offset: record.offset,
-                sequence_number: encoder.encode(SeqParts {
-                    shard_created_s: created_s,
-                    shard_index: index,
-                    counter: record.offset,
-                    arrival_s: (record.timestamp_ms / 1000) as u32,
-                    layout,
-                }),
+                sequence_number: numbers.encode(record.offset, (record.timestamp_ms / 1000) as u32),
                 arrival_ms: record.timestamp_ms,
                 data: record.value,
                 partition_key: record.key,

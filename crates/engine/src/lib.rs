@@ -120,13 +120,10 @@ struct Route {
     start: u128,
     end: u128,
     index: u32,
-    created_s: u32,
-    layout: seq::Layout,
     log: Arc<dyn ShardLog>,
-    /// The shard's last sequence number issued: the next append's numbers usually continue
-    /// it, a short decimal addition instead of a full conversion per record. Shared with the
-    /// puts in flight, which number their records once durable.
-    last_seq: Arc<parking_lot::Mutex<seq::SeqEncoder>>,
+    /// Numbers the shard's records: puts in flight copy it and number their records once
+    /// durable.
+    numbers: seq::ShardNumbers,
 }
 
 /// In-memory state of one stream: its metadata plus handles derived from it.
@@ -144,14 +141,14 @@ impl StreamState {
         let mut routes = Vec::new();
         for shard in self.meta.shards.iter().filter(|s| s.is_open()) {
             if let Some(log) = self.logs.get(&shard.index) {
+                let created_s = (shard.created_ms / 1000) as u32;
+                let layout = self.meta.seq_layout(shard);
                 routes.push(Route {
                     start: shard.start(),
                     end: shard.end(),
                     index: shard.index,
-                    created_s: (shard.created_ms / 1000) as u32,
-                    layout: self.meta.seq_layout(shard),
                     log: log.clone(),
-                    last_seq: Arc::new(parking_lot::Mutex::new(seq::SeqEncoder::default())),
+                    numbers: seq::ShardNumbers::new(created_s, shard.index, layout),
                 });
             }
         }

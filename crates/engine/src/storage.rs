@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rivulet_log::{Durable, Encryption, Keyring, Log, MetaOp, MetaStore, NewRecord, Store};
+use rivulet_log::{DurableSet, Encryption, Keyring, Log, MetaOp, MetaStore, NewRecord, Store};
 use tokio::sync::watch;
 
 pub use rivulet_log::{ReadBatch, StoredRecord};
@@ -291,7 +291,7 @@ impl RecordStore for Store {
     /// it; the future waits once for the journal group that covers them all.
     fn put(&self, writes: &[ShardWrite<'_>], timestamp_ms: i64) -> Result<PendingPut> {
         let mut placed = Vec::with_capacity(writes.len());
-        let mut durable: Vec<Durable> = Vec::with_capacity(writes.len());
+        let mut durable = DurableSet::new();
         let logs = writes
             .iter()
             .map(|write| write.log.as_any().downcast_ref::<Log>())
@@ -311,16 +311,16 @@ impl RecordStore for Store {
         }
         for (at, (write, log)) in writes.iter().zip(&logs).enumerate() {
             prefetch(at);
-            let appended = log.append_encrypted(write.records, timestamp_ms, 0, write.seal)?;
+            let (first_offset, stored_ms) =
+                log.append_to(write.records, timestamp_ms, write.seal, &mut durable)?;
             placed.push(Placed {
-                offsets: Offsets::From(appended.first_offset),
-                timestamp_ms: appended.timestamp_ms,
+                offsets: Offsets::From(first_offset),
+                timestamp_ms: stored_ms,
                 late: false,
             });
-            durable.push(appended.durable);
         }
         Ok(Box::pin(async move {
-            Durable::wait_all(durable).await.map_err(sync_failed)?;
+            durable.wait().await.map_err(sync_failed)?;
             Ok(placed)
         }))
     }

@@ -192,7 +192,8 @@ pub(crate) struct Journal {
     current: Mutex<Current>,
     /// `fdatasync`s of journal files.
     pub sync_count: AtomicU64,
-    /// The last group whose logs have all published, for `Durable::wait_all`.
+    /// The last group whose logs have all published, for `Durable::wait_all` and
+    /// `DurableSet`.
     pub signal: Arc<GroupSignal>,
 }
 
@@ -351,15 +352,21 @@ impl Journal {
             };
             match result {
                 Ok(()) => {
+                    let mut unpublished = false;
                     for (at, pending) in group.pending.iter().enumerate() {
                         if let Some(ahead) = group.pending.get(at + 2) {
                             ahead.log.prefetch_state();
                         }
-                        pending.log.fill_and_mark_durable(
+                        unpublished |= !pending.log.fill_and_mark_durable(
                             pending.base,
                             pending.size_bytes,
                             pending.end,
                         );
+                    }
+                    if unpublished {
+                        // Before the publish: a `DurableSet` that sees the group published
+                        // sees this too.
+                        self.signal.note_unpublished(group.seq);
                     }
                     self.signal.publish(group.seq);
                     let mut state = self.state.lock();

@@ -44,7 +44,7 @@ pub use log::{Log, ReadBatch, StoredRecord};
 pub use mem::{CrashBackend, MemBackend};
 pub use meta::{MetaOp, MetaStore};
 pub use store::Store;
-pub use sync::{Appended, Durable};
+pub use sync::{Appended, Durable, DurableSet};
 
 /// Tunables of a [`Store`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

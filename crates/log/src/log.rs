@@ -14,7 +14,7 @@ use crate::format::{
     self, BATCH_BYTES_MAX, BatchHeader, HeaderAt, INDEX_HEADER_BYTES, IndexBuilder, IndexEntry,
     SegmentSummary,
 };
-use crate::sync::{Appended, Durable, DurableState, Failure, SyncShared};
+use crate::sync::{Appended, Durable, DurableSet, DurableState, Failure, SyncShared};
 use crate::{Encryption, LogError, NewRecord, StoreConfig};
 
 /// Sealed segments whose index and file handle stay cached, store-wide. Bounds both memory
@@ -303,6 +303,16 @@ impl Active {
         // exist. The caller gives the buffer to the store's `FillBuffers`.
         Ok(written)
     }
+}
+
+/// Where an append's batch landed, and what makes it durable.
+struct Placed {
+    first_offset: u64,
+    timestamp_ms: i64,
+    /// One past the batch's last offset.
+    end: u64,
+    /// The journal group holding it, when a journal makes it durable.
+    group: Option<u64>,
 }
 
 /// What a checkpoint syncs for one log (see [`LogInner::prepare_sync`]).
@@ -693,11 +703,11 @@ impl LogInner {
     /// bytes pass `pending_bytes_max`: until then the journal holds it durably, and a reader
     /// that reaches it writes it first (`fill_for_read`). Small writes to many segments were
     /// the cost that grew with the shards a request touches. A failed write fails the log and
-    /// publishes nothing.
-    pub(crate) fn fill_and_mark_durable(&self, base: u64, size_bytes: u64, end: u64) {
+    /// publishes nothing. Says whether it published (not for a failed log).
+    pub(crate) fn fill_and_mark_durable(&self, base: u64, size_bytes: u64, end: u64) -> bool {
         let mut state = self.state.lock();
         if self.durable.failure().is_some() {
-            return;
+            return false;
         }
         let config = &self.ctx.config;
         let fill = state.active.pending.len() as u64 >= config.fill_bytes
@@ -707,7 +717,7 @@ impl LogInner {
             // The file may now hold part of a batch; appending after it would bury a torn
             // batch in the middle of the segment.
             self.fail("write", &error);
-            return;
+            return false;
         }
         // A roll since the group was taken already made all of the old segment durable.
         if state.active.summary.base == base {
@@ -717,6 +727,7 @@ impl LogInner {
         let published = state.durable_end;
         drop(state);
         self.durable.publish(published);
+        true
     }
 
     /// Seals the active segment and starts a new, empty one at `new_base` (see "Roll" in
@@ -1143,6 +1154,46 @@ impl Log {
         seal: Option<Encryption<'_>>,
     ) -> Result<Appended, LogError> {
         let inner = self.inner()?;
+        let placed = self.append_batch(inner, records, timestamp_ms, min_first_offset, seal)?;
+        Ok(Appended {
+            first_offset: placed.first_offset,
+            timestamp_ms: placed.timestamp_ms,
+            durable: Durable::new(Arc::clone(&inner.durable), placed.end, placed.group),
+        })
+    }
+
+    /// [`Log::append_encrypted`] for one of a request's appends to many logs: the wait joins
+    /// `set`, which waits for them all at once. An append a journal group covers adds only its
+    /// group to `set` (the request keeps no handle on the log). Returns the first offset and
+    /// the stored timestamp.
+    pub fn append_to(
+        &self,
+        records: &[NewRecord<'_>],
+        timestamp_ms: i64,
+        seal: Option<Encryption<'_>>,
+        set: &mut DurableSet,
+    ) -> Result<(u64, i64), LogError> {
+        let inner = self.inner()?;
+        let placed = self.append_batch(inner, records, timestamp_ms, 0, seal)?;
+        match (placed.group, &inner.durable.group_signal) {
+            (Some(seq), Some(signal)) if set.add_group(signal, seq) => {}
+            _ => set.add(Durable::new(
+                Arc::clone(&inner.durable),
+                placed.end,
+                placed.group,
+            )),
+        }
+        Ok((placed.first_offset, placed.timestamp_ms))
+    }
+
+    fn append_batch(
+        &self,
+        inner: &Arc<LogInner>,
+        records: &[NewRecord<'_>],
+        timestamp_ms: i64,
+        min_first_offset: u64,
+        seal: Option<Encryption<'_>>,
+    ) -> Result<Placed, LogError> {
         if inner.ctx.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
@@ -1268,11 +1319,11 @@ impl Log {
                     None
                 }
             };
-            let durable = Durable::new(Arc::clone(&inner.durable), end_offset, group);
-            Appended {
+            Placed {
                 first_offset,
                 timestamp_ms,
-                durable,
+                end: end_offset,
+                group,
             }
         };
         if buf.capacity() <= APPEND_BUFFER_RETAINED_BYTES_MAX {

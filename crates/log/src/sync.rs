@@ -41,7 +41,7 @@ pub(crate) struct DurableState {
     blocking_wake: Condvar,
     blocking_waiters: AtomicUsize,
     /// The store's journal group signal, when a journal makes appends durable.
-    group_signal: Option<Arc<GroupSignal>>,
+    pub(crate) group_signal: Option<Arc<GroupSignal>>,
 }
 
 impl DurableState {
@@ -166,6 +166,9 @@ fn raise(value: &mut u64, to: u64) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct GroupSignal {
     published: AtomicU64,
+    /// The last group in which a log did not publish (it had failed, or its fill failed): a
+    /// [`DurableSet`] waiting on a range of groups that holds it fails.
+    unpublished: AtomicU64,
     failed: AtomicBool,
     /// Tasks waiting, with the group each waits for.
     waiters: Mutex<Vec<(u64, Waker)>>,
@@ -187,6 +190,11 @@ impl GroupSignal {
         for (_, waker) in waiters.extract_if(.., |(wanted, _)| *wanted <= seq) {
             waker.wake();
         }
+    }
+
+    /// A log of group `seq` did not publish.
+    pub fn note_unpublished(&self, seq: u64) {
+        self.unpublished.fetch_max(seq, Ordering::SeqCst);
     }
 
     /// Whether the journal failed.
@@ -241,6 +249,69 @@ impl std::future::Future for GroupWait<'_> {
             None => waiters.push((seq, cx.waker().clone())),
         }
         Poll::Pending
+    }
+}
+
+/// The appends of one request to many logs, waited for at once (see [`crate::Log::append_to`]).
+///
+/// Appends a journal group covers are kept as the range of groups that hold them, not as a
+/// [`Durable`] each: over hundreds of logs a request would otherwise take and drop a count on
+/// each log's state, and read each one's durable end, all cold. Once the last group has
+/// published, the set is done unless a log of one of those groups did not publish; it then
+/// fails without finding out whether that log was one of its own (a write or sync failed, or
+/// a log was removed: the request is not acknowledged, and a client retries it).
+#[derive(Debug, Default)]
+#[must_use = "the appends are not durable until the set's wait completes"]
+pub struct DurableSet {
+    /// The journal's signal, and the first and last groups holding this set's appends.
+    groups: Option<(Arc<GroupSignal>, u64, u64)>,
+    /// Appends no journal group covers.
+    others: Vec<Durable>,
+}
+
+impl DurableSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an append held by journal group `seq` of `signal`'s journal; `false` (nothing
+    /// added) for another journal's.
+    pub(crate) fn add_group(&mut self, signal: &Arc<GroupSignal>, seq: u64) -> bool {
+        match &mut self.groups {
+            None => self.groups = Some((Arc::clone(signal), seq, seq)),
+            Some((held, first, last)) if Arc::ptr_eq(held, signal) => {
+                (*first, *last) = ((*first).min(seq), (*last).max(seq));
+            }
+            Some(_) => return false,
+        }
+        true
+    }
+
+    /// Adds an append to wait for on its own.
+    pub(crate) fn add(&mut self, durable: Durable) {
+        self.others.push(durable);
+    }
+
+    /// Waits for every append; fails as described above, or with the first failure found.
+    pub async fn wait(self) -> Result<(), LogError> {
+        if let Some((signal, first, last)) = &self.groups {
+            signal.wait(*last).await;
+            let failure = if signal.failed() {
+                Some("the journal failed")
+            } else if signal.unpublished.load(Ordering::SeqCst) >= *first {
+                Some("a log of the journal groups holding this request's appends failed")
+            } else {
+                None
+            };
+            if let Some(reason) = failure {
+                return Err(LogError::Failed {
+                    log: format!("journal groups {first}..={last}"),
+                    reason: reason.to_string(),
+                });
+            }
+        }
+        Durable::wait_all(self.others).await
     }
 }
 
@@ -402,5 +473,60 @@ mod tests {
         let late = pin!(signal.wait(9));
         assert!(late.poll(&mut Context::from_waker(&wakers[0])).is_ready());
         assert!(signal.waiters.lock().is_empty());
+    }
+
+    /// Polls a future once, as a task whose wakes nobody counts.
+    fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// A set waits for its last group, then fails when a log of any group in its range did
+    /// not publish, or the journal failed; an unpublished group outside the range is not its
+    /// concern.
+    #[test]
+    fn a_set_waits_for_its_last_group_and_fails_on_an_unpublished_one() {
+        let set_of = |signal: &Arc<GroupSignal>, groups: &[u64]| {
+            let mut set = DurableSet::new();
+            for &seq in groups {
+                assert!(set.add_group(signal, seq));
+            }
+            set
+        };
+        let signal = Arc::new(GroupSignal::new());
+        let mut wait = pin!(set_of(&signal, &[5, 4, 6]).wait());
+        assert!(poll_once(wait.as_mut()).is_pending());
+        signal.publish(5);
+        assert!(poll_once(wait.as_mut()).is_pending());
+        signal.note_unpublished(3);
+        signal.publish(6);
+        assert!(matches!(poll_once(wait.as_mut()), Poll::Ready(Ok(()))));
+
+        // A log of group 8 did not publish: the set holding 7..=9 fails once 9 publishes.
+        let mut wait = pin!(set_of(&signal, &[7, 9]).wait());
+        signal.note_unpublished(8);
+        signal.publish(8);
+        assert!(poll_once(wait.as_mut()).is_pending());
+        signal.publish(9);
+        assert!(matches!(
+            poll_once(wait.as_mut()),
+            Poll::Ready(Err(LogError::Failed { .. }))
+        ));
+        // Later groups are not concerned.
+        let mut wait = pin!(set_of(&signal, &[10]).wait());
+        signal.publish(10);
+        assert!(matches!(poll_once(wait.as_mut()), Poll::Ready(Ok(()))));
+
+        // Another journal's group is refused (its append waits on its own).
+        let other = Arc::new(GroupSignal::new());
+        let mut set = set_of(&signal, &[11]);
+        assert!(!set.add_group(&other, 11));
+
+        // The journal failed: every set fails.
+        let mut wait = pin!(set.wait());
+        signal.fail();
+        assert!(matches!(
+            poll_once(wait.as_mut()),
+            Poll::Ready(Err(LogError::Failed { .. }))
+        ));
     }
 }

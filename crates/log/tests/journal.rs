@@ -313,3 +313,48 @@ fn after_a_failure_the_journal_keeps_what_only_it_holds() {
         .collect();
     assert_eq!(values, vec![b"first".to_vec()]);
 }
+
+/// A request's appends to many logs wait as one set: done once the groups holding them are
+/// synced, and failed (nothing acknowledged) when the journal's sync fails.
+#[test]
+fn a_set_of_appends_to_many_logs_waits_for_its_groups() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let backend = CrashBackend::new();
+    let store = Store::open(Arc::new(backend.clone()), small_config()).expect("open");
+    let logs: Vec<_> = (0..50)
+        .map(|i| store.log(&format!("set/{i}")).expect("log"))
+        .collect();
+    let append_all = |value: &[u8], timestamp_ms: i64| {
+        let record = [rivulet_log::NewRecord { key: b"k", value }];
+        let mut set = rivulet_log::DurableSet::new();
+        for log in &logs {
+            let (first, stored_ms) = log.append_to(&record, timestamp_ms, None, &mut set)?;
+            assert_eq!(stored_ms, timestamp_ms);
+            assert_eq!(first, read_all(log, 0).len() as u64);
+        }
+        Ok::<_, rivulet_log::LogError>(set)
+    };
+    let set = append_all(b"one", 1).expect("append");
+    runtime.block_on(set.wait()).expect("durable");
+    // Each log published its end: a reader sees the record.
+    for log in &logs {
+        assert_eq!(&read_all(log, 0)[0].value[..], b"one");
+    }
+    // Acknowledged means synced: a crash image taken now holds every record.
+    let image = backend.snapshot();
+    let reopened = Store::open(Arc::new(image), small_config()).expect("reopen");
+    for i in 0..50 {
+        assert_eq!(
+            read_all(&reopened.log(&format!("set/{i}")).expect("log"), 0).len(),
+            1
+        );
+    }
+    drop(reopened);
+    backend.set_fail_syncs(true);
+    // Refused at once, or once its group's sync fails (the journal fails for good then).
+    let failed = append_all(b"two", 2).and_then(|set| runtime.block_on(set.wait()));
+    assert!(failed.is_err(), "{failed:?}");
+    backend.set_fail_syncs(false);
+}
