@@ -636,29 +636,19 @@ mod tests {
 
     #[test]
     fn steps_are_two_to_the_fields_offsets() {
-        let value = |chunks: [u64; 3]| {
+        let value = |chunks: &[u64]| {
             chunks
                 .iter()
                 .rev()
                 .fold(0u128, |n, &c| n * u128::from(CHUNK) + u128::from(c))
         };
-        assert_eq!(
-            value(counter_step_chunks(Layout::Aws)),
-            1u128 << COUNTER_LOW
-        );
-        assert_eq!(
-            value(counter_step_chunks(LEGACY)),
-            1u128 << legacy::COUNTER_LOW
-        );
-        let value = |[low, high]: [u64; 2]| u128::from(high) * u128::from(CHUNK) + u128::from(low);
-        assert_eq!(
-            value(arrival_step_chunks(Layout::Aws)),
-            1u128 << ARRIVAL_LOW
-        );
-        assert_eq!(
-            value(arrival_step_chunks(LEGACY)),
-            1u128 << legacy::ARRIVAL_LOW
-        );
+        for (layout, counter_low, arrival_low) in [
+            (Layout::Aws, COUNTER_LOW, ARRIVAL_LOW),
+            (LEGACY, legacy::COUNTER_LOW, legacy::ARRIVAL_LOW),
+        ] {
+            assert_eq!(value(&counter_step_chunks(layout)), 1u128 << counter_low);
+            assert_eq!(value(&arrival_step_chunks(layout)), 1u128 << arrival_low);
+        }
     }
 
     /// Decimal digits by repeated division by ten, one digit at a time: slow and plain, so a
