@@ -166,9 +166,13 @@ fn raise(value: &mut u64, to: u64) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct GroupSignal {
     published: AtomicU64,
-    /// The last group in which a log did not publish (it had failed, or its fill failed): a
-    /// [`DurableSet`] waiting on a range of groups that holds it fails.
+    /// The last group in which a log did not publish (it had failed, or its fill failed): the
+    /// one check a [`DurableSet`] makes when no such group is at or after its first.
     unpublished: AtomicU64,
+    /// The latest groups in which a log did not publish, oldest first, at most
+    /// `UNPUBLISHED_KEPT`: a set whose first group is at or before `unpublished` fails only if
+    /// one of them is in its range (or its range starts before the oldest kept).
+    unpublished_groups: Mutex<std::collections::VecDeque<u64>>,
     failed: AtomicBool,
     /// Tasks waiting, with the group each waits for.
     waiters: Mutex<Vec<(u64, Waker)>>,
@@ -194,7 +198,25 @@ impl GroupSignal {
 
     /// A log of group `seq` did not publish.
     pub fn note_unpublished(&self, seq: u64) {
+        let mut groups = self.unpublished_groups.lock();
+        if groups.len() == UNPUBLISHED_KEPT {
+            groups.pop_front();
+        }
+        groups.push_back(seq);
+        // Under the lock: a set that sees the number finds the group in the list.
         self.unpublished.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Whether a log of a group in `first..=last` did not publish (once `last` has published).
+    fn unpublished_in(&self, first: u64, last: u64) -> bool {
+        if self.unpublished.load(Ordering::SeqCst) < first {
+            return false;
+        }
+        let groups = self.unpublished_groups.lock();
+        // Past the oldest kept, an older group may have been dropped from the list: fail.
+        let oldest_kept = groups.front().copied().unwrap_or(u64::MAX);
+        let dropped = groups.len() == UNPUBLISHED_KEPT && first < oldest_kept;
+        dropped || groups.iter().any(|group| (first..=last).contains(group))
     }
 
     /// Whether the journal failed.
@@ -221,6 +243,9 @@ impl GroupSignal {
         GroupWait { signal: self, seq }
     }
 }
+
+/// Unpublished groups a [`GroupSignal`] lists (each is a failure: they are rare).
+const UNPUBLISHED_KEPT: usize = 64;
 
 /// [`GroupSignal::wait`]'s future.
 struct GroupWait<'a> {
@@ -299,7 +324,7 @@ impl DurableSet {
             signal.wait(*last).await;
             let failure = if signal.failed() {
                 Some("the journal failed")
-            } else if signal.unpublished.load(Ordering::SeqCst) >= *first {
+            } else if signal.unpublished_in(*first, *last) {
                 Some("a log of the journal groups holding this request's appends failed")
             } else {
                 None
@@ -511,9 +536,11 @@ mod tests {
             poll_once(wait.as_mut()),
             Poll::Ready(Err(LogError::Failed { .. }))
         ));
-        // Later groups are not concerned.
+        // Groups after a set's range are not its concern, even when noted before it looks.
         let mut wait = pin!(set_of(&signal, &[10]).wait());
         signal.publish(10);
+        signal.note_unpublished(11);
+        signal.publish(11);
         assert!(matches!(poll_once(wait.as_mut()), Poll::Ready(Ok(()))));
 
         // Another journal's group is refused (its append waits on its own).
@@ -528,5 +555,27 @@ mod tests {
             poll_once(wait.as_mut()),
             Poll::Ready(Err(LogError::Failed { .. }))
         ));
+    }
+
+    /// The signal lists the latest unpublished groups only: a set whose range starts before
+    /// the oldest one kept fails, as one of its groups may have been dropped from the list.
+    #[test]
+    fn a_set_older_than_the_unpublished_groups_kept_fails() {
+        let signal = Arc::new(GroupSignal::new());
+        let wait_for = |first: u64, last: u64| {
+            let mut set = DurableSet::new();
+            assert!(set.add_group(&signal, first) && set.add_group(&signal, last));
+            let mut wait = Box::pin(set.wait());
+            poll_once(wait.as_mut())
+        };
+        // Groups 100, 102, …: one more than the list keeps, so 100 is dropped.
+        for k in 0..=UNPUBLISHED_KEPT as u64 {
+            signal.note_unpublished(100 + 2 * k);
+        }
+        signal.publish(100 + 2 * UNPUBLISHED_KEPT as u64 + 1);
+        assert!(matches!(wait_for(99, 101), Poll::Ready(Err(_))));
+        assert!(matches!(wait_for(103, 103), Poll::Ready(Ok(()))));
+        assert!(matches!(wait_for(103, 104), Poll::Ready(Err(_))));
+        assert!(matches!(wait_for(1_000, 1_000), Poll::Pending));
     }
 }
