@@ -322,7 +322,8 @@ impl DurableSet {
     pub async fn wait(self) -> Result<(), LogError> {
         if let Some((signal, first, last)) = &self.groups {
             signal.wait(*last).await;
-            let failure = if signal.failed() {
+            // Groups that published before the journal failed stay durable.
+            let failure = if signal.published.load(Ordering::SeqCst) < *last {
                 Some("the journal failed")
             } else if signal.unpublished_in(*first, *last) {
                 Some("a log of the journal groups holding this request's appends failed")
@@ -545,16 +546,19 @@ mod tests {
 
         // Another journal's group is refused (its append waits on its own).
         let other = Arc::new(GroupSignal::new());
-        let mut set = set_of(&signal, &[11]);
-        assert!(!set.add_group(&other, 11));
+        let mut set = set_of(&signal, &[12]);
+        assert!(!set.add_group(&other, 12));
 
-        // The journal failed: every set fails.
+        // The journal failed: every set still waiting fails; one whose groups all published
+        // before the failure does not.
         let mut wait = pin!(set.wait());
+        let published = pin!(set_of(&signal, &[10]).wait());
         signal.fail();
         assert!(matches!(
             poll_once(wait.as_mut()),
             Poll::Ready(Err(LogError::Failed { .. }))
         ));
+        assert!(matches!(poll_once(published), Poll::Ready(Ok(()))));
     }
 
     /// The signal lists the latest unpublished groups only: a set whose range starts before
