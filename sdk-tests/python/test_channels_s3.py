@@ -6,6 +6,7 @@ start their own SeaweedFS and Rivulet processes (`seaweed.py`)."""
 import gzip
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -213,6 +214,7 @@ def test_kill_9_mid_delivery_keeps_every_record_exactly_once(weed):
         eventually(delivered)
     finally:
         server.kill()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 class Recorder:
@@ -303,3 +305,4 @@ def test_encryption_configuration_puts_objects_with_sse_kms():
     finally:
         server.kill()
         recorder.stop()
+        shutil.rmtree(keys, ignore_errors=True)

@@ -8,6 +8,7 @@ prefix."""
 import glob
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -151,6 +152,7 @@ def test_local_table_bucket_read_by_pyiceberg_and_duckdb():
         assert len(dead) == 1 and dead[0]["errorCode"] == "INVALID_SCHEMA", dead
     finally:
         server.kill()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.mark.skipif(not WEED, reason="no RIVULET_WEED (scripts/seaweedfs.sh)")
@@ -196,3 +198,4 @@ def test_seaweedfs_rest_catalog_read_by_pyiceberg_and_duckdb():
     finally:
         server.kill()
         weed.stop()
+        shutil.rmtree(schemas, ignore_errors=True)
