@@ -352,21 +352,24 @@ impl Journal {
             };
             match result {
                 Ok(()) => {
-                    let mut unpublished = false;
+                    let mut unpublished = Vec::new();
                     for (at, pending) in group.pending.iter().enumerate() {
                         if let Some(ahead) = group.pending.get(at + 2) {
                             ahead.log.prefetch_state();
                         }
-                        unpublished |= !pending.log.fill_and_mark_durable(
+                        let published = pending.log.fill_and_mark_durable(
                             pending.base,
                             pending.size_bytes,
                             pending.end,
                         );
+                        if !published {
+                            unpublished.push(pending.log.uid);
+                        }
                     }
-                    if unpublished {
+                    if !unpublished.is_empty() {
                         // Before the publish: a `DurableSet` that sees the group published
                         // sees this too.
-                        self.signal.note_unpublished(group.seq);
+                        self.signal.note_unpublished(group.seq, unpublished);
                     }
                     self.signal.publish(group.seq);
                     let mut state = self.state.lock();

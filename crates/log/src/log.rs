@@ -1176,7 +1176,7 @@ impl Log {
         let inner = self.inner()?;
         let placed = self.append_batch(inner, records, timestamp_ms, 0, seal)?;
         match (placed.group, &inner.durable.group_signal) {
-            (Some(seq), Some(signal)) if set.add_group(signal, seq) => {}
+            (Some(seq), Some(signal)) if set.add_group(signal, seq, inner.uid) => {}
             _ => set.add(Durable::new(
                 Arc::clone(&inner.durable),
                 placed.end,

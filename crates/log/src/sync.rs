@@ -170,9 +170,10 @@ pub(crate) struct GroupSignal {
     /// one check a [`DurableSet`] makes when no such group is at or after its first.
     unpublished: AtomicU64,
     /// The latest groups in which a log did not publish, oldest first, at most
-    /// `UNPUBLISHED_KEPT`: a set whose first group is at or before `unpublished` fails only if
-    /// one of them is in its range (or its range starts before the oldest kept).
-    unpublished_groups: Mutex<std::collections::VecDeque<u64>>,
+    /// `UNPUBLISHED_KEPT`, each with those logs' uids: a set whose first group is at or before
+    /// `unpublished` fails only if one of its own logs is among them in its range (or its
+    /// range starts before the oldest kept).
+    unpublished_groups: Mutex<std::collections::VecDeque<(u64, Vec<u64>)>>,
     failed: AtomicBool,
     /// Tasks waiting, with the group each waits for.
     waiters: Mutex<Vec<(u64, Waker)>>,
@@ -196,27 +197,31 @@ impl GroupSignal {
         }
     }
 
-    /// A log of group `seq` did not publish.
-    pub fn note_unpublished(&self, seq: u64) {
+    /// The logs `uids` of group `seq` did not publish.
+    pub fn note_unpublished(&self, seq: u64, uids: Vec<u64>) {
         let mut groups = self.unpublished_groups.lock();
         if groups.len() == UNPUBLISHED_KEPT {
             groups.pop_front();
         }
-        groups.push_back(seq);
+        groups.push_back((seq, uids));
         // Under the lock: a set that sees the number finds the group in the list.
         self.unpublished.fetch_max(seq, Ordering::SeqCst);
     }
 
-    /// Whether a log of a group in `first..=last` did not publish (once `last` has published).
-    fn unpublished_in(&self, first: u64, last: u64) -> bool {
+    /// Whether one of the logs `uids` did not publish in a group in `first..=last` (asked once
+    /// `last` has published).
+    fn unpublished_in(&self, first: u64, last: u64, uids: &[u64]) -> bool {
         if self.unpublished.load(Ordering::SeqCst) < first {
             return false;
         }
         let groups = self.unpublished_groups.lock();
         // Past the oldest kept, an older group may have been dropped from the list: fail.
-        let oldest_kept = groups.front().copied().unwrap_or(u64::MAX);
+        let oldest_kept = groups.front().map_or(u64::MAX, |(seq, _)| *seq);
         let dropped = groups.len() == UNPUBLISHED_KEPT && first < oldest_kept;
-        dropped || groups.iter().any(|group| (first..=last).contains(group))
+        dropped
+            || groups.iter().any(|(seq, failed)| {
+                (first..=last).contains(seq) && failed.iter().any(|uid| uids.contains(uid))
+            })
     }
 
     /// Whether the journal failed.
@@ -279,17 +284,19 @@ impl std::future::Future for GroupWait<'_> {
 
 /// The appends of one request to many logs, waited for at once (see [`crate::Log::append_to`]).
 ///
-/// Appends a journal group covers are kept as the range of groups that hold them, not as a
-/// [`Durable`] each: over hundreds of logs a request would otherwise take and drop a count on
-/// each log's state, and read each one's durable end, all cold. Once the last group has
-/// published, the set is done unless a log of one of those groups did not publish; it then
-/// fails without finding out whether that log was one of its own (a write or sync failed, or
-/// a log was removed: the request is not acknowledged, and a client retries it).
+/// Appends a journal group covers are kept as the range of groups that hold them and their
+/// logs' uids, not as a [`Durable`] each: over hundreds of logs a request would otherwise take
+/// and drop a count on each log's state, and read each one's durable end, all cold. Once the
+/// last group has published, the set is done unless one of its logs did not publish in one of
+/// those groups (a write or sync failed, or the log was removed): the request then fails, not
+/// acknowledged, and a client retries it.
 #[derive(Debug, Default)]
 #[must_use = "the appends are not durable until the set's wait completes"]
 pub struct DurableSet {
     /// The journal's signal, and the first and last groups holding this set's appends.
     groups: Option<(Arc<GroupSignal>, u64, u64)>,
+    /// The uids of the logs those appends went to.
+    logs: Vec<u64>,
     /// Appends no journal group covers.
     others: Vec<Durable>,
 }
@@ -300,9 +307,9 @@ impl DurableSet {
         Self::default()
     }
 
-    /// Adds an append held by journal group `seq` of `signal`'s journal; `false` (nothing
-    /// added) for another journal's.
-    pub(crate) fn add_group(&mut self, signal: &Arc<GroupSignal>, seq: u64) -> bool {
+    /// Adds an append to the log `uid` held by journal group `seq` of `signal`'s journal;
+    /// `false` (nothing added) for another journal's.
+    pub(crate) fn add_group(&mut self, signal: &Arc<GroupSignal>, seq: u64, uid: u64) -> bool {
         match &mut self.groups {
             None => self.groups = Some((Arc::clone(signal), seq, seq)),
             Some((held, first, last)) if Arc::ptr_eq(held, signal) => {
@@ -310,6 +317,7 @@ impl DurableSet {
             }
             Some(_) => return false,
         }
+        self.logs.push(uid);
         true
     }
 
@@ -325,7 +333,7 @@ impl DurableSet {
             // Groups that published before the journal failed stay durable.
             let failure = if signal.published.load(Ordering::SeqCst) < *last {
                 Some("the journal failed")
-            } else if signal.unpublished_in(*first, *last) {
+            } else if signal.unpublished_in(*first, *last, &self.logs) {
                 Some("a log of the journal groups holding this request's appends failed")
             } else {
                 None
@@ -506,31 +514,35 @@ mod tests {
         future.poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    /// A set waits for its last group, then fails when a log of any group in its range did
-    /// not publish, or the journal failed; an unpublished group outside the range is not its
-    /// concern.
+    /// A set waits for its last group, then fails when one of its logs did not publish in a
+    /// group of its range, or the journal failed before its last group published. Another
+    /// log's failure, or a failure outside its range, is not its concern.
     #[test]
-    fn a_set_waits_for_its_last_group_and_fails_on_an_unpublished_one() {
-        let set_of = |signal: &Arc<GroupSignal>, groups: &[u64]| {
+    fn a_set_waits_for_its_last_group_and_fails_when_one_of_its_logs_did_not_publish() {
+        // (group, log uid) of each append.
+        let set_of = |signal: &Arc<GroupSignal>, appends: &[(u64, u64)]| {
             let mut set = DurableSet::new();
-            for &seq in groups {
-                assert!(set.add_group(signal, seq));
+            for &(seq, uid) in appends {
+                assert!(set.add_group(signal, seq, uid));
             }
             set
         };
         let signal = Arc::new(GroupSignal::new());
-        let mut wait = pin!(set_of(&signal, &[5, 4, 6]).wait());
+        let mut wait = pin!(set_of(&signal, &[(5, 1), (4, 2), (6, 3)]).wait());
         assert!(poll_once(wait.as_mut()).is_pending());
         signal.publish(5);
         assert!(poll_once(wait.as_mut()).is_pending());
-        signal.note_unpublished(3);
+        signal.note_unpublished(3, vec![1]);
         signal.publish(6);
         assert!(matches!(poll_once(wait.as_mut()), Poll::Ready(Ok(()))));
 
-        // A log of group 8 did not publish: the set holding 7..=9 fails once 9 publishes.
-        let mut wait = pin!(set_of(&signal, &[7, 9]).wait());
-        signal.note_unpublished(8);
+        // Log 2 did not publish in group 8: the set that wrote to it over 7..=9 fails once 9
+        // publishes; the set that wrote only to log 3 in group 8 does not.
+        let mut wait = pin!(set_of(&signal, &[(7, 1), (9, 2)]).wait());
+        let mut other_log = pin!(set_of(&signal, &[(8, 3)]).wait());
+        signal.note_unpublished(8, vec![2]);
         signal.publish(8);
+        assert!(matches!(poll_once(other_log.as_mut()), Poll::Ready(Ok(()))));
         assert!(poll_once(wait.as_mut()).is_pending());
         signal.publish(9);
         assert!(matches!(
@@ -538,21 +550,21 @@ mod tests {
             Poll::Ready(Err(LogError::Failed { .. }))
         ));
         // Groups after a set's range are not its concern, even when noted before it looks.
-        let mut wait = pin!(set_of(&signal, &[10]).wait());
+        let mut wait = pin!(set_of(&signal, &[(10, 1)]).wait());
         signal.publish(10);
-        signal.note_unpublished(11);
+        signal.note_unpublished(11, vec![1]);
         signal.publish(11);
         assert!(matches!(poll_once(wait.as_mut()), Poll::Ready(Ok(()))));
 
         // Another journal's group is refused (its append waits on its own).
         let other = Arc::new(GroupSignal::new());
-        let mut set = set_of(&signal, &[12]);
-        assert!(!set.add_group(&other, 12));
+        let mut set = set_of(&signal, &[(12, 1)]);
+        assert!(!set.add_group(&other, 12, 1));
 
         // The journal failed: every set still waiting fails; one whose groups all published
         // before the failure does not.
         let mut wait = pin!(set.wait());
-        let published = pin!(set_of(&signal, &[10]).wait());
+        let published = pin!(set_of(&signal, &[(10, 1)]).wait());
         signal.fail();
         assert!(matches!(
             poll_once(wait.as_mut()),
@@ -566,20 +578,21 @@ mod tests {
     #[test]
     fn a_set_older_than_the_unpublished_groups_kept_fails() {
         let signal = Arc::new(GroupSignal::new());
-        let wait_for = |first: u64, last: u64| {
+        let wait_for = |first: u64, last: u64, uid: u64| {
             let mut set = DurableSet::new();
-            assert!(set.add_group(&signal, first) && set.add_group(&signal, last));
+            assert!(set.add_group(&signal, first, uid) && set.add_group(&signal, last, uid));
             let mut wait = Box::pin(set.wait());
             poll_once(wait.as_mut())
         };
-        // Groups 100, 102, …: one more than the list keeps, so 100 is dropped.
+        // Log 1 in groups 100, 102, …: one more than the list keeps, so 100 is dropped.
         for k in 0..=UNPUBLISHED_KEPT as u64 {
-            signal.note_unpublished(100 + 2 * k);
+            signal.note_unpublished(100 + 2 * k, vec![1]);
         }
         signal.publish(100 + 2 * UNPUBLISHED_KEPT as u64 + 1);
-        assert!(matches!(wait_for(99, 101), Poll::Ready(Err(_))));
-        assert!(matches!(wait_for(103, 103), Poll::Ready(Ok(()))));
-        assert!(matches!(wait_for(103, 104), Poll::Ready(Err(_))));
-        assert!(matches!(wait_for(1_000, 1_000), Poll::Pending));
+        assert!(matches!(wait_for(99, 101, 2), Poll::Ready(Err(_))));
+        assert!(matches!(wait_for(103, 103, 1), Poll::Ready(Ok(()))));
+        assert!(matches!(wait_for(103, 104, 1), Poll::Ready(Err(_))));
+        assert!(matches!(wait_for(103, 104, 2), Poll::Ready(Ok(()))));
+        assert!(matches!(wait_for(1_000, 1_000, 1), Poll::Pending));
     }
 }
