@@ -291,7 +291,7 @@ impl RecordStore for Store {
     /// it; the future waits once for the journal group that covers them all.
     fn put(&self, writes: &[ShardWrite<'_>], timestamp_ms: i64) -> Result<PendingPut> {
         let mut placed = Vec::with_capacity(writes.len());
-        let mut durable = DurableSet::new();
+        let mut durable = DurableSet::with_capacity(writes.len());
         let logs = writes
             .iter()
             .map(|write| write.log.as_any().downcast_ref::<Log>())

@@ -192,8 +192,7 @@ pub(crate) struct Journal {
     current: Mutex<Current>,
     /// `fdatasync`s of journal files.
     pub sync_count: AtomicU64,
-    /// The last group whose logs have all published, for `Durable::wait_all` and
-    /// `DurableSet`.
+    /// The last group whose logs have all published, for `Durable::wait` and `DurableSet`.
     pub signal: Arc<GroupSignal>,
 }
 

@@ -307,6 +307,14 @@ impl DurableSet {
         Self::default()
     }
 
+    /// An empty set with room for the appends to `logs` logs (one request's shards).
+    pub fn with_capacity(logs: usize) -> Self {
+        Self {
+            logs: Vec::with_capacity(logs),
+            ..Self::default()
+        }
+    }
+
     /// Adds an append to the log `uid` held by journal group `seq` of `signal`'s journal;
     /// `false` (nothing added) for another journal's.
     pub(crate) fn add_group(&mut self, signal: &Arc<GroupSignal>, seq: u64, uid: u64) -> bool {
@@ -366,10 +374,11 @@ impl Durable {
         Self { state, end, group }
     }
 
-    /// Waits for every one of `durables` (the appends of one request, to many logs): one wait
-    /// for the last journal group among them, then a check of each, waiting on its own only
-    /// for one that group did not settle. Fails with the first failure found.
-    pub async fn wait_all(durables: Vec<Durable>) -> Result<(), LogError> {
+    /// Waits for every one of `durables` ([`Durable::wait`]'s one, or the appends of a
+    /// [`DurableSet`] that no journal group of its own covers): one wait for the last journal
+    /// group among them, then a check of each, waiting on its own only for one that group did
+    /// not settle. Fails with the first failure found.
+    async fn wait_all(durables: Vec<Durable>) -> Result<(), LogError> {
         let last = durables
             .iter()
             .filter_map(|d| Some((d.state.group_signal.as_deref()?, d.group?)))
