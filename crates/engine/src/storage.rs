@@ -309,6 +309,9 @@ impl RecordStore for Store {
         for log in logs.iter().take(PREFETCH_DISTANCES[2]) {
             log.prefetch(3);
         }
+        // The journal's writer waits for this request's appends to end before it takes the
+        // open group, so they land in one.
+        let appending = self.appending();
         for (at, (write, log)) in writes.iter().zip(&logs).enumerate() {
             prefetch(at);
             let (first_offset, stored_ms) =
@@ -319,6 +322,7 @@ impl RecordStore for Store {
                 late: false,
             });
         }
+        drop(appending);
         Ok(Box::pin(async move {
             durable.wait().await.map_err(sync_failed)?;
             Ok(placed)

@@ -22,17 +22,30 @@ pub fn prefetch_write<T>(at: *const T, bytes: usize) {
         if has_prefetchw() {
             prefetch_lines_owned(start, end);
         } else {
-            let mut line = start;
-            while line < end {
-                // SAFETY: a prefetch never faults and reads nothing the program can observe;
-                // SSE is part of the x86_64 baseline.
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        line as *const i8,
-                    );
-                }
-                line += LINE;
+            prefetch_read(at, bytes);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (at, bytes);
+}
+
+/// Asks for the `bytes` from `at` to be brought into the cache, to be read only (shared: the
+/// other core keeps its copy). A hint only, like [`prefetch_write`].
+#[inline(always)]
+pub fn prefetch_read<T>(at: *const T, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = at as usize + bytes.max(1);
+        let mut line = at as usize & !(LINE - 1);
+        while line < end {
+            // SAFETY: a prefetch never faults and reads nothing the program can observe; SSE
+            // is part of the x86_64 baseline.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    line as *const i8,
+                );
             }
+            line += LINE;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -43,7 +43,7 @@ pub use format::{
 pub use log::{Log, ReadBatch, StoredRecord};
 pub use mem::{CrashBackend, MemBackend};
 pub use meta::{MetaOp, MetaStore};
-pub use store::Store;
+pub use store::{Appending, Store};
 pub use sync::{Appended, Durable, DurableSet};
 
 /// Tunables of a [`Store`].

@@ -58,6 +58,38 @@ pub(crate) struct Ctx {
     pub pending_bytes: SpreadCounter,
     /// Pending-bytes buffers given back by fills, for the next log that starts pending.
     pub fill_buffers: FillBuffers,
+    /// `pending_bytes` passed `pending_bytes_max` when last counted (every
+    /// `PENDING_COUNT_EVERY` appends of a thread): appends then ask for their logs' fills.
+    pub over_pending: AtomicBool,
+}
+
+/// Appends of one thread between two counts of the store's pending bytes (a count reads a
+/// line per slot of the `SpreadCounter`).
+const PENDING_COUNT_EVERY: u32 = 64;
+
+impl Ctx {
+    /// Whether appends should have their logs filled to keep the store's pending bytes
+    /// within `pending_bytes_max`.
+    fn over_pending(&self) -> bool {
+        std::thread_local! {
+            /// The store this thread appended to last, and its appends left before a count.
+            static COUNTDOWN: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+        }
+        let store = self as *const Ctx as usize;
+        if COUNTDOWN.with(|countdown| {
+            let (last, left) = countdown.get();
+            let due = last != store || left == 0;
+            countdown.set((store, if due { PENDING_COUNT_EVERY } else { left - 1 }));
+            due
+        }) {
+            let over = self.pending_bytes.get() > self.config.pending_bytes_max;
+            if over != self.over_pending.load(Ordering::Relaxed) {
+                self.over_pending.store(over, Ordering::Relaxed);
+            }
+            return over;
+        }
+        self.over_pending.load(Ordering::Relaxed)
+    }
 }
 
 /// A count that many threads change often and few read: each thread adds to its own slot (a
@@ -216,47 +248,72 @@ impl std::fmt::Debug for Log {
     }
 }
 
+/// In declared order (`repr(C)`, here and in [`LogState`] and [`Active`]): what an append
+/// reads first, then what it writes, then the rest, so that [`Log::prefetch`] asks for the
+/// few lines an append touches (over 512 shards each is cold) and no more.
+#[repr(C)]
 pub(crate) struct LogInner {
-    pub id: String,
+    pub ctx: Arc<Ctx>,
+    pub durable: Arc<DurableState>,
     /// Unique within the store (ids can be reused after a removal): keys the sealed cache.
     pub uid: u64,
     /// The log's directory, relative to the store root.
     pub dir: String,
-    pub ctx: Arc<Ctx>,
-    pub state: Mutex<LogState>,
-    pub durable: Arc<DurableState>,
     /// Where the next append's pending bytes will go, as an address (0: no pending buffer):
     /// a hint for [`Log::prefetch`], which may read it stale.
     pub tail: AtomicUsize,
+    pub state: Mutex<LogState>,
+    pub id: String,
 }
 
+/// What an append touches first (see [`LogInner`]), `active`'s first fields included.
+#[repr(C)]
 pub(crate) struct LogState {
-    pub sealed: BTreeMap<u64, SegmentSummary>,
-    pub active: Active,
     pub next_offset: u64,
     pub last_timestamp_ms: i64,
-    /// One past the last durable record, as published; kept here too so a reader sees it
-    /// consistently with `active.durable_bytes`.
-    pub durable_end: u64,
     pub journal_marks: crate::journal::JournalMarks,
+    /// The latest two journal groups this log appended to, oldest first, with what each makes
+    /// durable once published (see `LogInner::settle`). Appends go to the open group, and the
+    /// writer publishes a group before it takes the next, so when one goes to group `g`,
+    /// every group before `g - 1` has published: two are all a log can wait for.
+    pub in_flight: [InFlight; 2],
+    pub active: Active,
+    pub sealed: BTreeMap<u64, SegmentSummary>,
+    /// One past the last durable record as last settled (`LogInner::settle`); kept with
+    /// `active.durable_bytes`, so a reader sees both consistently.
+    pub durable_end: u64,
 }
 
+/// What a log's appends to one journal group make durable once it is published.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InFlight {
+    /// The group (0: none).
+    seq: u64,
+    /// The segment the appends went to, and its size after them.
+    base: u64,
+    size_bytes: u64,
+    /// One past their last offset.
+    end: u64,
+}
+
+/// What an append touches first (see [`LogInner`]).
+#[repr(C)]
 pub(crate) struct Active {
     pub summary: SegmentSummary,
+    /// The file's length: past `summary.size_bytes` by up to `PREALLOCATE_BYTES` of zeros.
+    pub allocated_bytes: u64,
+    /// Batches appended but not yet written to the file (with a journal, they reach it off the
+    /// request path, many batches in one write: see `LogInner::fill_queued`); they
+    /// start at `pending_position` and end at `summary.size_bytes`.
+    pub pending: Vec<u8>,
+    pub pending_position: u64,
+    pub index: IndexBuilder,
+    /// Bytes of this segment known to be on disk; readers never look past it.
+    pub durable_bytes: u64,
     /// The segment's file while `OpenFiles` keeps it open (or a reader holds it); reopened
     /// from `path` when needed again (`LogInner::active_file`).
     file: Weak<dyn BackendFile>,
     path: String,
-    pub index: IndexBuilder,
-    /// Bytes of this segment known to be on disk; readers never look past it.
-    pub durable_bytes: u64,
-    /// The file's length: past `summary.size_bytes` by up to `PREALLOCATE_BYTES` of zeros.
-    pub allocated_bytes: u64,
-    /// Batches appended but not yet written to the file (with a journal, they reach it off the
-    /// request path, many batches in one write: see `LogInner::fill_and_mark_durable`); they
-    /// start at `pending_position` and end at `summary.size_bytes`.
-    pub pending: Vec<u8>,
-    pub pending_position: u64,
     /// The size the latest index snapshot of this segment describes (0: none this run).
     pub snapshot_bytes: u64,
 }
@@ -303,6 +360,15 @@ impl Active {
         // exist. The caller gives the buffer to the store's `FillBuffers`.
         Ok(written)
     }
+}
+
+/// Makes what a published group's appends reached durable (a roll since made all of the old
+/// segment durable already).
+fn fold(state: &mut LogState, flight: InFlight) {
+    if state.active.summary.base == flight.base {
+        state.active.durable_bytes = state.active.durable_bytes.max(flight.size_bytes);
+    }
+    state.durable_end = state.durable_end.max(flight.end);
 }
 
 /// Where an append's batch landed, and what makes it durable.
@@ -515,6 +581,7 @@ impl LogInner {
     /// Before a read of the active segment: writes the pending batches that are durable (so a
     /// reader may reach them) into the file, which readers read. A failed write fails the log.
     fn fill_for_read(&self, state: &mut LogState) -> Result<(), LogError> {
+        self.settle(state);
         let active = &state.active;
         if active.pending.is_empty() || active.pending_position >= active.durable_bytes {
             return Ok(());
@@ -673,18 +740,22 @@ impl LogInner {
     /// (recovery also cuts them) and leaves a snapshot of its index.
     pub(crate) fn cut_preallocation(&self) -> io::Result<()> {
         let mut state = self.state.lock();
-        if self.durable.failure().is_none() {
+        // After a journal failure, what is pending may hold batches of the groups that never
+        // synced: only a reopen's replay decides what stays, so nothing more is made durable.
+        let journal_failed = self.ctx.journal.as_ref().is_some_and(|j| j.signal.failed());
+        let healthy = self.durable.failure().is_none() && !journal_failed;
+        if healthy {
             self.write_pending(&mut state.active)?;
         }
         let active = &mut state.active;
-        if active.allocated_bytes > active.summary.size_bytes && self.durable.failure().is_none() {
+        if active.allocated_bytes > active.summary.size_bytes && healthy {
             let file = self.active_file(active)?;
             file.set_len(active.summary.size_bytes)?;
             file.sync_data()?;
             active.allocated_bytes = active.summary.size_bytes;
         }
         // So the next open need not scan the segment.
-        if self.durable.failure().is_none() {
+        if healthy {
             let (summary, entries) = (active.summary, active.index.entries.clone());
             drop(state);
             self.write_index_snapshot(&summary, &entries)?;
@@ -694,40 +765,93 @@ impl LogInner {
 
     /// Asks the cache for the log's state, to be locked and written soon.
     pub(crate) fn prefetch_state(&self) {
-        crate::hint::prefetch_write(self as *const LogInner, size_of::<LogInner>());
+        // Read: the handles and the directory's address; written: the tail hint, the lock and
+        // the state up to the active segment's index (see the order of `LogInner`).
+        crate::hint::prefetch_read(
+            self as *const LogInner,
+            std::mem::offset_of!(LogInner, tail),
+        );
+        let written = self.state.data_ptr() as usize
+            + std::mem::offset_of!(LogState, active)
+            + std::mem::offset_of!(Active, index)
+            + size_of::<IndexBuilder>();
+        let from = &self.tail as *const AtomicUsize;
+        crate::hint::prefetch_write(from, written.saturating_sub(from as usize));
     }
 
-    /// Once the journal group holding its batches is synced: publishes the durable end the
-    /// group reached. What the log has pending is written to its segment (one write for all of
-    /// its batches since the last) only once it reaches `fill_bytes`, or the store's pending
-    /// bytes pass `pending_bytes_max`: until then the journal holds it durably, and a reader
-    /// that reaches it writes it first (`fill_for_read`). Small writes to many segments were
-    /// the cost that grew with the shards a request touches. A failed write fails the log and
-    /// publishes nothing. Says whether it published (not for a failed log).
-    pub(crate) fn fill_and_mark_durable(&self, base: u64, size_bytes: u64, end: u64) -> bool {
-        let mut state = self.state.lock();
-        if self.durable.failure().is_some() {
-            return false;
+    /// Brings the durable end (and the active segment's durable bytes) up to the journal
+    /// groups published so far: the writer touches no log per group (a group over 512 logs
+    /// took and left each log's lock and state, cold, on the other core), so readers, the
+    /// writer for watched logs, and the next append settle it. Wakes async waiters when it
+    /// moves. A failed log settles only the groups that published before it failed.
+    pub(crate) fn settle(&self, state: &mut LogState) {
+        let Some(signal) = &self.durable.group_signal else {
+            return;
+        };
+        if state.in_flight[0].seq == 0 && state.in_flight[1].seq == 0 {
+            return;
         }
-        let config = &self.ctx.config;
-        let fill = state.active.pending.len() as u64 >= config.fill_bytes
-            || self.ctx.pending_bytes.get() > config.pending_bytes_max;
-        if fill && let Err(error) = self.write_pending(&mut state.active) {
+        let published = signal.published();
+        let failed = self.durable.failure().is_some();
+        let before = state.durable_end;
+        for at in 0..state.in_flight.len() {
+            let flight = state.in_flight[at];
+            if flight.seq == 0 || flight.seq > published {
+                continue;
+            }
+            if !failed || !signal.failure_in_group(flight.seq, self.uid) {
+                fold(state, flight);
+            }
+            state.in_flight[at] = InFlight::default();
+        }
+        if state.durable_end > before {
+            self.durable.publish(state.durable_end);
+        }
+    }
+
+    /// Notes an append to journal group `seq` that makes the log durable up to `end` (and its
+    /// segment `base` up to `size_bytes`) once the group is published.
+    fn note_in_flight(&self, state: &mut LogState, flight: InFlight) {
+        let [older, newer] = state.in_flight;
+        if newer.seq == flight.seq {
+            state.in_flight[1] = flight;
+            return;
+        }
+        let published = self
+            .durable
+            .group_signal
+            .as_ref()
+            .map_or(0, |signal| signal.published());
+        if older.seq == 0 || older.seq <= published {
+            // Published (as it must be, see `LogState::in_flight`): what it made durable is.
+            if older.seq != 0 {
+                fold(state, older);
+            }
+            state.in_flight = [newer, flight];
+        } else {
+            // Never expected: `newer`'s appends wait for `flight`'s later group instead, which
+            // can only make them durable later, never sooner.
+            state.in_flight[1] = flight;
+        }
+    }
+
+    /// Once the journal group that asked for it (`Journal::add_batch`'s `fill`) is synced:
+    /// writes the log's pending batches to its segment, in one write. Until then the journal
+    /// holds them durably, and a reader that reaches them writes them first
+    /// (`fill_for_read`): small writes to many segments were the cost that grew with the
+    /// shards a request touches. A failed write fails the log.
+    pub(crate) fn fill_queued(&self) {
+        let mut state = self.state.lock();
+        state.journal_marks.fill_queued = false;
+        if self.durable.failure().is_some() {
+            return;
+        }
+        if let Err(error) = self.write_pending(&mut state.active) {
             drop(state);
             // The file may now hold part of a batch; appending after it would bury a torn
             // batch in the middle of the segment.
             self.fail("write", &error);
-            return false;
         }
-        // A roll since the group was taken already made all of the old segment durable.
-        if state.active.summary.base == base {
-            state.active.durable_bytes = state.active.durable_bytes.max(size_bytes);
-        }
-        state.durable_end = state.durable_end.max(end);
-        let published = state.durable_end;
-        drop(state);
-        self.durable.publish(published);
-        true
     }
 
     /// Seals the active segment and starts a new, empty one at `new_base` (see "Roll" in
@@ -783,6 +907,8 @@ impl LogInner {
             ),
         );
         state.sealed.insert(sealed.summary.base, sealed.summary);
+        // Synced whole: what any group in flight would have made durable is.
+        state.in_flight = Default::default();
         state.durable_end = state.durable_end.max(state.next_offset);
         self.durable.publish(state.durable_end);
         Ok(())
@@ -1107,7 +1233,8 @@ impl Log {
     }
 
     /// Asks the cache for what an append to this log will touch, `step` appends ahead of it:
-    /// 3 and more, the log's handle; 2, its state; 1, its pending tail and directory name. A
+    /// 3 and more, the log's handle; 2, its state; 1, its pending tail, directory name and
+    /// durability state. A
     /// caller appending to many logs calls it for the logs it will append to next, each step
     /// in turn, so the misses overlap (each step reads what the one before brought in).
     pub fn prefetch(&self, step: usize) {
@@ -1119,8 +1246,9 @@ impl Log {
                     if tail != 0 {
                         crate::hint::prefetch_write(tail as *const u8, 192);
                     }
-                    crate::hint::prefetch_write(inner.dir.as_ptr(), inner.dir.len());
-                    crate::hint::prefetch_write(Arc::as_ptr(&inner.durable), 64);
+                    // Only read: a write prefetch would take them from the other core.
+                    crate::hint::prefetch_read(inner.dir.as_ptr(), inner.dir.len());
+                    crate::hint::prefetch_read(Arc::as_ptr(&inner.durable), 64);
                 }
             }
             2 => {
@@ -1128,7 +1256,7 @@ impl Log {
                     inner.prefetch_state();
                 }
             }
-            _ => crate::hint::prefetch_write(self as *const Log, size_of::<Log>()),
+            _ => crate::hint::prefetch_read(&self.inner, size_of::<OnceLock<Arc<LogInner>>>()),
         }
     }
 
@@ -1207,6 +1335,7 @@ impl Log {
         let batch_len = format::batch_len(records, seal.is_some()).ok_or_else(too_large)?;
         let record_count = u32::try_from(records.len()).map_err(|_| too_large())?;
         let mut buf = APPEND_BUFFER.take();
+        let mut fill = false;
         let appended = {
             let mut guard = inner.state.lock();
             let state = &mut *guard;
@@ -1280,6 +1409,9 @@ impl Log {
                 let tail = pending.as_ptr() as usize + pending.len();
                 inner.tail.store(tail, Ordering::Relaxed);
                 inner.ctx.pending_bytes.add(buf.len() as u64);
+                // The fill waits for the group: the writer does it once the group is synced.
+                fill =
+                    pending.len() as u64 >= inner.ctx.config.fill_bytes || inner.ctx.over_pending();
             } else if let Err(error) = inner
                 .active_file(&mut state.active)
                 .and_then(|file| file.write_all_at(&buf, position))
@@ -1299,8 +1431,17 @@ impl Log {
                 Some(journal) => {
                     let base = state.active.summary.base;
                     let marks = &mut state.journal_marks;
-                    match journal.add_batch(inner, base, position, &buf, end_offset, marks) {
-                        Ok(seq) => Some(seq),
+                    match journal.add_batch(inner, base, position, &buf, fill, marks) {
+                        Ok(seq) => {
+                            let flight = InFlight {
+                                seq,
+                                base,
+                                size_bytes: end_position,
+                                end: end_offset,
+                            };
+                            inner.note_in_flight(state, flight);
+                            Some(seq)
+                        }
                         Err(reason) => {
                             // The segment holds a batch no sync will cover.
                             inner.fail_with(&reason);
@@ -1345,12 +1486,13 @@ impl Log {
         let mut records = Vec::new();
         let mut bytes = 0usize;
         let start = {
-            let state = inner.state.lock();
+            let mut state = inner.state.lock();
             if matches!(inner.durable.failure(), Some(Failure::Removed)) {
                 return Err(LogError::Removed {
                     log: inner.id.clone(),
                 });
             }
+            inner.settle(&mut state);
             state.start_offset()
         };
         let mut cursor = from_offset.max(start);
@@ -1446,12 +1588,18 @@ impl Log {
 
     /// Offset of the oldest retained durable record (`end_offset()` when there is none).
     pub fn start_offset(&self) -> Result<u64, LogError> {
-        Ok(self.inner()?.state.lock().start_offset())
+        let inner = self.inner()?;
+        let mut state = inner.state.lock();
+        inner.settle(&mut state);
+        Ok(state.start_offset())
     }
 
     /// One past the last durable record's offset (0 for a new log).
     pub fn end_offset(&self) -> Result<u64, LogError> {
-        Ok(self.inner()?.state.lock().durable_end)
+        let inner = self.inner()?;
+        let mut state = inner.state.lock();
+        inner.settle(&mut state);
+        Ok(state.durable_end)
     }
 
     /// The offset the next append would get, absent `min_first_offset` (>= `end_offset()`).
@@ -1480,7 +1628,14 @@ impl Log {
 
     /// A receiver of `end_offset()`, changed whenever it advances (for push consumers).
     pub fn watch_end(&self) -> Result<watch::Receiver<u64>, LogError> {
-        Ok(self.inner()?.durable.subscribe())
+        let inner = self.inner()?;
+        if let Some(journal) = &inner.ctx.journal {
+            // Listed first: the writer settles it after every group from then on, and the
+            // settle below covers the groups before.
+            journal.watch(inner);
+            inner.settle(&mut inner.state.lock());
+        }
+        Ok(inner.durable.subscribe())
     }
 }
 

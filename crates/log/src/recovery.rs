@@ -71,6 +71,7 @@ fn new_inner(
     Arc::new(LogInner {
         durable: Arc::new(DurableState::new(
             id.clone(),
+            uid,
             next_offset,
             ctx.journal
                 .as_ref()
@@ -87,6 +88,7 @@ fn new_inner(
             next_offset,
             last_timestamp_ms,
             durable_end: next_offset,
+            in_flight: Default::default(),
             journal_marks: Default::default(),
         }),
     })

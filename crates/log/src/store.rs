@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use crate::backend::Backend;
 use crate::journal::{self, CheckpointReason, Journal};
-use crate::log::{Ctx, LazyOpen, Log, OpenFiles, SealedCache};
+use crate::log::{Ctx, LazyOpen, Log, LogInner, OpenFiles, SealedCache};
 use crate::meta::MetaStore;
 use crate::recovery;
 use crate::sync::{Durable, Failure, SyncShared};
@@ -143,6 +143,7 @@ impl Store {
             closed: AtomicBool::new(false),
             keyring: parking_lot::RwLock::new(None),
             pending_bytes: Default::default(),
+            over_pending: AtomicBool::new(false),
             fill_buffers: crate::log::FillBuffers::new(config.pending_bytes_max),
         });
         let store = Store {
@@ -280,13 +281,50 @@ impl Store {
         &self.meta
     }
 
+    /// Held while one request makes its appends (to one log or many): the journal's writer
+    /// lets the appends of the requests under way finish, for at most half a millisecond,
+    /// before it takes the open group, so a request's appends land in one group (one sync and
+    /// one wake-up for them, not two).
+    pub fn appending(&self) -> Appending {
+        let journal = self.ctx.journal.clone();
+        if let Some(journal) = &journal {
+            journal.enter_request();
+        }
+        Appending { journal }
+    }
+
     /// Blocks until every append made so far is durable (or fails if a log failed).
     pub fn sync_all(&self) -> Result<(), LogError> {
         let logs: Vec<Arc<Log>> = self.logs.lock().values().cloned().collect();
-        // A log not used since open has had no appends to wait for.
-        for inner in logs.iter().filter_map(|log| log.if_open()) {
-            let end = inner.state.lock().next_offset;
-            Durable::new(Arc::clone(&inner.durable), end, None).wait_blocking()?;
+        // A log not used since open has had no appends to wait for. Each log's end is read
+        // before the journal's open group, which holds its appends so far, or a later one.
+        let ends: Vec<(&Arc<LogInner>, u64)> = logs
+            .iter()
+            .filter_map(|log| log.if_open())
+            .map(|inner| (inner, inner.state.lock().next_offset))
+            .collect();
+        let Some(journal) = &self.ctx.journal else {
+            for (inner, end) in ends {
+                Durable::new(Arc::clone(&inner.durable), end, None).wait_blocking()?;
+            }
+            return Ok(());
+        };
+        journal.wait_queued().map_err(|reason| LogError::Failed {
+            log: "journal".to_string(),
+            reason,
+        })?;
+        for (inner, end) in ends {
+            let mut state = inner.state.lock();
+            inner.settle(&mut state);
+            if state.durable_end < end {
+                return Err(inner
+                    .durable
+                    .failure_error()
+                    .unwrap_or_else(|| LogError::Failed {
+                        log: inner.id.clone(),
+                        reason: "its appends did not all become durable".to_string(),
+                    }));
+            }
         }
         Ok(())
     }
@@ -334,6 +372,20 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// One request's appends under way (see [`Store::appending`]); ends when dropped.
+#[must_use = "the request's appends are under way only while this is held"]
+pub struct Appending {
+    journal: Option<Arc<Journal>>,
+}
+
+impl Drop for Appending {
+    fn drop(&mut self) {
+        if let Some(journal) = &self.journal {
+            journal.leave_request();
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! Durability as appenders see it: each log's durable end, published once the journal group
-//! holding its batches is synced (see `journal`), and the [`Durable`]s waiting on it.
+//! Durability as appenders see it: the journal's groups, published once synced (see
+//! `journal`), each log's durable end, and the [`Durable`]s and [`DurableSet`]s waiting on
+//! them. With a journal a log's durable end is not published by the writer: a log settles it
+//! from the groups it appended to when a reader asks (`LogInner::settle`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +29,8 @@ pub(crate) enum Failure {
 #[derive(Debug)]
 pub(crate) struct DurableState {
     log_id: String,
+    /// The log's store-wide number, as [`GroupSignal`]'s failure notes name it.
+    uid: u64,
     /// One past the last durable record.
     end: AtomicU64,
     /// `end` for async waiters and `Log::watch_end`, created by the first subscriber.
@@ -45,10 +49,11 @@ pub(crate) struct DurableState {
 }
 
 impl DurableState {
-    pub fn new(log_id: String, end: u64, group_signal: Option<Arc<GroupSignal>>) -> Self {
+    pub fn new(log_id: String, uid: u64, end: u64, group_signal: Option<Arc<GroupSignal>>) -> Self {
         Self {
             group_signal,
             log_id,
+            uid,
             end: AtomicU64::new(end),
             watch: Mutex::new(None),
             watched: AtomicBool::new(false),
@@ -113,10 +118,20 @@ impl DurableState {
         }
     }
 
-    /// Puts the log in a failed state (the first failure wins) and wakes every waiter.
+    /// Puts the log in a failed state (the first failure wins) and wakes every waiter. The
+    /// first failure also notes the log against the journal groups not yet published, so a
+    /// request that appended to it in one of them fails, not acknowledged.
     pub fn fail(&self, failure: Failure) {
-        self.failure.lock().get_or_insert(failure);
+        let first = {
+            let mut held = self.failure.lock();
+            let first = held.is_none();
+            held.get_or_insert(failure);
+            first
+        };
         self.failed.store(true, Ordering::Release);
+        if first && let Some(signal) = &self.group_signal {
+            signal.note_failed_log(self.uid);
+        }
         // Wakes async waiters without changing the value; they recheck the failure.
         if let Some(sender) = &*self.watch.lock() {
             sender.send_modify(|_| {});
@@ -158,25 +173,32 @@ fn raise(value: &mut u64, to: u64) -> bool {
     moved
 }
 
-/// The journal's progress as waiters see it: the last group whose logs have all been
-/// published, so that a request that appended to many logs waits once, not once per log.
+/// The journal's progress as waiters see it: the last group synced, so that a request that
+/// appended to many logs waits once, not once per log, and no log is touched per group.
 ///
 /// A publish wakes only the waiters it satisfies: requests in flight wait for two or three
 /// different groups, and a watch channel would wake all of them at every group.
 #[derive(Debug, Default)]
 pub(crate) struct GroupSignal {
     published: AtomicU64,
-    /// The last group in which a log did not publish (it had failed, or its fill failed): the
-    /// one check a [`DurableSet`] makes when no such group is at or after its first.
+    /// The group appends go to now (set by the journal as it opens each).
+    open: AtomicU64,
+    /// The last group of a range noted in `unpublished_groups`: the one check a
+    /// [`DurableSet`] makes when no such range reaches its first group.
     unpublished: AtomicU64,
-    /// The latest groups in which a log did not publish, oldest first, at most
-    /// `UNPUBLISHED_KEPT`, each with those logs' uids: a set whose first group is at or before
-    /// `unpublished` fails only if one of its own logs is among them in its range (or its
-    /// range starts before the oldest kept).
-    unpublished_groups: Mutex<std::collections::VecDeque<(u64, Vec<u64>)>>,
+    /// The latest ranges of groups in which a log did not publish (it failed, or was removed,
+    /// while they were not published yet), oldest first, at most `UNPUBLISHED_KEPT`, each
+    /// with those logs' uids: a set whose first group is at or before `unpublished` fails
+    /// only if one of its own logs is among them in its range (or its range starts before
+    /// the oldest kept).
+    unpublished_groups: Mutex<std::collections::VecDeque<(u64, u64, Vec<u64>)>>,
     failed: AtomicBool,
     /// Tasks waiting, with the group each waits for.
     waiters: Mutex<Vec<(u64, Waker)>>,
+    /// Threads blocked in [`GroupSignal::wait_blocking`], woken through `blocking_wake`.
+    blocking_waiters: AtomicUsize,
+    blocking_lock: Mutex<()>,
+    blocking_wake: Condvar,
 }
 
 impl GroupSignal {
@@ -184,7 +206,7 @@ impl GroupSignal {
         Self::default()
     }
 
-    /// Every log group `seq` touched has published (or failed).
+    /// Group `seq` is synced, and every fill its appends asked for was done (or failed).
     pub fn publish(&self, seq: u64) {
         if self.published.fetch_max(seq, Ordering::SeqCst) >= seq {
             return;
@@ -195,17 +217,39 @@ impl GroupSignal {
         for (_, waker) in waiters.extract_if(.., |(wanted, _)| *wanted <= seq) {
             waker.wake();
         }
+        drop(waiters);
+        self.wake_blocking();
     }
 
-    /// The logs `uids` of group `seq` did not publish.
-    pub fn note_unpublished(&self, seq: u64, uids: Vec<u64>) {
+    /// The last group published.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Appends go to group `seq` from now on.
+    pub fn opened(&self, seq: u64) {
+        self.open.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// The log `uid` failed or was removed: its appends in the groups not published yet (up
+    /// to the open one) are not acknowledged.
+    pub fn note_failed_log(&self, uid: u64) {
+        let first = self.published() + 1;
+        let last = self.open.load(Ordering::SeqCst);
+        if last >= first {
+            self.note_unpublished(first, last, vec![uid]);
+        }
+    }
+
+    /// The logs `uids` did not publish in groups `first..=last`.
+    pub fn note_unpublished(&self, first: u64, last: u64, uids: Vec<u64>) {
         let mut groups = self.unpublished_groups.lock();
         if groups.len() == UNPUBLISHED_KEPT {
             groups.pop_front();
         }
-        groups.push_back((seq, uids));
-        // Under the lock: a set that sees the number finds the group in the list.
-        self.unpublished.fetch_max(seq, Ordering::SeqCst);
+        groups.push_back((first, last, uids));
+        // Under the lock: a set that sees the number finds the range in the list.
+        self.unpublished.fetch_max(last, Ordering::SeqCst);
     }
 
     /// Whether one of the logs `uids` did not publish in a group in `first..=last` (asked once
@@ -215,13 +259,31 @@ impl GroupSignal {
             return false;
         }
         let groups = self.unpublished_groups.lock();
-        // Past the oldest kept, an older group may have been dropped from the list: fail.
-        let oldest_kept = groups.front().map_or(u64::MAX, |(seq, _)| *seq);
+        // Past the oldest kept, an older range may have been dropped from the list: fail.
+        let oldest_kept = groups.front().map_or(u64::MAX, |(seq, _, _)| *seq);
         let dropped = groups.len() == UNPUBLISHED_KEPT && first < oldest_kept;
         dropped
-            || groups.iter().any(|(seq, failed)| {
-                (first..=last).contains(seq) && failed.iter().any(|uid| uids.contains(uid))
+            || groups.iter().any(|(from, to, failed)| {
+                *from <= last && first <= *to && failed.iter().any(|uid| uids.contains(uid))
             })
+    }
+
+    /// Whether the log `uid` did not publish in group `seq` (it failed before `seq` was).
+    pub fn failure_in_group(&self, seq: u64, uid: u64) -> bool {
+        self.unpublished_in(seq, seq, &[uid])
+    }
+
+    /// Why appends to the logs `uids` in groups `first..=last` are not durable, once `last`
+    /// has settled: the journal failed before publishing it, or one of those logs did not
+    /// publish in that range. `None`: they are durable.
+    fn failure_in(&self, first: u64, last: u64, uids: &[u64]) -> Option<&'static str> {
+        if self.published() < last {
+            Some("the journal failed")
+        } else if self.unpublished_in(first, last, uids) {
+            Some("a log of the journal groups holding this request's appends failed")
+        } else {
+            None
+        }
     }
 
     /// Whether the journal failed.
@@ -236,6 +298,27 @@ impl GroupSignal {
         for (_, waker) in waiters {
             waker.wake();
         }
+        self.wake_blocking();
+    }
+
+    fn wake_blocking(&self) {
+        if self.blocking_waiters.load(Ordering::SeqCst) > 0 {
+            // Taking the lock orders this wake after a waiter's check: none is lost.
+            let _guard = self.blocking_lock.lock();
+            self.blocking_wake.notify_all();
+        }
+    }
+
+    /// Blocks the calling thread until group `seq` has published or the journal failed.
+    fn wait_blocking(&self, seq: u64) {
+        let mut guard = self.blocking_lock.lock();
+        // Counted before the check: a publish that does not see the count stored its number
+        // before, so the check sees it (both sequentially consistent).
+        self.blocking_waiters.fetch_add(1, Ordering::SeqCst);
+        while !self.settled(seq) {
+            self.blocking_wake.wait(&mut guard);
+        }
+        self.blocking_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Whether waiting for `seq` is over: published, or the journal failed.
@@ -339,14 +422,7 @@ impl DurableSet {
         if let Some((signal, first, last)) = &self.groups {
             signal.wait(*last).await;
             // Groups that published before the journal failed stay durable.
-            let failure = if signal.published.load(Ordering::SeqCst) < *last {
-                Some("the journal failed")
-            } else if signal.unpublished_in(*first, *last, &self.logs) {
-                Some("a log of the journal groups holding this request's appends failed")
-            } else {
-                None
-            };
-            if let Some(reason) = failure {
+            if let Some(reason) = signal.failure_in(*first, *last, &self.logs) {
                 return Err(LogError::Failed {
                     log: format!("journal groups {first}..={last}"),
                     reason: reason.to_string(),
@@ -374,22 +450,48 @@ impl Durable {
         Self { state, end, group }
     }
 
+    /// The journal's signal and group, when a journal group covers the append.
+    fn grouped(&self) -> Option<(&Arc<GroupSignal>, u64)> {
+        Some((self.state.group_signal.as_ref()?, self.group?))
+    }
+
+    /// Once its group has settled: whether the append is durable (see
+    /// [`GroupSignal::failure_in`]), with the log's own failure as the error when it has one.
+    fn group_outcome(&self, signal: &GroupSignal, seq: u64) -> Result<(), LogError> {
+        match signal.failure_in(seq, seq, &[self.state.uid]) {
+            None => Ok(()),
+            Some(reason) => Err(self
+                .state
+                .failure_error()
+                .unwrap_or_else(|| LogError::Failed {
+                    log: self.state.log_id.clone(),
+                    reason: reason.to_string(),
+                })),
+        }
+    }
+
     /// Waits for every one of `durables` ([`Durable::wait`]'s one, or the appends of a
     /// [`DurableSet`] that no journal group of its own covers): one wait for the last journal
-    /// group among them, then a check of each, waiting on its own only for one that group did
-    /// not settle. Fails with the first failure found.
+    /// group among them, then a check of each, waiting on its own only for one no group
+    /// covers (or another journal's). Fails with the first failure found.
     async fn wait_all(durables: Vec<Durable>) -> Result<(), LogError> {
         let last = durables
             .iter()
-            .filter_map(|d| Some((d.state.group_signal.as_deref()?, d.group?)))
+            .filter_map(Durable::grouped)
             .max_by_key(|(_, seq)| *seq);
         if let Some((signal, seq)) = last {
             signal.wait(seq).await;
         }
         for durable in durables {
-            match durable.state.check(durable.end) {
-                Some(result) => result?,
-                None => durable.wait_on_log().await?,
+            match durable.grouped() {
+                Some((signal, seq)) => {
+                    signal.wait(seq).await;
+                    durable.group_outcome(signal, seq)?;
+                }
+                None => match durable.state.check(durable.end) {
+                    Some(result) => result?,
+                    None => durable.wait_on_log().await?,
+                },
             }
         }
         Ok(())
@@ -417,6 +519,10 @@ impl Durable {
 
     /// Blocks the calling thread until done.
     pub fn wait_blocking(self) -> Result<(), LogError> {
+        if let Some((signal, seq)) = self.grouped() {
+            signal.wait_blocking(seq);
+            return self.group_outcome(signal, seq);
+        }
         let state = &self.state;
         let mut guard = state.blocking_lock.lock();
         // Counted before the first check: a publish that does not see the count stored its
@@ -434,7 +540,12 @@ impl Durable {
 
     /// Whether the append is already durable (without waiting).
     pub fn is_durable(&self) -> bool {
-        self.state.end() >= self.end
+        match self.grouped() {
+            Some((signal, seq)) => {
+                signal.published() >= seq && self.group_outcome(signal, seq).is_ok()
+            }
+            None => self.state.end() >= self.end,
+        }
     }
 }
 
@@ -541,7 +652,7 @@ mod tests {
         assert!(poll_once(wait.as_mut()).is_pending());
         signal.publish(5);
         assert!(poll_once(wait.as_mut()).is_pending());
-        signal.note_unpublished(3, vec![1]);
+        signal.note_unpublished(3, 3, vec![1]);
         signal.publish(6);
         assert!(matches!(poll_once(wait.as_mut()), Poll::Ready(Ok(()))));
 
@@ -549,7 +660,7 @@ mod tests {
         // publishes; the set that wrote only to log 3 in group 8 does not.
         let mut wait = pin!(set_of(&signal, &[(7, 1), (9, 2)]).wait());
         let mut other_log = pin!(set_of(&signal, &[(8, 3)]).wait());
-        signal.note_unpublished(8, vec![2]);
+        signal.note_unpublished(8, 8, vec![2]);
         signal.publish(8);
         assert!(matches!(poll_once(other_log.as_mut()), Poll::Ready(Ok(()))));
         assert!(poll_once(wait.as_mut()).is_pending());
@@ -561,7 +672,7 @@ mod tests {
         // Groups after a set's range are not its concern, even when noted before it looks.
         let mut wait = pin!(set_of(&signal, &[(10, 1)]).wait());
         signal.publish(10);
-        signal.note_unpublished(11, vec![1]);
+        signal.note_unpublished(11, 11, vec![1]);
         signal.publish(11);
         assert!(matches!(poll_once(wait.as_mut()), Poll::Ready(Ok(()))));
 
@@ -582,6 +693,32 @@ mod tests {
         assert!(matches!(poll_once(published), Poll::Ready(Ok(()))));
     }
 
+    /// A log that fails notes itself against every group not published yet, up to the open
+    /// one: appends to it there fail; its appends in groups published before, and other
+    /// logs' appends, do not.
+    #[test]
+    fn a_failed_log_fails_its_appends_in_the_groups_not_yet_published() {
+        let signal = Arc::new(GroupSignal::new());
+        signal.opened(6);
+        signal.publish(3);
+        signal.note_failed_log(7);
+        signal.publish(6);
+        let outcome = |seq: u64, uid: u64| {
+            let mut set = DurableSet::new();
+            assert!(set.add_group(&signal, seq, uid));
+            let mut wait = Box::pin(set.wait());
+            poll_once(wait.as_mut())
+        };
+        assert!(matches!(outcome(3, 7), Poll::Ready(Ok(()))));
+        assert!(matches!(outcome(4, 7), Poll::Ready(Err(_))));
+        assert!(matches!(outcome(6, 7), Poll::Ready(Err(_))));
+        assert!(matches!(outcome(5, 8), Poll::Ready(Ok(()))));
+        assert!(signal.failure_in_group(5, 7) && !signal.failure_in_group(3, 7));
+        // Nothing in flight: nothing noted.
+        signal.note_failed_log(9);
+        assert!(!signal.failure_in_group(6, 9));
+    }
+
     /// The signal lists the latest unpublished groups only: a set whose range starts before
     /// the oldest one kept fails, as one of its groups may have been dropped from the list.
     #[test]
@@ -595,7 +732,7 @@ mod tests {
         };
         // Log 1 in groups 100, 102, …: one more than the list keeps, so 100 is dropped.
         for k in 0..=UNPUBLISHED_KEPT as u64 {
-            signal.note_unpublished(100 + 2 * k, vec![1]);
+            signal.note_unpublished(100 + 2 * k, 100 + 2 * k, vec![1]);
         }
         signal.publish(100 + 2 * UNPUBLISHED_KEPT as u64 + 1);
         assert!(matches!(wait_for(99, 101, 2), Poll::Ready(Err(_))));

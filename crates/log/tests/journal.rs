@@ -358,3 +358,39 @@ fn a_set_of_appends_to_many_logs_waits_for_its_groups() {
     assert!(failed.is_err(), "{failed:?}");
     backend.set_fail_syncs(false);
 }
+
+/// The journal's writer publishes groups, not logs: a log's durable end is settled when it is
+/// read, and the writer settles only watched logs. A watch made before the appends, or while
+/// they are in flight, sees each one become durable without any read.
+#[test]
+fn a_watched_log_sees_its_appends_become_durable_without_a_read() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let backend = CrashBackend::new();
+    let store = Store::open(Arc::new(backend.clone()), small_config()).expect("open");
+    let log = store.log("watched").expect("log");
+    let mut early = log.watch_end().expect("watch_end");
+    assert_eq!(*early.borrow_and_update(), 0);
+    runtime.block_on(async {
+        for round in 1..=3u64 {
+            let appended = append_one(&log, b"v", round as i64);
+            // Made while the append may be in flight.
+            let late = log.watch_end().expect("watch_end");
+            // Waits on the group, which settles no log.
+            appended.durable.wait().await.expect("durable");
+            for watch in [&early, &late] {
+                let mut watch = watch.clone();
+                let woken = async move { *watch.wait_for(|end| *end >= round).await.expect("w") };
+                // Bounded only so that a missed wake-up fails instead of hanging.
+                let limit = std::time::Duration::from_secs(60);
+                let seen = tokio::time::timeout(limit, woken).await;
+                assert_eq!(seen.expect("the watch was woken"), round);
+            }
+            assert_eq!(log.end_offset().expect("end"), round);
+        }
+    });
+    drop(early);
+    store.shutdown();
+}
