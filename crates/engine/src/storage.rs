@@ -190,7 +190,7 @@ pub trait SharedSlots: Send + Sync {
 
 /// How many logs ahead `RecordStore::put` asks the cache for each of `Log::prefetch`'s steps
 /// (1, 2 and 3): far enough for a miss to arrive before the step that reads it.
-const PREFETCH_DISTANCES: [usize; 3] = [2, 4, 6];
+const PREFETCH_DISTANCES: [usize; 3] = [3, 6, 9];
 
 fn ready<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {
     Box::pin(std::future::ready(result))

@@ -1244,7 +1244,9 @@ impl Log {
                 if let Some(inner) = self.inner.get() {
                     let tail = inner.tail.load(Ordering::Relaxed);
                     if tail != 0 {
-                        crate::hint::prefetch_write(tail as *const u8, 192);
+                        // A batch of a record or two over 512 shards is about 270 bytes,
+                        // from anywhere in a line: up to six lines.
+                        crate::hint::prefetch_write(tail as *const u8, 384);
                     }
                     // Only read: a write prefetch would take them from the other core.
                     crate::hint::prefetch_read(inner.dir.as_ptr(), inner.dir.len());
