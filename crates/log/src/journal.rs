@@ -5,7 +5,7 @@
 //! one `write` and makes it durable with one `fdatasync`, then publishes the group's number: the
 //! sync cost of a request does not depend on how many logs it touches, and the writer touches
 //! no log per group (each log settles its durable end from the groups it appended to, see
-//! `LogInner::settle`). A *checkpoint* later syncs the segments the journal covers and deletes the
+//! `LogInner::settle`), but those due a fill and those watched. A *checkpoint* later syncs the segments the journal covers and deletes the
 //! journal files it no longer needs; recovery replays the journal files that remain. The
 //! layout and the protocol are in `docs/storage-format.md` ("Journal").
 
@@ -194,9 +194,12 @@ pub(crate) struct Journal {
     /// Logs with async waiters on their durable end (`Log::watch_end`): settled by the writer
     /// after each group, since no append or reader may come to settle them.
     watched: Mutex<Vec<std::sync::Weak<LogInner>>>,
-    /// Requests appending now (`Store::appending`): the writer lets them finish before it
-    /// takes the open group, for at most `REQUEST_LINGER`.
-    requests: AtomicUsize,
+    /// Requests appending now (`Store::appending`), counted by the parity of the `epoch` they
+    /// started in: the writer lets those that started before it looked finish before it takes
+    /// the open group, for at most `REQUEST_LINGER` (not those that start meanwhile: under
+    /// overlapping requests it would always wait the whole time).
+    requests: [AtomicUsize; 2],
+    epoch: AtomicUsize,
     /// The writer waits on `requests_done` for them.
     lingering: AtomicBool,
     requests_done: Condvar,
@@ -212,7 +215,6 @@ impl Journal {
     /// A journal whose first file will be `first_file`; recovery has emptied the directory.
     pub fn new(backend: Arc<dyn Backend>, config: &StoreConfig, replayed: &Replayed) -> Journal {
         let signal = Arc::new(GroupSignal::new());
-        signal.opened(1);
         Journal {
             backend,
             file_bytes: config.journal_file_bytes,
@@ -244,7 +246,8 @@ impl Journal {
             sync_count: AtomicU64::new(0),
             signal,
             watched: Mutex::new(Vec::new()),
-            requests: AtomicUsize::new(0),
+            requests: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            epoch: AtomicUsize::new(0),
             lingering: AtomicBool::new(false),
             requests_done: Condvar::new(),
         }
@@ -351,7 +354,6 @@ impl Journal {
                 }
                 let spare = std::mem::take(&mut state.spare);
                 let next = Group::new(state.open.seq + 1, spare);
-                self.signal.opened(next.seq);
                 std::mem::replace(&mut state.open, next)
             };
             let result = if self.failure().is_some() {
@@ -389,14 +391,17 @@ impl Journal {
         }
     }
 
-    /// A request starts appending (see [`Journal::linger`]).
-    pub fn enter_request(&self) {
-        self.requests.fetch_add(1, Ordering::SeqCst);
+    /// A request starts appending (see [`Journal::linger`]); returns what to give
+    /// [`Journal::leave_request`].
+    pub fn enter_request(&self) -> usize {
+        let parity = self.epoch.load(Ordering::SeqCst) & 1;
+        self.requests[parity].fetch_add(1, Ordering::SeqCst);
+        parity
     }
 
     /// A request has made all of its appends.
-    pub fn leave_request(&self) {
-        if self.requests.fetch_sub(1, Ordering::SeqCst) == 1
+    pub fn leave_request(&self, parity: usize) {
+        if self.requests[parity].fetch_sub(1, Ordering::SeqCst) == 1
             && self.lingering.load(Ordering::SeqCst)
         {
             // Under the lock, which the writer holds from its check until it waits: the wake
@@ -409,9 +414,13 @@ impl Journal {
     /// Before the writer takes the open group: waits, at most `REQUEST_LINGER`, for the
     /// requests appending now to finish, so that each lands in one group whole.
     fn linger(&self, state: &mut parking_lot::MutexGuard<'_, State>) {
+        // Requests from now on count in the other parity. One that read the epoch just
+        // before is counted in this one and waited for too; one left over from an earlier
+        // linger of this parity at most makes this one wait its whole time.
+        let parity = self.epoch.fetch_add(1, Ordering::SeqCst) & 1;
         self.lingering.store(true, Ordering::SeqCst);
         let deadline = std::time::Instant::now() + REQUEST_LINGER;
-        while self.requests.load(Ordering::SeqCst) > 0 && !state.closing {
+        while self.requests[parity].load(Ordering::SeqCst) > 0 && !state.closing {
             if self.requests_done.wait_until(state, deadline).timed_out() {
                 break;
             }
@@ -419,29 +428,38 @@ impl Journal {
         self.lingering.store(false, Ordering::SeqCst);
     }
 
-    /// Lists `log` for [`Journal::settle_watched`].
+    /// Lists `log` for [`Journal::settle_watched`] (once: a flag on the log says it is).
+    /// Called once the caller holds a receiver of the log's end. Under the list's lock, where
+    /// `settle_watched` drops logs nobody watches: a log found listed here stays listed, since
+    /// that receiver is already counted.
     pub fn watch(&self, log: &Arc<LogInner>) {
         let mut watched = self.watched.lock();
-        watched.retain(|held| held.strong_count() > 0);
-        if !watched
-            .iter()
-            .any(|held| std::ptr::eq(held.as_ptr(), Arc::as_ptr(log)))
-        {
+        if !log.watch_listed.swap(true, Ordering::Relaxed) {
             watched.push(Arc::downgrade(log));
         }
     }
 
     /// After a publish: settles the durable end of every watched log, which wakes its waiters.
+    /// A log nobody watches any more (or gone) leaves the list; its next watch lists it again.
     fn settle_watched(&self) {
         let logs: Vec<Arc<LogInner>> = {
-            let watched = self.watched.lock();
+            let mut watched = self.watched.lock();
             if watched.is_empty() {
                 return;
             }
-            watched
-                .iter()
-                .filter_map(std::sync::Weak::upgrade)
-                .collect()
+            let mut logs = Vec::with_capacity(watched.len());
+            watched.retain(|held| match held.upgrade() {
+                Some(log) if log.durable.has_watchers() => {
+                    logs.push(log);
+                    true
+                }
+                Some(log) => {
+                    log.watch_listed.store(false, Ordering::Relaxed);
+                    false
+                }
+                None => false,
+            });
+            logs
         };
         for log in logs {
             let mut state = log.state.lock();

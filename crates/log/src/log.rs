@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
@@ -262,8 +262,13 @@ pub(crate) struct LogInner {
     /// Where the next append's pending bytes will go, as an address (0: no pending buffer):
     /// a hint for [`Log::prefetch`], which may read it stale.
     pub tail: AtomicUsize,
+    /// The last journal group the log appended to (0: none), written and read under its
+    /// lock: a failure notes the log against the groups up to it (see `LogInner::fail_as`).
+    pub last_group: AtomicU64,
     pub state: Mutex<LogState>,
     pub id: String,
+    /// Listed with the journal for `Journal::settle_watched` (under its list's lock).
+    pub watch_listed: AtomicBool,
 }
 
 /// What an append touches first (see [`LogInner`]), `active`'s first fields included.
@@ -612,10 +617,17 @@ impl LogInner {
             .map(|s| s.base)
             .collect();
         let active = &state.active.summary;
+        // After a journal failure no segment takes batches the journal may not hold.
+        let journal_failed = inner
+            .ctx
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.signal.failed());
         if dropped.len() == state.sealed.len()
             && active.record_count > 0
             && active.max_timestamp_ms < cutoff_ms
             && inner.durable.failure().is_none()
+            && !journal_failed
         {
             let base = active.base;
             let next_offset = state.next_offset;
@@ -644,15 +656,24 @@ impl LogInner {
         Ok(records_dropped)
     }
 
-    /// Marks the log failed after an I/O error that leaves the unsynced data in doubt.
+    /// Marks the log failed after an I/O error that leaves the unsynced data in doubt. Called
+    /// under the log's lock, as every failure is (see [`LogInner::fail_as`]).
     fn fail(&self, what: &str, error: &io::Error) {
         tracing::error!(log = %self.id, %error, operation = what, "log failed; appends refused");
-        self.durable.fail(Failure::Io(format!("{what}: {error}")));
+        self.fail_as(Failure::Io(format!("{what}: {error}")));
     }
 
-    /// Marks the log failed for a reason found elsewhere (the journal).
+    /// Marks the log failed for a reason found elsewhere (the journal), under its lock.
     pub(crate) fn fail_with(&self, reason: &str) {
-        self.durable.fail(Failure::Io(reason.to_string()));
+        self.fail_as(Failure::Io(reason.to_string()));
+    }
+
+    /// Marks the log failed (or removed), noting it against its journal groups not yet
+    /// published, whose appends are then not acknowledged. Under the log's lock: no append
+    /// slips past the failure into a later group, and `last_group` is the last it used.
+    pub(crate) fn fail_as(&self, failure: Failure) {
+        self.durable
+            .fail(failure, self.last_group.load(Ordering::Relaxed));
     }
 
     /// A checkpoint's first step for this log: writes its pending batches into its active
@@ -710,6 +731,7 @@ impl LogInner {
                 true
             }
             Err(error) => {
+                let _state = self.state.lock();
                 self.fail("sync", &error);
                 false
             }
@@ -789,11 +811,13 @@ impl LogInner {
             return;
         };
         if state.in_flight[0].seq == 0 && state.in_flight[1].seq == 0 {
+            if state.durable_end > self.durable.end() {
+                self.durable.publish(state.durable_end);
+            }
             return;
         }
         let published = signal.published();
         let failed = self.durable.failure().is_some();
-        let before = state.durable_end;
         for at in 0..state.in_flight.len() {
             let flight = state.in_flight[at];
             if flight.seq == 0 || flight.seq > published {
@@ -804,7 +828,9 @@ impl LogInner {
             }
             state.in_flight[at] = InFlight::default();
         }
-        if state.durable_end > before {
+        // Against what was last published, not what this call found: an append may have
+        // settled a group since (`note_in_flight`) without publishing.
+        if state.durable_end > self.durable.end() {
             self.durable.publish(state.durable_end);
         }
     }
@@ -847,7 +873,6 @@ impl LogInner {
             return;
         }
         if let Err(error) = self.write_pending(&mut state.active) {
-            drop(state);
             // The file may now hold part of a batch; appending after it would bury a torn
             // batch in the middle of the segment.
             self.fail("write", &error);
@@ -1435,6 +1460,7 @@ impl Log {
                     let marks = &mut state.journal_marks;
                     match journal.add_batch(inner, base, position, &buf, fill, marks) {
                         Ok(seq) => {
+                            inner.last_group.store(seq, Ordering::Relaxed);
                             let flight = InFlight {
                                 seq,
                                 base,
@@ -1631,13 +1657,15 @@ impl Log {
     /// A receiver of `end_offset()`, changed whenever it advances (for push consumers).
     pub fn watch_end(&self) -> Result<watch::Receiver<u64>, LogError> {
         let inner = self.inner()?;
+        // Subscribed first, so the writer, which drops a listed log nobody watches, keeps it;
+        // listed next, so it settles the log after every group from then on; settled last,
+        // for the groups before.
+        let receiver = inner.durable.subscribe();
         if let Some(journal) = &inner.ctx.journal {
-            // Listed first: the writer settles it after every group from then on, and the
-            // settle below covers the groups before.
             journal.watch(inner);
             inner.settle(&mut inner.state.lock());
         }
-        Ok(inner.durable.subscribe())
+        Ok(receiver)
     }
 }
 

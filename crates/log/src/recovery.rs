@@ -82,6 +82,8 @@ fn new_inner(
         dir,
         ctx: Arc::clone(ctx),
         tail: std::sync::atomic::AtomicUsize::new(0),
+        last_group: std::sync::atomic::AtomicU64::new(0),
+        watch_listed: std::sync::atomic::AtomicBool::new(false),
         state: Mutex::new(LogState {
             sealed,
             active,

@@ -236,7 +236,7 @@ impl Store {
             {
                 // Under the log's lock, so no append slips in between.
                 let _state = inner.state.lock();
-                inner.durable.fail(Failure::Removed);
+                inner.fail_as(Failure::Removed);
             }
             self.ctx.cache.forget(inner.uid, None);
         }
@@ -287,10 +287,10 @@ impl Store {
     /// one wake-up for them, not two).
     pub fn appending(&self) -> Appending {
         let journal = self.ctx.journal.clone();
-        if let Some(journal) = &journal {
-            journal.enter_request();
-        }
-        Appending { journal }
+        let parity = journal
+            .as_ref()
+            .map_or(0, |journal| journal.enter_request());
+        Appending { journal, parity }
     }
 
     /// Blocks until every append made so far is durable (or fails if a log failed).
@@ -379,12 +379,14 @@ impl Drop for Store {
 #[must_use = "the request's appends are under way only while this is held"]
 pub struct Appending {
     journal: Option<Arc<Journal>>,
+    /// What the journal counted it under.
+    parity: usize,
 }
 
 impl Drop for Appending {
     fn drop(&mut self) {
         if let Some(journal) = &self.journal {
-            journal.leave_request();
+            journal.leave_request(self.parity);
         }
     }
 }

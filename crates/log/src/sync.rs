@@ -23,7 +23,8 @@ pub(crate) enum Failure {
 
 /// A log's durability state, shared with its [`Durable`]s.
 ///
-/// Publishing runs once per log per journal group, so it costs an atomic when nobody waits:
+/// Publishing runs when a settle moves the log's durable end (`LogInner::settle`), or at each
+/// append on a volatile store, so it costs an atomic when nobody waits:
 /// the watch async waiters use exists only once one has subscribed, and the condition
 /// variable is signalled only while a blocking waiter is counted.
 #[derive(Debug)]
@@ -67,6 +68,14 @@ impl DurableState {
 
     pub fn end(&self) -> u64 {
         self.end.load(Ordering::SeqCst)
+    }
+
+    /// Whether a receiver of `subscribe` is still held.
+    pub fn has_watchers(&self) -> bool {
+        self.watch
+            .lock()
+            .as_ref()
+            .is_some_and(|sender| sender.receiver_count() > 0)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -119,9 +128,10 @@ impl DurableState {
     }
 
     /// Puts the log in a failed state (the first failure wins) and wakes every waiter. The
-    /// first failure also notes the log against the journal groups not yet published, so a
-    /// request that appended to it in one of them fails, not acknowledged.
-    pub fn fail(&self, failure: Failure) {
+    /// first failure also notes the log against its journal groups not yet published, up to
+    /// `last_group` (the last it appended to), so a request that appended to it in one of
+    /// them fails, not acknowledged.
+    pub fn fail(&self, failure: Failure, last_group: u64) {
         let first = {
             let mut held = self.failure.lock();
             let first = held.is_none();
@@ -130,7 +140,7 @@ impl DurableState {
         };
         self.failed.store(true, Ordering::Release);
         if first && let Some(signal) = &self.group_signal {
-            signal.note_failed_log(self.uid);
+            signal.note_failed_log(self.uid, last_group);
         }
         // Wakes async waiters without changing the value; they recheck the failure.
         if let Some(sender) = &*self.watch.lock() {
@@ -181,8 +191,6 @@ fn raise(value: &mut u64, to: u64) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct GroupSignal {
     published: AtomicU64,
-    /// The group appends go to now (set by the journal as it opens each).
-    open: AtomicU64,
     /// The last group of a range noted in `unpublished_groups`: the one check a
     /// [`DurableSet`] makes when no such range reaches its first group.
     unpublished: AtomicU64,
@@ -208,8 +216,12 @@ impl GroupSignal {
 
     /// Group `seq` is synced, and every fill its appends asked for was done (or failed).
     pub fn publish(&self, seq: u64) {
-        if self.published.fetch_max(seq, Ordering::SeqCst) >= seq {
-            return;
+        {
+            // Under the failures' lock: a failure noted is wholly before or after this.
+            let _failures = self.unpublished_groups.lock();
+            if self.published.fetch_max(seq, Ordering::SeqCst) >= seq {
+                return;
+            }
         }
         // After the store: a waiter that checks under the lock before this sees its waker
         // taken here, one that checks after sees `published`.
@@ -226,30 +238,38 @@ impl GroupSignal {
         self.published.load(Ordering::SeqCst)
     }
 
-    /// Appends go to group `seq` from now on.
-    pub fn opened(&self, seq: u64) {
-        self.open.fetch_max(seq, Ordering::SeqCst);
-    }
-
-    /// The log `uid` failed or was removed: its appends in the groups not published yet (up
-    /// to the open one) are not acknowledged.
-    pub fn note_failed_log(&self, uid: u64) {
+    /// The log `uid`, whose last append went to group `last_group`, failed or was removed:
+    /// its appends in the groups not published yet are not acknowledged. Nothing is noted
+    /// when they all were.
+    pub fn note_failed_log(&self, uid: u64, last_group: u64) {
+        let mut groups = self.unpublished_groups.lock();
+        // Under the lock `publish` stores under: a group is published before or after this.
         let first = self.published() + 1;
-        let last = self.open.load(Ordering::SeqCst);
-        if last >= first {
-            self.note_unpublished(first, last, vec![uid]);
+        if last_group >= first {
+            Self::push_unpublished(&mut groups, first, last_group, vec![uid]);
+            // Under the lock: a set that sees the number finds the range in the list.
+            self.unpublished.fetch_max(last_group, Ordering::SeqCst);
         }
     }
 
     /// The logs `uids` did not publish in groups `first..=last`.
+    #[cfg(test)]
     pub fn note_unpublished(&self, first: u64, last: u64, uids: Vec<u64>) {
         let mut groups = self.unpublished_groups.lock();
+        Self::push_unpublished(&mut groups, first, last, uids);
+        self.unpublished.fetch_max(last, Ordering::SeqCst);
+    }
+
+    fn push_unpublished(
+        groups: &mut std::collections::VecDeque<(u64, u64, Vec<u64>)>,
+        first: u64,
+        last: u64,
+        uids: Vec<u64>,
+    ) {
         if groups.len() == UNPUBLISHED_KEPT {
             groups.pop_front();
         }
         groups.push_back((first, last, uids));
-        // Under the lock: a set that sees the number finds the range in the list.
-        self.unpublished.fetch_max(last, Ordering::SeqCst);
     }
 
     /// Whether one of the logs `uids` did not publish in a group in `first..=last` (asked once
@@ -332,7 +352,8 @@ impl GroupSignal {
     }
 }
 
-/// Unpublished groups a [`GroupSignal`] lists (each is a failure: they are rare).
+/// Ranges of unpublished groups a [`GroupSignal`] lists: each is a log that failed, or was
+/// removed, while appends to it waited for a group.
 const UNPUBLISHED_KEPT: usize = 64;
 
 /// [`GroupSignal::wait`]'s future.
@@ -693,15 +714,16 @@ mod tests {
         assert!(matches!(poll_once(published), Poll::Ready(Ok(()))));
     }
 
-    /// A log that fails notes itself against every group not published yet, up to the open
-    /// one: appends to it there fail; its appends in groups published before, and other
-    /// logs' appends, do not.
+    /// A log that fails notes itself against its groups not published yet, up to the last it
+    /// appended to: appends to it there fail; its appends in groups published before, and
+    /// other logs' appends, do not. A log whose groups have all published notes nothing.
     #[test]
     fn a_failed_log_fails_its_appends_in_the_groups_not_yet_published() {
         let signal = Arc::new(GroupSignal::new());
-        signal.opened(6);
         signal.publish(3);
-        signal.note_failed_log(7);
+        signal.note_failed_log(7, 6);
+        // Its last group, 2, has published: nothing to note.
+        signal.note_failed_log(9, 2);
         signal.publish(6);
         let outcome = |seq: u64, uid: u64| {
             let mut set = DurableSet::new();
@@ -714,9 +736,8 @@ mod tests {
         assert!(matches!(outcome(6, 7), Poll::Ready(Err(_))));
         assert!(matches!(outcome(5, 8), Poll::Ready(Ok(()))));
         assert!(signal.failure_in_group(5, 7) && !signal.failure_in_group(3, 7));
-        // Nothing in flight: nothing noted.
-        signal.note_failed_log(9);
-        assert!(!signal.failure_in_group(6, 9));
+        assert!(signal.unpublished_groups.lock().len() == 1);
+        assert!(matches!(outcome(2, 9), Poll::Ready(Ok(()))));
     }
 
     /// The signal lists the latest unpublished groups only: a set whose range starts before
