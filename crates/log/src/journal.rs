@@ -3,11 +3,12 @@
 //! An append writes its batch into its log's active segment (page cache only) and copies it,
 //! as one *entry*, into the journal's open *group*. One writer thread writes each group with
 //! one `write` and makes it durable with one `fdatasync`, then publishes the group's number: the
-//! sync cost of a request does not depend on how many logs it touches, and the writer touches
-//! no log per group (each log settles its durable end from the groups it appended to, see
-//! `LogInner::settle`), but those due a fill and those watched. A *checkpoint* later syncs the segments the journal covers and deletes the
-//! journal files it no longer needs; recovery replays the journal files that remain. The
-//! layout and the protocol are in `docs/storage-format.md` ("Journal").
+//! sync cost of a request does not depend on how many logs it touches. Each log settles its
+//! durable end from the groups it appended to (`LogInner::settle`): the writer touches only
+//! the logs due a fill and the logs someone watches. A *checkpoint* later syncs the segments
+//! the journal covers and deletes the journal files it no longer needs; recovery replays the
+//! journal files that remain. The layout and the protocol are in `docs/storage-format.md`
+//! ("Journal").
 
 use std::collections::HashMap;
 use std::io;
@@ -414,9 +415,10 @@ impl Journal {
     /// Before the writer takes the open group: waits, at most `REQUEST_LINGER`, for the
     /// requests appending now to finish, so that each lands in one group whole.
     fn linger(&self, state: &mut parking_lot::MutexGuard<'_, State>) {
-        // Requests from now on count in the other parity. One that read the epoch just
-        // before is counted in this one and waited for too; one left over from an earlier
-        // linger of this parity at most makes this one wait its whole time.
+        // Requests from now on count in the other parity. One that read the epoch just before
+        // is waited for if its count landed before the check below, and missed otherwise (it
+        // may then be split over two groups, as without the wait); one left over from an
+        // earlier linger of this parity at most makes this one wait its whole time.
         let parity = self.epoch.fetch_add(1, Ordering::SeqCst) & 1;
         self.lingering.store(true, Ordering::SeqCst);
         let deadline = std::time::Instant::now() + REQUEST_LINGER;
@@ -689,6 +691,7 @@ impl Journal {
     /// Tells the writer and the checkpointer to stop once the queued groups are written.
     pub fn close(&self) {
         self.state.lock().closing = true;
+        self.requests_done.notify_all();
         self.work.notify_all();
         self.progress.notify_all();
         self.checkpoint_due.notify_all();

@@ -616,18 +616,17 @@ impl LogInner {
             .take_while(|summary| old(summary))
             .map(|s| s.base)
             .collect();
+        // The roll syncs what is pending into the segment: only once every group holding it
+        // has published, so no segment takes a batch whose group may yet fail (after a
+        // journal failure, none does). A later trim rolls it then.
+        inner.settle(&mut state);
+        let settled = state.in_flight.iter().all(|flight| flight.seq == 0);
         let active = &state.active.summary;
-        // After a journal failure no segment takes batches the journal may not hold.
-        let journal_failed = inner
-            .ctx
-            .journal
-            .as_ref()
-            .is_some_and(|j| j.signal.failed());
         if dropped.len() == state.sealed.len()
             && active.record_count > 0
             && active.max_timestamp_ms < cutoff_ms
             && inner.durable.failure().is_none()
-            && !journal_failed
+            && settled
         {
             let base = active.base;
             let next_offset = state.next_offset;
@@ -823,7 +822,7 @@ impl LogInner {
             if flight.seq == 0 || flight.seq > published {
                 continue;
             }
-            if !failed || !signal.failure_in_group(flight.seq, self.uid) {
+            if !failed || flight.seq <= self.durable.published_at_failure() {
                 fold(state, flight);
             }
             state.in_flight[at] = InFlight::default();

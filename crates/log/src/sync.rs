@@ -41,6 +41,9 @@ pub(crate) struct DurableState {
     failure: Mutex<Option<Failure>>,
     /// Set once `failure` is: the checks on every append and wake-up read this, not the lock.
     failed: AtomicBool,
+    /// The last journal group published when the log failed (set before `failed`): a failed
+    /// log settles the groups up to it, which were durable before it failed, and no later.
+    published_at_failure: AtomicU64,
     /// Wakes blocking waiters, counted in `blocking_waiters`.
     blocking_lock: Mutex<()>,
     blocking_wake: Condvar,
@@ -60,6 +63,7 @@ impl DurableState {
             watched: AtomicBool::new(false),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
+            published_at_failure: AtomicU64::new(0),
             blocking_lock: Mutex::new(()),
             blocking_wake: Condvar::new(),
             blocking_waiters: AtomicUsize::new(0),
@@ -94,6 +98,11 @@ impl DurableState {
             return None;
         }
         self.failure.lock().clone()
+    }
+
+    /// The last journal group published when the log failed (0 until it fails).
+    pub fn published_at_failure(&self) -> u64 {
+        self.published_at_failure.load(Ordering::Relaxed)
     }
 
     pub fn failure_error(&self) -> Option<LogError> {
@@ -138,10 +147,12 @@ impl DurableState {
             held.get_or_insert(failure);
             first
         };
-        self.failed.store(true, Ordering::Release);
         if first && let Some(signal) = &self.group_signal {
-            signal.note_failed_log(self.uid, last_group);
+            let published = signal.note_failed_log(self.uid, last_group);
+            self.published_at_failure
+                .store(published, Ordering::Relaxed);
         }
+        self.failed.store(true, Ordering::Release);
         // Wakes async waiters without changing the value; they recheck the failure.
         if let Some(sender) = &*self.watch.lock() {
             sender.send_modify(|_| {});
@@ -240,8 +251,8 @@ impl GroupSignal {
 
     /// The log `uid`, whose last append went to group `last_group`, failed or was removed:
     /// its appends in the groups not published yet are not acknowledged. Nothing is noted
-    /// when they all were.
-    pub fn note_failed_log(&self, uid: u64, last_group: u64) {
+    /// when they all were. Returns the last group published before the failure.
+    pub fn note_failed_log(&self, uid: u64, last_group: u64) -> u64 {
         let mut groups = self.unpublished_groups.lock();
         // Under the lock `publish` stores under: a group is published before or after this.
         let first = self.published() + 1;
@@ -250,6 +261,7 @@ impl GroupSignal {
             // Under the lock: a set that sees the number finds the range in the list.
             self.unpublished.fetch_max(last_group, Ordering::SeqCst);
         }
+        first - 1
     }
 
     /// The logs `uids` did not publish in groups `first..=last`.
@@ -286,11 +298,6 @@ impl GroupSignal {
             || groups.iter().any(|(from, to, failed)| {
                 *from <= last && first <= *to && failed.iter().any(|uid| uids.contains(uid))
             })
-    }
-
-    /// Whether the log `uid` did not publish in group `seq` (it failed before `seq` was).
-    pub fn failure_in_group(&self, seq: u64, uid: u64) -> bool {
-        self.unpublished_in(seq, seq, &[uid])
     }
 
     /// Why appends to the logs `uids` in groups `first..=last` are not durable, once `last`
@@ -721,9 +728,9 @@ mod tests {
     fn a_failed_log_fails_its_appends_in_the_groups_not_yet_published() {
         let signal = Arc::new(GroupSignal::new());
         signal.publish(3);
-        signal.note_failed_log(7, 6);
+        assert_eq!(signal.note_failed_log(7, 6), 3);
         // Its last group, 2, has published: nothing to note.
-        signal.note_failed_log(9, 2);
+        assert_eq!(signal.note_failed_log(9, 2), 3);
         signal.publish(6);
         let outcome = |seq: u64, uid: u64| {
             let mut set = DurableSet::new();
@@ -735,7 +742,6 @@ mod tests {
         assert!(matches!(outcome(4, 7), Poll::Ready(Err(_))));
         assert!(matches!(outcome(6, 7), Poll::Ready(Err(_))));
         assert!(matches!(outcome(5, 8), Poll::Ready(Ok(()))));
-        assert!(signal.failure_in_group(5, 7) && !signal.failure_in_group(3, 7));
         assert!(signal.unpublished_groups.lock().len() == 1);
         assert!(matches!(outcome(2, 9), Poll::Ready(Ok(()))));
     }
