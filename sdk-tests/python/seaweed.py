@@ -2,6 +2,7 @@
 delivering to it, started by the tests themselves. RIVULET_WEED names the pinned `weed`
 (scripts/seaweedfs.sh installs it), RIVULET_BIN the `rivulet` binary."""
 
+import glob
 import os
 import shutil
 import signal
@@ -47,6 +48,9 @@ class Weed:
         p = [free_port() for _ in range(9)]
         admin = free_admin_port()
         self.s3_port, self.iceberg_port, self.table_bucket = p[6], p[8], table_bucket
+        # weed makes a unix socket per gRPC service in /tmp, named by its port (whatever
+        # TMPDIR says), and leaves it when killed: stop() removes those of these ports.
+        self.ports = p + [admin, admin + 10_000]
         d = self.dir
         os.makedirs(f"{d}/data")
         os.makedirs(f"{d}/logs")
@@ -99,6 +103,12 @@ class Weed:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+        for port in self.ports:
+            for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
 
 
 class Rivulet:

@@ -18,6 +18,9 @@ pub const SECRET_KEY: &str = "rivulet-secret";
 pub struct SeaweedFs {
     child: Child,
     dir: PathBuf,
+    /// Every port it was given: `weed` makes a unix socket per gRPC service in /tmp, named by
+    /// its port whatever `TMPDIR` says, and leaves it when killed; drop removes them.
+    ports: Vec<u16>,
     /// The S3 API's port.
     pub s3_port: u16,
     /// The Iceberg REST catalog's port.
@@ -115,9 +118,12 @@ impl SeaweedFs {
                 }
             }
         });
+        let mut given = ports.clone();
+        given.extend([admin, admin + 10_000]);
         let weed = SeaweedFs {
             child,
             dir,
+            ports: given,
             s3_port,
             iceberg_port,
             table_bucket: table_bucket.to_string(),
@@ -149,5 +155,24 @@ impl Drop for SeaweedFs {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        remove_sockets(&self.ports);
+    }
+}
+
+/// Removes the sockets `weed` left in /tmp for `ports` (`seaweedfs-<service>-grpc-<port>.sock`).
+fn remove_sockets(ports: &[u16]) {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.starts_with("seaweedfs-")
+            && ports
+                .iter()
+                .any(|port| name.ends_with(&format!("-{port}.sock")));
+        if ours {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
