@@ -809,23 +809,19 @@ impl LogInner {
         let Some(signal) = &self.durable.group_signal else {
             return;
         };
-        if state.in_flight[0].seq == 0 && state.in_flight[1].seq == 0 {
-            if state.durable_end > self.durable.end() {
-                self.durable.publish(state.durable_end);
+        if state.in_flight.iter().any(|flight| flight.seq != 0) {
+            let published = signal.published();
+            let failed = self.durable.failure().is_some();
+            for at in 0..state.in_flight.len() {
+                let flight = state.in_flight[at];
+                if flight.seq == 0 || flight.seq > published {
+                    continue;
+                }
+                if !failed || flight.seq <= self.durable.published_at_failure() {
+                    fold(state, flight);
+                }
+                state.in_flight[at] = InFlight::default();
             }
-            return;
-        }
-        let published = signal.published();
-        let failed = self.durable.failure().is_some();
-        for at in 0..state.in_flight.len() {
-            let flight = state.in_flight[at];
-            if flight.seq == 0 || flight.seq > published {
-                continue;
-            }
-            if !failed || flight.seq <= self.durable.published_at_failure() {
-                fold(state, flight);
-            }
-            state.in_flight[at] = InFlight::default();
         }
         // Against what was last published, not what this call found: an append may have
         // settled a group since (`note_in_flight`) without publishing.

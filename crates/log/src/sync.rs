@@ -44,10 +44,8 @@ pub(crate) struct DurableState {
     /// The last journal group published when the log failed (set before `failed`): a failed
     /// log settles the groups up to it, which were durable before it failed, and no later.
     published_at_failure: AtomicU64,
-    /// Wakes blocking waiters, counted in `blocking_waiters`.
-    blocking_lock: Mutex<()>,
-    blocking_wake: Condvar,
-    blocking_waiters: AtomicUsize,
+    /// Threads blocked in [`Durable::wait_blocking`] on this log's end.
+    blocked: Blocked,
     /// The store's journal group signal, when a journal makes appends durable.
     pub(crate) group_signal: Option<Arc<GroupSignal>>,
 }
@@ -64,9 +62,7 @@ impl DurableState {
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             published_at_failure: AtomicU64::new(0),
-            blocking_lock: Mutex::new(()),
-            blocking_wake: Condvar::new(),
-            blocking_waiters: AtomicUsize::new(0),
+            blocked: Blocked::default(),
         }
     }
 
@@ -131,9 +127,7 @@ impl DurableState {
         {
             sender.send_if_modified(|value| raise(value, end));
         }
-        if self.blocking_waiters.load(Ordering::SeqCst) > 0 {
-            self.wake_blocking();
-        }
+        self.blocked.wake();
     }
 
     /// Puts the log in a failed state (the first failure wins) and wakes every waiter. The
@@ -157,13 +151,8 @@ impl DurableState {
         if let Some(sender) = &*self.watch.lock() {
             sender.send_modify(|_| {});
         }
-        self.wake_blocking();
-    }
-
-    fn wake_blocking(&self) {
-        // Taking the lock orders this wake after a waiter's check, so no wake-up is lost.
-        let _guard = self.blocking_lock.lock();
-        self.blocking_wake.notify_all();
+        // Not counted first: `failed` is not stored sequentially consistent with the count.
+        self.blocked.wake_always();
     }
 
     /// `Some` once the wait for `end` is over: reached, or failed first.
@@ -214,10 +203,48 @@ pub(crate) struct GroupSignal {
     failed: AtomicBool,
     /// Tasks waiting, with the group each waits for.
     waiters: Mutex<Vec<(u64, Waker)>>,
-    /// Threads blocked in [`GroupSignal::wait_blocking`], woken through `blocking_wake`.
-    blocking_waiters: AtomicUsize,
-    blocking_lock: Mutex<()>,
-    blocking_wake: Condvar,
+    /// Threads blocked in [`GroupSignal::wait_blocking`].
+    blocked: Blocked,
+}
+
+/// Threads blocked until a condition holds, woken by whoever makes it hold: a wake costs one
+/// atomic load while none is blocked.
+#[derive(Debug, Default)]
+struct Blocked {
+    lock: Mutex<()>,
+    wake: Condvar,
+    count: AtomicUsize,
+}
+
+impl Blocked {
+    /// After the condition's (sequentially consistent) store: wakes the blocked threads, if
+    /// any. One not counted yet counts before its check, so its check sees the store.
+    fn wake(&self) {
+        if self.count.load(Ordering::SeqCst) > 0 {
+            self.wake_always();
+        }
+    }
+
+    /// Wakes the blocked threads, counted or not.
+    fn wake_always(&self) {
+        // Taking the lock orders this wake after a waiter's check: none is lost.
+        let _guard = self.lock.lock();
+        self.wake.notify_all();
+    }
+
+    /// Blocks until `done` answers.
+    fn wait<T>(&self, mut done: impl FnMut() -> Option<T>) -> T {
+        let mut guard = self.lock.lock();
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let answer = loop {
+            if let Some(answer) = done() {
+                break answer;
+            }
+            self.wake.wait(&mut guard);
+        };
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        answer
+    }
 }
 
 impl GroupSignal {
@@ -241,7 +268,7 @@ impl GroupSignal {
             waker.wake();
         }
         drop(waiters);
-        self.wake_blocking();
+        self.blocked.wake();
     }
 
     /// The last group published.
@@ -325,27 +352,12 @@ impl GroupSignal {
         for (_, waker) in waiters {
             waker.wake();
         }
-        self.wake_blocking();
-    }
-
-    fn wake_blocking(&self) {
-        if self.blocking_waiters.load(Ordering::SeqCst) > 0 {
-            // Taking the lock orders this wake after a waiter's check: none is lost.
-            let _guard = self.blocking_lock.lock();
-            self.blocking_wake.notify_all();
-        }
+        self.blocked.wake();
     }
 
     /// Blocks the calling thread until group `seq` has published or the journal failed.
     fn wait_blocking(&self, seq: u64) {
-        let mut guard = self.blocking_lock.lock();
-        // Counted before the check: a publish that does not see the count stored its number
-        // before, so the check sees it (both sequentially consistent).
-        self.blocking_waiters.fetch_add(1, Ordering::SeqCst);
-        while !self.settled(seq) {
-            self.blocking_wake.wait(&mut guard);
-        }
-        self.blocking_waiters.fetch_sub(1, Ordering::SeqCst);
+        self.blocked.wait(|| self.settled(seq).then_some(()));
     }
 
     /// Whether waiting for `seq` is over: published, or the journal failed.
@@ -551,19 +563,7 @@ impl Durable {
             signal.wait_blocking(seq);
             return self.group_outcome(signal, seq);
         }
-        let state = &self.state;
-        let mut guard = state.blocking_lock.lock();
-        // Counted before the first check: a publish that does not see the count stored its
-        // end before, so the check sees it (both sequentially consistent).
-        state.blocking_waiters.fetch_add(1, Ordering::SeqCst);
-        let result = loop {
-            if let Some(result) = state.check(self.end) {
-                break result;
-            }
-            state.blocking_wake.wait(&mut guard);
-        };
-        state.blocking_waiters.fetch_sub(1, Ordering::SeqCst);
-        result
+        self.state.blocked.wait(|| self.state.check(self.end))
     }
 
     /// Whether the append is already durable (without waiting).
