@@ -32,9 +32,13 @@ const GROUP_MAGIC_V1: [u8; 4] = *b"RVJ1";
 const GROUP_HEADER_BYTES: usize = 32;
 const ENTRY_HEADER_BYTES: usize = 32;
 /// An entry holding one batch, bound for a segment.
-const KIND_BATCH: u16 = 1;
+pub(crate) const KIND_BATCH: u16 = 1;
 /// An entry saying a log was removed: its earlier entries are void.
 const KIND_REMOVED: u16 = 2;
+/// How far ahead of its end an append prefetches a lane's buffer, and how much: about one
+/// entry of a record or two (so each line is asked for once, an entry or so before it is
+/// written).
+const LANE_PREFETCH_BYTES: usize = 320;
 /// A group buffer larger than this is not kept for reuse after a burst.
 const GROUP_BUFFER_RETAINED_BYTES_MAX: usize = 8 << 20;
 
@@ -112,24 +116,127 @@ impl Group {
     }
 
     fn push_entry(&mut self, kind: u16, dir: &str, base: u64, position: u64, batch: &[u8]) {
+        let crc = entry_crc(kind, dir, base, position, batch.len());
+        let entry = BatchEntry {
+            base,
+            position,
+            batch,
+            crc,
+        };
+        self.push_entry_with_crc(kind, dir, &entry);
+    }
+
+    /// `push_entry` with the entry's checksum computed before (by [`entry_crc`]).
+    fn push_entry_with_crc(&mut self, kind: u16, dir: &str, entry: &BatchEntry<'_>) {
+        let BatchEntry {
+            base,
+            position,
+            batch,
+            crc,
+        } = *entry;
         let start = self.bytes.len();
-        let dir = &dir.as_bytes()[..dir.len().min(usize::from(u16::MAX))];
+        let dir = entry_dir(dir);
         self.bytes.resize(start + ENTRY_HEADER_BYTES, 0);
         let header = &mut self.bytes[start..];
+        header[0..4].copy_from_slice(&crc.to_le_bytes());
         header[4..6].copy_from_slice(&kind.to_le_bytes());
         header[6..8].copy_from_slice(&(dir.len() as u16).to_le_bytes());
         header[8..16].copy_from_slice(&base.to_le_bytes());
         header[16..24].copy_from_slice(&position.to_le_bytes());
         header[24..28].copy_from_slice(&(batch.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(dir);
-        let crc = crc32c::crc32c(&self.bytes[start + 4..]);
-        self.bytes[start..start + 4].copy_from_slice(&crc.to_le_bytes());
         self.bytes.extend_from_slice(batch);
         self.entry_count += 1;
     }
 }
 
+/// A batch for the journal: where it was written (segment `base`, byte `position`), its
+/// bytes, and its entry's checksum ([`entry_crc`]).
+#[derive(Clone, Copy)]
+pub(crate) struct BatchEntry<'a> {
+    pub base: u64,
+    pub position: u64,
+    pub batch: &'a [u8],
+    pub crc: u32,
+}
+
+/// The bytes of `dir` an entry names (at most `u16::MAX`).
+fn entry_dir(dir: &str) -> &[u8] {
+    &dir.as_bytes()[..dir.len().min(usize::from(u16::MAX))]
+}
+
+/// The checksum of an entry's header and directory (its `entry_crc`). An append computes it
+/// before it takes its lane, next to its batch's checksums, which it overlaps: it needs only
+/// the entry's fields, not its place in the group.
+pub(crate) fn entry_crc(kind: u16, dir: &str, base: u64, position: u64, batch_len: usize) -> u32 {
+    let dir = entry_dir(dir);
+    // The header from its `kind` field on (what the checksum covers), at the start of an
+    // aligned buffer: read eight bytes at a time from the first.
+    #[repr(align(8))]
+    struct Aligned([u8; ENTRY_HEADER_BYTES]);
+    let mut covered = Aligned([0; ENTRY_HEADER_BYTES]);
+    let bytes = &mut covered.0;
+    bytes[0..2].copy_from_slice(&kind.to_le_bytes());
+    bytes[2..4].copy_from_slice(&(dir.len() as u16).to_le_bytes());
+    bytes[4..12].copy_from_slice(&base.to_le_bytes());
+    bytes[12..20].copy_from_slice(&position.to_le_bytes());
+    bytes[20..24].copy_from_slice(&(batch_len as u32).to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&bytes[..ENTRY_HEADER_BYTES - 4]), dir)
+}
+
+/// Where appends put their entries: one lane per core, so that workers appending at once
+/// take different locks and write different buffers (one shared group had the two workers of
+/// a request over 512 logs contend for it at every batch). A thread keeps to its lane unless
+/// another thread holds it. The writer takes every lane at once, with the open group's
+/// number, so a log's entries (one append at a time, under its lock) all name the group
+/// their bytes are written in; entries of one log in two lanes of a group may be out of
+/// offset order there, which replay does not mind (it writes each batch at its position).
+#[repr(align(128))]
+struct Lane(Mutex<LaneState>);
+
+struct LaneState {
+    /// This lane's entries for the open group (`group.seq` is the open group's number).
+    group: Group,
+    /// A written buffer for this lane's next group.
+    spare: Vec<u8>,
+    /// Set by `close`: appends fail.
+    closing: bool,
+}
+
+/// A group the writer took: its number, and its entries in the buffers they were queued in
+/// (each lane's, then the open group's own with any removals, so a removal follows every
+/// batch of its group), each with `GROUP_HEADER_BYTES` reserved in front. The first buffer
+/// with entries carries the group's header; the others are written after it, without their
+/// reserved bytes.
+struct Taken {
+    seq: u64,
+    /// Lane buffers first (index `i` from lane `i`), the open group's last.
+    parts: Vec<Vec<u8>>,
+    entry_count: u32,
+    fills: Vec<Arc<LogInner>>,
+}
+
+impl Taken {
+    fn len(&self) -> u64 {
+        let entries: usize = self
+            .parts
+            .iter()
+            .map(|part| part.len() - GROUP_HEADER_BYTES)
+            .sum();
+        (GROUP_HEADER_BYTES + entries) as u64
+    }
+}
+
+std::thread_local! {
+    /// The lane this thread appends to first (an index, modulo the number of lanes).
+    static LANE: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+}
+
 struct State {
+    /// The open group's number, and its removals (batches are queued in the lanes).
     open: Group,
     /// A cleared buffer for the next group.
     spare: Vec<u8>,
@@ -179,6 +286,8 @@ pub(crate) struct Journal {
     /// See `StoreConfig::idle_checkpoint_ms`.
     idle: std::time::Duration,
     state: Mutex<State>,
+    /// Where appends queue their batches; see [`Lane`].
+    lanes: Box<[Lane]>,
     /// Wakes the writer (a group to write, or shutdown).
     work: Condvar,
     /// Wakes those waiting for a group to be synced, and the checkpointer.
@@ -235,6 +344,15 @@ impl Journal {
                 replayed_segments: replayed.segments.clone(),
                 spares: replayed.spares.clone(),
             }),
+            lanes: (0..lane_count())
+                .map(|_| {
+                    Lane(Mutex::new(LaneState {
+                        group: Group::new(1, Vec::new()),
+                        spare: Vec::new(),
+                        closing: false,
+                    }))
+                })
+                .collect(),
             work: Condvar::new(),
             progress: Condvar::new(),
             checkpoint_due: Condvar::new(),
@@ -271,37 +389,74 @@ impl Journal {
     pub fn add_batch(
         &self,
         log: &Arc<LogInner>,
-        base: u64,
-        position: u64,
-        batch: &[u8],
+        entry: &BatchEntry<'_>,
         fill: bool,
         marks: &mut JournalMarks,
     ) -> Result<u64, String> {
-        let mut state = self.state.lock();
-        if let Some(failure) = &state.failure {
-            return Err(failure.clone());
-        }
-        if state.closing {
-            return Err("the journal is closed".to_string());
-        }
-        state
-            .open
-            .push_entry(KIND_BATCH, &log.dir, base, position, batch);
-        let seq = state.open.seq;
-        if fill && !marks.fill_queued {
-            marks.fill_queued = true;
-            state.open.fills.push(Arc::clone(log));
+        if let Some(failure) = self.failure() {
+            return Err(failure);
         }
         if !marks.listed_unsynced {
+            // Before the entry is queued: a checkpoint retires a journal file only after
+            // syncing the logs listed when it started, and this log's lock (held here) keeps
+            // one that took it from syncing before the batch is in its pending bytes.
+            let mut state = self.state.lock();
+            if state.closing {
+                return Err("the journal is closed".to_string());
+            }
             marks.listed_unsynced = true;
             state
                 .unsynced
                 .entry(log.uid)
                 .or_insert_with(|| Arc::clone(log));
         }
-        drop(state);
-        self.work.notify_one();
+        let mut lane = self.lane();
+        if lane.closing {
+            return Err("the journal is closed".to_string());
+        }
+        let first = lane.group.entry_count == 0;
+        lane.group.push_entry_with_crc(KIND_BATCH, &log.dir, entry);
+        // The lines the next entries go to, owned by the time they are written (the buffer
+        // was last read by the writer's `write`, on the other core as often as not): a
+        // locked instruction after the stores, the lane's unlock first, waits for them.
+        let bytes = &lane.group.bytes;
+        let ahead = bytes.len() + LANE_PREFETCH_BYTES;
+        if ahead + LANE_PREFETCH_BYTES <= bytes.capacity() {
+            crate::hint::prefetch_write(bytes.as_ptr().wrapping_add(ahead), LANE_PREFETCH_BYTES);
+        }
+        let seq = lane.group.seq;
+        if fill && !marks.fill_queued {
+            marks.fill_queued = true;
+            lane.group.fills.push(Arc::clone(log));
+        }
+        drop(lane);
+        if first {
+            // Under the state lock, which the writer holds from finding the lanes empty until
+            // it waits: the wake cannot fall between the two.
+            let _state = self.state.lock();
+            self.work.notify_one();
+        }
         Ok(seq)
+    }
+
+    /// This thread's lane, or another one free now if another thread holds it.
+    fn lane(&self) -> parking_lot::MutexGuard<'_, LaneState> {
+        let count = self.lanes.len();
+        let first = LANE.with(|lane| *lane) % count;
+        for i in 0..count {
+            if let Some(lane) = self.lanes[(first + i) % count].0.try_lock() {
+                return lane;
+            }
+        }
+        self.lanes[first].0.lock()
+    }
+
+    /// Whether any lane holds an entry. Under the state lock (the writer takes the lanes
+    /// under it), so the answer holds until it is released.
+    fn lanes_queued(&self) -> bool {
+        self.lanes
+            .iter()
+            .any(|lane| lane.0.lock().group.entry_count > 0)
     }
 
     /// Records durably that the log in `dir` was removed, so that a log created later in the
@@ -333,7 +488,8 @@ impl Journal {
             let mut group = {
                 let mut state = self.state.lock();
                 loop {
-                    if state.closing && state.open.entry_count == 0 {
+                    let queued = state.open.entry_count > 0 || self.lanes_queued();
+                    if state.closing && !queued {
                         return;
                     }
                     // The journal stays bounded: past one file more than those that start a
@@ -343,7 +499,7 @@ impl Journal {
                     let bounded = state.closing
                         || state.failure.is_some()
                         || state.full_files.len() <= self.checkpoint_files;
-                    if state.open.entry_count > 0 && bounded {
+                    if queued && bounded {
                         self.linger(&mut state);
                         break;
                     }
@@ -353,9 +509,7 @@ impl Journal {
                         self.progress.wait(&mut state);
                     }
                 }
-                let spare = std::mem::take(&mut state.spare);
-                let next = Group::new(state.open.seq + 1, spare);
-                std::mem::replace(&mut state.open, next)
+                self.take_group(&mut state)
             };
             let result = if self.failure().is_some() {
                 Err(io::Error::other("the journal failed earlier"))
@@ -372,10 +526,20 @@ impl Journal {
                     }
                     self.signal.publish(group.seq);
                     self.settle_watched();
+                    // The buffers go back for reuse (the last one is the open group's).
+                    let mut parts = std::mem::take(&mut group.parts);
+                    let head = parts.pop();
+                    for (lane, bytes) in self.lanes.iter().zip(parts) {
+                        if bytes.capacity() <= GROUP_BUFFER_RETAINED_BYTES_MAX {
+                            lane.0.lock().spare = bytes;
+                        }
+                    }
                     let mut state = self.state.lock();
                     state.synced_seq = group.seq;
-                    if group.bytes.capacity() <= GROUP_BUFFER_RETAINED_BYTES_MAX {
-                        state.spare = std::mem::take(&mut group.bytes);
+                    if let Some(head) = head
+                        && head.capacity() <= GROUP_BUFFER_RETAINED_BYTES_MAX
+                    {
+                        state.spare = head;
                     }
                 }
                 Err(error) => {
@@ -389,6 +553,34 @@ impl Journal {
                 }
             }
             self.progress.notify_all();
+        }
+    }
+
+    /// Takes the open group: every lane's entries and the removals, under every lane's lock
+    /// at once, and opens the next group in all of them.
+    fn take_group(&self, state: &mut State) -> Taken {
+        let seq = state.open.seq;
+        let mut lanes: Vec<_> = self.lanes.iter().map(|lane| lane.0.lock()).collect();
+        let mut parts = Vec::with_capacity(lanes.len() + 1);
+        let mut entry_count = 0;
+        let mut fills = Vec::new();
+        for lane in &mut lanes {
+            let spare = std::mem::take(&mut lane.spare);
+            let mut group = std::mem::replace(&mut lane.group, Group::new(seq + 1, spare));
+            entry_count += group.entry_count;
+            fills.append(&mut group.fills);
+            parts.push(group.bytes);
+        }
+        drop(lanes);
+        let spare = std::mem::take(&mut state.spare);
+        let head = std::mem::replace(&mut state.open, Group::new(seq + 1, spare));
+        entry_count += head.entry_count;
+        parts.push(head.bytes);
+        Taken {
+            seq,
+            parts,
+            entry_count,
+            fills,
         }
     }
 
@@ -473,7 +665,7 @@ impl Journal {
     /// published; fails once the journal has failed.
     pub fn wait_queued(&self) -> Result<(), String> {
         let mut state = self.state.lock();
-        let seq = if state.open.entry_count > 0 {
+        let seq = if state.open.entry_count > 0 || self.lanes_queued() {
             state.open.seq
         } else {
             state.open.seq - 1
@@ -489,23 +681,41 @@ impl Journal {
 
     /// Writes one group at the end of the current file (or at the start of a new one) and
     /// syncs it.
-    fn write_group(&self, group: &mut Group) -> io::Result<()> {
-        let len = group.bytes.len() as u64;
+    fn write_group(&self, group: &mut Taken) -> io::Result<()> {
+        let len = group.len();
         let mut current = self.current.lock();
         if current.file.is_none() || current.position + len > current.capacity {
             self.start_file(&mut current, len)?;
         }
-        seal_group(
-            &mut group.bytes,
-            group.entry_count,
-            group.seq,
-            current.number,
-        );
         let file = current
             .file
             .clone()
             .ok_or_else(|| io::Error::other("no journal file"))?;
-        file.write_all_at(&group.bytes, current.position)?;
+        // The first buffer with entries carries the header; the others follow it.
+        let first = group
+            .parts
+            .iter()
+            .position(|part| part.len() > GROUP_HEADER_BYTES)
+            .unwrap_or(0);
+        let order: Vec<usize> = std::iter::once(first)
+            .chain(
+                (0..group.parts.len())
+                    .filter(|&i| i != first && group.parts[i].len() > GROUP_HEADER_BYTES),
+            )
+            .collect();
+        let entries = order.iter().map(|&i| &group.parts[i][GROUP_HEADER_BYTES..]);
+        let header = group_header(entries, len, group.entry_count, group.seq, current.number);
+        group.parts[first][..GROUP_HEADER_BYTES].copy_from_slice(&header);
+        let mut position = current.position;
+        for (n, &i) in order.iter().enumerate() {
+            let bytes = if n == 0 {
+                &group.parts[i][..]
+            } else {
+                &group.parts[i][GROUP_HEADER_BYTES..]
+            };
+            file.write_all_at(bytes, position)?;
+            position += bytes.len() as u64;
+        }
         file.sync_data()?;
         self.sync_count.fetch_add(1, Ordering::Relaxed);
         current.position += len;
@@ -690,7 +900,12 @@ impl Journal {
 
     /// Tells the writer and the checkpointer to stop once the queued groups are written.
     pub fn close(&self) {
-        self.state.lock().closing = true;
+        let mut state = self.state.lock();
+        state.closing = true;
+        for lane in self.lanes.iter() {
+            lane.0.lock().closing = true;
+        }
+        drop(state);
         self.requests_done.notify_all();
         self.work.notify_all();
         self.progress.notify_all();
@@ -812,18 +1027,33 @@ fn complete_groups(bytes: &[u8], number: u64) -> Vec<Vec<Entry<'_>>> {
     groups
 }
 
-/// Completes a group's header (its first `GROUP_HEADER_BYTES` of `bytes`, the entries after
-/// them) for file `file_number`: `header_crc` covers the header's other fields and every entry.
-fn seal_group(bytes: &mut [u8], entry_count: u32, seq: u64, file_number: u64) {
-    let len = bytes.len() as u32;
-    let (header, entries) = bytes.split_at_mut(GROUP_HEADER_BYTES);
+/// A group's header for file `file_number`: the group is `len` bytes, the header then
+/// `entries` in the order written; `header_crc` covers the header's other fields and every
+/// entry.
+fn group_header<'a>(
+    entries: impl Iterator<Item = &'a [u8]>,
+    len: u64,
+    entry_count: u32,
+    seq: u64,
+    file_number: u64,
+) -> [u8; GROUP_HEADER_BYTES] {
+    let mut header = [0; GROUP_HEADER_BYTES];
     header[0..4].copy_from_slice(&GROUP_MAGIC);
-    header[8..12].copy_from_slice(&len.to_le_bytes());
+    header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
     header[12..16].copy_from_slice(&entry_count.to_le_bytes());
     header[16..24].copy_from_slice(&seq.to_le_bytes());
     header[24..32].copy_from_slice(&file_number.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), entries);
+    let crc = entries.fold(crc32c::crc32c(&header[8..]), crc32c::crc32c_append);
     header[4..8].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// How many lanes a journal has: one per core the process may use (at least two, at most
+/// eight; a thread finding its lane taken uses another).
+fn lane_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(2, 8)
 }
 
 /// A group's entries, or `None` if any entry or its batch fails its checks.
@@ -1022,6 +1252,77 @@ mod tests {
         assert_eq!(parse_file_name("00000000000000000042.seg"), None);
     }
 
+    /// Seals a group written from one buffer, for file `file_number`.
+    fn seal(group: &mut Group, file_number: u64) {
+        let len = group.bytes.len() as u64;
+        let entries = std::iter::once(&group.bytes[GROUP_HEADER_BYTES..]);
+        let header = group_header(entries, len, group.entry_count, group.seq, file_number);
+        group.bytes[..GROUP_HEADER_BYTES].copy_from_slice(&header);
+    }
+
+    /// A group queued in several lanes (and removals in the open group's own buffer) is
+    /// written as one: its header in the first buffer with entries, then the others' entries.
+    #[test]
+    fn a_group_from_several_lanes_reads_back_as_one() {
+        let batch = |offset: u64| {
+            let mut buf = Vec::new();
+            let records = [crate::NewRecord {
+                key: b"k",
+                value: b"v",
+            }];
+            format::encode_batch(&mut buf, offset, 1000, &records, None).unwrap();
+            buf
+        };
+        let empty_lane = Group::new(3, Vec::new());
+        let mut lane = Group::new(3, Vec::new());
+        lane.push_entry(KIND_BATCH, "logs/a", 0, 0, &batch(0));
+        let mut other_lane = Group::new(3, Vec::new());
+        other_lane.push_entry(KIND_BATCH, "logs/b", 0, 0, &batch(0));
+        other_lane.push_entry(KIND_BATCH, "logs/a", 0, 73, &batch(1));
+        let mut head = Group::new(3, Vec::new());
+        head.push_entry(KIND_REMOVED, "logs/c", 0, 0, &[]);
+        let group = Taken {
+            seq: 3,
+            parts: [empty_lane, lane, other_lane, head]
+                .iter_mut()
+                .map(|group| std::mem::take(&mut group.bytes))
+                .collect(),
+            entry_count: 4,
+            fills: Vec::new(),
+        };
+        let len = group.len();
+        // Lane 0 is empty: lane 1 carries the header.
+        let others = [2, 3].map(|i| &group.parts[i][GROUP_HEADER_BYTES..]);
+        let entries = std::iter::once(&group.parts[1][GROUP_HEADER_BYTES..]).chain(others);
+        let header = group_header(entries, len, 4, 3, 7);
+        let mut file = header.to_vec();
+        file.extend_from_slice(&group.parts[1][GROUP_HEADER_BYTES..]);
+        for part in others {
+            file.extend_from_slice(part);
+        }
+        assert_eq!(file.len() as u64, len);
+        let groups = complete_groups(&file, 7);
+        assert_eq!(groups.len(), 1);
+        let entries: Vec<(&str, u64, u16)> = groups[0]
+            .iter()
+            .map(|entry| (entry.dir, entry.position, entry.kind))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("logs/a", 0, KIND_BATCH),
+                ("logs/b", 0, KIND_BATCH),
+                ("logs/a", 73, KIND_BATCH),
+                ("logs/c", 0, KIND_REMOVED),
+            ]
+        );
+        // Written without the empty lane's part, but a changed byte anywhere is refused.
+        let mut torn = file.clone();
+        let at = torn.len() - 3;
+        torn[at] ^= 1;
+        assert!(complete_groups(&torn, 7).is_empty());
+    }
+
     #[test]
     fn groups_read_back_and_stop_at_damage() {
         let batch = {
@@ -1037,7 +1338,7 @@ mod tests {
         group.push_entry(KIND_BATCH, "logs/a", 0, 0, &batch);
         group.push_entry(KIND_REMOVED, "logs/b", 0, 0, &[]);
         let len = group.bytes.len();
-        seal_group(&mut group.bytes, 2, 1, 5);
+        seal(&mut group, 5);
         let mut file = group.bytes.clone();
         file.extend_from_slice(&group.bytes);
         file.resize(file.len() + 100, 0);
@@ -1069,7 +1370,7 @@ mod tests {
         assert_eq!(new.len(), old.len());
         let mut group = Group::new(1, Vec::new());
         group.push_entry(KIND_BATCH, "logs/x", 0, 0, &new);
-        seal_group(&mut group.bytes, 1, 1, 9);
+        seal(&mut group, 9);
         assert_eq!(complete_groups(&group.bytes, 9).len(), 1);
         let mut torn = group.bytes.clone();
         let at = torn.len() - old.len();

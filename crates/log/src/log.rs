@@ -1395,6 +1395,12 @@ impl Log {
             };
             let position = state.active.summary.size_bytes;
             let end_position = position + buf.len() as u64;
+            // Here, next to the batch's own checksums, which it overlaps.
+            let base = state.active.summary.base;
+            let entry_crc = inner.ctx.journal.as_ref().map(|_| {
+                let kind = crate::journal::KIND_BATCH;
+                crate::journal::entry_crc(kind, &inner.dir, base, position, buf.len())
+            });
             if end_position > state.active.allocated_bytes && inner.ctx.journal.is_some() {
                 // Never past the size at which the segment rolls (unless this batch is).
                 let ahead = (state.active.allocated_bytes + PREALLOCATE_BYTES)
@@ -1451,9 +1457,14 @@ impl Log {
             // the group holds.
             let group = match &inner.ctx.journal {
                 Some(journal) => {
-                    let base = state.active.summary.base;
                     let marks = &mut state.journal_marks;
-                    match journal.add_batch(inner, base, position, &buf, fill, marks) {
+                    let entry = crate::journal::BatchEntry {
+                        base,
+                        position,
+                        batch: &buf,
+                        crc: entry_crc.unwrap_or_default(),
+                    };
+                    match journal.add_batch(inner, &entry, fill, marks) {
                         Ok(seq) => {
                             inner.last_group.store(seq, Ordering::Relaxed);
                             let flight = InFlight {
