@@ -1,8 +1,9 @@
 //! The store-wide journal: one group commit for every log at once.
 //!
 //! An append writes its batch into its log's active segment (page cache only) and copies it,
-//! as one *entry*, into the journal's open *group*. One writer thread writes each group with
-//! one `write` and makes it durable with one `fdatasync`, then publishes the group's number: the
+//! as one *entry*, into the journal's open *group* (in its thread's *lane*: see [`Lane`]). One
+//! writer thread writes each group (one `write` per lane holding entries) and makes it
+//! durable with one `fdatasync`, then publishes the group's number: the
 //! sync cost of a request does not depend on how many logs it touches. Each log settles its
 //! durable end from the groups it appended to (`LogInner::settle`): the writer touches only
 //! the logs due a fill and the logs someone watches. A *checkpoint* later syncs the segments
@@ -416,9 +417,10 @@ impl Journal {
         }
         let first = lane.group.entry_count == 0;
         lane.group.push_entry_with_crc(KIND_BATCH, &log.dir, entry);
-        // The lines the next entries go to, owned by the time they are written (the buffer
-        // was last read by the writer's `write`, on the other core as often as not): a
-        // locked instruction after the stores, the lane's unlock first, waits for them.
+        // Asks now for the lines the next entry will be written to. The buffer was last read
+        // by the writer's `write`, as often as not on the other core, so each line must be
+        // taken from it; a store to a line not yet taken makes the next lock or unlock wait
+        // (a locked instruction waits for every earlier store).
         let bytes = &lane.group.bytes;
         let ahead = bytes.len() + LANE_PREFETCH_BYTES;
         if ahead + LANE_PREFETCH_BYTES <= bytes.capacity() {
@@ -529,8 +531,10 @@ impl Journal {
                     // The buffers go back for reuse (the last one is the open group's).
                     let mut parts = std::mem::take(&mut group.parts);
                     let head = parts.pop();
+                    // Over the lanes, no more retained than one buffer could be.
+                    let retained_max = GROUP_BUFFER_RETAINED_BYTES_MAX / self.lanes.len();
                     for (lane, bytes) in self.lanes.iter().zip(parts) {
-                        if bytes.capacity() <= GROUP_BUFFER_RETAINED_BYTES_MAX {
+                        if bytes.capacity() <= retained_max {
                             lane.0.lock().spare = bytes;
                         }
                     }
@@ -1260,67 +1264,76 @@ mod tests {
         group.bytes[..GROUP_HEADER_BYTES].copy_from_slice(&header);
     }
 
-    /// A group queued in several lanes (and removals in the open group's own buffer) is
-    /// written as one: its header in the first buffer with entries, then the others' entries.
+    /// The writer writes a group queued in several lanes, and a removal in the open group's
+    /// own buffer, as the very bytes of one buffer holding the same entries in that order
+    /// (the layout on disk did not change), and the group's checksum covers every part.
     #[test]
-    fn a_group_from_several_lanes_reads_back_as_one() {
-        let batch = |offset: u64| {
+    fn a_group_from_several_lanes_is_written_as_one_buffer_would_be() {
+        let batch = |value: &'static [u8]| {
             let mut buf = Vec::new();
-            let records = [crate::NewRecord {
-                key: b"k",
-                value: b"v",
-            }];
-            format::encode_batch(&mut buf, offset, 1000, &records, None).unwrap();
+            let records = [crate::NewRecord { key: b"k", value }];
+            format::encode_batch(&mut buf, 0, 1000, &records, None).unwrap();
             buf
         };
-        let empty_lane = Group::new(3, Vec::new());
-        let mut lane = Group::new(3, Vec::new());
-        lane.push_entry(KIND_BATCH, "logs/a", 0, 0, &batch(0));
-        let mut other_lane = Group::new(3, Vec::new());
-        other_lane.push_entry(KIND_BATCH, "logs/b", 0, 0, &batch(0));
-        other_lane.push_entry(KIND_BATCH, "logs/a", 0, 73, &batch(1));
-        let mut head = Group::new(3, Vec::new());
-        head.push_entry(KIND_REMOVED, "logs/c", 0, 0, &[]);
-        let group = Taken {
-            seq: 3,
-            parts: [empty_lane, lane, other_lane, head]
-                .iter_mut()
-                .map(|group| std::mem::take(&mut group.bytes))
-                .collect(),
-            entry_count: 4,
-            fills: Vec::new(),
+        let backend = Arc::new(crate::mem::CrashBackend::new());
+        let replayed = replay(&*backend).expect("replay");
+        let config = StoreConfig {
+            journal_file_bytes: 1 << 16,
+            ..StoreConfig::default()
         };
-        let len = group.len();
-        // Lane 0 is empty: lane 1 carries the header.
-        let others = [2, 3].map(|i| &group.parts[i][GROUP_HEADER_BYTES..]);
-        let entries = std::iter::once(&group.parts[1][GROUP_HEADER_BYTES..]).chain(others);
-        let header = group_header(entries, len, 4, 3, 7);
-        let mut file = header.to_vec();
-        file.extend_from_slice(&group.parts[1][GROUP_HEADER_BYTES..]);
-        for part in others {
-            file.extend_from_slice(part);
+        let journal = Journal::new(backend.clone(), &config, &replayed);
+        assert!(journal.lanes.len() >= 2);
+        // (lane, directory, position, value): lane 0 carries the header.
+        let entries = [
+            (1, "logs/b", 0, &b"old"[..]),
+            (0, "logs/a", 0, &b"one"[..]),
+            (1, "logs/a", 73, &b"two"[..]),
+        ];
+        for (lane, dir, position, value) in entries {
+            let mut lane = journal.lanes[lane].0.lock();
+            lane.group
+                .push_entry(KIND_BATCH, dir, 0, position, &batch(value));
         }
-        assert_eq!(file.len() as u64, len);
-        let groups = complete_groups(&file, 7);
-        assert_eq!(groups.len(), 1);
-        let entries: Vec<(&str, u64, u16)> = groups[0]
-            .iter()
-            .map(|entry| (entry.dir, entry.position, entry.kind))
-            .collect();
-        assert_eq!(
-            entries,
-            [
-                ("logs/a", 0, KIND_BATCH),
-                ("logs/b", 0, KIND_BATCH),
-                ("logs/a", 73, KIND_BATCH),
-                ("logs/c", 0, KIND_REMOVED),
-            ]
+        journal
+            .state
+            .lock()
+            .open
+            .push_entry(KIND_REMOVED, "logs/c", 0, 0, &[]);
+        let mut taken = journal.take_group(&mut journal.state.lock());
+        // Every lane and the open group moved to the next group together.
+        assert_eq!((taken.seq, taken.entry_count), (1, 4));
+        assert!(
+            journal
+                .lanes
+                .iter()
+                .all(|lane| lane.0.lock().group.seq == 2)
         );
-        // Written without the empty lane's part, but a changed byte anywhere is refused.
-        let mut torn = file.clone();
-        let at = torn.len() - 3;
-        torn[at] ^= 1;
-        assert!(complete_groups(&torn, 7).is_empty());
+        assert_eq!(journal.state.lock().open.seq, 2);
+        journal.write_group(&mut taken).expect("write");
+        let file = backend
+            .read_file(&file_path(replayed.next_file))
+            .expect("read");
+
+        // One buffer, in the order written: lane 0's entries, lane 1's, the removal.
+        let one = |last_value: &'static [u8]| {
+            let mut group = Group::new(1, Vec::new());
+            group.push_entry(KIND_BATCH, "logs/a", 0, 0, &batch(b"one"));
+            group.push_entry(KIND_BATCH, "logs/b", 0, 0, &batch(b"old"));
+            group.push_entry(KIND_BATCH, "logs/a", 0, 73, &batch(last_value));
+            group.push_entry(KIND_REMOVED, "logs/c", 0, 0, &[]);
+            group
+        };
+        let mut expected = one(b"two");
+        seal(&mut expected, replayed.next_file);
+        assert_eq!(&file[..expected.bytes.len()], &expected.bytes[..]);
+        assert_eq!(complete_groups(&file, replayed.next_file).len(), 1);
+
+        // An entry of the same length in the last lane's part, as a torn write over an old
+        // group could leave it: each entry passes its own checks, the group's checksum not.
+        let mut torn = one(b"new");
+        torn.bytes[..GROUP_HEADER_BYTES].copy_from_slice(&file[..GROUP_HEADER_BYTES]);
+        assert!(group_entries(&torn.bytes[GROUP_HEADER_BYTES..]).is_some());
+        assert!(complete_groups(&torn.bytes, replayed.next_file).is_empty());
     }
 
     #[test]
