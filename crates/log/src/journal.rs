@@ -695,30 +695,32 @@ impl Journal {
             .file
             .clone()
             .ok_or_else(|| io::Error::other("no journal file"))?;
-        // The first buffer with entries carries the header; the others follow it.
-        let first = group
+        let entries = group
             .parts
             .iter()
-            .position(|part| part.len() > GROUP_HEADER_BYTES)
-            .unwrap_or(0);
-        let order: Vec<usize> = std::iter::once(first)
-            .chain(
-                (0..group.parts.len())
-                    .filter(|&i| i != first && group.parts[i].len() > GROUP_HEADER_BYTES),
-            )
-            .collect();
-        let entries = order.iter().map(|&i| &group.parts[i][GROUP_HEADER_BYTES..]);
+            .map(|part| &part[GROUP_HEADER_BYTES..])
+            .filter(|entries| !entries.is_empty());
         let header = group_header(entries, len, group.entry_count, group.seq, current.number);
-        group.parts[first][..GROUP_HEADER_BYTES].copy_from_slice(&header);
+        // The first buffer with entries carries the header; the others follow it.
         let mut position = current.position;
-        for (n, &i) in order.iter().enumerate() {
-            let bytes = if n == 0 {
-                &group.parts[i][..]
+        let mut first = true;
+        for part in group.parts.iter_mut() {
+            if part.len() == GROUP_HEADER_BYTES {
+                continue;
+            }
+            let bytes = if first {
+                part[..GROUP_HEADER_BYTES].copy_from_slice(&header);
+                &part[..]
             } else {
-                &group.parts[i][GROUP_HEADER_BYTES..]
+                &part[GROUP_HEADER_BYTES..]
             };
+            first = false;
             file.write_all_at(bytes, position)?;
             position += bytes.len() as u64;
+        }
+        if first {
+            // No entries (the writer takes no such group): the header alone.
+            file.write_all_at(&header, position)?;
         }
         file.sync_data()?;
         self.sync_count.fetch_add(1, Ordering::Relaxed);
@@ -1256,6 +1258,14 @@ mod tests {
         assert_eq!(parse_file_name("00000000000000000042.seg"), None);
     }
 
+    /// A batch of one record (key `k`) holding `value`, its first offset `first_offset`.
+    fn one_record_batch(first_offset: u64, value: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let records = [crate::NewRecord { key: b"k", value }];
+        format::encode_batch(&mut buf, first_offset, 1000, &records, None).unwrap();
+        buf
+    }
+
     /// Seals a group written from one buffer, for file `file_number`.
     fn seal(group: &mut Group, file_number: u64) {
         let len = group.bytes.len() as u64;
@@ -1269,12 +1279,7 @@ mod tests {
     /// (the layout on disk did not change), and the group's checksum covers every part.
     #[test]
     fn a_group_from_several_lanes_is_written_as_one_buffer_would_be() {
-        let batch = |value: &'static [u8]| {
-            let mut buf = Vec::new();
-            let records = [crate::NewRecord { key: b"k", value }];
-            format::encode_batch(&mut buf, 0, 1000, &records, None).unwrap();
-            buf
-        };
+        let batch = |value: &[u8]| one_record_batch(0, value);
         let backend = Arc::new(crate::mem::CrashBackend::new());
         let replayed = replay(&*backend).expect("replay");
         let config = StoreConfig {
@@ -1334,19 +1339,35 @@ mod tests {
         torn.bytes[..GROUP_HEADER_BYTES].copy_from_slice(&file[..GROUP_HEADER_BYTES]);
         assert!(group_entries(&torn.bytes[GROUP_HEADER_BYTES..]).is_some());
         assert!(complete_groups(&torn.bytes, replayed.next_file).is_empty());
+
+        // The next group, with lane 0 empty: lane 1 carries the header, the removal follows.
+        journal.lanes[1]
+            .0
+            .lock()
+            .group
+            .push_entry(KIND_BATCH, "logs/b", 0, 73, &batch(b"three"));
+        journal
+            .state
+            .lock()
+            .open
+            .push_entry(KIND_REMOVED, "logs/d", 0, 0, &[]);
+        let mut taken = journal.take_group(&mut journal.state.lock());
+        journal.write_group(&mut taken).expect("write");
+        let mut second = Group::new(2, Vec::new());
+        second.push_entry(KIND_BATCH, "logs/b", 0, 73, &batch(b"three"));
+        second.push_entry(KIND_REMOVED, "logs/d", 0, 0, &[]);
+        seal(&mut second, replayed.next_file);
+        let file = backend
+            .read_file(&file_path(replayed.next_file))
+            .expect("read");
+        let at = expected.bytes.len();
+        assert_eq!(&file[at..at + second.bytes.len()], &second.bytes[..]);
+        assert_eq!(complete_groups(&file, replayed.next_file).len(), 2);
     }
 
     #[test]
     fn groups_read_back_and_stop_at_damage() {
-        let batch = {
-            let mut buf = Vec::new();
-            let records = [crate::NewRecord {
-                key: b"k",
-                value: b"v",
-            }];
-            format::encode_batch(&mut buf, 7, 1000, &records, None).unwrap();
-            buf
-        };
+        let batch = one_record_batch(7, b"v");
         let mut group = Group::new(1, Vec::new());
         group.push_entry(KIND_BATCH, "logs/a", 0, 0, &batch);
         group.push_entry(KIND_REMOVED, "logs/b", 0, 0, &[]);
@@ -1373,12 +1394,7 @@ mod tests {
     /// its own checksums. The group's checksum over its entries refuses it.
     #[test]
     fn a_group_torn_over_old_entries_is_refused() {
-        let batch = |value: &'static [u8]| {
-            let mut buf = Vec::new();
-            let records = [crate::NewRecord { key: b"k", value }];
-            format::encode_batch(&mut buf, 7, 1000, &records, None).unwrap();
-            buf
-        };
+        let batch = |value: &[u8]| one_record_batch(7, value);
         let (new, old) = (batch(b"new"), batch(b"old"));
         assert_eq!(new.len(), old.len());
         let mut group = Group::new(1, Vec::new());
@@ -1398,12 +1414,7 @@ mod tests {
     /// Groups of an earlier release, whose checksum covers the header only, still replay.
     #[test]
     fn groups_of_the_earlier_format_are_replayed() {
-        let mut buf = Vec::new();
-        let records = [crate::NewRecord {
-            key: b"k",
-            value: b"v",
-        }];
-        format::encode_batch(&mut buf, 7, 1000, &records, None).unwrap();
+        let buf = one_record_batch(7, b"v");
         let mut group = Group::new(1, Vec::new());
         group.push_entry(KIND_BATCH, "logs/a", 0, 0, &buf);
         let len = group.bytes.len() as u32;
